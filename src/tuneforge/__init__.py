@@ -1,0 +1,38 @@
+"""tuneforge: fine-tune pretrained transformers from one YAML config.
+
+Python API (the CLI is a thin layer over these):
+
+    import tuneforge
+    result = tuneforge.train("configs/quickstart/sentiment-minilm-lora.yaml", ["train.epochs=1"])
+    tuneforge.predict(result.run_dir, ["a gripping, beautifully shot film"])
+    tuneforge.evaluate(result.run_dir, "new_labelled.csv")
+"""
+__version__ = "0.1.0"
+
+
+def train(config, overrides=(), resume: bool = False):
+    from tuneforge.training.engine import train as _train
+    return _train(config, overrides, resume=resume)
+
+
+def load_config(path=None, overrides=(), raw=None):
+    from tuneforge.config import load_config as _load
+    return _load(path, overrides, raw)
+
+
+def predict(run_dir, texts, batch_size: int = 64):
+    from tuneforge.inference import predict as _predict
+    return _predict(run_dir, texts, batch_size)
+
+
+def evaluate(run_dir, data, out_dir=None, text_column=None, label_column=None):
+    from tuneforge.inference import evaluate as _evaluate
+    return _evaluate(run_dir, data, out_dir, text_column, label_column)
+
+
+def load_run(run_dir):
+    from tuneforge.inference import load_run as _load_run
+    return _load_run(run_dir)
+
+
+__all__ = ["train", "load_config", "predict", "evaluate", "load_run", "__version__"]

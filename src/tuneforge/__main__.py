@@ -1,0 +1,5 @@
+import sys
+
+from tuneforge.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""Importing this module registers every subcommand on the app (one module per subcommand)."""
+from tuneforge.cli import evaluate, models, predict, train, validate  # noqa: F401

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from tuneforge.cli.app import app
+
+
+@app.command("eval")
+def eval_cmd(run_dir: str = typer.Argument(..., help="Run directory."),
+             data: str = typer.Option(..., "--data", help="Labelled data file (same columns as training)."),
+             out: Optional[str] = typer.Option(None, "--out", help="Report directory (default RUN/eval/<data name>)."),
+             text_column: Optional[str] = typer.Option(None, "--text-column"),
+             label_column: Optional[str] = typer.Option(None, "--label-column")):
+    """Evaluate a trained run on new labelled data: metrics, per-class report, confusion matrix."""
+    from tuneforge.inference import evaluate
+
+    result = evaluate(run_dir, data, out, text_column, label_column)
+    print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}, indent=2))

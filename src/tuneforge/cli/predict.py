@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tuneforge.cli.app import app
+from tuneforge.errors import DataError
+
+
+def read_texts(path: str, column: str | None) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"file not found: {path}")
+    if p.suffix == ".txt":
+        return [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+    from tuneforge.data.sources import read_table, require_columns
+
+    df = read_table(path)
+    col = column or ("text" if "text" in df.columns else None)
+    if col is None:
+        raise DataError(f"{path}: no 'text' column; name one with --column (columns: {', '.join(map(str, df.columns))})")
+    require_columns(df, {"--column": col}, path)
+    return df[col].astype(str).tolist()
+
+
+@app.command()
+def predict(run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
+            texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify."),
+            file: Optional[str] = typer.Option(None, "--file", "-f", help="A .txt (one text per line), .csv or .jsonl file."),
+            column: Optional[str] = typer.Option(None, "--column", help="Text column of --file (default: text)."),
+            batch_size: int = typer.Option(64, "--batch-size")):
+    """Classify texts; prints one JSON line per text with its label and per-class probabilities."""
+    from tuneforge.inference import predict as run_predict
+
+    items = list(texts or [])
+    if file:
+        items += read_texts(file, column)
+    if not items:
+        raise DataError("nothing to predict: give texts as arguments or --file")
+    for row in run_predict(run_dir, items, batch_size=batch_size):
+        print(json.dumps(row, ensure_ascii=False))

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from tuneforge.cli.app import app
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(config: str = typer.Argument(..., help="YAML config file."),
+          overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=1"),
+          resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run from its last checkpoint.")):
+    """Train a model as CONFIG says and write a run directory."""
+    import tuneforge
+
+    tuneforge.train(config, overrides or [], resume=resume)

@@ -1,0 +1,60 @@
+"""Config reference generated from the pydantic field descriptions (one source for --help, docs and UI)."""
+from __future__ import annotations
+
+import json
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from tuneforge.config.schema import MethodConfig, RunConfig, TaskConfig
+
+
+def _type_name(ann) -> str:
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(ann))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, typing.List):
+        return f"list of {_type_name(typing.get_args(ann)[0])}"
+    return getattr(ann, "__name__", str(ann))
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined:
+        return "(factory)" if field.default_factory else "required"
+    return f"`{json.dumps(field.default)}`"
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is not None and not issubclass(sub, (TaskConfig, MethodConfig)):
+            rows += _rows(sub, f"{prefix}{name}.")
+            continue
+        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{prefix}{name}` | {_type_name(ann)} | {_default(field)} | {desc} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    from tuneforge.methods import METHODS
+    from tuneforge.tasks import TASKS
+
+    header = ["| key | type | default | description |", "|---|---|---|---|"]
+    out = ["### Sections model, data, train, eval, output", ""] + header
+    for section in ("model", "data", "train", "eval", "output"):
+        out += _rows(RunConfig.model_fields[section].annotation, f"{section}.")
+    out += ["", "### task (by `task.type`)", ""]
+    for name in TASKS.names():
+        out += [f"`task.type: {name}`", ""] + header + _rows(TASKS.get(name).Config, "task.") + [""]
+    out += ["### method (by `method.name`)", ""]
+    for name in METHODS.names():
+        m = METHODS.get(name)
+        out += [f"`method.name: {name}` — {m.summary} Default learning rate "
+                f"{m.Config.default_learning_rate:g}.", ""] + header + _rows(m.Config, "method.") + [""]
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,23 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero, without a traceback."""
+
+
+class TuneforgeError(Exception):
+    """Base class: the message is meant for the user, in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(TuneforgeError):
+    exit_code = 2
+
+
+class DataError(TuneforgeError):
+    exit_code = 3
+
+
+class ModelError(TuneforgeError):
+    exit_code = 4
+
+
+class RunDirError(TuneforgeError):
+    exit_code = 5

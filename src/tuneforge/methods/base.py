@@ -1,0 +1,111 @@
+"""The method contract: which parameters learn, and how they are saved, loaded and merged.
+
+A method is one class registered under its name in METHODS, with its own pydantic `Config`
+(nested under `method:` in the run config). The training engine only calls the hooks below;
+it never asks which method it is running.
+
+    apply(model, ctx)          -> model whose trainable parameters are the method's
+    trainable_parameters(model)-> [(name, parameter)] that the optimizer updates
+    param_groups(model, lr, wd)-> optimizer groups (layer-wise rates, no decay on norms/biases)
+    save(model, dir)           -> loadable artefacts (PEFT format for PEFT methods)
+    load(dir, build_base)      -> the trained model again, given a builder of base models
+    merge(model)               -> a plain transformers model, or MethodError if the method cannot merge
+    load_kwargs()              -> extra `from_pretrained` arguments (for example a 4-bit quantization config)
+    callbacks(ctx)             -> Trainer callbacks the method needs (for example progressive unfreezing)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from tuneforge.config.schema import MethodConfig, RunConfig
+from tuneforge.errors import TuneforgeError
+from tuneforge.registry import Registry
+
+
+class MethodError(TuneforgeError):
+    pass
+
+
+@dataclass
+class MethodContext:
+    """What a method may need to know about the run, without knowing the task's internals."""
+
+    task_type: str
+    head_modules: list[str] = field(default_factory=list)  # modules that are new for the task and always train
+    gradient_checkpointing: bool = False
+    run_config: RunConfig | None = None
+
+
+NO_DECAY_MARKERS = ("bias", "norm", "ln_", "layernorm", "layer_norm", "rmsnorm")
+
+
+def is_no_decay(name: str, param: nn.Parameter) -> bool:
+    lname = name.lower()
+    return param.ndim < 2 or any(m in lname for m in NO_DECAY_MARKERS)
+
+
+class Method:
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+    can_merge: ClassVar[bool] = False
+    #: a sentence for `tuneforge methods` and the docs
+    summary: ClassVar[str] = ""
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Cross-field checks: raise ConfigError naming the key when the method cannot apply."""
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        decay, no_decay = [], []
+        for name, param in self.trainable_parameters(model):
+            (no_decay if is_no_decay(name, param) else decay).append(param)
+        groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+                  {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def callbacks(self, ctx: MethodContext) -> list:
+        return []
+
+    def save(self, model: nn.Module, out_dir: str) -> None:
+        raise NotImplementedError
+
+    def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
+        raise NotImplementedError
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        raise MethodError(f"method '{self.name}' cannot be merged into the base model")
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def count_parameters(model: nn.Module, trainable: list[tuple[str, nn.Parameter]]) -> dict:
+    """Trainable and total parameter counts. 4-bit weights count as their unpacked size."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = p.numel()
+        if getattr(p, "quant_state", None) is not None or p.dtype == torch.uint8:
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+    n_train = sum(p.numel() for _, p in {id(p): (n, p) for n, p in trainable}.values())
+    return {"trainable_params": n_train, "total_params": total,
+            "trainable_percent": round(100.0 * n_train / max(total, 1), 4)}

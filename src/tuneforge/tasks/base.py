@@ -1,0 +1,77 @@
+"""The task contract: what is learned. A task owns its record format, its head, its loss and its metrics.
+
+    prepare(tokenizer)          -> Prepared: tokenized train / validation / test datasets + info
+    model_kwargs(prepared)      -> `from_pretrained` arguments for the head (labels, problem type)
+    head_modules(model)         -> names of modules that are new for this task and always train
+    collator(tokenizer)         -> batches with dynamic padding
+    compute_metrics(prepared)   -> the Trainer's metric function for validation
+    final_evaluation(...)       -> metrics on the test split; writes eval/metrics.json, report.md, plots
+    metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from torch import nn
+
+from tuneforge.config.schema import RunConfig, TaskConfig
+from tuneforge.errors import ConfigError
+from tuneforge.registry import Registry, closest
+
+
+@dataclass
+class Prepared:
+    train: Any
+    validation: Any | None
+    test: Any | None
+    info: dict = field(default_factory=dict)
+
+
+class Task:
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]]
+    auto_class_name: ClassVar[str]
+    #: validation metrics the task reports, and whether larger is better for each
+    metrics: ClassVar[dict[str, bool]] = {"loss": False}
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    @property
+    def auto_class(self):
+        import transformers
+        return getattr(transformers, self.auto_class_name)
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        if cfg.eval.metric not in cls.metrics:
+            raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
+                              f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}")
+
+    def prepare(self, tokenizer) -> Prepared:
+        raise NotImplementedError
+
+    def model_kwargs(self, prepared: Prepared) -> dict:
+        return {}
+
+    def head_modules(self, model: nn.Module) -> list[str]:
+        """Top-level modules outside the pretrained backbone that hold parameters (the new head)."""
+        prefix = getattr(model, "base_model_prefix", "")
+        return [name for name, mod in model.named_children()
+                if name != prefix and any(True for _ in mod.parameters())]
+
+    def collator(self, tokenizer) -> Callable:
+        raise NotImplementedError
+
+    def compute_metrics(self, prepared: Prepared) -> Callable | None:
+        return None
+
+    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict) -> dict:
+        raise NotImplementedError
+
+    def metadata(self, prepared: Prepared) -> dict:
+        return {}
+
+
+TASKS: Registry[type[Task]] = Registry("task")

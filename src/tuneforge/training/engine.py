@@ -1,0 +1,245 @@
+"""The one training path, for every task x method: transformers' Trainer (accelerate underneath, so
+DDP/FSDP/DeepSpeed, mixed precision, checkpointing and resume come from a maintained engine), with the
+task and the method plugged in through their contracts."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuneforge.config import RunConfig, dump_config, load_config
+from tuneforge.errors import ConfigError, TuneforgeError
+from tuneforge.methods import METHODS, MethodContext, count_parameters
+from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
+from tuneforge.tasks import TASKS
+from tuneforge.training.callbacks import EfficiencyCallback, MetricsLogCallback, QuietProgressCallback, peak_memory_mb
+from tuneforge.training.rundir import RunDir, write_json
+
+log = logging.getLogger("tuneforge")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    efficiency: dict
+
+
+def precision_flags(precision: str) -> dict:
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ConfigError(f"train.precision: '{precision}' mixed precision needs a GPU; use fp32 (or auto) on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
+
+
+def report_to(value: str) -> list[str] | str:
+    if value == "auto":
+        try:
+            import tensorboard  # noqa: F401
+            return ["tensorboard"]
+        except ImportError:
+            return "none"
+    return "none" if value == "none" else [value]
+
+
+def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    evaluate = has_validation and t.eval_strategy != "no"
+    if t.early_stopping.patience and not evaluate:
+        raise ConfigError("train.early_stopping.patience needs a validation split and train.eval_strategy != 'no'")
+    load_best = cfg.eval.load_best_model and evaluate
+    save_strategy = "steps" if t.save_steps else (t.eval_strategy if evaluate else "epoch")
+    if load_best and save_strategy != t.eval_strategy:
+        raise ConfigError("train.save_steps with eval.load_best_model needs train.eval_strategy: steps "
+                          "(checkpoints must coincide with evaluations); or set eval.load_best_model=false")
+    rt = report_to(t.report_to)
+    if rt != "none" and "tensorboard" in rt:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
+    return TrainingArguments(
+        output_dir=str(run.checkpoints),
+        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=t.scheduler, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,  # 0 disables clipping
+        seed=t.seed, data_seed=t.seed,
+        eval_strategy=t.eval_strategy if evaluate else "no", eval_steps=t.eval_steps,
+        save_strategy=save_strategy, save_steps=t.save_steps or t.eval_steps or 500,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=load_best, metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
+        greater_is_better=greater_is_better if evaluate else None,
+        logging_steps=t.logging_steps, logging_first_step=True, report_to=rt,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
+        **precision_flags(t.precision),
+    )
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class TuneforgeTrainer(Trainer):
+        """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
+        and whose efficiency meter does not count evaluation time."""
+
+        def __init__(self, *a, method=None, meter=None, **kw):
+            self.tf_method, self.tf_meter = method, meter
+            super().__init__(*a, **kw)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                model = model if model is not None else self.model
+                groups = self.tf_method.param_groups(model, self.args.learning_rate, self.args.weight_decay)
+                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+                kwargs.pop("lr", None)
+                self.optimizer = cls(groups, **kwargs)
+            return self.optimizer
+
+        def evaluate(self, *a, **kw):
+            if self.tf_meter is None:
+                return super().evaluate(*a, **kw)
+            self.tf_meter.pause()
+            t0 = time.perf_counter()
+            try:
+                return super().evaluate(*a, **kw)
+            finally:
+                self.tf_meter.eval_seconds += time.perf_counter() - t0
+                self.tf_meter.resume()
+
+    return TuneforgeTrainer
+
+
+def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False) -> TrainResult:
+    """Train as the config says and write a run directory. Returns its path, metrics and efficiency.
+
+    Raises TuneforgeError (ConfigError, DataError, ModelError, RunDirError) for problems the user can fix;
+    the run's status.json then says `failed` with the message."""
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    run = RunDir.for_config(cfg, resume=resume)
+    run.start(dump_config(cfg))
+    print(f"tuneforge: run directory {run.path}", file=sys.stderr, flush=True)
+    try:
+        result = _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, PrinterCallback)
+    except KeyboardInterrupt:
+        run.fail("interrupted")
+        raise
+    except TuneforgeError as exc:
+        run.fail(str(exc))
+        raise
+    except Exception as exc:
+        run.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    return result
+
+
+def _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, PrinterCallback) -> TrainResult:
+    set_seed(cfg.train.seed)
+    task = TASKS.get(cfg.task.type)(cfg)
+    method = METHODS.get(cfg.method.name)(cfg.method)
+    model_path = resolve_model(cfg.model.name, cfg.model.revision)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    prepared = task.prepare(tokenizer)
+    log.info("data: %s", prepared.info.get("sizes"))
+
+    set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
+    model = load_model(model_path, task.auto_class, cfg.model.dtype, cfg.model.trust_remote_code,
+                       **task.model_kwargs(prepared), **method.load_kwargs())
+    ctx = MethodContext(task_type=cfg.task.type, head_modules=task.head_modules(model),
+                        gradient_checkpointing=cfg.train.gradient_checkpointing, run_config=cfg)
+    model = method.apply(model, ctx)
+    params = count_parameters(model, method.trainable_parameters(model))
+    print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
+          f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr, flush=True)
+
+    greater = task.metrics[cfg.eval.metric]
+    args = build_training_args(cfg, run, prepared.validation is not None, greater)
+    meter = EfficiencyCallback()
+    callbacks = [MetricsLogCallback(run.metrics_log), meter, *method.callbacks(ctx)]
+    if cfg.train.early_stopping.patience and args.eval_strategy != "no":
+        callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
+    trainer = _make_trainer_class()(
+        model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.validation,
+        data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
+        processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter)
+    # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgressCallback)
+
+    train_out = trainer.train(resume_from_checkpoint=run.last_checkpoint() if resume else None)
+    state = trainer.state
+    best_val = _best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
+
+    # the model directory appears only when complete: write beside it, then rename
+    tmp = run.path / "model.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(trainer.model, str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
+                             "dtype": cfg.model.dtype, **task.metadata(prepared)})
+    shutil.rmtree(run.model_dir, ignore_errors=True)
+    tmp.rename(run.model_dir)
+
+    run.eval_dir.mkdir(exist_ok=True)
+    metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val)
+
+    n_train = len(prepared.train)
+    epochs_done = float(state.epoch or 0.0)
+    samples = n_train * epochs_done
+    tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+    secs = meter.train_seconds or train_out.metrics.get("train_runtime", 0.0)
+    efficiency = {
+        "train_seconds": round(secs, 3), "eval_seconds": round(meter.eval_seconds, 3),
+        "time_to_first_step_seconds": round(meter.first_step_seconds or 0.0, 3),
+        "train_samples": int(round(samples)), "train_tokens": tokens,
+        "train_samples_per_second": round(samples / secs, 3) if secs else None,
+        "train_tokens_per_second": round(tokens / secs, 1) if secs else None,
+        "global_steps": state.global_step, "epochs": round(epochs_done, 4),
+        **peak_memory_mb(), **params,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_json(run.efficiency, efficiency)
+    _drop_checkpoints_if_done(run)
+    run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
+                          if isinstance(v, (int, float))})
+    summary = metrics.get("test") or metrics.get("validation") or {}
+    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
+                     if isinstance(summary.get(k), (int, float)))
+    print(f"tuneforge: done in {secs:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
+    return TrainResult(run.path, metrics, efficiency)
+
+
+def _best_validation(history: list[dict], best_metric, metric: str, greater: bool) -> dict:
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    if not evals:
+        return {}
+    key = f"eval_{metric}"
+    scored = [h for h in evals if key in h]
+    best = (max if greater else min)(scored, key=lambda h: h[key]) if scored else evals[-1]
+    return {k.removeprefix("eval_"): v for k, v in best.items()
+            if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))} | {"epoch": best.get("epoch")}
+
+
+def _drop_checkpoints_if_done(run: RunDir) -> None:
+    # the final model is in model/; checkpoints exist only to resume an unfinished run
+    if os.environ.get("TUNEFORGE_KEEP_CHECKPOINTS") != "1":
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
