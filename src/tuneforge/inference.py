@@ -55,7 +55,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
         return load_model(path, getattr(__import__("transformers"), task_cls.auto_class_name),
                           meta.get("dtype", "auto"), **kwargs)
 
-    method = method_cls(method_cls.Config())
+    method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
     model = method.load(str(model_dir), build_base)
     model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

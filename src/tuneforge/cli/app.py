@@ -29,6 +29,7 @@ def _quiet_libraries(debug: bool) -> None:
         try:
             import transformers
             transformers.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()  # weight-loading bars; training bars stay
         except ImportError:
             pass
 

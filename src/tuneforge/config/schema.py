@@ -54,9 +54,9 @@ class DataSection(Section):
     text_column: str = Field("text", description="Column holding the input text.")
     text_pair_column: Optional[str] = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column holding the label (strings or integers).")
-    max_length: int = Field(128, ge=8, le=32768, description=(
-        "Longest input in tokens; longer inputs are truncated. Batches are padded only to their own "
-        "longest input (dynamic padding), never to this length."))
+    max_length: Optional[int] = Field(None, ge=8, le=131072, description=(
+        "Longest example in tokens (the cutoff length); longer ones are truncated. Default: the task's "
+        "(128 for classification). Batches are padded only to their own longest example, never to this length."))
     max_train_samples: Optional[int] = Field(None, ge=1, description=(
         "Use only this many training rows (a stratified sample), for quick experiments."))
     split: SplitSection = Field(default_factory=SplitSection, description="How to split when files are not given.")
@@ -106,9 +106,10 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
-    metric: str = Field("accuracy", description=(
-        "Validation metric for best-model selection and early stopping (classification: accuracy, f1_macro, "
-        "f1_weighted, precision_macro, recall_macro, auc_roc, loss; causal LM: loss, perplexity)."))
+    metric: Optional[str] = Field(None, description=(
+        "Validation metric for best-model selection and early stopping. Default: the task's (classification: "
+        "accuracy; others: loss). Classification offers accuracy, f1_macro, f1_weighted, precision_macro, "
+        "recall_macro, auc_roc, loss."))
     load_best_model: bool = Field(True, description="At the end, restore the checkpoint with the best `eval.metric`.")
 
 

@@ -5,6 +5,7 @@
     head_modules(model)         -> names of modules that are new for this task and always train
     collator(tokenizer)         -> batches with dynamic padding
     compute_metrics(prepared)   -> the Trainer's metric function for validation
+    loss_function(prepared)     -> optional custom loss (None: the model's own)
     final_evaluation(...)       -> metrics on the test split; writes eval/metrics.json, report.md, plots
     metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
 """
@@ -34,6 +35,9 @@ class Task:
     auto_class_name: ClassVar[str]
     #: validation metrics the task reports, and whether larger is better for each
     metrics: ClassVar[dict[str, bool]] = {"loss": False}
+    #: defaults for keys the config leaves null because they depend on the task
+    default_metric: ClassVar[str] = "loss"
+    default_max_length: ClassVar[int] = 512
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -42,6 +46,14 @@ class Task:
     def auto_class(self):
         import transformers
         return getattr(transformers, self.auto_class_name)
+
+    @classmethod
+    def fill_defaults(cls, cfg: RunConfig) -> None:
+        """Resolve the keys whose default depends on the task, so the saved config is explicit."""
+        if cfg.eval.metric is None:
+            cfg.eval.metric = cls.default_metric
+        if cfg.data.max_length is None:
+            cfg.data.max_length = cls.default_max_length
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
@@ -65,6 +77,11 @@ class Task:
         raise NotImplementedError
 
     def compute_metrics(self, prepared: Prepared) -> Callable | None:
+        return None
+
+    def loss_function(self, prepared: Prepared) -> Callable | None:
+        """Optional Trainer `compute_loss_func(outputs, labels, num_items_in_batch)` (e.g. class-weighted
+        loss); None keeps the model's own loss."""
         return None
 
     def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict) -> dict:

@@ -27,13 +27,11 @@ class ClassificationTask(Task):
     name = "classification"
     Config = ClassificationConfig
     auto_class_name = "AutoModelForSequenceClassification"
+    default_metric = "accuracy"
+    default_max_length = 128
     metrics: ClassVar[dict[str, bool]] = {
         "accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True, "recall_macro": True,
         "precision_weighted": True, "recall_weighted": True, "auc_roc": True, "loss": False}
-
-    @classmethod
-    def check_config(cls, cfg: RunConfig) -> None:
-        super().check_config(cfg)
 
     # ---- data -------------------------------------------------------------------------------------------
     def _read(self, source: str) -> pd.DataFrame:

@@ -128,15 +128,12 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
 
     Raises TuneforgeError (ConfigError, DataError, ModelError, RunDirError) for problems the user can fix;
     the run's status.json then says `failed` with the message."""
-    from transformers import EarlyStoppingCallback, set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     run = RunDir.for_config(cfg, resume=resume)
     run.start(dump_config(cfg))
     print(f"tuneforge: run directory {run.path}", file=sys.stderr, flush=True)
     try:
-        result = _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, PrinterCallback)
+        result = _train(cfg, run, resume)
     except KeyboardInterrupt:
         run.fail("interrupted")
         raise
@@ -149,7 +146,10 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
     return result
 
 
-def _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, PrinterCallback) -> TrainResult:
+def _train(cfg: RunConfig, run: RunDir, resume: bool) -> TrainResult:
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     set_seed(cfg.train.seed)
     task = TASKS.get(cfg.task.type)(cfg)
     method = METHODS.get(cfg.method.name)(cfg.method)
@@ -177,6 +177,7 @@ def _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, 
     trainer = _make_trainer_class()(
         model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.validation,
         data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
+        compute_loss_func=task.loss_function(prepared),
         processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter)
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
@@ -193,7 +194,8 @@ def _train(cfg, run, resume, EarlyStoppingCallback, set_seed, ProgressCallback, 
     method.save(trainer.model, str(tmp))
     tokenizer.save_pretrained(str(tmp))
     write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
-                             "dtype": cfg.model.dtype, **task.metadata(prepared)})
+                             "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
+                             **task.metadata(prepared)})
     shutil.rmtree(run.model_dir, ignore_errors=True)
     tmp.rename(run.model_dir)
 
