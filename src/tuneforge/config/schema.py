@@ -6,7 +6,7 @@ registered task or method named by `task.type` / `method.name` (each owns its co
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
@@ -45,6 +45,94 @@ class SplitSection(Section):
         return self
 
 
+class CleanSection(Section):
+    dedup: Literal["none", "exact", "near"] = Field("near", description=(
+        "How duplicates are found: `exact` (after NFKC, case and whitespace normalisation), `near` (exact plus "
+        "MinHash/LSH near-duplicates above `near_threshold`), or `none`. Applies within train and across splits."))
+    near_threshold: float = Field(0.85, gt=0.0, le=1.0, description=(
+        "Jaccard similarity of character 4-gram shingles above which two texts count as near-duplicates."))
+    within_train: Literal["drop", "report"] = Field("drop", description=(
+        "Duplicates inside the training split: `drop` keeps the first of each group (per label), `report` only counts them."))
+    cross_split: Literal["drop", "report", "none"] = Field("drop", description=(
+        "Training rows that duplicate a validation or test row (leakage): `drop` removes them from train, "
+        "`report` only lists them. Validation and test are never changed."))
+    conflicts: Literal["report", "drop", "majority"] = Field("report", description=(
+        "Duplicate groups in train whose labels disagree: `report` keeps one row per label, `drop` removes the "
+        "whole group, `majority` keeps one row with the most frequent label (ties are dropped)."))
+    label_noise: Literal["none", "report", "drop", "relabel"] = Field("report", description=(
+        "Label-error detection on train (confident learning on out-of-fold probabilities of a TF-IDF + logistic "
+        "regression model): `report` lists suspects, `drop` removes them, `relabel` gives them the predicted label."))
+    noise_threshold: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "`drop`/`relabel` act only on suspects whose out-of-fold probability for the suggested label is at least this."))
+    noise_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds for the out-of-fold probabilities.")
+
+
+class BackTranslationSection(Section):
+    to_model: Optional[str] = Field(None, description=(
+        "Local seq2seq translation model directory (source language -> pivot), e.g. a Marian en-de model."))
+    back_model: Optional[str] = Field(None, description="Local seq2seq model directory (pivot -> source language).")
+    batch_size: int = Field(16, ge=1, description="Texts per translation batch.")
+    max_length: int = Field(256, ge=8, description="Longest generated translation, in tokens.")
+    num_beams: int = Field(1, ge=1, description="Beam width (1 = greedy, fastest).")
+    sample: bool = Field(False, description="Sample (top-k 50) instead of greedy/beam search, for more varied paraphrases.")
+
+
+class AugmentSection(Section):
+    enabled: bool = Field(False, description="Add augmented copies of training examples (validation and test are never augmented).")
+    num_per_example: float = Field(1.0, ge=0.0, le=32.0, description=(
+        "Augmented copies per training example; a fraction adds a copy to that share of examples (1.5: every "
+        "example gets one, half get two)."))
+    per_class: Optional[dict[str, float]] = Field(None, description=(
+        "Copies per example for the named labels, overriding `num_per_example` (to top up rare classes)."))
+    ops: list[Literal["synonym", "insert", "swap", "delete", "back_translation"]] = Field(
+        default_factory=lambda: ["synonym", "insert", "swap", "delete"], description=(
+            "Operations; each copy uses one, chosen at random. `back_translation` needs "
+            "`augment.back_translation.to_model` and `back_model`."))
+    synonym_rate: float = Field(0.1, ge=0.0, le=1.0, description="Share of words replaced by a synonym (WordNet / Cilin).")
+    insert_rate: float = Field(0.1, ge=0.0, le=1.0, description="Share of words for which a synonym is inserted at a random place.")
+    swap_rate: float = Field(0.1, ge=0.0, le=1.0, description="Share of words swapped with another word.")
+    delete_rate: float = Field(0.1, ge=0.0, le=1.0, description="Probability of deleting each word.")
+    language: Literal["auto", "en", "zh"] = Field("auto", description=(
+        "Language of the texts: `auto` detects it per example from the script (Han characters: zh, else en)."))
+    protect: list[str] = Field(default_factory=list, description="Words that are never replaced, moved or deleted.")
+    protect_entities: bool = Field(True, description=(
+        "Never change numbers or capitalised words inside a sentence (likely names and entities)."))
+    seed: Optional[int] = Field(None, description="Seed of the augmentation; defaults to `train.seed`.")
+    back_translation: BackTranslationSection = Field(default_factory=BackTranslationSection,
+                                                     description="Back-translation through local translation models.")
+
+    @model_validator(mode="after")
+    def _ops(self):
+        if self.enabled and not self.ops:
+            raise ValueError("data.augment.ops is empty: list at least one of synonym, insert, swap, delete, back_translation")
+        bt = self.back_translation
+        if "back_translation" in self.ops and self.enabled and not (bt.to_model and bt.back_model):
+            raise ValueError("data.augment.ops includes back_translation, but no translation models are configured: "
+                             "set data.augment.back_translation.to_model and back_model to local seq2seq model directories")
+        return self
+
+
+class BalanceSection(Section):
+    class_weights: Union[Literal["none", "balanced"], dict[str, float]] = Field("none", description=(
+        "Class-weighted loss: `balanced` (inverse class frequency in the final training split), a mapping "
+        "label -> weight, or `none`."))
+    sampling: Literal["none", "oversample", "undersample", "augment"] = Field("none", description=(
+        "Resample the training split: `oversample` repeats rare-class rows, `undersample` drops frequent-class "
+        "rows, `augment` tops up rare classes with augmented copies (data.augment's operations and rates)."))
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights(cls, v):
+        if isinstance(v, str) and v not in ("none", "balanced"):
+            raise ValueError("must be 'none', 'balanced' or a mapping label -> weight")
+        if isinstance(v, dict) and any(not isinstance(w, (int, float)) or w <= 0 for w in v.values()):
+            raise ValueError("every class weight must be a positive number")
+        return v
+    ratio: float = Field(1.0, gt=0.0, le=1.0, description=(
+        "Target size of every class relative to the largest (over/augment) or the floor relative to the smallest "
+        "(undersample keeps at most smallest/ratio rows per class)."))
+
+
 class DataSection(Section):
     train: str = Field("builtin:rotten-tomatoes", description=(
         "Training data: a csv/tsv/json/jsonl/parquet file, a directory saved by `datasets`, or a builtin "
@@ -59,7 +147,39 @@ class DataSection(Section):
         "(128 for classification). Batches are padded only to their own longest example, never to this length."))
     max_train_samples: Optional[int] = Field(None, ge=1, description=(
         "Use only this many training rows (a stratified sample), for quick experiments."))
+    # ---- causal_lm (SFT) only; classification rejects them when set ----
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "text"] = Field("auto", description=(
+        "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` "
+        "(conversations of from/value), `messages` (OpenAI-style role/content lists), `text` (plain continued "
+        "pre-training on `text_column`), `auto` (detected from the columns)."))
+    template: str = Field("auto", description=(
+        "Chat template (SFT): `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, "
+        "`alpaca`, `vicuna`) uses that template instead. The template used is saved with the model."))
+    system_prompt: Optional[str] = Field(None, description=(
+        "System message added to every conversation that has none, in training and in chat (saved with the "
+        "model). null: the template's own behaviour (some templates insert a default system prompt)."))
+    variables: dict[str, str] = Field(default_factory=dict, description=(
+        "Values for `{{name}}` placeholders in the SFT data and system prompt (for example the new name and "
+        "author of `builtin:identity`)."))
+    train_on_prompt: bool = Field(False, description=(
+        "SFT: compute the loss on prompt tokens too. Default: on assistant turns only (each including its "
+        "end-of-turn token)."))
+    overflow: Literal["truncate", "drop"] = Field("truncate", description=(
+        "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. "
+        "Either way they are counted in the log and the run's eval/metrics.json."))
+    packing: bool = Field(False, description=(
+        "SFT: pack several examples into each row of up to `max_length` tokens; attention and positions restart "
+        "at every example, so examples never see each other."))
+    conversation_column: Optional[str] = Field(None, description=(
+        "Column with the conversation for `sharegpt`/`messages` (default `conversations` / `messages`)."))
+    roles: dict[str, str] = Field(default_factory=dict, description=(
+        "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
+        "gpt, assistant, bot, model, system), for example {customer: user, agent: assistant}."))
     split: SplitSection = Field(default_factory=SplitSection, description="How to split when files are not given.")
+    clean: CleanSection = Field(default_factory=CleanSection, description=(
+        "Cleaning of the training split: duplicates, leakage across splits, label noise."))
+    augment: AugmentSection = Field(default_factory=AugmentSection, description="Augmentation of the training split.")
+    balance: BalanceSection = Field(default_factory=BalanceSection, description="Class imbalance: weighted loss and resampling.")
 
 
 class EarlyStoppingSection(Section):
