@@ -1,15 +1,28 @@
 """LoRA through PEFT: low-rank updates on chosen linear layers; the task head trains in full and is saved
-with the adapter (PEFT's modules_to_save), so the saved adapter loads with stock PEFT."""
+with the adapter (PEFT's modules_to_save), so the saved adapter loads with stock PEFT.
+
+QLoRA is this method on a quantized base (`quantization: nf4`), not a separate path: `load_kwargs` asks for
+a bitsandbytes base, `prepare` runs PEFT's prepare_model_for_kbit_training, and `merge` adds the update to
+the *dequantized* base in full precision, so the merged model computes what the trained model computed.
+`qlora` is registered as a name for this method with 4-bit NF4 + double quantization as defaults."""
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Literal, Optional, Union
+import importlib.util
+from typing import ClassVar, Literal, Optional, Union
 
+import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tuneforge.config.schema import MethodConfig, RunConfig
+from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import METHODS, Method, MethodContext
+from tuneforge.methods.base import METHODS, MethodContext, MethodError
+from tuneforge.methods.peft_common import PeftMethod, peft_task_type
+from tuneforge.config.schema import MethodConfig
+
+#: head module names kept out of quantization (the config is built before the model, so before the task can
+#: name its head; `apply` checks that the real head was kept in full precision)
+HEAD_NAMES = ["classifier", "score", "lm_head", "qa_outputs", "pre_classifier"]
 
 
 class LoraConfig(MethodConfig):
@@ -23,11 +36,20 @@ class LoraConfig(MethodConfig):
         "or one regular expression matched against full module names."))
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learns magnitude and direction.")
-    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "eva"] = Field("default", description=(
-        "Initialisation of the LoRA matrices, as PEFT offers them (`default`: B=0, A Kaiming-uniform)."))
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field("default", description=(
+        "Initialisation of the LoRA matrices, as PEFT offers them (`default`: B=0, A Kaiming-uniform; "
+        "`gaussian`: A Gaussian; `pissa` / `olora`: from the principal directions / a QR of the base weight, "
+        "which then changes the base; full-precision bases only)."))
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
     lora_plus_ratio: Optional[float] = Field(None, gt=0, description=(
         "LoRA+: learning rate of the B matrices = this ratio x learning rate (16 is the paper's choice)."))
+    quantization: Optional[Literal["nf4", "fp4", "int8"]] = Field(None, description=(
+        "QLoRA: load the frozen base quantized by bitsandbytes (`nf4` is QLoRA's choice; `fp4`; `int8`). "
+        "The task head stays in full precision. Null: a full-precision base."))
+    double_quant: bool = Field(True, description=(
+        "4-bit only: also quantize the quantization constants (about 0.4 bits per weight saved)."))
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "4-bit only: dtype of the matrix products (`auto`: bfloat16 on GPUs that support it, else float32)."))
 
     @field_validator("target_modules")
     @classmethod
@@ -37,8 +59,15 @@ class LoraConfig(MethodConfig):
         return v
 
 
+class QLoraConfig(LoraConfig):
+    name: Literal["qlora"] = "qlora"
+    default_learning_rate: ClassVar[float] = 1e-3
+    quantization: Optional[Literal["nf4", "fp4", "int8"]] = Field("nf4", description=(
+        "Quantization of the frozen base (`nf4` default for `qlora`; `fp4`; `int8`; null: full precision)."))
+
+
 @METHODS.register("lora")
-class LoraMethod(Method):
+class LoraMethod(PeftMethod):
     name = "lora"
     Config = LoraConfig
     can_merge = True
@@ -46,15 +75,54 @@ class LoraMethod(Method):
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
-        if cfg.method.init == "loftq":
-            raise ConfigError("method.init: 'loftq' needs a quantized base; use it with method.quantization")
+        super().check_config(cfg)
+        m = cfg.method
+        if m.quantization:
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(f"method.quantization: '{m.quantization}' needs bitsandbytes: "
+                                  f"pip install 'tuneforge[quant]'")
+            if m.init in ("pissa", "olora"):
+                raise ConfigError(f"method.init: '{m.init}' rewrites the base weights, which a quantized base "
+                                  f"(method.quantization) cannot hold; use init: default or gaussian")
 
-    def peft_config(self, ctx: MethodContext):
+    # ---- quantized base -----------------------------------------------------------------------------------
+    def compute_dtype(self) -> torch.dtype:
+        from tuneforge.models.loader import pick_dtype
+        return pick_dtype(self.cfg.compute_dtype)
+
+    def load_kwargs(self) -> dict:
+        q = self.cfg.quantization
+        if not q:
+            return {}
+        from transformers import BitsAndBytesConfig
+
+        if q == "int8":
+            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_NAMES)}
+        return {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=q, bnb_4bit_use_double_quant=self.cfg.double_quant,
+            bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=HEAD_NAMES)}
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        if not self.cfg.quantization:
+            return super().prepare(model, ctx)
+        from peft import prepare_model_for_kbit_training
+
+        for h in ctx.head_modules:
+            if any(is_quantized(m) for m in model.get_submodule(h).modules()):
+                raise MethodError(f"method.quantization: the task head '{h}' was quantized; it must train in "
+                                  f"full precision (known head names: {', '.join(HEAD_NAMES)})")
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=ctx.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ---- PEFT config and optimizer groups -----------------------------------------------------------------
+    def peft_config(self, model: nn.Module, ctx: MethodContext):
         from peft import LoraConfig as PeftLoraConfig
 
         c = self.cfg
         init = {"default": True}.get(c.init, c.init)
         return PeftLoraConfig(
+            task_type=peft_task_type(model),
             r=c.r, lora_alpha=c.alpha if c.alpha is not None else 2 * c.r, lora_dropout=c.dropout,
             target_modules=c.target_modules, use_rslora=c.use_rslora, use_dora=c.use_dora,
             init_lora_weights=init, bias=c.bias,
@@ -62,17 +130,6 @@ class LoraMethod(Method):
             # the head trains in full through modules_to_save; it must not also get a LoRA
             exclude_modules=list(ctx.head_modules) or None,
         )
-
-    def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
-        from peft import get_peft_model
-
-        if ctx.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        try:
-            return get_peft_model(model, self.peft_config(ctx))
-        except ValueError as exc:  # PEFT: target modules not found, and similar
-            raise ConfigError(f"method.target_modules: {str(exc).splitlines()[0]}") from None
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         groups = super().param_groups(model, lr, weight_decay)
@@ -90,15 +147,50 @@ class LoraMethod(Method):
                 out.append({**g, "params": b, "lr": lr * ratio})
         return out
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
-
-    def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
-        from peft import PeftModel
-
-        from tuneforge.models.loader import read_run_metadata
-        base = build_base(read_run_metadata(in_dir)["base_model"])
-        return PeftModel.from_pretrained(base, in_dir)
-
+    # ---- merge --------------------------------------------------------------------------------------------
     def merge(self, model: nn.Module) -> nn.Module:
-        return model.merge_and_unload()
+        if not any(is_quantized(m) for m in model.modules()):
+            return model.merge_and_unload()
+        return merge_into_dequantized(model)
+
+
+@METHODS.register("qlora")
+class QLoraMethod(LoraMethod):
+    """LoRA with a 4-bit NF4 base by default: the same method under a second name (only the defaults differ)."""
+
+    name = "qlora"
+    Config = QLoraConfig
+    summary = "LoRA on a 4-bit NF4 (double-quantized) base: `lora` with `quantization: nf4` as the default."
+
+
+def is_quantized(module: nn.Module) -> bool:
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return False
+    return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+
+
+def merge_into_dequantized(model: nn.Module) -> nn.Module:
+    """Merge a LoRA trained on a bitsandbytes base without re-quantizing: dequantize the base weights to
+    the compute precision, then add the low-rank update there. PEFT's own merge on a 4-bit layer would
+    quantize W + BA again and change the outputs; this keeps them (up to float rounding).
+
+    Args:
+        model: a PeftModel whose base holds bitsandbytes layers.
+    Returns a plain transformers model with no quantization config."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    config = model.peft_config[model.active_adapter]
+    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    base = model.unload()  # bitsandbytes layers back in place, trained head copies put back as the head
+    try:
+        base = base.dequantize()
+    except Exception as exc:  # noqa: BLE001  (transformers raises several types here)
+        raise MethodError(f"cannot dequantize the base for merging: {str(exc).splitlines()[0][:200]}") from None
+    # int8 dequantizes to float16: compute the merge in float32 so rounding stays at float32 level
+    base = base.float() if any(p.dtype == torch.float16 for p in base.parameters()) else base
+    config.inference_mode = True
+    wrapped = get_peft_model(base, config)
+    set_peft_model_state_dict(wrapped, state)
+    return wrapped.merge_and_unload()

@@ -1,0 +1,1 @@
+"""Exporting trained runs: merged checkpoints (merge.py)."""

@@ -1,0 +1,110 @@
+"""Merging a trained run into a plain transformers checkpoint that loads with `AutoModelFor...` alone.
+
+The merged model is checked against the run as trained (the unmerged adapted model, on a quantized base for
+QLoRA) on a few inputs before anything is written: a merge that changes the outputs is refused, not saved."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from tuneforge.errors import ModelError
+from tuneforge.methods import METHODS, MethodError
+
+CHECK_TEXTS = ["A gripping, beautifully acted film.", "Dull, predictable and far too long.",
+               "What is the capital of France?", "The quick brown fox jumps over the lazy dog."]
+MERGE_INFO = "tuneforge_merge.json"
+
+
+@torch.no_grad()
+def _logits(model, tokenizer, texts: list[str], max_length: int) -> list[torch.Tensor]:
+    # one text at a time: no padding, so causal LMs without a pad token are checked the same way
+    out = []
+    for t in texts:
+        enc = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length)
+        enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items() if k != "token_type_ids"
+               or "token_type_ids" in getattr(tokenizer, "model_input_names", [])}
+        out.append(model(**enc).logits.float().cpu())
+    return out
+
+
+def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None = None, overwrite: bool = False,
+              tolerance: float | None = None) -> dict:
+    """Merge the method of a trained run into its base and write a plain transformers checkpoint
+    (safetensors weights, config with the label map, tokenizer with its chat template).
+
+    Args:
+        run_dir: a run directory (or its model/ directory).
+        out_dir: where the merged checkpoint goes (must be new or empty unless `overwrite`).
+        texts: inputs for the equivalence check (default: a few fixed sentences).
+        overwrite: replace an existing out_dir.
+        tolerance: largest allowed absolute logit difference between the merged and the unmerged model
+            (default 1e-3 for float32 weights, 5e-2 for 16-bit).
+    Returns {"out_dir", "method", "max_abs_logit_diff", "tolerance", "inputs"}.
+    Raises MethodError when the run's method cannot merge; ModelError when out_dir exists, the run is not
+    loadable, or the merged model's outputs differ beyond the tolerance (then nothing is written)."""
+    from tuneforge.inference import load_run
+    from tuneforge.models.loader import read_run_metadata
+    from tuneforge.inference import model_dir_of
+    from tuneforge.tasks import TASKS
+
+    model_dir = model_dir_of(run_dir)
+    meta = read_run_metadata(model_dir)
+    method_cls = METHODS.get(meta["method"])
+    if not method_cls.can_merge:
+        # ask the method for its own reason, before the (slow) load
+        try:
+            method_cls(method_cls.Config.model_validate(meta.get("method_config") or {})).merge(None)
+        except MethodError:
+            raise
+        except Exception:  # noqa: BLE001  (a method whose merge needs a model: fall back to a generic line)
+            pass
+        raise MethodError(f"method '{meta['method']}' cannot be merged into the base model")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    if out.resolve() == Path(model_dir).resolve() or Path(model_dir).resolve() in out.resolve().parents:
+        raise ModelError("--out must be outside the run's model directory")
+
+    run = load_run(model_dir, device="cpu")
+    method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
+    texts = list(texts or CHECK_TEXTS)
+    max_length = int(meta.get("max_length") or 128)
+    before = _logits(run.model, run.tokenizer, texts, max_length)
+    merged = method.merge(run.model)
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        run.tokenizer.save_pretrained(str(tmp))
+        # the check loads what was written, with transformers alone, as a user of the checkpoint would
+        auto = getattr(__import__("transformers"), TASKS.get(meta["task"]).auto_class_name)
+        reloaded = auto.from_pretrained(str(tmp))
+        reloaded.eval()
+        after = _logits(reloaded, run.tokenizer, texts, max_length)
+        diff = max_abs_diff(before, after)
+        wide = any(p.dtype in (torch.float16, torch.bfloat16) for p in reloaded.parameters())
+        tol = tolerance if tolerance is not None else (5e-2 if wide else 1e-3)
+        if not diff <= tol:
+            raise ModelError(f"the merged model's logits differ from the trained model's by {diff:.3g} "
+                             f"(tolerance {tol:g}); nothing was written")
+        info = {"source_run": str(Path(model_dir).resolve().parent), "method": meta["method"],
+                "task": meta["task"], "base_model": meta.get("base_model"), "labels": meta.get("labels"),
+                "max_abs_logit_diff": diff, "tolerance": tol, "check_inputs": len(texts)}
+        (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return {"out_dir": str(out), "method": meta["method"], "max_abs_logit_diff": diff, "tolerance": tol,
+            "inputs": len(texts)}

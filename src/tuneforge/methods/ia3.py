@@ -1,0 +1,56 @@
+"""IA3 through PEFT: learned scaling vectors on keys, values and feed-forward activations (mergeable).
+The task head (if any) trains in full through PEFT's modules_to_save and is saved with the adapter."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional, Union
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from tuneforge.config.schema import MethodConfig, RunConfig
+from tuneforge.errors import ConfigError
+from tuneforge.methods.base import METHODS, MethodContext
+from tuneforge.methods.peft_common import PeftMethod, heads_or_none as _heads, peft_task_type
+
+
+class IA3Config(MethodConfig):
+    name: Literal["ia3"] = "ia3"
+    default_learning_rate: ClassVar[float] = 3e-3
+    target_modules: Optional[Union[str, list[str]]] = Field(None, description=(
+        "Layers whose activations get a learned scaling vector: a list of module-name suffixes, one regular "
+        "expression, or `all-linear`. Null: PEFT's choice for the architecture (keys, values and the "
+        "feed-forward output)."))
+    feedforward_modules: Optional[Union[str, list[str]]] = Field(None, description=(
+        "Which of target_modules are feed-forward layers (scaled on their input rather than output). Null: "
+        "PEFT's choice for the architecture; must be a subset of target_modules when both are given."))
+
+    @field_validator("target_modules", "feedforward_modules")
+    @classmethod
+    def _names(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one module")
+        return v
+
+
+@METHODS.register("ia3")
+class IA3Method(PeftMethod):
+    name = "ia3"
+    Config = IA3Config
+    can_merge = True
+    summary = "IA3 (PEFT): learned scaling vectors on keys, values and feed-forward activations; can merge."
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        super().check_config(cfg)
+        m = cfg.method
+        if (m.feedforward_modules is None) != (m.target_modules is None):
+            raise ConfigError("method.feedforward_modules: give both target_modules and feedforward_modules, "
+                              "or neither (PEFT's per-architecture choice)")
+
+    def peft_config(self, model: nn.Module, ctx: MethodContext):
+        from peft import IA3Config as PeftIA3Config
+
+        c = self.cfg
+        return PeftIA3Config(task_type=peft_task_type(model), target_modules=c.target_modules,
+                             feedforward_modules=c.feedforward_modules, modules_to_save=_heads(ctx),
+                             exclude_modules=_heads(ctx))

@@ -1,0 +1,259 @@
+"""Where the transformer blocks, the embeddings and the head of a model are, and the optimizer groups that
+follow from it (layer-wise learning-rate decay). Shared by `full`, `freeze` and progressive unfreezing.
+
+Discovery is structural rather than by class name, so it covers BERT-family encoders (`bert.encoder.layer`),
+Llama-family decoders (`model.layers`), GPT-2 (`transformer.h`) and most other stacks: the blocks are the
+`nn.ModuleList` of same-typed children holding the most parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from tuneforge.methods.base import MethodError, is_no_decay
+
+#: parameter categories; a block's category is its index
+HEAD, TOP, EMBEDDINGS = "head", "top", "embeddings"
+
+
+@dataclass
+class Layout:
+    """The parts of one model, as module names (relative to the model it was built from).
+
+    blocks      transformer blocks, bottom (next to the embeddings) to top
+    embeddings  input-side modules below the first block (token/position embeddings and their norm)
+    head        the task's new modules (always trained), e.g. `classifier`
+    top         everything else above the blocks (final norm, pooler, an untied lm_head)
+    """
+
+    blocks: list[str]
+    embeddings: list[str]
+    head: list[str]
+    #: id(parameter) -> HEAD | TOP | EMBEDDINGS | block index
+    where: dict[int, object] = field(default_factory=dict)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def params_in(self, model: nn.Module, part) -> list[nn.Parameter]:
+        """Parameters of `part` (HEAD, TOP, EMBEDDINGS or a block index), each once."""
+        return [p for p in unique_parameters(model) if self.where.get(id(p)) == part]
+
+
+def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
+    seen, out = set(), []
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The module name and the ModuleList of the transformer blocks.
+
+    Raises MethodError when the model has no list of repeated blocks."""
+    best, best_n = None, 0
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
+            continue
+        if len({type(m) for m in mod}) != 1:
+            continue
+        n = sum(p.numel() for p in mod.parameters())
+        if n > best_n:
+            best, best_n = (name, mod), n
+    if best is None:
+        raise MethodError(f"cannot find the transformer blocks of {type(model).__name__} "
+                          f"(no list of repeated layers); use method.trainable_modules or method.name=lora")
+    return best
+
+
+def find_embeddings(model: nn.Module, blocks_name: str) -> list[str]:
+    """Names of the input-side modules: the embeddings module of BERT-style models (word, position and
+    token-type embeddings with their norm), or just the token embedding where it sits beside the blocks."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is None:
+        return []
+    names = {id(m): n for n, m in model.named_modules()}
+    emb_name = names.get(id(emb))
+    if emb_name is None:
+        return []
+    parent = emb_name.rsplit(".", 1)[0] if "." in emb_name else ""
+    # the parent is an embeddings module only when it does not also hold the blocks (Llama: model.embed_tokens)
+    if parent and not (blocks_name == parent or blocks_name.startswith(parent + ".")):
+        return [parent]
+    out = [emb_name]
+    # position embeddings that sit beside the token embedding (GPT-2 `wpe`)
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Embedding) and n != emb_name and n.rsplit(".", 1)[0] == parent \
+                and not n.startswith(blocks_name):
+            out.append(n)
+    return out
+
+
+def describe(model: nn.Module, head_modules: list[str] | tuple = ()) -> Layout:
+    """Map every parameter of `model` to head, embeddings, a block index, or top.
+
+    Args:
+        model: a transformers model (not yet wrapped by PEFT).
+        head_modules: names of the task's new modules (MethodContext.head_modules).
+    Raises MethodError when no transformer blocks are found."""
+    blocks_name, blocks = find_blocks(model)
+    emb = find_embeddings(model, blocks_name)
+    modules = dict(model.named_modules())
+    where: dict[int, object] = {}
+    # the head wins over everything (a head tied to the embeddings still trains as the head)
+    for h in head_modules:
+        for p in modules[h].parameters():
+            where.setdefault(id(p), HEAD)
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            where.setdefault(id(p), i)
+    for e in emb:
+        for p in modules[e].parameters():
+            where.setdefault(id(p), EMBEDDINGS)
+    for p in model.parameters():
+        where.setdefault(id(p), TOP)
+    return Layout(blocks=[f"{blocks_name}.{i}" for i in range(len(blocks))], embeddings=emb,
+                  head=list(head_modules), where=where)
+
+
+def lr_scale(layout: Layout, part, decay: float | None) -> float:
+    """The learning-rate factor of a part: the top block and everything above it x1, each block further
+    down x decay more, the embeddings one step below the bottom block (decay ** num_blocks)."""
+    if not decay or decay == 1.0 or part in (HEAD, TOP):
+        return 1.0
+    depth = layout.num_blocks if part == EMBEDDINGS else layout.num_blocks - 1 - part
+    return decay ** depth
+
+
+def layerwise_param_groups(model: nn.Module, layout: Layout, trainable: list[tuple[str, nn.Parameter]],
+                           lr: float, weight_decay: float, decay: float | None = None,
+                           head_lr: float | None = None, embeddings_lr: float | None = None) -> list[dict]:
+    """Optimizer groups with one learning rate per part and no weight decay on biases and norms.
+
+    Args:
+        model, layout: the model and its `describe` layout.
+        trainable: the (name, parameter) pairs the optimizer holds.
+        lr, weight_decay: the run's peak learning rate and weight decay.
+        decay: layer-wise decay factor (None or 1: one rate for all).
+        head_lr, embeddings_lr: explicit rates for the head / the embeddings (override the decay chain).
+    Each group carries a `name` (for example `block.3` or `head/no_decay`) so logs and tests can find it."""
+    buckets: dict[tuple, list] = {}
+    order: list[tuple] = []
+    for name, p in trainable:
+        part = layout.where.get(id(p), TOP)
+        if part == HEAD and head_lr is not None:
+            rate = head_lr
+        elif part == EMBEDDINGS and embeddings_lr is not None:
+            rate = embeddings_lr
+        else:
+            rate = lr * lr_scale(layout, part, decay)
+        nd = is_no_decay(name, p)
+        key = (part, nd)
+        if key not in buckets:
+            buckets[key] = []
+            order.append((key, rate))
+        buckets[key].append(p)
+    groups = []
+    for (part, nd), rate in order:
+        label = f"block.{part}" if isinstance(part, int) else part
+        groups.append({"params": buckets[(part, nd)], "lr": rate, "weight_decay": 0.0 if nd else weight_decay,
+                       "name": f"{label}/no_decay" if nd else label})
+    return groups
+
+
+# ---- the part of `full` and `freeze` that is the same: layer-wise rates and progressive unfreezing ----------
+
+from typing import Optional  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+
+from tuneforge.config.schema import MethodConfig  # noqa: E402
+from tuneforge.methods.base import Method, MethodContext  # noqa: E402
+from tuneforge.methods.unfreeze import ProgressiveUnfreezing, UnfreezeSchedule, build_stages  # noqa: E402
+
+
+class LayerwiseConfig(MethodConfig):
+    """Keys shared by the methods that train whole pretrained layers (`full`, `freeze`)."""
+
+    layerwise_lr_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description=(
+        "Layer-wise learning-rate decay: the top block trains at the learning rate, each block below at "
+        "decay x the one above, the embeddings below the bottom block (for example 0.9). Null: one rate."))
+    head_lr: Optional[float] = Field(None, gt=0, description=(
+        "Learning rate of the task head (for example `classifier`); default: the run's learning rate."))
+    embeddings_lr: Optional[float] = Field(None, gt=0, description=(
+        "Learning rate of the embeddings; default: from the layer-wise decay chain (or the run's rate)."))
+    unfreeze_schedule: Optional[UnfreezeSchedule] = Field(None, description=(
+        "Progressive unfreezing (ULMFiT), for example `{start: head, every_epochs: 1, group_size: 1}`: "
+        "begin with the head, unfreeze one more group of blocks from the top at each interval."))
+
+
+class LayeredMethod(Method):
+    """Base of methods that pick whole pretrained parameters to train. Subclasses implement `choose`."""
+
+    can_merge = True
+
+    def needs_blocks(self) -> bool:
+        """Whether the config asks for something that needs the block structure."""
+        return bool(self.cfg.layerwise_lr_decay not in (None, 1.0) or self.cfg.unfreeze_schedule)
+
+    def choose(self, model: nn.Module, layout: Layout) -> set[int]:
+        """ids of the parameters that train (eventually, with progressive unfreezing)."""
+        raise NotImplementedError
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        try:
+            self.layout = describe(model, ctx.head_modules)
+        except MethodError:
+            if self.needs_blocks():
+                raise
+            # no block stack (an unusual architecture): every parameter counts as `top`, one learning rate
+            heads = {id(p) for h in ctx.head_modules for p in model.get_submodule(h).parameters()}
+            self.layout = Layout([], [], list(ctx.head_modules),
+                                 {id(p): HEAD if id(p) in heads else TOP for p in model.parameters()})
+        chosen = self.choose(model, self.layout)
+        self._trainable = [p for p in unique_parameters(model) if id(p) in chosen]
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        if ctx.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+        return model
+
+    def trainable_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        # not requires_grad: progressive unfreezing switches it off for parameters that train later
+        ids = {id(p) for p in getattr(self, "_trainable", [])}
+        if not ids:
+            return super().trainable_parameters(model)
+        seen, out = set(), []
+        for n, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in ids and id(p) not in seen:
+                seen.add(id(p))
+                out.append((n, p))
+        return out
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        c = self.cfg
+        layout = getattr(self, "layout", None) or describe(model)
+        return layerwise_param_groups(model, layout, self.trainable_parameters(model), lr, weight_decay,
+                                      c.layerwise_lr_decay, c.head_lr, c.embeddings_lr)
+
+    def callbacks(self, ctx: MethodContext) -> list:
+        if self.cfg.unfreeze_schedule is None:
+            return []
+        stages = build_stages(self.layout, self._trainable, self.cfg.unfreeze_schedule)
+        return [ProgressiveUnfreezing(stages, self.cfg.unfreeze_schedule)]
+
+    def save(self, model: nn.Module, out_dir: str) -> None:
+        # the whole model: it loads with AutoModel alone, which is what `merge` (a copy) promises
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load(self, in_dir: str, build_base) -> nn.Module:
+        return build_base(in_dir)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model  # already a plain checkpoint
