@@ -53,8 +53,9 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     def build_base(name_or_dir: str):
         path = name_or_dir if Path(name_or_dir).is_dir() else resolve_model(name_or_dir)
         return load_model(path, getattr(__import__("transformers"), task_cls.auto_class_name),
-                          meta.get("dtype", "auto"), **kwargs)
+                          meta.get("dtype", "auto"), **kwargs, **method.load_kwargs())
 
+    # defined before use by build_base: the method decides how its base loads (for example 4-bit for QLoRA)
     method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
     model = method.load(str(model_dir), build_base)
     model.eval()
