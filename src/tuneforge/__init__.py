@@ -10,9 +10,16 @@ Python API (the CLI is a thin layer over these):
 __version__ = "0.1.0"
 
 
-def train(config, overrides=(), resume: bool = False):
+def train(config, overrides=(), resume: bool = False, force: bool = False):
     from tuneforge.training.engine import train as _train
-    return _train(config, overrides, resume=resume)
+    return _train(config, overrides, resume=resume, force=force)
+
+
+def chat(target, messages, **settings):
+    """One answer from a causal-LM run (or base model) to `messages` (a string or a list of role/content dicts)."""
+    from tuneforge.generation import generate, load_chat_model
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    return generate(load_chat_model(str(target)), [msgs], settings)[0]["response"]
 
 
 def load_config(path=None, overrides=(), raw=None):
@@ -35,4 +42,4 @@ def load_run(run_dir):
     return _load_run(run_dir)
 
 
-__all__ = ["train", "load_config", "predict", "evaluate", "load_run", "__version__"]
+__all__ = ["train", "chat", "load_config", "predict", "evaluate", "load_run", "__version__"]

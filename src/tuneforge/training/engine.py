@@ -123,8 +123,9 @@ def _make_trainer_class():
     return TuneforgeTrainer
 
 
-def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False) -> TrainResult:
+def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False, force: bool = False) -> TrainResult:
     """Train as the config says and write a run directory. Returns its path, metrics and efficiency.
+    `force` turns the task's overridable data checks (for example the chat-template check) into warnings.
 
     Raises TuneforgeError (ConfigError, DataError, ModelError, RunDirError) for problems the user can fix;
     the run's status.json then says `failed` with the message."""
@@ -133,7 +134,7 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
     run.start(dump_config(cfg))
     print(f"tuneforge: run directory {run.path}", file=sys.stderr, flush=True)
     try:
-        result = _train(cfg, run, resume)
+        result = _train(cfg, run, resume, force)
     except KeyboardInterrupt:
         run.fail("interrupted")
         raise
@@ -146,12 +147,13 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
     return result
 
 
-def _train(cfg: RunConfig, run: RunDir, resume: bool) -> TrainResult:
+def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> TrainResult:
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     set_seed(cfg.train.seed)
     task = TASKS.get(cfg.task.type)(cfg)
+    task.force = force
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
@@ -177,7 +179,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool) -> TrainResult:
     trainer = _make_trainer_class()(
         model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.validation,
         data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
-        compute_loss_func=task.loss_function(prepared),
+        compute_loss_func=task.loss_function(prepared), preprocess_logits_for_metrics=task.preprocess_logits(prepared),
         processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter)
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
@@ -196,6 +198,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool) -> TrainResult:
     write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
                              "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
                              **task.metadata(prepared)})
+    task.save_extras(str(tmp), prepared)
     shutil.rmtree(run.model_dir, ignore_errors=True)
     tmp.rename(run.model_dir)
 
@@ -214,7 +217,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool) -> TrainResult:
         "train_samples_per_second": round(samples / secs, 3) if secs else None,
         "train_tokens_per_second": round(tokens / secs, 1) if secs else None,
         "global_steps": state.global_step, "epochs": round(epochs_done, 4),
-        **peak_memory_mb(), **params,
+        **peak_memory_mb(), **params, **prepared.info.get("efficiency", {}),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
