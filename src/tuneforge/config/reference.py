@@ -58,3 +58,25 @@ def reference_markdown() -> str:
         out += [f"`method.name: {name}` — {m.summary} Default learning rate "
                 f"{m.Config.default_learning_rate:g}.", ""] + header + _rows(m.Config, "method.") + [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the generated block between the markers of `path`; returns True when it changed."""
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{reference_markdown()}{END}{tail}"
+    p.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("README reference", "updated" if update_readme(*(sys.argv[1:] or ["README.md"])) else "unchanged")

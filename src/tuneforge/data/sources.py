@@ -47,7 +47,7 @@ def read_table(source: str) -> pd.DataFrame:
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_DATA:
-            raise DataError(f"unknown builtin data '{source}'{closest(name, BUILTIN_DATA)}; "
+            raise DataError(f"unknown builtin data '{source}'{closest(source, ['builtin:' + n for n in BUILTIN_DATA])}; "
                             f"available: {', '.join('builtin:' + n for n in BUILTIN_DATA)}")
         return BUILTIN_DATA[name][0]()
     path = Path(source).expanduser()

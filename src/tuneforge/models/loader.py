@@ -24,7 +24,7 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         alias = name.split(":", 1)[1]
         spec = BUILTIN_MODELS.get(alias)
         if spec is None:
-            raise ModelError(f"unknown builtin model '{name}'{closest(alias, BUILTIN_MODELS)}; "
+            raise ModelError(f"unknown builtin model '{name}'{closest(name, ['builtin:' + a for a in BUILTIN_MODELS])}; "
                              f"available: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}")
         src = spec.source()
         if src is None:
