@@ -1,0 +1,169 @@
+"""The data report (markdown + PNG plots): class distribution, token lengths, duplicates, suspected label errors,
+language mix, and what cleaning/augmentation did. Written by `tuneforge data inspect` and into every run
+directory as data/report.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _md_escape(text: str, limit: int = 160) -> str:
+    text = str(text).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def _table(header: Sequence[str], rows: list[Sequence]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return out + [""]
+
+
+def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, max_length: int | None) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    splits = [(name, report.get(key)) for name, key in (("train (before)", "before"), ("train (after)", "after"),
+                                                      ("validation", "validation"), ("test", "test"))]
+    splits = [(n, s) for n, s in splits if s]
+    classes = sorted({c for _, s in splits for c in s["classes"]})
+    if classes:
+        fig, ax = plt.subplots(figsize=(max(5, 1 + 0.6 * len(classes) * len(splits) / 2), 3.5))
+        width = 0.8 / len(splits)
+        x = np.arange(len(classes))
+        for k, (name, s) in enumerate(splits):
+            ax.bar(x + k * width, [s["classes"].get(c, 0) for c in classes], width, label=name)
+        ax.set_xticks(x + 0.4 - width / 2, [c[:20] for c in classes], rotation=30 if len(classes) > 6 else 0)
+        ax.set_ylabel("rows")
+        ax.set_title("Class distribution")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "class_distribution.png", dpi=100)
+        plt.close(fig)
+        made.append("class_distribution.png")
+    if lengths:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        top = max((max(v) for v in lengths.values() if len(v)), default=1)
+        bins = np.linspace(0, top + 1, 40)
+        for name, v in lengths.items():
+            if len(v):
+                ax.hist(v, bins=bins, alpha=0.5, label=name)
+        if max_length:
+            ax.axvline(max_length, color="red", linestyle="--", label=f"max_length {max_length}")
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("rows")
+        ax.set_title("Text length")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "token_lengths.png", dpi=100)
+        plt.close(fig)
+        made.append("token_lengths.png")
+    return made
+
+
+def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[int]] | None = None,
+                 max_length: int | None = None, truncated: dict[str, int] | None = None,
+                 title: str = "Data report", plots: bool = True) -> Path:
+    """Write report.md (+ report.json and PNG plots) into `out_dir`; returns the markdown path.
+
+    Args:
+        out_dir: directory (created).
+        report: the dict from `prepare.improve_training_data`.
+        lengths: token lengths per split name, for the histogram.
+        max_length: `data.max_length`, to count examples that are cut.
+        truncated: rows per split longer than max_length (default: counted from `lengths` as > max_length).
+        title: the heading.
+        plots: also draw PNGs.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(out, report, lengths, max_length) if plots else []
+    md = [f"# {title}", ""]
+
+    md += ["## Splits", ""]
+    rows = []
+    for name, key in (("train (as read)", "before"), ("train (used)", "after"), ("validation", "validation"),
+                      ("test", "test")):
+        s = report.get(key)
+        if s:
+            langs = ", ".join(f"{k} {v}" for k, v in s["languages"].items())
+            rows.append([name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s["classes"].items()),
+                         langs, s["chars"]["mean"]])
+    md += _table(["split", "rows", "classes", "languages", "mean chars"], rows)
+    after = report.get("after") or {}
+    if after.get("classes"):
+        counts = list(after["classes"].values())
+        md.append(f"Imbalance (largest / smallest class in the training split used): "
+                  f"{max(counts) / max(min(counts), 1):.2f}")
+        md.append("")
+    if "class_distribution.png" in images:
+        md += ["![class distribution](class_distribution.png)", ""]
+
+    if lengths:
+        md += ["## Length in tokens", ""]
+        rows = []
+        for name, v in lengths.items():
+            v = np.asarray(list(v))
+            if len(v) == 0:
+                continue
+            cut = (truncated or {}).get(name, int((v > max_length).sum()) if max_length else 0)
+            rows.append([name, len(v), round(float(v.mean()), 1), int(np.percentile(v, 50)),
+                         int(np.percentile(v, 95)), int(v.max()), f"{cut} ({100 * cut / len(v):.1f}%)"])
+        md += _table(["split", "rows", "mean", "median", "p95", "max", f"longer than max_length={max_length}"], rows)
+        if "token_lengths.png" in images:
+            md += ["![token lengths](token_lengths.png)", ""]
+
+    if report.get("steps"):
+        md += ["## What cleaning and augmentation did (training split only)", ""]
+        md += _table(["step", "rows before", "rows after", "details"],
+                     [[s["step"], s["rows_before"], s["rows_after"],
+                       _md_escape(json.dumps({k: v for k, v in s.items()
+                                              if k not in ("step", "rows_before", "rows_after")}, ensure_ascii=False))]
+                      for s in report["steps"]])
+        if report.get("class_weights"):
+            md += ["Class weights in the loss: " + ", ".join(f"{k}: {v}" for k, v in report["class_weights"].items()), ""]
+
+    dup = report.get("duplicates") or {}
+    if dup:
+        md += ["## Duplicates", "",
+               f"- duplicate groups inside train: {dup.get('train_duplicate_groups', 0)} "
+               f"({dup.get('train_duplicate_rows', 0)} extra rows)",
+               f"- groups with conflicting labels: {dup.get('conflicting_groups', 0)}",
+               f"- training rows that copy a validation/test row: {dup.get('cross_split_train_rows', 0)}",
+               f"- training rows removed: {dup.get('removed', 0)}", ""]
+        if dup.get("conflicts"):
+            md += ["Conflicting labels:", ""]
+            md += _table(["text", "labels"], [[_md_escape(g[0][0]), ", ".join(sorted({lab for _, lab in g}))]
+                                              for g in dup["conflicts"][:10]])
+        if dup.get("cross"):
+            md += ["Leaks across splits:", ""]
+            md += _table(["training text", "split", "kind", "similarity", "other text"],
+                         [[_md_escape(m["train"], 80), m["split"], m["kind"], m["similarity"], _md_escape(m["other"], 80)]
+                          for m in dup["cross"][:10]])
+        if dup.get("groups"):
+            md += ["Duplicate groups (first texts):", ""]
+            md += _table(["texts"], [[_md_escape(" \u2194 ".join(g), 200)] for g in dup["groups"][:10]])
+
+    noise = report.get("label_noise") or {}
+    if noise:
+        md += ["## Suspected label errors", ""]
+        if noise.get("skipped"):
+            md += [f"Not checked: {noise['skipped']}.", ""]
+        else:
+            md += [f"{noise['suspects']} training rows look mislabelled (confident learning on out-of-fold "
+                   f"probabilities of TF-IDF + logistic regression; that model's out-of-fold accuracy: "
+                   f"{noise.get('detector_oof_accuracy')}). Action: `{noise['action']}`"
+                   + (f", applied to {noise['acted_on']} rows with confidence >= {noise['threshold']}."
+                      if noise["action"] in ("drop", "relabel") else "."), ""]
+            if noise.get("examples"):
+                md += _table(["text", "given", "suggested", "confidence"],
+                             [[_md_escape(e["text"]), e["given"], e["suggested"], e["confidence"]]
+                              for e in noise["examples"][:15]])
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return path

@@ -1,0 +1,46 @@
+"""Text helpers shared by cleaning, augmentation and reports: normalisation and script-based language detection."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_SPACE = re.compile(r"\s+")
+# CJK unified ideographs (+ extension A and compatibility ideographs): enough to tell Chinese from Latin text
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+LANGUAGES = ("en", "zh")
+
+
+def normalize(text: str) -> str:
+    """The key under which texts count as exact duplicates: NFKC (full-width forms, ligatures), case-folded,
+    whitespace collapsed and stripped.
+
+    Args:
+        text: any string (non-strings are converted with `str`).
+    """
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", str(text)).casefold()).strip()
+
+
+def detect_language(text: str) -> str:
+    """Language of `text` from its script: `zh` when Han characters make up at least a fifth of the letters,
+    `en` when Latin letters dominate, `other` otherwise (Cyrillic, Arabic, ..., or no letters at all).
+
+    Args:
+        text: the text.
+    """
+    text = str(text)
+    letters = len(_LETTER.findall(text))
+    if letters == 0:
+        return "other"
+    han = len(_HAN.findall(text))
+    if han >= 0.2 * letters:
+        return "zh"
+    if len(_LATIN.findall(text)) >= 0.5 * letters:
+        return "en"
+    return "other"
+
+
+def has_han(text: str) -> bool:
+    return bool(_HAN.search(text))
