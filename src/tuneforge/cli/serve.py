@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from tuneforge.cli.app import app
+
+
+@app.command()
+def serve(target: str = typer.Argument(..., help="Run directory (or its model/) or a `tuneforge export` directory."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535),
+          api_key: Optional[str] = typer.Option(None, "--api-key", help=(
+              "Require 'Authorization: Bearer KEY' on every request (default: $TUNEFORGE_API_KEY).")),
+          insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without an API key."),
+          max_input_chars: int = typer.Option(20_000, "--max-input-chars", min=1, help=(
+              "Longest text or chat message accepted (longer: HTTP 413).")),
+          max_batch: int = typer.Option(64, "--max-batch", min=1, help=(
+              "Most texts classified in one batched forward pass.")),
+          timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds a request may wait for the model.")):
+    """Serve a model over HTTP: OpenAI-compatible /v1/chat/completions and /v1/models for causal LMs,
+    /v1/classify for classifiers, /health for both."""
+    from tuneforge.serve.app import ServeLimits, serve as run_server
+
+    key = api_key or os.environ.get("TUNEFORGE_API_KEY") or None
+    run_server(target, host=host, port=port, api_key=key, insecure=insecure,
+               limits=ServeLimits(max_input_chars=max_input_chars, max_batch=max_batch, request_timeout_s=timeout))

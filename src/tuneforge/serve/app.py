@@ -1,0 +1,299 @@
+"""The HTTP API (FastAPI): OpenAI-compatible chat completions for causal LMs, /v1/classify for classifiers,
+/health for both. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "code"}}) and never carry
+a traceback."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.serve.worker import ModelWorker
+
+log = logging.getLogger("tuneforge")
+
+
+class ServeLimits(BaseModel):
+    max_texts: int = 256            # texts in one /v1/classify request
+    max_input_chars: int = 20_000   # characters in one text or one chat message
+    max_body_bytes: int = 4_000_000
+    request_timeout_s: float = 300.0
+    max_batch: int = 64             # texts in one batched classification pass
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: Optional[str] = None
+    texts: Optional[list[str]] = None
+    model: Optional[str] = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[TextPart]]
+
+
+class ChatRequest(BaseModel):
+    # clients send fields this server does not use (user, presence_penalty, ...): ignored, not refused
+    model_config = ConfigDict(extra="ignore")
+    messages: list[Message] = Field(min_length=1)
+    model: Optional[str] = None
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    stop: Optional[Union[str, list[str]]] = None
+    stream: bool = False
+    stream_options: Optional[dict] = None
+    n: int = Field(1, ge=1, le=1)
+    seed: Optional[int] = None
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, code: str = "invalid_request", kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind = status, message, code, kind
+
+
+def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+def _describe_validation(errors: list[dict]) -> tuple[str, str]:
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return f"malformed JSON body: {first.get('ctx', {}).get('error', first.get('msg', ''))}", "invalid_json"
+    parts = []
+    for e in errors[:3]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        msg = "field required" if e.get("type") == "missing" else e.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}")
+    return "invalid request: " + "; ".join(parts), "invalid_request"
+
+
+def create_app(backend, api_key: str | None = None, limits: ServeLimits | None = None):
+    """Build the FastAPI application around a loaded backend.
+
+    Args:
+        backend: a ClassifierBackend or ChatBackend (tuneforge.serve.backends).
+        api_key: when set, every request needs `Authorization: Bearer <api_key>`.
+        limits: request size limits and timeouts.
+    Returns the app; its model worker thread stops when the app shuts down."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    limits = limits or ServeLimits()
+    classify_fn = backend.classify if backend.kind == "classification" else None
+    worker = ModelWorker(classify_fn, max_batch=limits.max_batch)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        worker.close()
+
+    app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = worker
+    app.state.backend = backend
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if api_key is not None:
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), api_key.encode()):
+                msg = "missing API key: send 'Authorization: Bearer <key>'" if not given else "invalid API key"
+                return JSONResponse(_error_body(msg, "invalid_api_key", "authentication_error"), status_code=401)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_body_bytes:
+            return JSONResponse(_error_body(f"request body of {length} bytes is over the limit of "
+                                            f"{limits.max_body_bytes}", "body_too_large"), status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_request, exc: RequestValidationError):
+        msg, code = _describe_validation(exc.errors())
+        return JSONResponse(_error_body(msg, code), status_code=400)
+
+    @app.exception_handler(APIError)
+    async def on_api_error(_request, exc: APIError):
+        return JSONResponse(_error_body(exc.message, exc.code, exc.kind), status_code=exc.status)
+
+    @app.exception_handler(TuneforgeError)
+    async def on_user_error(_request, exc: TuneforgeError):
+        return JSONResponse(_error_body(str(exc), "invalid_request"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_error_body(str(exc.detail), code), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_request, exc: Exception):
+        # logged for the operator; the client gets one line, never the traceback
+        log.error("request failed: %s: %s", type(exc).__name__, exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return JSONResponse(_error_body(f"internal error: {type(exc).__name__}: {first}", "internal_error",
+                                        "server_error"), status_code=500)
+
+    async def wait(future):
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=limits.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise APIError(504, f"the model did not answer within {limits.request_timeout_s:g} s", "timeout",
+                           "server_error") from None
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "task": backend.kind, "model": backend.name,
+                "uptime_s": round(time.time() - started, 1), "batches": worker.batches}
+
+    if backend.kind == "classification":
+        @app.post("/v1/classify")
+        async def classify(req: ClassifyRequest):
+            if (req.text is None) == (req.texts is None):
+                raise APIError(400, "give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+            texts = [req.text] if req.text is not None else req.texts
+            if not texts:
+                raise APIError(400, "'texts' is empty")
+            if len(texts) > limits.max_texts:
+                raise APIError(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}",
+                               "too_many_texts")
+            for i, t in enumerate(texts):
+                if len(t) > limits.max_input_chars:
+                    raise APIError(413, f"text {i} has {len(t)} characters; the limit is {limits.max_input_chars}",
+                                   "input_too_long")
+            results = await wait(worker.classify(texts))
+            return {"model": backend.name, "labels": backend.labels,
+                    "results": [{"text": t, **r} for t, r in zip(texts, results)]}
+        return app
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": backend.name, "object": "model", "created": int(started),
+                                            "owned_by": "tuneforge"}]}
+
+    def parse_chat(req: ChatRequest) -> tuple[list[dict], dict, list[str]]:
+        messages = []
+        for i, m in enumerate(req.messages):
+            content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
+            if len(content) > limits.max_input_chars:
+                raise APIError(413, f"messages.{i}.content has {len(content)} characters; the limit is "
+                                    f"{limits.max_input_chars}", "input_too_long")
+            messages.append({"role": m.role, "content": content})
+        if messages[-1]["role"] == "assistant":
+            raise APIError(400, "the last message must be from the user (or system), not the assistant")
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if len(stop) > 4 or any(not s for s in stop):
+            raise APIError(400, "stop: at most 4 non-empty strings")
+        settings = {"temperature": req.temperature, "top_p": req.top_p,
+                    "max_new_tokens": req.max_completion_tokens or req.max_tokens}
+        n_prompt = len(backend.prompt(messages))
+        room = backend.context_length - n_prompt
+        if room < 1 or (settings["max_new_tokens"] or 1) > room:
+            raise APIError(400, f"the prompt has {n_prompt} tokens and max_tokens is {settings['max_new_tokens']}; "
+                                f"the model's context is {backend.context_length} tokens",
+                           "context_length_exceeded")
+        return messages, settings, stop
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        messages, settings, stop = parse_chat(req)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if not req.stream:
+            r = await wait(worker.call(lambda: backend.complete(messages, settings, stop, req.seed)))
+            return {"id": cid, "object": "chat.completion", "created": created, "model": backend.name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+                                 "finish_reason": r.finish_reason}],
+                    "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                              "total_tokens": r.prompt_tokens + r.completion_tokens}}
+
+        streamer = backend.make_streamer(timeout=limits.request_timeout_s)
+
+        def job():
+            try:
+                return backend.complete(messages, settings, stop, req.seed, streamer=streamer)
+            except BaseException:
+                streamer.end()  # else the reader would wait for tokens that never come
+                raise
+        future = worker.call(job)
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": backend.name,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        async def events():
+            from starlette.concurrency import iterate_in_threadpool
+
+            yield chunk({"role": "assistant", "content": ""})
+            text, emitted, hold = "", "", max((len(s) for s in stop), default=1) - 1
+            try:
+                async for piece in iterate_in_threadpool(iter(streamer)):
+                    text += piece
+                    hit = [text.index(s) for s in stop if s in text]
+                    # hold back a tail that could be the start of a stop string
+                    safe = text[:min(hit) if hit else len(text) - hold].lstrip()
+                    if safe.startswith(emitted) and len(safe) > len(emitted):
+                        yield chunk({"content": safe[len(emitted):]})
+                        emitted = safe
+                r = await wait(future)
+                # the final answer (cut at a stop string, stripped) is authoritative for what is still held back
+                if r.text.startswith(emitted) and len(r.text) > len(emitted):
+                    yield chunk({"content": r.text[len(emitted):]})
+                usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                         "total_tokens": r.prompt_tokens + r.completion_tokens}
+                yield chunk({}, r.finish_reason)
+                if include_usage:
+                    body = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                            "model": backend.name, "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(body)}\n\n"
+            except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
+                msg = getattr(exc, "message", None) or str(exc).strip().splitlines()[0][:200]
+                yield f"data: {json.dumps(_error_body(msg, 'stream_error', 'server_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def serve(target: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          insecure: bool = False, limits: ServeLimits | None = None, log_level: str = "info") -> None:
+    """Load a run (or export) and serve it with uvicorn until interrupted.
+
+    Args:
+        target: run directory or exported directory.
+        host, port: where to listen (loopback by default).
+        api_key: require `Authorization: Bearer <api_key>` on every request.
+        insecure: allow a non-loopback host without an API key.
+        limits: request limits.
+    Raises ConfigError for a non-loopback host without an API key (checked before the model loads);
+    ModelError when the target cannot be served."""
+    import uvicorn
+
+    from tuneforge.serve.backends import check_bind, load_backend
+
+    check_bind(host, api_key, insecure)
+    backend = load_backend(target)
+    app = create_app(backend, api_key=api_key, limits=limits)
+    print(f"tuneforge: serving {backend.kind} model '{backend.name}' on http://{host}:{port}"
+          f"{' (API key required)' if api_key else ''}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,165 @@
+"""What the server talks to: a classifier (texts -> labels and probabilities) or a chat model (messages ->
+an answer), loaded from a run directory or an exported directory."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.errors import ConfigError, ModelError
+
+
+class ClassifierBackend:
+    kind = "classification"
+
+    def __init__(self, run, name: str):
+        self.run = run
+        self.name = name
+        self.labels: list[str] = list(run.meta["labels"])
+
+    def classify(self, texts: list[str]) -> list[dict]:
+        from tuneforge.evaluation.classification import softmax
+        from tuneforge.inference import classify_logits
+
+        probs = softmax(classify_logits(self.run, texts, batch_size=max(1, len(texts))))
+        return [{"label": self.labels[int(p.argmax())],
+                 "probabilities": {n: round(float(x), 6) for n, x in zip(self.labels, p)}} for p in probs]
+
+
+def counting_streamer(tokenizer, timeout: float):
+    """A TextIteratorStreamer that also keeps the generated token ids, for usage counts."""
+    from transformers import TextIteratorStreamer
+
+    class Streamer(TextIteratorStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
+            self.token_ids: list[int] = []
+
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.token_ids.extend(int(t) for t in value.reshape(-1).tolist())
+            super().put(value)
+
+    return Streamer()
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class ChatBackend:
+    cm: Any
+    name: str
+    context_length: int
+    kind: str = "chat"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def prompt(self, messages: list[dict]) -> list[int]:
+        from tuneforge.generation import prompt_ids
+
+        return prompt_ids(self.cm, messages)
+
+    def _kwargs(self, settings: dict, stop: list[str], prompt_len: int) -> dict:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        from tuneforge.generation import _gen_kwargs
+
+        kw = _gen_kwargs(self.cm, settings)
+        kw["max_new_tokens"] = min(kw["max_new_tokens"], self.context_length - prompt_len)
+        if stop:
+            tok = self.cm.tokenizer
+
+            # checked on the decoded tail: stop strings need not align with token boundaries
+            class StopOnText(StoppingCriteria):
+                def __call__(self, input_ids, scores, **_):
+                    tail = tok.decode(input_ids[0, prompt_len:][-32:], skip_special_tokens=True)
+                    return torch.full((input_ids.shape[0],), any(s in tail for s in stop), dtype=torch.bool)
+
+            kw["stopping_criteria"] = StoppingCriteriaList([StopOnText()])
+        return kw
+
+    def complete(self, messages: list[dict], settings: dict, stop: list[str], seed: int | None = None,
+                 streamer=None) -> ChatResult:
+        """Generate one answer (runs on the model worker thread).
+
+        Args:
+            messages: the conversation, ending with a user turn.
+            settings: temperature, top_p, max_new_tokens (None keeps the run's defaults).
+            stop: strings that end the answer (not included in it).
+            seed: seed for sampling.
+            streamer: a streamer from `make_streamer` to receive the text as it is generated.
+        Raises ConfigError for invalid sampling settings."""
+        ids = self.prompt(messages)
+        kw = self._kwargs(settings, stop, len(ids))
+        if seed is not None:
+            torch.manual_seed(seed)
+        device = next(self.cm.model.parameters()).device
+        inp = torch.as_tensor([ids], device=device)
+        with torch.no_grad():
+            out = self.cm.model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), streamer=streamer, **kw)
+        gen = out[0, len(ids):].tolist()
+        stops = set(self.cm.stop_token_ids)
+        cut = next((i for i, t in enumerate(gen) if t in stops), None)
+        toks = gen if cut is None else gen[:cut]
+        text = self.cm.tokenizer.decode(toks, skip_special_tokens=True)
+        finish = "length" if cut is None else "stop"
+        hit = [text.index(s) for s in stop if s in text]
+        if hit:
+            text, finish = text[:min(hit)], "stop"
+        return ChatResult(text.strip(), finish, len(ids), len(toks))
+
+    def make_streamer(self, timeout: float = 120.0):
+        return counting_streamer(self.cm.tokenizer, timeout)
+
+
+def load_backend(target: str, device: str | None = None):
+    """Load a classification or causal-LM run (or an exported directory) for serving.
+
+    Args:
+        target: run directory, its model/ directory, or a `tuneforge export` output directory.
+        device: torch device (default: cuda when available).
+    Raises ModelError when the target is missing or not a servable model."""
+    from tuneforge.inference import load_run, model_dir_of
+
+    model_dir = model_dir_of(target)
+    from tuneforge.models.loader import read_run_metadata
+
+    meta = read_run_metadata(model_dir)
+    name = Path(target).resolve().name
+    if meta["task"] == "classification":
+        return ClassifierBackend(load_run(target, device=device), name)
+    if meta["task"] == "causal_lm":
+        from tuneforge.generation import load_chat_model
+
+        cm = load_chat_model(str(target), device=device)
+        ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
+        return ChatBackend(cm, name, int(ctx))
+    raise ModelError(f"{target}: serving a '{meta['task']}' run is not supported (classification or causal_lm)")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to expose a model on a non-loopback address without an API key.
+
+    Raises ConfigError when `host` is not loopback, no API key is set and `insecure` is False."""
+    if not is_loopback(host) and not api_key and not insecure:
+        raise ConfigError(f"refusing to bind {host} without an API key: anyone on the network could use the "
+                          f"model. Pass --api-key KEY (or --insecure to do it anyway)")
