@@ -34,6 +34,10 @@ class PrefixMethod(PeftMethod):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
+        if cfg.method.projection and cfg.eval.load_best_model:
+            raise ConfigError("eval.load_best_model: prefix tuning with method.projection cannot reload its best "
+                              "checkpoint during training (PEFT saves the projected prefix, not the MLP); set "
+                              "eval.load_best_model=false or method.projection=false")
         if cfg.train.gradient_checkpointing:
             raise ConfigError("train.gradient_checkpointing: prefix tuning passes its prefix as a key/value "
                               "cache, which gradient checkpointing drops; set it to false")
