@@ -88,3 +88,15 @@ def test_readme_config_reference_is_in_sync():
     assert start in readme and end in readme, "README lacks the generated config reference markers"
     block = readme.split(start, 1)[1].split(end, 1)[0].strip()
     assert block == reference_markdown().strip(), "README config reference is stale: run `make readme-reference`"
+
+
+def test_tracker_that_is_not_installed_is_a_config_error(monkeypatch):
+    import importlib.util
+
+    from tuneforge.training.engine import report_to
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"train.report_to: 'mlflow' is not installed"):
+        report_to("mlflow")
+    assert report_to("none") == "none"

@@ -15,6 +15,8 @@ import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
 from tuneforge.errors import ConfigError, TuneforgeError
+from tuneforge.evaluation.plots import write_run_loss_curve
+from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import METHODS, MethodContext, count_parameters
 from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
 from tuneforge.tasks import TASKS
@@ -41,13 +43,16 @@ def precision_flags(precision: str) -> dict:
 
 
 def report_to(value: str) -> list[str] | str:
+    """Trainer's report_to for `train.report_to`; a tracker that is asked for by name must be installed."""
+    import importlib.util
+
+    if value == "none":
+        return "none"
     if value == "auto":
-        try:
-            import tensorboard  # noqa: F401
-            return ["tensorboard"]
-        except ImportError:
-            return "none"
-    return "none" if value == "none" else [value]
+        return ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
+    if importlib.util.find_spec(value) is None:
+        raise ConfigError(f"train.report_to: '{value}' is not installed (pip install {value}), or use 'none'")
+    return [value]
 
 
 def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool):
@@ -159,6 +164,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     prepared = task.prepare(tokenizer)
     log.info("data: %s", prepared.info.get("sizes"))
+    task.write_data_report(prepared, str(run.path / "data"))
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
     model = load_model(model_path, task.auto_class, cfg.model.dtype, cfg.model.trust_remote_code,
@@ -204,6 +210,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
 
     run.eval_dir.mkdir(exist_ok=True)
     metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val)
+    write_run_loss_curve(run.path)
 
     n_train = len(prepared.train)
     epochs_done = float(state.epoch or 0.0)
@@ -222,6 +229,10 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
     }
+    # after the peak-memory reading above, so the benchmark's batches do not count as training memory
+    efficiency["model_size_mb"] = dir_size_mb(run.model_dir)
+    efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
+                                       prepared.validation, task.collator(tokenizer), args.per_device_eval_batch_size))
     write_json(run.efficiency, efficiency)
     _drop_checkpoints_if_done(run)
     run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
