@@ -170,7 +170,10 @@ class Augmenter:
                 break
             src = toks[rng.choice(options)]
             new = _Tok("", rng.choice(self._synonyms(src.core, lang)), "", True, False)
-            pos = rng.randint(0, len(toks))
+            # never inside a run of protected tokens ("Howard Shore", "2019 年"): that would split an entity
+            slots = [p for p in range(len(toks) + 1)
+                     if not (0 < p < len(toks) and toks[p - 1].protected and toks[p].protected)]
+            pos = rng.choice(slots)
             toks.insert(pos, new)
             cands = [i + (i >= pos) for i in cands]
         return toks

@@ -53,7 +53,7 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
     from sklearn.pipeline import make_pipeline
 
     # saga: an order of magnitude faster than lbfgs on sparse TF-IDF, and multinomial for K > 2
-    model = make_pipeline(_features(texts), LogisticRegression(C=4.0, solver="saga", max_iter=2000))
+    model = make_pipeline(_features(texts), LogisticRegression(C=4.0, solver="saga", max_iter=2000, random_state=seed))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_predict(model, list(texts), y, cv=cv, method="predict_proba")
 

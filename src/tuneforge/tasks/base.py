@@ -6,6 +6,7 @@
     collator(tokenizer)         -> batches with dynamic padding
     compute_metrics(prepared)   -> the Trainer's metric function for validation
     loss_function(prepared)     -> optional custom loss (None: the model's own)
+    write_data_report(prepared, dir) -> optional data report in the run's data/ directory
     final_evaluation(...)       -> metrics on the test split; writes eval/metrics.json, report.md, plots
     metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
     preprocess_logits(prepared) -> optional reduction of each eval batch's logits before they are gathered
@@ -82,6 +83,10 @@ class Task:
 
     def compute_metrics(self, prepared: Prepared) -> Callable | None:
         return None
+
+    def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
+        """Write what the data looked like and what preparation did (report.md, plots) into `out_dir`
+        (the run's data/ directory). Default: nothing."""
 
     def loss_function(self, prepared: Prepared) -> Callable | None:
         """Optional Trainer `compute_loss_func(outputs, labels, num_items_in_batch)` (e.g. class-weighted

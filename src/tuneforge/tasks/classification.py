@@ -90,6 +90,15 @@ class ClassificationTask(Task):
         return a, b
 
     def prepare(self, tokenizer) -> Prepared:
+        train, val, test, info = self.prepare_frames()
+        enc = lambda df: None if df is None or len(df) == 0 else self._encode(df, tokenizer, info["label2id"])
+        return Prepared(train=enc(train), validation=enc(val), test=enc(test), info=info)
+
+    def prepare_frames(self):
+        """Read, split, clean and augment (training split only) without tokenizing.
+
+        Returns (train, validation, test, info) DataFrames (validation/test may be None). Raises DataError,
+        ConfigError."""
         d, seed = self.cfg.data, self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed
         train = self._read(d.train)
         val = self._read(d.validation) if d.validation else None
@@ -122,12 +131,14 @@ class ClassificationTask(Task):
             if extra:
                 raise DataError(f"the {split_name} data has labels never seen in training: {extra[:5]} "
                                 f"(training labels: {sorted(train_classes)[:10]})")
-        info = {"labels": names, "label2id": label2id,
+        # deduplication, label noise, augmentation and resampling: the training split only, never val/test
+        from tuneforge.data.prepare import improve_training_data
+        train, data_report = improve_training_data(self.cfg, train, val, test, seed, names)
+        info = {"labels": names, "label2id": label2id, "data_report": data_report,
                 "sizes": {"train": len(train), "validation": 0 if val is None else len(val),
                           "test": 0 if test is None else len(test)},
                 "class_counts": {str(k): int(v) for k, v in pd.Series(self._label_strings(train)).value_counts().items()}}
-        enc = lambda df: None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
-        return Prepared(train=enc(train), validation=enc(val), test=enc(test), info=info)
+        return train, val, test, info
 
     def _label_strings(self, df: pd.DataFrame) -> list[str]:
         col = df[self.cfg.data.label_column]
@@ -144,6 +155,24 @@ class ClassificationTask(Task):
         cols["labels"] = [label2id[s] for s in self._label_strings(df)]
         cols["length"] = [len(x) for x in enc["input_ids"]]
         return datasets.Dataset.from_dict(cols)
+
+    def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
+        from tuneforge.data.report import write_report
+
+        # lengths are after truncation, so a row at exactly max_length is counted as cut
+        m = self.cfg.data.max_length
+        lengths = {name: list(ds["length"]) for name, ds in (("train", prepared.train), ("validation", prepared.validation),
+                                                            ("test", prepared.test)) if ds is not None}
+        write_report(out_dir, prepared.info["data_report"], lengths, m,
+                     truncated={k: sum(x >= m for x in v) for k, v in lengths.items()}, title="Data used by this run")
+
+    def loss_function(self, prepared: Prepared):
+        weights = prepared.info["data_report"].get("class_weights")
+        if not weights:
+            return None
+        from tuneforge.data.balance import weighted_cross_entropy
+
+        return weighted_cross_entropy([weights[n] for n in prepared.info["labels"]])
 
     # ---- model ------------------------------------------------------------------------------------------
     def model_kwargs(self, prepared: Prepared) -> dict:
