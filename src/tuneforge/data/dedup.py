@@ -71,15 +71,25 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)  # the earliest row is the root, so "keep first" is stable
 
 
+def _datasketch():
+    try:
+        import datasketch
+    except ImportError:
+        from tuneforge.errors import DataError
+        raise DataError("near-duplicate detection needs datasketch: pip install datasketch "
+                        "(or set data.clean.dedup=exact)") from None
+    return datasketch
+
+
 def _minhashes(shingle_sets: list[set[str]]):
-    from datasketch import MinHash
+    MinHash = _datasketch().MinHash
 
     # a fixed seed: the same texts always give the same signatures, so results are reproducible
     return MinHash.bulk([[s.encode("utf-8") for s in sh] for sh in shingle_sets], num_perm=NUM_PERM, seed=1)
 
 
 def _lsh(threshold: float):
-    from datasketch import MinHashLSH
+    MinHashLSH = _datasketch().MinHashLSH
 
     # LSH only proposes candidates (each is confirmed with the true Jaccard), so a lower LSH threshold costs a
     # little time and gains recall; above ~0.95 datasketch cannot build enough bands anyway

@@ -91,7 +91,11 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
         if smallest < 2:
             return NoiseResult(names, None, skipped=f"a class has only {smallest} row(s)")
         probs = out_of_fold_probs(texts, y, min(folds, smallest), seed)
-    from cleanlab.filter import find_label_issues
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise DataError("label-noise detection needs cleanlab: pip install cleanlab "
+                        "(or set data.clean.label_noise=none)") from None
 
     issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     suspects = []
