@@ -133,3 +133,30 @@ def test_resume_continues_from_last_checkpoint(tiny_bert, sentiment_csv, tmp_pat
     assert res.efficiency["global_steps"] == 8
     with pytest.raises(Exception, match="already completed"):
         tuneforge.train(cfg, resume=True)
+
+
+def test_early_stopping_stops_and_keeps_the_best(tiny_bert, sentiment_csv, tmp_path):
+    """With a rate too small to change anything, accuracy never improves: training stops after `patience`
+    evaluations without improvement instead of running all epochs."""
+    import tuneforge
+    from tuneforge.config import validate_config
+
+    cfg = validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / "run"), method="full",
+                                      train__learning_rate=1e-12, train__epochs=10, train__eval_strategy="steps",
+                                      train__eval_steps=2, train__early_stopping={"patience": 2}))
+    res = tuneforge.train(cfg)
+    assert res.efficiency["global_steps"] == 6  # evals at 2, 4, 6: no improvement after the first, then stop
+    assert res.efficiency["epochs"] < 1
+
+
+def test_gradient_checkpointing_and_accumulation(tiny_bert, sentiment_csv, tmp_path):
+    import tuneforge
+    from tuneforge.config import validate_config
+
+    for method in ("lora", "full"):
+        cfg = validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / method), method=method,
+                                          train__gradient_checkpointing=True, train__gradient_accumulation_steps=2,
+                                          train__max_steps=3))
+        res = tuneforge.train(cfg)
+        assert res.efficiency["global_steps"] == 3
+        assert res.efficiency["train_samples"] > 0
