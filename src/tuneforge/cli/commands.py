@@ -3,3 +3,4 @@ from tuneforge.cli import evaluate, models, predict, train, validate  # noqa: F4
 from tuneforge.cli import chat, generate  # noqa: F401,E402
 from tuneforge.cli import merge  # noqa: F401,E402
 from tuneforge.cli import data  # noqa: F401,E402
+from tuneforge.cli import compare, report  # noqa: F401,E402
