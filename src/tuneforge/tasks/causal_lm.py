@@ -261,6 +261,8 @@ class CausalLMTask(Task):
         """Every assistant turn must end, token-wise, with the end-of-turn token generation stops on; a
         tokenizer that splits the end marker into pieces would teach a model that never stops."""
         end = self.chat.end_token_id
+        if end is None:  # no end-of-turn token at all: already reported by the template check
+            return
         for n, e in enumerate(encoded, start=1):
             bad = next((i for i in e.target_ends if e.input_ids[i] != end), None)
             if bad is None:
@@ -308,6 +310,8 @@ class CausalLMTask(Task):
         def fn(logits, labels):
             if isinstance(logits, tuple):
                 logits = logits[0]
+            # prompt tuning prepends virtual tokens to the sequence: the logits of the real tokens are the last
+            logits = logits[:, -labels.size(1):]
             shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
             nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
                                   ignore_index=-100, reduction="none").view(shift_labels.shape)
