@@ -176,6 +176,12 @@ def test_plan_overrides_and_learning_rate_choices(comparison, tmp_path):
     by = {r.method: r.raw for r in runs}
     assert by["lora"]["method"]["r"] == 2 and by["qlora"]["method"]["r"] == 2 and "r" not in by["full"]["method"]
     assert all(raw["train"]["learning_rate"] == 0.02 for raw in by.values())  # explicit: one rate for all
+    # without method files: the config's LoRA settings carry over to qlora (all keys apply), not to adapter
+    lora_cfg = tmp_path / "lora.yaml"
+    lora_cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "method": {"name": "lora", "r": 3}}))
+    by = {r.method: r.raw["method"] for r in plan(lora_cfg, ["qlora", "adapter"], None, None, tmp_path,
+                                                  method_configs=tmp_path)}
+    assert by == {"qlora": {"name": "qlora", "r": 3}, "adapter": {"name": "adapter"}}
     kept = plan(cfg, ["full"], [3], 5, tmp_path, [], method_configs=tmp_path, keep_learning_rate=True)[0]
     assert kept.raw["train"]["learning_rate"] == 1e-2 and kept.raw["train"]["seed"] == 3
     assert kept.path == tmp_path / "full-seed3"

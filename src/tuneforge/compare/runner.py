@@ -97,6 +97,10 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
          overrides=(), method_configs: Path | None = None, keep_learning_rate: bool = False) -> list[PlannedRun]:
     """The runs of a comparison, each with its complete raw config (nothing is trained or written).
 
+    Each method's settings: the `method:` section of <method_configs>/<method>-<task>.yaml when it exists;
+    else the config's own `method:` section when it names this method or all its keys apply to it; else
+    the method's defaults.
+
     Args:
         config: the base run config (task, data, model, budget).
         methods: registered method names.
@@ -129,10 +133,13 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
     runs = []
     for m in methods:
         section, file_lr, _ = _method_file_settings(m, task, directory)
-        if section is None:
-            # the config's own settings when it was written for this method, else the method's defaults
-            section = copy.deepcopy(base_method) if base_method.get("name") == m else {"name": m}
         fields = METHODS.get(m).Config.model_fields
+        if section is None:
+            # the config's own settings when they were written for this method or all apply to it (a LoRA
+            # config's r/alpha/targets carry over to qlora), else the method's defaults
+            own = {k: v for k, v in base_method.items() if k != "name"}
+            reuse = base_method.get("name") == m or (own and all(k in fields for k in own))
+            section = {**(copy.deepcopy(own) if reuse else {}), "name": m}
         mine = [o for o in method_over if o.split("=", 1)[0].strip().split(".")[1] in fields]
         section = apply_overrides({"method": section}, mine)["method"]
         for seed in seeds if seeds is not None else [base_cfg.train.seed]:
