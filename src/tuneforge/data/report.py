@@ -81,7 +81,11 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = _plots(out, report, lengths, max_length) if plots else []
+    import warnings
+    with warnings.catch_warnings():
+        # the default font lacks CJK glyphs: Chinese class names draw as boxes, which is no reason to warn
+        warnings.simplefilter("ignore")
+        images = _plots(out, report, lengths, max_length) if plots else []
     md = [f"# {title}", ""]
 
     md += ["## Splits", ""]
