@@ -30,7 +30,8 @@ def lm_loss(model, dataset, collate, batch_size: int = 16) -> dict:
     for s in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate(rows[s:s + batch_size]).items()}
         labels = batch.pop("labels")
-        logits = model(**batch).logits[:, :-1].float()
+        # prompt tuning prepends virtual tokens: the logits of the real tokens are the last ones
+        logits = model(**batch).logits[:, -labels.size(1):][:, :-1].float()
         target = labels[:, 1:]
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100,
                               reduction="sum")
