@@ -2,5 +2,6 @@
 from tuneforge.cli import evaluate, models, predict, train, validate  # noqa: F401
 from tuneforge.cli import chat, generate  # noqa: F401,E402
 from tuneforge.cli import merge  # noqa: F401,E402
+from tuneforge.cli import export, serve  # noqa: F401,E402
 from tuneforge.cli import data  # noqa: F401,E402
 from tuneforge.cli import compare, report  # noqa: F401,E402

@@ -129,6 +129,15 @@ def load_backend(target: str, device: str | None = None):
     Raises ModelError when the target is missing or not a servable model."""
     from tuneforge.inference import load_run, model_dir_of
 
+    p = Path(target)
+    if p.is_dir() and (p / "config.json").is_file() and not (p / "tuneforge.json").is_file() \
+            and not (p / "model" / "tuneforge.json").is_file():
+        # a plain transformers directory (a base model, or a merged export copied elsewhere): chat with it as is
+        from tuneforge.generation import load_chat_model
+
+        cm = load_chat_model(str(target), device=device)
+        ctx = getattr(cm.model.config, "max_position_embeddings", None) or 2048
+        return ChatBackend(cm, p.resolve().name, int(ctx))
     model_dir = model_dir_of(target)
     from tuneforge.models.loader import read_run_metadata
 
