@@ -195,7 +195,10 @@ def group_runs(records: list[RunRecord]) -> list[dict]:
     for runs in groups.values():
         first = runs[0]
         ok = [r for r in runs if r.state == "completed" and r.metrics]
-        state = "completed" if len(ok) == len(runs) else "failed" if not ok else "partial"
+        # a group still training is not a failure: say so, so a report made mid-comparison reads right
+        not_ok = {r.state for r in runs if r not in ok}
+        state = ("completed" if not not_ok else "partial" if ok else
+                 "failed" if "failed" in not_ok or "completed" in not_ok else sorted(not_ok)[0])
         metric_names = []
         for r in ok:
             metric_names += [m for m in r.metrics if m not in metric_names]

@@ -80,7 +80,12 @@ def _pick(groups: list[dict], metric: str | None, greater: bool) -> tuple[dict |
     scored = [g for g in groups if metric and g["metrics"].get(metric)]
     if not scored:
         return None, None, {}
-    best = (max if greater else min)(scored, key=lambda g: g["metrics"][metric]["mean"])
+    def cost(g):
+        t = g["efficiency"].get("train_seconds")
+        return t["mean"] if t else float("inf")
+
+    # equal metrics (common in short smoke runs that all predict the majority class): the cheaper one wins
+    best = min(scored, key=lambda g: ((-1 if greater else 1) * round(g["metrics"][metric]["mean"], 9), cost(g)))
     values = {}
     for g in scored:
         t = g["efficiency"].get("train_seconds")
