@@ -1,0 +1,141 @@
+"""A LoRA linear layer, y = x @ W.T + b + s * (x @ A.T) @ B.T, as one autograd function.
+
+PEFT computes the same thing as separate modules: the base layer, then lora_A, lora_B, a scaling multiply
+and an add, each a full-width (tokens x out_features) tensor written and read again; and when the adapter
+weights are float32 on a bf16 base (PEFT's default), the input is first copied to float32, a copy autograd
+keeps for backward in every adapted layer. Here the output is one GEMM plus one in-place rank-r GEMM update,
+everything runs in the input's (compute) dtype, and backward keeps only x (which the base layer's backward
+needs anyway) and the rank-r product x @ A.T. For dropout 0 and no DoRA only; other layers keep PEFT's
+forward.
+
+A quantized base is handled through `dequantize`: a callback that returns the dense weight, called in
+forward and again in backward so the dense copy is never kept between them.
+"""
+from __future__ import annotations
+
+import types
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class _LoraLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor,
+                scaling: float, dequantize: Callable[[Tensor], Tensor] | None):
+        dt = _compute_dtype(x)
+        w = (dequantize(weight) if dequantize is not None else weight).to(dt)
+        a, b = lora_a.to(dt), lora_b.to(dt)
+        x2 = x.reshape(-1, x.shape[-1]).to(dt)
+        xa = x2 @ a.t()                                   # (tokens, r): the only new activation kept
+        out = torch.nn.functional.linear(x2, w, bias.to(dt) if bias is not None else None)
+        out.addmm_(xa, b.t(), alpha=scaling)
+        ctx.save_for_backward(x2, xa, weight, bias, lora_a, lora_b)
+        ctx.scaling, ctx.dequantize, ctx.dt, ctx.x_dtype = scaling, dequantize, dt, x.dtype
+        ctx.x_shape = x.shape
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x2, xa, weight, bias, lora_a, lora_b = ctx.saved_tensors
+        s, dt = ctx.scaling, ctx.dt
+        g = grad_out.reshape(-1, grad_out.shape[-1]).to(dt)
+        a, b = lora_a.to(dt), lora_b.to(dt)
+        gb = (g @ b).mul_(s)                              # (tokens, r) gradient reaching x @ A.T
+        dx = dw = dbias = da = db = None
+        if ctx.needs_input_grad[0]:
+            w = (ctx.dequantize(weight) if ctx.dequantize is not None else weight).to(dt)
+            dx = (g @ w).addmm_(gb, a).to(ctx.x_dtype).view(ctx.x_shape)
+        if ctx.needs_input_grad[1]:
+            dw = (g.t() @ x2).to(weight.dtype)
+        if bias is not None and ctx.needs_input_grad[2]:
+            dbias = g.sum(0).to(bias.dtype)
+        if ctx.needs_input_grad[3]:
+            da = (gb.t() @ x2).to(lora_a.dtype)
+        if ctx.needs_input_grad[4]:
+            db = (g.t() @ xa).mul_(s).to(lora_b.dtype)
+        return dx, dw, dbias, da, db, None, None
+
+
+def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor, scaling: float,
+                dequantize: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """`x @ W.T + bias + scaling * (x @ A.T) @ B.T` with a lean backward.
+
+    Args:
+        x: (..., in) input. weight: (out, in) base weight (or a quantized one with `dequantize`).
+        bias: (out,) or None. lora_a: (r, in). lora_b: (out, r). scaling: alpha / r (or rsLoRA's).
+        dequantize: returns the dense (out, in) weight from `weight`; for quantized bases.
+    Returns (..., out) in the compute dtype (the autocast dtype when autocast is on, else x's dtype)."""
+    return _LoraLinear.apply(x, weight, bias, lora_a, lora_b, float(scaling), dequantize)
+
+
+# ---- swapping it into PEFT's LoRA layers ----------------------------------------------------------------
+def _dequantizer(base: torch.nn.Module) -> tuple[Tensor, Callable | None] | None:
+    """(weight, dequantize callback) for a base layer we know, None for one we do not."""
+    if type(base) is torch.nn.Linear:
+        return base.weight, None
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return None
+    if isinstance(base, bnb.nn.Linear4bit):
+        return base.weight, lambda w: bnb.functional.dequantize_4bit(w.data, w.quant_state)
+    return None
+
+
+def fusable(layer) -> str | None:
+    """Why this PEFT LoRA layer cannot use the fused path (None: it can)."""
+    name = layer.active_adapters[0] if len(layer.active_adapters) == 1 else None
+    if name is None:
+        return "more than one active adapter"
+    if name in getattr(layer, "lora_variant", {}) or getattr(layer, "use_dora", {}).get(name, False):
+        return "DoRA / a LoRA variant"
+    if not isinstance(layer.lora_dropout[name], torch.nn.Identity):
+        return "LoRA dropout > 0"
+    if getattr(layer, "fan_in_fan_out", False):
+        return "fan_in_fan_out weights"
+    if _dequantizer(layer.get_base_layer()) is None:
+        return f"base layer {type(layer.get_base_layer()).__name__}"
+    return None
+
+
+def fuse_lora_layers(model: torch.nn.Module) -> tuple[int, int]:
+    """Give every PEFT LoRA Linear layer in `model` that `fusable` accepts the fused forward.
+
+    The swapped forward checks PEFT's state on every call and defers to PEFT's own forward when adapters
+    are disabled (`with model.disable_adapter()`), merged, or called with per-row `adapter_names`, so
+    evaluation of the base model and merging work as before. Returns (fused layers, LoRA layers)."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:
+        return 0, 0
+    fused = total = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLinear):
+            continue
+        total += 1
+        if fusable(module) is not None or "_tf_peft_forward" in module.__dict__:
+            fused += "_tf_peft_forward" in module.__dict__
+            continue
+        module._tf_peft_forward = module.forward
+        module.forward = types.MethodType(_fused_forward, module)
+        fused += 1
+    return fused, total
+
+
+def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+    name = self.active_adapters[0] if len(self.active_adapters) == 1 else None
+    if (args or kwargs or self.disable_adapters or self.merged or name is None or name not in self.lora_A
+            or fusable(self) is not None):
+        return self._tf_peft_forward(x, *args, **kwargs)
+    weight, dequantize = _dequantizer(self.get_base_layer())
+    out = lora_linear(x, weight, self.get_base_layer().bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                      self.scaling[name], dequantize)
+    return out.to(x.dtype) if not torch.is_autocast_enabled(x.device.type) else out
