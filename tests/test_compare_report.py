@@ -118,6 +118,8 @@ def test_per_method_settings_and_learning_rates(comparison):
     assert full["train"]["learning_rate"] is None and lora["train"]["learning_rate"] is None
     assert lora["method"]["r"] == 4  # from the method file
     assert full["train"]["max_steps"] == 4 and lora["train"]["seed"] == 2
+    # every seed and method is scored on the same held-out rows (the config's seed 7 fixes the split)
+    assert full["data"]["split"]["seed"] == 7 and lora["data"]["split"]["seed"] == 7
     data = json.loads((out / "compare.json").read_text())
     rates = {g["label"]: g["learning_rate"] for g in data["groups"]}
     assert rates["full"] == pytest.approx(5e-5) and rates["lora"] == pytest.approx(1e-3)

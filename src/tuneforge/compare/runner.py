@@ -104,7 +104,8 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
     Args:
         config: the base run config (task, data, model, budget).
         methods: registered method names.
-        seeds: train.seed of each repetition; None: the config's own seed, once.
+        seeds: train.seed of each repetition; None: the config's own seed, once. The data split keeps the
+            config's seed (data.split.seed, else train.seed), so all runs share the same test rows.
         max_steps: train.max_steps for every run (None: the config's budget).
         out: the comparison directory; run k of method m goes to out/<m>-seed<k>.
         overrides: key=value overrides for every run. `method.<key>=v` applies to the methods that have
@@ -152,6 +153,11 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
                 if file_lr is not None:
                     train["learning_rate"] = file_lr
             train["seed"] = seed
+            if seeds is not None and base_cfg.data.split.seed is None:
+                # one held-out split for every seed: the spread then measures training randomness, and every
+                # method is scored on the same test rows
+                data = raw["data"] = dict(raw.get("data") or {})
+                data["split"] = {**(data.get("split") or {}), "seed": base_cfg.train.seed}
             if max_steps is not None:
                 train["max_steps"] = max_steps
             path = out / f"{m}-seed{seed}"
