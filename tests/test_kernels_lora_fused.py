@@ -1,0 +1,152 @@
+"""Fused LoRA linear: gradients against the formula (gradcheck) and against PEFT's own LoRA layers (full
+precision and a bitsandbytes 4-bit base through the dequantize callback); layers it must not touch."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from tuneforge.kernels.lora_fused import fuse_lora_layers, fusable, lora_linear
+
+
+def test_gradcheck_against_formula():
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_()
+    x, w, b, a, bb = mk(2, 3, 5), mk(4, 5), mk(4), mk(2, 5), mk(4, 2)
+    f = lambda x, w, b, a, bb: lora_linear(x, w, b, a, bb, 0.7)
+    torch.testing.assert_close(f(x, w, b, a, bb), x @ w.t() + b + 0.7 * (x @ a.t()) @ bb.t())
+    assert torch.autograd.gradcheck(f, (x, w, b, a, bb))
+
+
+def test_frozen_base_gets_no_grad():
+    x = torch.randn(6, 5, requires_grad=True)
+    w, a, b = torch.randn(4, 5), torch.randn(2, 5, requires_grad=True), torch.randn(4, 2, requires_grad=True)
+    lora_linear(x, w, None, a, b, 2.0).sum().backward()
+    assert w.grad is None and a.grad is not None and b.grad is not None and x.grad is not None
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(16, 24)
+        self.o = nn.Linear(24, 8, bias=False)
+        self.keep = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.keep(self.o(torch.relu(self.q(x))))
+
+
+def peft_pair(**lora_kw):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    kw = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q", "o"], **lora_kw}
+    m = get_peft_model(Block(), LoraConfig(**kw))
+    for n, p in m.named_parameters():
+        if "lora_B" in n:  # B starts at zero; make the update non-trivial
+            nn.init.normal_(p)
+    return m, copy.deepcopy(m)
+
+
+def run(m, x):
+    x = x.clone().requires_grad_()
+    y = m(x)
+    (y.square().sum()).backward()
+    return y.detach(), x.grad, {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_matches_peft_outputs_and_grads(rslora):
+    ref, fused = peft_pair(use_rslora=rslora)
+    assert fuse_lora_layers(fused) == (2, 2)
+    x = torch.randn(3, 7, 16)
+    y0, gx0, g0 = run(ref, x)
+    y1, gx1, g1 = run(fused, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-5)
+    assert g0.keys() == g1.keys() and any("lora_A" in k for k in g0)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_the_fused_function_is_what_runs(monkeypatch):
+    import tuneforge.kernels.lora_fused as lf
+
+    _, fused = peft_pair()
+    fuse_lora_layers(fused)
+    calls = []
+    real = lf.lora_linear
+    monkeypatch.setattr(lf, "lora_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fused(torch.randn(2, 16))
+    assert len(calls) == 2
+    calls.clear()
+    with fused.disable_adapter():  # base-model evaluation goes through PEFT's own forward
+        fused(torch.ones(2, 16))
+    assert not calls
+
+
+def test_disabled_adapter_gives_base_outputs():
+    ref, fused = peft_pair()
+    fuse_lora_layers(fused)
+    x = torch.randn(4, 16)
+    inner = fused.get_base_model()
+    base_out = inner.keep(inner.o.base_layer(torch.relu(inner.q.base_layer(x))))
+    with ref.disable_adapter(), fused.disable_adapter():
+        torch.testing.assert_close(fused(x), base_out)
+        torch.testing.assert_close(ref(x), base_out)
+    assert not torch.allclose(fused(x), base_out)
+
+
+def test_layers_with_dropout_or_dora_keep_peft_forward():
+    _, drop = peft_pair(lora_dropout=0.1)
+    assert fuse_lora_layers(drop) == (0, 2)
+    assert "dropout" in fusable(drop.get_base_model().q)
+    _, dora = peft_pair(use_dora=True)
+    assert fuse_lora_layers(dora) == (0, 2)
+
+
+def test_bf16_autocast_output_dtype():
+    ref, fused = peft_pair()
+    fuse_lora_layers(fused)
+    x = torch.randn(3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y0, y1 = ref(x), fused(x)
+    assert y1.dtype == y0.dtype
+    torch.testing.assert_close(y1.float(), y0.float(), rtol=5e-2, atol=5e-2)
+
+
+def test_4bit_base_through_dequantize_matches_peft():
+    bnb = pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(64, 32))
+    q = nn.Sequential(bnb.nn.Linear4bit(64, 32, bias=True, compute_dtype=torch.float32, quant_type="nf4"))
+    q[0].weight = bnb.nn.Params4bit(base[0].weight.data.clone(), requires_grad=False, quant_type="nf4")
+    q[0].bias = nn.Parameter(base[0].bias.data.clone(), requires_grad=False)
+    q = q.to("cpu")
+    m = get_peft_model(q, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            nn.init.normal_(p)
+    fused = copy.deepcopy(m)
+    assert fuse_lora_layers(fused) == (1, 1)
+    x = torch.randn(5, 64)
+    y0, gx0, g0 = run(m, x)
+    y1, gx1, g1 = run(fused, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-4, atol=1e-4)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-4, msg=k)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_matches_peft():
+    ref, fused = peft_pair()
+    ref, fused = ref.cuda().bfloat16(), fused.cuda().bfloat16()
+    fuse_lora_layers(fused)
+    x = torch.randn(64, 16, device="cuda", dtype=torch.bfloat16)
+    y0, gx0, _ = run(ref, x)
+    y1, gx1, _ = run(fused, x)
+    torch.testing.assert_close(y1.float(), y0.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx1.float(), gx0.float(), rtol=2e-2, atol=2e-2)
