@@ -217,6 +217,21 @@ class TrainSection(Section):
     report_to: Literal["auto", "none", "tensorboard", "mlflow"] = Field("auto", description=(
         "Experiment tracker. `auto`: TensorBoard when installed, else none."))
     num_workers: int = Field(0, ge=0, description="Data-loader worker processes.")
+    # speed and memory levers (tuneforge.training.speed): `auto` = on where it pays off (CUDA), off on CPU
+    chunked_loss: Union[Literal["auto"], bool] = Field("auto", description=(
+        "Causal LM: compute the training loss from the hidden states chunk by chunk, never holding the full "
+        "tokens x vocabulary logits (GiBs at long sequences). `auto`: on with CUDA; `true` also on CPU."))
+    fused_lora: Union[Literal["auto"], bool] = Field("auto", description=(
+        "LoRA layers with dropout 0 and no DoRA run as one fused autograd function (less memory traffic, "
+        "no float32 copy of each layer input). `auto`: on with CUDA; `true` also on CPU."))
+    compile: Union[Literal["auto"], bool] = Field("auto", description=(
+        "torch.compile each transformer block. `auto`: on with CUDA; `true` also on CPU (needs a C++ compiler)."))
+    liger: Union[Literal["auto"], bool] = Field("auto", description=(
+        "liger-kernel's RMSNorm/RoPE/SwiGLU kernels (pip install 'tuneforge[gpu]'). `auto`: on with CUDA when "
+        "installed; `true` fails without them."))
+    optimizer: Literal["auto", "adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit"] = Field("auto", description=(
+        "AdamW implementation. `auto`: fused (one kernel for all parameters) on CUDA and torch >= 2.8; "
+        "`adamw_8bit` / `paged_adamw_8bit`: bitsandbytes 8-bit states (a quarter of AdamW's state memory)."))
 
     @model_validator(mode="after")
     def _steps(self):

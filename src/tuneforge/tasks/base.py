@@ -11,6 +11,7 @@
     metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
     preprocess_logits(prepared) -> optional reduction of each eval batch's logits before they are gathered
     save_extras(dir, prepared)  -> extra files for model/ (for example a generation_config.json)
+    use_fused_loss(model)       -> optional training loss without full outputs (train.chunked_loss)
 """
 from __future__ import annotations
 
@@ -106,6 +107,11 @@ class Task:
 
     def save_extras(self, model_dir: str, prepared: Prepared) -> None:
         """Write extra files into the model directory (called after the method saved the weights)."""
+
+    def use_fused_loss(self, model: nn.Module) -> str | None:
+        """`train.chunked_loss`: make `model` compute its training loss without materialising its full
+        output (for example vocabulary-sized logits). Returns None when done, else why it cannot."""
+        return f"the {self.name} task has no fused loss"
 
 
 TASKS: Registry[type[Task]] = Registry("task")

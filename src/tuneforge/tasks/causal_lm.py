@@ -328,6 +328,16 @@ class CausalLMTask(Task):
             return {"perplexity": float(math.exp(min(nll, 50.0)))}
         return fn
 
+    def use_fused_loss(self, model: nn.Module) -> str | None:
+        """Training loss from the hidden states through the chunked linear + cross-entropy (evaluation keeps
+        the model's own forward, whose logits the metrics need)."""
+        from tuneforge.kernels.chunked_ce import chunked_loss_unsupported, use_chunked_loss
+
+        reason = chunked_loss_unsupported(model)
+        if reason is None:
+            use_chunked_loss(model)
+        return reason
+
     # ---- evaluation -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _base_model(self, model):

@@ -22,6 +22,7 @@ from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, w
 from tuneforge.tasks import TASKS
 from tuneforge.training.callbacks import EfficiencyCallback, MetricsLogCallback, QuietProgressCallback, peak_memory_mb
 from tuneforge.training.rundir import RunDir, write_json
+from tuneforge.training.speed import apply_speedups, optimizer_name
 
 log = logging.getLogger("tuneforge")
 
@@ -88,7 +89,7 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
         dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False, optim=optimizer_name(t.optimizer),
         disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
         **precision_flags(t.precision),
     )
@@ -172,6 +173,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     ctx = MethodContext(task_type=cfg.task.type, head_modules=task.head_modules(model),
                         gradient_checkpointing=cfg.train.gradient_checkpointing, run_config=cfg)
     model = method.apply(model, ctx)
+    apply_speedups(model, cfg.train, task)
     params = count_parameters(model, method.trainable_parameters(model))
     print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
           f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr, flush=True)

@@ -1,0 +1,143 @@
+"""Speed and memory levers, each a `train.*` switch with an automatic default: on where the hardware
+gains from it (CUDA), off on CPU with a one-line note. `auto` never fails; an explicit `true` that cannot
+apply is a ConfigError naming the key.
+
+    train.chunked_loss  fused linear + cross-entropy (no full logits; the task decides where it applies)
+    train.fused_lora    one autograd function per PEFT LoRA layer (dropout 0, no DoRA)
+    train.compile       torch.compile each transformer block
+    train.liger         liger-kernel's RMSNorm / RoPE / SwiGLU kernels (optional `gpu` extra)
+    train.optimizer     AdamW implementation (fused on torch >= 2.8 / CUDA; bitsandbytes 8-bit on request)
+
+The engine calls `apply_speedups` once, after the method has been applied, and `optimizer_name` for the
+Trainer's `optim`; neither looks at which task or method runs (the task says whether it can use a fused
+loss through `Task.use_fused_loss`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tuneforge.errors import ConfigError
+
+log = logging.getLogger("tuneforge")
+
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
+              "paged_adamw_8bit": "paged_adamw_8bit"}
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+@dataclass
+class Lever:
+    key: str
+    on: bool
+    note: str
+
+
+def wanted(value, key: str, supported: bool, why_not: str) -> tuple[bool, str]:
+    """Resolve one `auto | true | false` switch: (on, note). `true` where it is not supported raises."""
+    if value is False:
+        return False, "off (train.%s=false)" % key
+    if supported:
+        return True, "on" + (" (auto)" if value == "auto" else "")
+    if value is True:
+        raise ConfigError(f"train.{key}: true, but {why_not}; set it to auto or false")
+    return False, f"off: {why_not}"
+
+
+def optimizer_name(value: str) -> str:
+    """transformers' `optim` name for `train.optimizer`.
+
+    Raises ConfigError when an 8-bit optimizer is asked for without bitsandbytes."""
+    if value == "auto":
+        fused_ok = cuda_available() or tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 8)
+        return "adamw_torch_fused" if fused_ok else "adamw_torch"
+    if "8bit" in value and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"train.optimizer: '{value}' needs bitsandbytes: pip install 'tuneforge[quant]'")
+    return OPTIMIZERS[value]
+
+
+def _compile_blocks(model: nn.Module) -> int:
+    from tuneforge.methods.layers import find_blocks
+
+    _, blocks = find_blocks(model)
+    for block in blocks:
+        block.compile()  # in place: parameter names and state-dict keys stay as they were
+    return len(blocks)
+
+
+def _apply_liger(model: nn.Module) -> None:
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # our chunked loss owns the output layer + loss; liger keeps to the per-layer kernels
+    _apply_liger_kernel_to_instance(model=core, fused_linear_cross_entropy=False, cross_entropy=False)
+
+
+def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
+    """Switch on the levers `train_cfg` (a TrainSection) asks for, in place; print one line per lever.
+
+    Args:
+        model: the model after `method.apply` (PEFT wrapper or plain transformers model).
+        train_cfg: the run's `train` section (chunked_loss, fused_lora, compile, liger).
+        task: the Task, asked through `use_fused_loss(model)` whether it can take a chunked loss.
+    Returns the resolved levers. Raises ConfigError for an explicit `true` that cannot apply."""
+    cuda = cuda_available()
+    levers: list[Lever] = []
+    no_gpu = "no CUDA device (it pays off on GPUs)"
+
+    # liger first: it replaces module forwards that the other levers then see
+    liger_ok = cuda and importlib.util.find_spec("liger_kernel") is not None
+    on, note = wanted(train_cfg.liger, "liger", liger_ok,
+                      no_gpu if not cuda else "liger-kernel is not installed (pip install 'tuneforge[gpu]')")
+    if on:
+        try:
+            _apply_liger(model)
+        except Exception as exc:  # noqa: BLE001  (liger raises for model types it does not know)
+            if train_cfg.liger is True:
+                raise ConfigError(f"train.liger: {str(exc).splitlines()[0][:200]}") from None
+            on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
+    levers.append(Lever("liger", on, note))
+
+    on, note = wanted(train_cfg.chunked_loss, "chunked_loss", cuda or train_cfg.chunked_loss is True, no_gpu)
+    if on:
+        reason = task.use_fused_loss(model) if task is not None else "no task given"
+        if reason is not None:
+            if train_cfg.chunked_loss is True:
+                raise ConfigError(f"train.chunked_loss: true, but {reason}; set it to auto or false")
+            on, note = False, f"off: {reason}"
+    levers.append(Lever("chunked_loss", on, note))
+
+    on, note = wanted(train_cfg.fused_lora, "fused_lora", cuda or train_cfg.fused_lora is True, no_gpu)
+    if on:
+        from tuneforge.kernels.lora_fused import fuse_lora_layers
+
+        fused, total = fuse_lora_layers(model)
+        if total == 0:
+            on, note = False, "off: the model has no LoRA layers"
+        else:
+            note += f": {fused} of {total} LoRA layers" + ("" if fused == total else
+                                                            " (others have dropout > 0, DoRA or an unknown base)")
+            on = fused > 0
+    levers.append(Lever("fused_lora", on, note))
+
+    on, note = wanted(train_cfg.compile, "compile", cuda or train_cfg.compile is True, no_gpu)
+    if on:
+        try:
+            note += f": {_compile_blocks(model)} blocks"
+        except Exception as exc:  # noqa: BLE001
+            if train_cfg.compile is True:
+                raise ConfigError(f"train.compile: {str(exc).splitlines()[0][:200]}") from None
+            on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
+    levers.append(Lever("compile", on, note))
+
+    print("tuneforge: speed levers: " + "; ".join(f"{lv.key} {lv.note}" for lv in levers), file=sys.stderr,
+          flush=True)
+    return levers

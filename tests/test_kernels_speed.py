@@ -1,0 +1,153 @@
+"""Speed levers as config switches: resolution (auto on CPU = off, explicit true works for the chunked loss
+and fused LoRA, errors name the key), and a tiny causal-LM LoRA training step with the levers on giving the
+same loss and gradients as with them off, also through tuneforge.train."""
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuneforge.config.schema import TrainSection
+from tuneforge.errors import ConfigError
+from tuneforge.tasks.causal_lm import CausalLMTask
+from tuneforge.training import speed
+from tuneforge.training.speed import apply_speedups, optimizer_name
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def tiny_lora_llama(dropout=0.0):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    m = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                         target_modules="all-linear"))
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    return m
+
+
+def task():
+    return CausalLMTask.__new__(CausalLMTask)  # the hook needs no config
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
+def test_auto_on_cpu_is_off_with_one_line_note(capfd):
+    m = tiny_lora_llama()
+    levers = apply_speedups(m, TrainSection(), task())
+    assert {lv.key: lv.on for lv in levers} == {"liger": False, "chunked_loss": False, "fused_lora": False,
+                                                "compile": False}
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "speed levers" in err and "no CUDA device" in err
+    assert "forward" not in m.get_base_model().__dict__
+
+
+def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
+    m = tiny_lora_llama()
+    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(chunked_loss=True, fused_lora=True,
+                                                                   compile=False, liger=False), task())}
+    assert levers["chunked_loss"].on and levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
+    assert not levers["compile"].on and "false" in levers["compile"].note
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
+def test_explicit_true_that_cannot_apply_names_the_key():
+    with pytest.raises(ConfigError, match=r"train.liger: true, but no CUDA"):
+        apply_speedups(tiny_lora_llama(), TrainSection(liger=True), task())
+    from tuneforge.tasks.base import Task
+
+    other = Task.__new__(Task)
+    other.name = "classification"
+    with pytest.raises(ConfigError, match=r"train.chunked_loss: true, but the classification task has no fused"):
+        apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other)
+
+
+def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
+    monkeypatch.setattr(speed, "cuda_available", lambda: True)
+    monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(dropout=0.1),
+                                                 TrainSection(compile=False), task())}
+    assert not levers["fused_lora"].on and "0 of 14" in levers["fused_lora"].note
+    assert levers["chunked_loss"].on and not levers["liger"].on and "not installed" in levers["liger"].note
+
+
+def test_optimizer_names(monkeypatch):
+    assert optimizer_name("adamw") == "adamw_torch"
+    assert optimizer_name("adamw_fused") == "adamw_torch_fused"
+    assert optimizer_name("auto") in ("adamw_torch_fused", "adamw_torch")
+    monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ConfigError, match="train.optimizer: 'adamw_8bit' needs bitsandbytes"):
+        optimizer_name("adamw_8bit")
+
+
+def test_config_accepts_the_switches():
+    from tuneforge.config import load_config
+    cfg = load_config(raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}},
+                      overrides=["train.chunked_loss=true", "train.fused_lora=false", "train.compile=auto",
+                                 "train.optimizer=adamw_8bit"])
+    assert cfg.train.chunked_loss is True and cfg.train.fused_lora is False and cfg.train.compile == "auto"
+    with pytest.raises(ConfigError):
+        load_config(raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}},
+                    overrides=["train.chunked_loss=sometimes"])
+
+
+def test_training_steps_with_levers_match_without():
+    ref = tiny_lora_llama()
+    fast = copy.deepcopy(ref)
+    apply_speedups(fast, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task())
+    g = torch.Generator().manual_seed(3)
+    losses = {}
+    for name, m in (("ref", ref), ("fast", fast)):
+        m.train()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        losses[name] = []
+        g.manual_seed(3)
+        for _ in range(3):
+            ids = torch.randint(0, 101, (2, 12), generator=g)
+            labels = ids.clone()
+            labels[:, :3] = -100
+            out = m(input_ids=ids, labels=labels, num_items_in_batch=torch.tensor(17))
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses[name].append(out.loss.item())
+    assert losses["ref"][0] != losses["ref"][-1]  # it learns, so later steps compare trained weights
+    assert losses["fast"] == pytest.approx(losses["ref"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_auto_turns_levers_on():
+    m = tiny_lora_llama().cuda()
+    levers = {lv.key: lv.on for lv in apply_speedups(m, TrainSection(compile=False), task())}
+    assert levers["chunked_loss"] and levers["fused_lora"]
+
+
+def test_train_run_with_levers_matches_run_without(tmp_path):
+    from sft_common import chat_rows, make_tiny_llama, write_jsonl
+    from tuneforge.config import load_config
+    from tuneforge.training.engine import train
+
+    model = make_tiny_llama(tmp_path / "m")
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(12))
+    first_losses = {}
+    for on in (False, True):
+        raw = {"model": {"name": model},
+               "data": {"train": data, "max_length": 96, "split": {"validation": 0.0, "test": 0.2}},
+               "task": {"type": "causal_lm", "report_prompts": 0, "compare_base": False},
+               "method": {"name": "lora", "dropout": 0.0},
+               "train": {"max_steps": 2, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1,
+                         "report_to": "none", "eval_strategy": "no", "chunked_loss": on, "fused_lora": on,
+                         "compile": False, "liger": False},
+               "output": {"dir": str(tmp_path / f"run-{on}")}}
+        train(load_config(raw=raw))
+        rows = [json.loads(x) for x in (tmp_path / f"run-{on}" / "metrics.jsonl").read_text().splitlines()]
+        first_losses[on] = [r["loss"] for r in rows if "loss" in r and "eval_loss" not in r]
+    assert len(first_losses[True]) == 2
+    assert first_losses[True] == pytest.approx(first_losses[False], rel=1e-4)
