@@ -40,6 +40,10 @@ def model_dir_of(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
+    from tuneforge.export.load import is_export, load_export
+
+    if is_export(path):  # `tuneforge export` output: merged, int8 or ONNX
+        return load_export(path, device)
     model_dir = model_dir_of(path)
     meta = read_run_metadata(model_dir)
     task_cls = TASKS.get(meta["task"])

@@ -1,0 +1,245 @@
+"""`tuneforge export`: a trained run as a merged transformers checkpoint, ONNX, int8 or ONNX-int8, each with
+an export.json saying what it costs (parity with the trained model on the run's test split) and gains (size,
+CPU latency and throughput)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tuneforge.errors import ConfigError, ModelError
+from tuneforge.export.load import EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, load_export, quantize_int8
+
+log = logging.getLogger("tuneforge")
+FORMATS = ("merged", "onnx", "int8", "onnx-int8")
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
+    """torch.onnx (dynamo exporter, onnxscript) with dynamic batch and sequence axes; causal LMs without KV
+    cache (one forward pass returns the logits of every position)."""
+    from torch.export import Dim
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, m, names):
+            super().__init__()
+            self.m, self.names = m, names
+
+        def forward(self, *args):
+            kw = dict(zip(self.names, args))
+            if task == "causal_lm":
+                kw["use_cache"] = False
+            return self.m(**kw).logits
+
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+             if n in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])]
+    if "attention_mask" not in names:
+        names.insert(1, "attention_mask")
+    example = tokenizer(["an example input for tracing", "a second, longer example input for tracing"],
+                        padding=True, return_tensors="pt")
+    args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
+    batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=1, max=8192)
+    shapes = tuple({0: batch, 1: seq} for _ in names)
+    try:
+        prog = torch.onnx.export(LogitsOnly(model.eval(), names), args, input_names=names, output_names=["logits"],
+                                 dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)
+        prog.save(str(path))
+    except Exception as exc:  # noqa: BLE001  (the exporter raises many types; the user needs the first line)
+        raise ModelError(f"ONNX export failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") \
+            from None
+
+
+def _test_inputs(run_dir: Path, model_dir: Path, tokenizer, meta: dict, max_samples: int) -> tuple[list, str]:
+    """Tokenized rows of the run's test split (or validation split for SFT runs without one), re-created
+    from config.yaml through the task's own `prepare`, so the split is exactly the one training held out."""
+    from tuneforge.config import load_config
+    from tuneforge.tasks import TASKS
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ModelError(f"{run_dir} has no config.yaml: the test split cannot be re-created")
+    cfg = load_config(cfg_path)
+    task = TASKS.get(meta["task"])(cfg)
+    prepared = task.prepare(tokenizer)
+    split, name = (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
+    if split is None or len(split) == 0:
+        raise ModelError("the run has neither a test nor a validation split to check the export on")
+    n = min(max_samples, len(split))
+    rows = []
+    for r in split.select(range(n)):
+        rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels") if meta["task"] == "classification"
+                     else None, **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
+    return rows, name
+
+
+def _batch(rows: list[dict], pad_id: int) -> dict:
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    tt = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n], mask[i, :n] = r["input_ids"], 1
+        if "token_type_ids" in r:
+            tt[i, :n] = r["token_type_ids"]
+    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if "token_type_ids" in rows[0]:
+        out["token_type_ids"] = torch.from_numpy(tt)
+    return out
+
+
+@torch.no_grad()
+def _logits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[np.ndarray]:
+    """Per-row logits (classification: [labels]; causal LM: [positions, vocab] of the real tokens)."""
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        lg = model(**_batch(chunk, pad_id)).logits.float().cpu().numpy()
+        for k, r in enumerate(chunk):
+            out.append(lg[k] if lg.ndim == 2 else lg[k, :len(r["input_ids"])])
+    return out
+
+
+def _parity(task: str, ref: list[np.ndarray], exp: list[np.ndarray], rows: list[dict], split: str) -> dict:
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, exp))
+    if task == "classification":
+        labels = np.asarray([r["label"] for r in rows])
+        rp, ep = np.asarray([a.argmax() for a in ref]), np.asarray([b.argmax() for b in exp])
+        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
+                "label_agreement": float((rp == ep).mean()), "reference_accuracy": float((rp == labels).mean()),
+                "export_accuracy": float((ep == labels).mean()),
+                "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100)}
+    agree = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(ref, exp)])
+    return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
+            "next_token_agreement": float(agree.mean()), "positions": int(agree.size)}
+
+
+@torch.no_grad()
+def _bench(model, rows: list[dict], pad_id: int, n_single: int = 40, n_batches: int = 4) -> dict:
+    import time
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    singles = [rows[i % len(rows)] for i in range(n_single)]
+    model(**_batch(singles[:1], pad_id))  # warm-up (allocations, ONNX graph init)
+    times = []
+    for r in singles:
+        t0 = time.perf_counter()
+        model(**_batch([r], pad_id))
+        times.append(time.perf_counter() - t0)
+    big = [rows[i % len(rows)] for i in range(32 * n_batches)]
+    t0 = time.perf_counter()
+    for i in range(0, len(big), 32):
+        model(**_batch(big[i:i + 32], pad_id))
+    elapsed = time.perf_counter() - t0
+    return {"latency_ms_p50_batch1": float(np.percentile(times, 50) * 1000),
+            "latency_ms_p95_batch1": float(np.percentile(times, 95) * 1000),
+            "throughput_rows_per_s_batch32": float(len(big) / elapsed)}
+
+
+def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bool = False, max_samples: int = 2000,
+               bench: bool = True) -> dict:
+    """Export a trained run and measure the export against the trained model.
+
+    Args:
+        run_dir: the run directory (config.yaml re-creates its test split).
+        fmt: merged, onnx, int8 or onnx-int8 (onnx-int8 for classifiers only).
+        out_dir: new (or empty, or with `overwrite`) output directory.
+        overwrite: replace an existing out_dir.
+        max_samples: most test-split rows for the parity check (and the benchmark inputs).
+        bench: measure CPU latency (batch 1, p50/p95) and throughput (batch 32) of both models.
+    Returns the report also written to out_dir/export.json.
+    Raises ConfigError for an unknown format or a format the task cannot use; ModelError when the run cannot
+    be merged, exported or checked; MethodError when the run's method cannot be merged."""
+    from tuneforge.export.merge import merge_run
+    from tuneforge.inference import load_run, model_dir_of
+    from tuneforge.models.loader import METADATA_FILE, read_run_metadata
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: unknown export format '{fmt}'; available: {', '.join(FORMATS)}")
+    model_dir = model_dir_of(run_dir)
+    meta = read_run_metadata(model_dir)
+    if fmt == "onnx-int8" and meta["task"] != "classification":
+        raise ConfigError(f"--format onnx-int8 is for classifiers; this run's task is '{meta['task']}' "
+                          f"(use int8 or onnx)")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    run_root = model_dir.parent if model_dir.name == "model" else model_dir
+
+    # every format starts from the merged plain checkpoint (checked against the trained model by merge_run)
+    staging = out.with_name(out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    merge = merge_run(model_dir, staging / "merged", overwrite=True)
+    work = staging / "out"
+    work.mkdir(parents=True)
+    try:
+        import transformers
+
+        from tuneforge.tasks import TASKS
+
+        merged_dir = staging / "merged"
+        auto = getattr(transformers, TASKS.get(meta["task"]).auto_class_name)
+        if fmt == "merged":
+            for f in merged_dir.iterdir():
+                shutil.move(str(f), work / f.name)
+        else:
+            model = auto.from_pretrained(str(merged_dir)).eval()
+            tok = transformers.AutoTokenizer.from_pretrained(str(merged_dir))
+            tok.save_pretrained(str(work))
+            model.config.save_pretrained(str(work))
+            if fmt == "int8":
+                torch.save(quantize_int8(model).state_dict(), work / INT8_WEIGHTS)
+            else:
+                _export_onnx(model, tok, meta["task"], work / ONNX_FILE)
+                if fmt == "onnx-int8":
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    fp32 = staging / "fp32.onnx"
+                    shutil.move(str(work / ONNX_FILE), fp32)
+                    data = fp32.with_name(fp32.name + ".data")
+                    if (work / (ONNX_FILE + ".data")).exists():
+                        shutil.move(str(work / (ONNX_FILE + ".data")), data)
+                    quantize_dynamic(str(fp32), str(work / ONNX_FILE), weight_type=QuantType.QInt8)
+        shutil.copy(model_dir / METADATA_FILE, work / METADATA_FILE)
+        report = {"format": fmt, "source_run": str(run_root.resolve()), "task": meta["task"],
+                  "method": meta["method"], "base_model": meta.get("base_model"),
+                  "merge_check_max_abs_logit_diff": merge["max_abs_logit_diff"]}
+        (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
+
+        # measure: the trained (unmerged) model vs the export, on the same tokenized test rows
+        ref = load_run(model_dir, device="cpu")
+        exp = load_export(work, device="cpu")
+        rows, split = _test_inputs(run_root, model_dir, ref.tokenizer, meta, max_samples)
+        pad = ref.tokenizer.pad_token_id if ref.tokenizer.pad_token_id is not None else 0
+        bs = 32 if meta["task"] == "classification" else 4
+        report["parity"] = _parity(meta["task"], _logits(ref.model, rows, pad, bs), _logits(exp.model, rows, pad, bs),
+                                   rows, split)
+        report["size_bytes"] = dir_size(work)
+        report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
+        if bench:
+            # the reference for speed is the merged fp32 model: the adapter's extra matmuls are not what an
+            # export is compared against, its fp32 weights are
+            base = auto.from_pretrained(str(merged_dir if fmt != "merged" else work)).eval()
+            report["speed"] = {"reference": _bench(base, rows, pad), "export": _bench(exp.model, rows, pad)}
+            r, e = report["speed"]["reference"], report["speed"]["export"]
+            report["speed"]["speedup_batch1_p50"] = r["latency_ms_p50_batch1"] / e["latency_ms_p50_batch1"]
+            report["speed"]["speedup_batch32_throughput"] = (e["throughput_rows_per_s_batch32"]
+                                                             / r["throughput_rows_per_s_batch32"])
+            report["speed"]["threads"] = torch.get_num_threads()
+        (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(work), str(out))
+    shutil.rmtree(staging, ignore_errors=True)
+    return report

@@ -1,0 +1,94 @@
+"""Loading what `tuneforge export` wrote, as a LoadedRun, so predict / chat / serve take exports like runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneforge.errors import ModelError
+
+EXPORT_INFO = "export.json"
+INT8_WEIGHTS = "model_int8.pt"
+ONNX_FILE = "model.onnx"
+
+
+def is_export(path: str | Path) -> bool:
+    return (Path(path) / EXPORT_INFO).is_file()
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per batch).
+    torch.ao's dynamic quantization is deprecated but still the one CPU int8 path without extra packages."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+class OnnxModel(nn.Module):
+    """An onnxruntime session behind the slice of a transformers model's interface inference uses:
+    `model(**encodings).logits`, `.eval()`, `.to()`, `next(model.parameters()).device`."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        # an empty parameter: callers find the (CPU) device through model.parameters()
+        self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, **enc):
+        feed = {k: np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=np.int64)
+                for k, v in enc.items() if k in self.input_names}
+        missing = [n for n in self.input_names if n not in feed]
+        for n in missing:  # token_type_ids when the tokenizer did not produce them
+            feed[n] = np.zeros_like(feed["input_ids"])
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+
+
+def load_export(path: str | Path, device: str | None = None):
+    """Load an exported directory (merged, int8, onnx, onnx-int8) as a LoadedRun.
+
+    Args:
+        path: the directory `tuneforge export` wrote.
+        device: torch device for merged exports (int8 and ONNX run on CPU).
+    Raises ModelError when the directory is incomplete or its format cannot be loaded this way."""
+    import transformers
+
+    from tuneforge.inference import LoadedRun
+    from tuneforge.models.loader import load_tokenizer, read_run_metadata
+    from tuneforge.tasks import TASKS
+
+    p = Path(path)
+    info = json.loads((p / EXPORT_INFO).read_text())
+    fmt = info.get("format")
+    meta = read_run_metadata(p)
+    auto = getattr(transformers, TASKS.get(meta["task"]).auto_class_name)
+    tok = load_tokenizer(str(p))
+    try:
+        if fmt == "merged":
+            model = auto.from_pretrained(str(p)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        elif fmt == "int8":
+            config = transformers.AutoConfig.from_pretrained(str(p))
+            model = quantize_int8(auto.from_config(config).eval())
+            model.load_state_dict(torch.load(p / INT8_WEIGHTS, weights_only=False))
+        elif fmt in ("onnx", "onnx-int8"):
+            if meta["task"] != "classification":
+                raise ModelError(f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
+                                 f"or export --format merged / int8 for `tuneforge chat` and `serve`")
+            model = OnnxModel(p / ONNX_FILE)
+        else:
+            raise ModelError(f"{path}: unknown export format '{fmt}'")
+    except (OSError, FileNotFoundError, RuntimeError) as exc:
+        raise ModelError(f"could not load the {fmt} export in {path}: {str(exc).splitlines()[0][:200]}") from None
+    model.eval()
+    return LoadedRun(model=model, tokenizer=tok, meta=meta, model_dir=p)

@@ -1,0 +1,31 @@
+"""The human summary of an export.json."""
+from __future__ import annotations
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def summary(report: dict) -> str:
+    """A few lines: size, parity and speed of an export against the trained model."""
+    lines = [f"exported {report['format']} ({report['task']}, {report['method']} run): "
+             f"{_mb(report['size_bytes'])} on disk (merged fp32: {_mb(report['reference_size_bytes'])})"]
+    p = report.get("parity", {})
+    if "label_agreement" in p:
+        lines.append(f"parity on the {p['split']} split ({p['rows']} rows): label agreement "
+                     f"{p['label_agreement'] * 100:.2f}%, accuracy {p['export_accuracy']:.4f} vs "
+                     f"{p['reference_accuracy']:.4f} ({p['accuracy_delta_points']:+.2f} points), "
+                     f"max |logit diff| {p['max_abs_logit_diff']:.3g}")
+    elif p:
+        lines.append(f"parity on the {p['split']} split ({p['rows']} rows, {p['positions']} positions): "
+                     f"next-token agreement {p['next_token_agreement'] * 100:.2f}%, "
+                     f"max |logit diff| {p['max_abs_logit_diff']:.3g}")
+    s = report.get("speed")
+    if s:
+        r, e = s["reference"], s["export"]
+        lines.append(f"CPU ({s['threads']} threads) batch 1 p50/p95: {e['latency_ms_p50_batch1']:.1f}/"
+                     f"{e['latency_ms_p95_batch1']:.1f} ms vs {r['latency_ms_p50_batch1']:.1f}/"
+                     f"{r['latency_ms_p95_batch1']:.1f} ms fp32 ({s['speedup_batch1_p50']:.2f}x); batch 32: "
+                     f"{e['throughput_rows_per_s_batch32']:.1f} vs {r['throughput_rows_per_s_batch32']:.1f} rows/s "
+                     f"({s['speedup_batch32_throughput']:.2f}x)")
+    return "\n".join(lines)
