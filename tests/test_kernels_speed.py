@@ -151,3 +151,31 @@ def test_train_run_with_levers_matches_run_without(tmp_path):
         first_losses[on] = [r["loss"] for r in rows if "loss" in r and "eval_loss" not in r]
     assert len(first_losses[True]) == 2
     assert first_losses[True] == pytest.approx(first_losses[False], rel=1e-4)
+
+
+def load_bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_train", Path(__file__).parents[1] / "benchmarks" / "gpu_train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU message")
+def test_gpu_benchmark_without_cuda_says_so_and_exits_0(capsys):
+    assert load_bench().main(["lora"]) == 0
+    assert "needs a CUDA GPU" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_dry_run_same_loss_both_stacks(capsys):
+    bench = load_bench()
+    assert bench.main(["--dry-run", "lora", "--steps", "3", "--warmup", "1", "--timed", "1", "--gc", "off"]) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"stack"')]
+    assert [r["stack"].split()[0] for r in rows] == ["peer", "tuneforge"]
+    assert "fused_lora" in rows[1]["stack"] and "chunked_loss" in rows[1]["stack"]
+    assert rows[0]["loss_first"] == pytest.approx(rows[1]["loss_first"], abs=1e-4)
+    assert rows[0]["loss_last"] == pytest.approx(rows[1]["loss_last"], abs=1e-4)
+    assert rows[0]["loss_last"] < rows[0]["loss_first"]
+    cmp = [json.loads(line) for line in out.splitlines() if line.startswith('{"method"')]
+    assert cmp and cmp[0]["loss_abs_diff"] < 1e-4 and cmp[0]["tps_vs_peer_here"] > 0
