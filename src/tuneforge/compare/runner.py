@@ -77,9 +77,14 @@ def default_method_configs_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "configs" / "methods"
 
 
+#: other names the shipped method files use for a task (configs/methods/lora-sft.yaml is for causal_lm)
+TASK_FILE_NAMES = {"causal_lm": ["causal_lm", "sft"]}
+
+
 def _method_file_settings(method: str, task: str, directory: Path) -> tuple[dict | None, float | None, Path | None]:
-    path = directory / f"{method}-{task}.yaml"
-    if not path.is_file():
+    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in TASK_FILE_NAMES.get(task, [task]))
+                 if p.is_file()), None)
+    if path is None:
         return None, None, None
     raw = read_yaml(path)
     section = raw.get("method")
