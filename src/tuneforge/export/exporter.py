@@ -28,15 +28,17 @@ def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
     from torch.export import Dim
 
     class LogitsOnly(torch.nn.Module):
-        def __init__(self, m, names):
+        def __init__(self, m):
             super().__init__()
-            self.m, self.names = m, names
+            self.m = m
 
-        def forward(self, *args):
-            kw = dict(zip(self.names, args))
-            if task == "causal_lm":
-                kw["use_cache"] = False
-            return self.m(**kw).logits
+        def forward(self, input_ids, attention_mask):
+            extra = {"use_cache": False} if task == "causal_lm" else {}
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+    class LogitsOnlyWithTypes(LogitsOnly):
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
              if n in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])]
@@ -48,12 +50,15 @@ def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
     batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=1, max=8192)
     shapes = tuple({0: batch, 1: seq} for _ in names)
     try:
-        prog = torch.onnx.export(LogitsOnly(model.eval(), names), args, input_names=names, output_names=["logits"],
+        wrapper = (LogitsOnlyWithTypes if len(names) == 3 else LogitsOnly)(model.eval())
+        prog = torch.onnx.export(wrapper, args, input_names=names, output_names=["logits"],
                                  dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)
         prog.save(str(path))
     except Exception as exc:  # noqa: BLE001  (the exporter raises many types; the user needs the first line)
-        raise ModelError(f"ONNX export failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") \
-            from None
+        text = str(exc).strip()
+        # torch.export's own message puts the cause under "## Exception summary"
+        lines = [l for l in text.split("## Exception summary", 1)[-1].splitlines() if l.strip()] or [type(exc).__name__]
+        raise ModelError(f"ONNX export failed: {lines[0][:300]}") from None
 
 
 def _test_inputs(run_dir: Path, model_dir: Path, tokenizer, meta: dict, max_samples: int) -> tuple[list, str]:
@@ -215,7 +220,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
 
         # measure: the trained (unmerged) model vs the export, on the same tokenized test rows
         ref = load_run(model_dir, device="cpu")
-        exp = load_export(work, device="cpu")
+        exp = load_export(work, device="cpu", logits_only=True)
         rows, split = _test_inputs(run_root, model_dir, ref.tokenizer, meta, max_samples)
         pad = ref.tokenizer.pad_token_id if ref.tokenizer.pad_token_id is not None else 0
         bs = 32 if meta["task"] == "classification" else 4

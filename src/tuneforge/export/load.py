@@ -55,12 +55,13 @@ class OnnxModel(nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 
 
-def load_export(path: str | Path, device: str | None = None):
+def load_export(path: str | Path, device: str | None = None, logits_only: bool = False):
     """Load an exported directory (merged, int8, onnx, onnx-int8) as a LoadedRun.
 
     Args:
         path: the directory `tuneforge export` wrote.
         device: torch device for merged exports (int8 and ONNX run on CPU).
+        logits_only: the caller only needs `model(**enc).logits` (parity checks), so ONNX causal LMs load too.
     Raises ModelError when the directory is incomplete or its format cannot be loaded this way."""
     import transformers
 
@@ -82,7 +83,7 @@ def load_export(path: str | Path, device: str | None = None):
             model = quantize_int8(auto.from_config(config).eval())
             model.load_state_dict(torch.load(p / INT8_WEIGHTS, weights_only=False))
         elif fmt in ("onnx", "onnx-int8"):
-            if meta["task"] != "classification":
+            if meta["task"] != "classification" and not logits_only:
                 raise ModelError(f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
                                  f"or export --format merged / int8 for `tuneforge chat` and `serve`")
             model = OnnxModel(p / ONNX_FILE)

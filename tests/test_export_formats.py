@@ -1,0 +1,144 @@
+"""`tuneforge export` on tiny runs: each format loads back (through predict / chat / the library), matches the
+trained model within its tolerance on the re-created test split, and writes a complete export.json."""
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_config
+from sft_common import chat_rows, make_tiny_llama, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def cls_run(tiny_bert, tmp_path_factory):
+    import pandas as pd
+
+    from conftest import make_sentiment_rows
+
+    d = tmp_path_factory.mktemp("export-cls")
+    pd.DataFrame(make_sentiment_rows(200)).to_csv(d / "data.csv", index=False)
+    cfg = tiny_config(tiny_bert, str(d / "data.csv"), str(d / "run"), method="lora")
+    cfg["train"]["epochs"] = 3
+    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli("train", str(d / "cfg.yaml"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(d / "run")
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export-sft")
+    model = make_tiny_llama(d / "base")
+    data = write_jsonl(d / "chat.jsonl", chat_rows(30))
+    cfg = {"model": {"name": model},
+           "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+           "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"temperature": 0.0, "max_new_tokens": 8}},
+           "method": {"name": "lora"},
+           "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5, "report_to": "none"},
+           "output": {"dir": str(d / "run")}}
+    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli("train", str(d / "cfg.yaml"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(d / "run")
+
+
+REPORT_KEYS = {"format", "size_bytes", "parity", "speed", "source_run"}
+
+
+def check_report(out, fmt, bench=True):
+    rep = json.loads((out / "export.json").read_text())
+    assert (REPORT_KEYS - ({"speed"} if not bench else set())) <= set(rep)
+    assert rep["format"] == fmt and rep["size_bytes"] > 0
+    if not bench:
+        return rep
+    sp = rep["speed"]
+    for side in ("reference", "export"):
+        s = sp[side]
+        assert 0 < s["latency_ms_p50_batch1"] <= s["latency_ms_p95_batch1"]
+        assert s["throughput_rows_per_s_batch32"] > 0
+    return rep
+
+
+def test_merged_export_is_plain_transformers_and_reproduces_logits(cls_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tuneforge.export.exporter import export_run
+    from tuneforge.inference import classify_logits, load_run
+
+    out = tmp_path / "merged"
+    rep = export_run(cls_run, "merged", out)
+    check_report(out, "merged")
+    p = rep["parity"]
+    assert p["split"] == "test" and p["rows"] > 0 and p["max_abs_logit_diff"] < 1e-4 and p["label_agreement"] == 1.0
+    # transformers alone, with the label map
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert set(model.config.id2label.values()) == {"negative", "positive"}
+    AutoTokenizer.from_pretrained(out)
+    texts = ["good great film", "dull boring plot"]
+    ref = classify_logits(load_run(cls_run), texts)
+    exp = classify_logits(load_run(out), texts)
+    assert abs(ref - exp).max() < 1e-4
+    # predict takes the export directory
+    proc = run_cli("predict", str(out), "good great film")
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert json.loads(proc.stdout.splitlines()[0])["label"] in ("negative", "positive")
+
+
+@pytest.mark.parametrize("fmt", ["int8", "onnx", "onnx-int8"])
+def test_classifier_exports_keep_parity(cls_run, tmp_path, fmt):
+    if fmt.startswith("onnx"):
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    out = tmp_path / fmt
+    bench = fmt == "int8"  # the speed report is format-independent code: measured once keeps the test short
+    proc = run_cli("export", cls_run, "--format", fmt, "--out", str(out), *([] if bench else ["--no-bench"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "label agreement" in proc.stdout and ("batch 32" in proc.stdout) == bench
+    rep = check_report(out, fmt, bench)
+    p = rep["parity"]
+    if fmt == "onnx":  # same fp32 computation, another runtime
+        assert p["max_abs_logit_diff"] < 1e-3 and p["label_agreement"] == 1.0
+    else:  # int8: close, not equal
+        assert p["label_agreement"] >= 0.9 and abs(p["accuracy_delta_points"]) <= 10
+    pred = run_cli("predict", str(out), "good great film", "awful dull plot")
+    assert pred.returncode == 0, pred.stderr[-1000:]
+    assert len(pred.stdout.splitlines()) == 2
+
+
+def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
+    from tuneforge.export.exporter import export_run
+    from tuneforge.generation import generate, load_chat_model
+
+    msgs = [[{"role": "user", "content": "who are you"}]]
+    ref = generate(load_chat_model(sft_run), msgs, {"temperature": 0, "max_new_tokens": 8})[0]["response"]
+    rep = export_run(sft_run, "merged", tmp_path / "m", bench=False)
+    assert rep["parity"]["split"] == "validation" and rep["parity"]["max_abs_logit_diff"] < 1e-4
+    assert rep["parity"]["next_token_agreement"] == 1.0
+    # chat on the merged export answers like the run (same template, system prompt and stop tokens)
+    assert generate(load_chat_model(str(tmp_path / "m")), msgs, {"temperature": 0, "max_new_tokens": 8})[0][
+        "response"] == ref
+    proc = run_cli("chat", str(tmp_path / "m"), "--message", "who are you", "--temperature", "0",
+                   "--max-new-tokens", "8")
+    assert proc.returncode == 0 and proc.stdout.strip() == ref, proc.stderr[-1000:]
+    rep = export_run(sft_run, "int8", tmp_path / "q", bench=False)
+    assert rep["parity"]["next_token_agreement"] > 0.8
+    assert generate(load_chat_model(str(tmp_path / "q")), msgs, {"temperature": 0, "max_new_tokens": 8})[0][
+        "response"] is not None
+    pytest.importorskip("onnxruntime")
+    rep = export_run(sft_run, "onnx", tmp_path / "o", bench=False)
+    assert rep["parity"]["max_abs_logit_diff"] < 1e-3 and rep["parity"]["next_token_agreement"] > 0.99
+
+
+def test_export_errors_are_one_line(cls_run, sft_run, tmp_path):
+    cases = [
+        (("export", cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "unknown export format 'gguf'"),
+        (("export", str(tmp_path / "nope"), "--format", "merged", "--out", str(tmp_path / "y")), "not found"),
+        (("export", sft_run, "--format", "onnx-int8", "--out", str(tmp_path / "z")), "onnx-int8 is for classifiers"),
+    ]
+    for args, needle in cases:
+        proc = run_cli(*args)
+        assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f.txt").write_text("x")
+    proc = run_cli("export", cls_run, "--format", "merged", "--out", str(tmp_path / "full"), "--no-bench")
+    assert proc.returncode != 0 and "--overwrite" in proc.stderr
