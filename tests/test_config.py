@@ -100,3 +100,12 @@ def test_tracker_that_is_not_installed_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"train.report_to: 'mlflow' is not installed"):
         report_to("mlflow")
     assert report_to("none") == "none"
+
+
+def test_yaml_11_booleans_stay_words_where_a_word_is_meant(tmp_path):
+    assert parse_value("no") == "no" and parse_value("off") == "off" and parse_value("false") is False
+    cfg = load_config(raw={}, overrides=["train.eval_strategy=no"])
+    assert cfg.train.eval_strategy == "no"
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  eval_strategy: no\n")
+    assert load_config(p).train.eval_strategy == "no"

@@ -38,6 +38,8 @@ def read_yaml(path: str | Path) -> dict:
 
 def parse_value(text: str) -> Any:
     """YAML semantics for override values, plus floats like 3e-5 that YAML 1.1 reads as strings."""
+    if text.strip().lower() in ("yes", "no", "on", "off", "y", "n"):
+        return text.strip()  # YAML 1.1 would read these as booleans: `eval_strategy=no` means the word
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -233,6 +233,12 @@ class TrainSection(Section):
         "AdamW implementation. `auto`: fused (one kernel for all parameters) on CUDA and torch >= 2.8; "
         "`adamw_8bit` / `paged_adamw_8bit`: bitsandbytes 8-bit states (a quarter of AdamW's state memory)."))
 
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _no(cls, v):
+        # `eval_strategy: no` in a YAML file arrives as False (YAML 1.1 booleans)
+        return "no" if v is False else v
+
     @model_validator(mode="after")
     def _steps(self):
         if self.eval_strategy == "steps" and self.eval_steps is None:
