@@ -20,6 +20,10 @@ def summary(report: dict) -> str:
         lines.append(f"parity on the {p['split']} split ({p['rows']} rows, {p['positions']} positions): "
                      f"next-token agreement {p['next_token_agreement'] * 100:.2f}%, "
                      f"max |logit diff| {p['max_abs_logit_diff']:.3g}")
+    agreement = p.get("label_agreement", p.get("next_token_agreement"))
+    if agreement is not None and agreement < 0.9:
+        lines.append(f"warning: the export agrees with the trained model on only {agreement * 100:.1f}% of "
+                     f"predictions; check its quality before deploying it")
     s = report.get("speed")
     if s:
         r, e = s["reference"], s["export"]
