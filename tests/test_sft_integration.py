@@ -88,6 +88,8 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
     if packing:
         assert eff["packing_rows"] < 32 and 0 <= eff["padding_fraction_packed"] < 1
         assert metrics["data"]["packing"]["examples"] == 32
+        # samples/s counts examples, not packed rows
+        assert eff["train_samples"] == round(metrics["data"]["sizes"]["train"] * eff["epochs"])
     else:
         assert "padding_fraction" in eff
     if method == "lora":

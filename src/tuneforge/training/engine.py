@@ -214,7 +214,8 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val)
     write_run_loss_curve(run.path)
 
-    n_train = len(prepared.train)
+    # a packed data set has fewer rows than examples: samples/s counts examples (`sizes.train`) when the task says
+    n_train = prepared.info.get("sizes", {}).get("train", len(prepared.train))
     epochs_done = float(state.epoch or 0.0)
     samples = n_train * epochs_done
     tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
