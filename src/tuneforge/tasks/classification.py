@@ -10,7 +10,7 @@ from pydantic import Field
 
 from tuneforge.config.schema import RunConfig, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, read_table, require_columns
-from tuneforge.errors import ConfigError, DataError
+from tuneforge.errors import DataError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 
 log = logging.getLogger("tuneforge")

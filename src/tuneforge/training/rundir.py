@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -101,11 +100,3 @@ class RunDir:
     def complete(self, **extra) -> None:
         self.set_status("completed", finished_at=datetime.now().isoformat(timespec="seconds"), **extra)
 
-
-class Stopwatch:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
