@@ -115,9 +115,19 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     # 2. label noise (on the deduplicated originals, before augmentation multiplies any error)
     if c.label_noise != "none":
         labels = train[d.label_column].tolist()
-        res = find_label_errors(_texts(train, d), labels, folds=c.noise_folds, seed=seed)
+        embed = None
+        if c.noise_features == "model":
+            from functools import partial
+
+            from tuneforge.data.noise import embed_texts
+            from tuneforge.models.loader import resolve_model
+
+            embed = partial(embed_texts, resolve_model(cfg.model.name, cfg.model.revision),
+                            max_length=d.max_length or 128, trust_remote_code=cfg.model.trust_remote_code)
+        res = find_label_errors(_texts(train, d), labels, folds=c.noise_folds, seed=seed, embed=embed)
         keep, new_labels, acted = apply_noise_action(labels, res, c.label_noise, c.noise_threshold)
-        report["label_noise"] = {**res.summary(), "action": c.label_noise, "acted_on": acted,
+        report["label_noise"] = {**res.summary(), "action": c.label_noise, "features": c.noise_features,
+                                 "acted_on": acted,
                                  "threshold": c.noise_threshold,
                                  "examples": [{**s, "text": _texts(train.iloc[[s["index"]]], d)[0]}
                                               for s in res.suspects[:EXAMPLES]]}
