@@ -2,6 +2,7 @@
 
     low-resource: 100 stratified training examples x 5 seeds, with and without EDA augmentation
     noise:        10% of 2,000 training labels flipped: clean vs noisy vs noisy + data.clean.label_noise=drop
+                  (TF-IDF and model-embedding detectors), 2 training seeds
     imbalance:    negatives subsampled to 10% of positives: unweighted vs class-weighted vs oversampled
 
 All runs test on the same fixed 1,000 rows. Results are appended to benchmarks/results/data_effects.json as
@@ -79,8 +80,22 @@ def lowres(seeds=(0, 1, 2, 3, 4)):
     print(json.dumps(summary), flush=True)
 
 
-def noise(n=2000):
-    from tuneforge.data.noise import find_label_errors
+def _detector_scores(res, flip) -> dict:
+    found = np.zeros(len(flip), dtype=bool)
+    found[[s["index"] for s in res.suspects if s["confidence"] >= 0.5]] = True
+    return {"flipped": int(flip.sum()), "flagged": int(found.sum()),
+            "precision": round(float((found & flip).sum() / max(found.sum(), 1)), 4),
+            "recall": round(float((found & flip).sum() / flip.sum()), 4),
+            "oof_accuracy": round(res.oof_accuracy, 4)}
+
+
+def noise(n=2000, seeds=(0, 1)):
+    """Labels flipped once (data seed 0); training repeated over `seeds`. Both detectors: TF-IDF and the frozen
+    MiniLM embeddings (data.clean.noise_features=model)."""
+    from functools import partial
+
+    from tuneforge.data.noise import embed_texts, find_label_errors
+    from tuneforge.models.loader import resolve_model
 
     pool = _files()
     train = pool.iloc[:n].copy()
@@ -90,22 +105,29 @@ def noise(n=2000):
     noisy.loc[flip, "label"] = noisy.loc[flip, "label"].map({"positive": "negative", "negative": "positive"})
     train.to_json(WORK / "train_clean.jsonl", orient="records", lines=True)
     noisy.to_json(WORK / "train_noisy.jsonl", orient="records", lines=True)
-    res = find_label_errors(noisy["text"].tolist(), noisy["label"].tolist(), seed=42)
-    found = np.zeros(n, dtype=bool)
-    found[[s["index"] for s in res.suspects if s["confidence"] >= 0.5]] = True
-    det = {"name": "noise-detector", "flipped": int(flip.sum()), "flagged": int(found.sum()),
-           "precision": round(float((found & flip).sum() / max(found.sum(), 1)), 4),
-           "recall": round(float((found & flip).sum() / flip.sum()), 4)}
-    print(json.dumps(det), flush=True)
-    _save(det)
+    texts, labels = noisy["text"].tolist(), noisy["label"].tolist()
+    embed = partial(embed_texts, resolve_model("builtin:minilm-l6"), max_length=64)
+    for name, kw in (("tfidf", {}), ("model", {"embed": embed})):
+        det = {"name": f"noise-detector-{name}", **_detector_scores(find_label_errors(texts, labels, seed=42, **kw), flip)}
+        print(json.dumps(det), flush=True)
+        _save(det)
     base = [f"data.validation={WORK / 'val.jsonl'}", "train.epochs=2"]
-    clean = _run("noise-clean", base + [f"data.train={WORK / 'train_clean.jsonl'}"])
-    dirty = _run("noise-noisy", base + [f"data.train={WORK / 'train_noisy.jsonl'}"])
-    fixed = _run("noise-drop", base + [f"data.train={WORK / 'train_noisy.jsonl'}", "data.clean.label_noise=drop"])
-    lost = clean["accuracy"] - dirty["accuracy"]
-    summary = {"name": "noise-summary", "lost_points": round(100 * lost, 2),
-               "recovered_points": round(100 * (fixed["accuracy"] - dirty["accuracy"]), 2),
-               "recovered_share": round((fixed["accuracy"] - dirty["accuracy"]) / lost, 3) if lost > 0 else None}
+    conditions = {"clean": [f"data.train={WORK / 'train_clean.jsonl'}", "data.clean.label_noise=none"],
+                  "noisy": [f"data.train={WORK / 'train_noisy.jsonl'}", "data.clean.label_noise=none"],
+                  "drop-tfidf": [f"data.train={WORK / 'train_noisy.jsonl'}", "data.clean.label_noise=drop"],
+                  "drop-model": [f"data.train={WORK / 'train_noisy.jsonl'}", "data.clean.label_noise=drop",
+                                 "data.clean.noise_features=model"]}
+    acc = {k: [] for k in conditions}
+    for s in seeds:
+        for k, extra in conditions.items():
+            acc[k].append(_run(f"noise-{k}-{s}", base + extra + [f"train.seed={s}"])["accuracy"])
+    mean = {k: statistics.mean(v) for k, v in acc.items()}
+    lost = mean["clean"] - mean["noisy"]
+    summary = {"name": "noise-summary", "seeds": list(seeds), "accuracy": acc,
+               "mean": {k: round(v, 4) for k, v in mean.items()}, "lost_points": round(100 * lost, 2)}
+    for k in ("drop-tfidf", "drop-model"):
+        summary[f"recovered_points_{k}"] = round(100 * (mean[k] - mean["noisy"]), 2)
+        summary[f"recovered_share_{k}"] = round((mean[k] - mean["noisy"]) / lost, 3) if lost > 0 else None
     _save(summary)
     print(json.dumps(summary), flush=True)
 
@@ -121,7 +143,8 @@ def imbalance(n=2500):
             "eval.metric=f1_macro"]
     rows = [_run("imb-none", base), _run("imb-weighted", base + ["data.balance.class_weights=balanced"]),
             _run("imb-oversample", base + ["data.balance.sampling=oversample"])]
-    summary = {"name": "imbalance-summary", **{r["name"]: r["f1_macro"] for r in rows}}
+    summary = {"name": "imbalance-summary", **{r["name"]: {"f1_macro": r["f1_macro"], "accuracy": r["accuracy"]}
+                                               for r in rows}}
     _save(summary)
     print(json.dumps(summary), flush=True)
 
