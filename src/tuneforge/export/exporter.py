@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from tuneforge.errors import ConfigError, ModelError
-from tuneforge.export.load import EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, load_export, quantize_int8
+from tuneforge.export.load import (EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, int8_weight_only_state, load_export,
+                                   quantize_int8)
 
 log = logging.getLogger("tuneforge")
 FORMATS = ("merged", "onnx", "int8", "onnx-int8")
@@ -190,7 +191,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         from tuneforge.tasks import TASKS
 
         merged_dir = staging / "merged"
-        auto = getattr(transformers, TASKS.get(meta["task"]).auto_class_name)
+        task_cls = TASKS.get(meta["task"])
+        auto = getattr(transformers, task_cls.auto_class_name)
+        int8_scheme = task_cls.int8_scheme
         if fmt == "merged":
             for f in merged_dir.iterdir():
                 shutil.move(str(f), work / f.name)
@@ -200,7 +203,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
             tok.save_pretrained(str(work))
             model.config.save_pretrained(str(work))
             if fmt == "int8":
-                torch.save(quantize_int8(model).state_dict(), work / INT8_WEIGHTS)
+                state = (int8_weight_only_state(model) if int8_scheme == "weight-only"
+                         else quantize_int8(model).state_dict())
+                torch.save(state, work / INT8_WEIGHTS)
             else:
                 _export_onnx(model, tok, meta["task"], work / ONNX_FILE)
                 if fmt == "onnx-int8":
@@ -216,6 +221,8 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         report = {"format": fmt, "source_run": str(run_root.resolve()), "task": meta["task"],
                   "method": meta["method"], "base_model": meta.get("base_model"),
                   "merge_check_max_abs_logit_diff": merge["max_abs_logit_diff"]}
+        if fmt == "int8":
+            report["int8_scheme"] = int8_scheme
         (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
 
         # measure: the trained (unmerged) model vs the export, on the same tokenized test rows

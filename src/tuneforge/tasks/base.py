@@ -42,6 +42,10 @@ class Task:
     #: defaults for keys the config leaves null because they depend on the task
     default_metric: ClassVar[str] = "loss"
     default_max_length: ClassVar[int] = 512
+    #: how `tuneforge export --format int8` quantizes: `dynamic` (int8 weights and per-batch int8 activations;
+    #: faster on CPU) or `weight-only` (int8 weights on disk, fp32 compute; for models whose activations have
+    #: outliers that per-tensor activation scales cannot hold)
+    int8_scheme: ClassVar[str] = "dynamic"
     #: `tuneforge train --force`: data checks that can be overridden warn instead of failing
     force: bool = False
 
