@@ -64,3 +64,25 @@ def chat_rows(n: int) -> list[dict]:
             msgs += [{"role": "user", "content": q2}, {"role": "assistant", "content": a2}]
         rows.append({"messages": msgs})
     return rows
+
+
+def train_tiny_sft_run(d: Path, rows: int = 30, epochs: int = 1, max_new_tokens: int = 8) -> str:
+    """Train LoRA on a tiny Llama over `rows` chat rows (20% validation, no test) through the CLI; the run dir."""
+    import yaml
+
+    from conftest import run_cli
+
+    model = make_tiny_llama(d / "base")
+    data = write_jsonl(d / "chat.jsonl", chat_rows(rows))
+    cfg = {"model": {"name": model},
+           "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+           "task": {"type": "causal_lm", "report_prompts": 0,
+                    "generation": {"temperature": 0.0, "max_new_tokens": max_new_tokens}},
+           "method": {"name": "lora"},
+           "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5,
+                     "report_to": "none"},
+           "output": {"dir": str(d / "run")}}
+    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli("train", str(d / "cfg.yaml"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(d / "run")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import yaml

@@ -1,5 +1,4 @@
 """Class weights, resampling and the weighted loss the classification task hands to the Trainer."""
-import numpy as np
 import pytest
 import torch
 

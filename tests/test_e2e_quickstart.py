@@ -1,6 +1,5 @@
 """The real classification quickstart: builtin MiniLM on builtin rotten tomatoes, as `make demo` runs it."""
 import json
-from pathlib import Path
 
 import pytest
 

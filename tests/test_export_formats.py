@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, tiny_config
-from sft_common import chat_rows, make_tiny_llama, write_jsonl
+from sft_common import train_tiny_sft_run
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +27,7 @@ def cls_run(tiny_bert, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export-sft")
-    model = make_tiny_llama(d / "base")
-    data = write_jsonl(d / "chat.jsonl", chat_rows(30))
-    cfg = {"model": {"name": model},
-           "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
-           "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"temperature": 0.0, "max_new_tokens": 8}},
-           "method": {"name": "lora"},
-           "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5, "report_to": "none"},
-           "output": {"dir": str(d / "run")}}
-    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(d / "cfg.yaml"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return str(d / "run")
+    return train_tiny_sft_run(tmp_path_factory.mktemp("export-sft"), rows=30, epochs=1, max_new_tokens=8)
 
 
 REPORT_KEYS = {"format", "size_bytes", "parity", "speed", "source_run"}

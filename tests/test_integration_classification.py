@@ -1,6 +1,5 @@
 """Tiny end-to-end runs through the real CLI and API: the run-directory contract, predict, eval, resume."""
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

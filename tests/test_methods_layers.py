@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from methods_helpers import batch, build, logits, make_method, save_tiny_llama
 from tuneforge.methods import MethodError
 from tuneforge.methods.adapter import AdaptedOutput, BottleneckAdapter
-from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, describe, layerwise_param_groups
+from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, describe
 
 
 @pytest.fixture(scope="module")

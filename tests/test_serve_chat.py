@@ -1,35 +1,18 @@
 """`tuneforge serve` for a causal LM, driven by the official `openai` client: chat completions streamed and
 not, usage counts, stop strings, /v1/models, auth, and 4xx JSON errors. A tiny Llama SFT run on loopback."""
-import json
-
 import pytest
-import yaml
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 from serve_common import running_server  # noqa: E402
-from sft_common import chat_rows, make_tiny_llama, write_jsonl  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from sft_common import make_tiny_llama, train_tiny_sft_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve-sft")
-    model = make_tiny_llama(d / "base")
-    data = write_jsonl(d / "chat.jsonl", chat_rows(40))
-    cfg = {"model": {"name": model},
-           "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
-           "task": {"type": "causal_lm", "report_prompts": 0,
-                    "generation": {"temperature": 0.0, "max_new_tokens": 12}},
-           "method": {"name": "lora"},
-           "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5, "report_to": "none"},
-           "output": {"dir": str(d / "run")}}
-    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(d / "cfg.yaml"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return str(d / "run")
+    return train_tiny_sft_run(tmp_path_factory.mktemp("serve-sft"), rows=40, epochs=3, max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")

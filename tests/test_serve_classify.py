@@ -1,7 +1,6 @@
 """`tuneforge serve` for a classifier: /v1/classify (one or many texts, batched under concurrency), /health,
 API-key auth, and 4xx JSON errors for bad requests. A real uvicorn server on loopback, on a tiny trained run."""
 import concurrent.futures as cf
-import json
 
 import pytest
 

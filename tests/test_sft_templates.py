@@ -1,7 +1,7 @@
 """Chat templates and label masks, checked token by token on a tiny tokenizer."""
 import pytest
 
-from sft_common import CHATML, make_tokenizer
+from sft_common import make_tokenizer
 from tuneforge.data.templates import (IGNORE, conversation_segments, encode_segments, fill_variables, label_view,
                                       resolve_template)
 from tuneforge.errors import ConfigError, DataError
