@@ -85,6 +85,8 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
     assert "| prompt | reference | base model | tuned |" in report and "[[" in report
     eff = json.loads((out / "efficiency.json").read_text())
     assert eff["train_tokens_per_second"] > 0
+    data_md = (out / "data/report.md").read_text()  # every SFT run describes its data too
+    assert "## Conversations" in data_md and "## Length in tokens" in data_md
     if packing:
         assert eff["packing_rows"] < 32 and 0 <= eff["padding_fraction_packed"] < 1
         assert metrics["data"]["packing"]["examples"] == 32
@@ -166,3 +168,21 @@ def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_p
     cfg = sft_config(tiny_llama, "builtin:identity", str(tmp_path / "r2"), variables={})
     with pytest.raises(ConfigError, match="builtin:identity needs data.variables.name"):
         api_train(cfg, "data.system_prompt=null")
+
+
+def test_data_inspect_on_an_sft_config(tiny_llama, tmp_path):
+    rows = chat_rows(20)
+    long = {"messages": [{"role": "user", "content": "tell me a story"},
+                         {"role": "assistant", "content": " ".join(["the sky is blue"] * 60)}]}
+    data = write_jsonl(tmp_path / "chat.jsonl", rows + [rows[0], long])  # one exact duplicate, one too long
+    cfg = sft_config(tiny_llama, data, str(tmp_path / "unused"), max_length=64, split={"validation": 0.0, "test": 0.0})
+    proc = cli("data", "inspect", write(tmp_path, cfg), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (tmp_path / "rep/report.md").read_text()
+    report = json.loads((tmp_path / "rep/report.json").read_text())
+    assert report["conversations"]["train"]["records"] == 22 and report["conversations"]["train"]["truncated"] == 1
+    distinct = len({json.dumps(r, sort_keys=True) for r in rows})
+    assert report["duplicates"]["train_duplicate_rows"] == 21 - distinct  # 22 rows, the long one is unique
+    assert "## Conversations" in md and "longer than max_length=64 |" in md and "| 1 (4.5%) |" in md
+    assert (tmp_path / "rep/token_lengths.png").stat().st_size > 1000
+    assert not (tmp_path / "unused").exists()  # inspecting trains nothing and writes no run

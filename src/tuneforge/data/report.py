@@ -97,7 +97,10 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
             langs = ", ".join(f"{k} {v}" for k, v in s["languages"].items())
             rows.append([name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s["classes"].items()),
                          langs, s["chars"]["mean"]])
-    md += _table(["split", "rows", "classes", "languages", "mean chars"], rows)
+    if any(r[2] for r in rows):
+        md += _table(["split", "rows", "classes", "languages", "mean chars"], rows)
+    else:  # no labels (SFT)
+        md += _table(["split", "rows", "languages", "mean chars"], [[r[0], r[1], r[3], r[4]] for r in rows])
     after = report.get("after") or {}
     if after.get("classes"):
         counts = list(after["classes"].values())
@@ -106,6 +109,15 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
         md.append("")
     if "class_distribution.png" in images:
         md += ["![class distribution](class_distribution.png)", ""]
+
+    conv = report.get("conversations")
+    if conv:
+        md += ["## Conversations", "", f"Format: {report.get('format')}.", ""]
+        md += _table(["split", "records", "assistant turns (mean)", "trained tokens (share)", "truncated",
+                      "dropped", "left out (no answer token left)"],
+                     [[name, c["records"], c["assistant_turns_mean"],
+                       "-" if c["trained_token_share"] is None else f"{100 * c['trained_token_share']:.1f}%",
+                       c["truncated"], c["dropped"], c["no_target_left"]] for name, c in conv.items()])
 
     if lengths:
         md += ["## Length in tokens", ""]
@@ -136,7 +148,8 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
         md += ["## Duplicates", "",
                f"- duplicate groups inside train: {dup.get('train_duplicate_groups', 0)} "
                f"({dup.get('train_duplicate_rows', 0)} extra rows)",
-               f"- groups with conflicting labels: {dup.get('conflicting_groups', 0)}",
+               *([f"- groups with conflicting labels: {dup.get('conflicting_groups', 0)}"]
+                 if "conversations" not in report else []),
                f"- training rows that copy a validation/test row: {dup.get('cross_split_train_rows', 0)}",
                f"- training rows removed: {dup.get('removed', 0)}", ""]
         if dup.get("conflicts"):
@@ -158,8 +171,9 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
         if noise.get("skipped"):
             md += [f"Not checked: {noise['skipped']}.", ""]
         else:
+            features = {"model": "sentence embeddings of the model"}.get(noise.get("features"), "TF-IDF")
             md += [f"{noise['suspects']} training rows look mislabelled (confident learning on out-of-fold "
-                   f"probabilities of TF-IDF + logistic regression; that model's out-of-fold accuracy: "
+                   f"probabilities of a logistic regression on {features}; its out-of-fold accuracy: "
                    f"{noise.get('detector_oof_accuracy')}). Action: `{noise['action']}`"
                    + (f", applied to {noise['acted_on']} rows with confidence >= {noise['threshold']}."
                       if noise["action"] in ("drop", "relabel") else "."), ""]

@@ -41,7 +41,7 @@ def _frames(cfg):
     task = TASKS.get(cfg.task.type)(cfg)
     if not hasattr(task, "prepare_frames"):
         raise ConfigError(f"task.type: '{cfg.task.type}' has no data preparation to inspect; "
-                          f"`tuneforge data` supports classification configs")
+                          f"`tuneforge data prepare` supports classification configs (`data inspect` takes any)")
     return task.prepare_frames()
 
 
@@ -89,13 +89,25 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
         ConfigError, DataError, ModelError: bad config, unreadable data, missing resources.
     """
     cfg = config_for(source, overrides)
+    from tuneforge.tasks import TASKS
+
+    task = TASKS.get(cfg.task.type)(cfg)
+    out = Path(out_dir or f"data-report-{cfg.output.name or 'data'}")
+    if not hasattr(task, "prepare_frames"):
+        # tasks without a cleaning pipeline (SFT): their own data report, from the tokenized splits
+        from tuneforge.models.loader import load_tokenizer, resolve_model
+
+        task.force = True  # a template problem is reported (as a warning), not a reason to stop inspecting
+        prepared = task.prepare(load_tokenizer(resolve_model(cfg.model.name, cfg.model.revision),
+                                               cfg.model.trust_remote_code))
+        task.write_data_report(prepared, str(out))
+        return out / "report.md"
     if cfg.data.clean.label_noise == "none":
         cfg.data.clean.label_noise = "report"
     train, val, test, info = _frames(cfg)
     lengths, unit = _token_lengths(cfg, {"train": train, "validation": val, "test": test})
     from tuneforge.data.report import write_report
 
-    out = Path(out_dir or f"data-report-{cfg.output.name or 'data'}")
     path = write_report(out, info["data_report"], lengths, cfg.data.max_length,
                         title=f"Data report: {cfg.data.train} (lengths in {unit})")
     return path

@@ -74,6 +74,62 @@ class CausalLMConfig(TaskConfig):
         "switch the adapter off; others reload the base)."))
 
 
+def _record_text(record) -> str:
+    if isinstance(record, str):
+        return record
+    return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in record)
+
+
+def sft_data_report(fmt: str, splits: dict[str, list | None], stats: dict, overflow: str, max_length: int) -> dict:
+    """What the SFT data looks like, in the shape `data.report.write_report` renders: records, language mix
+    and characters per split, turns and trained-token share, exact duplicate conversations inside train and
+    training conversations that copy a held-out one (reported, never removed), and what `data.overflow` did."""
+    from collections import Counter
+
+    from tuneforge.data.text import detect_language, normalize
+
+    def summary(records):
+        if not records:
+            return None
+        texts = [_record_text(r) for r in records]
+        chars = [len(t) for t in texts]
+        user = [" ".join(m["content"] for m in r if m.get("role") == "user") if isinstance(r, list) else r
+                for r in records]
+        return {"rows": len(records), "classes": {},
+                "languages": dict(Counter(detect_language(t) for t in user).most_common()),
+                "chars": {"mean": round(sum(chars) / len(chars), 1), "max": max(chars)}}
+
+    report: dict = {"task": "causal_lm", "format": fmt, "steps": []}
+    for name, key in (("train", "before"), ("validation", "validation"), ("test", "test")):
+        report[key] = summary(splits.get(name))
+    conversations = {}
+    for name, records in splits.items():
+        if not records:
+            continue
+        turns = [sum(m.get("role") == "assistant" for m in r) if isinstance(r, list) else 1 for r in records]
+        tokens, trained = stats.get(f"{name}_tokens", 0), stats.get(f"{name}_trained_tokens", 0)
+        conversations[name] = {"records": len(records), "assistant_turns_mean": round(sum(turns) / len(turns), 2),
+                               "trained_token_share": round(trained / tokens, 4) if tokens else None,
+                               "truncated": stats.get(f"{name}_truncated", 0),
+                               "dropped": stats.get(f"{name}_dropped", 0),
+                               "no_target_left": stats.get(f"{name}_no_target_left", 0)}
+    report["conversations"] = conversations
+    train = splits.get("train") or []
+    kept = len(train) - stats.get("train_dropped", 0) - stats.get("train_no_target_left", 0)
+    report["after"] = {**(report["before"] or {}), "rows": kept}
+    report["steps"].append({"step": f"overflow:{overflow}", "rows_before": len(train), "rows_after": kept,
+                            "max_length": max_length, "truncated": stats.get("train_truncated", 0)})
+    keys = [normalize(_record_text(r)) for r in train]
+    groups = [g for g in Counter(keys).values() if g > 1]
+    held = {normalize(_record_text(r)): name for name in ("validation", "test") for r in (splits.get(name) or [])}
+    cross = [(i, held[k]) for i, k in enumerate(keys) if k in held]
+    report["duplicates"] = {"train_duplicate_groups": len(groups), "train_duplicate_rows": sum(g - 1 for g in groups),
+                            "conflicting_groups": 0, "cross_split_train_rows": len(cross), "removed": 0,
+                            "cross": [{"train": _record_text(train[i]), "split": split, "kind": "exact",
+                                       "similarity": 1.0, "other": _record_text(train[i])} for i, split in cross[:20]]}
+    return report
+
+
 @TASKS.register("causal_lm")
 class CausalLMTask(Task):
     name = "causal_lm"
@@ -189,8 +245,12 @@ class CausalLMTask(Task):
                 "stop_token_ids": self.stop_token_ids(tokenizer), "system_prompt": self.system_prompt,
                 "pad_token_id": tokenizer.pad_token_id,
                 "sizes": {"train": len(train), "validation": len(val or []), "test": len(test or [])},
-                "overflow": {"policy": d.overflow, **{k: v for k, v in stats.items() if k != "example"}},
+                "overflow": {"policy": d.overflow, **{k: v for k, v in stats.items()
+                                                       if k != "example" and not k.endswith(("_lengths", "_tokens"))}},
                 "example": stats.get("example")}
+        info["data_report"] = sft_data_report(fmt, {"train": train, "validation": val, "test": test}, stats,
+                                              d.overflow, max_length=d.max_length)
+        self.lengths = {k: stats[f"{k}_lengths"] for k in ("train", "validation", "test") if f"{k}_lengths" in stats}
         if d.packing:
             train_ds, info["packing"] = self._pack(train_ds)
             info["efficiency"] = {"packing_rows": info["packing"]["rows"],
@@ -204,6 +264,14 @@ class CausalLMTask(Task):
             log.info("first training example, trained tokens in [[...]]:\n%s", stats["example"])
         self.info = info
         return Prepared(train=train_ds, validation=val_ds, test=test_ds, info=info)
+
+    def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
+        from tuneforge.data.report import write_report
+
+        name = prepared.info.get("template") or prepared.info.get("format")
+        write_report(out_dir, prepared.info["data_report"], getattr(self, "lengths", None), self.cfg.data.max_length,
+                     title=f"SFT data report ({prepared.info.get('format')} records, template {name}; "
+                           f"lengths in tokens of the whole templated conversation)")
 
     def stop_token_ids(self, tokenizer) -> list[int]:
         if self.chat is not None and self.chat.stop_token_ids:
@@ -231,6 +299,7 @@ class CausalLMTask(Task):
                     raise DataError(f"{split} record {n}: {exc}") from None
             encoded = encode_segments(tokenizer, segs, d.train_on_prompt)
             self._check_ends(encoded, tokenizer, split)
+        stats[f"{split}_lengths"] = [len(e.input_ids) for e in encoded]  # before truncation
         keep, truncated, dropped, no_target = [], 0, 0, 0
         for e in encoded:
             if len(e.input_ids) > max_len:
@@ -246,6 +315,8 @@ class CausalLMTask(Task):
             keep.append(Encoded(e.input_ids, labels, e.truncated))
         for k, v in (("truncated", truncated), ("dropped", dropped), ("no_target_left", no_target)):
             stats[f"{split}_{k}"] = v
+        stats[f"{split}_trained_tokens"] = sum(sum(x != IGNORE for x in e.labels) for e in keep)
+        stats[f"{split}_tokens"] = sum(len(e.input_ids) for e in keep)
         if truncated or dropped or no_target:
             print(f"tuneforge: {split}: {truncated} examples truncated and {dropped} dropped at data.max_length="
                   f"{max_len} (data.overflow={d.overflow}); {no_target} left out with no answer token left",
