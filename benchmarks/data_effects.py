@@ -6,7 +6,8 @@
     imbalance:    negatives subsampled to 10% of positives: unweighted vs class-weighted vs oversampled
 
 All runs test on the same fixed 1,000 rows. Results are appended to benchmarks/results/data_effects.json as
-each run finishes. Usage: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/data_effects.py [lowres noise imbalance]
+each run finishes, and a run already there with the same overrides is reused (`--redo` trains it again).
+Usage: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/data_effects.py [lowres noise imbalance] [--redo]
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def _run(name: str, overrides: list[str]) -> dict:
     import tuneforge
     from tuneforge.config import load_config
 
+    done = next((r for r in _results() if r.get("name") == name and r.get("overrides") == overrides), None)
+    if done is not None and "--redo" not in sys.argv:  # runs are seeded: a finished one is reused
+        print(json.dumps({**done, "reused": True}), flush=True)
+        return done
+
     cfg = load_config(CONFIG, [*COMMON, f"data.test={WORK / 'test.jsonl'}", f"output.dir={WORK / 'runs' / name}",
                                *overrides])
     t0 = time.time()
@@ -55,9 +61,13 @@ def _run(name: str, overrides: list[str]) -> dict:
     return out
 
 
+def _results() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
 def _save(row: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    rows = _results()
     rows = [r for r in rows if r["name"] != row["name"]] + [row]
     RESULTS.write_text(json.dumps(rows, indent=1))
 
@@ -152,7 +162,7 @@ def imbalance(n=2500):
 if __name__ == "__main__":
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    todo = sys.argv[1:] or ["lowres", "noise", "imbalance"]
+    todo = [a for a in sys.argv[1:] if not a.startswith("--")] or ["lowres", "noise", "imbalance"]
     _files()
     for what in todo:
         globals()[what]()

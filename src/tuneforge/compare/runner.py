@@ -218,7 +218,8 @@ def _run_subprocess(run: PlannedRun, cfg_path: Path) -> str | None:
     msg = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
     msg = msg.removeprefix("error: ") or f"training process exited with code {proc.returncode}"
     if proc.returncode < 0:
-        msg = f"training process killed by signal {-proc.returncode} (out of memory?)"
+        sig = -proc.returncode
+        msg = f"training process killed by signal {sig}" + (" (out of memory?)" if sig == 9 else "")
     RunDir(run.path).fail(msg)  # a killed process could not mark its own run
     return msg
 
