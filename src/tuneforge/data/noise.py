@@ -52,6 +52,8 @@ def embed_texts(model_path: str, texts: Sequence[str], max_length: int = 128, ba
     from tuneforge.models.loader import load_tokenizer
 
     tok = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:  # decoder tokenizers: padded positions are masked out of the mean anyway
+        tok.pad_token = tok.eos_token
     model = AutoModel.from_pretrained(model_path, trust_remote_code=trust_remote_code, dtype=torch.float32).eval()
     accepted = set(inspect.signature(model.forward).parameters)
     order = np.argsort([-len(t) for t in texts], kind="stable")
