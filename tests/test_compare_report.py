@@ -161,6 +161,14 @@ def test_resume_skips_completed_and_redoes_failed(comparison):
     assert (out / "full-seed1" / "efficiency.json").stat().st_mtime == stamp
     assert any("full seed 1: already completed, skipped" in ln for ln in lines)
     assert any("adapter seed 1: FAILED" in ln for ln in lines)
+    # a run saved before a config key existed (here: one removed from its config.yaml) still counts as the same
+    saved = out / "full-seed1" / "config.yaml"
+    raw = yaml.safe_load(saved.read_text())
+    del raw["data"]["clean"]["noise_features"]
+    saved.write_text(yaml.safe_dump(raw))
+    compare(str(cfg), "full", seeds="1", max_steps=4, out=out, overrides=STEPS, resume=True,
+            method_configs=comparison["methods_dir"], isolate=False, echo=lambda s: None)
+    assert (out / "full-seed1" / "efficiency.json").stat().st_mtime == stamp
     # a changed setting is not silently reused
     with pytest.raises(RunDirError, match="different config"):
         compare(str(cfg), "full", seeds="1", max_steps=3, out=out, overrides=STEPS, resume=True, isolate=False,

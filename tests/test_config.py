@@ -109,3 +109,13 @@ def test_yaml_11_booleans_stay_words_where_a_word_is_meant(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  eval_strategy: no\n")
     assert load_config(p).train.eval_strategy == "no"
+
+
+def test_method_fills_defaults_it_needs_but_never_overrides_the_user():
+    from tuneforge.config import load_config
+
+    base = {"method": {"name": "prefix", "projection": True}}
+    assert load_config(raw=base).eval.load_best_model is False  # the projected prefix cannot be reloaded mid-run
+    assert load_config(raw={"method": {"name": "prefix", "projection": False}}).eval.load_best_model is True
+    with pytest.raises(ConfigError, match="eval.load_best_model: prefix tuning with method.projection"):
+        load_config(raw={**base, "eval": {"load_best_model": True}})

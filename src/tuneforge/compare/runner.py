@@ -192,6 +192,11 @@ def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> No
         state = RunDir(r.path).status().get("state")
         if resume and state == "completed" and r.error is None:
             saved = yaml.safe_load((r.path / "config.yaml").read_text()) if (r.path / "config.yaml").is_file() else None
+            try:
+                # validated again, so a key added (with its default) since that run was made is no difference
+                saved = _resolved(saved) if isinstance(saved, dict) else None
+            except ConfigError:
+                saved = None
             if saved != _resolved(r.raw):
                 raise RunDirError(f"--resume: {r.path} was trained with a different config; compare into a new "
                                   f"--out directory, or use --overwrite to retrain it")

@@ -155,6 +155,7 @@ def validate_config(raw: dict) -> RunConfig:
             errors += _format_errors(exc, RunConfig)
     if not errors and cfg is not None:
         TASKS.get(cfg.task.type).fill_defaults(cfg)
+        METHODS.get(cfg.method.name).fill_defaults(cfg)
         # cross-field checks owned by the task and the method, which know what they support
         for check in (TASKS.get(cfg.task.type).check_config, METHODS.get(cfg.method.name).check_config):
             try:

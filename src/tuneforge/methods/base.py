@@ -59,6 +59,10 @@ class Method:
         self.cfg = cfg
 
     @classmethod
+    def fill_defaults(cls, cfg: RunConfig) -> None:
+        """Set keys the user left at their default to what this method needs (never a key the user set)."""
+
+    @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         """Cross-field checks: raise ConfigError naming the key when the method cannot apply."""
 

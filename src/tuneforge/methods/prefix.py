@@ -32,6 +32,12 @@ class PrefixMethod(PeftMethod):
     summary = "Prefix tuning (PEFT): learned key/value prefixes in every attention layer; optional MLP reparametrisation."
 
     @classmethod
+    def fill_defaults(cls, cfg: RunConfig) -> None:
+        # the projected prefix cannot be reloaded mid-run: unless the user asked for it, keep the last weights
+        if cfg.method.projection and "load_best_model" not in cfg.eval.model_fields_set:
+            cfg.eval.load_best_model = False
+
+    @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
         if cfg.method.projection and cfg.eval.load_best_model:
