@@ -84,6 +84,18 @@ def test_same_method_with_different_settings_stays_apart(tmp_path):
     assert [g["label"] for g in rep.data["groups"]] == ["lora (lora-a)", "lora (lora-b)"]
 
 
+def test_a_config_saved_before_a_defaulted_key_existed_groups_with_the_others(tmp_path):
+    from tuneforge.compare import build_report
+
+    fake_run(tmp_path, "full-seed1", "full", 1, {"accuracy": 0.8}, lr=1e-3)
+    newer = fake_run(tmp_path, "full-seed2", "full", 2, {"accuracy": 0.7}, lr=1e-3)
+    cfg = yaml.safe_load((newer / "config.yaml").read_text())
+    cfg["data"] = {"clean": {"noise_features": "tfidf"}}  # the default, written out as a newer version does
+    (newer / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rep = build_report([tmp_path], tmp_path / "rep")
+    assert [(g["label"], len(g["runs"])) for g in rep.data["groups"]] == [("full", 2)]
+
+
 def test_report_errors_are_clear(tmp_path):
     from tuneforge.compare import build_report
     from tuneforge.errors import RunDirError

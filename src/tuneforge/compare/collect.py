@@ -162,6 +162,12 @@ def read_run(path: str | Path) -> RunRecord:
 
 
 def _group_key(cfg: dict) -> str:
+    try:
+        # validated, so a run saved before a key (with its default) existed groups with newer runs
+        from tuneforge.config import dump_config, validate_config
+        cfg = yaml.safe_load(dump_config(validate_config(json.loads(json.dumps(cfg, default=str)))))
+    except Exception:  # noqa: BLE001  (a run from another version or machine: compare its config as written)
+        pass
     c = json.loads(json.dumps(cfg, default=str))
     for section, key in _PER_RUN_KEYS:
         if isinstance(c.get(section), dict):
