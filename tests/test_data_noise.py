@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tuneforge.data.noise import NoiseResult, apply_noise_action, find_label_errors
+from tuneforge.data.noise import NoiseResult, apply_noise_action, find_label_errors, over_removal_warning
 from tuneforge.errors import ConfigError
 
 
@@ -68,6 +68,15 @@ def test_actions_and_threshold():
     assert np.flatnonzero(~keep).tolist() == [2] and n == 1   # row 6 (0.8) is below the threshold
     keep, labels, n = apply_noise_action(LABELS, res, "relabel", threshold=0.5)
     assert keep.all() and labels[2] == "b" and labels[6] == "a" and n == 2
+
+
+def test_over_removal_warning():
+    msg = over_removal_warning(486, 2000, "drop", 0.701)
+    assert "486 of 2000" in msg and "24%" in msg and "0.70" in msg and "noise_threshold" in msg
+    assert over_removal_warning(300, 2000, "relabel", None).startswith("data: label_noise=relabel acts on 300")
+    assert over_removal_warning(200, 2000, "drop", 0.9) is None        # 10% is not over the limit
+    assert over_removal_warning(900, 2000, "report", 0.6) is None      # report changes nothing
+    assert over_removal_warning(0, 0, "drop", None) is None
 
 
 def test_skipped_when_a_class_is_tiny():

@@ -175,3 +175,19 @@ def apply_noise_action(labels: Sequence[str], result: NoiseResult, action: str, 
         else:
             labels[s["index"]] = s["suggested"]
     return keep, labels, len(acted)
+
+
+def over_removal_warning(acted: int, rows: int, action: str, oof_accuracy: float | None,
+                         max_share: float = 0.1) -> str | None:
+    """A warning when `drop`/`relabel` acts on more than `max_share` of the training rows, else None.
+
+    A detector that disagrees with many given labels also disagrees with many correct ones: on rotten tomatoes
+    with 10% injected flips it flagged ~24% of the rows at precision ~0.28, and dropping them lost accuracy
+    (benchmarks/data_effects.py)."""
+    if action not in ("drop", "relabel") or rows == 0 or acted / rows <= max_share:
+        return None
+    acc = "" if oof_accuracy is None else f" (its out-of-fold accuracy is {oof_accuracy:.2f})"
+    return (f"data: label_noise={action} acts on {acted} of {rows} training rows ({acted / rows:.0%}) flagged by "
+            f"the detector{acc}; a share this large usually includes many correct labels: check the suspects in "
+            f"data/report.md, raise data.clean.noise_threshold, or use label_noise=report")
+

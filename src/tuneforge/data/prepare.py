@@ -73,7 +73,7 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     from tuneforge.data.augment import Augmenter, augment_dataset, copies_for
     from tuneforge.data.balance import class_weights, resample
     from tuneforge.data.dedup import deduplicate
-    from tuneforge.data.noise import apply_noise_action, find_label_errors
+    from tuneforge.data.noise import apply_noise_action, find_label_errors, over_removal_warning
     from tuneforge.errors import DataError
 
     d = cfg.data
@@ -133,6 +133,9 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
                                               for s in res.suspects[:EXAMPLES]]}
         if res.skipped:
             log.warning("data: label-noise detection skipped: %s", res.skipped)
+        warning = over_removal_warning(acted, len(labels), c.label_noise, res.oof_accuracy)
+        if warning:
+            log.warning(warning)
         n0 = len(train)
         train[d.label_column] = new_labels
         train = train[keep].reset_index(drop=True)
