@@ -77,7 +77,7 @@ def lowres(seeds=(0, 1, 2, 3, 4)):
     base = [f"data.train={WORK / 'pool.jsonl'}", "data.max_train_samples=100", "data.split.validation=0",
             "train.eval_strategy='no'", "eval.load_best_model=false", "train.batch_size=16"]
     # eda: 3 copies at the default rates (0.1); eda-many: the EDA paper's small-data setting (more copies, rates
-    # 0.05), 11 copies x 1 epoch so that it takes the same number of optimizer steps (75) as plain (7 x 12 = 84)
+    # 0.05), 11 copies x 1 epoch: about as many optimizer steps (~68 after deduplication) as plain (7 x 12 = 84)
     many = ["train.epochs=1", "data.augment.enabled=true", "data.augment.num_per_example=11",
             *(f"data.augment.{op}_rate=0.05" for op in ("synonym", "insert", "swap", "delete"))]
     acc = {"plain": [], "eda": [], "eda-many": []}

@@ -190,4 +190,3 @@ def over_removal_warning(acted: int, rows: int, action: str, oof_accuracy: float
     return (f"data: label_noise={action} acts on {acted} of {rows} training rows ({acted / rows:.0%}) flagged by "
             f"the detector{acc}; a share this large usually includes many correct labels: check the suspects in "
             f"data/report.md, raise data.clean.noise_threshold, or use label_noise=report")
-
