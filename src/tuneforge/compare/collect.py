@@ -162,13 +162,13 @@ def read_run(path: str | Path) -> RunRecord:
 
 
 def _group_key(cfg: dict) -> str:
+    c = json.loads(json.dumps(cfg, default=str))
     try:
         # validated, so a run saved before a key (with its default) existed groups with newer runs
-        from tuneforge.config import dump_config, validate_config
-        cfg = yaml.safe_load(dump_config(validate_config(json.loads(json.dumps(cfg, default=str)))))
+        from tuneforge.config import resolved_config
+        c = resolved_config(c)
     except Exception:  # noqa: BLE001  (a run from another version or machine: compare its config as written)
         pass
-    c = json.loads(json.dumps(cfg, default=str))
     for section, key in _PER_RUN_KEYS:
         if isinstance(c.get(section), dict):
             c[section].pop(key, None)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.config.loader import apply_overrides, read_yaml, validate_config
+from tuneforge.config.loader import apply_overrides, read_yaml, resolved_config, validate_config
 from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
 from tuneforge.training.rundir import RunDir
 
@@ -177,11 +177,6 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
     return runs
 
 
-def _resolved(raw: dict) -> dict:
-    from tuneforge.config import dump_config
-    return yaml.safe_load(dump_config(validate_config(copy.deepcopy(raw))))
-
-
 def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> None:
     """Decide per run whether it is skipped (--resume and completed with the same config) before any
     training, so a conflict is reported at once rather than after hours."""
@@ -194,10 +189,10 @@ def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> No
             saved = yaml.safe_load((r.path / "config.yaml").read_text()) if (r.path / "config.yaml").is_file() else None
             try:
                 # validated again, so a key added (with its default) since that run was made is no difference
-                saved = _resolved(saved) if isinstance(saved, dict) else None
+                saved = resolved_config(saved) if isinstance(saved, dict) else None
             except ConfigError:
                 saved = None
-            if saved != _resolved(r.raw):
+            if saved != resolved_config(r.raw):
                 raise RunDirError(f"--resume: {r.path} was trained with a different config; compare into a new "
                                   f"--out directory, or use --overwrite to retrain it")
             r.skipped = True

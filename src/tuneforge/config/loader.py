@@ -179,3 +179,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), r
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def resolved_config(raw: dict) -> dict:
+    """`raw` validated, with every default filled in, as plain data: two configs that train the same run compare
+    equal, even if one was saved before a defaulted key existed. Raises ConfigError like `validate_config`."""
+    return validate_config(copy.deepcopy(raw)).model_dump(mode="json")
