@@ -62,10 +62,11 @@ class CleanSection(Section):
     label_noise: Literal["none", "report", "drop", "relabel"] = Field("report", description=(
         "Label-error detection on train (confident learning on out-of-fold probabilities of a logistic regression "
         "on `noise_features`): `report` lists suspects, `drop` removes them, `relabel` gives them the predicted label."))
-    noise_features: Literal["tfidf", "model"] = Field("tfidf", description=(
-        "Features of the label-noise detector's logistic regression: `tfidf` (word or character n-grams; seconds) "
-        "or `model` (mean-pooled sentence embeddings of `model.name`, frozen; a forward pass over the training "
-        "split, better on paraphrased or short texts)."))
+    noise_features: Literal["tfidf", "model", "both"] = Field("tfidf", description=(
+        "Features of the label-noise detector's logistic regression: `tfidf` (word or character n-grams; seconds), "
+        "`model` (mean-pooled sentence embeddings of `model.name`, frozen; a forward pass over the training "
+        "split, better on paraphrased or short texts) or `both` (the two models' probabilities averaged: the "
+        "most accurate detector, at the cost of `model`)."))
     noise_threshold: float = Field(0.5, ge=0.0, le=1.0, description=(
         "`drop`/`relabel` act only on suspects whose out-of-fold probability for the suggested label is at least this."))
     noise_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds for the out-of-fold probabilities.")

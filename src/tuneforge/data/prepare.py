@@ -116,7 +116,7 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     if c.label_noise != "none":
         labels = train[d.label_column].tolist()
         embed = None
-        if c.noise_features == "model":
+        if c.noise_features in ("model", "both"):
             from functools import partial
 
             from tuneforge.data.noise import embed_texts
@@ -124,7 +124,8 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
 
             embed = partial(embed_texts, resolve_model(cfg.model.name, cfg.model.revision),
                             max_length=d.max_length or 128, trust_remote_code=cfg.model.trust_remote_code)
-        res = find_label_errors(_texts(train, d), labels, folds=c.noise_folds, seed=seed, embed=embed)
+        res = find_label_errors(_texts(train, d), labels, folds=c.noise_folds, seed=seed, embed=embed,
+                                with_tfidf=c.noise_features == "both")
         keep, new_labels, acted = apply_noise_action(labels, res, c.label_noise, c.noise_threshold)
         report["label_noise"] = {**res.summary(), "action": c.label_noise, "features": c.noise_features,
                                  "acted_on": acted,
