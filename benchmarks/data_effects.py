@@ -1,6 +1,8 @@
 """Measured effects of data preparation on all-MiniLM-L6-v2 + LoRA (the quickstart config), rotten tomatoes.
 
-    low-resource: 100 stratified training examples x 5 seeds: no augmentation, EDA x3, EDA x11 at rates 0.05
+    low-resource: 100 stratified training examples x 5 seeds: no augmentation, EDA x3, EDA x11 at rates 0.05, each
+                  EDA arm with the defaults (two most frequent WordNet senses, negations protected) and as "-v1"
+                  with every WordNet sense and unprotected negations (the EDA paper's dictionary)
     noise:        10% of 2,000 training labels flipped: clean vs noisy vs noisy + data.clean.label_noise=drop
                   (TF-IDF and model-embedding detectors at the default threshold 0.5, 2 training seeds; the model
                   detector and the averaged `both` detector at noise_threshold 0.7, 5 training seeds)
@@ -81,17 +83,19 @@ def lowres(seeds=(0, 1, 2, 3, 4)):
     # 0.05), 11 copies x 1 epoch: about as many optimizer steps (~68 after deduplication) as plain (7 x 12 = 84)
     many = ["train.epochs=1", "data.augment.enabled=true", "data.augment.num_per_example=11",
             *(f"data.augment.{op}_rate=0.05" for op in ("synonym", "insert", "swap", "delete"))]
-    acc = {"plain": [], "eda": [], "eda-many": []}
+    eda = ["train.epochs=3", "data.augment.enabled=true", "data.augment.num_per_example=3"]
+    v1 = ["data.augment.synonym_senses=0", "data.augment.protect_negations=false"]
+    arms = {"eda": eda, "eda-many": many, "eda-v1": eda + v1, "eda-many-v1": many + v1}
+    acc = {"plain": [], **{k: [] for k in arms}}
     for s in seeds:
         seed = [f"data.split.seed={s}", f"train.seed={s}"]
         acc["plain"].append(_run(f"lowres-plain-{s}", base + seed + ["train.epochs=12"])["accuracy"])
-        acc["eda"].append(_run(f"lowres-eda-{s}", base + seed + [
-            "train.epochs=3", "data.augment.enabled=true", "data.augment.num_per_example=3"])["accuracy"])
-        acc["eda-many"].append(_run(f"lowres-eda-many-{s}", base + seed + many)["accuracy"])
+        for k, extra in arms.items():
+            acc[k].append(_run(f"lowres-{k}-{s}", base + seed + extra)["accuracy"])
     summary = {k: {"mean": round(statistics.mean(v), 4), "stdev": round(statistics.stdev(v), 4) if len(v) > 1 else 0,
                    "runs": v} for k, v in acc.items()}
     summary["name"] = "lowres-summary"
-    for k in ("eda", "eda-many"):
+    for k in arms:
         summary[f"gain_points_{k}"] = round(100 * (summary[k]["mean"] - summary["plain"]["mean"]), 2)
     _save(summary)
     print(json.dumps(summary), flush=True)

@@ -116,6 +116,8 @@ def test_errors_are_clear(monkeypatch, tmp_path):
         Augmenter(swap_rate=1.5)
     with pytest.raises(ConfigError, match="unknown operation 'shuffle'"):
         Augmenter(ops=["shuffle"])
+    with pytest.raises(ConfigError, match="synonym_senses must be 0"):
+        Augmenter(synonym_senses=-2)
     with pytest.raises(DataError, match="unsupported script"):
         Augmenter().augment("Очень хороший фильм", random.Random(0))
     with pytest.raises(DataError, match="English synonyms need WordNet"):
@@ -134,5 +136,62 @@ def test_config_errors_name_the_key():
         load_config(raw={"data": {"augment": {"language": "fr"}}})
     with pytest.raises(ConfigError, match="data.augment.delete_rate"):
         load_config(raw={"data": {"augment": {"delete_rate": -0.1}}})
+    with pytest.raises(ConfigError, match="data.augment.synonym_senses"):
+        load_config(raw={"data": {"augment": {"synonym_senses": -1}}})
     with pytest.raises(ConfigError, match="no translation models are configured"):
         load_config(raw={"data": {"augment": {"enabled": True, "ops": ["back_translation"]}}})
+
+
+@needs_wordnet
+def test_frequent_senses_leave_out_rare_synonyms():
+    every = synonyms.english_synonyms(senses=0)
+    common = synonyms.english_synonyms(senses=2)
+    # every sense: the EDA paper's dictionary, rare senses and proper names included
+    assert {"with child", "enceinte", "outstanding"} <= set(every["great"])
+    assert "c. h. best" in every["best"] and "commodity" in every["good"]
+    # two most frequent senses per part of speech: the everyday meanings stay, the rare ones go
+    assert "outstanding" in common["great"] and not {"with child", "enceinte"} & set(common["great"])
+    assert "c. h. best" not in common["best"] and "commodity" not in common["good"]
+    assert {"movie", "motion picture"} <= set(common["film"])
+    assert all(set(common[w]) <= set(every[w]) for w in list(common)[:5000])
+    assert len(common) < len(every)
+
+
+def test_frequent_senses_need_the_index_files(tmp_path):
+    import shutil
+
+    src = synonyms.wordnet_dir()
+    if src is None:
+        pytest.skip("WordNet not installed (make install)")
+    for pos in ("noun", "verb", "adj", "adv"):
+        shutil.copy(src / f"data.{pos}", tmp_path / f"data.{pos}")
+    assert synonyms.english_synonyms(str(tmp_path), senses=0)  # data files alone: every sense still works
+    with pytest.raises(DataError, match="synonym_senses=0"):
+        synonyms.english_synonyms(str(tmp_path), senses=2)
+
+
+@needs_wordnet
+@pytest.mark.parametrize("op", OPS)
+def test_negations_are_protected(op):
+    text = "The plot is not clever and the jokes aren't funny , it never works ."
+    on = Augmenter(ops=[op], synonym_rate=1.0, insert_rate=0.5, swap_rate=1.0, delete_rate=0.9)
+    off = Augmenter(ops=[op], synonym_rate=1.0, insert_rate=0.5, swap_rate=1.0, delete_rate=0.9,
+                    protect_negations=False)
+    lost = 0
+    for seed in range(20):
+        words = _words(on.augment(text, random.Random(seed), op))
+        neg = [w for w in words if w in ("not", "aren't", "never")]
+        assert neg == ["not", "aren't", "never"], (op, seed, words)  # present, in their order
+        kept = _words(off.augment(text, random.Random(seed), op))
+        lost += [w for w in kept if w in ("not", "aren't", "never")] != ["not", "aren't", "never"]
+    if op in ("swap", "delete"):
+        assert lost > 0  # without the protection these operations do move or delete them
+
+
+def test_chinese_negations_are_protected():
+    pytest.importorskip("jieba")
+    text = "这部电影不好看，没有意思，从不推荐给朋友"
+    a = Augmenter(ops=["delete"], delete_rate=0.9, language="zh")
+    for seed in range(10):
+        out = a.augment(text, random.Random(seed), "delete")
+        assert "不" in out and "没有" in out and "从不" in out, out

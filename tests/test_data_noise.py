@@ -79,6 +79,22 @@ def test_over_removal_warning():
     assert over_removal_warning(0, 0, "drop", None) is None
 
 
+def test_both_features_average_the_two_detectors():
+    from tuneforge.data.noise import out_of_fold_probs
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(["good", "bad", "fine", "dull", "fun"], 6)) for _ in range(60)]
+    y = np.array([int("good" in t) for t in texts])
+    emb = rng.normal(size=(60, 8)) + y[:, None]
+    tfidf = out_of_fold_probs(texts, y, 3, seed=1)
+    dense = out_of_fold_probs(texts, y, 3, seed=1, embeddings=emb)
+    both = out_of_fold_probs(texts, y, 3, seed=1, embeddings=emb, with_tfidf=True)
+    np.testing.assert_allclose(both, (tfidf + dense) / 2)
+    labels = ["p" if v else "n" for v in y]
+    a = find_label_errors(texts, labels, folds=3, seed=1, embed=lambda t: emb, with_tfidf=True)
+    np.testing.assert_allclose(a.probs, both)
+
+
 def test_skipped_when_a_class_is_tiny():
     res = find_label_errors(["a b", "c d", "e f"], ["x", "x", "y"])
     assert res.skipped and "only 1 row" in res.skipped and res.suspects == []

@@ -116,12 +116,13 @@ def test_cli_inspect_and_prepare(tiny_bert, tmp_path, capsys):
     assert "data file not found" in capsys.readouterr().err
 
 
-def test_label_noise_with_model_features_goes_through_the_run_config(tiny_bert, tmp_path):
+@pytest.mark.parametrize("features", ["model", "both"])
+def test_label_noise_with_model_features_goes_through_the_run_config(tiny_bert, tmp_path, features):
     data = _write(tmp_path, make_sentiment_rows(120), "d.csv")
     tr, _, _, info = _frames(tiny_bert, data, clean={"dedup": "none", "label_noise": "drop",
-                                                     "noise_features": "model", "noise_threshold": 0.0})
+                                                     "noise_features": features, "noise_threshold": 0.0})
     noise = info["data_report"]["label_noise"]
-    assert noise["features"] == "model" and noise["skipped"] is None
+    assert noise["features"] == features and noise["skipped"] is None
     assert noise["detector_oof_accuracy"] is not None
     assert len(tr) == info["data_report"]["before"]["rows"] - noise["acted_on"]
     with pytest.raises(Exception, match="noise_features"):

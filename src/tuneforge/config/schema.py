@@ -102,6 +102,11 @@ class AugmentSection(Section):
     protect: list[str] = Field(default_factory=list, description="Words that are never replaced, moved or deleted.")
     protect_entities: bool = Field(True, description=(
         "Never change numbers or capitalised words inside a sentence (likely names and entities)."))
+    protect_negations: bool = Field(True, description=(
+        "Never change, move or delete negations (not, never, isn't, 不, 没有, ...): losing one can flip the label."))
+    synonym_senses: int = Field(2, ge=0, description=(
+        "English synonyms come from this many most frequent WordNet senses of a word per part of speech; 0 takes "
+        "every sense (the EDA paper's choice, which also gives rare ones such as great -> 'with child')."))
     seed: Optional[int] = Field(None, description="Seed of the augmentation; defaults to `train.seed`.")
     back_translation: BackTranslationSection = Field(default_factory=BackTranslationSection,
                                                      description="Back-translation through local translation models.")

