@@ -24,11 +24,11 @@ ALL_OPS = EDA_OPS + ("back_translation",)
 _EN_WORD = re.compile(r"(\W*?)([A-Za-z]+(?:['\u2019-][A-Za-z]+)*)(\W*)")
 _SENTENCE_END = (".", "!", "?", "\u3002", "\uff01", "\uff1f")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-# function words that carry no content, so replacing or inserting their synonyms only adds noise
 # negations flip a sentence's meaning (and a sentiment label) when deleted or moved, so they are protected
 _EN_NEGATIONS = frozenset("not no never nor neither nothing nobody none nowhere without cannot".split())
 _ZH_NEGATION_PREFIXES = tuple("不没未别莫勿")  # 不好, 没有, 未必, 别走: 无/非 start too many other words (非常)
 _ZH_NEGATIONS = frozenset("无 非 无法 毫无 并非 绝非 从不 从没 绝不 决不 永不 再也不".split())
+# function words that carry no content, so replacing or inserting their synonyms only adds noise
 _ZH_STOP = frozenset("的 了 是 在 和 与 及 或 也 就 都 而 但 又 很 把 被 给 对 从 向 着 过 吗 呢 吧 啊 呀 我 你 他 她 它 "
                      "我们 你们 他们 这 那 这个 那个 一个 有 没有 不 没 之 其 以 为 于 则 所 之后 因为 所以 如果 虽然".split())
 

@@ -81,7 +81,8 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
         seed: fold assignment seed.
         embeddings: dense features, one row per text (from `embed_texts`), used instead of TF-IDF.
         with_tfidf: with `embeddings`, average the embedding model's probabilities with the TF-IDF model's (the
-            two err on different rows: on rotten tomatoes the average is ~2 points more accurate than either).
+            two err on different rows: on two rotten-tomatoes slices the average was 1.5-2 points more accurate
+            than the embeddings alone, and flagged fewer correct rows at the same recall).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
