@@ -76,6 +76,9 @@ def english_synonyms(directory: str | None = None, senses: int = 0) -> dict[str,
         raise DataError(WORDNET_HINT)
     if senses < 0:
         raise DataError(f"data.augment.synonym_senses must be 0 (all) or positive, got {senses}")
+    if senses and not (d / "index.noun").is_file():  # checked before the data files are read
+        raise DataError(f"WordNet in {d} has no index files, which rank senses by frequency: set "
+                        f"data.augment.synonym_senses=0 or install a complete WordNet 3.0 ({WORDNET_HINT})")
     synsets: dict[tuple[str, str], list[str]] = {}
     for pos in ("noun", "verb", "adj", "adv"):
         for parts in _wordnet_lines(d / f"data.{pos}"):
@@ -94,9 +97,6 @@ def english_synonyms(directory: str | None = None, senses: int = 0) -> dict[str,
             for w in words:
                 groups.setdefault(w, set()).update(words)
     else:
-        if not (d / "index.noun").is_file():
-            raise DataError(f"WordNet in {d} has no index files, which rank senses by frequency: set "
-                            f"data.augment.synonym_senses=0 or install a complete WordNet 3.0 ({WORDNET_HINT})")
         for pos in ("noun", "verb", "adj", "adv"):
             for parts in _wordnet_lines(d / f"index.{pos}"):
                 # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
