@@ -133,3 +133,65 @@ def test_model_features_beat_tfidf_on_real_text(flipped):
     p_t, r_t, acc_t = scores(find_label_errors(texts, noisy, seed=0))
     assert acc_m > acc_t + 0.02, (acc_m, acc_t)
     assert r_m > r_t and p_m >= 0.2, (p_m, r_m, p_t, r_t)
+
+
+def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_path, monkeypatch):
+    """`noise_features: finetune`: one real training of the run's model and method per fold, each on the other
+    folds only, with no cleaning/augmentation/evaluation of its own; the fold runs are removed afterwards; the
+    fine-tuned folds find injected flips on data they can learn."""
+    from collections import Counter
+
+    import pandas as pd
+
+    from conftest import make_sentiment_rows, tiny_config
+    from tuneforge.config import load_config
+    from tuneforge.data.noise import finetuned_oof_probs
+    from tuneforge.training import engine
+
+    rows = make_sentiment_rows(240)
+    flip = np.zeros(len(rows), dtype=bool)
+    flip[::7] = True  # 35 flips, both ways
+    frame = pd.DataFrame([{**r, "label": ("positive" if r["label"] == "negative" else "negative") if f else r["label"]}
+                          for r, f in zip(rows, flip)])
+    # 8 epochs: the tiny random model then learns the synthetic reviews (measured out-of-fold accuracy 1.0)
+    cfg = load_config(raw=tiny_config(tiny_bert, "unused.csv", str(tmp_path / "run"), method="full", train__epochs=8,
+                                      data__augment={"enabled": True}, data__clean={"label_noise": "drop"}))
+    seen, real_train = [], engine.train
+
+    def spy(fold_cfg, *a, **k):
+        seen.append((fold_cfg, pd.read_parquet(fold_cfg.data.train)))
+        return real_train(fold_cfg, *a, **k)
+
+    monkeypatch.setattr(engine, "train", spy)
+    names = ["negative", "positive"]
+    y = np.array([names.index(x) for x in frame["label"]])
+    probs = finetuned_oof_probs(cfg, frame, frame["text"].tolist(), y, folds=3, seed=0)
+
+    assert probs.shape == (240, 2) and np.allclose(probs.sum(1), 1.0)
+    assert len(seen) == 3
+    # every row was in the training data of all folds but the one that scored it
+    assert sum((Counter(df["text"]) for _, df in seen), Counter()) == Counter({t: 2 * n for t, n in Counter(frame["text"]).items()})
+    for fold_cfg, df in seen:
+        assert len(df) == 160 and set(df.columns) == {"text", "label"}
+        assert not fold_cfg.data.augment.enabled and fold_cfg.data.clean.label_noise == "none"
+        assert fold_cfg.train.eval_strategy == "no" and fold_cfg.data.validation is None
+        assert (fold_cfg.method.name, fold_cfg.train.learning_rate) == ("full", cfg.train.learning_rate)
+        assert not __import__("os").path.exists(fold_cfg.output.dir)
+
+    res = find_label_errors(frame["text"].tolist(), frame["label"].tolist(), probs=probs)
+    found = np.zeros(len(rows), dtype=bool)
+    found[[s["index"] for s in res.suspects]] = True
+    assert (found & flip).sum() / flip.sum() >= 0.8, (found.sum(), (found & flip).sum())
+    assert (found & flip).sum() / found.sum() >= 0.8, (found.sum(), (found & flip).sum())
+
+
+def test_finetuned_detector_refuses_a_distributed_launch(monkeypatch):
+    import pandas as pd
+
+    from tuneforge.config import load_config
+    from tuneforge.data.noise import finetuned_oof_probs
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})
+    with pytest.raises(ConfigError, match="data prepare"):
+        finetuned_oof_probs(load_config(raw={}), frame, frame["text"].tolist(), np.array([0, 1, 0, 1]), folds=2)

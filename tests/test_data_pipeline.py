@@ -66,7 +66,10 @@ def test_leaked_rows_leave_train_but_test_is_untouched(tiny_bert, tmp_path):
 def test_run_writes_data_report_and_uses_class_weights(tiny_bert, sentiment_csv, tmp_path):
     import tuneforge
 
-    raw = tiny_config(tiny_bert, sentiment_csv, str(tmp_path / "run"), method="full")
+    rows = make_sentiment_rows(240)
+    for r in rows[::20]:  # 12 wrong labels for the detector to report
+        r["label"] = "positive" if r["label"] == "negative" else "negative"
+    raw = tiny_config(tiny_bert, _write(tmp_path, rows, "d.csv"), str(tmp_path / "run"), method="full")
     raw["data"]["balance"] = {"class_weights": {"negative": 2.0}}
     raw["train"].update({"max_steps": 2, "epochs": 1})
     cfg = load_config(raw=raw)
@@ -82,6 +85,15 @@ def test_run_writes_data_report_and_uses_class_weights(tiny_bert, sentiment_csv,
     assert (res.run_dir / "data" / "class_distribution.png").stat().st_size > 1000
     data = json.loads((res.run_dir / "data" / "report.json").read_text())
     assert data["class_weights"]["negative"] / data["class_weights"]["positive"] == pytest.approx(2.0, rel=1e-3)
+    # every suspect is listed for review beside the report (report.json keeps the summary and a few examples)
+    suspects = pd.read_json(res.run_dir / "data" / "label_suspects.jsonl", lines=True)
+    noise = data["label_noise"]
+    assert "all" not in noise and len(suspects) == noise["suspects"] >= 1, noise
+    assert set(suspects.columns) >= {"text", "given", "suggested", "confidence", "given_prob", "acted"}
+    assert not suspects["acted"].any()  # label_noise: report changes nothing
+    flipped = {r["text"] for r in rows[::20]}
+    assert all(t in flipped for t in suspects["text"]), suspects
+    assert "`label_suspects.jsonl`" in report
 
 
 def test_cli_inspect_and_prepare(tiny_bert, tmp_path, capsys):
@@ -116,14 +128,31 @@ def test_cli_inspect_and_prepare(tiny_bert, tmp_path, capsys):
     assert "data file not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("features", ["model", "both"])
+def test_relabelled_suspects_are_marked_in_the_suspects_list(tiny_bert, tmp_path):
+    rows = make_sentiment_rows(120)
+    for r in rows[::10]:
+        r["label"] = "positive" if r["label"] == "negative" else "negative"
+    tr, _, _, info = _frames(tiny_bert, _write(tmp_path, rows, "d.csv"),
+                             clean={"dedup": "none", "label_noise": "relabel", "noise_threshold": 0.0})
+    noise = info["data_report"]["label_noise"]
+    assert noise["acted_on"] > 0 and len(tr) == info["data_report"]["before"]["rows"]
+    acted = [s for s in noise["all"] if s["acted"]]
+    assert len(acted) == noise["acted_on"]
+    given = dict(zip(tr["text"], tr["label"]))
+    assert all(given[s["text"]] == s["suggested"] for s in acted)
+
+
+@pytest.mark.parametrize("features", ["model", "both", "finetune"])
 def test_label_noise_with_model_features_goes_through_the_run_config(tiny_bert, tmp_path, features):
     data = _write(tmp_path, make_sentiment_rows(120), "d.csv")
-    tr, _, _, info = _frames(tiny_bert, data, clean={"dedup": "none", "label_noise": "drop",
+    tr, _, _, info = _frames(tiny_bert, data, clean={"dedup": "none", "label_noise": "drop", "noise_folds": 2,
                                                      "noise_features": features, "noise_threshold": 0.0})
     noise = info["data_report"]["label_noise"]
     assert noise["features"] == features and noise["skipped"] is None
     assert noise["detector_oof_accuracy"] is not None
     assert len(tr) == info["data_report"]["before"]["rows"] - noise["acted_on"]
+    # the suspects list marks exactly the dropped rows
+    assert sum(s["acted"] for s in noise["all"]) == noise["acted_on"] and not set(tr["text"]) & {
+        s["text"] for s in noise["all"] if s["acted"]}
     with pytest.raises(Exception, match="noise_features"):
         load_config(raw={"data": {"clean": {"noise_features": "bert"}}})

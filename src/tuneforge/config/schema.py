@@ -60,13 +60,15 @@ class CleanSection(Section):
         "Duplicate groups in train whose labels disagree: `report` keeps one row per label, `drop` removes the "
         "whole group, `majority` keeps one row with the most frequent label (ties are dropped)."))
     label_noise: Literal["none", "report", "drop", "relabel"] = Field("report", description=(
-        "Label-error detection on train (confident learning on out-of-fold probabilities of a logistic regression "
-        "on `noise_features`): `report` lists suspects, `drop` removes them, `relabel` gives them the predicted label."))
-    noise_features: Literal["tfidf", "model", "both"] = Field("tfidf", description=(
-        "Features of the label-noise detector's logistic regression: `tfidf` (word or character n-grams; seconds), "
+        "Label-error detection on train (confident learning on out-of-fold probabilities of the detector "
+        "`noise_features`): `report` lists suspects, `drop` removes them, `relabel` gives them the predicted label."))
+    noise_features: Literal["tfidf", "model", "both", "finetune"] = Field("tfidf", description=(
+        "The label-noise detector: a logistic regression on `tfidf` (word or character n-grams; seconds), on "
         "`model` (mean-pooled sentence embeddings of `model.name`, frozen; a forward pass over the training "
         "split, better on paraphrased or short texts) or `both` (the two models' probabilities averaged: fewer "
-        "false suspects at about the same recall, at the cost of `model`)."))
+        "false suspects at about the same recall, at the cost of `model`); or `finetune`: the run's own model, "
+        "method and training settings fine-tuned once per fold (`noise_folds` extra trainings: the most "
+        "accurate detector and by far the slowest)."))
     noise_threshold: float = Field(0.5, ge=0.0, le=1.0, description=(
         "`drop`/`relabel` act only on suspects whose out-of-fold probability for the suggested label is at least this."))
     noise_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds for the out-of-fold probabilities.")

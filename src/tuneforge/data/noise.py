@@ -1,11 +1,13 @@
 """Label-noise detection by confident learning (Northcutt et al., via `cleanlab`) on out-of-fold probabilities
 of a fast model: logistic regression on TF-IDF features, on sentence embeddings of the run's own pretrained
-model (frozen, mean-pooled), or the average of both. The classifier is fitted inside each fold, so no example is
-scored by a model that saw it."""
+model (frozen, mean-pooled), or the average of both; or, when asked, of the run's own model and method
+fine-tuned k times (`finetuned_oof_probs`). Every model is fitted inside its fold, so no example is scored by a
+model that saw it."""
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -102,8 +104,80 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
     return sparse if dense is None else (sparse + dense) / 2
 
 
+def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5,
+                        seed: int = 0) -> np.ndarray:
+    """Out-of-fold probabilities of the run's own model, method and training settings, fine-tuned once per fold
+    on the other folds (`data.clean.noise_features: finetune`): `folds` extra trainings of the run's size.
+
+    The fold runs train on the rows as given (no cleaning, augmentation, resampling or validation; class weights
+    are kept) and are written to a temporary directory that is removed afterwards.
+
+    Args:
+        cfg: the run's RunConfig.
+        frame: the training rows (text, optional pair and label columns; labels as strings).
+        texts: unused (the rows come from `frame`); kept so this is called like `out_of_fold_probs`.
+        y: class ids in sorted label order, one per row.
+        folds: number of stratified folds.
+        seed: fold assignment seed.
+    """
+    import copy
+    import gc
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from tuneforge.config.loader import load_config
+    from tuneforge.evaluation.classification import softmax
+    from tuneforge.inference import classify_logits, load_run
+    from tuneforge.training.engine import train
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every rank would train (and save) its own fold models in its own temporary directory
+        raise ConfigError("data.clean.noise_features=finetune trains its fold models in one process, not under a "
+                          "distributed launch: run `tuneforge data prepare CONFIG --out DIR` first, in one "
+                          "process, and point data.train/validation/test at the files it writes")
+    d = cfg.data
+    names = sorted(set(frame[d.label_column].astype(str)))
+    columns = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
+    base = cfg.model_dump(mode="json")
+    data = base["data"]
+    data.update(validation=None, test=None, max_train_samples=None)
+    data["split"].update(validation=0.0, test=0.0)
+    data["clean"].update(dedup="none", cross_split="none", label_noise="none")
+    data["augment"]["enabled"] = False
+    data["balance"]["sampling"] = "none"
+    base["train"].update(eval_strategy="no", save_steps=None, report_to="none",
+                         early_stopping={"patience": None, "threshold": 0.0})
+    base["eval"]["load_best_model"] = False
+    probs = np.zeros((len(frame), len(names)))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with tempfile.TemporaryDirectory(prefix="tuneforge-noise-") as tmp:
+        for k, (fit, held) in enumerate(cv.split(np.zeros(len(y)), y), 1):
+            log.info("data: label-noise detection (noise_features=finetune): training fold %d of %d on %d rows",
+                     k, folds, len(fit))
+            path = Path(tmp) / f"fold{k}.parquet"
+            frame.iloc[fit][columns].to_parquet(path, index=False)
+            raw = copy.deepcopy(base)
+            raw["data"]["train"] = str(path)
+            raw["output"] = {"dir": str(Path(tmp) / f"run{k}"), "overwrite": True, "name": f"noise-fold{k}"}
+            run = load_run(train(load_config(raw=raw)).run_dir)
+            rows = frame.iloc[held]
+            pairs = rows[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None
+            p = softmax(classify_logits(run, rows[d.text_column].astype(str).tolist(), pairs))
+            for j, name in enumerate(run.meta["labels"]):
+                if name in names:  # task.labels may name classes this split does not have
+                    probs[held, names.index(name)] = p[:, j]
+            del run
+            gc.collect()
+            shutil.rmtree(Path(tmp) / f"run{k}", ignore_errors=True)
+    return probs / probs.sum(1, keepdims=True).clip(min=1e-12)
+
+
 def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,
-                      probs: np.ndarray | None = None, embed=None, with_tfidf: bool = False) -> NoiseResult:
+                      probs: np.ndarray | None = None, embed=None, with_tfidf: bool = False,
+                      oof=None) -> NoiseResult:
     """Rows whose given label is likely wrong, most confident first.
 
     A suspect's `suggested` label is the most probable other class and `confidence` its out-of-fold
@@ -117,6 +191,8 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
         probs: precomputed out-of-fold probabilities (columns in sorted label order), to skip the model.
         embed: optional callable texts -> feature matrix (e.g. `embed_texts` bound to a model); TF-IDF if None.
         with_tfidf: with `embed`, average its probabilities with a TF-IDF model's (`noise_features: both`).
+        oof: optional callable (texts, y, folds, seed) -> out-of-fold probabilities, instead of the logistic
+            regression (e.g. `finetuned_oof_probs` bound to a run config and its rows).
 
     Raises:
         ConfigError: folds < 2.
@@ -136,9 +212,12 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
     if probs is None:
         if smallest < 2:
             return NoiseResult(names, None, skipped=f"a class has only {smallest} row(s)")
-        features = None if embed is None else np.asarray(embed(list(texts)))
-        probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features,
-                                  with_tfidf=with_tfidf)
+        if oof is not None:
+            probs = np.asarray(oof(texts, y, min(folds, smallest), seed))
+        else:
+            features = None if embed is None else np.asarray(embed(list(texts)))
+            probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features,
+                                      with_tfidf=with_tfidf)
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:

@@ -114,24 +114,32 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
 
     # 2. label noise (on the deduplicated originals, before augmentation multiplies any error)
     if c.label_noise != "none":
-        labels = train[d.label_column].tolist()
-        embed = None
-        if c.noise_features in ("model", "both"):
-            from functools import partial
+        from functools import partial
 
+        labels = train[d.label_column].tolist()
+        noise_texts = _texts(train, d)
+        embed = oof = None
+        if c.noise_features in ("model", "both"):
             from tuneforge.data.noise import embed_texts
             from tuneforge.models.loader import resolve_model
 
             embed = partial(embed_texts, resolve_model(cfg.model.name, cfg.model.revision),
                             max_length=d.max_length or 128, trust_remote_code=cfg.model.trust_remote_code)
-        res = find_label_errors(_texts(train, d), labels, folds=c.noise_folds, seed=seed, embed=embed,
-                                with_tfidf=c.noise_features == "both")
+        elif c.noise_features == "finetune":
+            from tuneforge.data.noise import finetuned_oof_probs
+
+            oof = partial(finetuned_oof_probs, cfg, train)
+        res = find_label_errors(noise_texts, labels, folds=c.noise_folds, seed=seed, embed=embed,
+                                with_tfidf=c.noise_features == "both", oof=oof)
         keep, new_labels, acted = apply_noise_action(labels, res, c.label_noise, c.noise_threshold)
+        changed = ~keep | (np.array(new_labels, dtype=object) != np.array(labels, dtype=object))
         report["label_noise"] = {**res.summary(), "action": c.label_noise, "features": c.noise_features,
-                                 "acted_on": acted,
-                                 "threshold": c.noise_threshold,
-                                 "examples": [{**s, "text": _texts(train.iloc[[s["index"]]], d)[0]}
-                                              for s in res.suspects[:EXAMPLES]]}
+                                 "folds": c.noise_folds, "acted_on": acted, "threshold": c.noise_threshold,
+                                 "examples": [{**s, "text": noise_texts[s["index"]]} for s in res.suspects[:EXAMPLES]],
+                                 # every suspect, for review (written to label_suspects.jsonl, not report.json)
+                                 "all": [{**s, "text": noise_texts[s["index"]],
+                                          "acted": bool(changed[s["index"]])}
+                                         for s in res.suspects]}
         if res.skipped:
             log.warning("data: label-noise detection skipped: %s", res.skipped)
         warning = over_removal_warning(acted, len(labels), c.label_noise, res.oof_accuracy)

@@ -171,17 +171,27 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
         if noise.get("skipped"):
             md += [f"Not checked: {noise['skipped']}.", ""]
         else:
-            features = {"model": "sentence embeddings of the model"}.get(noise.get("features"), "TF-IDF")
+            detector = {"model": "a logistic regression on sentence embeddings of the model",
+                        "both": "logistic regressions on TF-IDF and on sentence embeddings of the model, averaged",
+                        "finetune": f"the model fine-tuned once per fold ({noise.get('folds')} folds)"}.get(
+                noise.get("features"), "a logistic regression on TF-IDF")
             md += [f"{noise['suspects']} training rows look mislabelled (confident learning on out-of-fold "
-                   f"probabilities of a logistic regression on {features}; its out-of-fold accuracy: "
+                   f"probabilities of {detector}; its out-of-fold accuracy: "
                    f"{noise.get('detector_oof_accuracy')}). Action: `{noise['action']}`"
                    + (f", applied to {noise['acted_on']} rows with confidence >= {noise['threshold']}."
                       if noise["action"] in ("drop", "relabel") else "."), ""]
+            if noise.get("all"):
+                md += [f"All {len(noise['all'])} suspects, least likely given label first (`acted`: dropped or "
+                       f"relabelled): `label_suspects.jsonl`.", ""]
             if noise.get("examples"):
                 md += _table(["text", "given", "suggested", "confidence"],
                              [[_md_escape(e["text"]), e["given"], e["suggested"], e["confidence"]]
                               for e in noise["examples"][:15]])
     path = out / "report.md"
     path.write_text("\n".join(md))
+    if noise.get("all") is not None:
+        with open(out / "label_suspects.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in noise["all"])
+        report = {**report, "label_noise": {k: v for k, v in noise.items() if k != "all"}}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     return path
