@@ -154,5 +154,12 @@ def test_label_noise_with_model_features_goes_through_the_run_config(tiny_bert, 
     # the suspects list marks exactly the dropped rows
     assert sum(s["acted"] for s in noise["all"]) == noise["acted_on"] and not set(tr["text"]) & {
         s["text"] for s in noise["all"] if s["acted"]}
+    # the report names the detector that was used
+    from tuneforge.data.report import write_report
+
+    md = write_report(tmp_path / "rep", info["data_report"], plots=False).read_text()
+    assert {"model": "regression on sentence embeddings", "both": "averaged",
+            "finetune": "fine-tuned once per fold (2 folds)"}[features] in md
+    assert len((tmp_path / "rep" / "label_suspects.jsonl").read_text().splitlines()) == noise["suspects"]
     with pytest.raises(Exception, match="noise_features"):
         load_config(raw={"data": {"clean": {"noise_features": "bert"}}})
