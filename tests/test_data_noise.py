@@ -139,6 +139,7 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
     """`noise_features: finetune`: one real training of the run's model and method per fold, each on the other
     folds only, with no cleaning/augmentation/evaluation of its own; the fold runs are removed afterwards; the
     fine-tuned folds find injected flips on data they can learn."""
+    import os
     from collections import Counter
 
     import pandas as pd
@@ -176,7 +177,7 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
         assert not fold_cfg.data.augment.enabled and fold_cfg.data.clean.label_noise == "none"
         assert fold_cfg.train.eval_strategy == "no" and fold_cfg.data.validation is None
         assert (fold_cfg.method.name, fold_cfg.train.learning_rate) == ("full", cfg.train.learning_rate)
-        assert not __import__("os").path.exists(fold_cfg.output.dir)
+        assert not os.path.exists(fold_cfg.output.dir)
 
     res = find_label_errors(frame["text"].tolist(), frame["label"].tolist(), probs=probs)
     found = np.zeros(len(rows), dtype=bool)

@@ -63,7 +63,7 @@ def test_leaked_rows_leave_train_but_test_is_untouched(tiny_bert, tmp_path):
     assert len(tr2) == 60
 
 
-def test_run_writes_data_report_and_uses_class_weights(tiny_bert, sentiment_csv, tmp_path):
+def test_run_writes_data_report_and_uses_class_weights(tiny_bert, tmp_path):
     import tuneforge
 
     rows = make_sentiment_rows(240)
