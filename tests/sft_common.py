@@ -28,12 +28,12 @@ def make_tokenizer(chat_template: str | None = CHATML, special=SPECIAL, eos="<|i
     return tok
 
 
-def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0) -> str:
+def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0, num_layers: int = 2) -> str:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tok = tokenizer or make_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       bos_token_id=None)

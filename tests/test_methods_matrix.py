@@ -31,6 +31,7 @@ CASES = [
     ("qlora-fp4-single", "lora", {"quantization": "fp4", "double_quant": False}, 1e-2),
     ("adapter-houlsby", "adapter", {"placement": "houlsby", "bottleneck_size": 8}, 1e-2),
     ("adapter-pfeiffer", "adapter", {"placement": "pfeiffer", "reduction_factor": 4, "activation": "gelu"}, 1e-2),
+    ("prefix", "prefix", {"num_virtual_tokens": 4}, 1e-2),
     ("prefix-mlp", "prefix", {"num_virtual_tokens": 4, "projection": True, "projection_hidden_size": 16}, 1e-2),
     ("prompt", "prompt", {"num_virtual_tokens": 4}, 3e-2),
     ("prompt-text", "prompt", {"num_virtual_tokens": 6, "init_text": "the film was good"}, 3e-2),
@@ -107,3 +108,16 @@ def test_method_contract(kind, case_id, name, cfg, lr, tiny_bert, tiny_llama, tm
     else:
         with pytest.raises(MethodError, match="cannot be merged"):
             fresh.merge(loaded)
+
+
+def test_qlora_layers_narrower_than_a_block_still_evaluate(tiny_bert):
+    # bitsandbytes 0.50 repacks 4-bit weights for CPU inference on AVX512-BF16 machines and breaks on layers whose
+    # input width (32 here) is not a multiple of its 64-value block; the method keeps those in their plain layout
+    import bitsandbytes as bnb
+
+    method = make_method("qlora")
+    model, _ = build("bert", tiny_bert, method)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.in_features % 64 for m in layers)
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in layers)
+    assert torch.isfinite(logits(model, batch("bert"))).all()  # eval mode, no grad: the path that repacked

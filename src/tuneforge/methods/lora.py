@@ -102,6 +102,12 @@ class LoraMethod(PeftMethod):
             load_in_4bit=True, bnb_4bit_quant_type=q, bnb_4bit_use_double_quant=self.cfg.double_quant,
             bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=HEAD_NAMES)}
 
+    def load(self, in_dir: str, build_base):
+        model = super().load(in_dir, build_base)
+        if self.cfg.quantization:
+            keep_cpu_4bit_layout(model)
+        return model
+
     def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         if not self.cfg.quantization:
             return super().prepare(model, ctx)
@@ -111,6 +117,7 @@ class LoraMethod(PeftMethod):
             if any(is_quantized(m) for m in model.get_submodule(h).modules()):
                 raise MethodError(f"method.quantization: the task head '{h}' was quantized; it must train in "
                                   f"full precision (known head names: {', '.join(HEAD_NAMES)})")
+        keep_cpu_4bit_layout(model)
         return prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=ctx.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -169,6 +176,20 @@ def is_quantized(module: nn.Module) -> bool:
     except ImportError:
         return False
     return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+
+
+def keep_cpu_4bit_layout(model: nn.Module) -> int:
+    """Turn off bitsandbytes' CPU inference repacking (AVX512-BF16 machines) on 4-bit layers whose input width is
+    not a multiple of the quantization block: bitsandbytes 0.50 reshapes such weights into an empty tensor and the
+    first evaluation fails ("shape '[32, 0]' is invalid"). Returns how many layers were changed."""
+    changed = 0
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if is_quantized(module) and state is not None and getattr(module, "support_avx512bf16_for_cpu", False):
+            if module.in_features % int(getattr(state, "blocksize", 64) or 64):
+                module.support_avx512bf16_for_cpu = False
+                changed += 1
+    return changed
 
 
 def merge_into_dequantized(model: nn.Module) -> nn.Module:
