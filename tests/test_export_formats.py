@@ -158,3 +158,65 @@ def test_int8_weight_only_round_trip_is_within_half_a_step():
     del state[f"{name}.weight_scale"]
     with pytest.raises(RuntimeError, match="down_proj"):
         load_int8_weight_only(LlamaForCausalLM(cfg).eval(), state)
+
+
+class _Plant:
+    """A pickle payload: unpickling it creates the directory `path` (stands in for any code an attacker runs)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.makedirs, (self.path,)
+
+
+def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(cls_run, tmp_path):
+    import pickle
+    import shutil
+
+    import torch
+
+    from tuneforge.errors import ModelError
+    from tuneforge.export.exporter import export_run
+    from tuneforge.export.load import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
+    from tuneforge.inference import classify_logits, load_run
+
+    out = tmp_path / "int8"
+    export_run(cls_run, "int8", out, bench=False)
+    assert INT8_WEIGHTS == "model_int8.safetensors" and (out / INT8_WEIGHTS).is_file()
+    assert not (out / LEGACY_INT8_WEIGHTS).exists()
+    from safetensors import safe_open
+    with safe_open(str(out / INT8_WEIGHTS), framework="pt") as f:  # int8 weights with their scales beside them
+        keys = set(f.keys())
+        assert any(k.endswith(".weight_int8") for k in keys) and any(k.endswith(".weight_scale") for k in keys)
+        assert all(f.get_tensor(k).dtype == torch.int8 for k in keys if k.endswith(".weight_int8"))
+    texts = ["good great film", "dull boring plot"]
+    ref = classify_logits(load_run(out), texts)
+
+    # an export written by an older tuneforge (torch.save of the same state) still loads, without pickle code
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / INT8_WEIGHTS).unlink()
+    torch.save(read_int8_state(out), old / LEGACY_INT8_WEIGHTS)
+    assert abs(classify_logits(load_run(old), texts) - ref).max() == 0
+
+    # the payload is live: plain unpickling runs it
+    probe = tmp_path / "probe-marker"
+    pickle.loads(pickle.dumps(_Plant(probe)))
+    assert probe.exists()
+    # planted where the loader looks, as torch.save's zip and as a bare pickle: refused, never run
+    for i, plant in enumerate((lambda obj, p: torch.save(obj, p), lambda obj, p: p.write_bytes(pickle.dumps(obj)))):
+        evil, marker = tmp_path / f"evil{i}", tmp_path / f"marker{i}"
+        shutil.copytree(out, evil)
+        (evil / INT8_WEIGHTS).unlink()
+        plant({"bert.embeddings.word_embeddings.weight": _Plant(marker)}, evil / LEGACY_INT8_WEIGHTS)
+        with pytest.raises(ModelError, match="re-export"):
+            load_run(evil)
+        assert not marker.exists()
+    proc = run_cli("predict", str(tmp_path / "evil0"), "good film")
+    assert proc.returncode == 4 and not (tmp_path / "marker0").exists(), proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("tuneforge: ")]  # library logs
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "re-export" in lines[0], lines
+    assert "os.makedirs" in lines[0] and "weights_only=False" not in lines[0]

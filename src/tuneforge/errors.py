@@ -21,3 +21,9 @@ class ModelError(TuneforgeError):
 
 class RunDirError(TuneforgeError):
     exit_code = 5
+
+
+class ServeError(TuneforgeError):
+    """The server cannot start: its port is in use, or its address cannot be bound."""
+
+    exit_code = 6

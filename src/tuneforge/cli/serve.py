@@ -11,7 +11,8 @@ from tuneforge.cli.app import app
 @app.command()
 def serve(target: str = typer.Argument(..., help="Run directory (or its model/) or a `tuneforge export` directory."),
           host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-          port: int = typer.Option(8000, "--port", min=0, max=65535),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help=(
+              "Port to listen on (0: any free port, printed at start). A port in use is an error (exit code 6).")),
           api_key: Optional[str] = typer.Option(None, "--api-key", help=(
               "Require 'Authorization: Bearer KEY' on every request (default: $TUNEFORGE_API_KEY).")),
           insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without an API key."),

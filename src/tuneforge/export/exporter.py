@@ -13,7 +13,7 @@ import torch
 
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.export.load import (EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, int8_weight_only_state, load_export,
-                                   quantize_int8)
+                                   quantize_int8, save_int8_state)
 
 log = logging.getLogger("tuneforge")
 FORMATS = ("merged", "onnx", "int8", "onnx-int8")
@@ -71,7 +71,7 @@ def _test_inputs(run_dir: Path, model_dir: Path, tokenizer, meta: dict, max_samp
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ModelError(f"{run_dir} has no config.yaml: the test split cannot be re-created")
-    cfg = load_config(cfg_path)
+    cfg = load_config(cfg_path, environment=False)  # a finished run: export needs no GPU of its config
     task = TASKS.get(meta["task"])(cfg)
     prepared = task.prepare(tokenizer)
     split, name = (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
@@ -205,7 +205,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
             if fmt == "int8":
                 state = (int8_weight_only_state(model) if int8_scheme == "weight-only"
                          else quantize_int8(model).state_dict())
-                torch.save(state, work / INT8_WEIGHTS)
+                save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
                 _export_onnx(model, tok, meta["task"], work / ONNX_FILE)
                 if fmt == "onnx-int8":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,8 +13,12 @@ from torch import nn
 from tuneforge.errors import ModelError
 
 EXPORT_INFO = "export.json"
-INT8_WEIGHTS = "model_int8.pt"
+# safetensors: int8 weights with their scales beside them, no pickle, so opening an export cannot run code
+INT8_WEIGHTS = "model_int8.safetensors"
+# what tuneforge wrote before (torch.save, a pickle): read only through torch.load(weights_only=True)
+LEGACY_INT8_WEIGHTS = "model_int8.pt"
 ONNX_FILE = "model.onnx"
+_PACKED = "_packed_params._packed_params"  # where a dynamic-int8 nn.Linear keeps its (qint8 weight, bias)
 
 
 def is_export(path: str | Path) -> bool:
@@ -68,6 +73,114 @@ def load_int8_weight_only(model: nn.Module, state: dict) -> nn.Module:
     return model
 
 
+def load_int8_dynamic(model: nn.Module, state: dict) -> nn.Module:
+    """Load a `quantize_int8` state dict (as `read_int8_state` returns it) into a `quantize_int8` model. The
+    module versions torch's quantized layers read while loading come from the model itself, since a state read
+    from safetensors carries none."""
+    from collections import OrderedDict
+
+    sd = OrderedDict(state)
+    sd._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    model.load_state_dict(sd)
+    return model
+
+
+def save_int8_state(state: dict, path: str | Path, scheme: str) -> None:
+    """Write an int8 state dict (`int8_weight_only_state`, or the state dict of a `quantize_int8` model) as
+    safetensors. A dynamic-int8 linear layer's packed (qint8 weight, bias) becomes `<layer>.weight_int8` (int8),
+    `<layer>.weight_scale` and `<layer>.weight_zero_point` (one per output channel) and `<layer>.bias`; tensors
+    that share memory (tied embeddings) are written once, their other names recorded in the file's metadata."""
+    from safetensors.torch import save_file
+
+    flat, packed = {}, {}
+    for key, value in state.items():
+        if key.endswith("_packed_params.dtype"):
+            if value != torch.qint8:
+                raise ModelError(f"int8 export: layer {key} is {value}, not qint8")
+            continue
+        if key.endswith(_PACKED):
+            prefix = key[:-len(_PACKED)]
+            weight, bias = value
+            if weight.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) \
+                    or weight.q_per_channel_axis() != 0:
+                raise ModelError(f"int8 export: layer {prefix[:-1]} is not quantized per output channel")
+            flat[prefix + "weight_int8"] = weight.int_repr()
+            flat[prefix + "weight_scale"] = weight.q_per_channel_scales()
+            flat[prefix + "weight_zero_point"] = weight.q_per_channel_zero_points()
+            if bias is not None:
+                flat[prefix + "bias"] = bias.detach()
+            packed[prefix] = bias is not None
+            continue
+        if not torch.is_tensor(value):
+            raise ModelError(f"int8 export: state entry {key} is a {type(value).__name__}, not a tensor")
+        flat[key] = value.detach()
+    tensors, aliases, seen = {}, {}, {}
+    for key, t in flat.items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = t
+    # safetensors refuses tensors that share memory; only exact duplicates are aliased above, other views copied
+    storages: set = set()
+    for key, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr()
+        tensors[key] = t.contiguous().clone() if ptr in storages else t.contiguous()
+        storages.add(ptr)
+    save_file(tensors, str(path), metadata={"format": "pt", "tuneforge.int8_scheme": scheme,
+                                            "tuneforge.packed": json.dumps(packed),
+                                            "tuneforge.aliases": json.dumps(aliases)})
+
+
+def read_int8_state(directory: str | Path) -> dict:
+    """The int8 state dict of an export directory, in the form `save_int8_state` was given: from
+    model_int8.safetensors, or from an older export's model_int8.pt through torch.load(weights_only=True), which
+    refuses pickled objects other than tensors.
+    Raises ModelError when the weights are missing or cannot be read safely (then the message says to re-export)."""
+    from safetensors import SafetensorError, safe_open
+
+    d = Path(directory)
+    path = d / INT8_WEIGHTS
+    if not path.is_file():
+        legacy = d / LEGACY_INT8_WEIGHTS
+        if not legacy.is_file():
+            raise ModelError(f"{d} has no {INT8_WEIGHTS}: the int8 export is incomplete")
+        try:
+            state = torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001  (UnpicklingError, RuntimeError, ...: all mean "not safe")
+            # torch's own message goes on to suggest weights_only=False: only the reason is worth repeating
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = f" (it refers to {found.group(1)})" if found else ""
+            raise ModelError(f"{legacy} is a pickle holding more than tensors{what}, and loading it could run "
+                             f"code: not loaded; re-export the run with `tuneforge export RUN --format int8`") \
+                from None
+        if not isinstance(state, dict):
+            raise ModelError(f"{legacy} is not an int8 state dict; re-export the run with "
+                             f"`tuneforge export RUN --format int8`")
+        return state
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        packed = json.loads(meta.get("tuneforge.packed", "{}"))
+        aliases = json.loads(meta.get("tuneforge.aliases", "{}"))
+        for alias, source in aliases.items():
+            state[alias] = state[source]
+        for prefix, has_bias in packed.items():
+            q = state.pop(prefix + "weight_int8")
+            scale, zero = state.pop(prefix + "weight_scale"), state.pop(prefix + "weight_zero_point")
+            bias = state.pop(prefix + "bias") if has_bias else None
+            weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero.long(), 0)
+            state[prefix + _PACKED] = (weight, bias)
+            state[prefix + "_packed_params.dtype"] = torch.qint8
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"{path} is not a readable tuneforge int8 file ({type(exc).__name__}: {first}); "
+                         f"re-export the run") from None
+    return state
+
+
 class OnnxModel(nn.Module):
     """An onnxruntime session behind the slice of a transformers model's interface inference uses:
     `model(**encodings).logits`, `.eval()`, `.to()`, `next(model.parameters()).device`."""
@@ -116,12 +229,11 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
             model = auto.from_pretrained(str(p)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         elif fmt == "int8":
             config = transformers.AutoConfig.from_pretrained(str(p))
-            state = torch.load(p / INT8_WEIGHTS, weights_only=False)
+            state = read_int8_state(p)
             if info.get("int8_scheme", "dynamic") == "weight-only":
                 model = load_int8_weight_only(auto.from_config(config).eval(), state)
             else:
-                model = quantize_int8(auto.from_config(config).eval())
-                model.load_state_dict(state)
+                model = load_int8_dynamic(quantize_int8(auto.from_config(config).eval()), state)
         elif fmt in ("onnx", "onnx-int8"):
             if meta["task"] != "classification" and not logits_only:
                 raise ModelError(f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "

@@ -4,16 +4,19 @@ a traceback."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import ServeError, TuneforgeError
 from tuneforge.serve.worker import ModelWorker
 
 log = logging.getLogger("tuneforge")
@@ -27,33 +30,48 @@ class ServeLimits(BaseModel):
     max_batch: int = 64             # texts in one batched classification pass
 
 
+def _valid_unicode(value: str) -> str:
+    """JSON may spell a lone UTF-16 surrogate (\\ud800): Python keeps it in the str, but it is not text, so the
+    tokenizer and the UTF-8 response encoder would fail on it. Refused (400) rather than silently replaced, so
+    the client learns that its encoder is broken instead of getting an answer about different text."""
+    for i, ch in enumerate(value):
+        if "\ud800" <= ch <= "\udfff":
+            raise ValueError(f"contains a lone UTF-16 surrogate (\\u{ord(ch):04x}) at character {i}: not valid "
+                             f"Unicode text; send UTF-8 text (JSON escapes must pair surrogates)")
+    return value
+
+
+# every string a client sends
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: Optional[str] = None
-    texts: Optional[list[str]] = None
-    model: Optional[str] = None
+    text: Optional[Text] = None
+    texts: Optional[list[Text]] = None
+    model: Optional[Text] = None
 
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: Union[str, list[TextPart]]
+    content: Union[Text, list[TextPart]]
 
 
 class ChatRequest(BaseModel):
     # clients send fields this server does not use (user, presence_penalty, ...): ignored, not refused
     model_config = ConfigDict(extra="ignore")
     messages: list[Message] = Field(min_length=1)
-    model: Optional[str] = None
+    model: Optional[Text] = None
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_tokens: Optional[int] = Field(None, ge=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
-    stop: Optional[Union[str, list[str]]] = None
+    stop: Optional[Union[Text, list[Text]]] = None
     stream: bool = False
     stream_options: Optional[dict] = None
     n: int = Field(1, ge=1, le=1)
@@ -66,8 +84,61 @@ class APIError(Exception):
         self.status, self.message, self.code, self.kind = status, message, code, kind
 
 
+def _printable(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode (lone surrogates from a client's JSON) escaped, so that echoing a
+    client's field name or value in an error message cannot itself fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": kind, "code": code}}
+    return {"error": {"message": _printable(message), "type": kind, "code": code}}
+
+
+class _BodyLimit:
+    """ASGI middleware: reads the request body up to `limit` bytes before the app sees it, whatever its framing
+    (Content-Length or chunked), and answers 413 JSON as soon as the body is over the limit; the app gets the
+    buffered body. Memory per request is bounded by the limit plus one network read."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def _too_large(self, send, size: str | None = None) -> None:
+        from starlette.responses import JSONResponse
+
+        what = f"request body of {size} bytes" if size else "request body"
+        response = JSONResponse(_error_body(f"{what} is over the limit of {self.limit} bytes", "body_too_large"),
+                                status_code=413)
+        await response({"type": "http"}, None, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await self._too_large(send, value.decode())
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                # the rest of the body is read and discarded by the server, so the client gets this answer
+                return await self._too_large(send)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: http.disconnect, for streaming responses
+
+        return await self.app(scope, replay, send)
 
 
 def _describe_validation(errors: list[dict]) -> tuple[str, str]:
@@ -77,7 +148,9 @@ def _describe_validation(errors: list[dict]) -> tuple[str, str]:
     parts = []
     for e in errors[:3]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        msg = "field required" if e.get("type") == "missing" else e.get("msg", "invalid")
+        msg = {"missing": "field required",
+               "string_unicode": "not valid Unicode text (a lone UTF-16 surrogate?)"}.get(e.get("type"),
+                                                                                       e.get("msg", "invalid"))
         parts.append(f"{loc}: {msg}")
     return "invalid request: " + "; ".join(parts), "invalid_request"
 
@@ -110,6 +183,8 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = worker
     app.state.backend = backend
+    # inside the auth check below (added later, so it runs first): unauthenticated bodies are not read
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -119,10 +194,6 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
             if not hmac.compare_digest(given.encode(), api_key.encode()):
                 msg = "missing API key: send 'Authorization: Bearer <key>'" if not given else "invalid API key"
                 return JSONResponse(_error_body(msg, "invalid_api_key", "authentication_error"), status_code=401)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(_error_body(f"request body of {length} bytes is over the limit of "
-                                            f"{limits.max_body_bytes}", "body_too_large"), status_code=413)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -224,10 +295,14 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                               "total_tokens": r.prompt_tokens + r.completion_tokens}}
 
         streamer = backend.make_streamer(timeout=limits.request_timeout_s)
+        cancel = threading.Event()  # set when the client disconnects: its generation stops or never starts
 
         def job():
             try:
-                return backend.complete(messages, settings, stop, req.seed, streamer=streamer)
+                if cancel.is_set():
+                    streamer.end()
+                    return None
+                return backend.complete(messages, settings, stop, req.seed, streamer=streamer, cancel=cancel)
             except BaseException:
                 streamer.end()  # else the reader would wait for tokens that never come
                 raise
@@ -242,37 +317,70 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         async def events():
             from starlette.concurrency import iterate_in_threadpool
 
-            yield chunk({"role": "assistant", "content": ""})
-            text, emitted, hold = "", "", max((len(s) for s in stop), default=1) - 1
             try:
-                async for piece in iterate_in_threadpool(iter(streamer)):
-                    text += piece
-                    hit = [text.index(s) for s in stop if s in text]
-                    # hold back a tail that could be the start of a stop string
-                    safe = text[:min(hit) if hit else len(text) - hold].lstrip()
-                    if safe.startswith(emitted) and len(safe) > len(emitted):
-                        yield chunk({"content": safe[len(emitted):]})
-                        emitted = safe
-                r = await wait(future)
-                # the final answer (cut at a stop string, stripped) is authoritative for what is still held back
-                if r.text.startswith(emitted) and len(r.text) > len(emitted):
-                    yield chunk({"content": r.text[len(emitted):]})
-                usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                         "total_tokens": r.prompt_tokens + r.completion_tokens}
-                yield chunk({}, r.finish_reason)
-                if include_usage:
-                    body = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                            "model": backend.name, "choices": [], "usage": usage}
-                    yield f"data: {json.dumps(body)}\n\n"
-            except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
-                msg = getattr(exc, "message", None) or str(exc).strip().splitlines()[0][:200]
-                yield f"data: {json.dumps(_error_body(msg, 'stream_error', 'server_error'))}\n\n"
-            yield "data: [DONE]\n\n"
+                yield chunk({"role": "assistant", "content": ""})
+                text, emitted, hold = "", "", max((len(s) for s in stop), default=1) - 1
+                try:
+                    async for piece in iterate_in_threadpool(iter(streamer)):
+                        text += piece
+                        hit = [text.index(s) for s in stop if s in text]
+                        # hold back a tail that could be the start of a stop string
+                        safe = text[:min(hit) if hit else len(text) - hold].lstrip()
+                        if safe.startswith(emitted) and len(safe) > len(emitted):
+                            yield chunk({"content": safe[len(emitted):]})
+                            emitted = safe
+                    r = await wait(future)
+                    # the final answer (cut at a stop string, stripped) is authoritative for what is held back
+                    if r.text.startswith(emitted) and len(r.text) > len(emitted):
+                        yield chunk({"content": r.text[len(emitted):]})
+                    usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                             "total_tokens": r.prompt_tokens + r.completion_tokens}
+                    yield chunk({}, r.finish_reason)
+                    if include_usage:
+                        body = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                "model": backend.name, "choices": [], "usage": usage}
+                        yield f"data: {json.dumps(body)}\n\n"
+                except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                    msg = getattr(exc, "message", None) or first
+                    yield f"data: {json.dumps(_error_body(msg, 'stream_error', 'server_error'))}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:  # done, or the client disconnected (the generator is closed): stop generating
+                cancel.set()
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), for uvicorn to listen on.
+
+    Raises ServeError, in one line, when the address cannot be bound (port in use, no such local address,
+    a privileged port, an unresolvable host name)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ServeError(f"cannot resolve --host {host}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # like uvicorn: a port left in TIME_WAIT by a previous server can be reused; one with a live listener not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {port} on {host} is already in use (another server is listening there): "
+                             f"stop it or pass another --port") from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(f"no permission to bind port {port} on {host} (ports below 1024 need privileges): "
+                             f"pass another --port") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ServeError(f"cannot bind {host}: not an address of this machine (--host)") from None
+        raise ServeError(f"cannot bind port {port} on {host}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve(target: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
@@ -285,15 +393,35 @@ def serve(target: str, host: str = "127.0.0.1", port: int = 8000, api_key: str |
         api_key: require `Authorization: Bearer <api_key>` on every request.
         insecure: allow a non-loopback host without an API key.
         limits: request limits.
-    Raises ConfigError for a non-loopback host without an API key (checked before the model loads);
-    ModelError when the target cannot be served."""
+    Raises ConfigError for a non-loopback host without an API key and ServeError when host:port cannot be bound
+    (both checked before the model loads); ModelError when the target cannot be served."""
+    from pathlib import Path
+
     import uvicorn
 
+    from tuneforge.errors import ModelError
     from tuneforge.serve.backends import check_bind, load_backend
 
     check_bind(host, api_key, insecure)
-    backend = load_backend(target)
-    app = create_app(backend, api_key=api_key, limits=limits)
-    print(f"tuneforge: serving {backend.kind} model '{backend.name}' on http://{host}:{port}"
-          f"{' (API key required)' if api_key else ''}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    if not Path(target).exists():  # before binding: a typo in the path is the likelier mistake
+        raise ModelError(f"run directory not found: {target}")
+    # bound before the (slow) model load, and handed to uvicorn, so a busy port is one line at once rather than
+    # uvicorn's log and exit code after the load
+    sock = bind_listener(host, port)
+    try:
+        backend = load_backend(target)
+        app = create_app(backend, api_key=api_key, limits=limits)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"tuneforge: serving {backend.kind} model '{backend.name}' on http://{shown}:{bound}"
+              f"{' (API key required)' if api_key else ''}", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
+        try:
+            server.run(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits with its own code (3) when startup fails: not a data error
+            raise ServeError(f"the server on port {bound} could not start (uvicorn exit status {exc.code}; "
+                             f"see the log above)") from None
+        if not server.started and not server.should_exit:
+            raise ServeError(f"the server on port {bound} could not start (see the log above)")
+    finally:
+        sock.close()

@@ -67,13 +67,14 @@ class ChatBackend:
 
         return prompt_ids(self.cm, messages)
 
-    def _kwargs(self, settings: dict, stop: list[str], prompt_len: int) -> dict:
+    def _kwargs(self, settings: dict, stop: list[str], prompt_len: int, cancel: threading.Event | None = None) -> dict:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         from tuneforge.generation import _gen_kwargs
 
         kw = _gen_kwargs(self.cm, settings)
         kw["max_new_tokens"] = min(kw["max_new_tokens"], self.context_length - prompt_len)
+        criteria = []
         if stop:
             tok = self.cm.tokenizer
 
@@ -83,11 +84,20 @@ class ChatBackend:
                     tail = tok.decode(input_ids[0, prompt_len:][-32:], skip_special_tokens=True)
                     return torch.full((input_ids.shape[0],), any(s in tail for s in stop), dtype=torch.bool)
 
-            kw["stopping_criteria"] = StoppingCriteriaList([StopOnText()])
+            criteria.append(StopOnText())
+        if cancel is not None:
+            # the client went away (a stream's reader disconnected): free the model for the next request
+            class StopOnCancel(StoppingCriteria):
+                def __call__(self, input_ids, scores, **_):
+                    return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+            criteria.append(StopOnCancel())
+        if criteria:
+            kw["stopping_criteria"] = StoppingCriteriaList(criteria)
         return kw
 
     def complete(self, messages: list[dict], settings: dict, stop: list[str], seed: int | None = None,
-                 streamer=None) -> ChatResult:
+                 streamer=None, cancel: threading.Event | None = None) -> ChatResult:
         """Generate one answer (runs on the model worker thread).
 
         Args:
@@ -96,9 +106,10 @@ class ChatBackend:
             stop: strings that end the answer (not included in it).
             seed: seed for sampling.
             streamer: a streamer from `make_streamer` to receive the text as it is generated.
+            cancel: when set (by another thread), generation stops after the current token.
         Raises ConfigError for invalid sampling settings."""
         ids = self.prompt(messages)
-        kw = self._kwargs(settings, stop, len(ids))
+        kw = self._kwargs(settings, stop, len(ids), cancel)
         if seed is not None:
             torch.manual_seed(seed)
         device = next(self.cm.model.parameters()).device
