@@ -65,6 +65,17 @@ def test_cli_train_writes_the_whole_contract(tiny_bert, sentiment_csv, tmp_path,
     assert json.loads(proc.stdout)["accuracy"] >= 0.9
     assert (out / "eval/new/report.md").is_file() and (out / "eval/new/confusion_matrix.png").is_file()
 
+    # cells that are not one text / one label are one clear line (exit 3), in predict --file and eval --data
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"text": ["fine film", "dull"], "label": [["positive", "negative"], ["negative"]]}).to_parquet(bad)
+    proc = run_cli("eval", str(out), "--data", str(bad))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error: ")]) == 1
+    assert "row 1: column 'label'" in proc.stderr and "not one label" in proc.stderr
+    pd.DataFrame({"text": [["a", "list"], ["fine"]]}).to_parquet(bad)
+    proc = run_cli("predict", str(out), "--file", str(bad))
+    assert proc.returncode == 3 and "not a text" in proc.stderr, proc.stderr
+
 
 def test_lora_adapter_loads_with_stock_peft(tiny_bert, sentiment_csv, tmp_path):
     import torch

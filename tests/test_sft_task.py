@@ -5,6 +5,7 @@ import pytest
 from sft_common import chat_rows, make_tiny_llama, make_tokenizer, write_jsonl
 from tuneforge.config import load_config
 from tuneforge.data.templates import IGNORE
+from tuneforge.errors import DataError
 from tuneforge.tasks.causal_lm import CausalLMTask
 
 
@@ -52,8 +53,12 @@ def test_alpaca_with_system_prompt_and_train_on_prompt(tiny_llama, tmp_path):
     trained = [t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE]
     assert tok.decode(trained) == "i am Tiny<|im_end|>"
     assert task.metadata(p)["system_prompt"] == "you are Tiny"
-    _, p, _ = prepare(tiny_llama, data, train_on_prompt=True)
+    _, p, _ = prepare(tiny_llama, data, train_on_prompt=True, variables={"name": "Tiny"})
     assert p.train[0]["labels"][1:] == p.train[0]["input_ids"][1:]
+    # without data.variables the placeholder would be trained as literal text: an error naming it
+    with pytest.raises(DataError, match=r"a.jsonl: record 1: placeholder \{\{name\}\} has no value; "
+                                        r"set data.variables.name \(data.variables is empty"):
+        prepare(tiny_llama, data)
 
 
 def test_packing_info(tiny_llama, tmp_path):

@@ -106,7 +106,7 @@ def evaluate(run_dir: str | Path, data: str, out_dir: str | Path | None = None, 
              label_column: str | None = None) -> dict:
     """Evaluate a trained classification run on labelled data; writes metrics.json, report.md and the
     confusion matrix into out_dir (default RUN/eval/<data file stem>)."""
-    from tuneforge.data.sources import read_table, require_columns
+    from tuneforge.data.sources import check_cells, read_table, require_columns
     from tuneforge.evaluation.classification import write_classification_report
 
     run = load_run(run_dir)
@@ -117,6 +117,8 @@ def evaluate(run_dir: str | Path, data: str, out_dir: str | Path | None = None, 
     pcol = meta.get("text_pair_column")
     df = read_table(data)
     require_columns(df, {"text column": tcol, "label column": lcol, "text pair column": pcol}, data)
+    cells = {tcol: ("--text-column", "text"), lcol: ("--label-column", "label")}
+    df = check_cells(df, {**cells, **({pcol: ("text pair column", "text")} if pcol else {})}, data)
     df = df.dropna(subset=[tcol, lcol])
     if len(df) == 0:
         raise DataError(f"{data}: no rows with both a text and a label")

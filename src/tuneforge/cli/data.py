@@ -19,7 +19,10 @@ def inspect(source: str = typer.Argument(..., help="A YAML run config, a data fi
     """Report class balance, token lengths, duplicates, suspected label errors and languages (report.md + PNGs)."""
     from tuneforge.data.workflows import inspect_data
 
-    path = inspect_data(source, overrides or [], out)
+    notes: list[str] = []
+    path = inspect_data(source, overrides or [], out, notes=notes)
+    for line in notes:  # columns guessed for a file without text/label columns
+        typer.echo(f"tuneforge: {line}")
     typer.echo(f"tuneforge: data report written to {path}")
 
 

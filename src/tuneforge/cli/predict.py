@@ -15,15 +15,22 @@ def read_texts(path: str, column: str | None) -> list[str]:
     if not p.is_file():
         raise DataError(f"file not found: {path}")
     if p.suffix == ".txt":
-        return [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
-    from tuneforge.data.sources import read_table, require_columns
+        try:
+            return [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    from tuneforge.data.sources import check_cells, read_table, require_columns
 
     df = read_table(path)
     col = column or ("text" if "text" in df.columns else None)
     if col is None:
         raise DataError(f"{path}: no 'text' column; name one with --column (columns: {', '.join(map(str, df.columns))})")
     require_columns(df, {"--column": col}, path)
-    return df[col].astype(str).tolist()
+    df = check_cells(df, {col: ("--column", "text")}, path).dropna(subset=[col])
+    texts = [str(t) for t in df[col].tolist() if str(t).strip()]
+    if not texts:
+        raise DataError(f"{path}: column '{col}' holds no text")
+    return texts
 
 
 @app.command()

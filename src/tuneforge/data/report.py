@@ -110,6 +110,15 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
     if "class_distribution.png" in images:
         md += ["![class distribution](class_distribution.png)", ""]
 
+    bad = report.get("bad_records") or {}
+    if bad.get("records"):
+        records = bad["records"]
+        md += ["## Bad records left out (data.bad_records=skip)", "",
+               f"{len(records)} record{'s' if len(records) != 1 else ''} could not be used and "
+               f"{'were' if len(records) != 1 else 'was'} left out:", ""]
+        md += _table(["source", "record", "problem"],
+                     [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in records])
+
     conv = report.get("conversations")
     if conv:
         md += ["## Conversations", "", f"Format: {report.get('format')}.", ""]

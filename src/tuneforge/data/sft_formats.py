@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from tuneforge.data.sources import skip_hint
 from tuneforge.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "text")
@@ -28,12 +30,16 @@ def _as_list(v: Any):
     return v
 
 
-def _text(v: Any, where: str, required: bool = True) -> str:
+def _text(v: Any, where: str, required: bool = True, numbers: list | None = None) -> str:
+    """The text of a field. Numbers (`"content": 4`) become their text ("4"; 4.0 -> "4"), recorded in
+    `numbers`; bytes are decoded as UTF-8; anything else that is not text is a DataError naming `where`."""
     if _missing(v):
         if required:
             raise DataError(f"{where} is missing")
         return ""
     v = _as_list(v)
+    if isinstance(v, list) and not all(isinstance(p, dict) for p in v):
+        raise DataError(f"{where} must be text, got a list")
     if isinstance(v, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
         parts = []
         for p in v:
@@ -42,8 +48,15 @@ def _text(v: Any, where: str, required: bool = True) -> str:
             else:
                 raise DataError(f"{where}: only text content is supported (got {str(p)[:60]})")
         v = "".join(parts)
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        v = str(v)
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            v = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{where} holds bytes that are not UTF-8 text") from None
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+        v = str(int(v)) if float(v).is_integer() and abs(float(v)) < 2**53 else str(v)
+        if numbers is not None:
+            numbers.append(where)
     if not isinstance(v, str):
         raise DataError(f"{where} must be text, got {type(v).__name__}")
     if required and not v.strip():
@@ -51,7 +64,7 @@ def _text(v: Any, where: str, required: bool = True) -> str:
     return v
 
 
-def detect_format(columns, conversation_column: str | None, text_column: str) -> str:
+def detect_format(columns, conversation_column: str | None, text_column: str, source: str | None = None) -> str:
     """Guess the format from the columns; raise DataError when nothing fits."""
     cols = set(map(str, columns))
     conv = conversation_column if conversation_column in cols else None
@@ -63,7 +76,7 @@ def detect_format(columns, conversation_column: str | None, text_column: str) ->
         return "alpaca"
     if text_column in cols:
         return "text"
-    raise DataError(f"cannot tell the data format from the columns ({', '.join(sorted(cols))}); expected "
+    raise DataError(f"{source + ': ' if source else ''}cannot tell the data format from the columns ({', '.join(sorted(cols))}); expected "
                     f"instruction/output (alpaca), conversations (sharegpt), messages, or '{text_column}' (text); "
                     f"or set data.format")
 
@@ -89,7 +102,8 @@ def _roles(extra: dict[str, str]) -> dict[str, str]:
     return roles
 
 
-def _conversation(raw: Any, where: str, key_role: str, key_content: str, roles: dict[str, str]) -> list[dict]:
+def _conversation(raw: Any, where: str, key_role: str, key_content: str, roles: dict[str, str],
+                  numbers: list | None = None) -> list[dict]:
     raw = _as_list(raw)
     if _missing(raw):
         raise DataError(f"{where} is missing")
@@ -104,15 +118,17 @@ def _conversation(raw: Any, where: str, key_role: str, key_content: str, roles: 
             raise DataError(f"{w} has no '{key_role}' (keys: {', '.join(map(str, turn))})")
         role = str(turn[key_role]).lower()
         if role not in roles:
-            raise DataError(f"{w}.{key_role}: unknown role '{turn[key_role]}'; map it with data.roles "
+            raise DataError(f"{w}.{key_role}: unknown role '{str(turn[key_role])[:40]}'; map it with data.roles "
                             f"(known: {', '.join(sorted(roles))})")
-        content = _text(turn.get(key_content), f"{w}.{key_content}", required=roles[role] != "system")
+        content = _text(turn.get(key_content), f"{w}.{key_content}", required=roles[role] != "system",
+                        numbers=numbers)
         msgs.append({"role": roles[role], "content": content})
     return msgs
 
 
 def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_column: str | None = None,
-                  text_column: str = "text", roles: dict[str, str] | None = None) -> tuple[str, list]:
+                  text_column: str = "text", roles: dict[str, str] | None = None,
+                  skipped: list | None = None, numbers: list | None = None) -> tuple[str, list]:
     """Normalise the rows of `df` into conversations (list of messages) or texts.
 
     Args:
@@ -122,14 +138,17 @@ def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_colum
         conversation_column: column of sharegpt/messages conversations (default conversations/messages).
         text_column: column of the `text` format.
         roles: extra role-name mapping (data.roles).
+        skipped: None (data.bad_records=error): the first malformed record is an error. A list
+            (data.bad_records=skip): malformed records are left out and `(record number, message)` appended.
+        numbers: when a list, the fields whose number was turned into text are appended to it.
 
     Returns (format, records): records are lists of messages, or strings for `text`.
 
-    Raises DataError naming the record number and field of the first malformed record."""
+    Raises DataError naming the record number and field of the first malformed record (and data.bad_records)."""
     roles = _roles(roles or {})
     cols = list(map(str, df.columns))
     if fmt == "auto":
-        fmt = detect_format(cols, conversation_column, text_column)
+        fmt = detect_format(cols, conversation_column, text_column, source)
     conv = None
     if fmt.startswith("__conv__:"):
         conv = fmt.split(":", 1)[1]
@@ -138,6 +157,8 @@ def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_colum
         fmt = "sharegpt" if isinstance(turn, dict) and "from" in turn else "messages"
     elif fmt in ("sharegpt", "messages"):
         conv = conversation_column or ("conversations" if fmt == "sharegpt" else "messages")
+    if fmt not in FORMATS:
+        raise DataError(f"data.format: unknown format '{fmt}'")
     needed = {"alpaca": ["instruction", "output"], "text": [text_column]}.get(fmt, [conv])
     for c in needed:
         if c not in cols:
@@ -146,38 +167,52 @@ def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_colum
     records: list = []
     rows = df.to_dict("records")
     for n, row in enumerate(rows, start=1):
-        where = f"{source}: record {n}"
-        if fmt == "text":
-            records.append(_text(row.get(text_column), f"{where}: field '{text_column}'"))
+        try:
+            record = _record(row, n, fmt, conv, source, text_column, roles, numbers)
+        except DataError as exc:
+            if skipped is None:
+                raise DataError(f"{exc} {skip_hint()}") from None
+            skipped.append((n, str(exc)))
             continue
-        if fmt == "alpaca":
-            msgs = []
-            system = row.get("system")
-            if not _missing(system) and str(system).strip():
-                msgs.append({"role": "system", "content": _text(system, f"{where}: field 'system'")})
-            hist = _as_list(row.get("history"))
-            hist = [] if _missing(hist) else hist
-            if not isinstance(hist, list):
-                raise DataError(f"{where}: field 'history' must be a list of [instruction, response] pairs")
-            for j, pair in enumerate(hist):
-                pair = _as_list(pair)
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
-                msgs.append({"role": "user", "content": _text(pair[0], f"{where}: field 'history'[{j}][0]")})
-                msgs.append({"role": "assistant", "content": _text(pair[1], f"{where}: field 'history'[{j}][1]")})
-            instruction = _text(row.get("instruction"), f"{where}: field 'instruction'")
-            extra = _text(row.get("input"), f"{where}: field 'input'", required=False)
-            user = instruction + ("\n" + extra if extra.strip() else "")
-            msgs.append({"role": "user", "content": user})
-            msgs.append({"role": "assistant", "content": _text(row.get("output"), f"{where}: field 'output'")})
-        elif fmt == "sharegpt":
-            msgs = _conversation(row.get(conv), f"{where}: field '{conv}'", "from", "value", roles)
-            system = row.get("system")
-            if not _missing(system) and isinstance(system, str) and system.strip() and msgs[0]["role"] != "system":
-                msgs.insert(0, {"role": "system", "content": system})
-        elif fmt == "messages":
-            msgs = _conversation(row.get(conv), f"{where}: field '{conv}'", "role", "content", roles)
-        else:
-            raise DataError(f"data.format: unknown format '{fmt}'")
-        records.append(_check_conversation(msgs, where))
+        records.append(record)
     return fmt, records
+
+
+def _record(row: dict, n: int, fmt: str, conv: str | None, source: str, text_column: str,
+            roles: dict[str, str], numbers: list | None):
+    """One row as a conversation (list of messages) or a text; DataError when it does not fit `fmt`."""
+    where = f"{source}: record {n}"
+    if fmt == "text":
+        return _text(row.get(text_column), f"{where}: field '{text_column}'", numbers=numbers)
+    if fmt == "alpaca":
+        msgs = []
+        system = row.get("system")
+        if not _missing(system) and str(system).strip():
+            msgs.append({"role": "system", "content": _text(system, f"{where}: field 'system'", numbers=numbers)})
+        hist = _as_list(row.get("history"))
+        hist = [] if _missing(hist) else hist
+        if not isinstance(hist, list):
+            raise DataError(f"{where}: field 'history' must be a list of [instruction, response] pairs")
+        for j, pair in enumerate(hist):
+            pair = _as_list(pair)
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
+            for k, role in enumerate(("user", "assistant")):
+                msgs.append({"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]",
+                                                            numbers=numbers)})
+        instruction = _text(row.get("instruction"), f"{where}: field 'instruction'", numbers=numbers)
+        extra = _text(row.get("input"), f"{where}: field 'input'", required=False, numbers=numbers)
+        user = instruction + ("\n" + extra if extra.strip() else "")
+        msgs.append({"role": "user", "content": user})
+        output = _text(row.get("output"), f"{where}: field 'output'", numbers=numbers)
+        msgs.append({"role": "assistant", "content": output})
+    elif fmt == "sharegpt":
+        msgs = _conversation(row.get(conv), f"{where}: field '{conv}'", "from", "value", roles, numbers)
+        system = row.get("system")
+        if not _missing(system) and isinstance(system, str) and system.strip() and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": system})
+    elif fmt == "messages":
+        msgs = _conversation(row.get(conv), f"{where}: field '{conv}'", "role", "content", roles, numbers)
+    else:
+        raise DataError(f"data.format: unknown format '{fmt}'")
+    return _check_conversation(msgs, where)

@@ -1,10 +1,12 @@
 """Reading tabular records from files, `datasets` directories and builtin data sets."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tuneforge.errors import DataError
@@ -42,8 +44,13 @@ BUILTIN_DATA = {
 BUILTIN_LABEL_ORDER = {"rotten-tomatoes": ["negative", "positive"]}
 
 
-def read_table(source: str) -> pd.DataFrame:
-    """Read `source` into a DataFrame; every failure is a DataError with a one-line message."""
+def read_table(source: str, key: str | None = None) -> pd.DataFrame:
+    """Read `source` (the value of config key `key`, e.g. data.train, when it comes from a config) into a
+    DataFrame; every failure is a DataError with a one-line message naming the file (and the line or column
+    when one is at fault)."""
+    if source is None or not str(source).strip():
+        raise DataError(f"{key or 'the data path'} is empty: set it to a csv/tsv/json/jsonl/parquet file, a "
+                        f"directory saved by `datasets`, or a builtin data set (builtin:<name>)")
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_DATA:
@@ -52,45 +59,142 @@ def read_table(source: str) -> pd.DataFrame:
         return BUILTIN_DATA[name][0]()
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"data file not found: {source}")
+        raise DataError(f"data file not found: {source}" + (f" (set by {key})" if key else ""))
     try:
         if path.is_dir():
             return _read_datasets_dir(path)
         kind = SUFFIXES.get(path.suffix.lower())
-        if kind is None and path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip"):
+        compressed = kind is None and path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip")
+        if compressed:
             kind = SUFFIXES.get(Path(path.stem).suffix.lower())
         if kind is None:
             raise DataError(f"{source}: unsupported file type '{path.suffix}' "
                             f"(use one of {', '.join(sorted(set(SUFFIXES)))} or a `datasets` directory)")
+        if path.stat().st_size == 0:
+            raise DataError(f"{source}: the file is empty")
         if kind in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8")
+            sep = "\t" if kind == "tsv" else ","
+            if not compressed:
+                _check_csv_shape(path, sep, source)
+            # utf-8-sig: a byte-order mark (Excel's UTF-8 export) is not part of the first column's name
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
         elif kind == "jsonl":
-            df = pd.read_json(path, lines=True, encoding="utf-8")
+            df = _read_jsonl(path, source) if not compressed else pd.read_json(path, lines=True, encoding="utf-8")
         elif kind == "json":
-            df = _read_json(path)
+            df = _read_json(path, source)
         elif kind == "txt":
             df = pd.DataFrame({"text": [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]})
         else:
-            df = pd.read_parquet(path)
+            df = _read_parquet(path, source)
     except DataError:
         raise
     except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: cannot be read as UTF-8 (byte {exc.start}): re-save the file as UTF-8") from None
+        raise DataError(f"{source}: cannot be read as UTF-8 ({_where_not_utf8(path, exc)}): re-save the file as "
+                        f"UTF-8") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{source}: the file is empty") from None
-    except (ValueError, pd.errors.ParserError, json.JSONDecodeError, OSError) as exc:
-        raise DataError(f"{source}: could not be parsed: {str(exc).splitlines()[0][:200]}") from None
+    except (ValueError, pd.errors.ParserError, json.JSONDecodeError, OSError, csv.Error) as exc:
+        raise DataError(f"{source}: could not be parsed: {_first_line(exc)}") from None
     if len(df) == 0:
         raise DataError(f"{source}: contains no rows")
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if dup:
+        raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+                        f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates")
     return df
 
 
-def _read_json(path: Path) -> pd.DataFrame:
-    data = json.loads(path.read_text(encoding="utf-8"))
+def _where_not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """`line L, byte B` of the first byte that is not UTF-8 (decoders report offsets inside their chunk)."""
+    try:
+        compressed = path.suffix.lower() in (".gz", ".bz2", ".xz", ".zip", ".parquet", ".pq")  # not plain text
+        if path.is_file() and path.stat().st_size < 2**30 and not compressed:
+            data = path.read_bytes()
+            data.decode("utf-8")
+    except UnicodeDecodeError as full:
+        line = data.count(b"\n", 0, full.start) + 1
+        return f"line {line}, byte {full.start}"
+    except OSError:
+        pass
+    return f"byte {exc.start}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+
+
+def _check_csv_shape(path: Path, sep: str, source: str) -> None:
+    """Reject a csv/tsv whose rows do not all have the header's number of fields (an unquoted separator inside
+    a text shifts the columns: pandas would silently read the first field as an index or pad with NaN), and a
+    header that names a column twice (pandas would silently rename the second to `name.1`)."""
+    csv.field_size_limit(2**31 - 1)  # a long review is not an error
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=sep)
+        header = next((row for row in reader if row), None)
+        if header is None:
+            raise DataError(f"{source}: the file is empty")
+        names = [h.strip() for h in header]
+        dup = sorted({h for h in names if names.count(h) > 1 and h})
+        if dup:
+            raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+                            f"appear{'' if len(dup) > 1 else 's'} more than once in the header; rename the duplicates")
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
+                continue  # blank lines are skipped, as pandas does
+            if len(row) != len(header):
+                what = "tab" if sep == "\t" else "comma"
+                raise DataError(f"{source}: malformed {'tsv' if sep == chr(9) else 'csv'}: line {reader.line_num} has "
+                                f"{len(row)} fields, the header has {len(header)} (a text with an unquoted {what}? "
+                                f"quote such fields with double quotes)")
+
+
+def _read_jsonl(path: Path, source: str) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{source}: line {n} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{source}: line {n} is a JSON {type(row).__name__}, not an object of fields "
+                                f"(one record per line, e.g. {{\"text\": ..., \"label\": ...}})")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _read_parquet(path: Path, source: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dup:
+        raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+                        f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates")
+    return pd.read_parquet(path)
+
+
+def _read_json(path: Path, source: str) -> pd.DataFrame:
+    data = json.loads(path.read_text(encoding="utf-8-sig"))
     if isinstance(data, dict):  # {"data": [...]} or a column mapping
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 and all(isinstance(x, dict) for x in lists[0]) else data
-    return pd.DataFrame(data)
+    if not isinstance(data, (list, dict)):
+        raise DataError(f"{source}: holds a single JSON {type(data).__name__}; expected a list of records "
+                        f"(or use a .jsonl file, one record per line)")
+    if isinstance(data, list):
+        bad = next((i for i, x in enumerate(data) if not isinstance(x, dict)), None)
+        if bad is not None:
+            raise DataError(f"{source}: item {bad + 1} of the list is a JSON {type(data[bad]).__name__}, not a "
+                            f"record of fields")
+    try:
+        return pd.DataFrame(data)
+    except ValueError as exc:  # a column mapping with lists of different lengths, scalars only, ...
+        raise DataError(f"{source}: not a list of records or a mapping of equally long columns "
+                        f"({_first_line(exc)})") from None
 
 
 def _read_datasets_dir(path: Path) -> pd.DataFrame:
@@ -114,3 +218,115 @@ def require_columns(df: pd.DataFrame, columns: dict[str, str | None], source: st
             available = ", ".join(map(str, df.columns))
             raise DataError(f"{source}: no column '{col}' (set by {key}){closest(col, df.columns)}; "
                             f"available columns: {available}")
+
+
+def skip_hint() -> str:
+    """What a record-level DataError adds: the option that leaves such records out."""
+    return "(or set data.bad_records=skip to leave such records out)"
+
+
+def _describe(v) -> str:
+    text = repr(v.tolist() if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) else v)
+    return text if len(text) <= 32 else text[:31] + "\u2026"
+
+
+def _bad_cell(v, kind: str) -> tuple[object, str | None]:
+    """(value to use, None) or (None, why the cell cannot be used). `kind`: text or label."""
+    if v is None or isinstance(v, str):
+        return v, None
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            return bytes(v).decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            return None, f"holds bytes that are not UTF-8 text (byte {exc.start})"
+    if isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return v, None
+    name = "list" if isinstance(v, (list, tuple, np.ndarray)) else type(v).__name__
+    if kind == "label":
+        extra = " (multi-label classification is not supported)" if name == "list" else ""
+        return None, f"holds a {name} {_describe(v)}, not one label{extra}"
+    return None, f"holds a {name} {_describe(v)}, not a text"
+
+
+def check_cells(df: pd.DataFrame, columns: dict[str, tuple[str, str]], source: str,
+                skipped: list | None = None) -> pd.DataFrame:
+    """Make the cells of the given columns usable: `columns` maps column -> (config key, `text`|`label`).
+
+    Bytes (a parquet binary column) are decoded as UTF-8; numbers stay numbers. A cell that cannot be used (a
+    list or mapping, bytes that are not UTF-8) is a DataError naming the file, row, column and config key, or,
+    when `skipped` is a list (data.bad_records=skip), its row is left out and `(row, message)` appended."""
+    bad_rows: dict[int, str] = {}
+    for col, (key, kind) in columns.items():
+        values = df[col].tolist()
+        if all(v is None or isinstance(v, str) or (isinstance(v, float) and v != v) for v in values):
+            continue  # the common case: plain strings and missing values
+        fixed = []
+        for i, v in enumerate(values):
+            value, why = _bad_cell(v, kind)
+            if why is not None:
+                msg = f"{source}: row {i + 1}: column '{col}' ({key}) {why}"
+                if skipped is None:
+                    raise DataError(f"{msg} {skip_hint()}")
+                bad_rows.setdefault(i, msg)
+            fixed.append(value)
+        df = _assign(df, col, fixed)
+    if bad_rows:
+        skipped.extend((i + 1, msg) for i, msg in sorted(bad_rows.items()))
+        df = df.drop(index=df.index[sorted(bad_rows)])
+    return df
+
+
+def _assign(df: pd.DataFrame, col, values) -> pd.DataFrame:
+    df = df.copy()
+    df[col] = pd.Series(values, index=df.index, dtype=object)
+    return df
+
+
+TEXT_NAMES = ("text", "sentence", "review", "content", "body", "comment", "document", "utterance", "message",
+              "question", "tweet", "description", "title")
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent", "tag", "topic",
+               "rating", "stars", "polarity", "emotion")
+
+
+def _hint(name, names) -> bool:
+    n = str(name).lower().replace("-", "_")
+    return n in names or any(n.startswith(h + "_") or n.endswith("_" + h) for h in names)
+
+
+def guess_columns(df: pd.DataFrame, text_column: str | None, label_column: str | None) -> dict[str, tuple[str, str]]:
+    """For a table without the configured text/label columns, guess them: the text column is the string column
+    with the longest texts (names such as review/sentence/content first), the label column a low-cardinality
+    column (2 to min(50, rows/2) distinct values; names such as label/class/sentiment first).
+
+    Returns {"data.text_column": (column, why), "data.label_column": (column, why)} for what it could guess;
+    a configured column that exists is kept (not returned)."""
+    out: dict[str, tuple[str, str]] = {}
+    n = len(df)
+    stats = {}
+    for c in df.columns:
+        values = df[c].dropna()
+        if len(values) == 0:
+            continue
+        sample = values.iloc[: min(len(values), 2000)]
+        hashable = all(not isinstance(v, (list, dict, np.ndarray, bytes, bytearray)) for v in sample)
+        strings = sum(isinstance(v, str) for v in sample) / len(sample)
+        mean_len = float(sample.map(lambda v: len(v) if isinstance(v, str) else 0).mean())
+        words = float(sample.map(lambda v: len(v.split()) if isinstance(v, str) else 0).mean())
+        nunique = int(values.nunique()) if hashable else -1
+        stats[c] = {"strings": strings, "mean_len": mean_len, "words": words, "nunique": nunique}
+    text = text_column if text_column in df.columns else None
+    if text is None:
+        cands = [c for c, s in stats.items() if s["strings"] >= 0.9 and s["words"] >= 2]
+        if cands:
+            text = max(cands, key=lambda c: (_hint(c, TEXT_NAMES), stats[c]["mean_len"]))
+            s = stats[text]
+            out["data.text_column"] = (text, f"free text, {s['mean_len']:.0f} characters / {s['words']:.1f} words "
+                                             f"on average")
+    if label_column not in df.columns:
+        limit = max(2, min(50, n // 2))
+        cands = [c for c, s in stats.items() if c != text and 2 <= s["nunique"] <= limit
+                 and (s["strings"] < 0.9 or s["words"] <= 3)]
+        if cands:
+            label = max(cands, key=lambda c: (_hint(c, LABEL_NAMES), -stats[c]["nunique"]))
+            out["data.label_column"] = (label, f"{stats[label]['nunique']} distinct values in {n} rows")
+    return out

@@ -174,7 +174,9 @@ def fill_variables(text: str, variables: dict[str, str], where: str) -> str:
     def sub(m):
         key = m.group(1)
         if key not in variables:
-            raise DataError(f"{where}: placeholder {{{{{key}}}}} has no value; set data.variables.{key}")
+            known = f"data.variables sets only {', '.join(sorted(variables))}" if variables else "data.variables is empty"
+            raise DataError(f"{where}: placeholder {{{{{key}}}}} has no value; set data.variables.{key} ({known}; "
+                            f"an unfilled placeholder would be trained as literal text)")
         return variables[key]
     return _PLACEHOLDER.sub(sub, text)
 

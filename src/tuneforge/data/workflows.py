@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -28,7 +29,7 @@ def config_for(source: str, overrides: Iterable[str] = ()):
     from tuneforge.config import load_config
 
     if str(source).lower().endswith(CONFIG_SUFFIXES):
-        cfg = load_config(source, list(overrides))
+        cfg = load_config(source, list(overrides), environment=False)  # inspects data: trains nothing
     else:
         cfg = load_config(raw={"data": {"train": str(source)}}, overrides=list(overrides))
         cfg.output.name = Path(str(source)).stem.split(":")[-1]
@@ -72,7 +73,32 @@ def _token_lengths(cfg, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, s
     return out, unit
 
 
-def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None = None) -> Path:
+def guess_file_columns(cfg, source: str, overrides: Iterable[str] = ()) -> list[str]:
+    """For a data file (not a YAML config) without the configured text/label columns and without
+    data.text_column / data.label_column overrides: guess them (`sources.guess_columns`), set them on `cfg`,
+    and return one line per guess saying what was chosen and how to choose another."""
+    from tuneforge.data.sources import guess_columns, read_table
+
+    if str(source).lower().endswith(CONFIG_SUFFIXES) or cfg.task.type != "classification":
+        return []
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    d = cfg.data
+    df = read_table(d.train, "data.train")
+    guesses = guess_columns(df, d.text_column, d.label_column)
+    notes = []
+    for key, (column, why) in guesses.items():
+        if key in given:
+            continue
+        attr = key.split(".", 1)[1]
+        before = getattr(d, attr)
+        setattr(d, attr, str(column))
+        notes.append(f"no column '{before}' in {d.train}: using '{column}' as {key} ({why}); "
+                     f"set {key}=<column> to choose another")
+    return notes
+
+
+def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None = None,
+                 notes: list | None = None) -> Path:
     """Write a data report (report.md, report.json, PNGs) for a config's data or a data file.
 
     Label-noise detection runs even when the config turns it off (as `report`: nothing is changed).
@@ -87,8 +113,18 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
 
     Raises:
         ConfigError, DataError, ModelError: bad config, unreadable data, missing resources.
+
+    For a data file without the default `text`/`label` columns the text column (the longest free text) and
+    the label column (a low-cardinality one) are guessed; what was chosen is appended to `notes` when it is a
+    list (else printed to stderr) and written into report.md.
     """
     cfg = config_for(source, overrides)
+    guessed = guess_file_columns(cfg, source, overrides)
+    if notes is not None:
+        notes.extend(guessed)
+    else:
+        for line in guessed:
+            print(f"tuneforge: {line}", file=sys.stderr, flush=True)
     from tuneforge.tasks import TASKS
 
     task = TASKS.get(cfg.task.type)(cfg)
@@ -110,6 +146,10 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
 
     path = write_report(out, info["data_report"], lengths, cfg.data.max_length,
                         title=f"Data report: {cfg.data.train} (lengths in {unit})")
+    if guessed:
+        text = path.read_text()
+        head, _, rest = text.partition("\n\n")
+        path.write_text(head + "\n\n## Columns (guessed)\n\n" + "".join(f"- {g}\n" for g in guessed) + "\n" + rest)
     return path
 
 

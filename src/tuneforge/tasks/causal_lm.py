@@ -165,7 +165,7 @@ class CausalLMTask(Task):
         ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         return [int(i) for i in ids if i is not None]
 
-    def _read(self, source: str) -> tuple[str, list]:
+    def _read(self, source: str, key: str = "data.train") -> tuple[str, list]:
         from tuneforge.data.sft_formats import parse_records
         from tuneforge.data.sources import read_table
         from tuneforge.data.templates import fill_variables
@@ -176,14 +176,29 @@ class CausalLMTask(Task):
             if missing:
                 raise ConfigError(f"builtin:identity needs data.variables.{missing[0]} (the new "
                                   f"{'name' if missing[0] == 'name' else 'maker'} of the model)")
-        fmt, records = parse_records(read_table(source), d.format, source, conversation_column=d.conversation_column,
-                                     text_column=d.text_column, roles=d.roles)
-        if d.variables:
-            if fmt == "text":
-                records = [fill_variables(t, d.variables, f"{source}: record {n}") for n, t in enumerate(records, 1)]
-            else:
-                records = [[{**m, "content": fill_variables(m["content"], d.variables, f"{source}: record {n}")}
-                            for m in msgs] for n, msgs in enumerate(records, 1)]
+        skipped: list | None = [] if d.bad_records == "skip" else None
+        numbers: list = []
+        fmt, records = parse_records(read_table(source, key), d.format, source,
+                                     conversation_column=d.conversation_column, text_column=d.text_column,
+                                     roles=d.roles, skipped=skipped, numbers=numbers)
+        if numbers:
+            log.warning("%s: %d fields held a number instead of text and were trained as its text (first: %s)",
+                        source, len(numbers), numbers[0])
+        if skipped:
+            print(f"tuneforge: {source}: data.bad_records=skip: left out {len(skipped)} of "
+                  f"{len(skipped) + len(records)} records that cannot be used (first: {skipped[0][1]}); "
+                  f"all are listed in the run's data/report.md", file=sys.stderr, flush=True)
+            self.skipped_records = getattr(self, "skipped_records", []) + [
+                {"source": source, "record": n, "problem": msg} for n, msg in skipped]
+        if not records:
+            raise DataError(f"{source}: no usable records (all {len(skipped or [])} were left out by "
+                            f"data.bad_records=skip)")
+        # placeholders are always filled: without data.variables a {{name}} would be trained as literal text
+        if fmt == "text":
+            records = [fill_variables(t, d.variables, f"{source}: record {n}") for n, t in enumerate(records, 1)]
+        else:
+            records = [[{**m, "content": fill_variables(m["content"], d.variables, f"{source}: record {n}")}
+                        for m in msgs] for n, msgs in enumerate(records, 1)]
         return fmt, records
 
     def _split(self, records: list, frac: float, rng: random.Random) -> tuple[list, list]:
@@ -202,8 +217,8 @@ class CausalLMTask(Task):
         seed = d.split.seed if d.split.seed is not None else self.cfg.train.seed
         rng = random.Random(seed)
         fmt, train = self._read(d.train)
-        val = self._read(d.validation)[1] if d.validation else None
-        test = self._read(d.test)[1] if d.test else None
+        val = self._read(d.validation, "data.validation")[1] if d.validation else None
+        test = self._read(d.test, "data.test")[1] if d.test else None
         if test is None:
             train, test = self._split(train, d.split.test, rng)
         if val is None:
@@ -250,6 +265,9 @@ class CausalLMTask(Task):
                 "example": stats.get("example")}
         info["data_report"] = sft_data_report(fmt, {"train": train, "validation": val, "test": test}, stats,
                                               d.overflow, max_length=d.max_length)
+        if getattr(self, "skipped_records", None):
+            info["data_report"]["bad_records"] = {"policy": "skip", "records": self.skipped_records}
+            info["skipped_records"] = len(self.skipped_records)
         self.lengths = {k: stats[f"{k}_lengths"] for k in ("train", "validation", "test") if f"{k}_lengths" in stats}
         if d.packing:
             train_ds, info["packing"] = self._pack(train_ds)

@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from tuneforge.config.schema import RunConfig, TaskConfig
-from tuneforge.data.sources import BUILTIN_LABEL_ORDER, read_table, require_columns
+from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
 from tuneforge.errors import DataError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 
@@ -40,18 +40,34 @@ class ClassificationTask(Task):
         reject_foreign_data_keys(cfg, SFT_DATA_KEYS, "classification", "causal_lm")
 
     # ---- data -------------------------------------------------------------------------------------------
-    def _read(self, source: str) -> pd.DataFrame:
+    def _read(self, source: str, key: str = "data.train") -> pd.DataFrame:
         d = self.cfg.data
-        df = read_table(source)
+        df = read_table(source, key)
         require_columns(df, {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column,
                              "data.label_column": d.label_column}, source)
+        skipped: list | None = [] if d.bad_records == "skip" else None
+        cells = {d.text_column: ("data.text_column", "text"), d.label_column: ("data.label_column", "label")}
+        if d.text_pair_column:
+            cells[d.text_pair_column] = ("data.text_pair_column", "text")
+        df = check_cells(df, cells, source, skipped)
+        if skipped:
+            log.warning("%s: data.bad_records=skip: left out %d rows that cannot be used (first: %s)", source,
+                        len(skipped), skipped[0][1])
+            self.skipped_records = getattr(self, "skipped_records", []) + [
+                {"source": source, "record": n, "problem": msg} for n, msg in skipped]
         cols = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
         before = len(df)
         df = df.dropna(subset=cols)
+        # a text of only whitespace carries nothing to learn from, like a missing one
+        keep = np.ones(len(df), dtype=bool)
+        for c in cols:
+            keep &= np.array([not isinstance(v, str) or bool(v.strip()) for v in df[c]], dtype=bool)
+        df = df[keep]
         if len(df) < before:
             log.warning("%s: dropped %d rows with an empty text or label", source, before - len(df))
         if len(df) == 0:
-            raise DataError(f"{source}: no rows with both a text and a label")
+            raise DataError(f"{source}: no rows with both a text and a label (columns '{d.text_column}' and "
+                            f"'{d.label_column}'; empty texts and missing labels are left out)")
         return df.reset_index(drop=True)
 
     def _label_names(self, train: pd.DataFrame) -> list[str]:
@@ -101,8 +117,8 @@ class ClassificationTask(Task):
         ConfigError."""
         d, seed = self.cfg.data, self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed
         train = self._read(d.train)
-        val = self._read(d.validation) if d.validation else None
-        test = self._read(d.test) if d.test else None
+        val = self._read(d.validation, "data.validation") if d.validation else None
+        test = self._read(d.test, "data.test") if d.test else None
         # hold out test first, then validation from what is left, so sizes are fractions of the whole
         if test is None:
             train, test = self._split(train, d.split.test, seed, "test")
@@ -128,12 +144,21 @@ class ClassificationTask(Task):
             if df is None:
                 continue
             extra = sorted(set(self._label_strings(df)) - train_classes)
+            if extra and getattr(d, split_name):
+                raise DataError(f"{getattr(d, split_name)} (data.{split_name}): the {split_name} data has labels "
+                                f"never seen in training: {extra[:5]} (training labels: {sorted(train_classes)[:10]})")
             if extra:
-                raise DataError(f"the {split_name} data has labels never seen in training: {extra[:5]} "
-                                f"(training labels: {sorted(train_classes)[:10]})")
+                raise DataError(f"{d.train}: the label{'s' if len(extra) > 1 else ''} "
+                                f"{', '.join(repr(x) for x in extra[:5])} "
+                                f"{'have' if len(extra) > 1 else 'has'} so few rows that the {split_name} split "
+                                f"held out of data.train (data.split.{split_name}) took all of them and none is left "
+                                f"to train on; add examples of {'them' if len(extra) > 1 else 'it'}, remove "
+                                f"{'them' if len(extra) > 1 else 'it'}, or give a data.{split_name} file")
         # deduplication, label noise, augmentation and resampling: the training split only, never val/test
         from tuneforge.data.prepare import improve_training_data
         train, data_report = improve_training_data(self.cfg, train, val, test, seed, names)
+        if getattr(self, "skipped_records", None):
+            data_report["bad_records"] = {"policy": "skip", "records": self.skipped_records}
         info = {"labels": names, "label2id": label2id, "data_report": data_report,
                 "sizes": {"train": len(train), "validation": 0 if val is None else len(val),
                           "test": 0 if test is None else len(test)},
