@@ -89,3 +89,82 @@ def test_failed_run_is_marked_failed(cfg_file, tmp_path):
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "failed" and "data file not found" in status["error"]
     assert not (tmp_path / "run" / "model").exists()
+
+
+# ---- in-process: usage errors and config problems that used to surface late, generic or multi-line ----------
+def cli(capsys, *args):
+    from tuneforge.cli.app import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tuneforge: ")]
+    return code, lines
+
+
+def test_click_usage_errors_are_one_line_exit_2(capsys, tmp_path):
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text("method: {name: lora}\n")
+    for args, needle in ((["validate", str(cfg), "--resume=1"], "No such option: --resume"),
+                         (["train", str(cfg), "--resume=1"], "--resume"),
+                         (["validate"], "Missing argument"), (["no-such-command"], "No such command")):
+        code, lines = cli(capsys, *args)
+        assert code == 2 and len(lines) == 1, (args, lines)
+        assert lines[0].startswith("error: ") and needle in lines[0] and "NoSuchOption" not in lines[0]
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.seed=-1", "train.seed:"), ("train.seed=99999999999999", "train.seed:"),
+    ("train.save_steps=5", "train.save_steps:"), ("output.name=../../x", "output.name:"),
+    ("train.batch_size=true", "train.batch_size:"), ("method.target_modules=([", "method.target_modules:"),
+    pytest.param("train.compile=true", "train.compile:",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
+    pytest.param("train.precision=fp16", "train.precision:",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
+    pytest.param("train.liger=true", "train.liger:",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
+])
+def test_train_refuses_before_creating_the_run_directory(capsys, tmp_path, override, needle):
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(f"method: {{name: lora}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
+    for command in ("validate", "train"):
+        code, lines = cli(capsys, command, str(cfg), override)
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (command, lines)
+        assert len(lines[0]) < 300
+    assert not (tmp_path / "run").exists()
+
+
+def test_uninstalled_tracker_is_refused_by_validate(capsys, tmp_path, monkeypatch):
+    from tuneforge.config import environment
+
+    monkeypatch.setattr(environment, "installed", lambda name: name != "mlflow")
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text("train: {report_to: mlflow}\n")
+    code, lines = cli(capsys, "validate", str(cfg))
+    assert code == 2 and lines == ["error: invalid config: train.report_to: 'mlflow' is not installed "
+                                   "(pip install mlflow), or use 'none'"]
+
+
+def test_error_lines_are_short_whatever_the_input(capsys, tmp_path):
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text("train:\n  epochs: " + "9" * 5000 + "\n")
+    code, lines = cli(capsys, "validate", str(cfg))
+    assert code == 2 and len(lines) == 1 and "base.yaml: malformed YAML at line 2" in lines[0]
+    cfg.write_text("train: " + "[" * 5000 + "\n")
+    code, lines = cli(capsys, "validate", str(cfg))
+    assert code == 2 and len(lines) == 1 and "base.yaml: malformed YAML at line 1" in lines[0]
+    cfg.write_text("{}\n")
+    for override in ("train.epochs=" + "x" * 100_000, "x" * 100_000 + "=1", "method.name=" + "y" * 100_000):
+        code, lines = cli(capsys, "validate", str(cfg), override)
+        assert code == 2 and len(lines) == 1 and len(lines[0]) < 300 and "…" in lines[0], lines
+
+
+def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_path):
+    from tuneforge.config import loader
+
+    def boom(*a, **k):
+        raise RuntimeError("x" * 10_000 + "\nsecond line")
+    monkeypatch.setattr(loader, "read_yaml", boom)
+    monkeypatch.delenv("TUNEFORGE_DEBUG", raising=False)
+    code, lines = cli(capsys, "validate", str(tmp_path / "c.yaml"))
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error: RuntimeError: ") and len(lines[0]) < 300

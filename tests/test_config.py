@@ -114,8 +114,141 @@ def test_yaml_11_booleans_stay_words_where_a_word_is_meant(tmp_path):
 def test_method_fills_defaults_it_needs_but_never_overrides_the_user():
     from tuneforge.config import load_config
 
-    base = {"method": {"name": "prefix", "projection": True}}
-    assert load_config(raw=base).eval.load_best_model is False  # the projected prefix cannot be reloaded mid-run
-    assert load_config(raw={"method": {"name": "prefix", "projection": False}}).eval.load_best_model is True
+    # causal LMs take PEFT's prefix path, whose projected prefix cannot be reloaded mid-run (encoders use our own)
+    base = {"task": {"type": "causal_lm"}, "method": {"name": "prefix", "projection": True}}
+    assert load_config(raw=base).eval.load_best_model is False
+    assert load_config(raw={**base, "method": {"name": "prefix", "projection": False}}).eval.load_best_model is True
+    assert load_config(raw={"method": {"name": "prefix", "projection": True}}).eval.load_best_model is True
     with pytest.raises(ConfigError, match="eval.load_best_model: prefix tuning with method.projection"):
         load_config(raw={**base, "eval": {"load_best_model": True}})
+
+
+# ---- hardening: every bad value is a one-line ConfigError naming its key, found before any model loads ----
+
+def config_error(raw=None, overrides=(), path=None) -> str:
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, list(overrides), raw=raw if path is None else None)
+    msg = str(exc.value)
+    assert "\n" not in msg and len(msg) < 293, msg
+    return msg
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.seed=-1", "train.seed"), ("train.seed=99999999999999", "train.seed"),
+    ("train.seed=4294967296", "train.seed"), ("data.split.seed=-5", "data.split.seed"),
+    ("data.augment.seed=1e20", "data.augment.seed"),
+])
+def test_seeds_outside_what_torch_and_numpy_accept(override, key):
+    assert key + ":" in config_error({}, [override])
+    assert load_config(raw={}, overrides=["train.seed=4294967295"]).train.seed == 2**32 - 1
+
+
+def test_invalid_target_modules_regex_names_the_key():
+    msg = config_error({}, ["method.target_modules=(["])
+    assert "method.target_modules: '([' is an invalid regular expression" in msg and "error: error" not in msg
+    msg = config_error({"method": {"name": "ia3", "target_modules": "query", "feedforward_modules": "(["}})
+    assert "method.feedforward_modules: '([' is an invalid regular expression" in msg
+    assert load_config(raw={}, overrides=["method.target_modules=.*(query|value)"]).method.target_modules
+
+
+def test_ia3_feedforward_modules_must_be_a_subset_of_target_modules():
+    msg = config_error({"method": {"name": "ia3", "target_modules": ["query", "value"],
+                                   "feedforward_modules": ["output.dense"]}})
+    assert "method.feedforward_modules: must be a subset of method.target_modules" in msg and "output.dense" in msg
+    load_config(raw={"method": {"name": "ia3", "target_modules": ["query", "output.dense"],
+                                "feedforward_modules": ["output.dense"]}})
+
+
+def test_checkpoints_must_coincide_with_evaluations_for_best_model_loading():
+    steps = ["train.eval_strategy=steps", "train.eval_steps=3"]
+    assert "train.save_steps: 5 is not a multiple of train.eval_steps (3)" in config_error({}, steps + ["train.save_steps=5"])
+    assert load_config(raw={}, overrides=steps + ["train.save_steps=6"]).train.save_steps == 6
+    load_config(raw={}, overrides=steps + ["train.save_steps=5", "eval.load_best_model=false"])
+    assert "train.save_steps: with eval.load_best_model" in config_error({}, ["train.save_steps=5"])
+    assert "train.early_stopping.patience" in config_error({}, ["train.eval_strategy=no",
+                                                                "train.early_stopping.patience=2"])
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ("train.eval_batch_size=1e30", "train.eval_batch_size", "too large"),
+    ("train.batch_size=true", "train.batch_size", "not a boolean"),
+    ("train.learning_rate=false", "train.learning_rate", "not a boolean"),
+    ("train.epochs=.inf", "train.epochs", "finite"),
+    ("method.r=true", "method.r", "not a boolean"),
+    ("data.balance.class_weights={a: true}", "data.balance.class_weights", "not a boolean"),
+    ("data.augment.num_per_example=true", "data.augment.num_per_example", "not a boolean"),
+    ("train.epochs=" + "9" * 5000, "train.epochs", "too large"),
+    ("train.epochs=" + "[" * 5000, "train.epochs", "nested"),
+])
+def test_booleans_and_huge_numbers_never_pass_as_numbers(override, key, words):
+    msg = config_error({}, [override])
+    assert msg.startswith("invalid config: " + key + ":") or msg.startswith(key + ":"), msg
+    assert words in msg
+
+
+def test_yaml_files_nested_too_deep_or_with_huge_numbers_name_the_file_and_line(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("train: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "deep.yaml: malformed YAML at line 1" in config_error(path=deep)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("".join("  " * i + f"k{i}:\n" for i in range(3000)))
+    assert "nested.yaml: malformed YAML at line" in config_error(path=nested)
+    big = tmp_path / "big.yaml"
+    big.write_text("train:\n  epochs: " + "9" * 5000 + "\n")
+    assert "big.yaml: malformed YAML at line 2" in config_error(path=big)
+
+
+def test_output_name_must_be_a_plain_name(tmp_path):
+    for bad in ("../../x", "a/b", "..", "x\\y"):
+        assert "output.name: must be a plain name" in config_error({}, [f"output.name={bad}"])
+    assert load_config(raw={}, overrides=["output.name=my-run_2.a"]).output.name == "my-run_2.a"
+
+
+def test_long_values_are_cut_in_messages():
+    huge = "x" * 100_000
+    for override in (f"train.epochs={huge}", f"method.name={huge}", f"train.{huge}=1", f"{huge}.a=1",
+                     f"output.name={huge}", f"method.target_modules=({huge}"):
+        msg = config_error({}, [override])
+        assert "…" in msg and len(msg) < 293
+
+
+def test_many_errors_stay_one_short_line():
+    raw = {"train": {f"unknown_key_{i}": i for i in range(40)}}
+    msg = config_error(raw)
+    assert msg.startswith("invalid config: train.unknown_key_0: unknown key") and "more)" in msg
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU answer")
+@pytest.mark.parametrize("override, expected", [
+    ("train.precision=fp16", "train.precision: 'fp16' mixed precision needs a GPU"),
+    ("train.precision=bf16", "train.precision: 'bf16' mixed precision needs a GPU"),
+    ("train.liger=true", "train.liger: true, but no CUDA device"),
+    ("train.compile=true", "train.compile: true needs a CUDA device"),
+])
+def test_what_cannot_run_on_this_machine_fails_validation(override, expected):
+    assert expected in config_error({}, [override])
+    # the machine-independent check (compare's saved configs) still accepts it
+    validate_config(apply_overrides({}, [override]))
+
+
+def test_uninstalled_tracker_and_optimizer_fail_validation(monkeypatch):
+    from tuneforge.config import environment
+
+    real = environment.installed
+    monkeypatch.setattr(environment, "installed", lambda name: False if name in ("mlflow", "bitsandbytes") else real(name))
+    assert "train.report_to: 'mlflow' is not installed" in config_error({}, ["train.report_to=mlflow"])
+    assert "train.optimizer: 'adamw_8bit' needs bitsandbytes" in config_error({}, ["train.optimizer=adamw_8bit"])
+
+
+def test_sizes_that_would_only_allocate_memory_are_refused():
+    assert "method.bottleneck_size: 10000000000 is larger than 65536" in config_error(
+        {"method": {"name": "adapter", "bottleneck_size": 10**10}})
+    assert "method.projection_hidden_size" in config_error(
+        {"method": {"name": "prefix", "projection_hidden_size": 10**9}})
+    assert load_config(raw={"method": {"name": "adapter", "bottleneck_size": 64}}).method.bottleneck_size == 64
+
+
+def test_config_file_name_becomes_a_plain_run_name(tmp_path):
+    p = tmp_path / ("x" * 150 + ".yaml")
+    p.write_text("{}\n")
+    assert load_config(p).output.name == "x" * 100

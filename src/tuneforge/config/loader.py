@@ -1,7 +1,12 @@
-"""YAML loading, dotted `key=value` overrides and strict validation with errors that name the key."""
+"""YAML loading, dotted `key=value` overrides and strict validation with errors that name the key.
+
+Every message is one line under 300 characters: echoed values and keys are cut (`shorten`), and a long list of
+problems is cut after the first few."""
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -14,41 +19,138 @@ from tuneforge.registry import closest
 
 DEFAULT_TASK = "classification"
 DEFAULT_METHOD = "lora"
+#: deeper YAML is refused while parsing (Python's recursion limit would otherwise end it with a RecursionError)
+MAX_DEPTH = 64
+#: longest number literal read from YAML; longer ones are refused before Python converts them
+MAX_NUMBER_CHARS = 100
+#: ConfigError messages stay under this, so `error: <message>` is under 300 characters
+MAX_MESSAGE = 290
+
+
+def shorten(value: Any, limit: int = 80, text: bool = False) -> str:
+    """`repr` of a user value (`str` with `text`) for a message, on one line and at most `limit` characters (an
+    ellipsis marks a cut)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        shown = str(value) if text else repr(value)
+    except Exception:  # noqa: BLE001  (a repr that fails must not hide the real error)
+        shown = f"<{type(value).__name__}>"
+    shown = " ".join(shown.split()) if any(c in shown for c in "\n\r\t\x0b\x0c") else shown
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+
+
+def _key(text: Any, limit: int = 60) -> str:
+    """A key (path) as written by the user, cut to `limit` characters."""
+    text = " ".join(str(text).split()) or "''"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def join_errors(errors: list[str], head: str = "invalid config: ") -> str:
+    """One line: `head` + as many of `errors` as fit in MAX_MESSAGE characters, then how many more there are."""
+    errors = [" ".join(e.split()) for e in errors]
+    shown: list[str] = []
+    for i, err in enumerate(errors):
+        rest = len(errors) - i - 1
+        tail = f" (and {rest} more)" if rest else ""
+        line = head + "; ".join(shown + [err]) + tail
+        if len(line) > MAX_MESSAGE:
+            if not shown:  # the first problem alone is too long: cut it
+                room = MAX_MESSAGE - len(head) - len(f" (and {rest} more)" if rest else "") - 1
+                shown.append(err[:max(room, 20)] + "…")
+                continue
+            return head + "; ".join(shown) + f" (and {len(errors) - len(shown)} more)"
+        shown.append(err)
+    return head + "; ".join(shown)
+
+
+class _TooBig(yaml.YAMLError):
+    """YAML that is syntactically fine but too deep or holds too long a number."""
+
+    def __init__(self, problem: str, mark=None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH and number literals longer than MAX_NUMBER_CHARS
+    (Python refuses integers above 4,300 digits, and a long one takes seconds to convert)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _number(self, node, construct):
+        if len(str(node.value)) > MAX_NUMBER_CHARS:
+            raise _TooBig(f"a number of {len(str(node.value))} characters is too large", node.start_mark)
+        return construct(self, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int",
+                        lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor("tag:yaml.org,2002:float",
+                        lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_float))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
 
 
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    shown = _key(path, 120)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {shown}")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not UTF-8 text") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{shown}: cannot be read ({shorten(getattr(exc, 'strerror', None) or str(exc), 80, text=True)})") \
+            from None
+    try:
+        data = _yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+        raise ConfigError(f"{shown}: malformed YAML{where}: {shorten(problem, 100, text=True)}") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{shown}: malformed YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a scalar PyYAML cannot convert
+        raise ConfigError(f"{shown}: malformed YAML: {shorten(str(exc), 100, text=True)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, task, ...)")
+        raise ConfigError(f"{shown}: the top level must be a mapping of sections (model, data, task, ...)")
     return data
 
 
 def parse_value(text: str) -> Any:
-    """YAML semantics for override values, plus floats like 3e-5 that YAML 1.1 reads as strings."""
+    """YAML semantics for override values, plus floats like 3e-5 that YAML 1.1 reads as strings.
+
+    Raises ConfigError for a value nested too deeply or a number too long to be one."""
     if text.strip().lower() in ("yes", "no", "on", "off", "y", "n"):
         return text.strip()  # YAML 1.1 would read these as booleans: `eval_strategy=no` means the word
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = _yaml_load(text)
+    except _TooBig as exc:
+        raise ConfigError(exc.problem) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError("nested too deeply") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
         return text
     if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            return value
+        if len(value) <= MAX_NUMBER_CHARS and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value.strip()):
+            return float(value)
+        return value
     return value
 
 
@@ -56,20 +158,25 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (for example train.learning_rate=3e-5)")
+            raise ConfigError(f"override {shorten(item, 60)} is not of the form key=value "
+                              f"(for example train.learning_rate=3e-5)")
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"override '{item}' has an empty key")
+            raise ConfigError(f"override {shorten(item, 60)} has an empty key")
         node = raw
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is a value, not a section")
+                raise ConfigError(f"override {shorten(item, 60)}: '{_key('.'.join(parts[:i + 1]))}' is a value, "
+                                  f"not a section")
             node = child
-        node[parts[-1]] = parse_value(text)
+        try:
+            node[parts[-1]] = parse_value(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{_key('.'.join(parts))}: {exc}") from None
     return raw
 
 
@@ -90,20 +197,35 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
+#: pydantic's names of union members and validator functions inside an error location (not keys of the config)
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*|"
+                        r"constrained-.*|json-or-python\[.*\])$")
+
+
 def _format_errors(exc: ValidationError, model_cls: type[BaseModel], prefix: tuple = ()) -> list[str]:
-    lines = []
+    lines: list[str] = []
+    union: dict[str, int] = {}  # path -> index in lines, to merge the failures of one value against a union
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in prefix + loc) or "(config)"
+        tags = [p for p in err["loc"] if isinstance(p, str) and _UNION_TAG.match(p)]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
+        path = _key(".".join(str(p) for p in prefix + loc) or "(config)", 80)
         if err["type"] == "extra_forbidden":
-            hint = closest(loc[-1], _fields_at(model_cls, loc[:-1]))
+            hint = closest(str(loc[-1])[:200], _fields_at(model_cls, loc[:-1])) if loc else ""
             lines.append(f"{path}: unknown key{hint}")
         elif err["type"] == "missing":
             lines.append(f"{path}: required key is missing")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = shorten(err["msg"].removeprefix("Value error, "), 160, text=True)
             value = err.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) and "input" in err else ""
+            shown = f" (got {shorten(value)})" if not isinstance(value, (dict, list)) and "input" in err else ""
+            if tags and path in union:  # another member of the same union: "should be 'auto' or a valid boolean"
+                i = union[path]
+                head, _, got = lines[i].partition(" (got ")
+                more = msg.removeprefix("Input should be ")
+                lines[i] = f"{head} or {more}" + (f" (got {got}" if got else "")
+                continue
+            if tags:
+                union[path] = len(lines)
             lines.append(f"{path}: {msg}{shown}")
     return lines
 
@@ -113,27 +235,55 @@ def _validate_open_section(raw: Any, section: str, key: str, default: str, regis
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        return None, [f"{section}: must be a mapping with at least '{key}'"]
+        return None, [f"{section}: must be a mapping with at least '{key}', got {type(raw).__name__}"]
     raw = {key: default, **raw}
-    try:
-        entry = registry.get(str(raw[key]), key=f"{section}.{key}")
-    except ConfigError as exc:
-        return None, [str(exc)]
+    name = raw[key]
+    if not isinstance(name, str) or name not in registry:
+        shown = shorten(name, 40) if not isinstance(name, str) else f"'{_key(name, 40)}'"
+        hint = closest(name, registry.names()) if isinstance(name, str) and len(name) <= 100 else ""
+        return None, [f"{section}.{key}: unknown {registry.kind} {shown}{hint}; "
+                      f"available: {', '.join(registry.names())}"]
+    entry = registry.get(name, key=f"{section}.{key}")
     try:
         return entry.Config.model_validate(raw), []
     except ValidationError as exc:
         return None, _format_errors(exc, entry.Config, (section,))
 
 
-def validate_config(raw: dict) -> RunConfig:
-    """Validate a raw mapping into a RunConfig; raise ConfigError listing every problem with its key path."""
+def _training_checks(cfg: RunConfig) -> list[str]:
+    """Combinations of train/eval keys that transformers' Trainer would refuse only once training starts."""
+    t, errors = cfg.train, []
+    evaluates = t.eval_strategy != "no"
+    if t.early_stopping.patience and not evaluates:
+        errors.append("train.early_stopping.patience: early stopping needs evaluations; set train.eval_strategy "
+                      "to epoch or steps, or patience to null")
+    if cfg.eval.load_best_model and evaluates and t.save_steps:
+        if t.eval_strategy != "steps":
+            errors.append("train.save_steps: with eval.load_best_model, checkpoints must coincide with evaluations: "
+                          "set train.eval_strategy=steps with train.eval_steps, drop save_steps, or set "
+                          "eval.load_best_model=false")
+        elif t.eval_steps and t.save_steps % t.eval_steps:
+            errors.append(f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
+                          f"with eval.load_best_model every checkpoint must be an evaluation step "
+                          f"(or set eval.load_best_model=false)")
+    return errors
+
+
+def validate_config(raw: dict, environment: bool = False) -> RunConfig:
+    """Validate a raw mapping into a RunConfig; raise ConfigError listing every problem with its key path.
+
+    `environment`: also check that the config can run on this machine (CUDA for mixed precision, installed
+    trackers and kernels); `load_config` does, for `tuneforge validate` and `tuneforge train`."""
     from tuneforge.methods import METHODS
     from tuneforge.tasks import TASKS
 
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config: the top level must be a mapping of sections, got {type(raw).__name__}")
     errors = []
     for key in raw:
         if key not in RunConfig.model_fields:
-            errors.append(f"{key}: unknown section{closest(key, RunConfig.model_fields)}")
+            hint = closest(str(key)[:100], RunConfig.model_fields)
+            errors.append(f"{_key(key)}: unknown section{hint}")
     task, task_errors = _validate_open_section(raw.get("task"), "task", "type", DEFAULT_TASK, TASKS)
     method, method_errors = _validate_open_section(raw.get("method"), "method", "name", DEFAULT_METHOD, METHODS)
     errors += task_errors + method_errors
@@ -162,18 +312,33 @@ def validate_config(raw: dict) -> RunConfig:
                 check(cfg)
             except ConfigError as exc:
                 errors.append(str(exc))
+            except ValidationError as exc:  # a check that assigns a field
+                errors += _format_errors(exc, RunConfig)
+        errors += _training_checks(cfg)
+        if environment and not errors:
+            from tuneforge.config.environment import environment_errors
+            errors += environment_errors(cfg)
     if errors:
-        raise ConfigError("invalid config: " + "; ".join(errors))
+        raise ConfigError(join_errors(errors))
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), raw: dict | None = None) -> RunConfig:
-    """Load a YAML file (or a mapping), apply `key=value` overrides and validate."""
+def _run_name(path: str | Path) -> str | None:
+    """The default run name: the config file's name, made plain (no control characters), at most 100 chars."""
+    name = re.sub(r"[\\/\x00-\x1f\x7f]", "_", Path(path).stem)[:100]
+    return name if name.strip(". ") else None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), raw: dict | None = None,
+                environment: bool = True) -> RunConfig:
+    """Load a YAML file (or a mapping), apply `key=value` overrides and validate, including (with `environment`)
+    whether the config can run on this machine, so `tuneforge train` refuses it before creating a run directory.
+    Readers of a finished run's config that do not train (export, data inspection) pass environment=False."""
     data = read_yaml(path) if path is not None else copy.deepcopy(raw or {})
     data = apply_overrides(data, overrides)
-    cfg = validate_config(data)
+    cfg = validate_config(data, environment=environment)
     if cfg.output.name is None and path is not None:
-        cfg.output.name = Path(path).stem
+        cfg.output.name = _run_name(path)
     return cfg
 
 

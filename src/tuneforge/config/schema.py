@@ -6,15 +6,91 @@ registered task or method named by `task.type` / `method.name` (each owns its co
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Union
+import math
+import re
+import typing
+from typing import Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+
+#: seeds go to random.seed, numpy (0 .. 2**32-1) and torch.manual_seed: the range all three accept
+MAX_SEED = 2**32 - 1
+#: no count in a config is meaningfully larger; bigger values overflow torch / numpy integers
+MAX_INT = 2**63 - 1
+
+
+def _accepts(ann: Any, kind: type) -> bool:
+    """Whether the annotation `ann` (possibly Optional/Union/Literal/list/dict) accepts a `kind` value."""
+    if ann is kind:
+        return True
+    origin = typing.get_origin(ann)
+    if origin is Literal:
+        return any(type(a) is kind for a in typing.get_args(ann))
+    if origin is None:
+        return ann is Any
+    return any(_accepts(a, kind) for a in typing.get_args(ann) if a is not Ellipsis)
+
+
+def _scalar_problem(value: Any, ann: Any) -> str | None:
+    """Why a YAML scalar cannot be a value of `ann` although pydantic's lax mode would coerce it."""
+    if isinstance(value, bool):
+        # pydantic's lax mode reads true as 1 / 1.0: only where a number is expected does a boolean slip through
+        if not _accepts(ann, bool) and (_accepts(ann, int) or _accepts(ann, float)):
+            return "must be a number, not a boolean (true/false)"
+        return None
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return "number is too large"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, float) and abs(value) > MAX_INT and _accepts(ann, int) and not _accepts(ann, float):
+        return "number is too large"
+    return None
+
+
+def _holds_scalars(ann: Any) -> bool:
+    """Whether `ann` is (or unions with) a list or dict of scalars, rather than a config section."""
+    origin = typing.get_origin(ann)
+    if origin in (list, dict, tuple, set):
+        return True
+    return origin is not None and origin is not Literal and any(_holds_scalars(a) for a in typing.get_args(ann))
+
+
+def _container_problem(value: Any, ann: Any) -> str | None:
+    if isinstance(value, (dict, list, tuple)) and not _holds_scalars(ann):
+        return None  # a section (validated by its own fields) or a type error pydantic reports
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return _scalar_problem(value, ann)
+    for item in items:
+        if isinstance(item, (bool, int, float)):
+            problem = _scalar_problem(item, ann)
+            if problem:
+                return problem.replace("must be", "every entry must be", 1)
+    return None
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys are errors, assignments are validated. Booleans never pass as
+    numbers (pydantic would read `true` as 1), and numbers must be finite and fit a 64-bit integer."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            problem = _container_problem(value, field.annotation)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+
+def _seed_field(default: Optional[int], description: str):
+    return Field(default, ge=0, le=MAX_SEED, description=description + " An integer from 0 to 4294967295.")
 
 
 class ModelSection(Section):
@@ -36,7 +112,7 @@ class SplitSection(Section):
     group_column: Optional[str] = Field(None, description=(
         "Keep rows sharing this column's value in one split (for example `movie_name`), so near-identical "
         "texts cannot leak from train into test."))
-    seed: Optional[int] = Field(None, description="Seed of the split; defaults to `train.seed`.")
+    seed: Optional[int] = _seed_field(None, "Seed of the split; defaults to `train.seed`.")
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -109,7 +185,7 @@ class AugmentSection(Section):
     synonym_senses: int = Field(2, ge=0, description=(
         "English synonyms come from this many most frequent WordNet senses of a word per part of speech; 0 takes "
         "every sense (the EDA paper's choice, which also gives rare ones such as great -> 'with child')."))
-    seed: Optional[int] = Field(None, description="Seed of the augmentation; defaults to `train.seed`.")
+    seed: Optional[int] = _seed_field(None, "Seed of the augmentation; defaults to `train.seed`.")
     back_translation: BackTranslationSection = Field(default_factory=BackTranslationSection,
                                                      description="Back-translation through local translation models.")
 
@@ -159,6 +235,11 @@ class DataSection(Section):
         "(128 for classification). Batches are padded only to their own longest example, never to this length."))
     max_train_samples: Optional[int] = Field(None, ge=1, description=(
         "Use only this many training rows (a stratified sample), for quick experiments."))
+    bad_records: Literal["error", "skip"] = Field("error", description=(
+        "A record that cannot be used (SFT: a turn that is empty, missing or not text, an unknown role, no "
+        "assistant turn; classification: a label that is a list, a text that is a list or bytes that are not "
+        "UTF-8): `error` stops with a message naming the record, `skip` leaves such records out, counts them in "
+        "the log and lists them in the run's data/report.md. Unreadable files are errors either way."))
     # ---- causal_lm (SFT) only; classification rejects them when set ----
     format: Literal["auto", "alpaca", "sharegpt", "messages", "text"] = Field("auto", description=(
         "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` "
@@ -203,9 +284,9 @@ class EarlyStoppingSection(Section):
 class TrainSection(Section):
     epochs: float = Field(3.0, gt=0, description="Number of passes over the training data.")
     max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    batch_size: int = Field(32, ge=1, description="Examples per device per forward pass.")
-    eval_batch_size: Optional[int] = Field(None, ge=1, description="Examples per evaluation batch (default 2x batch_size).")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="Examples per device per forward pass.")
+    eval_batch_size: Optional[int] = Field(None, ge=1, le=1_000_000, description="Examples per evaluation batch (default 2x batch_size).")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1_000_000, description="Forward passes per optimizer step.")
     learning_rate: Optional[float] = Field(None, gt=0, description=(
         "Peak learning rate. Default: the method's own (for example 5e-5 for full fine-tuning, 1e-3 for LoRA)."))
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"] = \
@@ -217,7 +298,7 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description=(
         "`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs, fp32 on CPU."))
-    seed: int = Field(42, description="Seed for initialisation, shuffling and splits: same config + seed = same metrics.")
+    seed: int = _seed_field(42, "Seed for initialisation, shuffling and splits: same config + seed = same metrics.")
     eval_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="When to evaluate on validation.")
     eval_steps: Optional[int] = Field(None, ge=1, description="Evaluate every N steps (with eval_strategy: steps).")
     save_steps: Optional[int] = Field(None, ge=1, description=(
@@ -228,7 +309,7 @@ class TrainSection(Section):
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
     report_to: Literal["auto", "none", "tensorboard", "mlflow"] = Field("auto", description=(
         "Experiment tracker. `auto`: TensorBoard when installed, else none."))
-    num_workers: int = Field(0, ge=0, description="Data-loader worker processes.")
+    num_workers: int = Field(0, ge=0, le=256, description="Data-loader worker processes.")
     # speed and memory levers (tuneforge.training.speed): `auto` = on where it pays off (CUDA), off on CPU
     chunked_loss: Union[Literal["auto"], bool] = Field("auto", description=(
         "Causal LM: compute the training loss from the hidden states chunk by chunk, never holding the full "
@@ -237,7 +318,8 @@ class TrainSection(Section):
         "LoRA layers with dropout 0 and no DoRA run as one fused autograd function (less memory traffic, "
         "no float32 copy of each layer input). `auto`: on with CUDA; `true` also on CPU."))
     compile: Union[Literal["auto"], bool] = Field("auto", description=(
-        "torch.compile each transformer block. `auto`: on with CUDA; `true` also on CPU (needs a C++ compiler)."))
+        "torch.compile each transformer block. `auto`: on with CUDA, off on CPU; `true` needs a CUDA device and "
+        "is a config error on CPU (compiling there takes minutes before the first step and does not pay off)."))
     liger: Union[Literal["auto"], bool] = Field("auto", description=(
         "liger-kernel's RMSNorm/RoPE/SwiGLU kernels (pip install 'tuneforge[gpu]'). `auto`: on with CUDA when "
         "installed; `true` fails without them."))
@@ -258,6 +340,9 @@ class TrainSection(Section):
         return self
 
 
+_BAD_NAME = re.compile(r"[\\/\x00-\x1f\x7f]")
+
+
 class EvalSection(Section):
     metric: Optional[str] = Field(None, description=(
         "Validation metric for best-model selection and early stopping. Default: the task's (classification: "
@@ -268,7 +353,17 @@ class EvalSection(Section):
 
 class OutputSection(Section):
     dir: Optional[str] = Field(None, description="Run directory; default `runs/<name>-<timestamp>`.")
-    name: Optional[str] = Field(None, description="Run name; default the config file's name.")
+    name: Optional[str] = Field(None, max_length=100, description=(
+        "Run name; default the config file's name. A plain name (no slashes, no `..`, no control characters); "
+        "where the run is written is `output.dir`."))
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        if v is not None and (not v.strip() or v.strip(".") == "" or _BAD_NAME.search(v)):
+            raise ValueError("must be a plain name without path separators, '..' or control characters "
+                             "(use output.dir for the location)")
+        return v
     overwrite: bool = Field(False, description="Allow writing into an existing run directory that is not being resumed.")
 
 

@@ -142,6 +142,16 @@ class AdapterMethod(Method):
     can_merge = False
     summary = "Bottleneck adapters (Houlsby / Pfeiffer) after attention and/or feed-forward; the head trains in full."
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        from tuneforge.errors import ConfigError
+
+        # a bottleneck wider than any transformer's hidden size only allocates memory (or fails to)
+        if cfg.method.bottleneck_size is not None and cfg.method.bottleneck_size > 65536:
+            raise ConfigError(f"method.bottleneck_size: {cfg.method.bottleneck_size} is larger than 65536; a "
+                              f"bottleneck is meant to be narrower than the model's hidden size")
+
     def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(False)

@@ -46,6 +46,18 @@ class IA3Method(PeftMethod):
         if (m.feedforward_modules is None) != (m.target_modules is None):
             raise ConfigError("method.feedforward_modules: give both target_modules and feedforward_modules, "
                               "or neither (PEFT's per-architecture choice)")
+        from tuneforge.config.checks import check_module_pattern
+
+        check_module_pattern("method.target_modules", m.target_modules)
+        check_module_pattern("method.feedforward_modules", m.feedforward_modules)
+        # PEFT checks the subset only between two lists (a regex or all-linear resolves per model)
+        if isinstance(m.target_modules, list) and isinstance(m.feedforward_modules, list):
+            extra = [f for f in m.feedforward_modules if f not in m.target_modules]
+            if extra:
+                shown = ", ".join(extra[:5]) + (", …" if len(extra) > 5 else "")
+                shown = shown if len(shown) <= 80 else shown[:79] + "…"
+                raise ConfigError(f"method.feedforward_modules: must be a subset of method.target_modules; not in "
+                                  f"target_modules: {shown}")
 
     def peft_config(self, model: nn.Module, ctx: MethodContext):
         from peft import IA3Config as PeftIA3Config

@@ -76,7 +76,10 @@ class LoraMethod(PeftMethod):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
+        from tuneforge.config.checks import check_module_pattern
+
         m = cfg.method
+        check_module_pattern("method.target_modules", m.target_modules)
         if m.quantization:
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise ConfigError(f"method.quantization: '{m.quantization}' needs bitsandbytes: "

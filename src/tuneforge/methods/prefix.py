@@ -54,6 +54,10 @@ class PrefixMethod(PeftMethod):
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
+        size = cfg.method.projection_hidden_size
+        if size is not None and size > 65536:
+            raise ConfigError(f"method.projection_hidden_size: {size} is larger than 65536 (the MLP would only "
+                              f"allocate memory); leave it null for the model's hidden size")
         if not cls._through_peft(cfg):
             return
         super().check_config(cfg)

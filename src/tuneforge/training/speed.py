@@ -4,7 +4,7 @@ apply is a ConfigError naming the key.
 
     train.chunked_loss  fused linear + cross-entropy (no full logits; the task decides where it applies)
     train.fused_lora    one autograd function per PEFT LoRA layer (dropout 0, no DoRA)
-    train.compile       torch.compile each transformer block
+    train.compile       torch.compile each transformer block (CUDA only: `true` on CPU is a ConfigError)
     train.liger         liger-kernel's RMSNorm / RoPE / SwiGLU kernels (optional `gpu` extra)
     train.optimizer     AdamW implementation (fused on torch >= 2.8 / CUDA; bitsandbytes 8-bit on request)
 
@@ -128,7 +128,9 @@ def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
             on = fused > 0
     levers.append(Lever("fused_lora", on, note))
 
-    on, note = wanted(train_cfg.compile, "compile", cuda or train_cfg.compile is True, no_gpu)
+    # CPU compilation takes minutes before the first step and does not pay off: `true` needs CUDA (load_config
+    # refuses it already, through tuneforge.config.environment.check_levers)
+    on, note = wanted(train_cfg.compile, "compile", cuda, no_gpu)
     if on:
         try:
             note += f": {_compile_blocks(model)} blocks"

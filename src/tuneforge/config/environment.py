@@ -1,0 +1,78 @@
+"""Checks of a valid config against this machine (CUDA or CPU, installed packages), run by `load_config` so that
+`tuneforge validate` and `tuneforge train` refuse what cannot run here before any run directory or model exists.
+
+The training engine and the speed levers call the same functions, so a message has one source."""
+from __future__ import annotations
+
+import importlib.util
+
+from tuneforge.errors import ConfigError
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """`train.precision` as it will run here: fp32, bf16 or fp16. Raises ConfigError for mixed precision on CPU
+    or bf16 on a GPU without bf16 support."""
+    import torch
+
+    cuda = cuda_available()
+    if precision == "auto":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ConfigError(f"train.precision: '{precision}' mixed precision needs a GPU; use fp32 (or auto) on CPU")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision: 'bf16' is not supported by this GPU; use fp16 or auto")
+    return precision
+
+
+def resolve_report_to(value: str) -> list[str] | str:
+    """Trainer's report_to for `train.report_to`; a tracker that is asked for by name must be installed."""
+    if value == "none":
+        return "none"
+    if value == "auto":
+        return ["tensorboard"] if installed("tensorboard") else "none"
+    if not installed(TRACKER_PACKAGES.get(value, value)):
+        raise ConfigError(f"train.report_to: '{value}' is not installed (pip install {value}), or use 'none'")
+    return [value]
+
+
+def check_levers(train_cfg) -> None:
+    """Explicit `true` speed levers that cannot work on this machine, and 8-bit optimizers without bitsandbytes."""
+    cuda = cuda_available()
+    if train_cfg.liger is True:
+        if not cuda:
+            raise ConfigError("train.liger: true, but no CUDA device (it pays off on GPUs); set it to auto or false")
+        if not installed("liger_kernel"):
+            raise ConfigError("train.liger: true, but liger-kernel is not installed (pip install 'tuneforge[gpu]'); "
+                              "set it to auto or false")
+    if train_cfg.compile is True and not cuda:
+        raise ConfigError("train.compile: true needs a CUDA device (on CPU, compiling takes minutes before the first "
+                          "step and does not pay off); set it to auto or false")
+    if "8bit" in train_cfg.optimizer and not installed("bitsandbytes"):
+        raise ConfigError(f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'")
+
+
+def environment_errors(cfg) -> list[str]:
+    """Every problem of the validated RunConfig `cfg` on this machine, one message each (empty when it can run)."""
+    errors = []
+    for check in (lambda: resolve_precision(cfg.train.precision), lambda: resolve_report_to(cfg.train.report_to),
+                  lambda: check_levers(cfg.train)):
+        try:
+            check()
+        except ConfigError as exc:
+            errors.append(str(exc))
+    return errors
