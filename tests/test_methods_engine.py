@@ -21,7 +21,8 @@ METHODS = {
     "prefix": {"num_virtual_tokens": 4, "projection": True}, "prompt": {"num_virtual_tokens": 4},
     "ia3": {},
 }
-PEFT_METHODS = ["lora", "qlora", "prefix", "prompt", "ia3"]
+# saved in PEFT's format on this BERT classifier (prefix tuning of encoders is tuneforge's own, see test_methods_prefix)
+PEFT_METHODS = ["lora", "qlora", "prompt", "ia3"]
 TEXTS = ["a great and wonderful film", "boring and awful acting", "the plot was quite dull"]
 
 
@@ -101,6 +102,9 @@ def test_peft_adapters_load_with_stock_peft(runs, tiny_bert):
                 bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=["classifier"])
         base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, **kw)
         stock = PeftModel.from_pretrained(base, str(runs[name].run_dir / "model")).eval()
+        if name == "qlora":  # bitsandbytes 0.50's CPU repacking breaks on this tiny model's 32-wide layers
+            from tuneforge.methods.lora import keep_cpu_4bit_layout
+            keep_cpu_4bit_layout(stock)
         run.model = stock
         ours = classify_logits(load_run(runs[name].run_dir), TEXTS)
         np.testing.assert_allclose(classify_logits(run, TEXTS), ours, atol=1e-6, err_msg=name)

@@ -220,7 +220,9 @@ def _run_subprocess(run: PlannedRun, cfg_path: Path) -> str | None:
     if proc.returncode < 0:
         sig = -proc.returncode
         msg = f"training process killed by signal {sig}" + (" (out of memory?)" if sig == 9 else "")
-    RunDir(run.path).fail(msg)  # a killed process could not mark its own run
+    if status.get("state") in (None, "running"):
+        # a killed process could not mark its own run; an overwrite trains elsewhere and leaves the old run intact
+        RunDir(run.path).fail(msg)
     return msg
 
 

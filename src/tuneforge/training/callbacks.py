@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -12,10 +14,18 @@ from transformers.trainer_callback import ProgressCallback
 
 
 class MetricsLogCallback(TrainerCallback):
-    """Appends one JSON row per logging step to metrics.jsonl and prints one line per evaluation."""
+    """Appends one JSON row per logging step to metrics.jsonl and prints one line per evaluation.
 
-    def __init__(self, path):
+    `resume_step`: the step of the checkpoint a resumed run continues from. Rows the interrupted process logged
+    after that step are dropped before training goes on (they are logged again), so no step appears twice."""
+
+    def __init__(self, path, resume_step: int | None = None):
         self.path = path
+        self.resume_step = resume_step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.resume_step is not None:
+            drop_rows_after(self.path, self.resume_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -31,6 +41,47 @@ class MetricsLogCallback(TrainerCallback):
         shown = " ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in metrics.items()
                          if isinstance(v, float) and k != "epoch" and not k.endswith(("_runtime", "_per_second")))
         print(f"eval  epoch {state.epoch or 0:.2f}  step {state.global_step}: {shown}", file=sys.stderr, flush=True)
+
+
+def drop_rows_after(path, step: int) -> int:
+    """Keep the metrics.jsonl rows up to `step` (a checkpoint's step), minus an end-of-training summary at that
+    step (a resumed run logs it again). Atomic rewrite; returns how many rows were dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a kill
+            dropped += 1
+            continue
+        s = row.get("step") if isinstance(row, dict) else None
+        summary = "train_loss" in row and "loss" not in row  # the row trainer.train logs when it ends
+        if isinstance(s, int) and (s > step or (s == step and summary)):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        os.replace(tmp, path)
+    return dropped
+
+
+class CheckpointMarkerCallback(TrainerCallback):
+    """Marks a checkpoint complete. The Trainer calls on_save after _save_checkpoint has written every file
+    (weights, optimizer, scheduler, RNG state, trainer_state.json) and rotated old checkpoints; transformers
+    writes them in place, so without this marker a checkpoint cut by a kill looks like any other."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            from tuneforge.training.rundir import CHECKPOINT_MARKER, write_json
+
+            write_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step, "time": round(time.time(), 3)})
 
 
 class QuietProgressCallback(ProgressCallback):

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
-from tuneforge.errors import ConfigError, TuneforgeError
+from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import METHODS, MethodContext, count_parameters
 from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
 from tuneforge.tasks import TASKS
-from tuneforge.training.callbacks import EfficiencyCallback, MetricsLogCallback, QuietProgressCallback, peak_memory_mb
+from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
+                                         QuietProgressCallback, peak_memory_mb)
 from tuneforge.training.rundir import RunDir, write_json
 from tuneforge.training.speed import apply_speedups, optimizer_name
 
@@ -35,25 +36,18 @@ class TrainResult:
 
 
 def precision_flags(precision: str) -> dict:
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if precision in ("bf16", "fp16") and not cuda:
-        raise ConfigError(f"train.precision: '{precision}' mixed precision needs a GPU; use fp32 (or auto) on CPU")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
+    """TrainingArguments' precision flags; the same check `load_config` runs (tuneforge.config.environment)."""
+    from tuneforge.config.environment import resolve_precision
+
+    precision = resolve_precision(precision)
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not torch.cuda.is_available()}
 
 
 def report_to(value: str) -> list[str] | str:
     """Trainer's report_to for `train.report_to`; a tracker that is asked for by name must be installed."""
-    import importlib.util
+    from tuneforge.config.environment import resolve_report_to
 
-    if value == "none":
-        return "none"
-    if value == "auto":
-        return ["tensorboard"] if importlib.util.find_spec("tensorboard") else "none"
-    if importlib.util.find_spec(value) is None:
-        raise ConfigError(f"train.report_to: '{value}' is not installed (pip install {value}), or use 'none'")
-    return [value]
+    return resolve_report_to(value)
 
 
 def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool):
@@ -68,31 +62,38 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
     if load_best and save_strategy != t.eval_strategy:
         raise ConfigError("train.save_steps with eval.load_best_model needs train.eval_strategy: steps "
                           "(checkpoints must coincide with evaluations); or set eval.load_best_model=false")
+    if load_best and t.save_steps and t.eval_steps and t.save_steps % t.eval_steps:
+        raise ConfigError(f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
+                          f"with eval.load_best_model every checkpoint must be an evaluation step")
     rt = report_to(t.report_to)
     if rt != "none" and "tensorboard" in rt:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
-    return TrainingArguments(
-        output_dir=str(run.checkpoints),
-        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=t.scheduler, weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
-        max_grad_norm=t.max_grad_norm,  # 0 disables clipping
-        seed=t.seed, data_seed=t.seed,
-        eval_strategy=t.eval_strategy if evaluate else "no", eval_steps=t.eval_steps,
-        save_strategy=save_strategy, save_steps=t.save_steps or t.eval_steps or 500,
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=load_best, metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
-        greater_is_better=greater_is_better if evaluate else None,
-        logging_steps=t.logging_steps, logging_first_step=True, report_to=rt,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        length_column_name="length",
-        dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False, optim=optimizer_name(t.optimizer),
-        disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
-        **precision_flags(t.precision),
-    )
+    try:
+        return TrainingArguments(
+            output_dir=str(run.checkpoints),
+            num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate, lr_scheduler_type=t.scheduler, weight_decay=t.weight_decay,
+            warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
+            max_grad_norm=t.max_grad_norm,  # 0 disables clipping
+            seed=t.seed, data_seed=t.seed,
+            eval_strategy=t.eval_strategy if evaluate else "no", eval_steps=t.eval_steps,
+            save_strategy=save_strategy, save_steps=t.save_steps or t.eval_steps or 500,
+            save_total_limit=t.save_total_limit,
+            load_best_model_at_end=load_best, metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
+            greater_is_better=greater_is_better if evaluate else None,
+            logging_steps=t.logging_steps, logging_first_step=True, report_to=rt,
+            train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+            length_column_name="length",
+            dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+            include_num_input_tokens_seen="non_padding", remove_unused_columns=False, optim=optimizer_name(t.optimizer),
+            disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
+            **precision_flags(t.precision),
+        )
+    except ValueError as exc:  # a combination transformers refuses that the config checks missed
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"train: transformers refuses these training settings: {first[:200]}") from None
 
 
 def _make_trainer_class():
@@ -105,6 +106,12 @@ def _make_trainer_class():
         def __init__(self, *a, method=None, meter=None, **kw):
             self.tf_method, self.tf_meter = method, meter
             super().__init__(*a, **kw)
+
+        def _get_train_sampler(self, *a, **kw):
+            from tuneforge.training.sampling import epoch_seeded
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return epoch_seeded(super()._get_train_sampler(*a, **kw), seed)
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
@@ -135,21 +142,41 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
 
     Raises TuneforgeError (ConfigError, DataError, ModelError, RunDirError) for problems the user can fix;
     the run's status.json then says `failed` with the message."""
+    import signal
+    import threading
+
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    run = RunDir.for_config(cfg, resume=resume)
-    run.start(dump_config(cfg))
-    print(f"tuneforge: run directory {run.path}", file=sys.stderr, flush=True)
+    run = RunDir.for_config(cfg, resume=resume)  # holds the run's lock from here: released on every exit
+    previous_term = None
     try:
-        result = _train(cfg, run, resume, force)
-    except KeyboardInterrupt:
-        run.fail("interrupted")
-        raise
-    except TuneforgeError as exc:
-        run.fail(str(exc))
-        raise
-    except Exception as exc:
-        run.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        raise
+        if threading.current_thread() is threading.main_thread():
+            # `kill PID` (SIGTERM) ends the run like Ctrl-C: status `failed: interrupted`, lock released
+
+            def _term(signum, frame):
+                raise KeyboardInterrupt
+            previous_term = signal.signal(signal.SIGTERM, _term)
+        run.start(dump_config(cfg))
+        where = f" (training beside the run it replaces, in {run.path})" if run.staged else ""
+        print(f"tuneforge: run directory {run.target}{where}", file=sys.stderr, flush=True)
+        try:
+            result = _train(cfg, run, resume, force)
+        except KeyboardInterrupt:
+            run.fail("interrupted")
+            raise
+        except TuneforgeError as exc:
+            run.fail(str(exc))
+            raise
+        except Exception as exc:
+            run.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+        finally:
+            if run.staged:  # failed before the swap: the old run is untouched
+                print(f"tuneforge: {run.target} is unchanged; this attempt is kept in {run.path} "
+                      f"(--resume continues it, the next overwrite replaces it)", file=sys.stderr, flush=True)
+    finally:
+        run.release_lock()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     return result
 
 
@@ -181,7 +208,19 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     greater = task.metrics[cfg.eval.metric]
     args = build_training_args(cfg, run, prepared.validation is not None, greater)
     meter = EfficiencyCallback()
-    callbacks = [MetricsLogCallback(run.metrics_log), meter, *method.callbacks(ctx)]
+    checkpoint = None
+    if resume:
+        dropped = run.drop_incomplete_checkpoints()
+        if dropped:
+            print(f"tuneforge: removed incomplete checkpoint(s) {', '.join(dropped)} (cut by a kill during a save)",
+                  file=sys.stderr, flush=True)
+        checkpoint = run.last_checkpoint()
+        if checkpoint is None:
+            raise RunDirError(f"--resume: {run.path} has no complete checkpoint to continue from")
+        print(f"tuneforge: resuming from {Path(checkpoint).name}", file=sys.stderr, flush=True)
+    resume_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None
+    callbacks = [MetricsLogCallback(run.metrics_log, resume_step=resume_step), CheckpointMarkerCallback(), meter,
+                 *method.callbacks(ctx)]
     if cfg.train.early_stopping.patience and args.eval_strategy != "no":
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
     trainer = _make_trainer_class()(
@@ -194,7 +233,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgressCallback)
 
-    train_out = trainer.train(resume_from_checkpoint=run.last_checkpoint() if resume else None)
+    train_out = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     best_val = _best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
 
@@ -237,14 +276,15 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
                                        prepared.validation, task.collator(tokenizer), args.per_device_eval_batch_size))
     write_json(run.efficiency, efficiency)
-    _drop_checkpoints_if_done(run)
     run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
                           if isinstance(v, (int, float))})
+    # only now: a kill before `complete` must still find a checkpoint to resume from
+    _drop_checkpoints_if_done(run)
     summary = metrics.get("test") or metrics.get("validation") or {}
     shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
                      if isinstance(summary.get(k), (int, float)))
     print(f"tuneforge: done in {secs:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
-    return TrainResult(run.path, metrics, efficiency)
+    return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
 
 
 def _best_validation(history: list[dict], best_metric, metric: str, greater: bool) -> dict:
@@ -259,6 +299,10 @@ def _best_validation(history: list[dict], best_metric, metric: str, greater: boo
 
 
 def _drop_checkpoints_if_done(run: RunDir) -> None:
-    # the final model is in model/; checkpoints exist only to resume an unfinished run
-    if os.environ.get("TUNEFORGE_KEEP_CHECKPOINTS") != "1":
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    # the final model is in model/; checkpoints exist only to resume an unfinished run. Renamed away first, so a
+    # kill during the deletion never leaves a marked-complete checkpoint with some of its files gone
+    if os.environ.get("TUNEFORGE_KEEP_CHECKPOINTS") != "1" and run.checkpoints.is_dir():
+        doomed = run.path / "checkpoints.dropped"
+        shutil.rmtree(doomed, ignore_errors=True)
+        run.checkpoints.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
