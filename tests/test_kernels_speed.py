@@ -69,6 +69,16 @@ def test_explicit_true_that_cannot_apply_names_the_key():
         apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other)
 
 
+def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from methods_helpers import build, make_method, save_tiny_llama
+
+    model, _ = build("llama", save_tiny_llama(tmp_path / "base"), make_method("qlora", dropout=0.0))
+    levers = {lv.key: lv for lv in apply_speedups(model, TrainSection(chunked_loss=False, fused_lora=True,
+                                                                       compile=False, liger=False), task())}
+    assert levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
+
+
 def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger

@@ -9,7 +9,9 @@ needs anyway) and the rank-r product x @ A.T. For dropout 0 and no DoRA only; ot
 forward.
 
 A quantized base is handled through `dequantize`: a callback that returns the dense weight, called in
-forward and again in backward so the dense copy is never kept between them.
+forward and again in backward so the dense copy is never kept between them. PEFT's bitsandbytes LoRA layers
+(QLoRA: `lora.bnb.Linear4bit` on NF4/FP4, `lora.bnb.Linear8bitLt` on int8) are fused this way, the 4-bit
+weight always read in bitsandbytes' plain layout (see `_plain_4bit_layout`).
 """
 from __future__ import annotations
 
@@ -77,6 +79,41 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, 
 
 
 # ---- swapping it into PEFT's LoRA layers ----------------------------------------------------------------
+def _dequantize_4bit(weight) -> Tensor:
+    import bitsandbytes as bnb
+
+    return bnb.functional.dequantize_4bit(weight.data, weight.quant_state)
+
+
+def _dequantizer_8bit(base: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+    import bitsandbytes as bnb
+
+    def dequantize(weight) -> Tensor:
+        # Int8Params: int8 rows and one absmax scale per row (SCB, on the layer's state once it has run);
+        # w = int8 * SCB / 127
+        scb = getattr(base.state, "SCB", None)
+        scb = weight.SCB if scb is None else scb
+        return bnb.functional.int8_vectorwise_dequant(weight.data, scb.to(weight.device))
+    return dequantize
+
+
+def _plain_4bit_layout(base: torch.nn.Module) -> None:
+    """Keep a fused 4-bit base in bitsandbytes' plain layout, the only one `dequantize_4bit` reads.
+
+    On AVX512-BF16 CPUs, Linear4bit.forward repacks its weight in place for a CPU kernel the first time it
+    runs in eval mode without grad (PEFT's own forward does that under `disable_adapter()`). The repacked
+    form is lossy (absmax rounded to bf16, double quant undone) and the inverse is best effort, so
+    fusing switches the repacking off for the layer; a weight that was already repacked before fusing is
+    turned back, in place, the way bitsandbytes itself does before saving or moving to a GPU."""
+    if getattr(base, "support_avx512bf16_for_cpu", False):
+        base.support_avx512bf16_for_cpu = False
+    w = base.weight
+    if getattr(w.quant_state, "packing_format_for_cpu", False):
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+        w.data, w.quant_state = _convert_weight_packed_for_cpu_inverse(w.data, w.quant_state)
+
+
 def _dequantizer(base: torch.nn.Module) -> tuple[Tensor, Callable | None] | None:
     """(weight, dequantize callback) for a base layer we know, None for one we do not."""
     if type(base) is torch.nn.Linear:
@@ -85,9 +122,28 @@ def _dequantizer(base: torch.nn.Module) -> tuple[Tensor, Callable | None] | None
         import bitsandbytes as bnb
     except ImportError:
         return None
-    if isinstance(base, bnb.nn.Linear4bit):
-        return base.weight, lambda w: bnb.functional.dequantize_4bit(w.data, w.quant_state)
+    if isinstance(base, bnb.nn.Linear4bit) and getattr(base.weight, "quant_state", None) is not None:
+        return base.weight, _dequantize_4bit
+    if isinstance(base, bnb.nn.Linear8bitLt) and base.weight.dtype == torch.int8 and (
+            getattr(base.weight, "SCB", None) is not None or getattr(base.state, "SCB", None) is not None):
+        return base.weight, _dequantizer_8bit(base)
     return None
+
+
+def _lora_layer_types() -> tuple[type, ...]:
+    """PEFT's LoRA Linear classes this module can fuse: the plain one and the bitsandbytes 4-/8-bit ones
+    (QLoRA); these are separate classes in PEFT, not subclasses of lora.layer.Linear."""
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:
+        return ()
+    types_: list[type] = [Linear]
+    try:
+        from peft.tuners.lora import bnb as peft_bnb
+    except ImportError:
+        return tuple(types_)
+    types_ += [getattr(peft_bnb, n) for n in ("Linear4bit", "Linear8bitLt") if hasattr(peft_bnb, n)]
+    return tuple(types_)
 
 
 def fusable(layer) -> str | None:
@@ -107,23 +163,25 @@ def fusable(layer) -> str | None:
 
 
 def fuse_lora_layers(model: torch.nn.Module) -> tuple[int, int]:
-    """Give every PEFT LoRA Linear layer in `model` that `fusable` accepts the fused forward.
+    """Give every PEFT LoRA Linear layer in `model` (full-precision or a bitsandbytes 4-/8-bit base) that
+    `fusable` accepts the fused forward.
 
     The swapped forward checks PEFT's state on every call and defers to PEFT's own forward when adapters
     are disabled (`with model.disable_adapter()`), merged, or called with per-row `adapter_names`, so
     evaluation of the base model and merging work as before. Returns (fused layers, LoRA layers)."""
-    try:
-        from peft.tuners.lora.layer import Linear as LoraLinear
-    except ImportError:
+    lora_types = _lora_layer_types()
+    if not lora_types:
         return 0, 0
     fused = total = 0
     for module in model.modules():
-        if not isinstance(module, LoraLinear):
+        if not isinstance(module, lora_types):
             continue
         total += 1
         if fusable(module) is not None or "_tf_peft_forward" in module.__dict__:
             fused += "_tf_peft_forward" in module.__dict__
             continue
+        if _dequantizer(module.get_base_layer())[1] is _dequantize_4bit:
+            _plain_4bit_layout(module.get_base_layer())
         module._tf_peft_forward = module.forward
         module.forward = types.MethodType(_fused_forward, module)
         fused += 1
@@ -135,7 +193,11 @@ def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
     if (args or kwargs or self.disable_adapters or self.merged or name is None or name not in self.lora_A
             or fusable(self) is not None):
         return self._tf_peft_forward(x, *args, **kwargs)
-    weight, dequantize = _dequantizer(self.get_base_layer())
-    out = lora_linear(x, weight, self.get_base_layer().bias, self.lora_A[name].weight, self.lora_B[name].weight,
+    base = self.get_base_layer()
+    weight, dequantize = _dequantizer(base)
+    if dequantize is _dequantize_4bit:
+        _plain_4bit_layout(base)
+        weight = base.weight
+    out = lora_linear(x, weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
                       self.scaling[name], dequantize)
     return out.to(x.dtype) if not torch.is_autocast_enabled(x.device.type) else out
