@@ -189,3 +189,66 @@ def test_gpu_benchmark_dry_run_same_loss_both_stacks(capsys):
     assert rows[0]["loss_last"] < rows[0]["loss_first"]
     cmp = [json.loads(line) for line in out.splitlines() if line.startswith('{"method"')]
     assert cmp and cmp[0]["loss_abs_diff"] < 1e-4 and cmp[0]["tps_vs_peer_here"] > 0
+
+
+def test_gpu_benchmark_keeps_going_past_a_failing_row_and_writes_each_row_at_once(tmp_path, monkeypatch, capsys):
+    bench = load_bench()
+    out = tmp_path / "rows.jsonl"
+    real = bench.Bench.measure
+    seen_in_file = []
+
+    def measure(self, stack, method, gc, *a, **k):
+        seen_in_file.append(len(out.read_text().splitlines()) if out.exists() else 0)
+        if stack == "peer" and method == "lora":
+            raise RuntimeError("injected failure\nsecond line")
+        return real(self, stack, method, gc, *a, **k)
+
+    monkeypatch.setattr(bench.Bench, "measure", measure)
+    rc = bench.main(["--dry-run", "lora", "full", "--steps", "2", "--warmup", "1", "--timed", "1", "--gc", "off",
+                     "--out", str(out)])
+    assert rc == 1  # a failed row shows in the exit status, after every other row has run
+    assert seen_in_file == [0, 1, 2, 3]  # each row was in the file before the next one started
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [r for r in rows if "stack" in r]
+    assert [(r["stack"].split()[0], r["method"]) for r in runs] == [("peer", "lora"), ("tuneforge", "lora"),
+                                                                    ("peer", "full"), ("tuneforge", "full")]
+    assert runs[0]["error"] == "RuntimeError: injected failure" and "tokens_per_s" not in runs[0]
+    assert all(r["tokens_per_s"] > 0 and "error" not in r for r in runs[1:])
+    assert runs[2]["loss_first"] == pytest.approx(runs[3]["loss_first"], abs=1e-4)  # full fine-tuning row pair
+    cmp = {r["method"]: r for r in rows if "stack" not in r}
+    assert cmp["lora"]["tps_vs_peer_here"] is None and cmp["full"]["tps_vs_peer_here"] > 0
+    text = capsys.readouterr().out
+    assert "ERROR" in text and "1 row(s) failed: peer lora: RuntimeError: injected failure" in text
+
+
+def test_gpu_benchmark_seq_scan_doubles_until_oom_and_reports_the_last_fit(tmp_path, monkeypatch):
+    bench = load_bench()
+    calls = []
+
+    def measure(self, stack, method, gc, steps, warmup, timed, liger=False, bs=None, seq=None):
+        calls.append((stack, method, gc, bs, seq))
+        if stack == "peer" and seq == 64:
+            raise ValueError("not an OOM")
+        row = {"stack": stack + " (label)", "method": method, "gc": gc, "batch": bs, "seq": seq}
+        fits = seq <= (128 if stack == "tuneforge" else 32)
+        return {**row, "tokens_per_s": seq, "peak_GiB": None} if fits else {**row, "oom": True}
+
+    monkeypatch.setattr(bench.Bench, "measure", measure)
+    b = bench.Bench(tiny=True)
+    t = b.seq_scan("tuneforge", 16, 1024, 1)
+    assert t["max_seq"] == 128 and t["oom_at"] == 256 and t["seq_tried"] == [16, 32, 64, 128, 256]
+    assert t["stack"] == "tuneforge (label)" and t["tokens_per_s"] == 128
+    assert {c[1:4] for c in calls} == {("lora", True, 1)}  # LoRA, gradient checkpointing on, the scan's batch
+    capped = b.seq_scan("tuneforge", 16, 64, 1)
+    assert capped["max_seq"] == 64 and capped["oom_at"] is None  # stopped at --scan-max, not by memory
+
+    # through main: the peer's scan fails (not an OOM) and is recorded; tuneforge's scan still runs
+    out = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(bench.Bench, "measure", lambda self, stack, method, gc, *a, **k: (
+        measure(self, stack, method, gc, *a, **k) if k.get("seq") else
+        {"stack": stack, "method": method, "gc": gc, "tokens_per_s": 1, "peak_GiB": None, "loss_last": 1.0}))
+    assert bench.main(["--dry-run", "lora", "--gc", "on", "--seq-scan", "--scan-start", "16", "--scan-max", "512",
+                       "--out", str(out)]) == 1
+    scans = [json.loads(line) for line in out.read_text().splitlines() if '"scan"' in line]
+    assert [s["stack"].split()[0] for s in scans] == ["peer", "tuneforge"]
+    assert scans[0]["error"] == "ValueError: not an OOM" and scans[1]["max_seq"] == 128
