@@ -1,6 +1,8 @@
 """Speed levers as config switches: resolution (auto on CPU = off, explicit true works for the chunked loss
 and fused LoRA, errors name the key), and a tiny causal-LM LoRA training step with the levers on giving the
-same loss and gradients as with them off, also through tuneforge.train."""
+same loss and gradients as with them off, also through tuneforge.train; fused LoRA on a QLoRA model; liger + compile
+decided with a stand-in for liger-kernel (compile never traces into it); the GPU benchmark's dry run, its row-failure
+handling and its sequence-length scan."""
 import copy
 import json
 import sys
@@ -252,3 +254,94 @@ def test_gpu_benchmark_seq_scan_doubles_until_oom_and_reports_the_last_fit(tmp_p
     scans = [json.loads(line) for line in out.read_text().splitlines() if '"scan"' in line]
     assert [s["stack"].split()[0] for s in scans] == ["peer", "tuneforge"]
     assert scans[0]["error"] == "ValueError: not an OOM" and scans[1]["max_seq"] == 128
+
+
+# ---- liger + compile, decided on CPU with a stand-in for liger-kernel (the real one needs a GPU) ------------------
+def fake_liger(monkeypatch):
+    """Patch `_apply_liger` with what liger-kernel does to a Llama, minus the Triton: a liger forward bound on every
+    RMSNorm instance and RoPE swapped in modeling_llama. Each call records whether torch.compile was tracing it."""
+    from transformers.models.llama import modeling_llama
+
+    calls = []
+    rope_orig = modeling_llama.apply_rotary_pos_emb
+
+    def rms_forward(self, hidden_states):
+        calls.append(("norm", torch.compiler.is_compiling()))
+        return type(self).forward(self, hidden_states)
+
+    def rope(*a, **k):
+        calls.append(("rope", torch.compiler.is_compiling()))
+        return rope_orig(*a, **k)
+
+    for f in (rms_forward, rope):
+        f.__module__ = "liger_kernel.transformers.stand_in"
+
+    def apply(model):
+        for m in model.modules():
+            if type(m).__name__ == "LlamaRMSNorm":
+                m.__dict__["forward"] = rms_forward.__get__(m, type(m))
+        monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", rope)
+
+    monkeypatch.setattr(speed, "cuda_available", lambda: True)
+    real_find_spec = speed.importlib.util.find_spec
+    monkeypatch.setattr(speed.importlib.util, "find_spec",  # liger "installed"
+                        lambda name, *a: object() if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(speed, "_apply_liger", apply)
+    return calls
+
+
+def eager_compile_blocks(model):
+    """`_compile_blocks` with Dynamo's eager backend: the same tracing, no Inductor / C++ compiler on CPU."""
+    from tuneforge.methods.layers import find_blocks
+
+    _, blocks = find_blocks(model)
+    for b in blocks:
+        b.compile(backend="eager")
+    return len(blocks)
+
+
+def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
+    fake_liger(monkeypatch)
+    monkeypatch.setattr(speed, "_compile_blocks", lambda m: pytest.fail("compile must not run"))
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    assert levers["liger"].on and not levers["compile"].on
+    assert levers["compile"].note == speed.LIGER_ON_COMPILE_AUTO and "Inductor cannot compile" in speed.LIGER_ON_COMPILE_AUTO
+
+
+def test_compile_without_liger_is_unchanged(monkeypatch):
+    monkeypatch.setattr(speed, "cuda_available", lambda: True)
+    monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
+    monkeypatch.setattr(speed, "_compile_blocks", lambda m: 2)
+    monkeypatch.setattr(speed, "fence_off_liger", lambda m: pytest.fail("nothing to fence off"))
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    assert levers["compile"].on and levers["compile"].note == "on (auto): 2 blocks"
+
+
+def test_liger_with_explicit_compile_never_traces_liger(monkeypatch):
+    calls = fake_liger(monkeypatch)
+    monkeypatch.setattr(speed, "_compile_blocks", eager_compile_blocks)
+    ref = tiny_lora_llama()
+    m = copy.deepcopy(ref)
+    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(compile=True), task())}
+    # 2 blocks x 2 norms + the final norm, and RoPE in modeling_llama
+    assert levers["liger"].on and levers["compile"].on and "6 liger kernels left eager" in levers["compile"].note
+    assert speed.fence_off_liger(m) == 6  # idempotent: nothing wrapped twice
+    assert not getattr(m.get_base_model().model.norm.forward.__wrapped__, "_torchdynamo_disable", False)
+    ids = torch.randint(0, 101, (2, 10), generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = m(input_ids=ids).logits
+    assert {c[0] for c in calls} == {"norm", "rope"}
+    assert not any(traced for _, traced in calls)  # every liger call ran eagerly, between compiled graphs
+    with torch.no_grad():
+        torch.testing.assert_close(out, ref(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+
+    # the control: the same compile without the fence does trace into the stand-in's functions
+    calls.clear()
+    bare = copy.deepcopy(ref)
+    speed._apply_liger(bare)
+    eager_compile_blocks(bare)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        bare(input_ids=ids)
+    assert any(traced for _, traced in calls)

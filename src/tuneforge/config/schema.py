@@ -237,7 +237,8 @@ class TrainSection(Section):
         "LoRA layers with dropout 0 and no DoRA run as one fused autograd function (less memory traffic, "
         "no float32 copy of each layer input). `auto`: on with CUDA; `true` also on CPU."))
     compile: Union[Literal["auto"], bool] = Field("auto", description=(
-        "torch.compile each transformer block. `auto`: on with CUDA; `true` also on CPU (needs a C++ compiler)."))
+        "torch.compile each transformer block. `auto`: on with CUDA, off when liger is on; `true` also on CPU "
+        "(needs a C++ compiler), and with liger it compiles around liger's kernels."))
     liger: Union[Literal["auto"], bool] = Field("auto", description=(
         "liger-kernel's RMSNorm/RoPE/SwiGLU kernels (pip install 'tuneforge[gpu]'). `auto`: on with CUDA when "
         "installed; `true` fails without them."))
