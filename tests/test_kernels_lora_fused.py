@@ -266,3 +266,37 @@ def test_fused_4bit_keeps_the_plain_layout_and_turns_back_a_repacked_one():
     assert not base.weight.quant_state.packing_format_for_cpu
     # the repacking rounded absmax to bf16, so equal to that precision only
     torch.testing.assert_close(m(x).detach(), y_plain, rtol=2e-2, atol=1e-2)
+
+
+def test_4bit_base_computes_in_its_compute_dtype_without_autocast():
+    """QLoRA on a GPU: float32 activations (prepare_model_for_kbit_training upcasts the norms), a bf16
+    bnb_4bit_compute_dtype. bitsandbytes runs the base GEMM in bf16; the fused layer runs the whole layer there."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    dense = nn.Linear(128, 64)
+    q = nn.Sequential(bnb.nn.Linear4bit(128, 64, compute_dtype=torch.bfloat16, quant_type="nf4"))
+    q[0].weight = bnb.nn.Params4bit(dense.weight.data.clone(), requires_grad=False, quant_type="nf4",
+                                    compress_statistics=True)
+    q[0].bias = nn.Parameter(dense.bias.data.clone(), requires_grad=False)
+    m = get_peft_model(q.to("cpu"), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            nn.init.normal_(p, std=0.1)
+    fused = copy.deepcopy(m)
+    fuse_lora_layers(fused)
+    layer = fused.get_base_model()[0]
+    x = torch.randn(5, 128)
+    y0, gx0, g0 = run(m, x)
+    y1, gx1, g1 = run(fused, x)
+    assert y1.dtype == torch.float32 and gx1.dtype == torch.float32
+    # the same formula in bf16, by hand
+    w = bnb.functional.dequantize_4bit(layer.base_layer.weight.data, layer.base_layer.weight.quant_state)
+    xb, a, b = x.bfloat16(), layer.lora_A["default"].weight.bfloat16(), layer.lora_B["default"].weight.bfloat16()
+    ref = (xb @ w.bfloat16().t() + layer.base_layer.bias.bfloat16() + layer.scaling["default"] * (xb @ a.t()) @ b.t())
+    assert torch.equal(y1, y1.bfloat16().float())  # computed in bf16, then returned in x's float32
+    torch.testing.assert_close(y1, ref.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y1, y0, rtol=2e-2, atol=5e-2)  # PEFT: bf16 base GEMM, float32 LoRA
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=5e-2, atol=5e-2, msg=k)

@@ -11,7 +11,9 @@ forward.
 A quantized base is handled through `dequantize`: a callback that returns the dense weight, called in
 forward and again in backward so the dense copy is never kept between them. PEFT's bitsandbytes LoRA layers
 (QLoRA: `lora.bnb.Linear4bit` on NF4/FP4, `lora.bnb.Linear8bitLt` on int8) are fused this way, the 4-bit
-weight always read in bitsandbytes' plain layout (see `_plain_4bit_layout`).
+weight always read in bitsandbytes' plain layout (see `_plain_4bit_layout`). Without autocast, a 4-bit layer
+computes in its own compute dtype (bnb_4bit_compute_dtype), as bitsandbytes' base GEMM does; unlike PEFT, which
+then runs the LoRA product in the adapter's float32, the fused layer runs it in that dtype too.
 """
 from __future__ import annotations
 
@@ -22,17 +24,17 @@ import torch
 from torch import Tensor
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def _compute_dtype(x: Tensor, layer_dtype: torch.dtype | None = None) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
         return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
+    return layer_dtype if layer_dtype is not None and x.is_floating_point() else x.dtype
 
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor,
-                scaling: float, dequantize: Callable[[Tensor], Tensor] | None):
-        dt = _compute_dtype(x)
+                scaling: float, dequantize: Callable[[Tensor], Tensor] | None, compute_dtype: torch.dtype | None):
+        dt = _compute_dtype(x, compute_dtype)
         w = (dequantize(weight) if dequantize is not None else weight).to(dt)
         a, b = lora_a.to(dt), lora_b.to(dt)
         x2 = x.reshape(-1, x.shape[-1]).to(dt)
@@ -63,19 +65,23 @@ class _LoraLinear(torch.autograd.Function):
             da = (gb.t() @ x2).to(lora_a.dtype)
         if ctx.needs_input_grad[4]:
             db = (g.t() @ xa).mul_(s).to(lora_b.dtype)
-        return dx, dw, dbias, da, db, None, None
+        return dx, dw, dbias, da, db, None, None, None
 
 
 def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor, scaling: float,
-                dequantize: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+                dequantize: Callable[[Tensor], Tensor] | None = None,
+                compute_dtype: torch.dtype | None = None) -> Tensor:
     """`x @ W.T + bias + scaling * (x @ A.T) @ B.T` with a lean backward.
 
     Args:
         x: (..., in) input. weight: (out, in) base weight (or a quantized one with `dequantize`).
         bias: (out,) or None. lora_a: (r, in). lora_b: (out, r). scaling: alpha / r (or rsLoRA's).
         dequantize: returns the dense (out, in) weight from `weight`; for quantized bases.
-    Returns (..., out) in the compute dtype (the autocast dtype when autocast is on, else x's dtype)."""
-    return _LoraLinear.apply(x, weight, bias, lora_a, lora_b, float(scaling), dequantize)
+        compute_dtype: the layer's own compute dtype (a bitsandbytes 4-bit layer's `compute_dtype`), used
+            when autocast is off.
+    Returns (..., out) in the compute dtype (the autocast dtype when autocast is on, else `compute_dtype`
+    or x's dtype)."""
+    return _LoraLinear.apply(x, weight, bias, lora_a, lora_b, float(scaling), dequantize, compute_dtype)
 
 
 # ---- swapping it into PEFT's LoRA layers ----------------------------------------------------------------
@@ -198,6 +204,9 @@ def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
     if dequantize is _dequantize_4bit:
         _plain_4bit_layout(base)
         weight = base.weight
+    # a 4-bit base runs its GEMM in its compute dtype (bnb_4bit_compute_dtype, e.g. bf16 under fp32 activations
+    # after prepare_model_for_kbit_training), as bitsandbytes does; the fused layer (LoRA included) does the same
+    compute_dtype = getattr(base, "compute_dtype", None) if dequantize is _dequantize_4bit else None
     out = lora_linear(x, weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                      self.scaling[name], dequantize)
+                      self.scaling[name], dequantize, compute_dtype)
     return out.to(x.dtype) if not torch.is_autocast_enabled(x.device.type) else out
