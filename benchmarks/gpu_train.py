@@ -252,6 +252,7 @@ def run_row(rows: list[dict], out_path: str | None, fallback: dict, fn, *args, *
         row = fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001  (one failing stack must not lose the rows after it)
         row = {**fallback, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    if "error" in row:  # freed here, once the traceback (and the frames holding the model) is gone
         release(torch.cuda.is_available())
     rows.append(row)
     print(json.dumps(row), flush=True)
