@@ -16,7 +16,7 @@ LATEST := .venv-latest
 # `make lock` freezes this environment into $(CONSTRAINTS), once its tests have passed
 LOCK_FROM ?= $(LATEST)
 
-.PHONY: install demo demo-chat test test-latest lock bench bench-sft bench-methods readme-reference clean
+.PHONY: install demo demo-chat test test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,21 @@ demo-chat: $(STAMP)
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
 	@$(if $(FAST),,touch $(VENV)/.tests-passed)
+
+# on a CUDA machine, one command: every test with CUDA-only cases (they are skipped on CPU; here they must run), then
+# benchmarks/gpu_train.py (all methods, both stacks, the LoRA sequence-length scan) with each row appended to
+# $(GPU_OUT)/gpu_train.jsonl as it finishes; both parts run even if the first fails, and the target fails if either did.
+# Shorter: make test-gpu BENCH_ARGS="lora qlora --steps 20 --gc on"
+GPU_TESTS ?= tests/test_kernels_lora_fused.py tests/test_kernels_speed.py tests/test_kernels_chunked_ce.py
+GPU_OUT ?= $(if $(OUT),$(OUT),runs/gpu)
+BENCH_ARGS ?= --seq-scan
+test-gpu: $(STAMP)
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+	  'make test-gpu: torch sees no CUDA device (' + torch.__version__ + '); the CUDA tests would only be skipped')"
+	@mkdir -p $(GPU_OUT); status=0; \
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest $(GPU_TESTS) -q -rs || status=1; \
+	OUT=$(GPU_OUT) $(BIN)/python benchmarks/gpu_train.py $(BENCH_ARGS) || status=1; \
+	echo "make test-gpu: benchmark rows in $(GPU_OUT)/gpu_train.jsonl"; exit $$status
 
 # the suite against the newest releases pyproject's ranges allow (torch stays at the pinned CPU build here),
 # in $(LATEST), leaving .venv alone; prints what differs from the lock first

@@ -13,15 +13,23 @@ The tuneforge side is what `tuneforge train` builds: the registered method's `ap
 `training.speed.apply_speedups` with the run config's switches at `auto`; the loop itself is a plain
 forward/backward/step, the same for both stacks, so Trainer bookkeeping is not part of the comparison.
 
+`--seq-scan` adds the longest sequence that fits for LoRA (batch `--scan-batch`, gradient checkpointing
+on): for each stack the length doubles from `--scan-start` until a step runs out of memory (or reaches
+`--scan-max`); the row reports the last length that fit, with its tokens/s and peak memory.
+
+A row that fails (any exception in one stack) records the error in that row and the run goes on with the
+next; the exit status is then 1. Every row is appended to the results file as soon as it finishes
+(`--out`, default $OUT/gpu_train.jsonl when $OUT is set), so a crash later loses nothing measured before.
+
     python benchmarks/gpu_train.py [lora full qlora] [--steps 50] [--gc both|on|off] [--peer-liger]
+    python benchmarks/gpu_train.py lora --seq-scan [--scan-start 2048] [--scan-batch 1]
     python benchmarks/gpu_train.py --dry-run      # tiny shape on CPU: exercises the same code paths
-Rows are also appended to $OUT/gpu_train.jsonl when $OUT is set. Without CUDA (and no --dry-run) it prints
-one line and exits 0.
+Without CUDA (and no --dry-run) it prints one line and exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import gc as gc_module
 import json
 import os
 import sys
@@ -129,7 +137,9 @@ class Bench:
         return model, params, "tuneforge (" + ",".join(lv.key for lv in on if lv.on) + ")"
 
     # ---- one measurement -------------------------------------------------------------------------------------
-    def measure(self, stack: str, method: str, gc: bool, steps: int, warmup: int, timed: int, liger=False):
+    def measure(self, stack: str, method: str, gc: bool, steps: int, warmup: int, timed: int, liger=False,
+                bs: int | None = None, seq: int | None = None):
+        bs, seq = bs or self.bs, seq or self.seq
         cuda = self.device == "cuda"
         if cuda:
             torch.cuda.empty_cache()
@@ -139,8 +149,8 @@ class Bench:
         lr = 1e-4 if method == "full" else 1e-3
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=cuda or None)
         g = torch.Generator().manual_seed(2)
-        x = torch.randint(0, self.cfg.vocab_size, (self.bs, self.seq), generator=g).to(self.device)
-        row = {"stack": label, "method": method, "gc": gc, "batch": self.bs, "seq": self.seq}
+        x = torch.randint(0, self.cfg.vocab_size, (bs, seq), generator=g).to(self.device)
+        row = {"stack": label, "method": method, "gc": gc, "batch": bs, "seq": seq}
         losses, seconds = [], None
         n = max(steps, warmup + timed)
         try:
@@ -163,25 +173,49 @@ class Bench:
         finally:
             peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
             del model, opt, params
-            if cuda:
-                torch.cuda.empty_cache()
-        tps = self.bs * self.seq * timed / seconds
+            losses_kept = [v.item() for v in losses[:1] + losses[-1:]] if losses else []
+            del losses
+            release(cuda)
+        tps = bs * seq * timed / seconds
         n_params = self.n_params()
-        flops = (6 if method == "full" else 4) * n_params + 6 * self.cfg.num_hidden_layers * self.cfg.hidden_size * self.seq
+        flops = (6 if method == "full" else 4) * n_params + 6 * self.cfg.num_hidden_layers * self.cfg.hidden_size * seq
         return {**row, "tokens_per_s": round(tps), "peak_GiB": None if peak is None else round(peak, 2),
                 "mfu": round(tps * flops / H100_BF16_FLOPS, 3) if cuda else None,
-                "loss_first": round(losses[0].item(), 5), "loss_last": round(losses[-1].item(), 5),
-                "steps": len(losses)}
+                "loss_first": round(losses_kept[0], 5), "loss_last": round(losses_kept[-1], 5), "steps": n}
+
+    def seq_scan(self, stack: str, start: int, limit: int, bs: int, liger=False) -> dict:
+        """Longest LoRA sequence (doubling from `start`, at most `limit`) for which two training steps fit."""
+        seq, fit, tried, oom_at = start, None, [], None
+        while seq <= limit:
+            r = self.measure(stack, "lora", True, 2, 1, 1, liger=liger, bs=bs, seq=seq)
+            tried.append(seq)
+            if r.get("oom"):
+                oom_at = seq
+                break
+            fit = r
+            seq *= 2
+        row = {"stack": (fit or {}).get("stack", stack), "method": "lora", "scan": "seq", "gc": True,
+               "batch": bs, "seq_tried": tried, "max_seq": None if fit is None else fit["seq"], "oom_at": oom_at}
+        if fit is not None:
+            row.update({"tokens_per_s": fit["tokens_per_s"], "peak_GiB": fit["peak_GiB"]})
+        return row
+
+
+def release(cuda: bool) -> None:
+    """Free what a finished (or failed) row held before the next one is built."""
+    gc_module.collect()
+    if cuda:
+        torch.cuda.empty_cache()
 
 
 def compare(rows: list[dict]) -> list[dict]:
     """tuneforge / peer ratios per (method, gc), and the loss difference after the same steps."""
     out = []
     for r in rows:
-        if not r["stack"].startswith("tuneforge") or r.get("oom"):
+        if not r["stack"].startswith("tuneforge") or r.get("oom") or r.get("error") or r.get("scan"):
             continue
         p = next((q for q in rows if q["stack"].startswith("peer") and q["method"] == r["method"]
-                  and q["gc"] == r["gc"] and not q.get("oom")), None)
+                  and q["gc"] == r["gc"] and not q.get("oom") and not q.get("error") and not q.get("scan")), None)
         best_tps, best_gib = PEER_BEST[r["method"]]
         c = {"method": r["method"], "gc": r["gc"],
              "loss_abs_diff": None if p is None else round(abs(r["loss_last"] - p["loss_last"]), 5),
@@ -199,9 +233,33 @@ def table(rows: list[dict]) -> str:
     cols = ["stack", "method", "gc", "tokens_per_s", "peak_GiB", "mfu", "loss_first", "loss_last"]
     lines = [" | ".join(cols)]
     for r in rows:
-        lines.append(" | ".join("OOM" if r.get("oom") and c not in ("stack", "method", "gc") else str(r.get(c))
+        if r.get("scan"):
+            continue
+        flag = "ERROR" if r.get("error") else "OOM" if r.get("oom") else None
+        lines.append(" | ".join(flag if flag and c not in ("stack", "method", "gc") else str(r.get(c))
                                 for c in cols))
+    scans = [r for r in rows if r.get("scan")]
+    if scans:
+        lines.append("longest LoRA sequence that fits (batch %s, gc on): " % scans[0]["batch"] + "; ".join(
+            f"{r['stack']}: {'ERROR' if r.get('error') else r.get('max_seq')}" for r in scans))
     return "\n".join(lines)
+
+
+def run_row(rows: list[dict], out_path: str | None, fallback: dict, fn, *args, **kwargs) -> dict:
+    """One row: `fn(*args, **kwargs)`, or `fallback` with the error when it raises; printed, kept, and
+    appended to `out_path` at once."""
+    try:
+        row = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (one failing stack must not lose the rows after it)
+        row = {**fallback, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    if "error" in row:  # freed here, once the traceback (and the frames holding the model) is gone
+        release(torch.cuda.is_available())
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if out_path:
+        with open(out_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
 
 
 def main(argv=None) -> int:
@@ -213,30 +271,50 @@ def main(argv=None) -> int:
     ap.add_argument("--gc", choices=["both", "on", "off"], default="both", help="gradient checkpointing")
     ap.add_argument("--peer-liger", action="store_true", help="also run the peer with liger-kernel")
     ap.add_argument("--dry-run", action="store_true", help="tiny shape on CPU (no GPU needed)")
+    ap.add_argument("--seq-scan", action="store_true",
+                    help="also find the longest LoRA sequence that fits, per stack (doubling until OOM)")
+    ap.add_argument("--scan-start", type=int, default=None, help="first length of the scan (default 2048)")
+    ap.add_argument("--scan-max", type=int, default=None, help="stop doubling here (default 262144)")
+    ap.add_argument("--scan-batch", type=int, default=1)
+    ap.add_argument("--out", default=None, help="results file, one JSON row per line, appended as rows finish "
+                                                "(default $OUT/gpu_train.jsonl when $OUT is set)")
     a = ap.parse_args(argv)
     if not a.dry_run and not torch.cuda.is_available():
         print("gpu_train.py: needs a CUDA GPU (none found); `--dry-run` runs a tiny CPU check of the same code")
         return 0
     methods = a.methods or (["lora", "full"] if a.dry_run else ["lora", "full", "qlora"])
+    out_path = a.out or (os.path.join(os.environ["OUT"], "gpu_train.jsonl") if os.environ.get("OUT") else None)
     bench = Bench(tiny=a.dry_run)
     print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.dry_run
           else "cpu (dry run)", flush=True)
-    rows = []
+    rows: list[dict] = []
     for method in methods:
         gcs = {"both": (True, False), "on": (True,), "off": (False,)}[a.gc]
         for gc in (gcs if method != "qlora" else (True,)):
             stacks = [("peer", False)] + ([("peer", True)] if a.peer_liger else []) + [("tuneforge", False)]
             for stack, liger in stacks:
-                row = bench.measure(stack, method, gc, a.steps, a.warmup, a.timed, liger=liger)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if os.environ.get("OUT"):
-                    with open(os.path.join(os.environ["OUT"], "gpu_train.jsonl"), "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                fallback = {"stack": stack + (" +liger" if liger else ""), "method": method, "gc": gc,
+                            "batch": bench.bs, "seq": bench.seq}
+                run_row(rows, out_path, fallback, bench.measure, stack, method, gc, a.steps, a.warmup, a.timed,
+                        liger=liger)
+    if a.seq_scan:
+        start = a.scan_start or (16 if a.dry_run else 2048)
+        limit = a.scan_max or (64 if a.dry_run else 262144)
+        bench.cfg.max_position_embeddings = max(bench.cfg.max_position_embeddings, limit)
+        for stack in ("peer", "tuneforge"):
+            fallback = {"stack": stack, "method": "lora", "scan": "seq", "gc": True, "batch": a.scan_batch}
+            run_row(rows, out_path, fallback, bench.seq_scan, stack, start, limit, a.scan_batch)
     print(table(rows))
     for c in compare(rows):
         print(json.dumps(c))
-    return 0
+        if out_path:
+            with open(out_path, "a") as f:
+                f.write(json.dumps(c) + "\n")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        print(f"gpu_train.py: {len(failed)} row(s) failed: " + "; ".join(f"{r['stack']} {r['method']}: {r['error']}"
+                                                                          for r in failed), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Speed levers as config switches: resolution (auto on CPU = off, explicit true works for the chunked loss
 and fused LoRA, errors name the key), and a tiny causal-LM LoRA training step with the levers on giving the
-same loss and gradients as with them off, also through tuneforge.train."""
+same loss and gradients as with them off, also through tuneforge.train; fused LoRA on a QLoRA model; liger + compile
+decided with a stand-in for liger-kernel (compile never traces into it); the GPU benchmark's dry run, its row-failure
+handling and its sequence-length scan."""
 import copy
 import json
 import sys
@@ -67,6 +69,16 @@ def test_explicit_true_that_cannot_apply_names_the_key():
     other.name = "classification"
     with pytest.raises(ConfigError, match=r"train.chunked_loss: true, but the classification task has no fused"):
         apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other)
+
+
+def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from methods_helpers import build, make_method, save_tiny_llama
+
+    model, _ = build("llama", save_tiny_llama(tmp_path / "base"), make_method("qlora", dropout=0.0))
+    levers = {lv.key: lv for lv in apply_speedups(model, TrainSection(chunked_loss=False, fused_lora=True,
+                                                                       compile=False, liger=False), task())}
+    assert levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
 
 
 def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
@@ -179,3 +191,157 @@ def test_gpu_benchmark_dry_run_same_loss_both_stacks(capsys):
     assert rows[0]["loss_last"] < rows[0]["loss_first"]
     cmp = [json.loads(line) for line in out.splitlines() if line.startswith('{"method"')]
     assert cmp and cmp[0]["loss_abs_diff"] < 1e-4 and cmp[0]["tps_vs_peer_here"] > 0
+
+
+def test_gpu_benchmark_keeps_going_past_a_failing_row_and_writes_each_row_at_once(tmp_path, monkeypatch, capsys):
+    bench = load_bench()
+    out = tmp_path / "rows.jsonl"
+    real = bench.Bench.measure
+    seen_in_file = []
+
+    def measure(self, stack, method, gc, *a, **k):
+        seen_in_file.append(len(out.read_text().splitlines()) if out.exists() else 0)
+        if stack == "peer" and method == "lora":
+            raise RuntimeError("injected failure\nsecond line")
+        return real(self, stack, method, gc, *a, **k)
+
+    monkeypatch.setattr(bench.Bench, "measure", measure)
+    rc = bench.main(["--dry-run", "lora", "full", "--steps", "2", "--warmup", "1", "--timed", "1", "--gc", "off",
+                     "--out", str(out)])
+    assert rc == 1  # a failed row shows in the exit status, after every other row has run
+    assert seen_in_file == [0, 1, 2, 3]  # each row was in the file before the next one started
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [r for r in rows if "stack" in r]
+    assert [(r["stack"].split()[0], r["method"]) for r in runs] == [("peer", "lora"), ("tuneforge", "lora"),
+                                                                    ("peer", "full"), ("tuneforge", "full")]
+    assert runs[0]["error"] == "RuntimeError: injected failure" and "tokens_per_s" not in runs[0]
+    assert all(r["tokens_per_s"] > 0 and "error" not in r for r in runs[1:])
+    assert runs[2]["loss_first"] == pytest.approx(runs[3]["loss_first"], abs=1e-4)  # full fine-tuning row pair
+    cmp = {r["method"]: r for r in rows if "stack" not in r}
+    assert cmp["lora"]["tps_vs_peer_here"] is None and cmp["full"]["tps_vs_peer_here"] > 0
+    text = capsys.readouterr().out
+    assert "ERROR" in text and "1 row(s) failed: peer lora: RuntimeError: injected failure" in text
+
+
+def test_gpu_benchmark_seq_scan_doubles_until_oom_and_reports_the_last_fit(tmp_path, monkeypatch):
+    bench = load_bench()
+    calls = []
+
+    def measure(self, stack, method, gc, steps, warmup, timed, liger=False, bs=None, seq=None):
+        calls.append((stack, method, gc, bs, seq))
+        if stack == "peer" and seq == 64:
+            raise ValueError("not an OOM")
+        row = {"stack": stack + " (label)", "method": method, "gc": gc, "batch": bs, "seq": seq}
+        fits = seq <= (128 if stack == "tuneforge" else 32)
+        return {**row, "tokens_per_s": seq, "peak_GiB": None} if fits else {**row, "oom": True}
+
+    monkeypatch.setattr(bench.Bench, "measure", measure)
+    b = bench.Bench(tiny=True)
+    t = b.seq_scan("tuneforge", 16, 1024, 1)
+    assert t["max_seq"] == 128 and t["oom_at"] == 256 and t["seq_tried"] == [16, 32, 64, 128, 256]
+    assert t["stack"] == "tuneforge (label)" and t["tokens_per_s"] == 128
+    assert {c[1:4] for c in calls} == {("lora", True, 1)}  # LoRA, gradient checkpointing on, the scan's batch
+    capped = b.seq_scan("tuneforge", 16, 64, 1)
+    assert capped["max_seq"] == 64 and capped["oom_at"] is None  # stopped at --scan-max, not by memory
+
+    # through main: the peer's scan fails (not an OOM) and is recorded; tuneforge's scan still runs
+    out = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(bench.Bench, "measure", lambda self, stack, method, gc, *a, **k: (
+        measure(self, stack, method, gc, *a, **k) if k.get("seq") else
+        {"stack": stack, "method": method, "gc": gc, "tokens_per_s": 1, "peak_GiB": None, "loss_last": 1.0}))
+    assert bench.main(["--dry-run", "lora", "--gc", "on", "--seq-scan", "--scan-start", "16", "--scan-max", "512",
+                       "--out", str(out)]) == 1
+    scans = [json.loads(line) for line in out.read_text().splitlines() if '"scan"' in line]
+    assert [s["stack"].split()[0] for s in scans] == ["peer", "tuneforge"]
+    assert scans[0]["error"] == "ValueError: not an OOM" and scans[1]["max_seq"] == 128
+
+
+# ---- liger + compile, decided on CPU with a stand-in for liger-kernel (the real one needs a GPU) ------------------
+def fake_liger(monkeypatch):
+    """Patch `_apply_liger` with what liger-kernel does to a Llama, minus the Triton: a liger forward bound on every
+    RMSNorm instance and RoPE swapped in modeling_llama. Each call records whether torch.compile was tracing it."""
+    from transformers.models.llama import modeling_llama
+
+    calls = []
+    rope_orig = modeling_llama.apply_rotary_pos_emb
+
+    def rms_forward(self, hidden_states):
+        calls.append(("norm", torch.compiler.is_compiling()))
+        return type(self).forward(self, hidden_states)
+
+    def rope(*a, **k):
+        calls.append(("rope", torch.compiler.is_compiling()))
+        return rope_orig(*a, **k)
+
+    for f in (rms_forward, rope):
+        f.__module__ = "liger_kernel.transformers.stand_in"
+
+    def apply(model):
+        for m in model.modules():
+            if type(m).__name__ == "LlamaRMSNorm":
+                m.__dict__["forward"] = rms_forward.__get__(m, type(m))
+        monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", rope)
+
+    monkeypatch.setattr(speed, "cuda_available", lambda: True)
+    real_find_spec = speed.importlib.util.find_spec
+    monkeypatch.setattr(speed.importlib.util, "find_spec",  # liger "installed"
+                        lambda name, *a: object() if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(speed, "_apply_liger", apply)
+    return calls
+
+
+def eager_compile_blocks(model):
+    """`_compile_blocks` with Dynamo's eager backend: the same tracing, no Inductor / C++ compiler on CPU."""
+    from tuneforge.methods.layers import find_blocks
+
+    _, blocks = find_blocks(model)
+    for b in blocks:
+        b.compile(backend="eager")
+    return len(blocks)
+
+
+def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
+    fake_liger(monkeypatch)
+    monkeypatch.setattr(speed, "_compile_blocks", lambda m: pytest.fail("compile must not run"))
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    assert levers["liger"].on and not levers["compile"].on
+    assert levers["compile"].note == speed.LIGER_ON_COMPILE_AUTO and "Inductor cannot compile" in speed.LIGER_ON_COMPILE_AUTO
+
+
+def test_compile_without_liger_is_unchanged(monkeypatch):
+    monkeypatch.setattr(speed, "cuda_available", lambda: True)
+    monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
+    monkeypatch.setattr(speed, "_compile_blocks", lambda m: 2)
+    monkeypatch.setattr(speed, "fence_off_liger", lambda m: pytest.fail("nothing to fence off"))
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    assert levers["compile"].on and levers["compile"].note == "on (auto): 2 blocks"
+
+
+def test_liger_with_explicit_compile_never_traces_liger(monkeypatch):
+    calls = fake_liger(monkeypatch)
+    monkeypatch.setattr(speed, "_compile_blocks", eager_compile_blocks)
+    ref = tiny_lora_llama()
+    m = copy.deepcopy(ref)
+    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(compile=True), task())}
+    # 2 blocks x 2 norms + the final norm, and RoPE in modeling_llama
+    assert levers["liger"].on and levers["compile"].on and "6 liger kernels left eager" in levers["compile"].note
+    assert speed.fence_off_liger(m) == 6  # idempotent: nothing wrapped twice
+    assert not getattr(m.get_base_model().model.norm.forward.__wrapped__, "_torchdynamo_disable", False)
+    ids = torch.randint(0, 101, (2, 10), generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = m(input_ids=ids).logits
+    assert {c[0] for c in calls} == {"norm", "rope"}
+    assert not any(traced for _, traced in calls)  # every liger call ran eagerly, between compiled graphs
+    with torch.no_grad():
+        torch.testing.assert_close(out, ref(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+
+    # the control: the same compile without the fence does trace into the stand-in's functions
+    calls.clear()
+    bare = copy.deepcopy(ref)
+    speed._apply_liger(bare)
+    eager_compile_blocks(bare)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        bare(input_ids=ids)
+    assert any(traced for _, traced in calls)

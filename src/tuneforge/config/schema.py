@@ -318,8 +318,9 @@ class TrainSection(Section):
         "LoRA layers with dropout 0 and no DoRA run as one fused autograd function (less memory traffic, "
         "no float32 copy of each layer input). `auto`: on with CUDA; `true` also on CPU."))
     compile: Union[Literal["auto"], bool] = Field("auto", description=(
-        "torch.compile each transformer block. `auto`: on with CUDA, off on CPU; `true` needs a CUDA device and "
-        "is a config error on CPU (compiling there takes minutes before the first step and does not pay off)."))
+        "torch.compile each transformer block. `auto`: on with CUDA, off when liger is on; `true` needs a CUDA "
+        "device (a config error on CPU, where compiling takes minutes before the first step and does not pay off), "
+        "and with liger it compiles around liger's kernels."))
     liger: Union[Literal["auto"], bool] = Field("auto", description=(
         "liger-kernel's RMSNorm/RoPE/SwiGLU kernels (pip install 'tuneforge[gpu]'). `auto`: on with CUDA when "
         "installed; `true` fails without them."))

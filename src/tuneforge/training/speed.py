@@ -4,7 +4,8 @@ apply is a ConfigError naming the key.
 
     train.chunked_loss  fused linear + cross-entropy (no full logits; the task decides where it applies)
     train.fused_lora    one autograd function per PEFT LoRA layer (dropout 0, no DoRA)
-    train.compile       torch.compile each transformer block (CUDA only: `true` on CPU is a ConfigError)
+    train.compile       torch.compile each transformer block (CUDA only: `true` on CPU is a ConfigError; auto: off
+                        when liger is on; never traces into liger's Triton kernels, see `fence_off_liger`)
     train.liger         liger-kernel's RMSNorm / RoPE / SwiGLU kernels (optional `gpu` extra)
     train.optimizer     AdamW implementation (fused on torch >= 2.8 / CUDA; bitsandbytes 8-bit on request)
 
@@ -15,6 +16,7 @@ loss through `Task.use_fused_loss`).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import sys
 from dataclasses import dataclass
@@ -81,6 +83,55 @@ def _apply_liger(model: nn.Module) -> None:
     _apply_liger_kernel_to_instance(model=core, fused_linear_cross_entropy=False, cross_entropy=False)
 
 
+# ---- liger and compile ------------------------------------------------------------------------------------
+# Inductor cannot compile liger's Triton kernels (RMSNorm fails with "AttributeError: 'float' object has no
+# attribute 'to'", and every block prints a page of warnings first), so compile never traces into them:
+#  * compile `auto` with liger on: compile stays off. Liger's kernels already make the elementwise fusions
+#    compile would make in a decoder block (RMSNorm, RoPE, SwiGLU); what is left between them is GEMMs and
+#    SDPA, and each liger call would be a graph break, so little is left to gain for the compile time.
+#  * compile `true` with liger on (asked for explicitly): the blocks are compiled, with every forward and
+#    module-level function liger installed wrapped in torch.compiler.disable, so they run eagerly between
+#    compiled graphs.
+LIGER_ON_COMPILE_AUTO = ("off: liger's kernels already fuse the norms, RoPE and SwiGLU, and Inductor cannot "
+                         "compile them (train.compile=true compiles around them)")
+
+
+def _from_liger(fn) -> bool:
+    fn = getattr(fn, "__func__", fn)
+    return (getattr(fn, "__module__", None) or "").startswith("liger_kernel")
+
+
+def liger_patches(model: nn.Module) -> tuple[list[nn.Module], list[tuple[object, str]]]:
+    """What liger-kernel installed in `model`: (modules whose forward is liger's: instance-bound forwards such
+    as its RMSNorm / SwiGLU, or liger module classes; (python module, name) of module-level functions it
+    swapped into the model's modeling files, such as `apply_rotary_pos_emb`)."""
+    modules = [m for m in model.modules() if _from_liger(m.__dict__.get("forward", type(m).forward))
+               or type(m).__module__.startswith("liger_kernel")]
+    functions = []
+    for modname in sorted({type(m).__module__ for m in model.modules()}):
+        pymod = sys.modules.get(modname)
+        if pymod is None or modname.startswith("liger_kernel"):
+            continue
+        functions += [(pymod, name) for name, val in vars(pymod).items()
+                      if inspect.isfunction(val) and _from_liger(val)]
+    return modules, functions
+
+
+def fence_off_liger(model: nn.Module) -> int:
+    """Make torch.compile run liger's kernels eagerly (a graph break around each) instead of tracing them.
+    Idempotent. Returns how many forwards / functions are fenced off."""
+    modules, functions = liger_patches(model)
+    why = "liger-kernel Triton kernel (see tuneforge/training/speed.py)"
+    for m in modules:
+        if not getattr(m.forward, "_torchdynamo_disable", False):
+            m.forward = torch.compiler.disable(m.forward, reason=why)
+    for pymod, name in functions:
+        fn = getattr(pymod, name)
+        if not getattr(fn, "_torchdynamo_disable", False):
+            setattr(pymod, name, torch.compiler.disable(fn, reason=why))
+    return len(modules) + len(functions)
+
+
 def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
     """Switch on the levers `train_cfg` (a TrainSection) asks for, in place; print one line per lever.
 
@@ -130,10 +181,14 @@ def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
 
     # CPU compilation takes minutes before the first step and does not pay off: `true` needs CUDA (load_config
     # refuses it already, through tuneforge.config.environment.check_levers)
+    liger_on = next(lv.on for lv in levers if lv.key == "liger")
     on, note = wanted(train_cfg.compile, "compile", cuda, no_gpu)
+    if on and liger_on and train_cfg.compile == "auto":
+        on, note = False, LIGER_ON_COMPILE_AUTO  # why: see the comment above LIGER_ON_COMPILE_AUTO
     if on:
         try:
-            note += f": {_compile_blocks(model)} blocks"
+            fenced = fence_off_liger(model) if liger_on else 0
+            note += f": {_compile_blocks(model)} blocks" + (f", {fenced} liger kernels left eager" if fenced else "")
         except Exception as exc:  # noqa: BLE001
             if train_cfg.compile is True:
                 raise ConfigError(f"train.compile: {str(exc).splitlines()[0][:200]}") from None
