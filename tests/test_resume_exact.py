@@ -38,12 +38,22 @@ def _resume_from(full_run, step: int, into, overrides=()) -> object:
                            resume=True)
 
 
+def _train_keeping_checkpoints(raw: dict):
+    import tuneforge
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TUNEFORGE_KEEP_CHECKPOINTS", "1")
+    try:
+        return tuneforge.train(tuneforge.load_config(raw=raw))
+    finally:
+        mp.undo()
+
+
 @pytest.fixture(scope="module")
 def grouped_run(tmp_path_factory, tiny_bert):
     """3 epochs of 12 steps on the tiny BERT with length-grouped batches, a checkpoint every 6 steps kept."""
     import pandas as pd
 
-    import tuneforge
     from conftest import make_sentiment_rows
 
     d = tmp_path_factory.mktemp("resume")
@@ -55,12 +65,7 @@ def grouped_run(tmp_path_factory, tiny_bert):
                       train__epochs=3, train__batch_size=16, train__eval_strategy="steps", train__eval_steps=6,
                       train__save_steps=6, train__save_total_limit=10, train__logging_steps=1)
     raw["train"]["group_by_length"] = True
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNEFORGE_KEEP_CHECKPOINTS", "1")
-    try:
-        result = tuneforge.train(tuneforge.load_config(raw=raw))
-    finally:
-        mp.undo()
+    result = _train_keeping_checkpoints(raw)
     assert result.efficiency["global_steps"] == 36
     return d / "full"
 
@@ -93,8 +98,6 @@ def test_length_grouped_order_is_seeded_per_epoch():
 
 
 def test_sft_resume_with_packing_matches(tmp_path):
-    import tuneforge
-
     model = make_tiny_llama(tmp_path / "llama")
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(60))
     raw = {"model": {"name": model},
@@ -105,12 +108,7 @@ def test_sft_resume_with_packing_matches(tmp_path):
                      "eval_strategy": "steps", "save_steps": 4, "eval_steps": 4, "save_total_limit": 20, "seed": 5},
            "eval": {"metric": "loss", "load_best_model": False},
            "output": {"dir": str(tmp_path / "full")}}
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNEFORGE_KEEP_CHECKPOINTS", "1")
-    try:
-        result = tuneforge.train(tuneforge.load_config(raw=raw))
-    finally:
-        mp.undo()
+    result = _train_keeping_checkpoints(raw)
     total = result.efficiency["global_steps"]
     ckpts = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "full" / "checkpoints").glob("checkpoint-*"))
     later = [c for c in ckpts if c > total // 2 and c < total]  # a checkpoint in the second epoch
