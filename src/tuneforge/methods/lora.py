@@ -182,16 +182,19 @@ def is_quantized(module: nn.Module) -> bool:
 
 
 def keep_cpu_4bit_layout(model: nn.Module) -> int:
-    """Turn off bitsandbytes' CPU inference repacking (AVX512-BF16 machines) on 4-bit layers whose input width is
-    not a multiple of the quantization block: bitsandbytes 0.50 reshapes such weights into an empty tensor and the
-    first evaluation fails ("shape '[32, 0]' is invalid"). Returns how many layers were changed."""
+    """Keep every 4-bit layer in bitsandbytes' plain layout: turn off the CPU inference repacking that bitsandbytes
+    0.50 applies on AVX512-BF16 machines the first time a layer runs in eval mode without gradients. Measured here,
+    that repacking (1) reshapes layers whose input width is not a multiple of the quantization block into an empty
+    tensor ("shape '[32, 0]' is invalid"), (2) rounds the scales to bf16 and undoes double quantization, moving
+    logits by ~2e-4 against the dequantized weights, and (3) leaves the layer unable to train again (its packed
+    path adds the bias in place: "a view of a leaf Variable ... in-place operation" at the first step after an
+    evaluation). Returns how many layers were changed."""
     changed = 0
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if is_quantized(module) and state is not None and getattr(module, "support_avx512bf16_for_cpu", False):
-            if module.in_features % int(getattr(state, "blocksize", 64) or 64):
-                module.support_avx512bf16_for_cpu = False
-                changed += 1
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
     return changed
 
 
