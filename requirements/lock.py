@@ -3,9 +3,9 @@
     python requirements/lock.py VENV_DIR OUT_FILE           write the lock
     python requirements/lock.py --diff VENV_DIR LOCK_FILE   print how VENV_DIR differs from the lock
 
-Writes every installed distribution of VENV_DIR with its exact version, except torch and its CUDA companions
-(each machine keeps its own CPU or CUDA build; `make` pins the CPU one), the packaging tools and tuneforge
-itself. Refuses an environment whose full test suite has not passed (`make test`/`make test-latest` leave a
+Writes every installed distribution of VENV_DIR with its exact version, torch's build included (on a CUDA
+machine `make` leaves the torch lines out, so the user's CUDA build is kept), except torch's CUDA companions,
+the packaging tools and tuneforge itself. Refuses an environment whose full test suite has not passed (`make test`/`make test-latest` leave a
 `.tests-passed` marker in the venv after a full green run)."""
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SKIP = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-[a-z0-9_-]+|pip|setuptools|wheel|tuneforge)==",
-                  re.IGNORECASE)
+# torch and torchvision stay in the lock as the build the suite ran with (the CPU build here); `make` drops those
+# lines on a CUDA machine, whose own torch is kept. Its CUDA companions are never locked.
+SKIP = re.compile(r"^(torchaudio|triton|nvidia-[a-z0-9_-]+|pip|setuptools|wheel|tuneforge)==", re.IGNORECASE)
 
 
 def pinned(venv: str) -> list[str]:
@@ -48,7 +49,7 @@ def main(venv: str, out: str) -> int:
                             "p.system(), p.machine())"], check=True, capture_output=True, text=True).stdout.strip()
     header = [f"# Exact versions tuneforge was tested with, frozen by `make lock` from {venv} after its full test",
               f"# suite passed ({where}, {datetime.date.today().isoformat()}). `make install` installs exactly these.",
-              "# torch is left out: each machine keeps its own CPU or CUDA build (make pins the CPU one).",
+              "# torch/torchvision: the build tested here; on a CUDA machine `make` drops those lines and keeps its torch.",
               "# Upgrading: `make test-latest`, fix what fails, then `make lock` (see README, 'Dependencies')."]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(header + pins) + "\n")
