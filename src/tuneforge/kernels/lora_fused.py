@@ -11,7 +11,7 @@ forward.
 A quantized base is handled through `dequantize`: a callback that returns the dense weight, called in
 forward and again in backward so the dense copy is never kept between them. PEFT's bitsandbytes LoRA layers
 (QLoRA: `lora.bnb.Linear4bit` on NF4/FP4, `lora.bnb.Linear8bitLt` on int8) are fused this way, the 4-bit
-weight always read in bitsandbytes' plain layout (see `_plain_4bit_layout`). Without autocast, a 4-bit layer
+weight always read in bitsandbytes' plain layout (see `plain_4bit_layout`). Without autocast, a 4-bit layer
 computes in its own compute dtype (bnb_4bit_compute_dtype), as bitsandbytes' base GEMM does; unlike PEFT, which
 then runs the LoRA product in the adapter's float32, the fused layer runs it in that dtype too.
 """
@@ -103,7 +103,7 @@ def _dequantizer_8bit(base: torch.nn.Module) -> Callable[[Tensor], Tensor]:
     return dequantize
 
 
-def _plain_4bit_layout(base: torch.nn.Module) -> None:
+def plain_4bit_layout(base: torch.nn.Module) -> None:
     """Keep a fused 4-bit base in bitsandbytes' plain layout, the only one `dequantize_4bit` reads.
 
     On AVX512-BF16 CPUs, Linear4bit.forward repacks its weight in place for a CPU kernel the first time it
@@ -187,7 +187,7 @@ def fuse_lora_layers(model: torch.nn.Module) -> tuple[int, int]:
             fused += "_tf_peft_forward" in module.__dict__
             continue
         if _dequantizer(module.get_base_layer())[1] is _dequantize_4bit:
-            _plain_4bit_layout(module.get_base_layer())
+            plain_4bit_layout(module.get_base_layer())
         module._tf_peft_forward = module.forward
         module.forward = types.MethodType(_fused_forward, module)
         fused += 1
@@ -202,7 +202,7 @@ def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
     base = self.get_base_layer()
     weight, dequantize = _dequantizer(base)
     if dequantize is _dequantize_4bit:
-        _plain_4bit_layout(base)
+        plain_4bit_layout(base)
         weight = base.weight
     # a 4-bit base runs its GEMM in its compute dtype (bnb_4bit_compute_dtype, e.g. bf16 under fp32 activations
     # after prepare_model_for_kbit_training), as bitsandbytes does; the fused layer (LoRA included) does the same

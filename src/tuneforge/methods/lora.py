@@ -189,11 +189,13 @@ def keep_cpu_4bit_layout(model: nn.Module) -> int:
     logits by ~2e-4 against the dequantized weights, and (3) leaves the layer unable to train again (its packed
     path adds the bias in place: "a view of a leaf Variable ... in-place operation" at the first step after an
     evaluation). Returns how many layers were changed."""
+    from tuneforge.kernels.lora_fused import plain_4bit_layout
+
     changed = 0
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if is_quantized(module) and state is not None and getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
+            plain_4bit_layout(module)
             changed += 1
     return changed
 
