@@ -126,6 +126,15 @@ def checkpoint_is_complete(path: Path) -> bool:
     return state.get("global_step") == step and any((path / w).is_file() for w in WEIGHT_FILES)
 
 
+def _read_dict(path: Path) -> dict:
+    """A JSON object written by tuneforge, or {} when it is missing, cut by a kill, or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class RunDir:
     def __init__(self, path: str | Path, target: str | Path | None = None):
         self.path = Path(path)  # where this process writes
@@ -154,11 +163,7 @@ class RunDir:
 
     # status
     def status(self) -> dict:
-        try:
-            data = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return _read_dict(self.status_file)
 
     def is_run(self) -> bool:
         """Written by tuneforge: a status.json with a known state."""
@@ -171,11 +176,7 @@ class RunDir:
         write_json(self.status_file, data)
 
     def lock_info(self) -> dict:
-        try:
-            data = json.loads(self.lock_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return _read_dict(self.lock_file)
 
     @staticmethod
     def _holder_alive(info: dict) -> bool:
