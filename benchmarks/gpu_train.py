@@ -127,12 +127,13 @@ class Bench:
         extra = {} if method == "full" else {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": LORA_TARGETS,
                                              "quantization": "nf4" if method == "qlora" else None}
         m = mcls(mcls.Config(name=name, **extra))
-        model = self.quantized(m.load_kwargs()["quantization_config"]) if method == "qlora" else self.dense()
+        ctx = MethodContext(full_precision_modules=CausalLMTask.full_precision_modules, gradient_checkpointing=gc)
+        model = self.quantized(m.load_kwargs(ctx)["quantization_config"]) if method == "qlora" else self.dense()
         torch.manual_seed(1)  # LoRA A matrices: same draw as the peer's
-        model = m.apply(model, MethodContext(task_type="causal_lm", gradient_checkpointing=gc))
+        model = m.apply(model, ctx)
         # on CPU (dry run) `auto` would switch the levers off: ask for the two that run anywhere
         levers = {} if not self.tiny else {"chunked_loss": True, "fused_lora": True}
-        on = apply_speedups(model, TrainSection(**levers), CausalLMTask.__new__(CausalLMTask))
+        on = apply_speedups(model, TrainSection(**levers), CausalLMTask.__new__(CausalLMTask), m)
         params = [p for _, p in m.trainable_parameters(model)]
         return model, params, "tuneforge (" + ",".join(lv.key for lv in on if lv.on) + ")"
 

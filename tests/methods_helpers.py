@@ -28,22 +28,29 @@ def make_method(name: str, **cfg):
     return cls(cls.Config.model_validate({"name": name, **cfg}))
 
 
+#: what the tasks keep out of quantization (MethodContext.full_precision_modules): classification's heads, the
+#: causal LM's output layer
+FULL_PRECISION = {"bert": ("classifier", "score", "qa_outputs", "pre_classifier"), "llama": ("lm_head",)}
+
+
 def head_modules_for(kind: str, model) -> list[str]:
     from tuneforge.tasks.base import Task
     return Task.head_modules(None, model) if kind == "bert" else []
 
 
 def build(kind: str, path: str, method, seed: int = 0):
-    """Load the tiny base as the task's model class (with the method's load kwargs) and apply the method."""
+    """Load the tiny base as the task's model class (with the method's load kwargs) and apply the method, as
+    the engine does: the context's full-precision names before loading, the head modules after."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
+    ctx = MethodContext(full_precision_modules=FULL_PRECISION["bert" if kind == "bert" else "llama"])
     if kind == "bert":
-        model = load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2, **method.load_kwargs())
+        model = load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2,
+                           **method.load_kwargs(ctx))
     else:
-        model = load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs())
-    ctx = MethodContext(task_type="classification" if kind == "bert" else "causal_lm",
-                        head_modules=head_modules_for(kind, model))
+        model = load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
+    ctx.head_modules = head_modules_for(kind, model)
     return method.apply(model, ctx), ctx
 
 
@@ -89,9 +96,11 @@ def save_run_model(method, model, out_dir, base_path: str, kind: str) -> None:
 def base_builder(kind: str, method):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    ctx = MethodContext(full_precision_modules=FULL_PRECISION["bert" if kind == "bert" else "llama"])
+
     def build_base(path: str):
         if kind == "bert":
             return load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2,
-                              **method.load_kwargs())
-        return load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs())
+                              **method.load_kwargs(ctx))
+        return load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
     return build_base

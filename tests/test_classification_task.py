@@ -23,8 +23,8 @@ def test_stratified_split_sizes_and_proportions(tiny_bert, tmp_path):
     rows = make_sentiment_rows(300)[:200] + [r for r in make_sentiment_rows(300)[200:] if r["label"] == "positive"]
     p = prepare(tiny_bert, write(tmp_path, rows), split={"validation": 0.1, "test": 0.2})
     n = len(rows)
-    assert p.info["sizes"] == {"train": len(p.train), "validation": len(p.validation), "test": len(p.test)}
-    assert sum(p.info["sizes"].values()) == n
+    assert p.sizes == {"train": len(p.train), "validation": len(p.validation), "test": len(p.test)}
+    assert sum(p.sizes.values()) == n
     assert abs(len(p.test) - 0.2 * n) <= 1 and abs(len(p.validation) - 0.1 * n) <= 1
     share = lambda ds: sum(ds["labels"]) / len(ds)
     assert abs(share(p.train) - share(p.test)) < 0.03  # stratified
@@ -51,9 +51,9 @@ def test_group_split_keeps_groups_apart(tiny_bert, tmp_path):
 def test_labels_sorted_and_ints_numeric(tiny_bert, tmp_path):
     rows = [{"text": r["text"], "label": {"negative": 10, "positive": 2}[r["label"]]} for r in make_sentiment_rows(60)]
     p = prepare(tiny_bert, write(tmp_path, rows))
-    assert p.info["labels"] == ["2", "10"]  # numerically, not as strings
+    assert p.state.labels == ["2", "10"]  # numerically, not as strings
     p = prepare(tiny_bert, write(tmp_path, make_sentiment_rows(60), "s.csv"))
-    assert p.info["labels"] == ["negative", "positive"]
+    assert p.state.labels == ["negative", "positive"]
 
 
 def test_given_files_are_used_and_unseen_labels_rejected(tiny_bert, tmp_path):

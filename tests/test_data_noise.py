@@ -112,7 +112,7 @@ def test_errors():
 def test_model_features_beat_tfidf_on_real_text(flipped):
     """Frozen MiniLM sentence embeddings make a better out-of-fold classifier than TF-IDF on short reviews,
     so the detector finds more of the injected flips (measured on 2,000 rows: P/R 0.28/0.66 vs 0.23/0.53)."""
-    from tuneforge.data.noise import embed_texts
+    from tuneforge.models.embed import embed_texts
     from tuneforge.models.loader import resolve_model
 
     texts, _, noisy, flip = flipped
@@ -146,7 +146,7 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
 
     from conftest import make_sentiment_rows, tiny_config
     from tuneforge.config import load_config
-    from tuneforge.data.noise import finetuned_oof_probs
+    from tuneforge.cleaning.noise import finetuned_oof_probs
     from tuneforge.training import engine
 
     rows = make_sentiment_rows(240)
@@ -190,7 +190,7 @@ def test_finetuned_detector_refuses_a_distributed_launch(monkeypatch):
     import pandas as pd
 
     from tuneforge.config import load_config
-    from tuneforge.data.noise import finetuned_oof_probs
+    from tuneforge.cleaning.noise import finetuned_oof_probs
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})

@@ -21,7 +21,8 @@ def _write(tmp_path, rows, name):
 
 def _frames(tiny_bert, data, **data_keys):
     cfg = load_config(raw={"model": {"name": tiny_bert}, "data": {"train": data, **data_keys}})
-    return ClassificationTask(cfg).prepare_frames()
+    train, val, test, report, labels = ClassificationTask(cfg).prepare_frames()
+    return train, val, test, {"data_report": report, "labels": labels}
 
 
 @needs_wordnet

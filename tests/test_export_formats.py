@@ -138,7 +138,7 @@ def test_int8_weight_only_round_trip_is_within_half_a_step():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tuneforge.export.load import int8_weight_only_state, load_int8_weight_only
+    from tuneforge.inference.exports import int8_weight_only_state, load_int8_weight_only
 
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
@@ -180,7 +180,7 @@ def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(cls_run, tmp
 
     from tuneforge.errors import ModelError
     from tuneforge.export.exporter import export_run
-    from tuneforge.export.load import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
+    from tuneforge.inference.exports import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
     from tuneforge.inference import classify_logits, load_run
 
     out = tmp_path / "int8"

@@ -40,10 +40,15 @@ def task():
     return CausalLMTask.__new__(CausalLMTask)  # the hook needs no config
 
 
+def lora():
+    from methods_helpers import make_method
+    return make_method("lora")  # offers train.fused_lora through Method.speed_levers
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
 def test_auto_on_cpu_is_off_with_one_line_note(capfd):
     m = tiny_lora_llama()
-    levers = apply_speedups(m, TrainSection(), task())
+    levers = apply_speedups(m, TrainSection(), task(), lora())
     assert {lv.key: lv.on for lv in levers} == {"liger": False, "chunked_loss": False, "fused_lora": False,
                                                 "compile": False}
     err = capfd.readouterr().err
@@ -54,7 +59,7 @@ def test_auto_on_cpu_is_off_with_one_line_note(capfd):
 def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
     m = tiny_lora_llama()
     levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(chunked_loss=True, fused_lora=True,
-                                                                   compile=False, liger=False), task())}
+                                                                   compile=False, liger=False), task(), lora())}
     assert levers["chunked_loss"].on and levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
     assert not levers["compile"].on and "false" in levers["compile"].note
 
@@ -62,22 +67,23 @@ def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
 def test_explicit_true_that_cannot_apply_names_the_key():
     with pytest.raises(ConfigError, match=r"train.liger: true, but no CUDA"):
-        apply_speedups(tiny_lora_llama(), TrainSection(liger=True), task())
+        apply_speedups(tiny_lora_llama(), TrainSection(liger=True), task(), lora())
     from tuneforge.tasks.base import Task
 
     other = Task.__new__(Task)
     other.name = "classification"
     with pytest.raises(ConfigError, match=r"train.chunked_loss: true, but the classification task has no fused"):
-        apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other)
+        apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other, lora())
 
 
 def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
     pytest.importorskip("bitsandbytes")
     from methods_helpers import build, make_method, save_tiny_llama
 
-    model, _ = build("llama", save_tiny_llama(tmp_path / "base"), make_method("qlora", dropout=0.0))
+    method = make_method("qlora", dropout=0.0)
+    model, _ = build("llama", save_tiny_llama(tmp_path / "base"), method)
     levers = {lv.key: lv for lv in apply_speedups(model, TrainSection(chunked_loss=False, fused_lora=True,
-                                                                       compile=False, liger=False), task())}
+                                                                       compile=False, liger=False), task(), method)}
     assert levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
 
 
@@ -85,7 +91,7 @@ def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
     levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(dropout=0.1),
-                                                 TrainSection(compile=False), task())}
+                                                 TrainSection(compile=False), task(), lora())}
     assert not levers["fused_lora"].on and "0 of 14" in levers["fused_lora"].note
     assert levers["chunked_loss"].on and not levers["liger"].on and "not installed" in levers["liger"].note
 
@@ -113,7 +119,8 @@ def test_config_accepts_the_switches():
 def test_training_steps_with_levers_match_without():
     ref = tiny_lora_llama()
     fast = copy.deepcopy(ref)
-    apply_speedups(fast, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task())
+    apply_speedups(fast, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task(),
+                   lora())
     g = torch.Generator().manual_seed(3)
     losses = {}
     for name, m in (("ref", ref), ("fast", fast)):
@@ -137,7 +144,7 @@ def test_training_steps_with_levers_match_without():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_auto_turns_levers_on():
     m = tiny_lora_llama().cuda()
-    levers = {lv.key: lv.on for lv in apply_speedups(m, TrainSection(compile=False), task())}
+    levers = {lv.key: lv.on for lv in apply_speedups(m, TrainSection(compile=False), task(), lora())}
     assert levers["chunked_loss"] and levers["fused_lora"]
 
 
@@ -303,7 +310,7 @@ def eager_compile_blocks(model):
 def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
     fake_liger(monkeypatch)
     monkeypatch.setattr(speed, "_compile_blocks", lambda m: pytest.fail("compile must not run"))
-    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task(), lora())}
     assert levers["liger"].on and not levers["compile"].on
     assert levers["compile"].note == speed.LIGER_ON_COMPILE_AUTO and "Inductor cannot compile" in speed.LIGER_ON_COMPILE_AUTO
 
@@ -313,7 +320,7 @@ def test_compile_without_liger_is_unchanged(monkeypatch):
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
     monkeypatch.setattr(speed, "_compile_blocks", lambda m: 2)
     monkeypatch.setattr(speed, "fence_off_liger", lambda m: pytest.fail("nothing to fence off"))
-    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task())}
+    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task(), lora())}
     assert levers["compile"].on and levers["compile"].note == "on (auto): 2 blocks"
 
 
@@ -322,7 +329,7 @@ def test_liger_with_explicit_compile_never_traces_liger(monkeypatch):
     monkeypatch.setattr(speed, "_compile_blocks", eager_compile_blocks)
     ref = tiny_lora_llama()
     m = copy.deepcopy(ref)
-    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(compile=True), task())}
+    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(compile=True), task(), lora())}
     # 2 blocks x 2 norms + the final norm, and RoPE in modeling_llama
     assert levers["liger"].on and levers["compile"].on and "6 liger kernels left eager" in levers["compile"].note
     assert speed.fence_off_liger(m) == 6  # idempotent: nothing wrapped twice

@@ -40,6 +40,6 @@ def test_smollm2_layout_and_adapters():
     lay = describe(model)
     assert lay.num_blocks == 30 and lay.embeddings == ["model.embed_tokens"]
     m = AdapterMethod(AdapterConfig(placement="houlsby", bottleneck_size=16))
-    m.apply(model, MethodContext(task_type="causal_lm"))
+    m.apply(model, MethodContext())
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert n == 30 * 2 * (2 * 576 * 16 + 16 + 576)

@@ -130,7 +130,7 @@ def test_adapter_rejects_unsupported_architecture(tmp_path):
 
     model = load_model(str(tmp_path), AutoModelForCausalLM, "float32")
     with pytest.raises(MethodError, match="unsupported architecture GPT2LMHeadModel"):
-        make_method("adapter").apply(model, MethodContext(task_type="causal_lm"))
+        make_method("adapter").apply(model, MethodContext())
     # layer discovery itself is generic: GPT-2's blocks and embeddings are found
     lay = describe(model)
     assert lay.blocks == ["transformer.h.0", "transformer.h.1"]

@@ -32,7 +32,8 @@ def predict(run_dir, texts, batch_size: int = 64):
     return _predict(run_dir, texts, batch_size)
 
 
-def evaluate(run_dir, data, out_dir=None, text_column=None, label_column=None):
+def evaluate(run_dir, data=None, out_dir=None, text_column=None, label_column=None):
+    """Metrics of a run on labelled `data` (default: the run's own saved test split)."""
     from tuneforge.inference import evaluate as _evaluate
     return _evaluate(run_dir, data, out_dir, text_column, label_column)
 

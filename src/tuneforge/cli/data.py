@@ -17,7 +17,7 @@ def inspect(source: str = typer.Argument(..., help="A YAML run config, a data fi
             overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. data.text_column=review"),
             out: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (default data-report-<name>).")):
     """Report class balance, token lengths, duplicates, suspected label errors and languages (report.md + PNGs)."""
-    from tuneforge.data.workflows import inspect_data
+    from tuneforge.cleaning.workflows import inspect_data
 
     notes: list[str] = []
     path = inspect_data(source, overrides or [], out, notes=notes)
@@ -33,7 +33,7 @@ def prepare(config: str = typer.Argument(..., help="A YAML run config (or a data
             fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or both."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")):
     """Write the split, cleaned and augmented data as files (plus report.md and manifest.json)."""
-    from tuneforge.data.workflows import prepare_data
+    from tuneforge.cleaning.workflows import prepare_data
 
     m = prepare_data(config, out, overrides or [], fmt, overwrite)
     typer.echo(f"tuneforge: wrote {', '.join(f'{k} {v} rows' for k, v in m['rows'].items())} to {out}")

@@ -10,11 +10,13 @@ from tuneforge.cli.app import app
 
 @app.command("eval")
 def eval_cmd(run_dir: str = typer.Argument(..., help="Run directory."),
-             data: str = typer.Option(..., "--data", help="Labelled data file (same columns as training)."),
+             data: Optional[str] = typer.Option(None, "--data", help=(
+                 "Labelled data file (same columns as training). Default: the run's own saved test split.")),
              out: Optional[str] = typer.Option(None, "--out", help="Report directory (default RUN/eval/<data name>)."),
              text_column: Optional[str] = typer.Option(None, "--text-column"),
              label_column: Optional[str] = typer.Option(None, "--label-column")):
-    """Evaluate a trained run on new labelled data: metrics, per-class report, confusion matrix."""
+    """Evaluate a trained run on labelled data (default: its own test split): metrics, per-class report,
+    confusion matrix."""
     from tuneforge.inference import evaluate
 
     result = evaluate(run_dir, data, out, text_column, label_column)

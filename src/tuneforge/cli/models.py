@@ -16,7 +16,7 @@ def models():
 @app.command()
 def methods():
     """List the fine-tuning methods."""
-    from tuneforge.methods import METHODS
+    from tuneforge.registry import METHODS
 
     for name in METHODS.names():
         m = METHODS.get(name)

@@ -14,8 +14,17 @@ import yaml
 
 from tuneforge.errors import RunDirError
 
-#: final metrics shown per task, in column order (the first present one is the fallback primary metric)
-TASK_METRICS = {"classification": ["accuracy", "f1_macro", "auc_roc"], "causal_lm": ["loss", "perplexity"]}
+
+
+def task_metrics(task: str) -> list[str]:
+    """The final metrics a task's comparison shows, in column order (`Task.report_metrics`; the first present
+    one is the fallback primary metric); for an unknown task the fallback list."""
+    from tuneforge.registry import TASKS
+
+    if task in TASKS:
+        return list(TASKS.get(task).report_metrics)
+    return list(FALLBACK_METRICS)
+
 FALLBACK_METRICS = ["accuracy", "f1_macro", "auc_roc", "loss", "perplexity"]
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
@@ -106,16 +115,22 @@ def _final_metrics(eval_metrics: dict, task: str) -> tuple[dict, str | None]:
     for split in ("test", "validation"):
         block = eval_metrics.get(split)
         if isinstance(block, dict) and any(isinstance(v, (int, float)) for v in block.values()):
-            wanted = TASK_METRICS.get(task, FALLBACK_METRICS)
+            wanted = task_metrics(task)
             keep = {k: float(v) for k, v in block.items() if k in set(wanted) | set(FALLBACK_METRICS)
                     and isinstance(v, (int, float)) and not isinstance(v, bool)}
             return keep, split
     return {}, None
 
 
+def _known_tasks() -> list[str]:
+    from tuneforge.registry import TASKS
+
+    return TASKS.names()
+
+
 def _greater_is_better(task: str, metric: str) -> bool:
     try:
-        from tuneforge.tasks import TASKS
+        from tuneforge.registry import TASKS
         return bool(TASKS.get(task).metrics.get(metric, metric not in LOWER_IS_BETTER))
     except Exception:  # noqa: BLE001  (a task registered on another machine but not here)
         return metric not in LOWER_IS_BETTER
@@ -138,14 +153,15 @@ def read_run(path: str | Path) -> RunRecord:
                     task=task, seed=train.get("seed"), learning_rate=train.get("learning_rate"))
     if rec.learning_rate is None and method != "?":
         try:
-            from tuneforge.methods import METHODS
+            from tuneforge.registry import METHODS
             rec.learning_rate = METHODS.get(method).Config.default_learning_rate
         except Exception:  # noqa: BLE001  (unknown method here: the rate stays unknown)
             pass
     rec.metrics, rec.metrics_split = _final_metrics(_read_json(path / "eval" / "metrics.json"), task)
     wanted = (cfg.get("eval") or {}).get("metric")
     if wanted not in rec.metrics:
-        wanted = next((m for m in TASK_METRICS.get(task, []) + FALLBACK_METRICS if m in rec.metrics), wanted)
+        wanted = next((m for m in (task_metrics(task) if task in _known_tasks() else []) + FALLBACK_METRICS
+                       if m in rec.metrics), wanted)
     rec.metric = wanted
     rec.greater_is_better = _greater_is_better(task, wanted) if wanted else True
     eff = _read_json(path / "efficiency.json")

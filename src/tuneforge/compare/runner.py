@@ -77,12 +77,16 @@ def default_method_configs_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "configs" / "methods"
 
 
-#: other names the shipped method files use for a task (configs/methods/lora-sft.yaml is for causal_lm)
-TASK_FILE_NAMES = {"causal_lm": ["causal_lm", "sft"]}
+
+def task_file_names(task: str) -> list[str]:
+    """The names method files use for a task: its own and its `Task.aliases` (lora-sft.yaml for causal_lm)."""
+    from tuneforge.registry import TASKS
+
+    return [task, *TASKS.get(task).aliases] if task in TASKS else [task]
 
 
 def _method_file_settings(method: str, task: str, directory: Path) -> tuple[dict | None, float | None, Path | None]:
-    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in TASK_FILE_NAMES.get(task, [task]))
+    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in task_file_names(task))
                  if p.is_file()), None)
     if path is None:
         return None, None, None
@@ -119,7 +123,7 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
         keep_learning_rate: train every method at the config's train.learning_rate instead of per-method rates.
 
     Raises ConfigError for an unknown method, a malformed override or an invalid base config."""
-    from tuneforge.methods import METHODS
+    from tuneforge.registry import METHODS
 
     for m in methods:
         METHODS.get(m, key="--methods")

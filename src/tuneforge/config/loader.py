@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import DataSection, RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.registry import closest
 
@@ -250,6 +250,50 @@ def _validate_open_section(raw: Any, section: str, key: str, default: str, regis
         return None, _format_errors(exc, entry.Config, (section,))
 
 
+def _validate_data(raw: Any, task, registry) -> tuple[Any, list[str]]:
+    """Validate `data` against the data config class of the task (`Task.DataConfig`): the keys every task
+    reads plus the task's own. A key only another task reads is an error naming that task when it is set to
+    anything but its default; at its default it is dropped (configs saved before the data keys were split by
+    task spell out every key)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return None, [f"data: must be a mapping of keys, got {type(raw).__name__}"]
+    if task is None:  # the task is invalid (reported already): still report errors in the common keys
+        try:
+            DataSection.model_validate({k: v for k, v in raw.items() if k in DataSection.model_fields})
+        except ValidationError as exc:
+            return None, _format_errors(exc, DataSection, ("data",))
+        return None, []
+    own = registry.get(task.type).DataConfig
+    kept, errors = {}, []
+    for key, value in raw.items():
+        if key in own.model_fields:
+            kept[key] = value
+            continue
+        owners = [name for name in registry.names() if key in registry.get(name).DataConfig.model_fields]
+        if not owners:
+            kept[key] = value  # unknown to every task: pydantic reports it, with the closest key
+            continue
+        other = registry.get(owners[0]).DataConfig
+        try:
+            given = getattr(other.model_validate({key: value}), key)
+            default = other.model_fields[key].get_default(call_default_factory=True)
+            at_default = (given.model_dump() == default.model_dump()) if hasattr(given, "model_dump") \
+                else given == default
+        except ValidationError:
+            at_default = False
+        if not at_default:
+            errors.append(f"data.{_key(key)}: only used by the {' / '.join(owners)} task, not by task.type "
+                          f"'{task.type}'; remove it")
+    if errors:
+        return None, errors
+    try:
+        return own.model_validate(kept), []
+    except ValidationError as exc:
+        return None, _format_errors(exc, own, ("data",))
+
+
 def _training_checks(cfg: RunConfig) -> list[str]:
     """Combinations of train/eval keys that transformers' Trainer would refuse only once training starts."""
     t, errors = cfg.train, []
@@ -274,8 +318,8 @@ def validate_config(raw: dict, environment: bool = False) -> RunConfig:
 
     `environment`: also check that the config can run on this machine (CUDA for mixed precision, installed
     trackers and kernels); `load_config` does, for `tuneforge validate` and `tuneforge train`."""
-    from tuneforge.methods import METHODS
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import METHODS
+    from tuneforge.registry import TASKS
 
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config: the top level must be a mapping of sections, got {type(raw).__name__}")
@@ -287,15 +331,17 @@ def validate_config(raw: dict, environment: bool = False) -> RunConfig:
     task, task_errors = _validate_open_section(raw.get("task"), "task", "type", DEFAULT_TASK, TASKS)
     method, method_errors = _validate_open_section(raw.get("method"), "method", "name", DEFAULT_METHOD, METHODS)
     errors += task_errors + method_errors
-    rest = {k: v for k, v in raw.items() if k in RunConfig.model_fields and k not in ("task", "method")}
+    data, data_errors = _validate_data(raw.get("data"), task, TASKS)
+    errors += data_errors
+    rest = {k: v for k, v in raw.items() if k in RunConfig.model_fields and k not in ("task", "method", "data")}
     for key, value in rest.items():
         if value is not None and not isinstance(value, dict):
             errors.append(f"{key}: must be a mapping of keys, got {type(value).__name__}")
     rest = {k: (v or {}) for k, v in rest.items() if isinstance(v, dict) or v is None}
     cfg = None
-    if task is not None and method is not None:
+    if task is not None and method is not None and data is not None:
         try:
-            cfg = RunConfig.model_validate({**rest, "task": task, "method": method})
+            cfg = RunConfig.model_validate({**rest, "data": data, "task": task, "method": method})
         except ValidationError as exc:
             errors += _format_errors(exc, RunConfig)
     else:

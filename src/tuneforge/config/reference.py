@@ -7,7 +7,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from tuneforge.config.schema import MethodConfig, RunConfig, TaskConfig
+from tuneforge.config.schema import DataSection, MethodConfig, RunConfig, TaskConfig
 
 
 def _type_name(ann) -> str:
@@ -28,9 +28,11 @@ def _default(field) -> str:
     return f"`{json.dumps(field.default)}`"
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _rows(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
+        if name in skip:
+            continue
         ann = field.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         if sub is not None and not issubclass(sub, (TaskConfig, MethodConfig)):
@@ -42,16 +44,19 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def reference_markdown() -> str:
-    from tuneforge.methods import METHODS
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import METHODS
+    from tuneforge.registry import TASKS
 
     header = ["| key | type | default | description |", "|---|---|---|---|"]
     out = ["### Sections model, data, train, eval, output", ""] + header
     for section in ("model", "data", "train", "eval", "output"):
-        out += _rows(RunConfig.model_fields[section].annotation, f"{section}.")
-    out += ["", "### task (by `task.type`)", ""]
+        cls = DataSection if section == "data" else RunConfig.model_fields[section].annotation
+        out += _rows(cls, f"{section}.")
+    out += ["", "### task (by `task.type`), with the `data` keys only that task reads", ""]
     for name in TASKS.names():
-        out += [f"`task.type: {name}`", ""] + header + _rows(TASKS.get(name).Config, "task.") + [""]
+        task = TASKS.get(name)
+        out += [f"`task.type: {name}`", ""] + header + _rows(task.Config, "task.") + \
+            _rows(task.DataConfig, "data.", skip=DataSection.model_fields) + [""]
     out += ["### method (by `method.name`)", ""]
     for name in METHODS.names():
         m = METHODS.get(name)

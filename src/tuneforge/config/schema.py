@@ -222,14 +222,15 @@ class BalanceSection(Section):
 
 
 class DataSection(Section):
+    """The data keys every task reads. Each task extends this class with its own keys (its `DataConfig`), and
+    the `data:` section of a config is validated against the class of its `task.type`."""
+
     train: str = Field("builtin:rotten-tomatoes", description=(
         "Training data: a csv/tsv/json/jsonl/parquet file, a directory saved by `datasets`, or a builtin "
         "data set (`builtin:rotten-tomatoes`). Without `validation`/`test` files it is split."))
     validation: Optional[str] = Field(None, description="Optional validation file (same columns as train).")
     test: Optional[str] = Field(None, description="Optional test file (same columns as train).")
     text_column: str = Field("text", description="Column holding the input text.")
-    text_pair_column: Optional[str] = Field(None, description="Optional second text column (sentence pairs).")
-    label_column: str = Field("label", description="Column holding the label (strings or integers).")
     max_length: Optional[int] = Field(None, ge=8, le=131072, description=(
         "Longest example in tokens (the cutoff length); longer ones are truncated. Default: the task's "
         "(128 for classification). Batches are padded only to their own longest example, never to this length."))
@@ -240,39 +241,7 @@ class DataSection(Section):
         "assistant turn; classification: a label that is a list, a text that is a list or bytes that are not "
         "UTF-8): `error` stops with a message naming the record, `skip` leaves such records out, counts them in "
         "the log and lists them in the run's data/report.md. Unreadable files are errors either way."))
-    # ---- causal_lm (SFT) only; classification rejects them when set ----
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "text"] = Field("auto", description=(
-        "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` "
-        "(conversations of from/value), `messages` (OpenAI-style role/content lists), `text` (plain continued "
-        "pre-training on `text_column`), `auto` (detected from the columns)."))
-    template: str = Field("auto", description=(
-        "Chat template (SFT): `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, "
-        "`alpaca`, `vicuna`) uses that template instead. The template used is saved with the model."))
-    system_prompt: Optional[str] = Field(None, description=(
-        "System message added to every conversation that has none, in training and in chat (saved with the "
-        "model). null: the template's own behaviour (some templates insert a default system prompt)."))
-    variables: dict[str, str] = Field(default_factory=dict, description=(
-        "Values for `{{name}}` placeholders in the SFT data and system prompt (for example the new name and "
-        "author of `builtin:identity`)."))
-    train_on_prompt: bool = Field(False, description=(
-        "SFT: compute the loss on prompt tokens too. Default: on assistant turns only (each including its "
-        "end-of-turn token)."))
-    overflow: Literal["truncate", "drop"] = Field("truncate", description=(
-        "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. "
-        "Either way they are counted in the log and the run's eval/metrics.json."))
-    packing: bool = Field(False, description=(
-        "SFT: pack several examples into each row of up to `max_length` tokens; attention and positions restart "
-        "at every example, so examples never see each other."))
-    conversation_column: Optional[str] = Field(None, description=(
-        "Column with the conversation for `sharegpt`/`messages` (default `conversations` / `messages`)."))
-    roles: dict[str, str] = Field(default_factory=dict, description=(
-        "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
-        "gpt, assistant, bot, model, system), for example {customer: user, agent: assistant}."))
     split: SplitSection = Field(default_factory=SplitSection, description="How to split when files are not given.")
-    clean: CleanSection = Field(default_factory=CleanSection, description=(
-        "Cleaning of the training split: duplicates, leakage across splits, label noise."))
-    augment: AugmentSection = Field(default_factory=AugmentSection, description="Augmentation of the training split.")
-    balance: BalanceSection = Field(default_factory=BalanceSection, description="Class imbalance: weighted loss and resampling.")
 
 
 class EarlyStoppingSection(Section):
@@ -384,7 +353,8 @@ class MethodConfig(Section):
 
 class RunConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The pretrained base model.")
-    data: DataSection = Field(default_factory=DataSection, description="Where the data come from and how they are prepared.")
+    data: SerializeAsAny[DataSection] = Field(default_factory=DataSection, description=(
+        "Where the data come from and how they are prepared; some keys depend on `task.type`."))
     task: SerializeAsAny[TaskConfig] = Field(description="What is learned; keys depend on `task.type`.")
     method: SerializeAsAny[MethodConfig] = Field(description="Which parameters learn; keys depend on `method.name`.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation and training loop.")

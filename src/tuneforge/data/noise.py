@@ -1,13 +1,13 @@
 """Label-noise detection by confident learning (Northcutt et al., via `cleanlab`) on out-of-fold probabilities
 of a fast model: logistic regression on TF-IDF features, on sentence embeddings of the run's own pretrained
 model (frozen, mean-pooled), or the average of both; or, when asked, of the run's own model and method
-fine-tuned k times (`finetuned_oof_probs`). Every model is fitted inside its fold, so no example is scored by a
-model that saw it."""
+fine-tuned k times. Every model is fitted inside its fold, so no example is scored by a model that saw it.
+
+The features that need a pretrained model or training (`model`, `finetune`) are not here: nothing in the data
+layer loads or trains models. They are providers in the NOISE_FEATURES registry, from tuneforge.cleaning."""
 from __future__ import annotations
 
-import inspect
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -43,35 +43,6 @@ def _features(texts: Sequence[str]):
     return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
 
 
-def embed_texts(model_path: str, texts: Sequence[str], max_length: int = 128, batch_size: int = 64,
-                trust_remote_code: bool = False) -> np.ndarray:
-    """L2-normalised mean-pooled last-layer states of a pretrained encoder (no training), one row per text.
-
-    Texts are embedded longest first, so each batch pads little."""
-    import torch
-    from transformers import AutoModel
-
-    from tuneforge.models.loader import load_tokenizer
-
-    tok = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:  # decoder tokenizers: padded positions are masked out of the mean anyway
-        tok.pad_token = tok.eos_token
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=trust_remote_code, dtype=torch.float32).eval()
-    accepted = set(inspect.signature(model.forward).parameters)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            batch = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-            hidden = model(**{k: v for k, v in batch.items() if k in accepted}).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    return out
-
-
 def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0,
                       embeddings: np.ndarray | None = None, with_tfidf: bool = False) -> np.ndarray:
     """Probabilities for every row from a logistic-regression model that never saw that row.
@@ -102,77 +73,6 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
     model = make_pipeline(_features(texts), LogisticRegression(C=4.0, solver="saga", max_iter=2000, random_state=seed))
     sparse = cross_val_predict(model, list(texts), y, cv=cv, method="predict_proba")
     return sparse if dense is None else (sparse + dense) / 2
-
-
-def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5,
-                        seed: int = 0) -> np.ndarray:
-    """Out-of-fold probabilities of the run's own model, method and training settings, fine-tuned once per fold
-    on the other folds (`data.clean.noise_features: finetune`): `folds` extra trainings of the run's size.
-
-    The fold runs train on the rows as given (no cleaning, augmentation, resampling or validation; class weights
-    are kept) and are written to a temporary directory that is removed afterwards.
-
-    Args:
-        cfg: the run's RunConfig.
-        frame: the training rows (text, optional pair and label columns; labels as strings).
-        texts: unused (the rows come from `frame`); kept so this is called like `out_of_fold_probs`.
-        y: class ids in sorted label order, one per row.
-        folds: number of stratified folds.
-        seed: fold assignment seed.
-    """
-    import copy
-    import gc
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from sklearn.model_selection import StratifiedKFold
-
-    from tuneforge.config.loader import load_config
-    from tuneforge.evaluation.classification import softmax
-    from tuneforge.inference import classify_logits, load_run
-    from tuneforge.training.engine import train
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # every rank would train (and save) its own fold models in its own temporary directory
-        raise ConfigError("data.clean.noise_features=finetune trains its fold models in one process, not under a "
-                          "distributed launch: run `tuneforge data prepare CONFIG --out DIR` first, in one "
-                          "process, and point data.train/validation/test at the files it writes")
-    d = cfg.data
-    names = sorted(set(frame[d.label_column].astype(str)))
-    columns = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
-    base = cfg.model_dump(mode="json")
-    data = base["data"]
-    data.update(validation=None, test=None, max_train_samples=None)
-    data["split"].update(validation=0.0, test=0.0)
-    data["clean"].update(dedup="none", cross_split="none", label_noise="none")
-    data["augment"]["enabled"] = False
-    data["balance"]["sampling"] = "none"
-    base["train"].update(eval_strategy="no", save_steps=None, report_to="none",
-                         early_stopping={"patience": None, "threshold": 0.0})
-    base["eval"]["load_best_model"] = False
-    probs = np.zeros((len(frame), len(names)))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    with tempfile.TemporaryDirectory(prefix="tuneforge-noise-") as tmp:
-        for k, (fit, held) in enumerate(cv.split(np.zeros(len(y)), y), 1):
-            log.info("data: label-noise detection (noise_features=finetune): training fold %d of %d on %d rows",
-                     k, folds, len(fit))
-            path = Path(tmp) / f"fold{k}.parquet"
-            frame.iloc[fit][columns].to_parquet(path, index=False)
-            raw = copy.deepcopy(base)
-            raw["data"]["train"] = str(path)
-            raw["output"] = {"dir": str(Path(tmp) / f"run{k}"), "overwrite": True, "name": f"noise-fold{k}"}
-            run = load_run(train(load_config(raw=raw)).run_dir)
-            rows = frame.iloc[held]
-            pairs = rows[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None
-            p = softmax(classify_logits(run, rows[d.text_column].astype(str).tolist(), pairs))
-            for j, name in enumerate(run.meta["labels"]):
-                if name in names:  # task.labels may name classes this split does not have
-                    probs[held, names.index(name)] = p[:, j]
-            del run
-            gc.collect()
-            shutil.rmtree(Path(tmp) / f"run{k}", ignore_errors=True)
-    return probs / probs.sum(1, keepdims=True).clip(min=1e-12)
 
 
 def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,

@@ -114,21 +114,17 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
 
     # 2. label noise (on the deduplicated originals, before augmentation multiplies any error)
     if c.label_noise != "none":
-        from functools import partial
-
         labels = train[d.label_column].tolist()
         noise_texts = _texts(train, d)
-        embed = oof = None
-        if c.noise_features in ("model", "both"):
-            from tuneforge.data.noise import embed_texts
-            from tuneforge.models.loader import resolve_model
+        providers = {"embed": None, "oof": None}
+        if c.noise_features != "tfidf":
+            # model embeddings or fine-tuned folds: providers from a higher layer (tuneforge.cleaning), by name
+            from tuneforge.registry import NOISE_FEATURES
 
-            embed = partial(embed_texts, resolve_model(cfg.model.name, cfg.model.revision),
-                            max_length=d.max_length or 128, trust_remote_code=cfg.model.trust_remote_code)
-        elif c.noise_features == "finetune":
-            from tuneforge.data.noise import finetuned_oof_probs
-
-            oof = partial(finetuned_oof_probs, cfg, train)
+            kind, fn = NOISE_FEATURES.get("model" if c.noise_features == "both" else c.noise_features,
+                                          "data.clean.noise_features")(cfg, train)
+            providers[kind] = fn
+        embed, oof = providers["embed"], providers["oof"]
         res = find_label_errors(noise_texts, labels, folds=c.noise_folds, seed=seed, embed=embed,
                                 with_tfidf=c.noise_features == "both", oof=oof)
         keep, new_labels, acted = apply_noise_action(labels, res, c.label_noise, c.noise_threshold)

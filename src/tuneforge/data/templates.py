@@ -169,6 +169,12 @@ def _find_end_token(tokenizer, fmt: ChatFormat, base_stop_ids: list[int]) -> Non
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
+def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}] + list(messages)
+    return list(messages)
+
+
 def fill_variables(text: str, variables: dict[str, str], where: str) -> str:
     """Replace `{{name}}` placeholders; an unknown placeholder is a DataError naming `where`."""
     def sub(m):

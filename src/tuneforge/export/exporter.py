@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tuneforge.errors import ConfigError, ModelError
-from tuneforge.export.load import (EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, int8_weight_only_state, load_export,
+from tuneforge.inference.exports import (EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, int8_weight_only_state, load_export,
                                    quantize_int8, save_int8_state)
 
 log = logging.getLogger("tuneforge")
@@ -23,9 +23,9 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
-    """torch.onnx (dynamo exporter, onnxscript) with dynamic batch and sequence axes; causal LMs without KV
-    cache (one forward pass returns the logits of every position)."""
+def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path) -> None:
+    """torch.onnx (dynamo exporter, onnxscript) with dynamic batch and sequence axes; `forward_kwargs` are the
+    task's extra forward arguments (causal LMs: no KV cache, so one pass returns the logits of every position)."""
     from torch.export import Dim
 
     class LogitsOnly(torch.nn.Module):
@@ -34,8 +34,7 @@ def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
             self.m = m
 
         def forward(self, input_ids, attention_mask):
-            extra = {"use_cache": False} if task == "causal_lm" else {}
-            return self.m(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits
 
     class LogitsOnlyWithTypes(LogitsOnly):
         def forward(self, input_ids, attention_mask, token_type_ids):
@@ -62,26 +61,25 @@ def _export_onnx(model, tokenizer, task: str, path: Path) -> None:
         raise ModelError(f"ONNX export failed: {lines[0][:300]}") from None
 
 
-def _test_inputs(run_dir: Path, model_dir: Path, tokenizer, meta: dict, max_samples: int) -> tuple[list, str]:
-    """Tokenized rows of the run's test split (or validation split for SFT runs without one), re-created
-    from config.yaml through the task's own `prepare`, so the split is exactly the one training held out."""
+def _test_inputs(run_dir: Path, meta: dict, tokenizer, max_samples: int) -> tuple[list, str]:
+    """Tokenized rows of the run's test split (its validation split when it has none), exactly the rows
+    training held out: read back from RUN/data/split/ through the task's `held_out` (runs written before the
+    split was saved re-create it from config.yaml)."""
     from tuneforge.config import load_config
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ModelError(f"{run_dir} has no config.yaml: the test split cannot be re-created")
     cfg = load_config(cfg_path, environment=False)  # a finished run: export needs no GPU of its config
-    task = TASKS.get(meta["task"])(cfg)
-    prepared = task.prepare(tokenizer)
-    split, name = (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
+    split, name = TASKS.get(meta["task"])(cfg).held_out(run_dir, tokenizer)
     if split is None or len(split) == 0:
         raise ModelError("the run has neither a test nor a validation split to check the export on")
     n = min(max_samples, len(split))
     rows = []
     for r in split.select(range(n)):
-        rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels") if meta["task"] == "classification"
-                     else None, **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
+        rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels"),
+                     **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
     return rows, name
 
 
@@ -103,7 +101,7 @@ def _batch(rows: list[dict], pad_id: int) -> dict:
 
 @torch.no_grad()
 def _logits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[np.ndarray]:
-    """Per-row logits (classification: [labels]; causal LM: [positions, vocab] of the real tokens)."""
+    """Per-row logits: [outputs] for a sequence-level head, [positions, vocab] of the real tokens for a LM."""
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
@@ -111,20 +109,6 @@ def _logits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[np.nd
         for k, r in enumerate(chunk):
             out.append(lg[k] if lg.ndim == 2 else lg[k, :len(r["input_ids"])])
     return out
-
-
-def _parity(task: str, ref: list[np.ndarray], exp: list[np.ndarray], rows: list[dict], split: str) -> dict:
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, exp))
-    if task == "classification":
-        labels = np.asarray([r["label"] for r in rows])
-        rp, ep = np.asarray([a.argmax() for a in ref]), np.asarray([b.argmax() for b in exp])
-        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
-                "label_agreement": float((rp == ep).mean()), "reference_accuracy": float((rp == labels).mean()),
-                "export_accuracy": float((ep == labels).mean()),
-                "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100)}
-    agree = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(ref, exp)])
-    return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
-            "next_token_agreement": float(agree.mean()), "positions": int(agree.size)}
 
 
 @torch.no_grad()
@@ -155,7 +139,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
 
     Args:
         run_dir: the run directory (config.yaml re-creates its test split).
-        fmt: merged, onnx, int8 or onnx-int8 (onnx-int8 for classifiers only).
+        fmt: merged, onnx, int8 or onnx-int8 (the task's `export_formats` say which apply).
         out_dir: new (or empty, or with `overwrite`) output directory.
         overwrite: replace an existing out_dir.
         max_samples: most test-split rows for the parity check (and the benchmark inputs).
@@ -171,9 +155,13 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         raise ConfigError(f"--format: unknown export format '{fmt}'; available: {', '.join(FORMATS)}")
     model_dir = model_dir_of(run_dir)
     meta = read_run_metadata(model_dir)
-    if fmt == "onnx-int8" and meta["task"] != "classification":
-        raise ConfigError(f"--format onnx-int8 is for classifiers; this run's task is '{meta['task']}' "
-                          f"(use int8 or onnx)")
+    from tuneforge.registry import TASKS
+
+    task_cls = TASKS.get(meta["task"])
+    if fmt not in task_cls.export_formats:
+        what = "is for classifiers, not for" if fmt == "onnx-int8" else "does not apply to"
+        raise ConfigError(f"--format {fmt} {what} this run's task '{meta['task']}' "
+                          f"(use {', '.join(task_cls.export_formats)})")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
@@ -188,11 +176,8 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
     try:
         import transformers
 
-        from tuneforge.tasks import TASKS
-
         merged_dir = staging / "merged"
-        task_cls = TASKS.get(meta["task"])
-        auto = getattr(transformers, task_cls.auto_class_name)
+        auto = task_cls.auto_class()
         int8_scheme = task_cls.int8_scheme
         if fmt == "merged":
             for f in merged_dir.iterdir():
@@ -207,7 +192,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
                          else quantize_int8(model).state_dict())
                 save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
-                _export_onnx(model, tok, meta["task"], work / ONNX_FILE)
+                _export_onnx(model, tok, task_cls.onnx_forward_kwargs, work / ONNX_FILE)
                 if fmt == "onnx-int8":
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -228,11 +213,11 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         # measure: the trained (unmerged) model vs the export, on the same tokenized test rows
         ref = load_run(model_dir, device="cpu")
         exp = load_export(work, device="cpu", logits_only=True)
-        rows, split = _test_inputs(run_root, model_dir, ref.tokenizer, meta, max_samples)
+        rows, split = _test_inputs(run_root, meta, ref.tokenizer, max_samples)
         pad = ref.tokenizer.pad_token_id if ref.tokenizer.pad_token_id is not None else 0
-        bs = 32 if meta["task"] == "classification" else 4
-        report["parity"] = _parity(meta["task"], _logits(ref.model, rows, pad, bs), _logits(exp.model, rows, pad, bs),
-                                   rows, split)
+        bs = task_cls.parity_batch_size
+        report["parity"] = task_cls.export_parity(_logits(ref.model, rows, pad, bs), _logits(exp.model, rows, pad, bs),
+                                                  rows, split)
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
         if bench:

@@ -52,7 +52,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
     from tuneforge.inference import load_run
     from tuneforge.models.loader import read_run_metadata
     from tuneforge.inference import model_dir_of
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
     model_dir = model_dir_of(run_dir)
     meta = read_run_metadata(model_dir)
@@ -86,7 +86,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
         merged.save_pretrained(str(tmp), safe_serialization=True)
         run.tokenizer.save_pretrained(str(tmp))
         # the check loads what was written, with transformers alone, as a user of the checkpoint would
-        auto = getattr(__import__("transformers"), TASKS.get(meta["task"]).auto_class_name)
+        auto = TASKS.get(meta["task"]).auto_class()
         reloaded = auto.from_pretrained(str(tmp))
         reloaded.eval()
         after = _logits(reloaded, run.tokenizer, texts, max_length)

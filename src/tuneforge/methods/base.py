@@ -10,20 +10,29 @@ it never asks which method it is running.
     save(model, dir)           -> loadable artefacts (PEFT format for PEFT methods)
     load(dir, build_base)      -> the trained model again, given a builder of base models
     merge(model)               -> a plain transformers model, or MethodError if the method cannot merge
-    load_kwargs()              -> extra `from_pretrained` arguments (for example a 4-bit quantization config)
+    load_kwargs(ctx)           -> extra `from_pretrained` arguments (for example a 4-bit quantization config
+                                  that keeps ctx.full_precision_modules unquantized)
     callbacks(ctx)             -> Trainer callbacks the method needs (for example progressive unfreezing)
+    speed_levers(model, train_cfg, cuda)
+                               -> the method's own fast paths as resolved levers (LoRA: `train.fused_lora`);
+                                  `training.speed.apply_speedups` prints them with the engine-wide ones
+    disabled_adapters(model)   -> context manager: the model with the method's adapters switched off (the base
+                                  model, for comparisons in evaluation), or None when the method cannot switch
+                                  them off (the caller then loads the base model itself)
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
 from tuneforge.errors import TuneforgeError
-from tuneforge.registry import Registry
+from tuneforge.kernels.levers import NO_GPU, Lever, wanted
+from tuneforge.registry import METHODS  # noqa: F401  (re-exported for the method modules)
 
 
 class MethodError(TuneforgeError):
@@ -32,12 +41,19 @@ class MethodError(TuneforgeError):
 
 @dataclass
 class MethodContext:
-    """What a method may need to know about the run, without knowing the task's internals."""
+    """What a method may need to know about the run, without knowing the task's internals.
 
-    task_type: str
-    head_modules: list[str] = field(default_factory=list)  # modules that are new for the task and always train
+    head_modules            modules that are new for the task and always train (`Task.head_modules(model)`,
+                            known once the model is loaded)
+    full_precision_modules  module names the task keeps out of quantization (its head, for example
+                            `classifier` or `lm_head`); known before the model is loaded, so `load_kwargs`
+                            can use it. Empty: the task does not say (see `load_kwargs` of the method)
+    gradient_checkpointing  the run's `train.gradient_checkpointing`
+    """
+
+    head_modules: list[str] = field(default_factory=list)
+    full_precision_modules: tuple[str, ...] = ()
     gradient_checkpointing: bool = False
-    run_config: RunConfig | None = None
 
 
 NO_DECAY_MARKERS = ("bias", "norm", "ln_", "layernorm", "layer_norm", "rmsnorm")
@@ -66,7 +82,9 @@ class Method:
     def check_config(cls, cfg: RunConfig) -> None:
         """Cross-field checks: raise ConfigError naming the key when the method cannot apply."""
 
-    def load_kwargs(self) -> dict[str, Any]:
+    def load_kwargs(self, ctx: MethodContext | None = None) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the base model. `ctx` (head_modules not known yet) says which
+        modules the task keeps in full precision; None: a caller that does not know the task."""
         return {}
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
@@ -86,6 +104,28 @@ class Method:
     def callbacks(self, ctx: MethodContext) -> list:
         return []
 
+    def speed_levers(self, model: nn.Module, train_cfg, cuda: bool) -> list[Lever]:
+        """The method's own fast paths, switched on in place (after `apply`) and returned as resolved levers.
+
+        Args:
+            model: the model after `apply`.
+            train_cfg: the run's `train` section.
+            cuda: whether a CUDA device is there (`auto` levers are on only then).
+        Raises ConfigError for an explicit `true` that cannot apply.
+
+        Default: no fused path. `train.fused_lora` (a key of every run) resolves as for any model without
+        LoRA layers: off, with the reason; an explicit `true` is not an error (as it never was)."""
+        value = train_cfg.fused_lora
+        on, note = wanted(value, "fused_lora", cuda or value is True, NO_GPU)
+        return [Lever("fused_lora", False, "off: the model has no LoRA layers" if on else note)]
+
+    @contextlib.contextmanager
+    def disabled_adapters(self, model: nn.Module) -> Iterator[nn.Module | None]:
+        """`with method.disabled_adapters(model) as base:` the model computing as its base model (adapters
+        switched off, restored on exit), or None when the method has no adapter to switch off (the caller
+        then loads the base model itself). Default: None."""
+        yield None
+
     def save(self, model: nn.Module, out_dir: str) -> None:
         raise NotImplementedError
 
@@ -94,9 +134,6 @@ class Method:
 
     def merge(self, model: nn.Module) -> nn.Module:
         raise MethodError(f"method '{self.name}' cannot be merged into the base model")
-
-
-METHODS: Registry[type[Method]] = Registry("method")
 
 
 def count_parameters(model: nn.Module, trainable: list[tuple[str, nn.Parameter]]) -> dict:

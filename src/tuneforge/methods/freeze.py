@@ -8,7 +8,8 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from tuneforge.methods.base import METHODS, MethodError
-from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, LayeredMethod, Layout, LayerwiseConfig
+from tuneforge.methods.layered import LayeredMethod, LayerwiseConfig
+from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, Layout
 
 DEFAULT_TRAINABLE_LAYERS = 2
 

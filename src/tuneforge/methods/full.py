@@ -7,7 +7,8 @@ from pydantic import Field
 from torch import nn
 
 from tuneforge.methods.base import METHODS
-from tuneforge.methods.layers import EMBEDDINGS, LayeredMethod, Layout, LayerwiseConfig, unique_parameters
+from tuneforge.methods.layered import LayeredMethod, LayerwiseConfig
+from tuneforge.methods.layers import EMBEDDINGS, Layout, unique_parameters
 
 
 class FullConfig(LayerwiseConfig):

@@ -14,15 +14,22 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import MethodConfig, RunConfig
 from tuneforge.errors import ConfigError
+from tuneforge.kernels.levers import NO_GPU, Lever, wanted
 from tuneforge.methods.base import METHODS, MethodContext, MethodError
 from tuneforge.methods.peft_common import PeftMethod, peft_task_type
-from tuneforge.config.schema import MethodConfig
 
-#: head module names kept out of quantization (the config is built before the model, so before the task can
-#: name its head; `apply` checks that the real head was kept in full precision)
+#: modules kept out of quantization when the caller does not say which (`load_kwargs` without a context, or a
+#: task that names none): the union of the built-in tasks' heads, as before tasks named their own
+#: (MethodContext.full_precision_modules). `prepare` checks that the real head was kept in full precision.
 HEAD_NAMES = ["classifier", "score", "lm_head", "qa_outputs", "pre_classifier"]
+
+
+def full_precision_names(ctx: MethodContext | None) -> list[str]:
+    """Module names to keep out of quantization: the task's (ctx.full_precision_modules), else HEAD_NAMES."""
+    names = list(ctx.full_precision_modules) if ctx is not None else []
+    return names or list(HEAD_NAMES)
 
 
 class LoraConfig(MethodConfig):
@@ -93,17 +100,21 @@ class LoraMethod(PeftMethod):
         from tuneforge.models.loader import pick_dtype
         return pick_dtype(self.cfg.compute_dtype)
 
-    def load_kwargs(self) -> dict:
+    def load_kwargs(self, ctx: MethodContext | None = None) -> dict:
+        """A bitsandbytes quantization config when `quantization` is set, keeping the task's
+        `ctx.full_precision_modules` (without a context or when the task names none: HEAD_NAMES) in full
+        precision."""
         q = self.cfg.quantization
         if not q:
             return {}
         from transformers import BitsAndBytesConfig
 
+        skip = full_precision_names(ctx)
         if q == "int8":
-            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEAD_NAMES)}
+            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)}
         return {"quantization_config": BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=q, bnb_4bit_use_double_quant=self.cfg.double_quant,
-            bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=HEAD_NAMES)}
+            bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=skip)}
 
     def load(self, in_dir: str, build_base):
         model = super().load(in_dir, build_base)
@@ -119,7 +130,7 @@ class LoraMethod(PeftMethod):
         for h in ctx.head_modules:
             if any(is_quantized(m) for m in model.get_submodule(h).modules()):
                 raise MethodError(f"method.quantization: the task head '{h}' was quantized; it must train in "
-                                  f"full precision (known head names: {', '.join(HEAD_NAMES)})")
+                                  f"full precision (known head names: {', '.join(full_precision_names(ctx))})")
         keep_cpu_4bit_layout(model)
         return prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=ctx.gradient_checkpointing,
@@ -156,6 +167,24 @@ class LoraMethod(PeftMethod):
             if b:
                 out.append({**g, "params": b, "lr": lr * ratio})
         return out
+
+    # ---- speed: the fused LoRA layer ---------------------------------------------------------------------
+    def speed_levers(self, model: nn.Module, train_cfg, cuda: bool) -> list[Lever]:
+        """`train.fused_lora`: every PEFT LoRA layer with dropout 0 and no DoRA runs as one autograd function
+        (tuneforge.kernels.lora_fused); `auto` on with CUDA, `true` also on CPU."""
+        value = train_cfg.fused_lora
+        on, note = wanted(value, "fused_lora", cuda or value is True, NO_GPU)
+        if on:
+            from tuneforge.kernels.lora_fused import fuse_lora_layers
+
+            fused, total = fuse_lora_layers(model)
+            if total == 0:
+                on, note = False, "off: the model has no LoRA layers"
+            else:
+                note += f": {fused} of {total} LoRA layers" + ("" if fused == total else
+                                                                " (others have dropout > 0, DoRA or an unknown base)")
+                on = fused > 0
+        return [Lever("fused_lora", on, note)]
 
     # ---- merge --------------------------------------------------------------------------------------------
     def merge(self, model: nn.Module) -> nn.Module:

@@ -2,7 +2,8 @@
 `PeftModel.from_pretrained` loads it), loading, and merging. Each method only builds its PEFT config."""
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+import contextlib
+from typing import Callable, ClassVar, Iterator
 
 from torch import nn
 
@@ -29,7 +30,7 @@ def peft_task_type(model: nn.Module) -> str | None:
 
 def task_peft_type(task_name: str) -> str | None:
     """PEFT's task type for a registered task (by the task's auto class), for config-time checks."""
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
     return PEFT_TASK_TYPES.get(TASKS.get(task_name).auto_class_name)
 
@@ -75,6 +76,16 @@ class PeftMethod(Method):
         except (ValueError, TypeError, KeyError) as exc:  # PEFT: target modules not found, unsupported model...
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"method ({self.name}): {msg[:300]}") from None
+
+    @contextlib.contextmanager
+    def disabled_adapters(self, model: nn.Module) -> Iterator[nn.Module | None]:
+        """PEFT's own switch (`PeftModel.disable_adapter()`): the wrapped model computes as its base model;
+        None for a model PEFT did not wrap (prefix tuning's own encoder path)."""
+        if not hasattr(model, "disable_adapter"):
+            yield None
+            return
+        with model.disable_adapter():
+            yield model
 
     def save(self, model: nn.Module, out_dir: str) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)

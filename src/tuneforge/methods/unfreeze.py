@@ -16,6 +16,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from tuneforge.config.schema import Section
+from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, Layout
 
 log = logging.getLogger("tuneforge")
 
@@ -38,7 +39,7 @@ class UnfreezeSchedule(Section):
         return self
 
 
-def build_stages(layout, params: list[nn.Parameter], schedule: UnfreezeSchedule) -> list[list[nn.Parameter]]:
+def build_stages(layout: Layout, params: list[nn.Parameter], schedule: UnfreezeSchedule) -> list[list[nn.Parameter]]:
     """Split the parameters that will train into stages: stage 0 trains from the start, each later stage
     unfreezes at its turn. Blocks unfreeze top down in groups of `group_size`; the embeddings come last.
 
@@ -46,8 +47,6 @@ def build_stages(layout, params: list[nn.Parameter], schedule: UnfreezeSchedule)
         layout: the model's `layers.Layout`.
         params: every parameter the method trains eventually.
         schedule: the user's schedule."""
-    from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP
-
     by_part: dict[object, list[nn.Parameter]] = {}
     for p in params:
         by_part.setdefault(layout.where.get(id(p), TOP), []).append(p)

@@ -1,5 +1,5 @@
-"""The HTTP API (FastAPI): OpenAI-compatible chat completions for causal LMs, /v1/classify for classifiers,
-/health for both. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "code"}}) and never carry
+"""The HTTP API (FastAPI), by the interface of the run's task: OpenAI-compatible chat completions for `chat`
+runs, /v1/classify for `classify` runs, /health for both. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "code"}}) and never carry
 a traceback."""
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     """Build the FastAPI application around a loaded backend.
 
     Args:
-        backend: a ClassifierBackend or ChatBackend (tuneforge.serve.backends).
+        backend: a ClassifierBackend or ChatBackend (tuneforge.serve.backends); its `interface` picks the routes.
         api_key: when set, every request needs `Authorization: Bearer <api_key>`.
         limits: request size limits and timeouts.
     Returns the app; its model worker thread stops when the app shuts down."""
@@ -171,7 +171,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     limits = limits or ServeLimits()
-    classify_fn = backend.classify if backend.kind == "classification" else None
+    classify_fn = backend.classify if backend.interface == "classify" else None
     worker = ModelWorker(classify_fn, max_batch=limits.max_batch)
     started = time.time()
 
@@ -234,7 +234,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         return {"status": "ok", "task": backend.kind, "model": backend.name,
                 "uptime_s": round(time.time() - started, 1), "batches": worker.batches}
 
-    if backend.kind == "classification":
+    if backend.interface == "classify":
         @app.post("/v1/classify")
         async def classify(req: ClassifyRequest):
             if (req.text is None) == (req.texts is None):

@@ -1,5 +1,6 @@
-"""What the server talks to: a classifier (texts -> labels and probabilities) or a chat model (messages ->
-an answer), loaded from a run directory or an exported directory."""
+"""What the server talks to, by the interface the run's task declares (`Task.interface`): `classify` (texts ->
+labels and probabilities) or `chat` (messages -> an answer), loaded from a run directory or an exported
+directory."""
 from __future__ import annotations
 
 import threading
@@ -13,20 +14,22 @@ from tuneforge.errors import ConfigError, ModelError
 
 
 class ClassifierBackend:
-    kind = "classification"
+    """A run whose task classifies texts (`interface = "classify"`): texts in, label and probabilities out."""
+
+    interface = "classify"
 
     def __init__(self, run, name: str):
+        from tuneforge.inference import task_of
+
         self.run = run
         self.name = name
+        self.kind = run.meta["task"]  # what /health reports
         self.labels: list[str] = list(run.meta["labels"])
+        self.task = task_of(run)
 
     def classify(self, texts: list[str]) -> list[dict]:
-        from tuneforge.evaluation.classification import softmax
-        from tuneforge.inference import classify_logits
-
-        probs = softmax(classify_logits(self.run, texts, batch_size=max(1, len(texts))))
-        return [{"label": self.labels[int(p.argmax())],
-                 "probabilities": {n: round(float(x), 6) for n, x in zip(self.labels, p)}} for p in probs]
+        return [{k: v for k, v in r.items() if k != "text"}
+                for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))]
 
 
 def counting_streamer(tokenizer, timeout: float):
@@ -60,6 +63,7 @@ class ChatBackend:
     name: str
     context_length: int
     kind: str = "chat"
+    interface: str = "chat"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def prompt(self, messages: list[dict]) -> list[int]:
@@ -132,7 +136,7 @@ class ChatBackend:
 
 
 def load_backend(target: str, device: str | None = None):
-    """Load a classification or causal-LM run (or an exported directory) for serving.
+    """Load a run (or an exported directory) for serving, by its task's interface (classify or chat).
 
     Args:
         target: run directory, its model/ directory, or a `tuneforge export` output directory.
@@ -151,18 +155,21 @@ def load_backend(target: str, device: str | None = None):
         return ChatBackend(cm, p.resolve().name, int(ctx))
     model_dir = model_dir_of(target)
     from tuneforge.models.loader import read_run_metadata
+    from tuneforge.registry import TASKS
 
     meta = read_run_metadata(model_dir)
     name = Path(target).resolve().name
-    if meta["task"] == "classification":
+    interface = TASKS.get(meta["task"]).interface
+    if interface == "classify":
         return ClassifierBackend(load_run(target, device=device), name)
-    if meta["task"] == "causal_lm":
+    if interface == "chat":
         from tuneforge.generation import load_chat_model
 
         cm = load_chat_model(str(target), device=device)
         ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
         return ChatBackend(cm, name, int(ctx))
-    raise ModelError(f"{target}: serving a '{meta['task']}' run is not supported (classification or causal_lm)")
+    raise ModelError(f"{target}: serving a '{meta['task']}' run is not supported (its task's interface "
+                     f"'{interface}' has no HTTP API)")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,61 +1,108 @@
-"""The task contract: what is learned. A task owns its record format, its head, its loss and its metrics.
+"""The task contract: what is learned, over a run's whole life. A task owns its data keys and record format,
+its head, loss and metrics, and how a finished run is used (predict, serve, export). Nothing outside `tasks/`
+asks which task runs: the engine, `inference`, `serve/` and `export/` only call the hooks and read the
+capabilities below.
 
-    prepare(tokenizer)          -> Prepared: tokenized train / validation / test datasets + info
+Configuration
+    Config, DataConfig          its `task:` keys and its `data:` keys (DataConfig extends config.DataSection)
+    fill_defaults / check_config
+Training (an instance, built with the run config and `force`)
+    prepare(tokenizer)          -> Prepared: read and split, clean the training split, encode
     model_kwargs(prepared)      -> `from_pretrained` arguments for the head (labels, problem type)
     head_modules(model)         -> names of modules that are new for this task and always train
     collator(tokenizer)         -> batches with dynamic padding
-    compute_metrics(prepared)   -> the Trainer's metric function for validation
-    loss_function(prepared)     -> optional custom loss (None: the model's own)
-    write_data_report(prepared, dir) -> optional data report in the run's data/ directory
-    final_evaluation(...)       -> metrics on the test split; writes eval/metrics.json, report.md, plots
-    metadata(prepared)          -> what inference needs later (label map, ...), saved with the model
-    preprocess_logits(prepared) -> optional reduction of each eval batch's logits before they are gathered
-    save_extras(dir, prepared)  -> extra files for model/ (for example a generation_config.json)
+    compute_metrics / loss_function / preprocess_logits (prepared) -> the Trainer's hooks (None: its default)
     use_fused_loss(model)       -> optional training loss without full outputs (train.chunked_loss)
+    write_data_report(prepared, dir), final_evaluation(trainer, prepared, dir, val_metrics, without_adapters)
+    metadata(prepared), save_extras(dir, prepared) -> what inference needs later, saved with the model
+    held_out(run_dir, tokenizer) -> the run's own validation/test split again (saved with the run)
+A finished run (class methods; `run` has .model, .tokenizer, .meta = model/tuneforge.json, .model_dir)
+    interface                   how it is used: `classify` (predict, eval, serve /v1/classify) or `chat`
+                                (chat, generate, serve /v1/chat/completions)
+    head_kwargs(meta)           -> `from_pretrained` arguments that rebuild the head when loading
+    predict(run, texts) / evaluate(run, frame, ...)   `classify` tasks
+    export_formats, onnx_forward_kwargs, onnx_usable, parity_batch_size, export_parity(...), int8_scheme
+    full_precision_modules      module names kept out of quantization (the head), before the model exists
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 from torch import nn
 
-from tuneforge.config.schema import RunConfig, TaskConfig
-from tuneforge.errors import ConfigError
-from tuneforge.registry import Registry, closest
+from tuneforge.config.schema import DataSection, RunConfig, TaskConfig
+from tuneforge.errors import ConfigError, ModelError
+from tuneforge.registry import TASKS, closest  # noqa: F401  (TASKS: re-exported for the task modules)
+
+
+
 
 
 @dataclass
 class Prepared:
-    train: Any
+    """What `Task.prepare` returns: the encoded splits and everything the later hooks need, so nothing is
+    left on the task object between hooks."""
+
+    train: Any                                   # encoded training rows (a datasets.Dataset)
     validation: Any | None
     test: Any | None
-    info: dict = field(default_factory=dict)
+    sizes: dict[str, int]                        # examples per split (before any packing)
+    state: Any = None                            # the task's own typed result (label names, chat template, ...)
+    report: dict = field(default_factory=dict)   # the data report (data/report.md, report.json)
+    #: the exact held-out records ({"validation": [...], "test": [...]}, as the task reads them back) and the
+    #: ids of the source rows that trained; the engine saves them into the run's data/split/
+    held_out: dict[str, list] = field(default_factory=dict)
+    train_ids: list | None = None
+    lengths: dict[str, list[int]] | None = None  # token lengths per split, for the data report
+    efficiency: dict = field(default_factory=dict)  # extra efficiency.json fields (padding, packing)
+    info: dict = field(default_factory=dict)     # details reported in eval/metrics.json
 
 
 class Task:
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]]
+    DataConfig: ClassVar[type[DataSection]] = DataSection
     auto_class_name: ClassVar[str]
     #: validation metrics the task reports, and whether larger is better for each
     metrics: ClassVar[dict[str, bool]] = {"loss": False}
     #: defaults for keys the config leaves null because they depend on the task
     default_metric: ClassVar[str] = "loss"
     default_max_length: ClassVar[int] = 512
+    #: other names of the task (in file names such as configs/methods/lora-sft.yaml)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: final metrics a method comparison shows, in column order
+    report_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    #: whether the task's data are table rows that `tuneforge data prepare` can write out cleaned (the task then
+    #: implements `prepare_frames()` -> (train, validation, test, report, labels) as pandas frames)
+    prepares_tables: ClassVar[bool] = False
+    #: how a finished run is used: `classify` or `chat` (see the module docstring)
+    interface: ClassVar[str] = "classify"
+    #: module names of the task's head, kept out of 4/8-bit quantization (known before the model loads)
+    full_precision_modules: ClassVar[tuple[str, ...]] = ()
+    #: `tuneforge export --format` values that apply to this task
+    export_formats: ClassVar[tuple[str, ...]] = ("merged", "onnx", "int8")
+    #: extra forward arguments for the ONNX graph (for example no KV cache)
+    onnx_forward_kwargs: ClassVar[dict] = {}
+    #: whether an ONNX export can stand in for the model in predict / serve (not only in parity checks)
+    onnx_usable: ClassVar[bool] = False
+    #: rows per forward pass in export parity checks and benchmarks
+    parity_batch_size: ClassVar[int] = 32
     #: how `tuneforge export --format int8` quantizes: `dynamic` (int8 weights and per-batch int8 activations;
     #: faster on CPU) or `weight-only` (int8 weights on disk, fp32 compute; for models whose activations have
     #: outliers that per-tensor activation scales cannot hold)
     int8_scheme: ClassVar[str] = "dynamic"
-    #: `tuneforge train --force`: data checks that can be overridden warn instead of failing
-    force: bool = False
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, force: bool = False):
+        """`force` (`tuneforge train --force`): data checks that can be overridden warn instead of failing."""
         self.cfg = cfg
+        self.force = force
 
-    @property
-    def auto_class(self):
+    @classmethod
+    def auto_class(cls):
         import transformers
-        return getattr(transformers, self.auto_class_name)
+        return getattr(transformers, cls.auto_class_name)
 
     @classmethod
     def fill_defaults(cls, cfg: RunConfig) -> None:
@@ -71,7 +118,14 @@ class Task:
             raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
                               f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}")
 
+    # ---- training ----------------------------------------------------------------------------------------
     def prepare(self, tokenizer) -> Prepared:
+        raise NotImplementedError
+
+    def held_out(self, run_dir, tokenizer) -> tuple[Any, str]:
+        """The run's test split (its validation split when it has none), encoded as in training, from the
+        records saved in RUN/data/split/ (runs written before they were saved: re-created from config.yaml).
+        Returns (dataset or None, split name)."""
         raise NotImplementedError
 
     def model_kwargs(self, prepared: Prepared) -> dict:
@@ -98,7 +152,11 @@ class Task:
         loss); None keeps the model's own loss."""
         return None
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict) -> dict:
+    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
+                         without_adapters: Callable | None = None) -> dict:
+        """Metrics on the test split; writes eval/metrics.json, report.md and plots. `without_adapters(model)`
+        is the method's context manager that yields the model with its adapters switched off, or None when
+        the method has none (then the task loads the base model itself to compare)."""
         raise NotImplementedError
 
     def metadata(self, prepared: Prepared) -> dict:
@@ -117,5 +175,26 @@ class Task:
         output (for example vocabulary-sized logits). Returns None when done, else why it cannot."""
         return f"the {self.name} task has no fused loss"
 
+    # ---- a finished run ----------------------------------------------------------------------------------
+    @classmethod
+    def head_kwargs(cls, meta: dict) -> dict:
+        """`from_pretrained` arguments that rebuild the task's head when a run is loaded (label map, ...)."""
+        return {}
 
-TASKS: Registry[type[Task]] = Registry("task")
+    @classmethod
+    def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
+        raise ModelError(f"this run's task is '{cls.name}': it answers with `tuneforge chat` / `generate`, not "
+                         f"predict")
+
+    @classmethod
+    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
+                 label_column: str | None = None) -> dict:
+        raise ModelError(f"eval --data does not apply to this run's task '{cls.name}'")
+
+    @classmethod
+    def export_parity(cls, reference: list[np.ndarray], exported: list[np.ndarray], rows: list[dict],
+                      split: str) -> dict:
+        """How far an export's outputs are from the trained model's on the same rows of the run's split."""
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
+        agree = np.concatenate([np.atleast_1d(a.argmax(-1) == b.argmax(-1)) for a, b in zip(reference, exported)])
+        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff, "argmax_agreement": float(agree.mean())}

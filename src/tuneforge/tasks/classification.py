@@ -2,18 +2,52 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from tuneforge.config.schema import RunConfig, TaskConfig
+from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
-from tuneforge.errors import DataError
+from tuneforge.errors import DataError, ModelError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 
 log = logging.getLogger("tuneforge")
+
+
+class ClassificationData(DataSection):
+    """`data:` keys of classification runs: the columns, and cleaning, augmentation and balancing of the
+    training split."""
+
+    text_pair_column: Optional[str] = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column holding the label (strings or integers).")
+    clean: CleanSection = Field(default_factory=CleanSection, description=(
+        "Cleaning of the training split: duplicates, leakage across splits, label noise."))
+    augment: AugmentSection = Field(default_factory=AugmentSection, description="Augmentation of the training split.")
+    balance: BalanceSection = Field(default_factory=BalanceSection, description="Class imbalance: weighted loss and resampling.")
+
+
+@dataclass
+class Frames:
+    """Read and split, before encoding: pandas frames of the source rows (validation/test may be None)."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame | None
+    test: pd.DataFrame | None
+    labels: list[str]
+    train_ids: list[int]                                  # source row ids of the training split, before cleaning
+    skipped: list[dict] = field(default_factory=list)     # records left out by data.bad_records=skip
+
+
+@dataclass
+class ClassificationState:
+    labels: list[str]                  # label names in id order
+    label2id: dict[str, int]
+    class_counts: dict[str, int]       # of the final training split
 
 
 class ClassificationConfig(TaskConfig):
@@ -26,21 +60,25 @@ class ClassificationConfig(TaskConfig):
 class ClassificationTask(Task):
     name = "classification"
     Config = ClassificationConfig
+    DataConfig = ClassificationData
     auto_class_name = "AutoModelForSequenceClassification"
+    interface = "classify"
+    prepares_tables = True
+    report_metrics = ("accuracy", "f1_macro", "auc_roc")
+    full_precision_modules = ("classifier", "score", "qa_outputs", "pre_classifier")
+    export_formats = ("merged", "onnx", "int8", "onnx-int8")
+    onnx_usable = True
+    parity_batch_size = 32
     default_metric = "accuracy"
     default_max_length = 128
     metrics: ClassVar[dict[str, bool]] = {
         "accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True, "recall_macro": True,
         "precision_weighted": True, "recall_weighted": True, "auc_roc": True, "loss": False}
 
-    @classmethod
-    def check_config(cls, cfg: RunConfig) -> None:
-        super().check_config(cfg)
-        from tuneforge.tasks.causal_lm import SFT_DATA_KEYS, reject_foreign_data_keys
-        reject_foreign_data_keys(cfg, SFT_DATA_KEYS, "classification", "causal_lm")
-
     # ---- data -------------------------------------------------------------------------------------------
-    def _read(self, source: str, key: str = "data.train") -> pd.DataFrame:
+    def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> pd.DataFrame:
+        """The usable rows of `source`, indexed by their row number in the source (the ids saved with the
+        split). Rows left out by data.bad_records=skip are appended to `skipped_out`."""
         d = self.cfg.data
         df = read_table(source, key)
         require_columns(df, {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column,
@@ -53,8 +91,8 @@ class ClassificationTask(Task):
         if skipped:
             log.warning("%s: data.bad_records=skip: left out %d rows that cannot be used (first: %s)", source,
                         len(skipped), skipped[0][1])
-            self.skipped_records = getattr(self, "skipped_records", []) + [
-                {"source": source, "record": n, "problem": msg} for n, msg in skipped]
+            if skipped_out is not None:
+                skipped_out.extend({"source": source, "record": n, "problem": msg} for n, msg in skipped)
         cols = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
         before = len(df)
         df = df.dropna(subset=cols)
@@ -68,7 +106,7 @@ class ClassificationTask(Task):
         if len(df) == 0:
             raise DataError(f"{source}: no rows with both a text and a label (columns '{d.text_column}' and "
                             f"'{d.label_column}'; empty texts and missing labels are left out)")
-        return df.reset_index(drop=True)
+        return df
 
     def _label_names(self, train: pd.DataFrame) -> list[str]:
         if self.cfg.task.labels:
@@ -106,19 +144,43 @@ class ClassificationTask(Task):
         return a, b
 
     def prepare(self, tokenizer) -> Prepared:
-        train, val, test, info = self.prepare_frames()
-        enc = lambda df: None if df is None or len(df) == 0 else self._encode(df, tokenizer, info["label2id"])
-        return Prepared(train=enc(train), validation=enc(val), test=enc(test), info=info)
+        """Read and split, clean and augment the training split, encode. Raises DataError, ConfigError."""
+        frames = self.read_split()
+        train, report = self.clean(frames)
+        labels = frames.labels
+        label2id = {n: i for i, n in enumerate(labels)}
+        enc = lambda df: None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
+        val, test = frames.validation, frames.test
+        sizes = {"train": len(train), "validation": 0 if val is None else len(val), "test": 0 if test is None else len(test)}
+        state = ClassificationState(labels, label2id, {str(k): int(v) for k, v in
+                                                       pd.Series(self._label_strings(train)).value_counts().items()})
+        prepared = Prepared(train=enc(train), validation=enc(val), test=enc(test), sizes=sizes, state=state,
+                            report=report, held_out={"validation": self._records(val), "test": self._records(test)},
+                            train_ids=frames.train_ids)
+        prepared.lengths = {name: list(ds["length"]) for name, ds in (("train", prepared.train),
+                            ("validation", prepared.validation), ("test", prepared.test)) if ds is not None}
+        return prepared
 
-    def prepare_frames(self):
-        """Read, split, clean and augment (training split only) without tokenizing.
+    def _columns(self) -> list[str]:
+        d = self.cfg.data
+        return [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
 
-        Returns (train, validation, test, info) DataFrames (validation/test may be None). Raises DataError,
-        ConfigError."""
+    def _records(self, df: pd.DataFrame | None) -> list[dict]:
+        """Rows as JSON-able records of the columns the task reads (what data/split/ keeps)."""
+        if df is None or len(df) == 0:
+            return []
+        import json
+        return json.loads(df[self._columns()].to_json(orient="records", force_ascii=False))
+
+    def read_split(self) -> Frames:
+        """Read the data and split it (test first, then validation from the rest, then the training sample).
+
+        Raises DataError for unusable data, a single class, or labels only a held-out split has."""
         d, seed = self.cfg.data, self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed
-        train = self._read(d.train)
-        val = self._read(d.validation, "data.validation") if d.validation else None
-        test = self._read(d.test, "data.test") if d.test else None
+        skipped: list[dict] = []
+        train = self._read(d.train, skipped_out=skipped)
+        val = self._read(d.validation, "data.validation", skipped) if d.validation else None
+        test = self._read(d.test, "data.test", skipped) if d.test else None
         # hold out test first, then validation from what is left, so sizes are fractions of the whole
         if test is None:
             train, test = self._split(train, d.split.test, seed, "test")
@@ -131,7 +193,6 @@ class ClassificationTask(Task):
             raise DataError(f"{d.train}: no training rows left after splitting")
 
         names = self._label_names(train)
-        label2id = {n: i for i, n in enumerate(names)}
         train_classes = set(self._label_strings(train))
         if len(train_classes) < 2:
             only = next(iter(train_classes))
@@ -154,16 +215,44 @@ class ClassificationTask(Task):
                                 f"held out of data.train (data.split.{split_name}) took all of them and none is left "
                                 f"to train on; add examples of {'them' if len(extra) > 1 else 'it'}, remove "
                                 f"{'them' if len(extra) > 1 else 'it'}, or give a data.{split_name} file")
-        # deduplication, label noise, augmentation and resampling: the training split only, never val/test
+        return Frames(train, val, test, names, [int(i) for i in train.index], skipped)
+
+    def clean(self, frames: Frames) -> tuple[pd.DataFrame, dict]:
+        """Deduplication, label noise, augmentation and resampling of the training split (never validation or
+        test). Returns the new training frame and the data report."""
         from tuneforge.data.prepare import improve_training_data
-        train, data_report = improve_training_data(self.cfg, train, val, test, seed, names)
-        if getattr(self, "skipped_records", None):
-            data_report["bad_records"] = {"policy": "skip", "records": self.skipped_records}
-        info = {"labels": names, "label2id": label2id, "data_report": data_report,
-                "sizes": {"train": len(train), "validation": 0 if val is None else len(val),
-                          "test": 0 if test is None else len(test)},
-                "class_counts": {str(k): int(v) for k, v in pd.Series(self._label_strings(train)).value_counts().items()}}
-        return train, val, test, info
+
+        d = self.cfg.data
+        seed = d.split.seed if d.split.seed is not None else self.cfg.train.seed
+        train, report = improve_training_data(self.cfg, frames.train, frames.validation, frames.test, seed,
+                                              frames.labels)
+        if frames.skipped:
+            report["bad_records"] = {"policy": "skip", "records": frames.skipped}
+        return train, report
+
+    def prepare_frames(self):
+        """Read, split, clean and augment without tokenizing, for `tuneforge data inspect|prepare`.
+
+        Returns (train, validation, test, report, labels). Raises DataError, ConfigError."""
+        frames = self.read_split()
+        train, report = self.clean(frames)
+        return train, frames.validation, frames.test, report, frames.labels
+
+    def held_out(self, run_dir, tokenizer):
+        from tuneforge.data.splits import load_split
+
+        labels = json_labels(run_dir)
+        for name in ("test", "validation"):
+            records = load_split(run_dir, name)
+            if records:
+                df = pd.DataFrame.from_records(records)
+                return self._encode(df, tokenizer, {n: i for i, n in enumerate(labels)}), name
+        if (Path(run_dir) / "data" / "split" / "split.json").is_file():
+            return None, "test"  # the run had no held-out split at all
+        print(f"tuneforge: {run_dir} predates saved splits: re-creating its test split from config.yaml "
+              f"(reading, splitting and cleaning run again)", file=sys.stderr, flush=True)
+        prepared = self.prepare(tokenizer)
+        return (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
 
     def _label_strings(self, df: pd.DataFrame) -> list[str]:
         col = df[self.cfg.data.label_column]
@@ -186,24 +275,21 @@ class ClassificationTask(Task):
 
         # lengths are after truncation, so a row at exactly max_length is counted as cut
         m = self.cfg.data.max_length
-        lengths = {name: list(ds["length"]) for name, ds in (("train", prepared.train), ("validation", prepared.validation),
-                                                            ("test", prepared.test)) if ds is not None}
-        write_report(out_dir, prepared.info["data_report"], lengths, m,
+        lengths = prepared.lengths or {}
+        write_report(out_dir, prepared.report, lengths, m,
                      truncated={k: sum(x >= m for x in v) for k, v in lengths.items()}, title="Data used by this run")
 
     def loss_function(self, prepared: Prepared):
-        weights = prepared.info["data_report"].get("class_weights")
+        weights = prepared.report.get("class_weights")
         if not weights:
             return None
         from tuneforge.data.balance import weighted_cross_entropy
 
-        return weighted_cross_entropy([weights[n] for n in prepared.info["labels"]])
+        return weighted_cross_entropy([weights[n] for n in prepared.state.labels])
 
     # ---- model ------------------------------------------------------------------------------------------
     def model_kwargs(self, prepared: Prepared) -> dict:
-        names = prepared.info["labels"]
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}, "problem_type": "single_label_classification"}
+        return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
 
     def collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
@@ -222,7 +308,8 @@ class ClassificationTask(Task):
             return classification_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids))
         return fn
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict) -> dict:
+    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
+                         without_adapters=None) -> dict:
         from tuneforge.evaluation.classification import write_classification_report
 
         if prepared.test is None:
@@ -230,12 +317,98 @@ class ClassificationTask(Task):
             return {"validation": val_metrics}
         out = trainer.predict(prepared.test, metric_key_prefix="test")
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        test = write_classification_report(np.asarray(logits), np.asarray(out.label_ids), prepared.info["labels"],
+        test = write_classification_report(np.asarray(logits), np.asarray(out.label_ids), prepared.state.labels,
                                            eval_dir, title=f"Test split ({len(prepared.test)} rows)",
                                            extra={"validation": val_metrics})
         return {"validation": val_metrics, "test": test}
 
     def metadata(self, prepared: Prepared) -> dict:
         d = self.cfg.data
-        return {"labels": prepared.info["labels"], "text_column": d.text_column,
+        return {"labels": prepared.state.labels, "text_column": d.text_column,
                 "text_pair_column": d.text_pair_column, "label_column": d.label_column, "max_length": d.max_length}
+
+    # ---- a finished run ---------------------------------------------------------------------------------
+    @classmethod
+    def head_kwargs(cls, meta: dict) -> dict:
+        names = meta.get("labels") or []
+        if not names:
+            return {}
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    @classmethod
+    def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Logits for `texts`, batched by length so padding stays small; returned in input order."""
+        import torch
+
+        max_length = run.meta.get("max_length", 512)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), len(run.meta["labels"])), dtype=np.float32)
+        device = next(run.model.parameters()).device
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                idx = order[i:i + batch_size]
+                a = [texts[j] for j in idx]
+                b = [pairs[j] for j in idx] if pairs else None
+                enc = run.tokenizer(a, b, truncation=True, max_length=max_length, padding=True,
+                                    return_tensors="pt").to(device)
+                out[idx] = run.model(**enc).logits.float().cpu().numpy()
+        return out
+
+    @classmethod
+    def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """Label and per-class probabilities for each text."""
+        from tuneforge.evaluation.classification import softmax
+
+        if not texts:
+            raise DataError("no texts to predict")
+        probs = softmax(cls.logits(run, list(texts), batch_size=batch_size))
+        names = run.meta["labels"]
+        return [{"text": t, "label": names[int(p.argmax())],
+                 "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}} for t, p in zip(texts, probs)]
+
+    @classmethod
+    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
+                 label_column: str | None = None) -> dict:
+        """Metrics, per-class report and confusion matrix of the run on labelled data (`source`)."""
+        from tuneforge.evaluation.classification import write_classification_report
+
+        meta = run.meta
+        tcol, lcol = text_column or meta["text_column"], label_column or meta["label_column"]
+        pcol = meta.get("text_pair_column")
+        df = read_table(source)
+        require_columns(df, {"text column": tcol, "label column": lcol, "text pair column": pcol}, source)
+        cells = {tcol: ("--text-column", "text"), lcol: ("--label-column", "label")}
+        df = check_cells(df, {**cells, **({pcol: ("text pair column", "text")} if pcol else {})}, source)
+        df = df.dropna(subset=[tcol, lcol])
+        if len(df) == 0:
+            raise DataError(f"{source}: no rows with both a text and a label")
+        names = meta["labels"]
+        label_ids = []
+        for v in df[lcol]:
+            s = str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+            if s not in names:
+                raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
+            label_ids.append(names.index(s))
+        logits = cls.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
+        return write_classification_report(logits, np.asarray(label_ids), names, out_dir,
+                                           title=f"{source} ({len(df)} rows)")
+
+    @classmethod
+    def export_parity(cls, reference, exported, rows, split) -> dict:
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
+        labels = np.asarray([r["label"] for r in rows])
+        rp, ep = np.asarray([a.argmax() for a in reference]), np.asarray([b.argmax() for b in exported])
+        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
+                "label_agreement": float((rp == ep).mean()), "reference_accuracy": float((rp == labels).mean()),
+                "export_accuracy": float((ep == labels).mean()),
+                "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100)}
+
+
+def json_labels(run_dir) -> list[str]:
+    """The label names saved with a run's model (model/tuneforge.json)."""
+    import json
+
+    meta = Path(run_dir) / "model" / "tuneforge.json"
+    if not meta.is_file():
+        raise ModelError(f"{run_dir} has no model/tuneforge.json")
+    return list(json.loads(meta.read_text()).get("labels") or [])

@@ -14,12 +14,14 @@ from pathlib import Path
 import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
+from tuneforge.data.splits import save_split
 from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
-from tuneforge.methods import METHODS, MethodContext, count_parameters
+from tuneforge.methods import MethodContext, count_parameters
+from tuneforge.registry import METHODS
 from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
-from tuneforge.tasks import TASKS
+from tuneforge.registry import TASKS
 from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
                                          QuietProgressCallback, peak_memory_mb)
 from tuneforge.training.rundir import RunDir, write_json
@@ -185,22 +187,24 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     set_seed(cfg.train.seed)
-    task = TASKS.get(cfg.task.type)(cfg)
-    task.force = force
+    task = TASKS.get(cfg.task.type)(cfg, force=force)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     prepared = task.prepare(tokenizer)
-    log.info("data: %s", prepared.info.get("sizes"))
+    log.info("data: %s", prepared.sizes)
     task.write_data_report(prepared, str(run.path / "data"))
+    # the exact split: eval and export read the run's test split back instead of re-running the cleaning
+    save_split(run.path / "data", prepared.held_out, prepared.train_ids, cfg.data.train, prepared.sizes)
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
-    model = load_model(model_path, task.auto_class, cfg.model.dtype, cfg.model.trust_remote_code,
-                       **task.model_kwargs(prepared), **method.load_kwargs())
-    ctx = MethodContext(task_type=cfg.task.type, head_modules=task.head_modules(model),
-                        gradient_checkpointing=cfg.train.gradient_checkpointing, run_config=cfg)
+    ctx = MethodContext(full_precision_modules=task.full_precision_modules,
+                        gradient_checkpointing=cfg.train.gradient_checkpointing)
+    model = load_model(model_path, task.auto_class(), cfg.model.dtype, cfg.model.trust_remote_code,
+                       **task.model_kwargs(prepared), **method.load_kwargs(ctx))
+    ctx.head_modules = task.head_modules(model)
     model = method.apply(model, ctx)
-    apply_speedups(model, cfg.train, task)
+    apply_speedups(model, cfg.train, task, method)
     params = count_parameters(model, method.trainable_parameters(model))
     print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
           f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr, flush=True)
@@ -250,11 +254,12 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     tmp.rename(run.model_dir)
 
     run.eval_dir.mkdir(exist_ok=True)
-    metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val)
+    metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val,
+                                    without_adapters=method.disabled_adapters)
     write_run_loss_curve(run.path)
 
     # a packed data set has fewer rows than examples: samples/s counts examples (`sizes.train`) when the task says
-    n_train = prepared.info.get("sizes", {}).get("train", len(prepared.train))
+    n_train = prepared.sizes.get("train", len(prepared.train))
     epochs_done = float(state.epoch or 0.0)
     samples = n_train * epochs_done
     tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -266,7 +271,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
         "train_samples_per_second": round(samples / secs, 3) if secs else None,
         "train_tokens_per_second": round(tokens / secs, 1) if secs else None,
         "global_steps": state.global_step, "epochs": round(epochs_done, 4),
-        **peak_memory_mb(), **params, **prepared.info.get("efficiency", {}),
+        **peak_memory_mb(), **params, **prepared.efficiency,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),

@@ -3,7 +3,7 @@ gains from it (CUDA), off on CPU with a one-line note. `auto` never fails; an ex
 apply is a ConfigError naming the key.
 
     train.chunked_loss  fused linear + cross-entropy (no full logits; the task decides where it applies)
-    train.fused_lora    one autograd function per PEFT LoRA layer (dropout 0, no DoRA)
+    train.fused_lora    the method's own fused path, offered through `Method.speed_levers`
     train.compile       torch.compile each transformer block (CUDA only: `true` on CPU is a ConfigError; auto: off
                         when liger is on; never traces into liger's Triton kernels, see `fence_off_liger`)
     train.liger         liger-kernel's RMSNorm / RoPE / SwiGLU kernels (optional `gpu` extra)
@@ -11,7 +11,8 @@ apply is a ConfigError naming the key.
 
 The engine calls `apply_speedups` once, after the method has been applied, and `optimizer_name` for the
 Trainer's `optim`; neither looks at which task or method runs (the task says whether it can use a fused
-loss through `Task.use_fused_loss`).
+loss through `Task.use_fused_loss`, the method switches on its own paths through `Method.speed_levers`).
+`Lever` and `wanted` live in `tuneforge.kernels.levers` (so methods can build levers) and are re-exported here.
 """
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ import importlib.util
 import inspect
 import logging
 import sys
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tuneforge.errors import ConfigError
+from tuneforge.kernels.levers import NO_GPU, Lever, wanted  # Lever, wanted: re-exported for callers here
 
 log = logging.getLogger("tuneforge")
 
@@ -34,24 +35,6 @@ OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
-
-
-@dataclass
-class Lever:
-    key: str
-    on: bool
-    note: str
-
-
-def wanted(value, key: str, supported: bool, why_not: str) -> tuple[bool, str]:
-    """Resolve one `auto | true | false` switch: (on, note). `true` where it is not supported raises."""
-    if value is False:
-        return False, "off (train.%s=false)" % key
-    if supported:
-        return True, "on" + (" (auto)" if value == "auto" else "")
-    if value is True:
-        raise ConfigError(f"train.{key}: true, but {why_not}; set it to auto or false")
-    return False, f"off: {why_not}"
 
 
 def optimizer_name(value: str) -> str:
@@ -132,17 +115,20 @@ def fence_off_liger(model: nn.Module) -> int:
     return len(modules) + len(functions)
 
 
-def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
+def apply_speedups(model: nn.Module, train_cfg, task=None, method=None) -> list[Lever]:
     """Switch on the levers `train_cfg` (a TrainSection) asks for, in place; print one line per lever.
 
     Args:
         model: the model after `method.apply` (PEFT wrapper or plain transformers model).
         train_cfg: the run's `train` section (chunked_loss, fused_lora, compile, liger).
         task: the Task, asked through `use_fused_loss(model)` whether it can take a chunked loss.
-    Returns the resolved levers. Raises ConfigError for an explicit `true` that cannot apply."""
+        method: the Method, asked through `speed_levers(model, train_cfg, cuda)` for its own fast paths
+            (`train.fused_lora`); None: no method levers.
+    Returns the resolved levers, in the order liger, chunked_loss, the method's, compile. Raises ConfigError
+    for an explicit `true` that cannot apply."""
     cuda = cuda_available()
     levers: list[Lever] = []
-    no_gpu = "no CUDA device (it pays off on GPUs)"
+    no_gpu = NO_GPU
 
     # liger first: it replaces module forwards that the other levers then see
     liger_ok = cuda and importlib.util.find_spec("liger_kernel") is not None
@@ -166,18 +152,8 @@ def apply_speedups(model: nn.Module, train_cfg, task=None) -> list[Lever]:
             on, note = False, f"off: {reason}"
     levers.append(Lever("chunked_loss", on, note))
 
-    on, note = wanted(train_cfg.fused_lora, "fused_lora", cuda or train_cfg.fused_lora is True, no_gpu)
-    if on:
-        from tuneforge.kernels.lora_fused import fuse_lora_layers
-
-        fused, total = fuse_lora_layers(model)
-        if total == 0:
-            on, note = False, "off: the model has no LoRA layers"
-        else:
-            note += f": {fused} of {total} LoRA layers" + ("" if fused == total else
-                                                            " (others have dropout > 0, DoRA or an unknown base)")
-            on = fused > 0
-    levers.append(Lever("fused_lora", on, note))
+    if method is not None:
+        levers += method.speed_levers(model, train_cfg, cuda)
 
     # CPU compilation takes minutes before the first step and does not pay off: `true` needs CUDA (load_config
     # refuses it already, through tuneforge.config.environment.check_levers)

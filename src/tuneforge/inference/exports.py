@@ -210,19 +210,21 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
     Args:
         path: the directory `tuneforge export` wrote.
         device: torch device for merged exports (int8 and ONNX run on CPU).
-        logits_only: the caller only needs `model(**enc).logits` (parity checks), so ONNX causal LMs load too.
+        logits_only: the caller only needs `model(**enc).logits` (parity checks), so ONNX exports the task cannot
+            use in predict/serve (`Task.onnx_usable`) load too.
     Raises ModelError when the directory is incomplete or its format cannot be loaded this way."""
     import transformers
 
     from tuneforge.inference import LoadedRun
     from tuneforge.models.loader import load_tokenizer, read_run_metadata
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
     p = Path(path)
     info = json.loads((p / EXPORT_INFO).read_text())
     fmt = info.get("format")
     meta = read_run_metadata(p)
-    auto = getattr(transformers, TASKS.get(meta["task"]).auto_class_name)
+    task_cls = TASKS.get(meta["task"])
+    auto = task_cls.auto_class()
     tok = load_tokenizer(str(p))
     try:
         if fmt == "merged":
@@ -235,7 +237,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
             else:
                 model = load_int8_dynamic(quantize_int8(auto.from_config(config).eval()), state)
         elif fmt in ("onnx", "onnx-int8"):
-            if meta["task"] != "classification" and not logits_only:
+            if not task_cls.onnx_usable and not logits_only:
                 raise ModelError(f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
                                  f"or export --format merged / int8 for `tuneforge chat` and `serve`")
             model = OnnxModel(p / ONNX_FILE)

@@ -37,10 +37,10 @@ def config_for(source: str, overrides: Iterable[str] = ()):
 
 
 def _frames(cfg):
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
     task = TASKS.get(cfg.task.type)(cfg)
-    if not hasattr(task, "prepare_frames"):
+    if not task.prepares_tables:
         raise ConfigError(f"task.type: '{cfg.task.type}' has no data preparation to inspect; "
                           f"`tuneforge data prepare` supports classification configs (`data inspect` takes any)")
     return task.prepare_frames()
@@ -79,7 +79,9 @@ def guess_file_columns(cfg, source: str, overrides: Iterable[str] = ()) -> list[
     and return one line per guess saying what was chosen and how to choose another."""
     from tuneforge.data.sources import guess_columns, read_table
 
-    if str(source).lower().endswith(CONFIG_SUFFIXES) or cfg.task.type != "classification":
+    from tuneforge.registry import TASKS
+
+    if str(source).lower().endswith(CONFIG_SUFFIXES) or not TASKS.get(cfg.task.type).prepares_tables:
         return []
     given = {o.split("=", 1)[0].strip() for o in overrides}
     d = cfg.data
@@ -125,26 +127,26 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
     else:
         for line in guessed:
             print(f"tuneforge: {line}", file=sys.stderr, flush=True)
-    from tuneforge.tasks import TASKS
+    from tuneforge.registry import TASKS
 
-    task = TASKS.get(cfg.task.type)(cfg)
+    # a template problem is reported (as a warning), not a reason to stop inspecting
+    task = TASKS.get(cfg.task.type)(cfg, force=True)
     out = Path(out_dir or f"data-report-{cfg.output.name or 'data'}")
-    if not hasattr(task, "prepare_frames"):
-        # tasks without a cleaning pipeline (SFT): their own data report, from the tokenized splits
+    if not task.prepares_tables:
+        # tasks without a table pipeline (SFT): their own data report, from the tokenized splits
         from tuneforge.models.loader import load_tokenizer, resolve_model
 
-        task.force = True  # a template problem is reported (as a warning), not a reason to stop inspecting
         prepared = task.prepare(load_tokenizer(resolve_model(cfg.model.name, cfg.model.revision),
                                                cfg.model.trust_remote_code))
         task.write_data_report(prepared, str(out))
         return out / "report.md"
     if cfg.data.clean.label_noise == "none":
         cfg.data.clean.label_noise = "report"
-    train, val, test, info = _frames(cfg)
+    train, val, test, report, _ = _frames(cfg)
     lengths, unit = _token_lengths(cfg, {"train": train, "validation": val, "test": test})
     from tuneforge.data.report import write_report
 
-    path = write_report(out, info["data_report"], lengths, cfg.data.max_length,
+    path = write_report(out, report, lengths, cfg.data.max_length,
                         title=f"Data report: {cfg.data.train} (lengths in {unit})")
     if guessed:
         text = path.read_text()
@@ -181,7 +183,7 @@ def prepare_data(source: str, out_dir: str, overrides: Iterable[str] = (), fmt: 
         else:
             out.unlink()
     cfg = config_for(source, overrides)
-    train, val, test, info = _frames(cfg)
+    train, val, test, report, labels = _frames(cfg)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[str]] = {}
     rows = {}
@@ -199,11 +201,11 @@ def prepare_data(source: str, out_dir: str, overrides: Iterable[str] = (), fmt: 
             files.setdefault(name, []).append(str(path))
     from tuneforge.data.report import write_report
 
-    write_report(out, info["data_report"], None, cfg.data.max_length, title=f"Prepared data: {cfg.data.train}")
+    write_report(out, report, None, cfg.data.max_length, title=f"Prepared data: {cfg.data.train}")
     kind = "jsonl" if fmt != "parquet" else "parquet"
     reuse = [f"data.{name}={out / f'{name}.{kind}'}" for name in ("train", "validation", "test") if name in rows]
     manifest = {"source": str(source), "overrides": list(overrides), "rows": rows, "files": files,
-                "labels": info["labels"], "text_column": cfg.data.text_column, "label_column": cfg.data.label_column,
+                "labels": labels, "text_column": cfg.data.text_column, "label_column": cfg.data.label_column,
                 "train_with": reuse + list(REUSE_OVERRIDES)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest

@@ -1,0 +1,48 @@
+"""The exact split a run used, saved in its data/split/ directory: the held-out records (validation, test) as
+JSON lines, in the task's own record format, and the ids of the source rows that formed the training split.
+Later steps (`tuneforge eval`, `export`) read the run's test split back from here instead of re-running the
+reading, splitting and cleaning that produced it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPLIT_DIR = "split"
+MANIFEST = "split.json"
+
+
+def save_split(data_dir: str | Path, held_out: dict[str, list], train_ids: list | None, source: str,
+               sizes: dict[str, int]) -> Path:
+    """Write held_out[name] to DATA_DIR/split/<name>.jsonl (one JSON record per line) and split.json."""
+    out = Path(data_dir) / SPLIT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, records in held_out.items():
+        if not records:
+            continue
+        path = out / f"{name}.jsonl"
+        tmp = path.with_name(path.name + ".partial")
+        with tmp.open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        files[name] = path.name
+    manifest = {"source": source, "sizes": sizes, "files": files,
+                "train_ids": [int(i) for i in train_ids] if train_ids is not None else None}
+    (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False))
+    return out
+
+
+def split_file(run_dir: str | Path, name: str) -> Path | None:
+    """RUN/data/split/<name>.jsonl when the run saved that split, else None."""
+    path = Path(run_dir) / "data" / SPLIT_DIR / f"{name}.jsonl"
+    return path if path.is_file() else None
+
+
+def load_split(run_dir: str | Path, name: str) -> list | None:
+    """The saved records of split `name` of a run, or None when the run did not save it (older runs)."""
+    path = split_file(run_dir, name)
+    if path is None:
+        return None
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

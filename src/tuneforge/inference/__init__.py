@@ -1,0 +1,118 @@
+"""Using a trained run: load it back, predict and evaluate through its task (the task contract says how;
+nothing here names a task)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from tuneforge.errors import DataError, ModelError
+from tuneforge.methods import MethodContext
+from tuneforge.models.loader import load_model, load_tokenizer, read_run_metadata, resolve_model
+from tuneforge.registry import METHODS, TASKS
+
+
+@dataclass
+class LoadedRun:
+    model: Any
+    tokenizer: Any
+    meta: dict
+    model_dir: Path
+
+
+def model_dir_of(path: str | Path) -> Path:
+    """Accept a run directory or its model/ directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"run directory not found: {path}")
+    if (p / "model" / "tuneforge.json").is_file():
+        return p / "model"
+    if (p / "tuneforge.json").is_file():
+        return p
+    status = p / "status.json"
+    if status.is_file():
+        state = json.loads(status.read_text()).get("state")
+        raise ModelError(f"{path} has no trained model (run state: {state})")
+    raise ModelError(f"{path} is not a tuneforge run directory (no model/tuneforge.json)")
+
+
+def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
+    """Load a run directory (or its model/ directory, or a `tuneforge export` output) with its tokenizer and
+    metadata. Raises ModelError when it is not a finished run."""
+    from tuneforge.inference.exports import is_export, load_export
+
+    if is_export(path):  # `tuneforge export` output: merged, int8 or ONNX
+        return load_export(path, device)
+    model_dir = model_dir_of(path)
+    meta = read_run_metadata(model_dir)
+    task_cls = TASKS.get(meta["task"])
+    method_cls = METHODS.get(meta["method"])
+    ctx = MethodContext(full_precision_modules=task_cls.full_precision_modules)
+
+    def build_base(name_or_dir: str):
+        path = name_or_dir if Path(name_or_dir).is_dir() else resolve_model(name_or_dir)
+        return load_model(path, task_cls.auto_class(), meta.get("dtype", "auto"), **task_cls.head_kwargs(meta),
+                          **method.load_kwargs(ctx))
+
+    # defined before use by build_base: the method decides how its base loads (for example 4-bit for QLoRA)
+    method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
+    model = method.load(str(model_dir), build_base)
+    model.eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    return LoadedRun(model=model, tokenizer=load_tokenizer(str(model_dir)), meta=meta, model_dir=model_dir)
+
+
+def task_of(run: LoadedRun):
+    """The task class of a loaded run (what it predicts, serves and exports)."""
+    return TASKS.get(run.meta["task"])
+
+
+def classify_logits(run: LoadedRun, texts: list[str], pairs: list[str] | None = None,
+                    batch_size: int = 64) -> np.ndarray:
+    """Logits of a `classify` run for `texts` (and text pairs), in input order."""
+    task = task_of(run)
+    if task.interface != "classify":
+        raise ModelError(f"this run's task '{task.name}' does not classify texts")
+    return task.logits(run, list(texts), pairs, batch_size)
+
+
+def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: int = 64) -> list[dict]:
+    """What the run's task predicts for each text (a classifier: label and per-class probabilities).
+    Raises ModelError for a run whose task does not predict (it chats), DataError for no texts."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    texts = list(texts)
+    task = task_of(run)
+    if task.interface != "classify":
+        task.predict(run, texts, batch_size)  # raises the task's own one-line reason
+    if not texts:
+        raise DataError("no texts to predict")
+    return task.predict(run, texts, batch_size)
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, out_dir: str | Path | None = None,
+             text_column: str | None = None, label_column: str | None = None) -> dict:
+    """Evaluate a trained run on labelled data; writes metrics.json, report.md and the confusion matrix into
+    out_dir (default RUN/eval/<data file stem>). Without `data`: the run's own test split, as saved in
+    RUN/data/split/ (the rows training held out; runs from before splits were saved need `data`)."""
+    from tuneforge.data.splits import split_file
+
+    run = load_run(run_dir)
+    task = task_of(run)
+    if task.interface != "classify":
+        raise ModelError(f"eval --data does not apply to this run's task '{task.name}'")
+    run_root = run.model_dir.parent
+    if data is None:
+        saved = split_file(run_root, "test")
+        if saved is None:
+            raise DataError(f"{run_dir} has no saved test split (it held none out, or predates saved splits): "
+                            f"pass --data FILE")
+        data = str(saved)
+        default_out = run_root / "eval" / "test-split"
+    else:
+        default_out = run_root / "eval" / Path(data).stem.replace(":", "-")
+    return task.evaluate(run, data, Path(out_dir) if out_dir else default_out, text_column, label_column)

@@ -1,0 +1,102 @@
+"""The layers of tuneforge/layers.py hold: every import in the package (inside functions too) points down."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tuneforge.layers import LAYERS, allowed, layer_of
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "tuneforge"
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every tuneforge import in `path`; `from X import y` also yields X.y, since
+    y may be a submodule."""
+    module = _module(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "tuneforge"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "tuneforge":
+                continue
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                # `from tuneforge.tasks import causal_lm` imports a module; `from tuneforge.x import f` a name in x
+                is_module = (SRC / Path(*sub.split("."))).with_suffix(".py").is_file() or \
+                    (SRC / Path(*sub.split("."))).is_dir()
+                out.append((node.lineno, sub if is_module else target))
+    return out
+
+
+def violations() -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = _module(path)
+        for line, imported in imports(path):
+            why = allowed(importer, imported)
+            if why:
+                found.append(f"{path.relative_to(SRC.parent)}:{line}: {why}")
+    return found
+
+
+def test_every_module_has_a_layer():
+    missing = []
+    for path in PACKAGE.rglob("*.py"):
+        try:
+            layer_of(_module(path))
+        except KeyError:
+            missing.append(_module(path))
+    assert not missing, f"modules missing from tuneforge/layers.py: {missing}"
+
+
+def test_imports_point_down():
+    found = violations()
+    assert not found, "imports that point up:\n" + "\n".join(found)
+
+
+def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
+    # a fake module in layer 3 importing layer 5 inside a function, and a relative import: both reported
+    fake = PACKAGE / "data" / "_layer_probe_tmp.py"
+    fake.write_text("def f():\n    from tuneforge.training import engine\n    from ..inference import load_run\n")
+    try:
+        found = [v for v in violations() if "_layer_probe_tmp" in v]
+    finally:
+        fake.unlink()
+    assert found == ["src/tuneforge/data/_layer_probe_tmp.py:2: layer 3 (tuneforge.data) may not import layer 5 "
+                     "(tuneforge.training)",
+                     "src/tuneforge/data/_layer_probe_tmp.py:3: layer 3 (tuneforge.data) may not import layer 5 "
+                     "(tuneforge.inference)"]
+
+
+@pytest.mark.parametrize("importer,imported,ok", [
+    ("tuneforge.config.loader", "tuneforge.registry", True),
+    ("tuneforge.config.loader", "tuneforge.tasks.base", False),
+    ("tuneforge.tasks.causal_lm", "tuneforge.methods.lora", False),
+    ("tuneforge.methods.lora", "tuneforge.tasks", False),
+    ("tuneforge.tasks.causal_lm", "tuneforge.models.loader", True),
+    ("tuneforge.cli.train", "tuneforge.training.engine", True),
+])
+def test_table(importer, imported, ok):
+    assert (allowed(importer, imported) is None) == ok
+
+
+def test_architecture_doc_lists_every_layer():
+    doc = (SRC.parent / "docs" / "ARCHITECTURE.md").read_text()
+    for n, prefixes in LAYERS.items():
+        for p in prefixes:
+            assert f"`{p.removeprefix('tuneforge.') if p != 'tuneforge' else 'tuneforge'}" in doc, (n, p)
