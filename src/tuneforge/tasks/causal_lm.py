@@ -6,7 +6,9 @@ including its end-of-turn token, so the tuned model stops). The template, system
 saved with the model, so `tuneforge chat` / `generate` talk to it exactly as it was trained.
 
 Reading the formats, templating, encoding and packing are in data/ (sft_formats, templates, sft_encode,
-packing); the data report in data/sft_report; the final evaluation in tasks/sft_eval.
+packing); the data report in data/sft_report; the final evaluation in tasks/sft_eval. What stays here (about
+400 lines, a third of them the documented config keys) is the task as one module: its config and data keys,
+how preparation is put together, the training hooks and what a finished run exports.
 """
 from __future__ import annotations
 
