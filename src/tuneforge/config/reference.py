@@ -16,7 +16,8 @@ def _type_name(ann) -> str:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(ann))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in typing.get_args(ann) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args)
+        # sorted: typing caches equal unions, so the order of the arguments depends on which module made one first
+        return " or ".join(sorted(_type_name(a) for a in args))
     if origin in (list, typing.List):
         return f"list of {_type_name(typing.get_args(ann)[0])}"
     return getattr(ann, "__name__", str(ann))
