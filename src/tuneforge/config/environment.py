@@ -66,11 +66,74 @@ def check_levers(train_cfg) -> None:
         raise ConfigError(f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'")
 
 
+def teacher_kind(path: str) -> str:
+    """What a `distill.teacher` directory is: `run` (a tuneforge run or its model/), `export` or `model` (a
+    transformers model directory). Raises ConfigError (one line, naming the key) when it cannot teach: missing,
+    a run still running or failed, not a model at all."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    key = "distill.teacher"
+    if not p.is_dir():
+        raise ConfigError(f"{key}: {path} is not a directory (a finished run, an export or a local model directory; "
+                          f"teachers are never downloaded)")
+    status = p / "status.json"
+    if status.is_file() and not (p / "model" / "tuneforge.json").is_file():
+        try:
+            state = json.loads(status.read_text()).get("state")
+        except (OSError, ValueError):
+            state = "unreadable"
+        raise ConfigError(f"{key}: {path} is a run that has not finished (state: {state}); train it to the end or "
+                          f"point at a finished run")
+    if (p / "export.json").is_file():
+        return "export"
+    if (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file():
+        if status.is_file():
+            try:
+                state = json.loads(status.read_text()).get("state")
+            except (OSError, ValueError):
+                state = None
+            if state not in (None, "completed"):
+                raise ConfigError(f"{key}: {path} is a run whose state is '{state}', not completed")
+        return "run"
+    if (p / "config.json").is_file():
+        return "model"
+    raise ConfigError(f"{key}: {path} holds no model (no model/tuneforge.json, export.json or config.json)")
+
+
+def teacher_task(path: str) -> str | None:
+    """The task a tuneforge teacher (run or export) was trained for; None for a plain model directory."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    for meta in (p / "model" / "tuneforge.json", p / "tuneforge.json"):
+        if meta.is_file():
+            try:
+                return json.loads(meta.read_text()).get("task")
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def check_teacher(cfg) -> None:
+    """`distill.teacher` can teach this run: a finished run / export / model directory of the same task."""
+    teacher = cfg.distill.teacher
+    if teacher is None:
+        return
+    teacher_kind(teacher)
+    task = teacher_task(teacher)
+    if task is not None and task != cfg.task.type:
+        raise ConfigError(f"distill.teacher: {teacher} is a '{task}' run; this run's task.type is "
+                          f"'{cfg.task.type}' (a teacher must do the same task)")
+
+
 def environment_errors(cfg) -> list[str]:
     """Every problem of the validated RunConfig `cfg` on this machine, one message each (empty when it can run)."""
     errors = []
     for check in (lambda: resolve_precision(cfg.train.precision), lambda: resolve_report_to(cfg.train.report_to),
-                  lambda: check_levers(cfg.train)):
+                  lambda: check_levers(cfg.train), lambda: check_teacher(cfg)):
         try:
             check()
         except ConfigError as exc:

@@ -49,8 +49,8 @@ def reference_markdown() -> str:
     from tuneforge.registry import TASKS
 
     header = ["| key | type | default | description |", "|---|---|---|---|"]
-    out = ["### Sections model, data, train, eval, output", ""] + header
-    for section in ("model", "data", "train", "eval", "output"):
+    out = ["### Sections model, data, train, distill, eval, output", ""] + header
+    for section in ("model", "data", "train", "distill", "eval", "output"):
         cls = DataSection if section == "data" else RunConfig.model_fields[section].annotation
         out += _rows(cls, f"{section}.")
     out += ["", "### task (by `task.type`), with the `data` keys only that task reads", ""]

@@ -101,6 +101,21 @@ class ModelSection(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "Weight dtype when loading. `auto`: float32 on CPU, bfloat16 on GPUs that support it."))
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model directory.")
+    keep_layers: Optional[Union[int, list[int]]] = Field(None, description=(
+        "Build a smaller student by keeping some transformer blocks of `name` (DistilBERT-style initialisation): "
+        "a count (evenly spread, first and last kept) or the block indices, e.g. [0, 2, 4]. BERT- and "
+        "Llama-family models. Null: all blocks."))
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _some_layers(cls, value):
+        if value is None:
+            return value
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"keep at least 1 layer, got {value}")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list keeps no layer; list the block indices to keep, or give a count")
+        return value
 
 
 class SplitSection(Section):
@@ -313,6 +328,29 @@ class TrainSection(Section):
 _BAD_NAME = re.compile(r"[\\/\x00-\x1f\x7f]")
 
 
+class DistillSection(Section):
+    teacher: Optional[str] = Field(None, description=(
+        "Knowledge distillation: the teacher, a finished tuneforge run directory (any method; its adapters are "
+        "applied), a `tuneforge export` directory or a local model directory of the same task. Null: no "
+        "distillation."))
+    temperature: Optional[float] = Field(None, gt=0, le=100, description=(
+        "Softmax temperature of teacher and student (the soft term is scaled by T^2). Default: the task's "
+        "(classification 4, causal_lm 1)."))
+    alpha: float = Field(0.7, ge=0.0, le=1.0, description=(
+        "Weight of the distillation term; 1 - alpha weighs the ordinary loss on the true labels/tokens."))
+    unlabeled: Optional[str] = Field(None, description=(
+        "Classification: a file of extra texts (column `data.text_column`) without labels that only the teacher "
+        "labels; only the distillation term applies to them."))
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description=(
+        "causal_lm token-level distillation: KL(teacher || student), KL(student || teacher) or the generalised "
+        "Jensen-Shannon divergence with weight `beta`."))
+    beta: float = Field(0.5, gt=0.0, lt=1.0, description="Weight of the teacher in `jsd`'s mixture.")
+    mode: Literal["token", "sequence"] = Field("token", description=(
+        "causal_lm: `token` matches the teacher's next-token distributions on the trained tokens (teacher and "
+        "student must share a vocabulary); `sequence` has the teacher answer the training prompts once (cached) "
+        "and trains the student on those answers with ordinary SFT (any tokenizers)."))
+
+
 class EvalSection(Section):
     metric: Optional[str] = Field(None, description=(
         "Validation metric for best-model selection and early stopping. Default: the task's (classification: "
@@ -358,6 +396,8 @@ class RunConfig(Section):
     task: SerializeAsAny[TaskConfig] = Field(description="What is learned; keys depend on `task.type`.")
     method: SerializeAsAny[MethodConfig] = Field(description="Which parameters learn; keys depend on `method.name`.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation and training loop.")
+    distill: DistillSection = Field(default_factory=DistillSection, description=(
+        "Knowledge distillation from a teacher model (off unless `distill.teacher` is set)."))
     eval: EvalSection = Field(default_factory=EvalSection, description="Evaluation and model selection.")
     output: OutputSection = Field(default_factory=OutputSection, description="Where the run is written.")
 

@@ -55,8 +55,13 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
 
     def build_base(name_or_dir: str):
         path = name_or_dir if Path(name_or_dir).is_dir() else resolve_model(name_or_dir)
-        return load_model(path, task_cls.auto_class(), meta.get("dtype", "auto"), **task_cls.head_kwargs(meta),
-                          **method.load_kwargs(ctx))
+        model = load_model(path, task_cls.auto_class(), meta.get("dtype", "auto"), **task_cls.head_kwargs(meta),
+                           **method.load_kwargs(ctx))
+        if meta.get("keep_layers") and not getattr(model.config, "tuneforge_kept_layers", None):
+            # a student cut from its base: the base loads whole, then loses the same blocks as in training
+            from tuneforge.models.shrink import keep_layers
+            keep_layers(model, list(meta["keep_layers"]))
+        return model
 
     # defined before use by build_base: the method decides how its base loads (for example 4-bit for QLoRA)
     method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))

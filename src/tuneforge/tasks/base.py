@@ -58,6 +58,7 @@ class Prepared:
     lengths: dict[str, list[int]] | None = None  # token lengths per split, for the data report
     efficiency: dict = field(default_factory=dict)  # extra efficiency.json fields (padding, packing)
     info: dict = field(default_factory=dict)     # details reported in eval/metrics.json
+    teacher: Any = None                          # the distillation teacher, once `Task.distill` attached it
 
 
 class Task:
@@ -111,9 +112,23 @@ class Task:
             cfg.eval.metric = cls.default_metric
         if cfg.data.max_length is None:
             cfg.data.max_length = cls.default_max_length
+        if cfg.distill.temperature is None:
+            cfg.distill.temperature = cls.default_distill_temperature
+
+    #: distill.temperature when the config leaves it null
+    default_distill_temperature: ClassVar[float] = 1.0
+    #: distill keys this task reads (besides teacher, temperature and alpha)
+    distill_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
+        from tuneforge.config.schema import DistillSection
+
+        for key in ("unlabeled", "divergence", "beta", "mode"):
+            if key not in cls.distill_keys and getattr(cfg.distill, key) != DistillSection.model_fields[key].default:
+                raise ConfigError(f"distill.{key}: not used by the {cls.name} task; remove it")
+        if cfg.distill.teacher is None and cfg.distill.unlabeled is not None:
+            raise ConfigError("distill.unlabeled: needs distill.teacher (only a teacher labels those texts)")
         if cfg.eval.metric not in cls.metrics:
             raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
                               f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}")
@@ -130,6 +145,17 @@ class Task:
 
     def model_kwargs(self, prepared: Prepared) -> dict:
         return {}
+
+    def distill(self, prepared: Prepared, tokenizer, teacher, cache_dir) -> Prepared:
+        """Attach the teacher's targets to the training data (`distill.teacher`): the engine loaded `teacher`
+        (tuneforge.training.distill.Teacher); teacher outputs are cached under `cache_dir`. Raises ConfigError /
+        DataError before training when the teacher cannot teach this data."""
+        raise ConfigError(f"distill.teacher: the {self.name} task has no distillation")
+
+    def training_loss(self, prepared: Prepared) -> Callable | None:
+        """Optional `loss(model, inputs) -> (loss, outputs)` replacing the Trainer's whole loss computation (a
+        distillation objective needs inputs the model does not take); None keeps the Trainer's."""
+        return None
 
     def head_modules(self, model: nn.Module) -> list[str]:
         """Top-level modules outside the pretrained backbone that hold parameters (the new head)."""

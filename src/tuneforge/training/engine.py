@@ -105,9 +105,17 @@ def _make_trainer_class():
         """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
         and whose efficiency meter does not count evaluation time."""
 
-        def __init__(self, *a, method=None, meter=None, **kw):
-            self.tf_method, self.tf_meter = method, meter
+        def __init__(self, *a, method=None, meter=None, loss=None, **kw):
+            self.tf_method, self.tf_meter, self.tf_loss = method, meter, loss
             super().__init__(*a, **kw)
+            if loss is not None:
+                self.loss_is_scaled_for_ga = False  # the task's loss is a batch mean: divide by accumulation
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.tf_loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, outputs = self.tf_loss(model, dict(inputs))
+            return (loss, outputs) if return_outputs else loss
 
         def _get_train_sampler(self, *a, **kw):
             from tuneforge.training.sampling import epoch_seeded
@@ -196,12 +204,23 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     task.write_data_report(prepared, str(run.path / "data"))
     # the exact split: eval and export read the run's test split back instead of re-running the cleaning
     save_split(run.path / "data", prepared.held_out, prepared.train_ids, cfg.data.train, prepared.sizes)
+    if cfg.distill.teacher:
+        from tuneforge.training.distill import load_teacher
+
+        # checked and run before the student exists: a teacher that cannot teach this data stops here
+        prepared = task.distill(prepared, tokenizer, load_teacher(cfg, type(task)), run.path / "distill")
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
     ctx = MethodContext(full_precision_modules=task.full_precision_modules,
                         gradient_checkpointing=cfg.train.gradient_checkpointing)
     model = load_model(model_path, task.auto_class(), cfg.model.dtype, cfg.model.trust_remote_code,
                        **task.model_kwargs(prepared), **method.load_kwargs(ctx))
+    kept = None
+    if cfg.model.keep_layers is not None:  # a smaller student: some of the base's blocks, in order
+        from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers
+
+        kept = resolve_keep_layers(cfg.model.keep_layers, len(find_blocks(model)[1]))
+        keep_layers(model, kept)
     ctx.head_modules = task.head_modules(model)
     model = method.apply(model, ctx)
     apply_speedups(model, cfg.train, task, method)
@@ -231,7 +250,8 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
         model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.validation,
         data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
         compute_loss_func=task.loss_function(prepared), preprocess_logits_for_metrics=task.preprocess_logits(prepared),
-        processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter)
+        processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter,
+        loss=task.training_loss(prepared))
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -248,6 +268,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     tokenizer.save_pretrained(str(tmp))
     write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
                              "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
+                             **({"keep_layers": kept} if kept is not None else {}),
                              **task.metadata(prepared)})
     task.save_extras(str(tmp), prepared)
     shutil.rmtree(run.model_dir, ignore_errors=True)

@@ -1,0 +1,92 @@
+"""The teacher of a distillation run (`distill.teacher`): a finished run (adapters applied), an export, or a
+local model directory of the same task, loaded once, with what the task's distillation hooks need from it
+(outputs over texts with the teacher's own tokenizer, its label names, a fingerprint for caching, its size).
+
+The engine loads it and hands it to the task (`Task.distill`), so the task never imports this layer."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneforge.config.environment import teacher_kind
+from tuneforge.errors import ConfigError, ModelError
+
+log = logging.getLogger("tuneforge")
+
+
+@dataclass
+class Teacher:
+    path: str
+    run: Any                 # a LoadedRun: .model, .tokenizer, .meta, .model_dir
+    task: Any                # the task class (same task as the student's)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.run.meta.get("labels") or [])
+
+    @property
+    def model(self):
+        return self.run.model
+
+    @property
+    def tokenizer(self):
+        return self.run.tokenizer
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.run.model.parameters())
+
+    def size_mb(self) -> float | None:
+        from tuneforge.evaluation.speed import dir_size_mb
+
+        return dir_size_mb(self.run.model_dir)
+
+    def fingerprint(self) -> str:
+        """Changes when the teacher's files change (path, names, sizes and modification times)."""
+        h = hashlib.sha256(str(Path(self.path).resolve()).encode())
+        root = Path(self.run.model_dir)
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """The teacher's outputs for `texts`, tokenized with its own tokenizer (per example, so teacher and
+        student may differ in tokenizer and architecture)."""
+        return self.task.logits(self.run, texts, pairs, batch_size)
+
+
+def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
+    """Load `cfg.distill.teacher` for a run of task `task_cls`. Raises ConfigError/ModelError in one line when
+    it cannot teach (missing, unfinished, another task, not loadable)."""
+    from tuneforge.inference import LoadedRun, load_run
+    from tuneforge.models.loader import load_model, load_tokenizer
+
+    path = cfg.distill.teacher
+    kind = teacher_kind(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind in ("run", "export"):
+        run = load_run(path, device=device)
+        if run.meta.get("task") != task_cls.name:
+            raise ConfigError(f"distill.teacher: {path} is a '{run.meta.get('task')}' run; this run's task.type is "
+                              f"'{task_cls.name}'")
+    else:
+        try:
+            model = load_model(path, task_cls.auto_class(), "float32", cfg.model.trust_remote_code)
+        except Exception as exc:  # noqa: BLE001  (transformers raises many types for a model it cannot load)
+            raise ModelError(f"distill.teacher: {path} does not load as a {task_cls.auto_class_name}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        id2label = getattr(model.config, "id2label", None) or {}
+        meta = {"task": task_cls.name, "labels": [str(id2label[i]) for i in sorted(id2label)],
+                "max_length": cfg.data.max_length}
+        model.eval().to(device)
+        run = LoadedRun(model=model, tokenizer=load_tokenizer(path, cfg.model.trust_remote_code), meta=meta,
+                        model_dir=Path(path))
+    log.info("distillation teacher: %s (%s)", path, kind)
+    return Teacher(path, run, task_cls)

@@ -1,0 +1,142 @@
+"""Knowledge distillation (issue 18) on tiny models: a classification teacher run teaches a student cut from the
+base (kept layers) through the CLI, with unlabelled texts; teacher outputs are cached and reused on resume; a
+teacher that cannot teach is one clear line before any training."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import tuneforge
+from conftest import make_sentiment_rows, run_cli, tiny_config
+from tuneforge.config import load_config
+from tuneforge.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("distill-data")
+    rows = make_sentiment_rows(160)
+    pd.DataFrame(rows).to_csv(d / "train.csv", index=False)
+    pd.DataFrame([{"text": r["text"] + " indeed"} for r in make_sentiment_rows(24)]).to_csv(d / "unlabeled.csv",
+                                                                                            index=False)
+    return {"train": str(d / "train.csv"), "unlabeled": str(d / "unlabeled.csv"), "dir": d}
+
+
+def _cfg(tiny_bert, data, out, method="full", **distill):
+    raw = tiny_config(tiny_bert, data["train"], str(out), method=method)
+    raw["data"]["clean"] = {"label_noise": "none"}
+    raw["train"].update({"epochs": 2, "eval_strategy": "no"})
+    raw["eval"] = {"load_best_model": False}
+    if distill:
+        raw["distill"] = distill
+    return raw
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_bert, data) -> Path:
+    return tuneforge.train(load_config(raw=_cfg(tiny_bert, data, data["dir"] / "teacher"))).run_dir
+
+
+def test_student_from_kept_layers_learns_from_the_teacher_through_the_cli(tiny_bert, data, teacher, tmp_path):
+    raw = _cfg(tiny_bert, data, tmp_path / "student", method="lora", teacher=str(teacher), temperature=2.0,
+               alpha=0.8, unlabeled=data["unlabeled"])
+    raw["model"]["keep_layers"] = [1]
+    cfg_path = tmp_path / "student.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    r = run_cli("train", str(cfg_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "24 unlabelled texts labelled by the teacher" in r.stderr
+    run = tmp_path / "student"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    block = metrics["distill"]
+    assert block["split"] == "test" and 0.0 <= block["agreement_with_teacher"] <= 1.0
+    assert block["student"]["parameters"] < block["teacher"]["parameters"]
+    assert block["teacher"]["accuracy"] == pytest.approx(
+        json.loads((teacher / "eval" / "metrics.json").read_text())["test"]["accuracy"])
+    report = (run / "eval" / "report.md").read_text()
+    assert "## Teacher and student (test split)" in report and "| parameters |" in report
+    assert (run / "distill" / "teacher_outputs.npz").is_file()
+    meta = json.loads((run / "model" / "tuneforge.json").read_text())
+    assert meta["keep_layers"] == [1]
+    # the student loads (its base cut the same way) and predicts like the training run measured
+    preds = tuneforge.predict(run, ["a good film", "a bad film"])
+    assert {p["label"] for p in preds} <= {"negative", "positive"}
+    assert tuneforge.evaluate(run)["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+
+
+def test_teacher_outputs_are_cached_and_reused_on_resume(tiny_bert, data, teacher, tmp_path, monkeypatch):
+    import transformers
+
+    from tuneforge.training import distill
+
+    calls = []
+    real = distill.Teacher.logits
+
+    def counting(self, texts, pairs=None, batch_size=64):
+        calls.append(len(texts))
+        return real(self, texts, pairs, batch_size)
+    monkeypatch.setattr(distill.Teacher, "logits", counting)
+    raw = _cfg(tiny_bert, data, tmp_path / "s", teacher=str(teacher))
+    raw["train"].update({"max_steps": 4, "save_steps": 2})
+    steps = {"n": 0}
+    real_step = transformers.Trainer.training_step
+
+    def stop_at_three(self, *a, **k):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(transformers.Trainer, "training_step", stop_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        tuneforge.train(load_config(raw=raw))
+    assert len(calls) == 1  # the training texts, once
+    monkeypatch.setattr(transformers.Trainer, "training_step", real_step)
+    res = tuneforge.train(load_config(raw=raw), resume=True)
+    assert len(calls) == 2  # only the test split for the report: the training targets came from the cache
+    assert json.loads((res.run_dir / "status.json").read_text())["state"] == "completed"
+
+
+def test_a_teacher_that_cannot_teach_is_one_line_before_training(tiny_bert, data, teacher, tmp_path):
+    base = _cfg(tiny_bert, data, tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"^invalid config: distill\.teacher: .*missing-dir is not a directory"):
+        load_config(raw={**base, "distill": {"teacher": str(tmp_path / "missing-dir")}})
+    running = tmp_path / "running"
+    running.mkdir()
+    (running / "status.json").write_text(json.dumps({"state": "running"}))
+    with pytest.raises(ConfigError, match=r"has not finished \(state: running\)"):
+        load_config(raw={**base, "distill": {"teacher": str(running)}})
+    sft_like = tmp_path / "sft"
+    (sft_like / "model").mkdir(parents=True)
+    (sft_like / "model" / "tuneforge.json").write_text(json.dumps({"task": "causal_lm"}))
+    with pytest.raises(ConfigError, match=r"is a 'causal_lm' run; this run's task.type is 'classification'"):
+        load_config(raw={**base, "distill": {"teacher": str(sft_like)}})
+    for key, value, msg in (("alpha", 1.5, "less than or equal to 1"), ("temperature", 0, "greater than 0"),
+                            ("divergence", "jsd", "not used by the classification task")):
+        with pytest.raises(ConfigError, match=rf"distill\.{key}: .*{msg}"):
+            load_config(raw={**base, "distill": {"teacher": str(teacher), key: value}})
+    with pytest.raises(ConfigError, match=r"distill\.unlabeled: needs distill\.teacher"):
+        load_config(raw={**base, "distill": {"unlabeled": data["unlabeled"]}})
+    with pytest.raises(ConfigError, match=r"model\.keep_layers: .*empty list"):
+        load_config(raw={**base, "model": {"name": tiny_bert, "keep_layers": []}})
+
+
+def test_labels_that_differ_and_layers_out_of_range_stop_before_training(tiny_bert, data, teacher, tmp_path):
+    other = tmp_path / "other.csv"
+    rows = make_sentiment_rows(60)
+    for r in rows:
+        r["label"] = {"negative": "bad", "positive": "good"}[r["label"]]
+    pd.DataFrame(rows).to_csv(other, index=False)
+    raw = _cfg(tiny_bert, {"train": str(other)}, tmp_path / "a", teacher=str(teacher))
+    with pytest.raises(DataError, match=r"distill\.teacher: its labels \['negative', 'positive'\] differ"):
+        tuneforge.train(load_config(raw=raw))
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    raw = _cfg(tiny_bert, data, tmp_path / "b", teacher=str(teacher))
+    raw["model"]["keep_layers"] = [0, 5]
+    r = run_cli("train", "--help")  # the CLI is importable; the error itself through the API:
+    assert r.returncode == 0
+    with pytest.raises(ConfigError, match=r"model\.keep_layers: layer 5 is out of range for a model with 2 layers"):
+        tuneforge.train(load_config(raw=raw))
