@@ -77,7 +77,14 @@ def test_resolved_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
 def test_every_shipped_config_validates(path):
-    load_config(REPO / path)
+    import yaml
+
+    if (yaml.safe_load((REPO / path).read_text()).get("distill") or {}).get("teacher"):
+        # the teacher is a run another shipped config trains (see the file's comment): machine checks, which
+        # include that the teacher exists, run where it does (test_shipped_configs_train gives it one)
+        load_config(REPO / path, environment=False)
+    else:
+        load_config(REPO / path)
 
 
 def test_readme_config_reference_is_in_sync():

@@ -140,3 +140,114 @@ def test_labels_that_differ_and_layers_out_of_range_stop_before_training(tiny_be
     assert r.returncode == 0
     with pytest.raises(ConfigError, match=r"model\.keep_layers: layer 5 is out of range for a model with 2 layers"):
         tuneforge.train(load_config(raw=raw))
+
+
+# ---- causal LMs ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory) -> dict:
+    from sft_common import chat_rows, make_tiny_llama, write_jsonl
+
+    d = tmp_path_factory.mktemp("distill-sft")
+    base = make_tiny_llama(d / "base4", num_layers=4)
+    data = write_jsonl(d / "chat.jsonl", chat_rows(30))
+
+    def raw(out, **distill):
+        cfg = {"model": {"name": base}, "data": {"train": data, "max_length": 64,
+                                                 "split": {"validation": 0.2, "test": 0.0}},
+               "task": {"type": "causal_lm", "report_prompts": 0,
+                        "generation": {"temperature": 0.0, "max_new_tokens": 6}},
+               "method": {"name": "lora", "r": 4}, "eval": {"load_best_model": False},
+               "train": {"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3, "report_to": "none",
+                         "eval_strategy": "no", "logging_steps": 1},
+               "output": {"dir": str(out)}}
+        if distill:
+            cfg["distill"] = distill
+        return cfg
+    teacher = tuneforge.train(load_config(raw=raw(d / "teacher"))).run_dir
+    return {"raw": raw, "teacher": teacher, "dir": d}
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+def test_token_level_distillation_of_a_chat_model(sft, tmp_path, divergence):
+    raw = sft["raw"](tmp_path / "s", teacher=str(sft["teacher"]), divergence=divergence, alpha=0.5)
+    raw["model"]["keep_layers"] = 2
+    res = tuneforge.train(load_config(raw=raw))
+    block = json.loads((res.run_dir / "eval" / "metrics.json").read_text())["distill"]
+    assert block["split"] == "validation" and 0.0 <= block["agreement_with_teacher"] <= 1.0
+    assert block["student"]["parameters"] < block["teacher"]["parameters"]
+    assert block["teacher"]["loss"] > 0 and block["student"]["loss"] > 0
+    losses = [json.loads(l)["loss"] for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in l and '"eval_' not in l]
+    assert losses and all(v == v and v >= 0 for v in losses)  # the distillation loss trained, finite
+    assert isinstance(tuneforge.chat(res.run_dir, "who are you", temperature=0, max_new_tokens=3), str)
+
+
+def test_token_level_needs_a_shared_vocabulary_and_sequence_level_does_not(sft, tmp_path):
+    from sft_common import make_tiny_llama, make_tokenizer
+
+    other_tok = make_tokenizer()
+    other_tok.add_tokens(["zebra", "quasar"])
+    other = make_tiny_llama(tmp_path / "other-base", tokenizer=other_tok)
+    raw = sft["raw"](tmp_path / "s", teacher=str(sft["teacher"]))
+    raw["model"]["name"] = other
+    with pytest.raises(ConfigError, match=r"distill\.teacher: the teacher's tokenizer \(\d+ tokens\) differs from "
+                                          r"the student's \(\d+\); .*set distill\.mode: sequence"):
+        tuneforge.train(load_config(raw=raw))
+    raw = sft["raw"](tmp_path / "seq", teacher=str(sft["teacher"]), mode="sequence")
+    raw["model"]["name"] = other
+    cfg_path = tmp_path / "seq.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    r = run_cli("train", str(cfg_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the teacher answers 24 training prompts" in r.stderr
+    run = tmp_path / "seq"
+    answers = json.loads((run / "distill" / "teacher_answers.json").read_text())["outputs"]
+    assert len(answers) == 24 and all(isinstance(a, str) for a in answers)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["data"]["distill"] == {"mode": "sequence", "teacher_answers": 24}
+    assert metrics["distill"]["agreement_with_teacher"] is None  # different vocabularies
+    assert "different vocabularies" in (run / "eval" / "report.md").read_text()
+
+
+def test_hidden_state_matching_for_a_student_cut_from_the_teacher(tiny_bert, data, teacher, tmp_path):
+    import torch
+
+    from tuneforge.inference import load_run
+    from tuneforge.models.shrink import keep_layers
+    from tuneforge.tasks.classification_distill import hidden_match_loss
+
+    # the loss itself: a student that is the teacher with every block kept matches it exactly; cut, it does not
+    t = load_run(teacher).model
+    enc = load_run(teacher).tokenizer(["a good film", "a dull plot"], padding=True, return_tensors="pt")
+    enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
+    same = load_run(teacher).model
+    keep_layers(same, [0, 1])
+    out = same(**enc, output_hidden_states=True)
+    assert float(hidden_match_loss(same, out.hidden_states, t, enc)) == pytest.approx(0.0, abs=1e-10)
+    with torch.no_grad():
+        same.base_model.encoder.layer[1].output.dense.weight.mul_(1.5)
+    out = same(**enc, output_hidden_states=True)
+    assert float(hidden_match_loss(same, out.hidden_states, t, enc)) > 1e-6
+    # through training: the student is the teacher's model directory with one block kept
+    raw = _cfg(tiny_bert, data, tmp_path / "s", teacher=str(teacher), hidden_weight=1.0)
+    raw["model"].update(name=str(teacher / "model"), keep_layers=[1])
+    res = tuneforge.train(load_config(raw=raw))
+    assert "distill" in json.loads((res.run_dir / "eval" / "metrics.json").read_text())
+    # block matching is a classification key
+    with pytest.raises(ConfigError, match=r"distill\.hidden_weight: not used by the causal_lm task"):
+        load_config(raw={"task": {"type": "causal_lm"}, "distill": {"hidden_weight": 1.0}})
+
+
+def test_compare_accepts_distillation_runs(tiny_bert, data, teacher, tmp_path):
+    from tuneforge.compare import compare
+
+    raw = _cfg(tiny_bert, data, tmp_path / "unused", teacher=str(teacher))
+    raw["model"]["keep_layers"] = 1
+    cfg = tmp_path / "kd.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    result = compare(str(cfg), "full,lora", seeds="1", max_steps=2, out=tmp_path / "cmp", isolate=False,
+                     echo=lambda s: None)
+    for run in result.runs:
+        metrics = json.loads((run.path / "eval" / "metrics.json").read_text())
+        assert "distill" in metrics and (run.path / "distill" / "teacher_outputs.npz").is_file()
+    assert "| full |" in (tmp_path / "cmp" / "report.md").read_text()

@@ -46,6 +46,10 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
     raw["train"] = {**raw.get("train", {}), "max_steps": 2, "batch_size": 4, "eval_batch_size": 16,
                     "logging_steps": 1, "report_to": "none"}
     raw["output"] = {"dir": str(tmp_path / "run")}
+    if raw["model"].get("keep_layers"):  # the tiny models have fewer blocks than the shipped students keep
+        raw["model"]["keep_layers"] = 1
+    if (raw.get("distill") or {}).get("teacher"):
+        raw["distill"]["teacher"] = _tiny_teacher(task, model, data, tmp_path / "teacher")
     cfg = validate_config(raw)
 
     result = tuneforge.train(cfg)
@@ -59,3 +63,18 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
     from tuneforge.inference import load_run
 
     assert load_run(str(result.run_dir)) is not None
+
+
+def _tiny_teacher(task: str, model: str, data: str, out) -> str:
+    """A finished two-step run of `task` on the tiny model: the teacher of a shipped distillation config."""
+    import tuneforge
+    from tuneforge.config import validate_config
+
+    raw = {"model": {"name": model}, "data": {"train": data, "max_length": 64}, "task": {"type": task},
+           "method": {"name": "full"}, "output": {"dir": str(out)},
+           "train": {"max_steps": 2, "batch_size": 4, "report_to": "none", "eval_strategy": "no"},
+           "eval": {"load_best_model": False}}
+    if task == "causal_lm":
+        raw["data"]["split"] = {"validation": 0.2, "test": 0.0}
+        raw["task"]["report_prompts"] = 0
+    return str(tuneforge.train(validate_config(raw)).run_dir)

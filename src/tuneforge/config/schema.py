@@ -341,6 +341,10 @@ class DistillSection(Section):
     unlabeled: Optional[str] = Field(None, description=(
         "Classification: a file of extra texts (column `data.text_column`) without labels that only the teacher "
         "labels; only the distillation term applies to them."))
+    hidden_weight: float = Field(0.0, ge=0.0, le=1000.0, description=(
+        "Classification: weight of a mean-squared error between the student's block outputs and those of the "
+        "teacher blocks they were cut from (`model.keep_layers` of the teacher's own model directory, so the "
+        "hidden sizes and the tokenizer match). 0: off."))
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description=(
         "causal_lm token-level distillation: KL(teacher || student), KL(student || teacher) or the generalised "
         "Jensen-Shannon divergence with weight `beta`."))

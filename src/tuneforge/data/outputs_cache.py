@@ -31,3 +31,23 @@ def cached_outputs(cache_dir: Path, key: dict, compute) -> np.ndarray:
     np.savez(tmp, outputs=out, key=np.asarray(digest))
     tmp.replace(path)
     return out
+
+
+def cached_json(cache_dir: Path, name: str, key: dict, compute) -> list:
+    """Like `cached_outputs` for JSON-able results (a teacher's generated answers): cache_dir/<name>.json."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    path = cache_dir / f"{name}.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == digest:
+                log.info("distillation: %s from the cache in %s", name, path)
+                return saved["outputs"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    out = compute()
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps({"key": digest, "outputs": out}, ensure_ascii=False))
+    tmp.replace(path)
+    return out

@@ -124,7 +124,7 @@ class Task:
     def check_config(cls, cfg: RunConfig) -> None:
         from tuneforge.config.schema import DistillSection
 
-        for key in ("unlabeled", "divergence", "beta", "mode"):
+        for key in ("unlabeled", "hidden_weight", "divergence", "beta", "mode"):
             if key not in cls.distill_keys and getattr(cfg.distill, key) != DistillSection.model_fields[key].default:
                 raise ConfigError(f"distill.{key}: not used by the {cls.name} task; remove it")
         if cfg.distill.teacher is None and cfg.distill.unlabeled is not None:

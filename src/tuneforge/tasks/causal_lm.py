@@ -104,6 +104,7 @@ class SFTState:
     pad_token_id: int | None
     report_conversations: list = field(default_factory=list)  # held-out prompts for eval/report.md
     example: str | None = None          # the first training example with its trained tokens marked
+    records: Any = None                 # the Records the splits were encoded from (sequence distillation)
 
 
 @TASKS.register("causal_lm")
@@ -113,6 +114,7 @@ class CausalLMTask(Task):
     DataConfig = CausalLMData
     auto_class_name = "AutoModelForCausalLM"
     interface = "chat"
+    distill_keys = ("divergence", "beta", "mode")
     aliases = ("sft",)
     report_metrics = ("loss", "perplexity")
     full_precision_modules = ("lm_head",)
@@ -262,7 +264,7 @@ class CausalLMTask(Task):
             raise DataError(f"{d.train}: no training example is left after data.overflow={d.overflow}")
         state = SFTState(fmt, chat, system_prompt, self._stop_token_ids(tokenizer, chat), tokenizer.pad_token_id,
                          [c for c in (test or val or []) if isinstance(c, list)][: self.cfg.task.report_prompts],
-                         stats.get("example"))
+                         stats.get("example"), recs)
         prepared = self._prepared(train_ds, val_ds, test_ds, recs, state, stats)
         if stats.get("example"):
             log.info("first training example, trained tokens in [[...]]:\n%s", stats["example"])
@@ -321,6 +323,20 @@ class CausalLMTask(Task):
         chat, system_prompt = self._template(tokenizer, fmt)
         log.info("held-out split from %s", split_file(run_dir, name))
         return encode_records(records, tokenizer, name, {}, self._settings(fmt, chat, system_prompt)), name
+
+    # ---- distillation (tasks/sft_distill.py) ---------------------------------------------------------
+    def distill(self, prepared: Prepared, tokenizer, teacher, cache_dir) -> Prepared:
+        """`token`: the student matches the teacher's next-token distributions on the trained tokens (checked
+        here: a shared vocabulary). `sequence`: the teacher answers the training prompts once (cached) and the
+        student learns those answers with ordinary SFT, whatever the tokenizers."""
+        from tuneforge.tasks.sft_distill import distill
+
+        return distill(self, prepared, tokenizer, teacher, cache_dir)
+
+    def training_loss(self, prepared: Prepared):
+        from tuneforge.tasks.sft_distill import training_loss
+
+        return training_loss(self.cfg, prepared)
 
     def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
         from tuneforge.data.report import write_report

@@ -70,7 +70,7 @@ class ClassificationTask(Task):
     auto_class_name = "AutoModelForSequenceClassification"
     interface = "classify"
     default_distill_temperature = 4.0
-    distill_keys = ("unlabeled",)
+    distill_keys = ("unlabeled", "hidden_weight")
     prepares_tables = True
     report_metrics = ("accuracy", "f1_macro", "auc_roc")
     full_precision_modules = ("classifier", "score", "qa_outputs", "pre_classifier")
@@ -298,83 +298,18 @@ class ClassificationTask(Task):
 
         return weighted_cross_entropy([weights[n] for n in prepared.state.labels])
 
-    # ---- distillation -----------------------------------------------------------------------------------
+    # ---- distillation (tasks/classification_distill.py) ------------------------------------------------
     def distill(self, prepared: Prepared, tokenizer, teacher, cache_dir) -> Prepared:
         """Soft targets: the teacher's logits over every training text (and `distill.unlabeled` texts, which
         join the training set with no label), computed once with the teacher's own tokenizer and cached."""
-        import datasets
+        from tuneforge.tasks.classification_distill import distill
 
-        labels = prepared.state.labels
-        if set(teacher.labels) != set(labels):
-            raise DataError(f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
-                            f"{labels[:10]} (a teacher must predict the same classes)")
-        order = [teacher.labels.index(n) for n in labels]
-        st = prepared.state
-        texts, pairs = list(st.train_texts), list(st.train_pairs) if st.train_pairs is not None else None
-        extra = self._unlabeled()
-        if extra is not None:
-            texts += extra[0]
-            if pairs is not None:
-                pairs += extra[1]
-        key = {"teacher": teacher.fingerprint(), "texts": texts, "pairs": pairs}
-        from tuneforge.data.outputs_cache import cached_outputs
-        logits = cached_outputs(Path(cache_dir), key, lambda: teacher.logits(texts, pairs))[:, order]
-        n = len(st.train_texts)
-        train = prepared.train.add_column("teacher_logits", logits[:n].tolist())
-        if extra is not None:
-            d = self.cfg.data
-            cols = {d.text_column: extra[0]}
-            if d.text_pair_column:
-                cols[d.text_pair_column] = extra[1]
-            enc = tokenizer(extra[0], extra[1] if d.text_pair_column else None, truncation=True,
-                            max_length=d.max_length)
-            rows = {k: v for k, v in enc.items()}
-            rows["labels"] = [-100] * len(extra[0])
-            rows["length"] = [len(x) for x in enc["input_ids"]]
-            rows["teacher_logits"] = logits[n:].tolist()
-            train = datasets.concatenate_datasets([train, datasets.Dataset.from_dict(rows).cast(train.features)])
-            prepared.sizes = {**prepared.sizes, "unlabeled": len(extra[0])}
-            print(f"tuneforge: distillation: {len(extra[0])} unlabelled texts labelled by the teacher join the "
-                  f"{n} training rows", file=sys.stderr, flush=True)
-        prepared.train = train
-        prepared.teacher = teacher
-        return prepared
-
-    def _unlabeled(self) -> tuple[list[str], list[str]] | None:
-        src = self.cfg.distill.unlabeled
-        if src is None:
-            return None
-        d = self.cfg.data
-        df = read_table(src, "distill.unlabeled")
-        require_columns(df, {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column}, src)
-        cols = {d.text_column: ("data.text_column", "text")}
-        if d.text_pair_column:
-            cols[d.text_pair_column] = ("data.text_pair_column", "text")
-        df = check_cells(df, cols, src).dropna(subset=list(cols))
-        keep = [bool(str(t).strip()) for t in df[d.text_column]]
-        df = df[keep]
-        if len(df) == 0:
-            raise DataError(f"{src} (distill.unlabeled): no texts in column '{d.text_column}'")
-        return (df[d.text_column].astype(str).tolist(),
-                df[d.text_pair_column].astype(str).tolist() if d.text_pair_column else [])
+        return distill(self, prepared, tokenizer, teacher, cache_dir)
 
     def training_loss(self, prepared: Prepared):
-        if prepared.teacher is None:
-            return None
-        import torch.nn.functional as F
+        from tuneforge.tasks.classification_distill import training_loss
 
-        from tuneforge.kernels.distill import classification_kd_loss
-
-        T, alpha = self.cfg.distill.temperature, self.cfg.distill.alpha
-
-        def loss(model, inputs):
-            teacher_logits = inputs.pop("teacher_logits", None)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            if teacher_logits is None:  # evaluation rows: the ordinary loss on the true labels
-                return F.cross_entropy(outputs.logits.float(), labels), outputs
-            return classification_kd_loss(outputs.logits, teacher_logits, labels, T, alpha), outputs
-        return loss
+        return training_loss(self.cfg, prepared)
 
     # ---- model ------------------------------------------------------------------------------------------
     def model_kwargs(self, prepared: Prepared) -> dict:
@@ -411,47 +346,10 @@ class ClassificationTask(Task):
                                            extra={"validation": val_metrics})
         result = {"validation": val_metrics, "test": test}
         if prepared.teacher is not None:
-            result["distill"] = self._teacher_vs_student(trainer, prepared, test, eval_dir)
+            from tuneforge.tasks.classification_distill import teacher_vs_student
+
+            result["distill"] = teacher_vs_student(self, trainer, prepared, test, eval_dir)
         return result
-
-    def _teacher_vs_student(self, trainer, prepared, student_metrics, eval_dir) -> dict:
-        import datasets
-        import torch
-        from transformers import DataCollatorWithPadding
-
-        from tuneforge.evaluation.classification import classification_metrics
-        from tuneforge.evaluation.speed import dir_size_mb
-        from tuneforge.tasks import distill_report as dr
-
-        teacher, d = prepared.teacher, self.cfg.data
-        rows = pd.DataFrame.from_records(prepared.held_out["test"])
-        texts = rows[d.text_column].astype(str).tolist()
-        pairs = rows[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None
-        order = [teacher.labels.index(n) for n in prepared.state.labels]
-        t_logits = teacher.logits(texts, pairs)[:, order]
-        # the student's logits in the split's row order (the Trainer's evaluation order is grouped by length)
-        model, collate = trainer.model, self.collator(trainer.processing_class)
-        device = next(model.parameters()).device
-        chunks = []
-        with torch.no_grad():
-            for i in range(0, len(prepared.test), 64):
-                batch = collate([prepared.test[j] for j in range(i, min(i + 64, len(prepared.test)))])
-                batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-                chunks.append(model(**batch).logits.float().cpu().numpy())
-        student_logits = np.concatenate(chunks)
-        label_ids = np.asarray(prepared.test["labels"])
-        keys = ("accuracy", "f1_macro", "auc_roc")
-        t_metrics = classification_metrics(t_logits, label_ids)
-        enc = teacher.tokenizer(texts, pairs, truncation=True, max_length=teacher.run.meta.get("max_length", 512))
-        t_data = datasets.Dataset.from_dict(dict(enc))
-        t_pad = DataCollatorWithPadding(teacher.tokenizer)
-        teacher_row = {**{k: t_metrics.get(k) for k in keys}, "parameters": teacher.parameters(),
-                       "size_mb": teacher.size_mb(), **dr.speed(teacher.model, t_data, t_pad)}
-        student_row = {**{k: student_metrics.get(k) for k in keys}, "parameters": dr.count_parameters(trainer.model),
-                       "size_mb": dir_size_mb(Path(eval_dir).parent / "model"),
-                       **dr.speed(trainer.model, prepared.test, self.collator(trainer.processing_class))}
-        return dr.write_section(eval_dir, teacher_row, student_row, dr.agreement(student_logits, t_logits), "test",
-                                keys)
 
     def metadata(self, prepared: Prepared) -> dict:
         d = self.cfg.data

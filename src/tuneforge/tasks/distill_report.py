@@ -27,7 +27,7 @@ def speed(model, dataset, collate) -> dict:
             "throughput_rows_per_s_batch32": r.get("inference_samples_per_second")}
 
 
-def write_section(eval_dir: str | Path, teacher: dict, student: dict, agreement: float, split: str,
+def write_section(eval_dir: str | Path, teacher: dict, student: dict, agreement: float | None, split: str,
                   metrics: tuple[str, ...]) -> dict:
     """Add the teacher-vs-student table to eval/report.md and a `distill` block to eval/metrics.json."""
     eval_dir = Path(eval_dir)
@@ -48,7 +48,12 @@ def write_section(eval_dir: str | Path, teacher: dict, student: dict, agreement:
     rows = [*metrics, "parameters", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_rows_per_s_batch32"]
     lines = ["", f"## Teacher and student ({split} split)", "", "| | teacher | student |", "|---|---|---|"]
     lines += [f"| {r} | {cell(teacher.get(r))} | {cell(student.get(r))} |" for r in rows]
-    lines += ["", f"The student agrees with the teacher on {100 * agreement:.1f}% of the {split} rows."]
+    if agreement is not None:
+        lines += ["", f"The student agrees with the teacher on {100 * agreement:.1f}% of the {split} "
+                      f"{'tokens' if 'perplexity' in metrics else 'rows'}."]
+    else:
+        lines += ["", "Teacher and student have different vocabularies: quality and agreement are not compared "
+                      "token by token."]
     if "student_speedup_batch32" in block:
         lines.append(f"Student throughput at batch 32: {block['student_speedup_batch32']:.2f}x the teacher's "
                      f"(CPU, this machine).")

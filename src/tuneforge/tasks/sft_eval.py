@@ -76,4 +76,9 @@ def final_evaluation(cfg, make_collator, trainer, prepared, eval_dir: str, val_m
     metrics["data"] = dict(prepared.info)
     write_lm_report(Path(eval_dir), metrics, split_name if data is not None else None,
                     prompts, refs, tuned_answers, base_answers, state.example)
+    if prepared.teacher is not None and data is not None:
+        from tuneforge.tasks.sft_distill import teacher_vs_student
+
+        metrics["distill"] = teacher_vs_student(model, tok, prepared, data, collate, bs,
+                                                metrics.get(split_name) or {}, eval_dir, split_name)
     return metrics

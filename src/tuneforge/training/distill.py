@@ -56,6 +56,16 @@ class Teacher:
                 h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
+    chat: Any = None         # a models.generation.ChatModel for teachers that chat (template, stop tokens)
+
+    def answers(self, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+        """The teacher's greedy answers to `prompts` (message lists ending with a user turn), with its own chat
+        template, system prompt and stop tokens."""
+        from tuneforge.models.generation import generate
+
+        return [a["response"] for a in generate(self.chat, prompts, {"temperature": 0.0,
+                                                                     "max_new_tokens": max_new_tokens})]
+
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """The teacher's outputs for `texts`, tokenized with its own tokenizer (per example, so teacher and
         student may differ in tokenizer and architecture)."""
@@ -71,6 +81,20 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
     path = cfg.distill.teacher
     kind = teacher_kind(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if task_cls.interface == "chat":
+        # a chat teacher loads with what chatting needs: its template, system prompt and stop tokens
+        from tuneforge.generation import load_chat_model
+        from tuneforge.models.loader import read_run_metadata
+
+        cm = load_chat_model(path, device=device)
+        meta = {"task": task_cls.name}
+        if kind == "run":
+            from tuneforge.inference import model_dir_of
+            meta = read_run_metadata(model_dir_of(path))
+        model_dir = Path(path) / "model" if (Path(path) / "model").is_dir() else Path(path)
+        log.info("distillation teacher: %s (%s)", path, kind)
+        return Teacher(path, LoadedRun(model=cm.model, tokenizer=cm.tokenizer, meta=meta, model_dir=model_dir),
+                       task_cls, chat=cm)
     if kind in ("run", "export"):
         run = load_run(path, device=device)
         if run.meta.get("task") != task_cls.name:
