@@ -118,6 +118,9 @@ def test_a_teacher_that_cannot_teach_is_one_line_before_training(tiny_bert, data
                             ("divergence", "jsd", "not used by the classification task")):
         with pytest.raises(ConfigError, match=rf"distill\.{key}: .*{msg}"):
             load_config(raw={**base, "distill": {"teacher": str(teacher), key: value}})
+    with pytest.raises(ConfigError, match=r"data\.balance\.class_weights: not applied by the distillation loss"):
+        load_config(raw={**base, "data": {**base["data"], "balance": {"class_weights": "balanced"}},
+                         "distill": {"teacher": str(teacher)}})
     with pytest.raises(ConfigError, match=r"distill\.unlabeled: needs distill\.teacher"):
         load_config(raw={**base, "distill": {"unlabeled": data["unlabeled"]}})
     with pytest.raises(ConfigError, match=r"model\.keep_layers: .*empty list"):

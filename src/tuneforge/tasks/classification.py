@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
-from tuneforge.errors import DataError, ModelError
+from tuneforge.errors import ConfigError, DataError, ModelError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 
 log = logging.getLogger("tuneforge")
@@ -82,6 +82,13 @@ class ClassificationTask(Task):
     metrics: ClassVar[dict[str, bool]] = {
         "accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True, "recall_macro": True,
         "precision_weighted": True, "recall_weighted": True, "auc_roc": True, "loss": False}
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.distill.teacher and cfg.data.balance.class_weights != "none":
+            raise ConfigError("data.balance.class_weights: not applied by the distillation loss; set it to none "
+                              "with distill.teacher (or resample with data.balance.sampling)")
 
     # ---- data -------------------------------------------------------------------------------------------
     def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> pd.DataFrame:

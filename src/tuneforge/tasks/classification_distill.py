@@ -22,6 +22,10 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     if set(teacher.labels) != set(labels):
         raise DataError(f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
                         f"{labels[:10]} (a teacher must predict the same classes)")
+    if task.cfg.distill.hidden_weight > 0 and teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError("distill.hidden_weight: the teacher's tokenizer differs from the student's; block "
+                          "outputs are matched token by token, so the student must be cut from the teacher "
+                          "(model.name: the teacher's model directory, with model.keep_layers)")
     order = [teacher.labels.index(n) for n in labels]
     st = prepared.state
     texts, pairs = list(st.train_texts), list(st.train_pairs) if st.train_pairs is not None else None
@@ -37,9 +41,6 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     train = prepared.train.add_column("teacher_logits", logits[:n].tolist())
     if extra is not None:
         d = task.cfg.data
-        cols = {d.text_column: extra[0]}
-        if d.text_pair_column:
-            cols[d.text_pair_column] = extra[1]
         enc = tokenizer(extra[0], extra[1] if d.text_pair_column else None, truncation=True,
                         max_length=d.max_length)
         rows = {k: v for k, v in enc.items()}
@@ -52,12 +53,8 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
               f"{n} training rows", file=sys.stderr, flush=True)
     prepared.train = train
     prepared.teacher = teacher
-    if task.cfg.distill.hidden_weight > 0:
-        if teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise ConfigError("distill.hidden_weight: the teacher's tokenizer differs from the student's; block "
-                              "outputs are matched token by token, so the student must be cut from the teacher "
-                              "(model.name: the teacher's model directory, with model.keep_layers)")
     return prepared
+
 
 def unlabeled(cfg) -> tuple[list[str], list[str]] | None:
     src = cfg.distill.unlabeled
@@ -76,6 +73,7 @@ def unlabeled(cfg) -> tuple[list[str], list[str]] | None:
         raise DataError(f"{src} (distill.unlabeled): no texts in column '{d.text_column}'")
     return (df[d.text_column].astype(str).tolist(),
             df[d.text_pair_column].astype(str).tolist() if d.text_pair_column else [])
+
 
 def training_loss(cfg, prepared):
     if prepared.teacher is None:
@@ -102,6 +100,7 @@ def training_loss(cfg, prepared):
 
 
 def teacher_vs_student(task, trainer, prepared, student_metrics, eval_dir) -> dict:
+    """The teacher-vs-student table on the test split (tasks/distill_report.py writes it)."""
     import datasets
     import torch
     from transformers import DataCollatorWithPadding
@@ -141,7 +140,7 @@ def teacher_vs_student(task, trainer, prepared, student_metrics, eval_dir) -> di
                             keys)
 
 
-def hidden_match_loss(student, student_hidden, teacher, inputs) :
+def hidden_match_loss(student, student_hidden, teacher, inputs):
     """Mean squared error between each student block's output and the output of the teacher block it was cut
     from (`config.tuneforge_kept_layers`; a student of the teacher's depth maps block to block), over the real
     tokens. Raises ConfigError when the depths or hidden sizes do not line up."""
