@@ -1,6 +1,6 @@
 """Single-label text classification on AutoModelForSequenceClassification.
 
-About 400 lines on purpose: a task is one module (its config and data keys, preparation, training hooks and
+About 450 lines on purpose: a task is one module (its config and data keys, preparation, training hooks and
 how a finished run predicts, evaluates and exports), so adding a task is adding one module; the data
 pipeline it calls (cleaning, augmentation, balancing) lives in data/."""
 from __future__ import annotations
