@@ -62,6 +62,7 @@ def vocab_mismatch(teacher, tokenizer) -> str | None:
         return "the teacher has no output layer over the vocabulary"
     return None
 
+
 def training_loss(cfg, prepared):
     if prepared.teacher is None or cfg.distill.mode != "token":
         return None
@@ -101,7 +102,6 @@ def training_loss(cfg, prepared):
             value = value + (1 - dc.alpha) * causal_lm_loss(s_hidden, s_weight, labels)
         return value, CausalLMOutputWithPast(loss=value, logits=None)
     return loss
-
 
 
 def teacher_vs_student(model, tokenizer, prepared, data, collate, batch_size: int, student_metrics: dict,
