@@ -36,6 +36,14 @@ def _cfg(tiny_bert, data, out, method="full", **distill):
     return raw
 
 
+def train_cli(raw: dict, yaml_path: Path):
+    """`tuneforge train` on `raw` written to `yaml_path`, as a user runs it; the finished process."""
+    yaml_path.write_text(yaml.safe_dump(raw))
+    r = run_cli("train", str(yaml_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
 @pytest.fixture(scope="module")
 def teacher(tiny_bert, data) -> Path:
     return tuneforge.train(load_config(raw=_cfg(tiny_bert, data, data["dir"] / "teacher"))).run_dir
@@ -45,10 +53,7 @@ def test_student_from_kept_layers_learns_from_the_teacher_through_the_cli(tiny_b
     raw = _cfg(tiny_bert, data, tmp_path / "student", method="lora", teacher=str(teacher), temperature=2.0,
                alpha=0.8, unlabeled=data["unlabeled"])
     raw["model"]["keep_layers"] = [1]
-    cfg_path = tmp_path / "student.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw))
-    r = run_cli("train", str(cfg_path))
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = train_cli(raw, tmp_path / "student.yaml")
     assert "24 unlabelled texts labelled by the teacher" in r.stderr
     run = tmp_path / "student"
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -175,9 +180,7 @@ def test_token_level_distillation_of_a_chat_model(sft, tmp_path, divergence):
     raw = sft["raw"](tmp_path / "s", teacher=str(sft["teacher"]), divergence=divergence, alpha=0.5)
     raw["model"]["keep_layers"] = 2
     if divergence == "forward_kl":  # one of them through the CLI, as a user runs it
-        (tmp_path / "kd.yaml").write_text(yaml.safe_dump(raw))
-        r = run_cli("train", str(tmp_path / "kd.yaml"))
-        assert r.returncode == 0, r.stderr[-2000:]
+        train_cli(raw, tmp_path / "kd.yaml")
         run_dir = tmp_path / "s"
     else:
         run_dir = tuneforge.train(load_config(raw=raw)).run_dir
@@ -204,10 +207,7 @@ def test_token_level_needs_a_shared_vocabulary_and_sequence_level_does_not(sft, 
         tuneforge.train(load_config(raw=raw))
     raw = sft["raw"](tmp_path / "seq", teacher=str(sft["teacher"]), mode="sequence")
     raw["model"]["name"] = other
-    cfg_path = tmp_path / "seq.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw))
-    r = run_cli("train", str(cfg_path))
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = train_cli(raw, tmp_path / "seq.yaml")
     assert "the teacher answers 24 training prompts" in r.stderr
     run = tmp_path / "seq"
     answers = json.loads((run / "distill" / "teacher_answers.json").read_text())["outputs"]

@@ -4,7 +4,8 @@ causal LM whose training forward goes through it."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from kernel_helpers import LargestTensor
 
 from tuneforge.kernels.chunked_ce import (causal_lm_loss, chunked_loss_unsupported, default_chunk_rows,
                                           linear_cross_entropy, use_chunked_loss)
@@ -83,22 +84,6 @@ def test_causal_shift_matches_transformers_convention():
     logits = (h3 @ w.t())[:, :-1]
     ref = F.cross_entropy(logits.reshape(-1, w.shape[0]), y3[:, 1:].reshape(-1), ignore_index=-100)
     torch.testing.assert_close(causal_lm_loss(h3, w, y3, chunk_rows=5), ref)
-
-
-class LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        seen = {a.untyped_storage().data_ptr() for a in [*args, *(kwargs or {}).values()]
-                if isinstance(a, torch.Tensor)}
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            # new allocations only: views and in-place results share an input's storage
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                self.largest = max(self.largest, t.untyped_storage().nbytes())
-        return out
 
 
 def test_full_logits_are_never_allocated():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from kernel_helpers import LargestTensor
 
 from tuneforge.kernels.distill import classification_kd_loss, logits_kd_loss, token_kd_loss
 
@@ -327,21 +328,6 @@ def test_half_precision_inputs_compute_in_float32():
     out = token_kd_loss(sh.detach().bfloat16().requires_grad_(), sw.bfloat16(), th.half(), tw.half(), y, chunk_size=3)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=1e-2, rtol=1e-2)
-
-
-class LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        seen = {a.untyped_storage().data_ptr() for a in [*args, *(kwargs or {}).values()]
-                if isinstance(a, torch.Tensor)}
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                self.largest = max(self.largest, t.untyped_storage().nbytes())
-        return out
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])

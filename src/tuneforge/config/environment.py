@@ -66,11 +66,22 @@ def check_levers(train_cfg) -> None:
         raise ConfigError(f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'")
 
 
+def _run_state(status) -> str | None:
+    """`state` of a run's status.json; None without one, `unreadable` when it cannot be read."""
+    import json
+
+    if not status.is_file():
+        return None
+    try:
+        return json.loads(status.read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+
+
 def teacher_kind(path: str) -> str:
     """What a `distill.teacher` directory is: `run` (a tuneforge run or its model/), `export` or `model` (a
     transformers model directory). Raises ConfigError (one line, naming the key) when it cannot teach: missing,
     a run still running or failed, not a model at all."""
-    import json
     from pathlib import Path
 
     p = Path(path)
@@ -79,22 +90,14 @@ def teacher_kind(path: str) -> str:
         raise ConfigError(f"{key}: {path} is not a directory (a finished run, an export or a local model directory; "
                           f"teachers are never downloaded)")
     status = p / "status.json"
+    state = _run_state(status)
     if status.is_file() and not (p / "model" / "tuneforge.json").is_file():
-        try:
-            state = json.loads(status.read_text()).get("state")
-        except (OSError, ValueError):
-            state = "unreadable"
         raise ConfigError(f"{key}: {path} is a run that has not finished (state: {state}); train it to the end or "
                           f"point at a finished run")
     if (p / "export.json").is_file():
         return "export"
     if (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file():
-        if status.is_file():
-            try:
-                state = json.loads(status.read_text()).get("state")
-            except (OSError, ValueError):
-                state = None
-            if state not in (None, "completed"):
+        if status.is_file() and state not in ("completed", "unreadable"):
                 raise ConfigError(f"{key}: {path} is a run whose state is '{state}', not completed")
         return "run"
     if (p / "config.json").is_file():

@@ -33,6 +33,11 @@ def save_split(data_dir: str | Path, held_out: dict[str, list], train_ids: list 
     return out
 
 
+def saved_split(run_dir: str | Path) -> bool:
+    """Whether the run saved its split (runs written before splits were saved did not)."""
+    return (Path(run_dir) / "data" / SPLIT_DIR / MANIFEST).is_file()
+
+
 def split_file(run_dir: str | Path, name: str) -> Path | None:
     """RUN/data/split/<name>.jsonl when the run saved that split, else None."""
     path = Path(run_dir) / "data" / SPLIT_DIR / f"{name}.jsonl"

@@ -90,13 +90,8 @@ def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: i
     """What the run's task predicts for each text (a classifier: label and per-class probabilities).
     Raises ModelError for a run whose task does not predict (it chats), DataError for no texts."""
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
-    texts = list(texts)
-    task = task_of(run)
-    if task.interface != "classify":
-        task.predict(run, texts, batch_size)  # raises the task's own one-line reason
-    if not texts:
-        raise DataError("no texts to predict")
-    return task.predict(run, texts, batch_size)
+    # a task that does not predict raises its own one-line reason; a classifier refuses an empty list
+    return task_of(run).predict(run, list(texts), batch_size)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, out_dir: str | Path | None = None,

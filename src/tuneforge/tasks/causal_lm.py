@@ -17,7 +17,6 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
@@ -307,11 +306,11 @@ class CausalLMTask(Task):
 
     def held_out(self, run_dir, tokenizer):
         from tuneforge.data.sft_encode import encode_records
-        from tuneforge.data.splits import load_split, split_file
+        from tuneforge.data.splits import load_split, saved_split, split_file
 
         saved = {name: load_split(run_dir, name) for name in ("test", "validation")}
         if not any(saved.values()):
-            if (Path(run_dir) / "data" / "split" / "split.json").is_file():
+            if saved_split(run_dir):
                 return None, "validation"
             print(f"tuneforge: {run_dir} predates saved splits: re-creating its held-out split from config.yaml",
                   file=sys.stderr, flush=True)

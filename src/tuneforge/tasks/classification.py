@@ -17,7 +17,7 @@ from pydantic import Field
 
 from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
-from tuneforge.errors import ConfigError, DataError, ModelError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 
 log = logging.getLogger("tuneforge")
@@ -257,15 +257,17 @@ class ClassificationTask(Task):
         return train, frames.validation, frames.test, report, frames.labels
 
     def held_out(self, run_dir, tokenizer):
-        from tuneforge.data.splits import load_split
+        from tuneforge.data.splits import load_split, saved_split
 
-        labels = json_labels(run_dir)
+        from tuneforge.models.loader import read_run_metadata
+
+        labels = list(read_run_metadata(Path(run_dir) / "model").get("labels") or [])
         for name in ("test", "validation"):
             records = load_split(run_dir, name)
             if records:
                 df = pd.DataFrame.from_records(records)
                 return self._encode(df, tokenizer, {n: i for i, n in enumerate(labels)}), name
-        if (Path(run_dir) / "data" / "split" / "split.json").is_file():
+        if saved_split(run_dir):
             return None, "test"  # the run had no held-out split at all
         print(f"tuneforge: {run_dir} predates saved splits: re-creating its test split from config.yaml "
               f"(reading, splitting and cleaning run again)", file=sys.stderr, flush=True)
@@ -438,13 +440,3 @@ class ClassificationTask(Task):
                 "label_agreement": float((rp == ep).mean()), "reference_accuracy": float((rp == labels).mean()),
                 "export_accuracy": float((ep == labels).mean()),
                 "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100)}
-
-
-def json_labels(run_dir) -> list[str]:
-    """The label names saved with a run's model (model/tuneforge.json)."""
-    import json
-
-    meta = Path(run_dir) / "model" / "tuneforge.json"
-    if not meta.is_file():
-        raise ModelError(f"{run_dir} has no model/tuneforge.json")
-    return list(json.loads(meta.read_text()).get("labels") or [])
