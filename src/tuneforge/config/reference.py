@@ -26,7 +26,7 @@ def _type_name(ann) -> str:
 def _default(field) -> str:
     if field.default is PydanticUndefined:
         return "(factory)" if field.default_factory else "required"
-    return f"`{json.dumps(field.default)}`"
+    return f"`{json.dumps(field.default)}`".replace("|", "\\|")
 
 
 def _rows(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
@@ -39,6 +39,13 @@ def _rows(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
         if sub is not None and not issubclass(sub, (TaskConfig, MethodConfig)):
             rows += _rows(sub, f"{prefix}{name}.")
             continue
+        if typing.get_origin(ann) is dict:  # named sections (multi-task sub-tasks): their keys under <name>
+            value = typing.get_args(ann)[1]
+            if isinstance(value, type) and issubclass(value, BaseModel):
+                desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+                rows.append(f"| `{prefix}{name}` | mapping name -> section | {_default(field)} | {desc} |")
+                rows += _rows(value, f"{prefix}{name}.<name>.")
+                continue
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{prefix}{name}` | {_type_name(ann)} | {_default(field)} | {desc} |")
     return rows

@@ -23,10 +23,19 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path) -> None:
+def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path, outputs: list[tuple[str, int]] | None = None) -> None:
     """torch.onnx (dynamo exporter, onnxscript) with dynamic batch and sequence axes; `forward_kwargs` are the
-    task's extra forward arguments (causal LMs: no KV cache, so one pass returns the logits of every position)."""
+    task's extra forward arguments (causal LMs: no KV cache, so one pass returns the logits of every position);
+    `outputs` the task's output names and widths (`Task.onnx_outputs`): the logits split into them."""
     from torch.export import Dim
+
+    outputs = outputs or [("logits", -1)]
+    widths = [w for _, w in outputs]
+
+    def split(logits):
+        if len(widths) == 1:
+            return logits
+        return tuple(torch.split(logits, widths, dim=-1))
 
     class LogitsOnly(torch.nn.Module):
         def __init__(self, m):
@@ -34,11 +43,12 @@ def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path) -> None:
             self.m = m
 
         def forward(self, input_ids, attention_mask):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits
+            return split(self.m(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits)
 
     class LogitsOnlyWithTypes(LogitsOnly):
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+            return split(self.m(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids).logits)
 
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
              if n in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])]
@@ -51,7 +61,7 @@ def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path) -> None:
     shapes = tuple({0: batch, 1: seq} for _ in names)
     try:
         wrapper = (LogitsOnlyWithTypes if len(names) == 3 else LogitsOnly)(model.eval())
-        prog = torch.onnx.export(wrapper, args, input_names=names, output_names=["logits"],
+        prog = torch.onnx.export(wrapper, args, input_names=names, output_names=[n for n, _ in outputs],
                                  dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)
         prog.save(str(path))
     except Exception as exc:  # noqa: BLE001  (the exporter raises many types; the user needs the first line)
@@ -192,7 +202,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
                          else quantize_int8(model).state_dict())
                 save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
-                _export_onnx(model, tok, task_cls.onnx_forward_kwargs, work / ONNX_FILE)
+                _export_onnx(model, tok, task_cls.onnx_forward_kwargs, work / ONNX_FILE, task_cls.onnx_outputs(meta))
                 if fmt == "onnx-int8":
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -217,7 +227,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         pad = ref.tokenizer.pad_token_id if ref.tokenizer.pad_token_id is not None else 0
         bs = task_cls.parity_batch_size
         report["parity"] = task_cls.export_parity(_logits(ref.model, rows, pad, bs), _logits(exp.model, rows, pad, bs),
-                                                  rows, split)
+                                                  rows, split, meta)
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
         if bench:

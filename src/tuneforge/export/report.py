@@ -6,21 +6,36 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def _labels(p: dict) -> str:
+    """Label agreement and accuracy of a classifier's (or one head's) parity."""
+    acc = next((k.removeprefix("export_") for k in p if k.startswith("export_") and "accuracy" in k), None)
+    text = f"label agreement {p['label_agreement'] * 100:.2f}%"
+    if acc:
+        text += f", {acc} {p['export_' + acc]:.4f} vs {p['reference_' + acc]:.4f}"
+        if "accuracy_delta_points" in p:
+            text += f" ({p['accuracy_delta_points']:+.2f} points)"
+    return text + f", max |logit diff| {p['max_abs_logit_diff']:.3g}"
+
+
 def summary(report: dict) -> str:
     """A few lines: size, parity and speed of an export against the trained model."""
     lines = [f"exported {report['format']} ({report['task']}, {report['method']} run): "
              f"{_mb(report['size_bytes'])} on disk (merged fp32: {_mb(report['reference_size_bytes'])})"]
     p = report.get("parity", {})
     if "label_agreement" in p:
-        lines.append(f"parity on the {p['split']} split ({p['rows']} rows): label agreement "
-                     f"{p['label_agreement'] * 100:.2f}%, accuracy {p['export_accuracy']:.4f} vs "
-                     f"{p['reference_accuracy']:.4f} ({p['accuracy_delta_points']:+.2f} points), "
-                     f"max |logit diff| {p['max_abs_logit_diff']:.3g}")
+        lines.append(f"parity on the {p['split']} split ({p['rows']} rows): {_labels(p)}")
+    elif "tasks" in p:  # one head per sub-task: a line each
+        lines.append(f"parity on the {p['split']} split ({p['rows']} rows), max |logit diff| "
+                     f"{p['max_abs_logit_diff']:.3g}:")
+        lines += [f"  {name} ({t['rows']} labelled rows): {_labels(t)}" for name, t in p["tasks"].items()
+                  if t.get("label_agreement") is not None]
     elif p:
         lines.append(f"parity on the {p['split']} split ({p['rows']} rows, {p['positions']} positions): "
                      f"next-token agreement {p['next_token_agreement'] * 100:.2f}%, "
                      f"max |logit diff| {p['max_abs_logit_diff']:.3g}")
-    agreement = p.get("label_agreement", p.get("next_token_agreement"))
+    agreements = [p.get("label_agreement", p.get("next_token_agreement"))] + \
+        [t.get("label_agreement") for t in (p.get("tasks") or {}).values()]
+    agreement = min((a for a in agreements if a is not None), default=None)
     if agreement is not None and agreement < 0.9:
         lines.append(f"warning: the export agrees with the trained model on only {agreement * 100:.1f}% of "
                      f"predictions; check its quality before deploying it")

@@ -201,7 +201,10 @@ class OnnxModel(nn.Module):
         missing = [n for n in self.input_names if n not in feed]
         for n in missing:  # token_type_ids when the tokenizer did not produce them
             feed[n] = np.zeros_like(feed["input_ids"])
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+        outs = self.session.run(None, feed)
+        # a graph with one output per head (a multi-task model): side by side again, as the model returned them
+        logits = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
 def load_export(path: str | Path, device: str | None = None, logits_only: bool = False):

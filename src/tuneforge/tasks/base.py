@@ -12,6 +12,7 @@ Training (an instance, built with the run config and `force`)
     head_modules(model)         -> names of modules that are new for this task and always train
     collator(tokenizer)         -> batches with dynamic padding
     compute_metrics / loss_function / preprocess_logits (prepared) -> the Trainer's hooks (None: its default)
+    train_sampler(prepared)     -> the order of the training rows (None: the Trainer's shuffling / length groups)
     use_fused_loss(model)       -> optional training loss without full outputs (train.chunked_loss)
     write_data_report(prepared, dir), final_evaluation(trainer, prepared, dir, val_metrics, without_adapters)
     metadata(prepared), save_extras(dir, prepared) -> what inference needs later, saved with the model
@@ -21,7 +22,8 @@ A finished run (class methods; `run` has .model, .tokenizer, .meta = model/tunef
                                 (chat, generate, serve /v1/chat/completions)
     head_kwargs(meta)           -> `from_pretrained` arguments that rebuild the head when loading
     predict(run, texts) / evaluate(run, frame, ...)   `classify` tasks
-    export_formats, onnx_forward_kwargs, onnx_usable, parity_batch_size, export_parity(...), int8_scheme
+    export_formats, onnx_forward_kwargs, onnx_usable, parity_batch_size, export_parity(...), int8_scheme,
+    onnx_outputs(meta)          the ONNX graph's output names; `logits` split into them (default: one `logits`)
     full_precision_modules      module names kept out of quantization (the head), before the model exists
 """
 from __future__ import annotations
@@ -157,6 +159,11 @@ class Task:
         distillation objective needs inputs the model does not take); None keeps the Trainer's."""
         return None
 
+    def train_sampler(self, prepared: Prepared):
+        """A torch Sampler over the training rows with `set_epoch(epoch)` (the order must depend only on the seed
+        and the epoch, so a resumed run sees the same rows), or None for the Trainer's own order."""
+        return None
+
     def head_modules(self, model: nn.Module) -> list[str]:
         """Top-level modules outside the pretrained backbone that hold parameters (the new head)."""
         prefix = getattr(model, "base_model_prefix", "")
@@ -218,9 +225,16 @@ class Task:
         raise ModelError(f"eval --data does not apply to this run's task '{cls.name}'")
 
     @classmethod
+    def onnx_outputs(cls, meta: dict) -> list[tuple[str, int]]:
+        """The ONNX graph's outputs as (name, width): the model's `logits` are split along the last axis into
+        them in this order (and joined again when the export is loaded). Default: one output, `logits`."""
+        return [("logits", -1)]
+
+    @classmethod
     def export_parity(cls, reference: list[np.ndarray], exported: list[np.ndarray], rows: list[dict],
-                      split: str) -> dict:
-        """How far an export's outputs are from the trained model's on the same rows of the run's split."""
+                      split: str, meta: dict | None = None) -> dict:
+        """How far an export's outputs are from the trained model's on the same rows of the run's split
+        (`meta`: the run's model/tuneforge.json)."""
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         agree = np.concatenate([np.atleast_1d(a.argmax(-1) == b.argmax(-1)) for a, b in zip(reference, exported)])
         return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff, "argmax_agreement": float(agree.mean())}

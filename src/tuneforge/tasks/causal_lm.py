@@ -423,7 +423,7 @@ class CausalLMTask(Task):
 
     # ---- a finished run ---------------------------------------------------------------------------------
     @classmethod
-    def export_parity(cls, reference, exported, rows, split) -> dict:
+    def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         agree = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(reference, exported)])
         return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,

@@ -432,7 +432,7 @@ class ClassificationTask(Task):
                                            title=f"{source} ({len(df)} rows)")
 
     @classmethod
-    def export_parity(cls, reference, exported, rows, split) -> dict:
+    def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         labels = np.asarray([r["label"] for r in rows])
         rp, ep = np.asarray([a.argmax() for a in reference]), np.asarray([b.argmax() for b in exported])

@@ -105,8 +105,8 @@ def _make_trainer_class():
         """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
         and whose efficiency meter does not count evaluation time."""
 
-        def __init__(self, *a, method=None, meter=None, loss=None, **kw):
-            self.tf_method, self.tf_meter, self.tf_loss = method, meter, loss
+        def __init__(self, *a, method=None, meter=None, loss=None, sampler=None, **kw):
+            self.tf_method, self.tf_meter, self.tf_loss, self.tf_sampler = method, meter, loss, sampler
             super().__init__(*a, **kw)
             if loss is not None:
                 self.loss_is_scaled_for_ga = False  # the task's loss is a batch mean: divide by accumulation
@@ -119,6 +119,9 @@ def _make_trainer_class():
 
         def _get_train_sampler(self, *a, **kw):
             from tuneforge.training.sampling import epoch_seeded
+
+            if self.tf_sampler is not None:  # the task's own order (for example mixing several data sources)
+                return self.tf_sampler
 
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return epoch_seeded(super()._get_train_sampler(*a, **kw), seed)
@@ -251,7 +254,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
         data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
         compute_loss_func=task.loss_function(prepared), preprocess_logits_for_metrics=task.preprocess_logits(prepared),
         processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter,
-        loss=task.training_loss(prepared))
+        loss=task.training_loss(prepared), sampler=task.train_sampler(prepared))
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -307,7 +310,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     # only now: a kill before `complete` must still find a checkpoint to resume from
     _drop_checkpoints_if_done(run)
     summary = metrics.get("test") or metrics.get("validation") or {}
-    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
+    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
                      if isinstance(summary.get(k), (int, float)))
     print(f"tuneforge: done in {secs:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
     return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
