@@ -18,6 +18,25 @@ def _is_run(target: str) -> bool:
     return (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file() or (p / "status.json").is_file()
 
 
+def chat_model_of(run, target: str, template: str | None = None) -> ChatModel:
+    """A ChatModel over a loaded run (tuneforge.inference.LoadedRun): its saved chat template (or `template`),
+    system prompt, stop tokens and sampling defaults. `target` names it in messages.
+    Raises ModelError when the run's task does not chat; ConfigError for a template that does not fit."""
+    from tuneforge.data.templates import resolve_template
+
+    meta = run.meta
+    if TASKS.get(meta["task"]).interface != "chat":
+        raise ModelError(f"{target} is a '{meta['task']}' run, which does not chat; chat and generate need "
+                         f"a run whose task generates text (use `tuneforge predict` for this one)")
+    tok = run.tokenizer
+    jinja, stops = tok.chat_template, list(meta.get("stop_token_ids") or [tok.eos_token_id])
+    if template not in (None, "auto"):
+        fmt = resolve_template(tok, template, stops)
+        jinja, stops = fmt.jinja, fmt.stop_token_ids or stops
+    defaults = {**DEFAULT_SETTINGS, **(meta.get("generation") or {})}
+    return ChatModel(run.model, tok, jinja, meta.get("system_prompt"), stops, defaults, target)
+
+
 def load_chat_model(target: str, template: str | None = None, device: str | None = None) -> ChatModel:
     """Load a tuned causal-LM run, a base model directory or a builtin alias for chatting.
 
@@ -36,18 +55,7 @@ def load_chat_model(target: str, template: str | None = None, device: str | None
     if _is_run(target):
         from tuneforge.inference import load_run
 
-        run = load_run(target, device=device)
-        meta = run.meta
-        if TASKS.get(meta["task"]).interface != "chat":
-            raise ModelError(f"{target} is a '{meta['task']}' run, which does not chat; chat and generate need "
-                             f"a run whose task generates text (use `tuneforge predict` for this one)")
-        tok = run.tokenizer
-        jinja, stops = tok.chat_template, list(meta.get("stop_token_ids") or [tok.eos_token_id])
-        if template not in (None, "auto"):
-            fmt = resolve_template(tok, template, stops)
-            jinja, stops = fmt.jinja, fmt.stop_token_ids or stops
-        defaults = {**DEFAULT_SETTINGS, **(meta.get("generation") or {})}
-        return ChatModel(run.model, tok, jinja, meta.get("system_prompt"), stops, defaults, str(target))
+        return chat_model_of(load_run(target, device=device), str(target), template)
 
     from tuneforge.models.loader import load_model, load_tokenizer, resolve_model
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,7 +14,11 @@ def sampling_options(temperature, top_p, max_new_tokens, repetition_penalty) -> 
 
 
 @app.command()
-def chat(target: str = typer.Argument(..., help="A causal_lm run directory, a local model directory or a builtin alias."),
+def chat(targets: List[str] = typer.Argument(..., metavar="TARGET...", help=(
+             "A causal_lm run directory, a local model directory or a builtin alias; or several causal_lm runs of "
+             "one base model (loaded on one shared base; --run or /run picks the one that answers).")),
+         run: Optional[str] = typer.Option(None, "--run", help=(
+             "With several runs: the one that answers, by directory name (default: the first).")),
          message: Optional[str] = typer.Option(None, "--message", "-m", help="Answer this one message and exit."),
          system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the one the run was trained with)."),
          temperature: Optional[float] = typer.Option(None, "--temperature", help="0 decodes greedily (default: the run's)."),
@@ -23,22 +27,41 @@ def chat(target: str = typer.Argument(..., help="A causal_lm run directory, a lo
          repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
          template: Optional[str] = typer.Option(None, "--template", help="Chat template for a base model without one (chatml, llama3, alpaca, vicuna)."),
          seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling.")):
-    """Talk to a model: interactive with streamed answers (/reset clears the conversation, /exit quits),
-    or one answer to --message on stdout."""
+    """Talk to a model: interactive with streamed answers (/reset clears the conversation, /exit quits,
+    /run NAME switches to another of several runs, /run lists them), or one answer to --message on stdout."""
     import torch
 
+    from tuneforge.errors import ConfigError
     from tuneforge.generation import generate, load_chat_model, stream
+    from tuneforge.inference.adapters import load_chat_runs, run_names
 
-    cm = load_chat_model(target, template=template)
-    if system is not None:
-        cm.system_prompt = system or None
+    names = run_names(targets)
+    if run is not None and run not in names:
+        raise ConfigError(f"--run: no run named '{run}' (runs: {', '.join(names)})")
+    if len(targets) == 1:
+        models = {names[0]: (None, load_chat_model(targets[0], template=template))}
+    else:
+        models = {s.name: (s, cm) for s, cm in load_chat_runs(targets, template=template)}
+    current = run or names[0]
+    for _, cm in models.values():
+        if system is not None:
+            cm.system_prompt = system or None
+
+    def use(name: str):
+        served, cm = models[name]
+        if served is not None:
+            served.activate()  # this run's adapter on the shared base model
+        return cm
+
+    target = targets[0] if len(targets) == 1 else current
     settings = sampling_options(temperature, top_p, max_new_tokens, repetition_penalty)
     if seed is not None:
         torch.manual_seed(seed)
     if message is not None:
-        print(generate(cm, [[{"role": "user", "content": message}]], settings)[0]["response"])
+        print(generate(use(current), [[{"role": "user", "content": message}]], settings)[0]["response"])
         return
-    print(f"chatting with {target} (/reset clears the conversation, /exit quits)", file=sys.stderr)
+    switch = ", /run NAME switches run" if len(models) > 1 else ""
+    print(f"chatting with {target} (/reset clears the conversation{switch}, /exit quits)", file=sys.stderr)
     history: list[dict] = []
     while True:
         try:
@@ -55,10 +78,18 @@ def chat(target: str = typer.Argument(..., help="A causal_lm run directory, a lo
             history = []
             print("(conversation cleared)", file=sys.stderr)
             continue
+        if len(models) > 1 and (text == "/run" or text.startswith("/run ")):
+            wanted = text[5:].strip()
+            if wanted in models:
+                current = wanted
+                print(f"(now chatting with {current}; the conversation goes on)", file=sys.stderr)
+            else:
+                print(f"(runs: {', '.join(models)}; this is {current})", file=sys.stderr)
+            continue
         history.append({"role": "user", "content": text})
         print("assistant> ", end="", flush=True)
         pieces = []
-        for piece in stream(cm, history, settings):
+        for piece in stream(use(current), history, settings):
             pieces.append(piece)
             print(piece, end="", flush=True)
         print()

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from tuneforge.cli.app import app
-from tuneforge.errors import DataError
+from tuneforge.errors import ConfigError, DataError
 
 
 def read_texts(path: str, column: str | None) -> list[str]:
@@ -35,17 +35,33 @@ def read_texts(path: str, column: str | None) -> list[str]:
 
 @app.command()
 def predict(run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
-            texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify."),
+            texts: Optional[List[str]] = typer.Argument(None, help=(
+                "Texts to classify. Leading arguments that are run directories are more runs (one base model and "
+                "task type: they share the base model).")),
             file: Optional[str] = typer.Option(None, "--file", "-f", help="A .txt (one text per line), .csv or .jsonl file."),
             column: Optional[str] = typer.Option(None, "--column", help="Text column of --file (default: text)."),
+            run: Optional[str] = typer.Option(None, "--run", help=(
+                "With several runs: the one that answers, by directory name (its lines look as for one run). "
+                "Without --run every run answers: one line per text, {\"text\", \"runs\": {name: prediction}}.")),
             batch_size: int = typer.Option(64, "--batch-size")):
-    """Classify texts; prints one JSON line per text with its label and per-class probabilities."""
+    """Classify texts; prints one JSON line per text with its label and per-class probabilities. Several runs of
+    one base model (`tuneforge predict RUN_A RUN_B TEXT...`) share the base model: --run picks the one that answers,
+    else every run answers."""
     from tuneforge.inference import predict as run_predict
+    from tuneforge.inference.adapters import is_run_path, predict_runs, run_names
 
-    items = list(texts or [])
+    items, runs = list(texts or []), [run_dir]
+    while items and is_run_path(items[0]):
+        runs.append(items.pop(0))
     if file:
         items += read_texts(file, column)
     if not items:
         raise DataError("nothing to predict: give texts as arguments or --file")
-    for row in run_predict(run_dir, items, batch_size=batch_size):
+    if len(runs) == 1:
+        if run is not None and run != run_names(runs)[0]:
+            raise ConfigError(f"--run: no run named '{run}' (runs: {run_names(runs)[0]})")
+        rows = run_predict(run_dir, items, batch_size=batch_size)
+    else:
+        rows = predict_runs(runs, items, run=run, batch_size=batch_size)
+    for row in rows:
         print(json.dumps(row, ensure_ascii=False))

@@ -19,12 +19,25 @@ it never asks which method it is running.
     disabled_adapters(model)   -> context manager: the model with the method's adapters switched off (the base
                                   model, for comparisons in evaluation), or None when the method cannot switch
                                   them off (the caller then loads the base model itself)
+
+Serving several runs on one base model (`tuneforge serve RUN_A RUN_B`, tuneforge.inference.adapters) uses three
+more hooks; a method that does not implement them has runs that load on their own (the default):
+
+    shared_base_key(dir)       -> a hashable key when the adapter saved in `dir` can sit beside other adapters on
+                                  one shared base model (runs with equal keys, base model and task may share), or
+                                  None when the saved model stands alone (the whole model, or modules that
+                                  cannot be switched per request)
+    load_extra(model, dir, name)
+                               -> load the adapter saved in `dir` into `model` (from `load` of a run with the same
+                                  key) under `name`, beside the adapters it holds
+    activate(model, name)      -> make adapter `name` (from `load_extra`, or `DEFAULT_ADAPTER` for the one `load`
+                                  loaded) the one that computes
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Hashable, Iterator
 
 import torch
 from torch import nn
@@ -55,6 +68,9 @@ class MethodContext:
     full_precision_modules: tuple[str, ...] = ()
     gradient_checkpointing: bool = False
 
+
+#: the name under which `Method.load` leaves a run's adapter, for `Method.activate`
+DEFAULT_ADAPTER = "default"
 
 NO_DECAY_MARKERS = ("bias", "norm", "ln_", "layernorm", "layer_norm", "rmsnorm")
 
@@ -134,6 +150,23 @@ class Method:
 
     def merge(self, model: nn.Module) -> nn.Module:
         raise MethodError(f"method '{self.name}' cannot be merged into the base model")
+
+    def shared_base_key(self, in_dir: str) -> Hashable | None:
+        """A key when the adapter saved in `in_dir` can share its base model with other runs' adapters (`load_extra`
+        into a model loaded by a run with an equal key, the same base model and task); None when the saved model
+        stands alone. Default: None."""
+        return None
+
+    def load_extra(self, model: nn.Module, in_dir: str, name: str) -> None:
+        """Load the adapter saved in `in_dir` into `model` under `name`, beside the adapters it holds (`model` came
+        from `load` of a run whose `shared_base_key` is equal to this one's).
+        Raises MethodError when the method cannot (the default)."""
+        raise MethodError(f"method '{self.name}' cannot load its model as an extra adapter on a shared base model")
+
+    def activate(self, model: nn.Module, name: str) -> None:
+        """Make adapter `name` (from `load_extra`, or DEFAULT_ADAPTER) the one that computes in `model`.
+        Raises MethodError when the method cannot switch adapters (the default)."""
+        raise MethodError(f"method '{self.name}' cannot switch between adapters")
 
 
 def count_parameters(model: nn.Module, trainable: list[tuple[str, nn.Parameter]]) -> dict:

@@ -1,10 +1,19 @@
 """What every PEFT-backed method shares: the PEFT task type, wrapping, saving in PEFT's own format (so stock
-`PeftModel.from_pretrained` loads it), loading, and merging. Each method only builds its PEFT config."""
+`PeftModel.from_pretrained` loads it), loading, and merging. Each method only builds its PEFT config.
+
+Several runs on one base model (`Method.shared_base_key` / `load_extra` / `activate`): adapters saved by PEFT
+(`adapter_config.json`) share a base when their PEFT type and task type and the base's load settings (for example a
+4-bit quantization) are equal; `load_extra` is PEFT's multi-adapter `load_adapter`, after resizing this adapter's
+copies of the task head (PEFT's `modules_to_save`) to the saved shapes, so runs with different label counts share
+one base; `activate` is PEFT's `set_adapter`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ClassVar, Iterator
+import json
+from pathlib import Path
+from typing import Callable, ClassVar, Hashable, Iterator
 
+import torch
 from torch import nn
 
 from tuneforge.config.schema import RunConfig
@@ -101,3 +110,72 @@ class PeftMethod(Method):
         if not self.can_merge:
             raise MethodError(f"method '{self.name}' cannot be merged into the base model")
         return model.merge_and_unload()
+
+    # ---- several adapters on one base model (tuneforge.inference.adapters) --------------------------------------
+    def shared_base_key(self, in_dir: str) -> Hashable | None:
+        """(PEFT type, PEFT task type, the base's load settings) for an adapter PEFT saved; None for a model saved
+        otherwise (prefix tuning's own encoder path)."""
+        config = Path(in_dir, "adapter_config.json")
+        if not config.is_file():
+            return None
+        saved = json.loads(config.read_text())
+        load = sorted((k, repr(v)) for k, v in self.load_kwargs().items())
+        return ("peft", saved.get("peft_type"), saved.get("task_type"), repr(load))
+
+    def load_extra(self, model: nn.Module, in_dir: str, name: str) -> None:
+        """PEFT's `add_adapter` + `load_adapter` under `name`; the adapter's copies of the head modules are first
+        resized to the saved shapes (a 3-label head beside a base built with 2 labels).
+        Raises MethodError when PEFT cannot add it (the adapter is removed again)."""
+        from peft import PeftConfig
+        from peft.utils import load_peft_weights
+
+        if not hasattr(model, "load_adapter") or not hasattr(model, "peft_config"):
+            raise MethodError(f"{in_dir}: the shared model is not a PEFT model; cannot add this adapter to it")
+        if name in model.peft_config:
+            raise MethodError(f"an adapter named '{name}' is already loaded")
+        device = next(model.parameters()).device
+        try:
+            config = PeftConfig.from_pretrained(in_dir)
+            config.inference_mode = True
+            model.add_adapter(name, config)
+            _fit_saved_modules(model, name, load_peft_weights(in_dir, device="cpu"))
+            model.load_adapter(in_dir, adapter_name=name, torch_device=str(device))
+        except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if name in getattr(model, "peft_config", {}):
+                with contextlib.suppress(Exception):
+                    model.delete_adapter(name)
+            raise MethodError(f"{in_dir}: cannot load this adapter beside the others: {first}") from None
+        model.eval()
+
+    def activate(self, model: nn.Module, name: str) -> None:
+        """PEFT's `set_adapter` (frozen). Raises MethodError for a model PEFT did not wrap or an unknown name."""
+        if not hasattr(model, "set_adapter") or name not in getattr(model, "peft_config", {}):
+            raise MethodError(f"no adapter '{name}' in this model")
+        if getattr(model, "active_adapter", None) == name:
+            return
+        try:
+            model.set_adapter(name, inference_mode=True)
+        except TypeError:  # PEFT before `inference_mode`
+            model.set_adapter(name)
+
+
+def _fit_saved_modules(model: nn.Module, name: str, weights: dict[str, torch.Tensor]) -> None:
+    """Give adapter `name`'s copies of fully trained modules (PEFT's modules_to_save, for example a classification
+    head) the shapes of the saved weights, where they differ from the shared base's module (another label count)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for wrapper_name, wrapper in model.named_modules():
+        if not isinstance(wrapper, ModulesToSaveWrapper) or name not in wrapper.modules_to_save:
+            continue
+        copy = wrapper.modules_to_save[name]
+        for param_name, param in list(copy.named_parameters()):
+            saved = weights.get(f"{wrapper_name}.{param_name}")
+            if saved is None or tuple(saved.shape) == tuple(param.shape):
+                continue
+            owner_name, _, leaf = param_name.rpartition(".")
+            owner = copy.get_submodule(owner_name) if owner_name else copy
+            setattr(owner, leaf, nn.Parameter(torch.empty(saved.shape, dtype=param.dtype, device=param.device),
+                                              requires_grad=False))
+            if isinstance(owner, nn.Linear) and leaf == "weight":
+                owner.out_features, owner.in_features = saved.shape[0], saved.shape[1]

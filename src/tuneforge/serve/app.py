@@ -1,6 +1,11 @@
 """The HTTP API (FastAPI), by the interface of the run's task: OpenAI-compatible chat completions for `chat`
-runs, /v1/classify for `classify` runs, /health for both. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "code"}}) and never carry
-a traceback."""
+runs, /v1/classify for `classify` runs, /v1/models and /health for both. Errors are JSON in OpenAI's shape
+({"error": {"message", "type", "code"}}) and never carry a traceback.
+
+Several runs on one server (one base model, an adapter per run: `tuneforge serve RUN_A RUN_B`): the request's
+`model` field (chat completions and /v1/classify) names the run that answers, /v1/models lists them, a request
+without `model` gets the first; an unknown name is a 404 `model_not_found`. With one run the field is ignored, as
+OpenAI clients send whatever model name they were configured with."""
 from __future__ import annotations
 
 import asyncio
@@ -22,10 +27,11 @@ log = logging.getLogger("tuneforge")
 
 
 def create_app(backend, api_key: str | None = None, limits: ServeLimits | None = None):
-    """Build the FastAPI application around a loaded backend.
+    """Build the FastAPI application around a loaded backend (or several, of one interface).
 
     Args:
-        backend: a ClassifierBackend or ChatBackend (tuneforge.serve.backends); its `interface` picks the routes.
+        backend: a ClassifierBackend or ChatBackend (tuneforge.serve.backends), or a list of them (one per run,
+            from `load_backends`; the first answers requests that name no model); the interface picks the routes.
         api_key: when set, every request needs `Authorization: Bearer <api_key>`.
         limits: request size limits and timeouts.
     Returns the app; its model worker thread stops when the app shuts down."""
@@ -37,9 +43,25 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     limits = limits or ServeLimits()
+    backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    if not backends or len({b.interface for b in backends}) != 1:
+        raise ServeError("one server serves one or more models of one interface (classify or chat)")
+    if len({b.name for b in backends}) != len(backends):
+        raise ServeError(f"two models share a name: {', '.join(b.name for b in backends)}")
+    backend = backends[0]
+    by_name = {b.name: b for b in backends}
     classify_fn = backend.classify if backend.interface == "classify" else None
     worker = ModelWorker(classify_fn, max_batch=limits.max_batch)
     started = time.time()
+
+    def pick(name: str | None):
+        """The backend a request names in its `model` field; the first without one (or with one model)."""
+        if name is None or len(backends) == 1:
+            return backend
+        if name not in by_name:
+            raise APIError(404, f"the model '{name}' does not exist; available: {', '.join(by_name)}",
+                           "model_not_found")
+        return by_name[name]
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -49,6 +71,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = worker
     app.state.backend = backend
+    app.state.backends = backends
     # inside the auth check below (added later, so it runs first): unauthenticated bodies are not read
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
 
@@ -97,8 +120,13 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "task": backend.kind, "model": backend.name,
+        return {"status": "ok", "task": backend.kind, "model": backend.name, "models": list(by_name),
                 "uptime_s": round(time.time() - started, 1), "batches": worker.batches}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": b.name, "object": "model", "created": int(started),
+                                            "owned_by": "tuneforge"} for b in backends]}
 
     if backend.interface == "classify":
         @app.post("/v1/classify")
@@ -115,17 +143,13 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                 if len(t) > limits.max_input_chars:
                     raise APIError(413, f"text {i} has {len(t)} characters; the limit is {limits.max_input_chars}",
                                    "input_too_long")
-            results = await wait(worker.classify(texts))
-            return {"model": backend.name, "labels": backend.labels,
+            chosen = pick(req.model)
+            results = await wait(worker.classify(texts, chosen.classify))
+            return {"model": chosen.name, "labels": chosen.labels,
                     "results": [{"text": t, **r} for t, r in zip(texts, results)]}
         return app
 
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": backend.name, "object": "model", "created": int(started),
-                                            "owned_by": "tuneforge"}]}
-
-    def parse_chat(req: ChatRequest) -> tuple[list[dict], dict, list[str]]:
+    def parse_chat(req: ChatRequest, backend) -> tuple[list[dict], dict, list[str]]:
         messages = []
         for i, m in enumerate(req.messages):
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
@@ -150,17 +174,18 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):
-        messages, settings, stop = parse_chat(req)
+        chosen = pick(req.model)
+        messages, settings, stop = parse_chat(req, chosen)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not req.stream:
-            r = await wait(worker.call(lambda: backend.complete(messages, settings, stop, req.seed)))
-            return {"id": cid, "object": "chat.completion", "created": created, "model": backend.name,
+            r = await wait(worker.call(lambda: chosen.complete(messages, settings, stop, req.seed)))
+            return {"id": cid, "object": "chat.completion", "created": created, "model": chosen.name,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
                                  "finish_reason": r.finish_reason}],
                     "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
                               "total_tokens": r.prompt_tokens + r.completion_tokens}}
 
-        streamer = backend.make_streamer(timeout=limits.request_timeout_s)
+        streamer = chosen.make_streamer(timeout=limits.request_timeout_s)
         cancel = threading.Event()  # set when the client disconnects: its generation stops or never starts
 
         def job():
@@ -168,7 +193,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                 if cancel.is_set():
                     streamer.end()
                     return None
-                return backend.complete(messages, settings, stop, req.seed, streamer=streamer, cancel=cancel)
+                return chosen.complete(messages, settings, stop, req.seed, streamer=streamer, cancel=cancel)
             except BaseException:
                 streamer.end()  # else the reader would wait for tokens that never come
                 raise
@@ -176,7 +201,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         include_usage = bool((req.stream_options or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": backend.name,
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": chosen.name,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
@@ -204,7 +229,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                     yield chunk({}, r.finish_reason)
                     if include_usage:
                         body = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                "model": backend.name, "choices": [], "usage": usage}
+                                "model": chosen.name, "choices": [], "usage": usage}
                         yield f"data: {json.dumps(body)}\n\n"
                 except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -249,37 +274,53 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(target: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+def serve(target: str | list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           insecure: bool = False, limits: ServeLimits | None = None, log_level: str = "info") -> None:
-    """Load a run (or export) and serve it with uvicorn until interrupted.
+    """Load a run (or export), or several runs of one base model and task, and serve them with uvicorn until
+    interrupted.
 
     Args:
-        target: run directory or exported directory.
+        target: run directory or exported directory, or a list of them (several: one shared base model with an
+            adapter per run where the methods allow; the request's `model` field picks the run, the first by
+            default).
         host, port: where to listen (loopback by default).
         api_key: require `Authorization: Bearer <api_key>` on every request.
         insecure: allow a non-loopback host without an API key.
         limits: request limits.
     Raises ConfigError for a non-loopback host without an API key and ServeError when host:port cannot be bound
-    (both checked before the model loads); ModelError when the target cannot be served."""
+    (both checked before the model loads); ModelError when a target cannot be served, or for runs of different
+    base models or task types (checked before the port is bound)."""
     from pathlib import Path
 
     import uvicorn
 
     from tuneforge.errors import ModelError
-    from tuneforge.serve.backends import check_bind, load_backend
+    from tuneforge.serve.backends import check_bind, load_backends
 
+    targets = [target] if isinstance(target, str) else list(target)
     check_bind(host, api_key, insecure)
-    if not Path(target).exists():  # before binding: a typo in the path is the likelier mistake
-        raise ModelError(f"run directory not found: {target}")
+    for t in targets:
+        if not Path(t).exists():  # before binding: a typo in the path is the likelier mistake
+            raise ModelError(f"run directory not found: {t}")
+    if len(targets) > 1:  # runs that cannot be served together: one line before anything loads
+        from tuneforge.inference.adapters import read_metas
+
+        read_metas(targets)
     # bound before the (slow) model load, and handed to uvicorn, so a busy port is one line at once rather than
     # uvicorn's log and exit code after the load
     sock = bind_listener(host, port)
     try:
-        backend = load_backend(target)
-        app = create_app(backend, api_key=api_key, limits=limits)
+        backends = load_backends(targets)
+        backend = backends[0]
+        app = create_app(backends, api_key=api_key, limits=limits)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"tuneforge: serving {backend.kind} model '{backend.name}' on http://{shown}:{bound}"
+        if len(backends) == 1:
+            what = f"{backend.kind} model '{backend.name}'"
+        else:
+            what = (f"{len(backends)} {backend.kind} models ({', '.join(b.name for b in backends)}; default "
+                    f"'{backend.name}')")
+        print(f"tuneforge: serving {what} on http://{shown}:{bound}"
               f"{' (API key required)' if api_key else ''}", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
         try:

@@ -1,12 +1,14 @@
 """What the server talks to, by the interface the run's task declares (`Task.interface`): `classify` (texts ->
 labels and probabilities) or `chat` (messages -> an answer), loaded from a run directory or an exported
-directory."""
+directory. Several runs of one base model and task (`load_backends`) are one backend each, on one shared base
+model where their methods allow (tuneforge.inference.adapters); each backend switches its run's adapter on
+before it computes, on the model thread."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,16 +20,21 @@ class ClassifierBackend:
 
     interface = "classify"
 
-    def __init__(self, run, name: str):
+    def __init__(self, run, name: str, activate: Callable[[], None] | None = None):
+        """`activate`: switches this run's adapter on in a model shared with other runs (None: its own model)."""
         from tuneforge.inference import task_of
 
         self.run = run
         self.name = name
         self.kind = run.meta["task"]  # what /health reports
-        self.labels: list[str] = list(run.meta["labels"])
+        self.labels = run.meta.get("labels")  # as the task saved them (a list, or per subtask)
         self.task = task_of(run)
+        self.activate = activate
 
     def classify(self, texts: list[str]) -> list[dict]:
+        """What the task predicts for each text, without the text (runs on the model worker thread)."""
+        if self.activate is not None:
+            self.activate()
         return [{k: v for k, v in r.items() if k != "text"}
                 for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))]
 
@@ -65,6 +72,8 @@ class ChatBackend:
     kind: str = "chat"
     interface: str = "chat"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: switches this run's adapter on in a model shared with other runs (None: its own model)
+    activate: Callable[[], None] | None = None
 
     def prompt(self, messages: list[dict]) -> list[int]:
         from tuneforge.generation import prompt_ids
@@ -114,6 +123,8 @@ class ChatBackend:
         Raises ConfigError for invalid sampling settings."""
         ids = self.prompt(messages)
         kw = self._kwargs(settings, stop, len(ids), cancel)
+        if self.activate is not None:
+            self.activate()
         if seed is not None:
             torch.manual_seed(seed)
         device = next(self.cm.model.parameters()).device
@@ -169,6 +180,42 @@ def load_backend(target: str, device: str | None = None):
         ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
         return ChatBackend(cm, name, int(ctx))
     raise ModelError(f"{target}: serving a '{meta['task']}' run is not supported (its task's interface "
+                     f"'{interface}' has no HTTP API)")
+
+
+def load_backends(targets: list[str], device: str | None = None) -> list:
+    """Load one or more runs for one server: one target is `load_backend` (exactly); several are runs of one base
+    model and task type, loaded by `tuneforge.inference.adapters.load_runs` (one shared base model where the
+    methods allow), one backend each, named by their directories, the first the default.
+
+    Args:
+        targets: run directories (or their model/ directories, or exports).
+        device: torch device (default: cuda when available).
+    Raises ModelError for a target that is not a servable run, or runs of different task types or base models."""
+    if len(targets) == 1:
+        return [load_backend(targets[0], device=device)]
+    from tuneforge.inference.adapters import chat_model_of, load_runs
+    from tuneforge.registry import TASKS
+
+    for t in targets:
+        p = Path(t)
+        if p.is_dir() and (p / "config.json").is_file() and not (p / "tuneforge.json").is_file() \
+                and not (p / "model" / "tuneforge.json").is_file():
+            raise ModelError(f"{t} is a plain model directory, not a tuneforge run: several targets must be runs "
+                             f"(a base model directory can be served alone)")
+    runs = load_runs(list(targets), device=device)
+    meta = runs[0].run.meta
+    interface = TASKS.get(meta["task"]).interface
+    if interface == "classify":
+        return [ClassifierBackend(r.run, r.name, activate=r.activate if r.shared else None) for r in runs]
+    if interface == "chat":
+        backends = []
+        for r in runs:
+            cm = chat_model_of(r)
+            ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
+            backends.append(ChatBackend(cm, r.name, int(ctx), activate=r.activate if r.shared else None))
+        return backends
+    raise ModelError(f"{targets[0]}: serving a '{meta['task']}' run is not supported (its task's interface "
                      f"'{interface}' has no HTTP API)")
 
 

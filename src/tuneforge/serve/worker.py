@@ -1,6 +1,8 @@
 """One thread owns the model: every request becomes a job on its queue, so concurrent clients never run two
 forward passes on the same weights at once, and classification requests that arrive together are answered
-by one batched forward pass."""
+by one batched forward pass. With several runs on one server (one base model, an adapter per run), a batch only
+ever holds requests for one run: its backend switches that run's adapter on and computes, and no other job runs
+in between."""
 from __future__ import annotations
 
 import queue
@@ -13,6 +15,7 @@ from typing import Any, Callable
 @dataclass
 class _ClassifyJob:
     texts: list[str]
+    fn: Callable[[list[str]], list] | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -26,7 +29,8 @@ class ModelWorker:
     """Runs jobs one after another on a single daemon thread.
 
     Args:
-        classify_fn: texts -> one result per text (classification backends); None for chat backends.
+        classify_fn: texts -> one result per text (classification backends), the default of `classify`; None for
+            chat backends.
         max_batch: most texts in one batched classification pass.
         gather_s: how long the worker waits for more classification requests once one has arrived (seconds);
             a little latency buys much larger batches under load."""
@@ -42,8 +46,9 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._loop, name="tuneforge-model", daemon=True)
         self._thread.start()
 
-    def classify(self, texts: list[str]) -> Future:
-        job = _ClassifyJob(list(texts))
+    def classify(self, texts: list[str], fn: Callable[[list[str]], list] | None = None) -> Future:
+        """Classify `texts` with `fn` (default: `classify_fn`), batched with other requests for the same `fn`."""
+        job = _ClassifyJob(list(texts), fn or self.classify_fn)
         self._q.put(job)
         return job.future
 
@@ -67,19 +72,38 @@ class ModelWorker:
                 self._run(job.future, job.fn)
                 continue
             batch, size = [job], len(job.texts)
-            # gather whatever else is waiting (briefly), keeping other job kinds in arrival order
-            while size < self.max_batch:
+            # requests for the same model that were set aside while an earlier batch gathered join this one
+            kept = []
+            for other in pending:
+                if self._joins(other, job, size):
+                    batch.append(other)
+                    size += len(other.texts)
+                else:
+                    kept.append(other)
+            pending = kept
+            # gather whatever else is waiting (briefly), keeping other job kinds in arrival order; requests for
+            # another model wait for the next batch (the gathering stops once a batch's worth waits)
+            waiting = sum(len(j.texts) for j in pending if isinstance(j, _ClassifyJob))
+            while size < self.max_batch and waiting < self.max_batch:
                 try:
                     nxt = self._q.get(timeout=self.gather_s)
                 except queue.Empty:
                     break
-                if isinstance(nxt, _ClassifyJob) and size + len(nxt.texts) <= self.max_batch:
+                if self._joins(nxt, job, size):
                     batch.append(nxt)
                     size += len(nxt.texts)
+                elif isinstance(nxt, _ClassifyJob) and nxt.fn != job.fn:
+                    pending.append(nxt)
+                    waiting += len(nxt.texts)
                 else:
                     pending.append(nxt)
                     break
             self._run_batch(batch)
+
+    def _joins(self, other, first: _ClassifyJob, size: int) -> bool:
+        """Whether job `other` can join the batch that `first` opened (now `size` texts): a classification for
+        the same model that fits."""
+        return isinstance(other, _ClassifyJob) and other.fn == first.fn and size + len(other.texts) <= self.max_batch
 
     def _run(self, future: Future, fn: Callable[[], Any]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -92,7 +116,7 @@ class ModelWorker:
     def _run_batch(self, batch: list[_ClassifyJob]) -> None:
         texts = [t for job in batch for t in job.texts]
         try:
-            results = self.classify_fn(texts)
+            results = batch[0].fn(texts)
             self.batches += 1
         except BaseException as exc:
             for job in batch:
