@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_sentiment_rows
+from multitask_common import multitask_rows
 from sft_common import chat_rows, make_tiny_llama, write_jsonl
 
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml"))
@@ -21,7 +22,9 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
     d = tmp_path_factory.mktemp("shipped")
     csv = d / "sentiment.csv"
     pd.DataFrame(make_sentiment_rows(120)).to_csv(csv, index=False)
-    return {"classification": (tiny_bert, str(csv)),
+    mt = d / "multitask.csv"
+    pd.DataFrame(multitask_rows(120)).to_csv(mt, index=False)
+    return {"classification": (tiny_bert, str(csv)), "multitask": (tiny_bert, str(mt)),
             # as many blocks as a shipped config trains (freeze-sft: 6), still hidden 32
             "causal_lm": (make_tiny_llama(d / "llama", num_layers=8), write_jsonl(d / "chat.jsonl", chat_rows(40)))}
 

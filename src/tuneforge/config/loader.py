@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -183,11 +184,16 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
 def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (sub)model reached by following `loc` from `model_cls`."""
     cls = model_cls
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
         field = cls.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return []
         ann = field.annotation
+        if typing.get_origin(ann) is dict and parts:  # named sections (multi-task sub-tasks): skip the name
+            parts.pop(0)
+            ann = typing.get_args(ann)[1]
         for candidate in (ann, *getattr(ann, "__args__", ())):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel):
                 cls = candidate

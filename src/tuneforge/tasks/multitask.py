@@ -224,9 +224,11 @@ class MultiTaskTask(Task):
         return prepared
 
     def label_vector(self, row, labels: dict[str, list[str]]) -> list[float]:
-        """A row's labels side by side (tuneforge.kernels.multitask layout)."""
+        """A row's labels side by side (tuneforge.kernels.multitask layout), in the heads' order: the order of
+        `labels` (the run's saved order; a config read back may list the sub-tasks in another order)."""
         out: list[float] = []
-        for name, s in self.cfg.task.tasks.items():
+        for name in labels:
+            s = self.cfg.task.tasks[name]
             v = row.get(s.label_column) if s.label_column in row.index else None
             names = labels[name]
             if s.problem == "multi_label":
