@@ -341,3 +341,31 @@ def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
     assert set(tags["per_class"]) == {"cast", "plot"} and "hamming_loss" in tags
     answer = predict(run, ["the plot story and acting was great"])[0]["tasks"]
     assert set(answer["tags"]) == {"labels", "probabilities"} and set(answer["tags"]["probabilities"]) == {"cast", "plot"}
+
+
+def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_path):
+    """Two data files mixed by temperature sampling, full fine-tuning (the model is not a transformers
+    PreTrainedModel: the Trainer checkpoints its state dict): resumed in the second epoch, the losses after the
+    resumed step and the final metrics are those of the uninterrupted run."""
+    from test_resume_exact import _losses, _resume_from, _test_metrics, _train_keeping_checkpoints
+
+    rows = multitask_rows(120)
+    pd.DataFrame([{"text": r["text"], "subjectivity": r["subjectivity"]} for r in rows]).to_csv(tmp_path / "a.csv",
+                                                                                              index=False)
+    reviews = [{"text": r["text"], "polarity": r["polarity"]} for r in multitask_rows(60, seed=4) if r["polarity"]]
+    pd.DataFrame(reviews).to_csv(tmp_path / "b.csv", index=False)
+    raw = multitask_config(tiny_bert, str(tmp_path / "a.csv"), str(tmp_path / "full"), "full",
+                           sampling="temperature")
+    raw["task"]["tasks"]["polarity"] = {"train": str(tmp_path / "b.csv")}
+    raw["train"].update(epochs=2, batch_size=16, eval_strategy="steps", eval_steps=4, save_steps=4,
+                        save_total_limit=20, logging_steps=1)
+    result = _train_keeping_checkpoints(raw)
+    total = result.efficiency["global_steps"]
+    ckpts = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "full" / "checkpoints").glob("checkpoint-*"))
+    later = [c for c in ckpts if total // 2 < c < total]
+    assert later, (ckpts, total)
+    _resume_from(tmp_path / "full", later[0], tmp_path / "resumed")
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    after = [s for s in full if s > later[0]]
+    assert after and all(resumed[s] == full[s] for s in after), [(s, full[s], resumed.get(s)) for s in after][:3]
+    assert _test_metrics(tmp_path / "resumed") == _test_metrics(tmp_path / "full")

@@ -238,3 +238,33 @@ class Task:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         agree = np.concatenate([np.atleast_1d(a.argmax(-1) == b.argmax(-1)) for a, b in zip(reference, exported)])
         return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff, "argmax_agreement": float(agree.mean())}
+
+
+# ---- helpers the classifier tasks share -------------------------------------------------------------------------
+def padding_collator(tokenizer) -> Callable:
+    """Batches padded to their own longest row (the `length` column used for length grouping is dropped)."""
+    from transformers import DataCollatorWithPadding
+
+    pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
+
+    def collate(features):
+        return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+    return collate
+
+
+def batched_logits(run, texts: list[str], pairs: list[str] | None, width: int, batch_size: int = 64) -> np.ndarray:
+    """`run.model(**encodings).logits` for `texts` (and text pairs), `width` columns, batched by length so padding
+    stays small; returned in input order."""
+    import torch
+
+    max_length = run.meta.get("max_length", 512)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), width), dtype=np.float32)
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            idx = order[i:i + batch_size]
+            enc = run.tokenizer([texts[j] for j in idx], [pairs[j] for j in idx] if pairs else None,
+                                truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
+            out[idx] = run.model(**enc).logits.float().cpu().numpy()
+    return out

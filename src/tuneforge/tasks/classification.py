@@ -18,7 +18,7 @@ from pydantic import Field
 from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task
+from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, padding_collator
 
 log = logging.getLogger("tuneforge")
 
@@ -325,13 +325,7 @@ class ClassificationTask(Task):
         return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
 
     def collator(self, tokenizer):
-        from transformers import DataCollatorWithPadding
-
-        pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
-
-        def collate(features):
-            return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
-        return collate
+        return padding_collator(tokenizer)
 
     def compute_metrics(self, prepared: Prepared):
         from tuneforge.evaluation.classification import classification_metrics
@@ -376,21 +370,7 @@ class ClassificationTask(Task):
     @classmethod
     def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Logits for `texts`, batched by length so padding stays small; returned in input order."""
-        import torch
-
-        max_length = run.meta.get("max_length", 512)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), len(run.meta["labels"])), dtype=np.float32)
-        device = next(run.model.parameters()).device
-        with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                idx = order[i:i + batch_size]
-                a = [texts[j] for j in idx]
-                b = [pairs[j] for j in idx] if pairs else None
-                enc = run.tokenizer(a, b, truncation=True, max_length=max_length, padding=True,
-                                    return_tensors="pt").to(device)
-                out[idx] = run.model(**enc).logits.float().cpu().numpy()
-        return out
+        return batched_logits(run, texts, pairs, len(run.meta["labels"]), batch_size)
 
     @classmethod
     def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:

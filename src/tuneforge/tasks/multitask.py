@@ -19,8 +19,8 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.schema import DataSection, Section, TaskConfig
-from tuneforge.errors import ConfigError, DataError, ModelError
-from tuneforge.tasks.base import TASKS, Prepared, Task, closest
+from tuneforge.errors import ConfigError, DataError
+from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, closest, padding_collator
 
 log = logging.getLogger("tuneforge")
 IGNORE = -100.0
@@ -343,13 +343,7 @@ class MultiTaskTask(Task):
         return [n for n in ("task_heads", "task_weighting") if getattr(model, n, None) is not None]
 
     def collator(self, tokenizer):
-        from transformers import DataCollatorWithPadding
-
-        pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
-
-        def collate(features):
-            return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
-        return collate
+        return padding_collator(tokenizer)
 
     def compute_metrics(self, prepared: Prepared):
         spec, metrics = prepared.state.spec, prepared.state.metrics
@@ -395,20 +389,8 @@ class MultiTaskTask(Task):
     @classmethod
     def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Every head's logits side by side for `texts`, batched by length; in input order."""
-        import torch
-
         width = sum(int(h["num_labels"]) for h in run.meta["multitask"]["heads"])
-        max_length = run.meta.get("max_length", 512)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), width), dtype=np.float32)
-        device = next(run.model.parameters()).device
-        with torch.no_grad():
-            for i in range(0, len(texts), batch_size):
-                idx = order[i:i + batch_size]
-                enc = run.tokenizer([texts[j] for j in idx], [pairs[j] for j in idx] if pairs else None,
-                                    truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
-                out[idx] = run.model(**enc).logits.float().cpu().numpy()
-        return out
+        return batched_logits(run, texts, pairs, width, batch_size)
 
     @classmethod
     def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
