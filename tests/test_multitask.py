@@ -79,6 +79,26 @@ def test_a_batch_without_any_label_gives_zero_loss_that_still_backpropagates():
     assert logits.grad is not None
 
 
+def test_decoder_backbone_pools_the_last_real_token(tmp_path):
+    from sft_common import make_tiny_llama
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.multitask import MultiTaskModel
+
+    path = make_tiny_llama(tmp_path / "llama")
+    spec = {"heads": [{"name": "x", "num_labels": 2}, {"name": "y", "num_labels": 3}], "weights": [1, 1]}
+    model = MultiTaskModel.from_pretrained(path, multitask=spec).eval()
+    assert model.spec["pooling"] == "last"
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    one = tok(["hello there"], return_tensors="pt")
+    padded = tok(["hello there", "a much longer text than the first one"], padding=True, return_tensors="pt")
+    with torch.no_grad():  # padding on either side does not change a text's answer
+        a = model(**one).logits[0]
+        b = model(**padded).logits[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_model_forward_uses_the_kernel_loss(tiny_bert):
     from transformers import AutoTokenizer
 
@@ -91,7 +111,7 @@ def test_model_forward_uses_the_kernel_loss(tiny_bert):
     enc = AutoTokenizer.from_pretrained(tiny_bert)(["good film", "bad plot"], padding=True, return_tensors="pt")
     labels = torch.tensor([[1, 0, 1], [IGN, IGN, IGN]])
     out = model(**enc, labels=labels)
-    assert out.logits.shape == (2, 5) and model.spec["pooling"] == "pooler"
+    assert out.logits.shape == (2, 5) and model.spec["pooling"] == "mean" and model.encoder.pooler is None
     assert torch.allclose(out.loss, multitask_loss(out.logits, labels, model.layouts, [1.0, 0.5]))
 
 
@@ -216,7 +236,9 @@ def test_cli_run_writes_every_file(cli_run):
     assert test["combined"] == pytest.approx((test["subjectivity_accuracy"] + test["polarity_accuracy"]) / 2, abs=1e-6)
     # polarity is scored on the reviews only: a third of the rows (the objective ones) have no polarity label
     assert test["tasks"]["polarity"]["n"] < test["tasks"]["subjectivity"]["n"]
-    assert test["subjectivity_accuracy"] >= 0.9, test  # learnable from a word list
+    # learnable from a word list (whether LoRA on this tiny random model also learns polarity depends on the seed;
+    # test_several_sources_multilabel_and_uncertainty checks that full fine-tuning learns every sub-task)
+    assert test["subjectivity_accuracy"] >= 0.9, test
     for line in (cli_run / "data" / "split" / "test.jsonl").read_text().splitlines():
         assert json.loads(line)["polarity"] in (None, "negative", "positive")  # JSON null, never NaN
     meta = json.loads((cli_run / "model" / "tuneforge.json").read_text())

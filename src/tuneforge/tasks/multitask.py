@@ -73,6 +73,9 @@ class MultiTaskConfig(TaskConfig):
         "their sizes, `temperature` (sizes^(1/sampling_temperature): small sources more often) or `round_robin` "
         "(equal shares). One file: a plain shuffle."))
     sampling_temperature: float = Field(2.0, ge=1.0, le=100.0, description="T of `sampling: temperature`.")
+    pooling: Literal["auto", "mean", "first", "last"] = Field("auto", description=(
+        "The vector the heads read: `mean` of the real tokens, the `first` ([CLS]) or the `last` real token. "
+        "`auto`: last for decoders, mean for encoders (with [CLS] an easy sub-task can leave the others at chance)."))
 
     @field_validator("tasks")
     @classmethod
@@ -203,7 +206,8 @@ class MultiTaskTask(Task):
             check_labels(cfg, name, labels[name], values)
         spec = {"heads": [{"name": n, "num_labels": len(labels[n]), "multi_label": s.problem == "multi_label"}
                           for n, s in tasks.items()],
-                "weights": [float(s.weight) for s in tasks.values()], "weighting": cfg.task.weighting}
+                "weights": [float(s.weight) for s in tasks.values()], "weighting": cfg.task.weighting,
+                "pooling": cfg.task.pooling}
         train_sources = [k for k, p in enumerate(parts) for _ in range(len(p.train))]
         state = MultiTaskState(spec, labels, train_sources, {n: s.metric for n, s in tasks.items()})
         enc = lambda frames: self._encode(pd.concat(frames), tokenizer, labels) if frames else None
