@@ -391,3 +391,22 @@ def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_
     after = [s for s in full if s > later[0]]
     assert after and all(resumed[s] == full[s] for s in after), [(s, full[s], resumed.get(s)) for s in after][:3]
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(tmp_path / "full")
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full", "freeze", "adapter", "ia3", "prefix"])
+def test_every_method_saves_and_reloads_the_heads(method, tiny_bert, mt_csv, tmp_path):
+    """Each method trains the shared backbone with the heads (saved with its adapter or the weights): the run
+    loaded back scores its saved test split exactly as training did."""
+    import tuneforge
+    from tuneforge.config import validate_config
+    from tuneforge.inference import evaluate
+
+    raw = multitask_config(tiny_bert, mt_csv, str(tmp_path / "run"), method, weighting="uncertainty")
+    raw["train"].update(max_steps=3, eval_strategy="no")
+    raw["eval"] = {"load_best_model": False}
+    result = tuneforge.train(validate_config(raw))
+    again = evaluate(result.run_dir)
+    trained = result.metrics["test"]
+    for key in ("subjectivity_accuracy", "polarity_accuracy", "combined"):
+        assert again[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert again["tasks"]["polarity"]["per_class"] == trained["tasks"]["polarity"]["per_class"]
