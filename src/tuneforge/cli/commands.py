@@ -6,3 +6,4 @@ from tuneforge.cli import export, serve  # noqa: F401,E402
 from tuneforge.cli import data  # noqa: F401,E402
 from tuneforge.cli import compare, report  # noqa: F401,E402
 from tuneforge.cli import runs  # noqa: F401,E402
+from tuneforge.cli import search  # noqa: F401,E402

@@ -87,6 +87,27 @@ class CheckpointMarkerCallback(TrainerCallback):
             write_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step, "time": round(time.time(), 3)})
 
 
+class PruneCallback(TrainerCallback):
+    """Hands each evaluation's selection metric to `report(step, value)`; when it answers True, training stops
+    and the engine ends the run `pruned` (see `tuneforge.training.engine.train`). The engine knows nothing of
+    who decides: `tuneforge search` passes a function that reports to an Optuna trial and asks it.
+
+    `metric`: the selection metric's name without the `eval_` prefix (cfg.eval.metric)."""
+
+    def __init__(self, metric: str, report):
+        self.metric = metric
+        self.report = report
+        self.pruned_at_step: int | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(f"eval_{self.metric}")
+        if not isinstance(value, (int, float)) or self.pruned_at_step is not None:
+            return
+        if self.report(state.global_step, float(value)):
+            self.pruned_at_step = state.global_step
+            control.should_training_stop = True
+
+
 class QuietProgressCallback(ProgressCallback):
     """The Trainer's progress bars without its raw dict printing (MetricsLogCallback prints eval lines)."""
 

@@ -3,6 +3,7 @@ DDP/FSDP/DeepSpeed, mixed precision, checkpointing and resume come from a mainta
 task and the method plugged in through their contracts."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ from tuneforge.registry import METHODS
 from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
 from tuneforge.registry import TASKS
 from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
-                                         QuietProgressCallback, peak_memory_mb)
+                                         PruneCallback, QuietProgressCallback, peak_memory_mb)
 from tuneforge.training.rundir import RunDir, write_json
 from tuneforge.training.speed import apply_speedups, optimizer_name
 
@@ -35,6 +36,8 @@ class TrainResult:
     run_dir: Path
     metrics: dict
     efficiency: dict
+    #: the step a PruneCallback stopped training at (the run's status is then `pruned`); None: trained to the end
+    pruned_at_step: int | None = None
 
 
 def precision_flags(precision: str) -> dict:
@@ -149,9 +152,17 @@ def _make_trainer_class():
     return TuneforgeTrainer
 
 
-def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False, force: bool = False) -> TrainResult:
+def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False, force: bool = False,
+          callbacks=(), evaluate_test: bool = True) -> TrainResult:
     """Train as the config says and write a run directory. Returns its path, metrics and efficiency.
     `force` turns the task's overridable data checks (for example the chat-template check) into warnings.
+
+    For workflows that train many runs (`tuneforge search`):
+    `callbacks`: extra Trainer callbacks. A `PruneCallback` among them may stop training early; the run then ends
+    `pruned` (status.json: state `pruned`, `pruned_at_step`; config, data, metrics.jsonl, efficiency.json and the
+    loss curve are kept; no model/ and no final evaluation are written; checkpoints are dropped).
+    `evaluate_test`: False skips the task's test-split evaluation (the split is still saved in data/split/, so
+    `tuneforge eval RUN` can score it later); eval/metrics.json then holds the validation metrics only.
 
     Raises TuneforgeError (ConfigError, DataError, ModelError, RunDirError) for problems the user can fix;
     the run's status.json then says `failed` with the message."""
@@ -172,7 +183,7 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
         where = f" (training beside the run it replaces, in {run.path})" if run.staged else ""
         print(f"tuneforge: run directory {run.target}{where}", file=sys.stderr, flush=True)
         try:
-            result = _train(cfg, run, resume, force)
+            result = _train(cfg, run, resume, force, callbacks=callbacks, evaluate_test=evaluate_test)
         except KeyboardInterrupt:
             run.fail("interrupted")
             raise
@@ -193,7 +204,8 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
     return result
 
 
-def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> TrainResult:
+def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callbacks=(),
+           evaluate_test: bool = True) -> TrainResult:
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -245,8 +257,9 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
             raise RunDirError(f"--resume: {run.path} has no complete checkpoint to continue from")
         print(f"tuneforge: resuming from {Path(checkpoint).name}", file=sys.stderr, flush=True)
     resume_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None
+    extra = list(callbacks)
     callbacks = [MetricsLogCallback(run.metrics_log, resume_step=resume_step), CheckpointMarkerCallback(), meter,
-                 *method.callbacks(ctx)]
+                 *method.callbacks(ctx), *extra]
     if cfg.train.early_stopping.patience and args.eval_strategy != "no":
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
     trainer = _make_trainer_class()(
@@ -263,6 +276,10 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     best_val = _best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
+    pruned = next((cb.pruned_at_step for cb in extra if isinstance(cb, PruneCallback)
+                   and cb.pruned_at_step is not None), None)
+    if pruned is not None:
+        return _end_pruned(run, cfg, prepared, state, meter, train_out, params, args, best_val, pruned)
 
     # the model directory appears only when complete: write beside it, then rename
     tmp = run.path / "model.partial"
@@ -278,17 +295,42 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
     tmp.rename(run.model_dir)
 
     run.eval_dir.mkdir(exist_ok=True)
+    if not evaluate_test:  # a search trial: its score is the validation split; the test split stays unseen
+        prepared = dataclasses.replace(prepared, test=None)
     metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val,
                                     without_adapters=method.disabled_adapters)
+    if not evaluate_test and not (run.eval_dir / "metrics.json").is_file():
+        # what `report` / `compare` read: the validation metrics, saying the test split was not evaluated
+        write_json(run.eval_dir / "metrics.json", {**metrics, "test_split": "not evaluated (evaluate_test=False)"})
     write_run_loss_curve(run.path)
 
+    efficiency = _efficiency(prepared, state, meter, train_out, params, args)
+    # after the peak-memory reading above, so the benchmark's batches do not count as training memory
+    efficiency["model_size_mb"] = dir_size_mb(run.model_dir)
+    efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
+                                       prepared.validation, task.collator(tokenizer), args.per_device_eval_batch_size))
+    write_json(run.efficiency, efficiency)
+    run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
+                          if isinstance(v, (int, float))},
+                 **({} if evaluate_test else {"metrics_split": "validation"}))
+    # only now: a kill before `complete` must still find a checkpoint to resume from
+    _drop_checkpoints_if_done(run)
+    summary = metrics.get("test") or metrics.get("validation") or {}
+    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
+                     if isinstance(summary.get(k), (int, float)))
+    print(f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
+    return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
+
+
+def _efficiency(prepared, state, meter, train_out, params: dict, args) -> dict:
+    """efficiency.json's training part: time, throughput, memory, parameters, device."""
     # a packed data set has fewer rows than examples: samples/s counts examples (`sizes.train`) when the task says
     n_train = prepared.sizes.get("train", len(prepared.train))
     epochs_done = float(state.epoch or 0.0)
     samples = n_train * epochs_done
     tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
     secs = meter.train_seconds or train_out.metrics.get("train_runtime", 0.0)
-    efficiency = {
+    return {
         "train_seconds": round(secs, 3), "eval_seconds": round(meter.eval_seconds, 3),
         "time_to_first_step_seconds": round(meter.first_step_seconds or 0.0, 3),
         "train_samples": int(round(samples)), "train_tokens": tokens,
@@ -300,20 +342,23 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False) -> Tr
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
     }
-    # after the peak-memory reading above, so the benchmark's batches do not count as training memory
-    efficiency["model_size_mb"] = dir_size_mb(run.model_dir)
-    efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
-                                       prepared.validation, task.collator(tokenizer), args.per_device_eval_batch_size))
+
+
+def _end_pruned(run: RunDir, cfg: RunConfig, prepared, state, meter, train_out, params: dict, args, best_val: dict,
+                step: int) -> TrainResult:
+    """A run a PruneCallback stopped: efficiency.json, the loss curve and status `pruned` (with the step and the best
+    validation metrics so far); no model/ and no final evaluation (a pruned run is not one to use); checkpoints
+    dropped."""
+    efficiency = _efficiency(prepared, state, meter, train_out, params, args)
     write_json(run.efficiency, efficiency)
-    run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
-                          if isinstance(v, (int, float))})
-    # only now: a kill before `complete` must still find a checkpoint to resume from
+    write_run_loss_curve(run.path)
+    shown = {k: v for k, v in best_val.items() if isinstance(v, (int, float))}
+    run.prune(step, metrics=shown, metrics_split="validation")
     _drop_checkpoints_if_done(run)
-    summary = metrics.get("test") or metrics.get("validation") or {}
-    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
-                     if isinstance(summary.get(k), (int, float)))
-    print(f"tuneforge: done in {secs:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
-    return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
+    value = best_val.get(cfg.eval.metric)
+    print(f"tuneforge: pruned at step {step}" + (f" ({cfg.eval.metric}={value:.4f})" if isinstance(value, float)
+                                                 else "") + f"; results in {run.path}", file=sys.stderr, flush=True)
+    return TrainResult(run.path, {"validation": best_val}, efficiency, pruned_at_step=step)
 
 
 def _best_validation(history: list[dict], best_metric, metric: str, greater: bool) -> dict:

@@ -1,6 +1,6 @@
 """The run directory: the contract every feature keeps.
 
-    config.yaml        resolved config            status.json     running / completed / failed (+ error)
+    config.yaml        resolved config            status.json     running / completed / failed (+ error) / pruned
     metrics.jsonl      one row per log step       efficiency.json time, throughput, memory, parameters
     eval/              metrics.json, report.md, plots
     model/             loadable artefacts + tuneforge.json (task, method, base model, labels)
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from tuneforge.errors import RunDirError
 
-STATES = ("running", "completed", "failed")
+#: `pruned`: stopped early by a search (tuneforge search) because its validation metric lagged; never `completed`
+STATES = ("running", "completed", "failed", "pruned")
 LOCK_NAME = "run.lock"
 CHECKPOINT_MARKER = "tuneforge-complete.json"
 # what tuneforge writes into a run directory; anything else in a run being overwritten (a caller's train.log,
@@ -189,7 +190,7 @@ class RunDir:
         return started is None or process_start(info.get("pid")) in (None, started)  # else: the PID was reused
 
     def state(self) -> str | None:
-        """The run's state as a user should read it: running / interrupted / completed / failed / stopped
+        """The run's state as a user should read it: running / interrupted / completed / pruned / failed / stopped
         (failed by Ctrl-C or SIGTERM); None when this is not a run. status.json saying `running` while its
         process is dead (killed, out of memory, power cut) is `interrupted`."""
         status = self.status()
@@ -279,7 +280,7 @@ class RunDir:
             target = Path(cfg.output.dir)
         elif resume:
             candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
-            candidates = [p for p in candidates if cls(p).state() not in (None, "completed")]
+            candidates = [p for p in candidates if cls(p).state() not in (None, "completed", "pruned")]
             if not candidates:
                 raise RunDirError(f"--resume: no unfinished run named '{name}' under runs/ (set output.dir to choose one)")
             target = candidates[-1]
@@ -354,6 +355,13 @@ class RunDir:
     def complete(self, **extra) -> None:
         """Mark the run completed and, for an overwrite, swap it into place of the run it replaces."""
         self.set_status("completed", finished_at=_now(), **extra)
+        if self.staged:
+            self._swap_in()
+
+    def prune(self, step: int, **extra) -> None:
+        """Mark the run pruned at `step` (stopped early by a search; it has no final model) and, for an overwrite,
+        swap it into place like `complete`: it is the run that was asked for, ended early."""
+        self.set_status("pruned", pruned_at_step=step, finished_at=_now(), **extra)
         if self.staged:
             self._swap_in()
 
