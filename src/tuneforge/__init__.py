@@ -6,6 +6,8 @@ Python API (the CLI is a thin layer over these):
     result = tuneforge.train("configs/quickstart/sentiment-minilm-lora.yaml", ["train.epochs=1"])
     tuneforge.predict(result.run_dir, ["a gripping, beautifully shot film"])
     tuneforge.evaluate(result.run_dir, "new_labelled.csv")
+    tuneforge.search("configs/quickstart/sentiment-minilm-lora.yaml",
+                     "configs/search/sentiment-minilm-lora-space.yaml", ["train.max_steps=60"], trials=20)
 """
 __version__ = "0.1.0"
 
@@ -44,3 +46,11 @@ def load_run(run_dir):
 
 
 __all__ = ["train", "chat", "load_config", "predict", "evaluate", "load_run", "__version__"]
+
+
+def search(config, space, overrides=(), **options):
+    """A hyperparameter search (Optuna) over `space` (a YAML file of config keys and values to try), each trial a
+    run of `config`; `options` are make_plan's (trials, timeout, study, study_dir, storage, workers, sampler,
+    pruner, objectives, seed). Returns tuneforge.search.SearchResult."""
+    from tuneforge.search import make_plan, search as _search
+    return _search(make_plan(config, space, list(overrides), **options))

@@ -53,8 +53,4 @@ def search(config: Optional[str] = typer.Argument(None, help="Base YAML run conf
     if worker_internal is not None:  # one of the --workers processes the search started
         run_worker(plan, worker_internal, deadline_internal)
         return
-    argv = [plan.config, *plan.overrides, "--space", plan.space_file, "--trials", str(plan.trials),
-            "--study", plan.study_name, "--dir", str(plan.study_dir), "--storage", plan.storage,
-            "--workers", str(plan.workers), "--sampler", plan.sampler, "--pruner", plan.pruner,
-            "--objectives", ",".join(plan.objectives), "--seed", str(plan.seed)]
-    run_search(plan, argv)
+    run_search(plan)

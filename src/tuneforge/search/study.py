@@ -83,6 +83,13 @@ class Plan:
     def multi(self) -> bool:
         return len(self.objectives) > 1
 
+    def argv(self) -> list[str]:
+        """`tuneforge search` arguments that make this plan again (what worker processes are started with)."""
+        return [self.config, *self.overrides, "--space", self.space_file, "--trials", str(self.trials),
+                "--study", self.study_name, "--dir", str(self.study_dir), "--storage", self.storage,
+                "--workers", str(self.workers), "--sampler", self.sampler, "--pruner", self.pruner,
+                "--objectives", ",".join(self.objectives), "--seed", str(self.seed)]
+
 
 def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{study_dir.resolve() / 'study.db'}"
@@ -651,7 +658,7 @@ def search(plan: Plan, argv: list[str] | None = None,
     if plan.workers <= 1:
         run_worker(plan, 0, deadline, echo)
     else:
-        _run_workers(plan, argv or [], deadline, echo)
+        _run_workers(plan, argv or plan.argv(), deadline, echo)
     with _ask_lock(plan.study_dir):  # searches sharing this directory write its files one at a time
         return write_outputs(plan, open_study(plan, create=False), echo)
 
