@@ -43,6 +43,8 @@ def budget(args) -> list[str]:
         out.append(f"data.max_train_samples={args.max_train}")
     if args.max_steps:
         out.append(f"train.max_steps={args.max_steps}")
+    if args.validation:
+        out.append(f"data.split.validation={args.validation}")
     return out
 
 
@@ -168,6 +170,8 @@ def main() -> None:
                                                                 "0: all; default 2000)")
     ap.add_argument("--max-steps", type=int, default=60, help="optimizer steps per trial (train.max_steps; "
                                                               "0: the config's epochs; default 60)")
+    ap.add_argument("--validation", type=float, default=None, help="fraction held out for validation "
+                                                                    "(data.split.validation; default the config's)")
     ap.add_argument("--samplers", nargs="*", default=list(SAMPLERS), choices=SAMPLERS)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-search"))
     ap.add_argument("--redo", action="store_true", help="run again what OUT already holds")
