@@ -165,20 +165,27 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"override {shorten(item, 60)} has an empty key")
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {shorten(item, 60)}: '{_key('.'.join(parts[:i + 1]))}' is a value, "
-                                  f"not a section")
-            node = child
         try:
-            node[parts[-1]] = parse_value(text)
+            value = parse_value(text)
         except ConfigError as exc:
             raise ConfigError(f"{_key('.'.join(parts))}: {exc}") from None
+        set_path(raw, parts, value, f"override {shorten(item, 60)}")
     return raw
+
+
+def set_path(raw: dict, parts: list[str], value: Any, what: str) -> None:
+    """raw[parts[0]][parts[1]]... = value, creating missing sections (in place).
+
+    Raises ConfigError, naming `what`, when a prefix of the path is a value rather than a section."""
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: '{_key('.'.join(parts[:i + 1]))}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:

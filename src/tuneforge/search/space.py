@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config.loader import read_yaml, shorten, validate_config
+from tuneforge.config.loader import read_yaml, set_path, shorten, validate_config
 from tuneforge.errors import ConfigError
 from tuneforge.registry import closest
 
@@ -279,16 +279,7 @@ def set_key(raw: dict, key: str, value: Any) -> dict:
         if section.get("name") != value and isinstance(value, str) and value in METHODS:
             fields = METHODS.get(value).Config.model_fields
             raw["method"] = {k: v for k, v in section.items() if k in fields}
-    parts = key.split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: '{'.'.join(parts[:i + 1])}' is a value in the config, not a section")
-        node = child
-    node[parts[-1]] = value
+    set_path(raw, key.split("."), value, key)
     return raw
 
 
