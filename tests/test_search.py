@@ -317,3 +317,27 @@ def test_shipped_spaces_validate_against_their_quickstart(space, config):
     params = sp.load_space(str(REPO / space))
     assert params
     sp.validate_space(params, copy.deepcopy(read_yaml(REPO / config)), where=f"{Path(space).name}: ")
+
+
+def test_two_objectives_give_a_pareto_front(study_files):
+    """--objectives quality,params: no pruning, trials.csv gives each trial's trainable parameters and whether it is
+    on the Pareto front (the smallest model among trials of equal loss is on it), best.yaml is a front member."""
+    import csv
+
+    d = study_files
+    r = _search(d, "--trials", "4", "--sampler", "random", "--seed", "5", "--objectives", "quality,params")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(d / "study" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"loss", "trainable_params", "pareto"} <= set(rows[0])
+    done = [r for r in rows if r["state"] == "complete"]
+    front = [r for r in done if r["pareto"] == "True"]
+    assert front
+    for r in done:  # a trial off the front is dominated by a front member
+        if r["pareto"] != "True":
+            assert any(float(f["loss"]) <= float(r["loss"]) and int(f["trainable_params"]) <= int(r["trainable_params"])
+                       for f in front), r
+    from tuneforge.config import load_config
+
+    best = load_config(d / "study" / "best.yaml")
+    assert best.train.learning_rate in [pytest.approx(float(f["train.learning_rate"])) for f in front]
