@@ -148,7 +148,8 @@ def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
 @pytest.mark.parametrize("task, override, match", [
     ("classification", "data.packing=true", "data.packing: only used by the causal_lm task"),
     ("classification", "data.format=alpaca", "data.format: only used by the causal_lm task"),
-    ("causal_lm", "data.text_pair_column=b", "data.text_pair_column: only used by the classification task"),
+    ("causal_lm", "data.text_pair_column=b",
+     "data.text_pair_column: only used by the classification and multitask tasks"),
     ("causal_lm", "data.overflow=cut", "data.overflow"),
     ("causal_lm", "eval.metric=accuracy", "eval.metric: 'accuracy' is not a causal_lm metric"),
 ])

@@ -297,8 +297,9 @@ def _validate_data(raw: Any, task, registry) -> tuple[Any, list[str]]:
         except ValidationError:
             at_default = False
         if not at_default:
-            errors.append(f"data.{_key(key)}: only used by the {' / '.join(owners)} task, not by task.type "
-                          f"'{task.type}'; remove it")
+            which = owners[0] + " task" if len(owners) == 1 else \
+                ", ".join(owners[:-1]) + f" and {owners[-1]} tasks"
+            errors.append(f"data.{_key(key)}: only used by the {which}, not by task.type '{task.type}'; remove it")
     if errors:
         return None, errors
     try:
