@@ -13,42 +13,18 @@ tuneforge.kernels.multitask for the layout and the loss).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tuneforge.errors import ModelError
 from tuneforge.kernels.multitask import HeadLayout, multitask_loss
 
 HEADS_FILE = "multitask_heads.safetensors"
 CONFIG_KEY = "tuneforge_multitask"
-
-
-@dataclass
-class MultiTaskOutput:
-    """What the forward pass returns: Trainer-compatible (`loss` first, then `logits`), indexable like a
-    transformers ModelOutput."""
-
-    loss: torch.Tensor | None
-    logits: torch.Tensor
-
-    def __getitem__(self, i):
-        return self.to_tuple()[i]
-
-    def to_tuple(self) -> tuple:
-        return tuple(v for v in (self.loss, self.logits) if v is not None)
-
-    def keys(self):
-        return [k for k, v in (("loss", self.loss), ("logits", self.logits)) if v is not None]
-
-    def __iter__(self):
-        return iter(self.to_tuple())
-
-    def __len__(self):
-        return len(self.to_tuple())
 
 
 def layouts(spec: dict) -> list[HeadLayout]:
@@ -192,7 +168,7 @@ class MultiTaskModel(nn.Module):
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return hidden[:, 0]
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None) -> MultiTaskOutput:
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
         pooled = self.pool(input_ids, attention_mask, token_type_ids)
         head = next(self.task_heads.parameters(), None)  # none after dynamic int8 quantization
         logits = self.task_heads(pooled.to(head.dtype) if head is not None and head.is_floating_point() else pooled)
@@ -200,7 +176,7 @@ class MultiTaskModel(nn.Module):
         if labels is not None:
             log_vars = self.task_weighting() if self.task_weighting is not None else None
             loss = multitask_loss(logits, labels, self.layouts, self.loss_weights, log_vars)
-        return MultiTaskOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
     # ---- loading and saving -----------------------------------------------------------------------------
     def _own_state(self) -> dict:

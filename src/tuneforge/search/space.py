@@ -230,11 +230,6 @@ def describe(params: list[Param]) -> list:
     return [p.canonical() for p in params]
 
 
-def is_finite(params: list[Param]) -> bool:
-    """Only unconditional choices (what a grid can enumerate)."""
-    return all(p.kind == "choice" and p.branches is None for p in params)
-
-
 def grid(params: list[Param]) -> dict[str, list]:
     """The grid sampler's search space ({optuna name: values}).
 

@@ -241,6 +241,11 @@ class Task:
 
 
 # ---- helpers the classifier tasks share -------------------------------------------------------------------------
+def first_output(predictions) -> np.ndarray:
+    """The logits among what the Trainer's evaluation returns (a tuple when the model returned more outputs)."""
+    return np.asarray(predictions[0] if isinstance(predictions, tuple) else predictions)
+
+
 def padding_collator(tokenizer) -> Callable:
     """Batches padded to their own longest row (the `length` column used for length grouping is dropped)."""
     from transformers import DataCollatorWithPadding

@@ -18,7 +18,7 @@ from pydantic import Field
 from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
 from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, padding_collator
+from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, first_output, padding_collator
 
 log = logging.getLogger("tuneforge")
 
@@ -331,8 +331,8 @@ class ClassificationTask(Task):
         from tuneforge.evaluation.classification import classification_metrics
 
         def fn(eval_pred):
-            logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-            return classification_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids))
+            logits = first_output(eval_pred.predictions)
+            return classification_metrics(logits, np.asarray(eval_pred.label_ids))
         return fn
 
     def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
@@ -343,8 +343,8 @@ class ClassificationTask(Task):
             log.warning("no test split: final metrics are the validation metrics")
             return {"validation": val_metrics}
         out = trainer.predict(prepared.test, metric_key_prefix="test")
-        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        test = write_classification_report(np.asarray(logits), np.asarray(out.label_ids), prepared.state.labels,
+        logits = first_output(out.predictions)
+        test = write_classification_report(logits, np.asarray(out.label_ids), prepared.state.labels,
                                            eval_dir, title=f"Test split ({len(prepared.test)} rows)",
                                            extra={"validation": val_metrics})
         result = {"validation": val_metrics, "test": test}

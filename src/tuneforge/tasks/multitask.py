@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.schema import DataSection, Section, TaskConfig
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, closest, padding_collator
+from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, first_output, closest, padding_collator
 
 log = logging.getLogger("tuneforge")
 IGNORE = -100.0
@@ -353,8 +353,8 @@ class MultiTaskTask(Task):
         spec, metrics = prepared.state.spec, prepared.state.metrics
 
         def fn(eval_pred):
-            logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-            return subtask_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids), spec, metrics)
+            logits = first_output(eval_pred.predictions)
+            return subtask_metrics(logits, np.asarray(eval_pred.label_ids), spec, metrics)
         return fn
 
     def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
@@ -363,9 +363,9 @@ class MultiTaskTask(Task):
             log.warning("no test split: final metrics are the validation metrics")
             return {"validation": val_metrics}
         out = trainer.predict(prepared.test, metric_key_prefix="test")
-        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+        logits = first_output(out.predictions)
         st = prepared.state
-        test = write_reports(np.asarray(logits), np.asarray(out.label_ids), st.spec, st.labels, st.metrics,
+        test = write_reports(logits, np.asarray(out.label_ids), st.spec, st.labels, st.metrics,
                              Path(eval_dir), f"Test split ({len(prepared.test)} rows)", val_metrics)
         result = {"validation": val_metrics, "test": test}
         weights = learned_weights(trainer.model, st.spec)

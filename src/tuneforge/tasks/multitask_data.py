@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tuneforge.data.prepare import label_strings
 from tuneforge.data.sources import check_cells, read_table, require_columns
 from tuneforge.errors import ConfigError, DataError
 
@@ -65,10 +66,7 @@ def single_label(v) -> str | None:
     """A single-label cell as its label string, or None when missing (NaN, None, empty)."""
     if v is None or (isinstance(v, float) and v != v):
         return None
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    s = str(v).strip()
-    return s or None
+    return label_strings([v])[0].strip() or None
 
 
 def multi_label(v, separator: str) -> tuple[str, ...] | None:
