@@ -18,7 +18,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # the one training engine; loading a finished run and predicting through its task
     5: ("tuneforge.training", "tuneforge.inference", "tuneforge.generation"),
     # workflows that use training or finished runs
-    6: ("tuneforge.cleaning", "tuneforge.compare", "tuneforge.export", "tuneforge.search", "tuneforge.serve"),
+    6: ("tuneforge.cleaning", "tuneforge.compare", "tuneforge.export", "tuneforge.search", "tuneforge.serve",
+        "tuneforge.webui"),
     # the public Python API and the command line
     7: ("tuneforge", "tuneforge.__main__", "tuneforge.cli"),
 }

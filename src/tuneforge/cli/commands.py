@@ -7,3 +7,5 @@ from tuneforge.cli import data  # noqa: F401,E402
 from tuneforge.cli import compare, report  # noqa: F401,E402
 from tuneforge.cli import runs  # noqa: F401,E402
 from tuneforge.cli import search  # noqa: F401,E402
+from tuneforge.cli import estimate  # noqa: F401,E402
+from tuneforge.cli import webui  # noqa: F401,E402

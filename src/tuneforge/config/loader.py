@@ -332,11 +332,22 @@ def validate_config(raw: dict, environment: bool = False) -> RunConfig:
 
     `environment`: also check that the config can run on this machine (CUDA for mixed precision, installed
     trackers and kernels); `load_config` does, for `tuneforge validate` and `tuneforge train`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config: the top level must be a mapping of sections, got {type(raw).__name__}")
+    cfg, errors = config_problems(raw, environment)
+    if errors:
+        raise ConfigError(join_errors(errors))
+    return cfg
+
+
+def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | None, list[str]]:
+    """(the validated config or None, every problem as `key.path: what is wrong`): what `validate_config`
+    raises, as a list (the web UI shows each problem next to the field it names)."""
     from tuneforge.registry import METHODS
     from tuneforge.registry import TASKS
 
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid config: the top level must be a mapping of sections, got {type(raw).__name__}")
+        return None, [f"(config): the top level must be a mapping of sections, got {type(raw).__name__}"]
     errors = []
     for key in raw:
         if key not in RunConfig.model_fields:
@@ -378,9 +389,7 @@ def validate_config(raw: dict, environment: bool = False) -> RunConfig:
         if environment and not errors:
             from tuneforge.config.environment import environment_errors
             errors += environment_errors(cfg)
-    if errors:
-        raise ConfigError(join_errors(errors))
-    return cfg
+    return (None if errors else cfg), errors
 
 
 def _run_name(path: str | Path) -> str | None:

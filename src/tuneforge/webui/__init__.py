@@ -1,0 +1,1 @@
+"""The web UI (tuneforge webui): a thin client over the CLI and the run directories."""

@@ -1,0 +1,124 @@
+"""`tuneforge webui`: the pages in one Gradio app, the language switch, and a safe launch.
+
+Gradio is imported only here and in the page modules, which only `tuneforge webui` imports: the rest of the
+command line never pays for it. Its analytics are off (GRADIO_ANALYTICS_ENABLED=False before the import, and on
+the Blocks): the machines this runs on often have no internet, and a UI must not phone home anyway.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from tuneforge.errors import ConfigError
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from tuneforge.webui import model_pages, runs_page, tools_page, train_page  # noqa: E402
+from tuneforge.webui.i18n import LANG_NAMES, LANGS, text  # noqa: E402
+from tuneforge.webui.ui import Ctx, Tr, lang_of  # noqa: E402
+from tuneforge.webui.workspace import Workspace  # noqa: E402
+
+CSS = """
+.tf-field-error textarea, .tf-field-error input { border-color: #d33 !important; }
+.tf-field-error [data-testid="block-info"], .tf-field-error .info { color: #d33 !important; }
+body, .gradio-container { font-family: "Noto Sans", "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei",
+  "PingFang SC", sans-serif; }
+"""
+
+
+def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
+    """The whole web UI over `ws`, labelled in `lang` (switchable in the page)."""
+    lang = lang_of(lang)
+    tr = Tr(lang)
+    cache = model_pages.ModelCache()
+    with gr.Blocks(title="tuneforge", analytics_enabled=False) as demo:
+        session_lang = gr.State(lang)
+        ctx = Ctx(ws, tr, session_lang)
+        with gr.Row():
+            heading = tr.reg(gr.Markdown(f"## {tr('title')}", elem_id="tf-title"), value="title")
+            switch = tr.reg(gr.Radio([(LANG_NAMES[code], code) for code in LANGS], value=lang, label=tr("language"),
+                                     elem_id="tf-lang", scale=0, min_width=200), label="language")
+        intro = gr.Markdown(tr("subtitle", runs=ws.runs_dir), elem_id="tf-intro")
+        with gr.Tabs(elem_id="tf-tabs") as tabs:
+            with tr.reg(gr.Tab(tr("tab_train"), id="train", elem_id="tf-tab-train"), label="tab_train"):
+                train_page.build(ctx)
+            with tr.reg(gr.Tab(tr("tab_runs"), id="runs", elem_id="tf-tab-runs"), label="tab_runs"):
+                runs_page.build(ctx)
+            with tr.reg(gr.Tab(tr("tab_data"), id="data", elem_id="tf-tab-data"), label="tab_data"):
+                tools_page.build_data(ctx, train_page.data_choices(ws) + train_page.shipped_configs(ws))
+            with tr.reg(gr.Tab(tr("tab_compare"), id="compare", elem_id="tf-tab-compare"), label="tab_compare"):
+                tools_page.build_compare(ctx)
+            with tr.reg(gr.Tab(tr("tab_search"), id="search", elem_id="tf-tab-search"), label="tab_search"):
+                tools_page.build_search(ctx)
+            with tr.reg(gr.Tab(tr("tab_chat"), id="chat", elem_id="tf-tab-chat"), label="tab_chat"):
+                model_pages.build_chat(ctx, cache)
+            with tr.reg(gr.Tab(tr("tab_predict"), id="predict", elem_id="tf-tab-predict"), label="tab_predict"):
+                model_pages.build_predict(ctx, cache)
+            with tr.reg(gr.Tab(tr("tab_export"), id="export", elem_id="tf-tab-export"), label="tab_export"):
+                model_pages.build_export(ctx)
+
+        # Start switches to the Runs page with the new run chosen
+        start_fn, start_inputs, start_status = ctx.shared["start_event"]
+        ctx.shared["start_btn"].click(start_fn, start_inputs, [start_status, tabs, ctx.shared["run_pick"]])
+
+        translated = tr.components
+
+        def relabel(code):
+            code = lang_of(code)
+            ups = tr.updates(code)
+            # headings and buttons carry the text as their value
+            for i, (comp, attrs) in enumerate(tr.items):
+                if comp is heading:
+                    ups[i] = gr.update(value=f"## {text('title', code)}")
+            return [code, gr.update(value=text("subtitle", code, runs=ws.runs_dir)), *ups]
+
+        switch.change(relabel, [switch], [session_lang, intro, *translated], show_progress="hidden")
+
+        restore_fn, restore_in, restore_out = ctx.shared["restore_run"]
+        render_fn, render_in, render_out = ctx.shared["render"]
+
+        def on_load(saved, *render_values):
+            """A reload finds the run this browser was looking at, and the form's YAML preview is drawn."""
+            return [restore_fn(saved), *render_fn(*render_values)]
+
+        demo.load(on_load, [*restore_in, *render_in], [*restore_out, *render_out])
+
+        def lang_from_url(request: gr.Request):
+            """`?lang=zh` in the address picks the language of this page."""
+            wanted = dict(request.query_params).get("lang") if request is not None else None
+            return wanted if wanted in LANGS else gr.update()
+
+        demo.load(lang_from_url, None, [switch])
+    return demo
+
+
+def check_host(host: str, password: str | None, insecure: bool) -> None:
+    """A UI that can start training and read files is for this machine only, unless a password protects it
+    (or the user says --insecure). Raises ConfigError."""
+    loopback = host in ("localhost",)
+    try:
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not loopback and not password and not insecure:
+        raise ConfigError(f"--host {host} makes the web UI reachable from other machines, and it can start "
+                          f"training and read files: give --password (or set TUNEFORGE_WEBUI_PASSWORD), or say "
+                          f"--insecure if the network is trusted")
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", data_dirs=(), password: str | None = None,
+           insecure: bool = False, lang: str = "en", user: str = "tuneforge", block: bool = True):
+    """Build and serve the web UI. Returns the Blocks (with `block=False`, the server runs in a thread)."""
+    check_host(host, password, insecure)
+    if lang not in LANGS:
+        raise ConfigError(f"--lang: '{lang}' is not one of {', '.join(LANGS)}")
+    ws = Workspace(runs_dir, data_dirs)
+    demo = build_app(ws, lang)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
+                allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
+                show_error=True, css=CSS, footer_links=[])
+    return demo

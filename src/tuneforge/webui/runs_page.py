@@ -1,0 +1,165 @@
+"""The Runs page: every run under the runs directory with its state and main metric; for the chosen run its
+live curves and log (read from metrics.jsonl and train.log every two seconds, so a reload or a second browser
+finds the run again), Stop, Resume, and the evaluation report once it has one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from tuneforge.training.rundir import RunDir
+from tuneforge.training.runlist import age_text, describe
+from tuneforge.webui.i18n import text
+from tuneforge.webui.ui import Ctx, lang_of, message
+from tuneforge.webui.workspace import LOG_NAME, Workspace, error_text, without_images
+
+#: metrics.jsonl keys that are bookkeeping, not curves
+_NOT_CURVES = ("runtime", "per_second", "epoch", "learning_rate", "grad_norm", "flos", "tokens_seen", "time", "step")
+
+
+def runs_frame(ws: Workspace, lang: str) -> pd.DataFrame:
+    rows = [[r["name"], r["state"] or "?", r["metric"] or "",
+             "" if r["value"] is None else round(float(r["value"]), 4), age_text(r["age_seconds"])]
+            for r in ws.runs()]
+    cols = [text(k, lang) for k in ("run", "state", "metric", "value", "age")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def curves(ws: Workspace, run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(losses, other metrics) of a run as long tables (step, value, series) for line plots."""
+    loss, other = [], []
+    for row in ws.metrics(run):
+        step = row.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        for key, value in row.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or any(n in key for n in _NOT_CURVES):
+                continue
+            (loss if "loss" in key else other).append({"step": step, "value": float(value), "series": key})
+    empty = pd.DataFrame({"step": pd.Series(dtype=float), "value": pd.Series(dtype=float),
+                          "series": pd.Series(dtype=str)})
+    return (pd.DataFrame(loss) if loss else empty), (pd.DataFrame(other) if other else empty)
+
+
+def state_line(ws: Workspace, run: Path) -> str:
+    d = describe(run)
+    parts = [f"**{ws.rel(run)}**: `{d['state']}`"]
+    if d["metric"]:
+        parts.append(f"{d['metric']} = {d['value']:.4f}")
+    if d["pid"]:
+        parts.append(f"PID {d['pid']}")
+    line = " · ".join(parts)
+    if d["error"] and d["state"] in ("failed", "stopped"):
+        line += f"  \n⚠ {d['error']}"
+    return line
+
+
+def report_parts(run: Path, lang: str) -> tuple[str, str | None, str | None]:
+    """(report.md, confusion matrix PNG, loss curve PNG) of a run's evaluation, where present."""
+    ev = run / "eval"
+    md = ev / "report.md"
+    body = without_images(md.read_text(encoding="utf-8")) if md.is_file() else text("no_report", lang)
+    cm, lc = ev / "confusion_matrix.png", ev / "loss_curve.png"
+    return body, (str(cm) if cm.is_file() else None), (str(lc) if lc.is_file() else None)
+
+
+def build(ctx: Ctx):
+    ws, tr = ctx.ws, ctx.tr
+    remembered = gr.BrowserState(None, storage_key="tuneforge-run")
+    seen_state = gr.State(None)
+    with gr.Row():
+        run_pick = tr.reg(gr.Dropdown([r["name"] for r in ws.runs()], label=tr("run"), allow_custom_value=True,
+                                      scale=4, elem_id="tf-run-pick"), label="run")
+        refresh = tr.reg(gr.Button(tr("refresh"), scale=1, elem_id="tf-runs-refresh"), value="refresh")
+    table = tr.reg(gr.Dataframe(runs_frame(ws, tr.lang), label=tr("runs_table"), interactive=False,
+                                elem_id="tf-runs-table"), label="runs_table")
+    state_md = gr.Markdown(tr("no_run"), elem_id="tf-run-state")
+    with gr.Row():
+        stop_btn = tr.reg(gr.Button(tr("stop"), variant="stop", elem_id="tf-stop"), value="stop")
+        resume_btn = tr.reg(gr.Button(tr("resume"), elem_id="tf-resume"), value="resume")
+    action_md = gr.Markdown(elem_id="tf-run-action")
+    with tr.reg(gr.Accordion(tr("curves"), open=True), label="curves"):
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="value", color="series", height=260, elem_id="tf-loss-plot")
+            metric_plot = gr.LinePlot(x="step", y="value", color="series", height=260, elem_id="tf-metric-plot")
+    log_box = tr.reg(gr.Textbox(label=tr("log"), lines=12, max_lines=12, interactive=False, autoscroll=True,
+                                elem_id="tf-log"), label="log")
+    with tr.reg(gr.Accordion(tr("report"), open=True, elem_id="tf-report"), label="report"):
+        report_md = gr.Markdown(elem_id="tf-report-md")
+        with gr.Row():
+            cm_img = tr.reg(gr.Image(label=tr("confusion"), interactive=False, height=320,
+                                     elem_id="tf-confusion"), label="confusion")
+            lc_img = tr.reg(gr.Image(label=tr("loss_curve"), interactive=False, height=320,
+                                     elem_id="tf-loss-curve"), label="loss_curve")
+    timer = gr.Timer(2.0)
+    ctx.shared.update(run_pick=run_pick)
+
+    def detail(name, lang, last_state):
+        """Everything about the chosen run; the report only when the run's state changed (images are heavy)."""
+        lang = lang_of(lang)
+        keep = [gr.update()] * 3
+        if not name:
+            return [text("no_run", lang), None, None, "", None, *keep]
+        try:
+            run = ws.run_dir(name)
+        except Exception as exc:  # noqa: BLE001
+            return [message("error", error_text(exc)), None, None, "", None, *keep]
+        loss, other = curves(ws, run)
+        state = RunDir(run).state()
+        log = ws.log_tail(run / LOG_NAME)
+        report = keep if state == last_state else list(report_parts(run, lang))
+        return [state_line(ws, run), loss, other, log, state, *report]
+
+    detail_out = [state_md, loss_plot, metric_plot, log_box, seen_state, report_md, cm_img, lc_img]
+
+    def tick(name, lang, last_state):
+        choices = [r["name"] for r in ws.runs()]
+        return [runs_frame(ws, lang_of(lang)), gr.update(choices=choices), *detail(name, lang, last_state)]
+
+    timer.tick(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out], show_progress="hidden")
+    refresh.click(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out])
+
+    def choose(name, lang):
+        return [*detail(name, lang, "__changed__"), name]
+
+    run_pick.change(choose, [run_pick, ctx.lang], [*detail_out, remembered], show_progress="hidden")
+
+    def pick_row(evt: gr.SelectData, frame):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        try:
+            return frame.iloc[row, 0]
+        except (IndexError, KeyError, AttributeError):
+            return gr.update()
+
+    table.select(pick_row, [table], [run_pick])
+
+    def stop(name, lang):
+        lang = lang_of(lang)
+        try:
+            run = ws.run_dir(name)
+            state = ws.stop(run)
+        except Exception as exc:  # noqa: BLE001
+            return message("error", error_text(exc))
+        return text("stopped_msg", lang, run=ws.rel(run), state=state)
+
+    stop_btn.click(stop, [run_pick, ctx.lang], [action_md])
+
+    def resume(name, lang):
+        lang = lang_of(lang)
+        try:
+            run = ws.run_dir(name)
+            job = ws.resume(run)
+        except Exception as exc:  # noqa: BLE001
+            return message("error", error_text(exc))
+        return text("resumed_msg", lang, run=ws.rel(run), pid=job.pid)
+
+    resume_btn.click(resume, [run_pick, ctx.lang], [action_md])
+
+    def restore(saved):
+        """After a reload: the run this browser was looking at, if it still exists."""
+        names = [r["name"] for r in ws.runs()]
+        return gr.update(choices=names, value=saved if saved in names else None)
+
+    ctx.shared["restore_run"] = (restore, [remembered], [run_pick])
+

@@ -1,0 +1,349 @@
+"""The Train page: a form generated from the config schema (webui/form.py), the YAML it makes and the command
+line that runs it, Validate (each problem shown next to the field it names), Save and Start."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from tuneforge.webui import form
+from tuneforge.webui.i18n import text
+from tuneforge.webui.ui import Ctx, lang_of, message
+from tuneforge.webui.workspace import Workspace, error_text, slug
+
+#: fields shown as pickers at the top of the page rather than inside their section
+PICKERS = ("model.name", "data.train")
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+SECTION_KEYS = {"model": "section_model", "data": "section_data", "train": "section_train",
+                "distill": "section_distill", "eval": "section_eval", "output": "section_output"}
+
+
+def shipped_configs(ws: Workspace) -> list[str]:
+    """Run configs the page can load: configs/ of the working directory and the ones saved from this UI."""
+    found = []
+    for root in (ws.cwd / "configs", ws.ui_dir / "configs"):
+        if root.is_dir():
+            found += [p for p in sorted(root.rglob("*.yaml")) if "search" not in p.relative_to(root).parts[:1]]
+    return [str(p.relative_to(ws.cwd)) if ws.cwd in p.parents else str(p) for p in found]
+
+
+def data_choices(ws: Workspace, limit: int = 200) -> list[str]:
+    from tuneforge.data.sources import BUILTIN_DATA
+
+    out = [f"builtin:{n}" for n in BUILTIN_DATA]
+    for root in ws.data_dirs:
+        for p in sorted(root.rglob("*")):
+            if len(out) >= limit:
+                return out
+            rel = p.relative_to(root)
+            if any(part.startswith(".") or part in ("runs", "node_modules", "src") for part in rel.parts[:-1]):
+                continue
+            if p.suffix in DATA_SUFFIXES and p.is_file():
+                out.append(str(p.relative_to(ws.cwd)) if ws.cwd in p.parents else str(p))
+    return out
+
+
+def model_choices() -> list[str]:
+    from tuneforge.models.builtins import BUILTIN_MODELS
+
+    return [f"builtin:{m.alias}" for m in BUILTIN_MODELS.values()]
+
+
+def compose(specs: list[form.FieldSpec], task: str, method: str, base: dict | None, values: list) -> dict:
+    """The raw config of the form: `values` lines up with `specs` (every field of every group); only the
+    chosen task's and method's groups count. Raises ValueError('<key>: <why>') for a value that does not parse."""
+    wanted = {(s.group, s.key) for s in form.fields_for(task, method)}
+    chosen = {s.key: v for s, v in zip(specs, values) if (s.group, s.key) in wanted}
+    return form.form_to_raw(task, method, chosen, base=base)
+
+
+def cli_line(ws: Workspace, name: str) -> str:
+    """The shell command that the Start button runs (`python -m tuneforge` shown as `tuneforge`)."""
+    config, target, argv = ws.train_argv(name or "run")
+    return " ".join(["tuneforge", "train", ws.rel_or_abs(config), f"output.dir={ws.rel_or_abs(target)}"])
+
+
+def field_of_error(line: str, keys: list[str]) -> str | None:
+    """The form key a validation problem (`key.path: what is wrong`) names: the longest key that is the
+    problem's path or a prefix of it."""
+    path = line.split(":", 1)[0].strip()
+    best = None
+    for k in keys:
+        if (path == k or path.startswith(k + ".")) and (best is None or len(k) > len(best)):
+            best = k
+    return best
+
+
+def preview_data(ws: Workspace, source: str, text_column: str | None, label_column: str | None, lang: str):
+    """(first rows, a note on the columns and labels) of a data source."""
+    from tuneforge.data.sources import guess_columns, read_table
+
+    df = read_table(ws.data_source(source), "data.train")
+    guessed = guess_columns(df, text_column, label_column)
+    tcol = text_column if text_column in df.columns else guessed.get("data.text_column", (None,))[0]
+    lcol = label_column if label_column in df.columns else guessed.get("data.label_column", (None,))[0]
+    lines = [f"**{len(df)} {text('rows', lang)}** · {text('columns', lang)}: " + ", ".join(f"`{c}`" for c in df.columns)]
+    if tcol:
+        mark = f" ({text('guessed', lang)})" if tcol != text_column else ""
+        lines.append(f"{text('text_column_is', lang)}: `{tcol}`{mark}")
+    if lcol:
+        mark = f" ({text('guessed', lang)})" if lcol != label_column else ""
+        counts = df[lcol].astype(str).value_counts()
+        shown = ", ".join(f"`{k}` {v}" for k, v in counts.head(20).items())
+        lines.append(f"{text('label_column_is', lang)}: `{lcol}`{mark} · {text('labels', lang)}: {shown}")
+    head = df.head(8).copy()
+    for c in head.columns:  # conversations and other nested cells: shown as text
+        head[c] = head[c].map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)[:300])
+    return head, "  \n".join(lines)
+
+
+def build(ctx: Ctx):
+    ws, tr = ctx.ws, ctx.tr
+    specs = form.all_fields()
+    defaults = {(s.group, s.key): form.to_widget(s, s.default) for s in specs}
+    task0, method0 = "classification", "lora"
+    base = gr.State(None)
+
+    with gr.Row():
+        config_pick = tr.reg(gr.Dropdown(shipped_configs(ws), label=tr("load_config"), allow_custom_value=True,
+                                         scale=3, elem_id="tf-config-pick"), label="load_config")
+        upload = tr.reg(gr.File(label=tr("upload_config"), file_types=[".yaml", ".yml"], type="filepath",
+                                scale=2, height=90), label="upload_config")
+        load_btn = tr.reg(gr.Button(tr("load"), scale=1, elem_id="tf-load"), value="load")
+    with gr.Row():
+        model_pick = tr.reg(gr.Dropdown(model_choices(), value=defaults[("model", "model.name")], label=tr("model"),
+                                        allow_custom_value=True, elem_id="tf-model"), label="model")
+        data_pick = tr.reg(gr.Dropdown(data_choices(ws), value=defaults[("data", "data.train")],
+                                       label=tr("train_data"), allow_custom_value=True, elem_id="tf-data"),
+                           label="train_data")
+        task_pick = tr.reg(gr.Dropdown(form.task_types(), value=task0, label=tr("task"), elem_id="tf-task"),
+                           label="task")
+        method_pick = tr.reg(gr.Dropdown(form.method_names(), value=method0, label=tr("method"),
+                                         elem_id="tf-method"), label="method")
+    with gr.Row():
+        preview_btn = tr.reg(gr.Button(tr("preview"), size="sm", elem_id="tf-preview"), value="preview")
+    preview_note = gr.Markdown(elem_id="tf-preview-note")
+    preview_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="tf-preview-table")
+
+    widgets: list = []
+    groups: dict[str, list] = {}
+
+    def widget(s: form.FieldSpec):
+        value = defaults[(s.group, s.key)]
+        common = {"label": s.key, "info": s.description, "elem_id": _elem_id(s), "elem_classes": ["tf-field"]}
+        if s.kind == "bool":
+            return gr.Checkbox(value=bool(value), **common)
+        if s.kind == "choice":
+            choices = ([""] if s.optional else []) + list(s.choices)
+            return gr.Dropdown(choices, value=value, **common)
+        if s.kind in ("int", "float"):
+            return gr.Textbox(value="" if value is None else str(value), max_lines=1, **common)
+        return gr.Textbox(value=value, max_lines=1 if s.kind != "yaml" else 3, **common)
+
+    order = ["model", "data"] + [f"task:{t}" for t in form.task_types()] + \
+        [f"method:{m}" for m in form.method_names()] + ["train", "distill", "eval", "output"]
+    by_group: dict[str, list[form.FieldSpec]] = {}
+    for s in specs:
+        by_group.setdefault(s.group, []).append(s)
+    made: dict[tuple, object] = {}
+    for g in order:
+        members = by_group.get(g, [])
+        if g.startswith("task:"):
+            t = g.split(":", 1)[1]
+            members = by_group.get(f"task:{t}", []) + by_group.get(f"data:{t}", [])
+            acc = tr.reg(gr.Accordion(f"{tr('section_task')}: {t}", open=False, visible=t == task0,
+                                      elem_id=f"tf-group-task-{t}"), label="section_task")
+        elif g.startswith("method:"):
+            m = g.split(":", 1)[1]
+            acc = tr.reg(gr.Accordion(f"{tr('section_method')}: {m}", open=True, visible=m == method0,
+                                      elem_id=f"tf-group-method-{m}"), label="section_method")
+        else:
+            acc = tr.reg(gr.Accordion(tr(SECTION_KEYS[g]), open=False, elem_id=f"tf-group-{g}"),
+                         label=SECTION_KEYS[g])
+        groups[g] = acc
+        with acc:
+            for s in members:
+                if s.key in PICKERS:
+                    continue
+                made[(s.group, s.key)] = widget(s)
+    for s in specs:  # one component per field, in the order of `specs`
+        if s.key == "model.name":
+            widgets.append(model_pick)
+        elif s.key == "data.train":
+            widgets.append(data_pick)
+        else:
+            widgets.append(made[(s.group, s.key)])
+    # the task accordions carry their own names in the label: the language switch must keep it
+    tr.items = [(c, a) for c, a in tr.items if not (a.get("label") in ("section_task", "section_method"))]
+
+    with gr.Row():
+        run_name = tr.reg(gr.Textbox(value="sentiment-run", label=tr("run_name"), max_lines=1,
+                                     elem_id="tf-run-name"), label="run_name")
+        validate_btn = tr.reg(gr.Button(tr("validate"), elem_id="tf-validate"), value="validate")
+        save_btn = tr.reg(gr.Button(tr("save_yaml"), elem_id="tf-save"), value="save_yaml")
+        start_btn = tr.reg(gr.Button(tr("start"), variant="primary", elem_id="tf-start"), value="start")
+    status = gr.Markdown(elem_id="tf-train-status")
+    saved_file = gr.File(visible=False, interactive=False, label="YAML")
+    with gr.Row():
+        yaml_box = tr.reg(gr.Code(language="yaml", label=tr("yaml_preview"), interactive=False,
+                                  elem_id="tf-yaml"), label="yaml_preview")
+    cli_box = tr.reg(gr.Textbox(label=tr("cli_equivalent"), interactive=False, elem_id="tf-cli"),
+                     label="cli_equivalent")
+
+    ctx.shared.update(train_widgets=widgets, train_specs=specs, task_pick=task_pick, method_pick=method_pick,
+                      train_base=base, run_name=run_name)
+
+    # --- handlers ----------------------------------------------------------------------------------------------
+    def render(task, method, base_raw, name, *values):
+        try:
+            raw = compose(specs, task, method, base_raw, list(values))
+        except ValueError as exc:
+            return f"# {exc}", cli_line(ws, name or "run")
+        return form.to_yaml(raw), cli_line(ws, name or "run")
+
+    inputs = [task_pick, method_pick, base, run_name, *widgets]
+    for comp in [task_pick, method_pick, run_name, *widgets]:
+        comp.change(render, inputs, [yaml_box, cli_box], show_progress="hidden", queue=False)
+
+    def switch(task, method, base_raw):
+        """Show the chosen task's and method's groups; forget base keys of the groups no longer chosen."""
+        shown = {f"task:{task}", f"method:{method}"}
+        if isinstance(base_raw, dict):
+            keep = {s.key for s in form.fields_for(task, method)}
+            drop = {s.key for s in specs if s.group.split(":")[0] in ("task", "data", "method") and ":" in s.group
+                    and s.key not in keep}
+            base_raw = _without(base_raw, drop)
+        ups = [gr.update(visible=g in shown) for g in groups if ":" in g]
+        return [base_raw, *ups]
+
+    flip = [g for g in groups if ":" in g]
+    for comp in (task_pick, method_pick):
+        comp.change(switch, [task_pick, method_pick, base], [base, *[groups[g] for g in flip]], queue=False)
+
+    def load(path, uploaded, lang):
+        lang = lang_of(lang)
+        source = uploaded or path
+        try:
+            from tuneforge.config.loader import read_yaml
+
+            if not source:
+                raise ValueError("choose a config to load")
+            if not uploaded:
+                ws.inside(source)
+            raw = read_yaml(source)
+            task, method, vals = form.form_values(raw)
+        except Exception as exc:  # noqa: BLE001  (shown on the page, in one line)
+            return [gr.update()] * (4 + len(widgets)) + [message("error", error_text(exc))]
+        out = []
+        for s in specs:
+            if s.group in ("task:" + task, "data:" + task, "method:" + method) or ":" not in s.group:
+                v = vals.get(s.key, defaults[(s.group, s.key)])
+            else:
+                v = defaults[(s.group, s.key)]
+            out.append(_as_widget(s, v))
+        name = (raw.get("output") or {}).get("name") or Path(str(source)).stem
+        return [raw, task, method, slug(name), *out, text("loaded", lang, path=Path(str(source)).name)]
+
+    load_btn.click(load, [config_pick, upload, ctx.lang], [base, task_pick, method_pick, run_name, *widgets, status])
+
+    def validate(lang, task, method, base_raw, *values):
+        from tuneforge.config import config_problems
+
+        lang = lang_of(lang)
+        keys = [s.key for s in specs]
+        try:
+            raw = compose(specs, task, method, base_raw, list(values))
+            _, problems = config_problems(raw, environment=True)
+        except ValueError as exc:
+            problems = [str(exc)]
+        named: dict[str, list[str]] = {}
+        for p in problems:
+            k = field_of_error(p, keys)
+            if k:
+                named.setdefault(k, []).append(p.split(":", 1)[1].strip() if ":" in p else p)
+        ups = []
+        for s in specs:
+            errs = named.get(s.key)
+            ups.append(gr.update(info=("⚠ " + "; ".join(errs)) if errs else s.description,
+                                 elem_classes=["tf-field", "tf-field-error"] if errs else ["tf-field"]))
+        if problems:
+            head = text("invalid", lang, n=len(problems))
+            summary = f"**⚠ {head}**\n\n" + "\n".join(f"- `{p.split(':', 1)[0]}`: {p.split(':', 1)[-1].strip()}"
+                                                       for p in problems)
+        else:
+            summary = "✓ " + text("valid", lang)
+        return [summary, *ups]
+
+    validate_btn.click(validate, [ctx.lang, task_pick, method_pick, base, *widgets], [status, *widgets])
+
+    def save(lang, task, method, base_raw, name, *values):
+        lang = lang_of(lang)
+        try:
+            raw = compose(specs, task, method, base_raw, list(values))
+            path = ws.write_config(raw, name or "run")
+        except Exception as exc:  # noqa: BLE001
+            return message("error", error_text(exc)), gr.update(), gr.update()
+        return (text("saved_to", lang, path=ws.rel_or_abs(path)), gr.update(value=str(path), visible=True),
+                gr.update(choices=shipped_configs(ws)))
+
+    save_btn.click(save, [ctx.lang, task_pick, method_pick, base, run_name, *widgets],
+                   [status, saved_file, config_pick])
+
+    def start(lang, task, method, base_raw, name, *values):
+        lang = lang_of(lang)
+        try:
+            raw = compose(specs, task, method, base_raw, list(values))
+            job, target = ws.start_train(raw, name or "run")
+        except Exception as exc:  # noqa: BLE001
+            return message("error", error_text(exc)), gr.update(), gr.update()
+        rel = ws.rel(target)
+        return (text("started", lang, run=rel, pid=job.pid), gr.update(selected="runs"), rel)
+
+    ctx.shared["start_event"] = (start, [ctx.lang, task_pick, method_pick, base, run_name, *widgets], status)
+
+    def do_preview(lang, source, *values):
+        lang = lang_of(lang)
+        vals = {s.key: v for s, v in zip(specs, values)}
+        try:
+            head, note = preview_data(ws, source, vals.get("data.text_column") or None,
+                                      vals.get("data.label_column") or None, lang)
+        except Exception as exc:  # noqa: BLE001
+            return message("error", error_text(exc)), gr.update(visible=False)
+        return note, gr.update(value=head, visible=True)
+
+    preview_btn.click(do_preview, [ctx.lang, data_pick, *widgets], [preview_note, preview_table])
+    ctx.shared["start_btn"] = start_btn
+    ctx.shared["render"] = (render, inputs, [yaml_box, cli_box])
+
+
+def _elem_id(s: form.FieldSpec) -> str:
+    group = s.group.replace(":", "-")
+    return f"tf-f-{group}-{s.key.replace('.', '-')}"
+
+
+def _as_widget(s: form.FieldSpec, value):
+    if s.kind in ("int", "float"):
+        return "" if value is None else str(value)
+    return value
+
+
+def _without(raw: dict, keys: set[str]) -> dict:
+    """A copy of `raw` without the dotted `keys` (sections left empty by that are dropped too)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key in keys:
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.get(p) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    for section in ("task", "data", "method"):
+        if out.get(section) == {}:
+            out.pop(section)
+    return out
+
+
