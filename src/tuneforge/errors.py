@@ -27,3 +27,9 @@ class ServeError(TuneforgeError):
     """The server cannot start: its port is in use, or its address cannot be bound."""
 
     exit_code = 6
+
+
+class ResourceError(TuneforgeError):
+    """The machine ran out of a resource during training (CUDA out of memory): the message says what to change."""
+
+    exit_code = 7

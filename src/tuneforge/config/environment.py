@@ -66,6 +66,20 @@ def check_levers(train_cfg) -> None:
         raise ConfigError(f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'")
 
 
+def check_distributed(train_cfg) -> None:
+    """`train.distributed.strategy` that cannot run here: FSDP and DeepSpeed need CUDA GPUs (accelerate runs FSDP
+    only on GPUs and silently falls back to DDP on CPU), DeepSpeed needs its package."""
+    strategy = train_cfg.distributed.strategy
+    if strategy == "ddp":
+        return
+    if not cuda_available():
+        raise ConfigError(f"train.distributed.strategy: '{strategy}' needs CUDA GPUs (accelerate shards models only "
+                          f"there); on CPU use ddp")
+    if strategy == "deepspeed" and not installed("deepspeed"):
+        raise ConfigError("train.distributed.strategy: 'deepspeed' needs DeepSpeed: pip install deepspeed "
+                          "(or use fsdp)")
+
+
 def _run_state(status) -> str | None:
     """`state` of a run's status.json; None without one, `unreadable` when it cannot be read."""
     import json
@@ -136,7 +150,8 @@ def environment_errors(cfg) -> list[str]:
     """Every problem of the validated RunConfig `cfg` on this machine, one message each (empty when it can run)."""
     errors = []
     for check in (lambda: resolve_precision(cfg.train.precision), lambda: resolve_report_to(cfg.train.report_to),
-                  lambda: check_levers(cfg.train), lambda: check_teacher(cfg)):
+                  lambda: check_levers(cfg.train), lambda: check_teacher(cfg),
+                  lambda: check_distributed(cfg.train)):
         try:
             check()
         except ConfigError as exc:

@@ -324,6 +324,10 @@ def _training_checks(cfg: RunConfig) -> list[str]:
             errors.append(f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
                           f"with eval.load_best_model every checkpoint must be an evaluation step "
                           f"(or set eval.load_best_model=false)")
+    d = t.distributed
+    if d.strategy == "fsdp" and d.fsdp.activation_checkpointing and t.gradient_checkpointing:
+        errors.append("train.distributed.fsdp.activation_checkpointing: choose it or train.gradient_checkpointing, "
+                      "not both (they recompute the same activations twice)")
     return errors
 
 
@@ -386,6 +390,11 @@ def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | N
             except ValidationError as exc:  # a check that assigns a field
                 errors += _format_errors(exc, RunConfig)
         errors += _training_checks(cfg)
+        strategy = cfg.train.distributed.strategy
+        for owner in (TASKS.get(cfg.task.type), METHODS.get(cfg.method.name)):
+            why = owner.supports_strategy(cfg, strategy)
+            if why:
+                errors.append(f"train.distributed.strategy: '{strategy}' cannot train this run: {why}")
         if environment and not errors:
             from tuneforge.config.environment import environment_errors
             errors += environment_errors(cfg)

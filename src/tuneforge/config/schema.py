@@ -267,6 +267,53 @@ class EarlyStoppingSection(Section):
     threshold: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
 
 
+class FsdpSection(Section):
+    sharding: Literal["full", "shard_grad_op", "hybrid"] = Field("full", description=(
+        "What FSDP2 shards: `full` (weights, gradients and optimizer states; weights re-gathered per block), "
+        "`shard_grad_op` (weights stay gathered after the forward pass: faster, more memory), `hybrid` (full "
+        "sharding inside a node, replicas across nodes: `--nnodes` > 1)."))
+    auto_wrap: Union[Literal["auto"], list[str]] = Field("auto", description=(
+        "Module classes that become one FSDP unit each. `auto`: the model's transformer block class (its "
+        "`_no_split_modules`, for example `LlamaDecoderLayer`); or a list of class names."))
+    activation_checkpointing: bool = Field(False, description=(
+        "FSDP's own activation checkpointing of every wrapped block (use instead of `train.gradient_checkpointing`, "
+        "not with it)."))
+    cpu_offload: bool = Field(False, description=(
+        "Keep sharded parameters and optimizer states in CPU memory between uses (much less GPU memory, slower)."))
+    cpu_ram_efficient_loading: bool = Field(False, description=(
+        "Only rank 0 reads the pretrained weights; the others receive them when the model is sharded (less CPU RAM "
+        "on nodes with many GPUs)."))
+    state_dict_type: Literal["full", "sharded"] = Field("full", description=(
+        "How checkpoints for `--resume` are written: `full` (gathered on rank 0, FSDP's FULL_STATE_DICT) or "
+        "`sharded` (each rank writes its shard: faster for large models). The final `model/` directory is always the full, gathered model in the usual loadable files."))
+
+
+class DeepSpeedSection(Section):
+    stage: Literal[2, 3] = Field(2, description=(
+        "ZeRO stage: 2 shards gradients and optimizer states, 3 also the weights (gathered into full 16-bit "
+        "weights for the saved model)."))
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload: keep optimizer states (and the step) on the CPU.")
+    offload_params: bool = Field(False, description="Keep the sharded weights on the CPU between uses (stage 3 only).")
+
+    @model_validator(mode="after")
+    def _stage3(self):
+        if self.offload_params and self.stage != 3:
+            raise ValueError("train.distributed.deepspeed.offload_params needs stage: 3 (stage 2 never shards weights)")
+        return self
+
+
+class DistributedSection(Section):
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description=(
+        "How a run started with `tuneforge train --nproc N` (and `--nnodes`) spreads over its processes: `ddp` "
+        "(a full copy of the model per process, gradients averaged; CPU (gloo) or GPUs), `fsdp` (PyTorch FSDP2: "
+        "weights, gradients and optimizer states sharded; GPUs), `deepspeed` (DeepSpeed ZeRO; GPUs, "
+        "pip install deepspeed). With one process `ddp` changes nothing."))
+    fsdp: FsdpSection = Field(default_factory=FsdpSection, description="Settings of `strategy: fsdp`.")
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="Settings of `strategy: deepspeed`.")
+    timeout_minutes: int = Field(30, ge=1, le=1440, description=(
+        "How long a process waits for the others at a collective operation before the run fails."))
+
+
 class TrainSection(Section):
     epochs: float = Field(3.0, gt=0, description="Number of passes over the training data.")
     max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -313,6 +360,8 @@ class TrainSection(Section):
     optimizer: Literal["auto", "adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit"] = Field("auto", description=(
         "AdamW implementation. `auto`: fused (one kernel for all parameters) on CUDA and torch >= 2.8; "
         "`adamw_8bit` / `paged_adamw_8bit`: bitsandbytes 8-bit states (a quarter of AdamW's state memory)."))
+    distributed: DistributedSection = Field(default_factory=DistributedSection, description=(
+        "Multi-process training (`tuneforge train CONFIG --nproc N`): the strategy and its settings."))
 
     @field_validator("eval_strategy", mode="before")
     @classmethod

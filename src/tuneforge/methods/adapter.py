@@ -165,11 +165,12 @@ class AdapterMethod(Method):
             model.enable_input_require_grads()
         return model
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
+    def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         prefixes = tuple(n + "." for n in self.adapter_modules + self.head_modules)
-        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+        full = state_dict if state_dict is not None else model.state_dict()
+        state = {k: v.detach().contiguous().clone() for k, v in full.items() if k.startswith(prefixes)}
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         save_file(state, str(Path(out_dir, WEIGHTS_FILE)), metadata={"format": "pt"})
         Path(out_dir, CONFIG_FILE).write_text(json.dumps({

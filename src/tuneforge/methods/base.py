@@ -7,7 +7,12 @@ it never asks which method it is running.
     apply(model, ctx)          -> model whose trainable parameters are the method's
     trainable_parameters(model)-> [(name, parameter)] that the optimizer updates
     param_groups(model, lr, wd)-> optimizer groups (layer-wise rates, no decay on norms/biases)
-    save(model, dir)           -> loadable artefacts (PEFT format for PEFT methods)
+    save(model, dir, state_dict=None)
+                               -> loadable artefacts (PEFT format for PEFT methods); `state_dict`: the full state
+                                  dict gathered from a sharded model (FSDP / ZeRO-3), read instead of `model`'s
+    supports_strategy(cfg, strategy)
+                               -> None when the method can train under `train.distributed.strategy` (`ddp`, `fsdp`,
+                                  `deepspeed`), else why not (one line; `load_config` reports it as a config error)
     load(dir, build_base)      -> the trained model again, given a builder of base models
     merge(model)               -> a plain transformers model, or MethodError if the method cannot merge
     load_kwargs(ctx)           -> extra `from_pretrained` arguments (for example a 4-bit quantization config
@@ -98,6 +103,14 @@ class Method:
     def check_config(cls, cfg: RunConfig) -> None:
         """Cross-field checks: raise ConfigError naming the key when the method cannot apply."""
 
+    @classmethod
+    def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
+        """None when this method (as `cfg.method` configures it) trains under the multi-process `strategy`
+        (`ddp`, `fsdp`, `deepspeed`; the stage is `cfg.train.distributed.deepspeed.stage`), else the reason, one
+        clause naming the method key that prevents it. Default: every strategy works (the method's parameters are
+        ordinary ones that DDP averages and FSDP / ZeRO shard)."""
+        return None
+
     def load_kwargs(self, ctx: MethodContext | None = None) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model. `ctx` (head_modules not known yet) says which
         modules the task keeps in full precision; None: a caller that does not know the task."""
@@ -142,7 +155,9 @@ class Method:
         then loads the base model itself). Default: None."""
         yield None
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
+    def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
+        """Write the trained model into `out_dir`. `state_dict`: the whole model's full state dict (gathered by
+        the engine from a sharded FSDP / ZeRO-3 model, whose own parameters are shards); None: read `model`."""
         raise NotImplementedError
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:

@@ -86,9 +86,10 @@ class LayeredMethod(Method):
         stages = build_stages(self.layout, self._trainable, self.cfg.unfreeze_schedule)
         return [ProgressiveUnfreezing(stages, self.cfg.unfreeze_schedule)]
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
+    def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
         # the whole model: it loads with AutoModel alone, which is what `merge` (a copy) promises
-        model.save_pretrained(out_dir, safe_serialization=True)
+        model.save_pretrained(out_dir, safe_serialization=True,
+                              **({"state_dict": state_dict} if state_dict is not None else {}))
 
     def load(self, in_dir: str, build_base) -> nn.Module:
         return build_base(in_dir)

@@ -8,6 +8,7 @@ the *dequantized* base in full precision, so the merged model computes what the 
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import ClassVar, Literal, Optional, Union
 
 import torch
@@ -95,6 +96,15 @@ class LoraMethod(PeftMethod):
                 raise ConfigError(f"method.init: '{m.init}' rewrites the base weights, which a quantized base "
                                   f"(method.quantization) cannot hold; use init: default or gaussian")
 
+    @classmethod
+    def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
+        q = cfg.method.quantization
+        if q and (strategy == "fsdp" or (strategy == "deepspeed" and cfg.train.distributed.deepspeed.stage == 3)):
+            return (f"method.quantization: '{q}' keeps the base in bitsandbytes' packed layout, which sharding the "
+                    f"weights (fsdp, deepspeed stage 3) would split wrongly; use ddp or deepspeed stage 2 (each "
+                    f"process holds the whole quantized base), or no quantization")
+        return None
+
     # ---- quantized base -----------------------------------------------------------------------------------
     def compute_dtype(self) -> torch.dtype:
         from tuneforge.models.loader import pick_dtype
@@ -110,9 +120,12 @@ class LoraMethod(PeftMethod):
         from transformers import BitsAndBytesConfig
 
         skip = full_precision_names(ctx)
+        # one process per GPU (tuneforge train --nproc): each loads its quantized copy onto its own device
+        place = ({"device_map": {"": int(os.environ["LOCAL_RANK"])}}
+                 if "LOCAL_RANK" in os.environ and torch.cuda.is_available() else {})
         if q == "int8":
-            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)}
-        return {"quantization_config": BitsAndBytesConfig(
+            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip), **place}
+        return {**place, "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=q, bnb_4bit_use_double_quant=self.cfg.double_quant,
             bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=skip)}
 

@@ -96,8 +96,10 @@ class PeftMethod(Method):
         with model.disable_adapter():
             yield model
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
+    def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
+        # PEFT picks the adapter's (and modules_to_save's) entries out of a full state dict
+        model.save_pretrained(out_dir, safe_serialization=True,
+                              **({"state_dict": state_dict} if state_dict is not None else {}))
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
         from peft import PeftModel

@@ -86,9 +86,17 @@ class PrefixMethod(PeftMethod):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
 
-    def save(self, model: nn.Module, out_dir: str) -> None:
+    @classmethod
+    def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
+        if strategy == "fsdp" or (strategy == "deepspeed" and cfg.train.distributed.deepspeed.stage == 3):
+            return ("prefix tuning feeds its prefix into every attention layer from outside the transformer blocks, "
+                    "which sharding the weights (fsdp, deepspeed stage 3) does not support; use ddp or deepspeed "
+                    "stage 2")
+        return None
+
+    def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
         if not getattr(self, "own", False):
-            return super().save(model, out_dir)
+            return super().save(model, out_dir, state_dict)
         prefix_encoder.save(model, out_dir, self.head_modules, self.cfg.model_dump(mode="json"))
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:

@@ -135,6 +135,12 @@ class Task:
             raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
                               f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}")
 
+    @classmethod
+    def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
+        """None when the task trains under the multi-process `train.distributed.strategy` (`ddp`, `fsdp`,
+        `deepspeed`), else why not (one clause; `load_config` reports it as a config error). Default: all do."""
+        return None
+
     # ---- training ----------------------------------------------------------------------------------------
     def prepare(self, tokenizer) -> Prepared:
         raise NotImplementedError

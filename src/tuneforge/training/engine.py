@@ -16,13 +16,14 @@ import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
 from tuneforge.data.splits import save_split
-from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
+from tuneforge.errors import ConfigError, ResourceError, RunDirError, TuneforgeError
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
 from tuneforge.registry import METHODS
 from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
 from tuneforge.registry import TASKS
+from tuneforge.training import distributed as dist
 from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
                                          PruneCallback, QuietProgressCallback, peak_memory_mb)
 from tuneforge.training.rundir import RunDir, write_json
@@ -55,7 +56,7 @@ def report_to(value: str) -> list[str] | str:
     return resolve_report_to(value)
 
 
-def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool):
+def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool, model=None):
     from transformers import TrainingArguments
 
     t = cfg.train
@@ -73,6 +74,10 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
     rt = report_to(t.report_to)
     if rt != "none" and "tensorboard" in rt:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
+    precision = precision_flags(t.precision)
+    # train.distributed: DDP needs nothing (the Trainer's default under torchrun); FSDP2 / DeepSpeed their configs
+    spread = dist.training_arguments(cfg, model, "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else
+                                     "fp32")
     try:
         return TrainingArguments(
             output_dir=str(run.checkpoints),
@@ -94,7 +99,7 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
             dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
             include_num_input_tokens_seen="non_padding", remove_unused_columns=False, optim=optimizer_name(t.optimizer),
             disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
-            **precision_flags(t.precision),
+            **precision, **spread,
         )
     except ValueError as exc:  # a combination transformers refuses that the config checks missed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -170,8 +175,19 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
     import threading
 
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    run = RunDir.for_config(cfg, resume=resume)  # holds the run's lock from here: released on every exit
+    # one of several processes (tuneforge train --nproc N): rank 0 alone writes the run directory
+    primary = dist.is_primary()
+    dist.init(cfg.train.distributed.timeout_minutes)
+    run = _open_run(cfg, resume)
     previous_term = None
+    quiet = None
+    if not primary and os.environ.get("TUNEFORGE_DEBUG") != "1":  # rank 0 speaks for the run
+        import contextlib
+
+        quiet = contextlib.ExitStack()
+        sink = quiet.enter_context(open(os.devnull, "w"))
+        quiet.enter_context(contextlib.redirect_stderr(sink))
+        quiet.enter_context(contextlib.redirect_stdout(sink))
     try:
         if threading.current_thread() is threading.main_thread():
             # `kill PID` (SIGTERM) ends the run like Ctrl-C: status `failed: interrupted`, lock released
@@ -179,29 +195,82 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
             def _term(signum, frame):
                 raise KeyboardInterrupt
             previous_term = signal.signal(signal.SIGTERM, _term)
-        run.start(dump_config(cfg))
-        where = f" (training beside the run it replaces, in {run.path})" if run.staged else ""
-        print(f"tuneforge: run directory {run.target}{where}", file=sys.stderr, flush=True)
+        if primary:
+            run.start(dump_config(cfg))
+            where = f" (training beside the run it replaces, in {run.path})" if run.staged else ""
+            print(f"tuneforge: run directory {run.target}{where}", file=sys.stderr, flush=True)
+            _print_estimate(cfg)
         try:
             result = _train(cfg, run, resume, force, callbacks=callbacks, evaluate_test=evaluate_test)
         except KeyboardInterrupt:
-            run.fail("interrupted")
+            _failed(run, "interrupted", 130)
             raise
         except TuneforgeError as exc:
-            run.fail(str(exc))
+            _failed(run, str(exc), exc.exit_code)
             raise
         except Exception as exc:
-            run.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            if _out_of_memory(exc):
+                from tuneforge.training.estimate import oom_message
+
+                message = oom_message(cfg, None)
+                _failed(run, message, ResourceError.exit_code)
+                raise ResourceError(message) from None
+            _failed(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", 1)
             raise
         finally:
-            if run.staged:  # failed before the swap: the old run is untouched
+            if primary and run.staged:  # failed before the swap: the old run is untouched
                 print(f"tuneforge: {run.target} is unchanged; this attempt is kept in {run.path} "
                       f"(--resume continues it, the next overwrite replaces it)", file=sys.stderr, flush=True)
     finally:
-        run.release_lock()
+        if quiet is not None:
+            quiet.close()
+        run.release_lock()  # only rank 0 holds it
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
     return result
+
+
+def _open_run(cfg: RunConfig, resume: bool) -> RunDir:
+    """The run directory. A single process (or rank 0) picks it and takes its lock; the other ranks of a
+    multi-process run receive rank 0's choice (an overwrite trains beside the old run) and never lock or write."""
+    if dist.is_primary():
+        try:
+            run = RunDir.for_config(cfg, resume=resume)  # holds the run's lock from here: released on every exit
+        except BaseException as exc:
+            if dist.active():
+                dist.share({"error": str(exc), "exit_code": getattr(exc, "exit_code", 1)})
+                dist.record_failure(str(exc), getattr(exc, "exit_code", 1))
+            raise
+        if dist.active():
+            dist.share({"path": str(run.path), "target": str(run.target)})
+            dist.record_run(run.path, run.target)
+        return run
+    where = dist.share()
+    if "error" in where:  # rank 0 reports it; this rank only follows
+        raise RunDirError(where["error"])
+    return RunDir(where["path"], where["target"])
+
+
+def _failed(run: RunDir, message: str, exit_code: int) -> None:
+    """Mark the run failed (rank 0) and tell the launcher of a multi-process run (every rank)."""
+    if dist.is_primary():
+        run.fail(message)
+    dist.record_failure(message, exit_code)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc))
+
+
+def _print_estimate(cfg: RunConfig) -> None:
+    """The memory estimate (tuneforge.training.estimate) at the start of every run; it never stops a run."""
+    from tuneforge.training.estimate import start_of_run_lines
+
+    d = cfg.train.distributed
+    strategy = d.strategy if d.strategy != "deepspeed" else f"deepspeed-zero{d.deepspeed.stage}"
+    for line in start_of_run_lines(cfg, nproc=dist.world_size(), strategy=strategy):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callbacks=(),
@@ -214,16 +283,18 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    prepared = task.prepare(tokenizer)
-    log.info("data: %s", prepared.sizes)
-    task.write_data_report(prepared, str(run.path / "data"))
-    # the exact split: eval and export read the run's test split back instead of re-running the cleaning
-    save_split(run.path / "data", prepared.held_out, prepared.train_ids, cfg.data.train, prepared.sizes)
+    primary = dist.is_primary()
+    prepared = _prepare_once(task, tokenizer, run, cfg)
     if cfg.distill.teacher:
         from tuneforge.training.distill import load_teacher
 
-        # checked and run before the student exists: a teacher that cannot teach this data stops here
-        prepared = task.distill(prepared, tokenizer, load_teacher(cfg, type(task)), run.path / "distill")
+        # checked and run before the student exists: a teacher that cannot teach this data stops here. Rank 0
+        # first (it fills the run's distill/ cache), then the other ranks (they read it)
+        if primary:
+            prepared = task.distill(prepared, tokenizer, load_teacher(cfg, type(task)), run.path / "distill")
+        dist.barrier()
+        if not primary:
+            prepared = task.distill(prepared, tokenizer, load_teacher(cfg, type(task)), run.path / "distill")
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
     ctx = MethodContext(full_precision_modules=task.full_precision_modules,
@@ -240,19 +311,23 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     model = method.apply(model, ctx)
     apply_speedups(model, cfg.train, task, method)
     params = count_parameters(model, method.trainable_parameters(model))
-    print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
-          f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr, flush=True)
+    if primary:
+        print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
+              f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr,
+              flush=True)
 
     greater = task.metrics[cfg.eval.metric]
-    args = build_training_args(cfg, run, prepared.validation is not None, greater)
+    args = build_training_args(cfg, run, prepared.validation is not None, greater, model=model)
     meter = EfficiencyCallback()
     checkpoint = None
     if resume:
-        dropped = run.drop_incomplete_checkpoints()
-        if dropped:
-            print(f"tuneforge: removed incomplete checkpoint(s) {', '.join(dropped)} (cut by a kill during a save)",
-                  file=sys.stderr, flush=True)
-        checkpoint = run.last_checkpoint()
+        if primary:
+            dropped = run.drop_incomplete_checkpoints()
+            if dropped:
+                print(f"tuneforge: removed incomplete checkpoint(s) {', '.join(dropped)} (cut by a kill during a "
+                      f"save)", file=sys.stderr, flush=True)
+            checkpoint = run.last_checkpoint()
+        checkpoint = dist.share(checkpoint)  # every rank resumes from the checkpoint rank 0 chose
         if checkpoint is None:
             raise RunDirError(f"--resume: {run.path} has no complete checkpoint to continue from")
         print(f"tuneforge: resuming from {Path(checkpoint).name}", file=sys.stderr, flush=True)
@@ -279,26 +354,51 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     pruned = next((cb.pruned_at_step for cb in extra if isinstance(cb, PruneCallback)
                    and cb.pruned_at_step is not None), None)
     if pruned is not None:
+        if not primary:
+            return TrainResult(run.target, {"validation": best_val}, {}, pruned_at_step=pruned)
         return _end_pruned(run, cfg, prepared, state, meter, train_out, params, args, best_val, pruned)
 
-    # the model directory appears only when complete: write beside it, then rename
-    tmp = run.path / "model.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    method.save(trainer.model, str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
-                             "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
-                             **({"keep_layers": kept} if kept is not None else {}),
-                             **task.metadata(prepared)})
-    task.save_extras(str(tmp), prepared)
-    shutil.rmtree(run.model_dir, ignore_errors=True)
-    tmp.rename(run.model_dir)
+    # a sharded model (FSDP, ZeRO-3) is gathered into one full state dict first: every rank takes part, rank 0
+    # receives it, and model/ holds the same loadable files as a single-process run
+    gathered = trainer.accelerator.get_state_dict(trainer.model_wrapped) if dist.active() and dist.sharded(cfg) \
+        else None
+    if primary:
+        # the model directory appears only when complete: write beside it, then rename
+        tmp = run.path / "model.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        method.save(trainer.model, str(tmp), **({"state_dict": gathered} if gathered is not None else {}))
+        tokenizer.save_pretrained(str(tmp))
+        write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
+                                 "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
+                                 **({"keep_layers": kept} if kept is not None else {}),
+                                 **task.metadata(prepared)})
+        task.save_extras(str(tmp), prepared)
+        shutil.rmtree(run.model_dir, ignore_errors=True)
+        tmp.rename(run.model_dir)
+    del gathered
 
-    run.eval_dir.mkdir(exist_ok=True)
     if not evaluate_test:  # a search trial: its score is the validation split; the test split stays unseen
         prepared = dataclasses.replace(prepared, test=None)
-    metrics = task.final_evaluation(trainer, prepared, str(run.eval_dir), best_val,
-                                    without_adapters=method.disabled_adapters)
+    # every rank evaluates (the Trainer's evaluation is distributed and gathers the predictions); only rank 0's
+    # reports land in the run, the others write into a directory that is thrown away
+    scratch = None
+    if primary:
+        run.eval_dir.mkdir(exist_ok=True)
+        eval_dir = run.eval_dir
+    else:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="tuneforge-rank-eval-")
+        eval_dir = Path(scratch.name)
+    try:
+        metrics = task.final_evaluation(trainer, prepared, str(eval_dir), best_val,
+                                        without_adapters=method.disabled_adapters)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    if not primary:
+        dist.barrier()  # wait until rank 0 has written the run
+        return TrainResult(run.target, metrics, {})
     if not evaluate_test and not (run.eval_dir / "metrics.json").is_file():
         # what `report` / `compare` read: the validation metrics, saying the test split was not evaluated
         write_json(run.eval_dir / "metrics.json", {**metrics, "test_split": "not evaluated (evaluate_test=False)"})
@@ -307,8 +407,13 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     efficiency = _efficiency(prepared, state, meter, train_out, params, args)
     # after the peak-memory reading above, so the benchmark's batches do not count as training memory
     efficiency["model_size_mb"] = dir_size_mb(run.model_dir)
-    efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
-                                       prepared.validation, task.collator(tokenizer), args.per_device_eval_batch_size))
+    if dist.active():
+        efficiency["processes"] = dist.world_size()
+        efficiency["strategy"] = cfg.train.distributed.strategy
+    if not (dist.active() and dist.sharded(cfg)):  # a sharded model cannot run on rank 0 alone
+        efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
+                                           prepared.validation, task.collator(tokenizer),
+                                           args.per_device_eval_batch_size))
     write_json(run.efficiency, efficiency)
     run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
                           if isinstance(v, (int, float))},
@@ -319,7 +424,34 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
                      if isinstance(summary.get(k), (int, float)))
     print(f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
+    dist.barrier()  # the other ranks end once the run is written
     return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
+
+
+def _prepare_once(task, tokenizer, run: RunDir, cfg: RunConfig):
+    """The task's data preparation, run once: by the single process, or by rank 0 of a multi-process run, which
+    writes the data report and the split and hands the prepared data to the other ranks (pickled through
+    torch.distributed). Data that cannot be pickled are prepared again by each rank (the same seeded steps)."""
+    import pickle
+
+    payload = None
+    if dist.is_primary():
+        prepared = task.prepare(tokenizer)
+        log.info("data: %s", prepared.sizes)
+        task.write_data_report(prepared, str(run.path / "data"))
+        # the exact split: eval and export read the run's test split back instead of re-running the cleaning
+        save_split(run.path / "data", prepared.held_out, prepared.train_ids, cfg.data.train, prepared.sizes)
+        if not dist.active():
+            return prepared
+        try:
+            payload = pickle.dumps(prepared)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("prepared data cannot be shared between processes (%s); each prepares its own",
+                        type(exc).__name__)
+    payload = dist.share(payload)
+    if dist.is_primary():
+        return prepared
+    return pickle.loads(payload) if payload is not None else task.prepare(tokenizer)
 
 
 def _efficiency(prepared, state, meter, train_out, params: dict, args) -> dict:

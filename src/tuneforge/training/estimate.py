@@ -683,16 +683,17 @@ def _gib(b: int) -> str:
     return f"{b / GIB:.1f} GiB" if abs(b) >= GIB // 10 else f"{b / 2**20:.1f} MiB"
 
 
-def start_of_run_lines(cfg) -> list[str]:
+def start_of_run_lines(cfg, nproc: int = 1, strategy: str = "ddp") -> list[str]:
     """2-4 short lines for the start of a run: the estimated peak and its parts, and whether it fits this device.
-    Never raises (an estimate that cannot be made is one line saying why)."""
+    `nproc` / `strategy` (one of STRATEGIES): how a multi-process run spreads the model. Never raises (an estimate
+    that cannot be made is one line saying why)."""
     try:
         import torch
 
         cuda = torch.cuda.is_available()
         device = "cuda" if cuda else "cpu"
         bf16 = bool(cuda and torch.cuda.is_bf16_supported())
-        est = estimate_memory(cfg, device=device, bf16=bf16)
+        est = estimate_memory(cfg, nproc=nproc, strategy=strategy, device=device, bf16=bf16)
         lines = [f"tuneforge: estimated peak memory {_gib(est.total)} per device: weights {_gib(est.weights)}, "
                  f"gradients {_gib(est.gradients)}, optimizer {_gib(est.optimizer)}, activations "
                  f"{_gib(est.activations)}, logits {_gib(est.logits)}, overhead {_gib(est.overhead)}"]
@@ -706,7 +707,7 @@ def start_of_run_lines(cfg) -> list[str]:
             if est.total <= total:
                 lines.append(f"tuneforge: fits in {_gib(total)} ({where})")
             else:
-                tips = suggestions(cfg, est, total, device=device, bf16=bf16, limit=2)
+                tips = suggestions(cfg, est, total, nproc, strategy, device=device, bf16=bf16, limit=2)
                 lines.append(f"tuneforge: may not fit in {_gib(total)} ({where})" +
                              (f"; try {'; '.join(tips)}" if tips else ""))
         return lines

@@ -271,27 +271,33 @@ class RunDir:
 
     # choosing the directory
     @classmethod
-    def for_config(cls, cfg, resume: bool = False) -> "RunDir":
-        """Pick the run directory for a config and take its lock (release it with `release_lock`).
-        Never overwrites a run silently, never touches a directory that is not a run, and with
-        output.overwrite returns a RunDir that trains beside the old run (swapped in by `complete`)."""
+    def resolve_target(cls, cfg, resume: bool = False) -> Path:
+        """Where a run of `cfg` goes, without creating or locking anything: `output.dir`; with `resume`, the newest
+        unfinished `runs/<name>-*`; else a new `runs/<name>-<timestamp>` (the multi-process launcher fixes it
+        this way for all its processes before they start)."""
         name = cfg.output.name or "run"
         if cfg.output.dir:
-            target = Path(cfg.output.dir)
-        elif resume:
+            return Path(cfg.output.dir)
+        if resume:
             candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
             candidates = [p for p in candidates if cls(p).state() not in (None, "completed", "pruned")]
             if not candidates:
                 raise RunDirError(f"--resume: no unfinished run named '{name}' under runs/ (set output.dir to choose one)")
-            target = candidates[-1]
-        else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            target = Path("runs") / f"{name}-{stamp}"
-            i = 1
-            while target.exists():
-                target = Path("runs") / f"{name}-{stamp}-{i}"
-                i += 1
+            return candidates[-1]
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = Path("runs") / f"{name}-{stamp}"
+        i = 1
+        while target.exists():
+            target = Path("runs") / f"{name}-{stamp}-{i}"
+            i += 1
+        return target
 
+    @classmethod
+    def for_config(cls, cfg, resume: bool = False) -> "RunDir":
+        """Pick the run directory for a config and take its lock (release it with `release_lock`).
+        Never overwrites a run silently, never touches a directory that is not a run, and with
+        output.overwrite returns a RunDir that trains beside the old run (swapped in by `complete`)."""
+        target = cls.resolve_target(cfg, resume)
         run = cls(target)
         if target.exists() and not target.is_dir():
             raise RunDirError(f"run directory {target} exists and is not a directory")

@@ -21,6 +21,12 @@ from tuneforge.webui.i18n import LANG_NAMES, LANGS, text  # noqa: E402
 from tuneforge.webui.ui import Ctx, Tr, lang_of  # noqa: E402
 from tuneforge.webui.workspace import Workspace  # noqa: E402
 
+REMEMBER_LANG = """(lang) => {
+  const url = new URL(window.location.href);
+  url.searchParams.set("lang", lang);
+  window.history.replaceState(null, "", url);
+}"""
+
 CSS = """
 .tf-field-error textarea, .tf-field-error input { border-color: #d33 !important; }
 .tf-field-error [data-testid="block-info"], .tf-field-error .info { color: #d33 !important; }
@@ -37,28 +43,31 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
     with gr.Blocks(title="tuneforge", analytics_enabled=False) as demo:
         session_lang = gr.State(lang)
         ctx = Ctx(ws, tr, session_lang)
+        ctx.shared["refresh_on_tab"] = {}
+        tab_of = {}
         with gr.Row():
             heading = tr.reg(gr.Markdown(f"## {tr('title')}", elem_id="tf-title"), value="title")
             switch = tr.reg(gr.Radio([(LANG_NAMES[code], code) for code in LANGS], value=lang, label=tr("language"),
-                                     elem_id="tf-lang", scale=0, min_width=200), label="language")
+                                     elem_id="tf-lang", scale=0, min_width=280), label="language")
         intro = gr.Markdown(tr("subtitle", runs=ws.runs_dir), elem_id="tf-intro")
+        pages = [("train", lambda: train_page.build(ctx)),
+                 ("runs", lambda: runs_page.build(ctx)),
+                 ("data", lambda: tools_page.build_data(ctx, train_page.data_choices(ws) +
+                                                         train_page.shipped_configs(ws))),
+                 ("compare", lambda: tools_page.build_compare(ctx)),
+                 ("search", lambda: tools_page.build_search(ctx)),
+                 ("chat", lambda: model_pages.build_chat(ctx, cache)),
+                 ("predict", lambda: model_pages.build_predict(ctx, cache)),
+                 ("export", lambda: model_pages.build_export(ctx))]
         with gr.Tabs(elem_id="tf-tabs") as tabs:
-            with tr.reg(gr.Tab(tr("tab_train"), id="train", elem_id="tf-tab-train"), label="tab_train"):
-                train_page.build(ctx)
-            with tr.reg(gr.Tab(tr("tab_runs"), id="runs", elem_id="tf-tab-runs"), label="tab_runs"):
-                runs_page.build(ctx)
-            with tr.reg(gr.Tab(tr("tab_data"), id="data", elem_id="tf-tab-data"), label="tab_data"):
-                tools_page.build_data(ctx, train_page.data_choices(ws) + train_page.shipped_configs(ws))
-            with tr.reg(gr.Tab(tr("tab_compare"), id="compare", elem_id="tf-tab-compare"), label="tab_compare"):
-                tools_page.build_compare(ctx)
-            with tr.reg(gr.Tab(tr("tab_search"), id="search", elem_id="tf-tab-search"), label="tab_search"):
-                tools_page.build_search(ctx)
-            with tr.reg(gr.Tab(tr("tab_chat"), id="chat", elem_id="tf-tab-chat"), label="tab_chat"):
-                model_pages.build_chat(ctx, cache)
-            with tr.reg(gr.Tab(tr("tab_predict"), id="predict", elem_id="tf-tab-predict"), label="tab_predict"):
-                model_pages.build_predict(ctx, cache)
-            with tr.reg(gr.Tab(tr("tab_export"), id="export", elem_id="tf-tab-export"), label="tab_export"):
-                model_pages.build_export(ctx)
+            for page_id, build_page in pages:
+                with tr.reg(gr.Tab(tr(f"tab_{page_id}"), id=page_id, elem_id=f"tf-tab-{page_id}"),
+                            label=f"tab_{page_id}") as tab_of[page_id]:
+                    build_page()
+
+        # a page's run pickers list the runs that exist when the page is opened
+        for page_id, (fn, outputs) in ctx.shared["refresh_on_tab"].items():
+            tab_of[page_id].select(fn, None, outputs, show_progress="hidden")
 
         # Start switches to the Runs page with the new run chosen
         start_fn, start_inputs, start_status = ctx.shared["start_event"]
@@ -77,21 +86,18 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
 
         switch.change(relabel, [switch], [session_lang, intro, *translated], show_progress="hidden")
 
-        restore_fn, restore_in, restore_out = ctx.shared["restore_run"]
+        restore_fn, restore_out = ctx.shared["restore_run"]
         render_fn, render_in, render_out = ctx.shared["render"]
+        # the form's YAML preview is drawn once the page is there
+        demo.load(render_fn, render_in, render_out)
 
-        def on_load(saved, *render_values):
-            """A reload finds the run this browser was looking at, and the form's YAML preview is drawn."""
-            return [restore_fn(saved), *render_fn(*render_values)]
-
-        demo.load(on_load, [*restore_in, *render_in], [*restore_out, *render_out])
-
-        def lang_from_url(request: gr.Request):
-            """`?lang=zh` in the address picks the language of this page."""
+        def from_url(request: gr.Request):
+            """`?run=NAME` reopens that run on the Runs page, `?lang=zh` picks the language (a reload keeps both)."""
             wanted = dict(request.query_params).get("lang") if request is not None else None
-            return wanted if wanted in LANGS else gr.update()
+            return [restore_fn(request), wanted if wanted in LANGS else gr.update()]
 
-        demo.load(lang_from_url, None, [switch])
+        demo.load(from_url, None, [*restore_out, switch])
+        switch.change(None, [switch], None, js=REMEMBER_LANG)
     return demo
 
 

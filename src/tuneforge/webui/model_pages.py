@@ -147,7 +147,8 @@ def snippet(url: str, interface: str | None, model: str) -> str:
                 f"# Python (pip install openai)\nfrom openai import OpenAI\n"
                 f"client = OpenAI(base_url=\"{url}/v1\", api_key=\"unused\")\n"
                 f"reply = client.chat.completions.create(model=\"{model}\", "
-                f"messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}])\nprint(reply.choices[0].message.content)\n")
+                f"messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}])\n"
+                f"print(reply.choices[0].message.content)\n")
     body = json.dumps({"model": model, "texts": ["A gripping, beautifully acted film."]})
     return (f"curl {url}/v1/classify -H 'Content-Type: application/json' -d '{body}'\n\n"
             f"# Python\nimport httpx\nprint(httpx.post(\"{url}/v1/classify\", json={body}).json())\n")
@@ -185,6 +186,7 @@ def build_chat(ctx: Ctx, cache: ModelCache):
         reset = tr.reg(gr.Button(tr("reset"), scale=1, elem_id="tf-chat-reset"), value="reset")
     status = gr.Markdown(elem_id="tf-chat-status")
     refresh.click(lambda: gr.update(choices=chat_targets(ws)), None, [target])
+    ctx.shared["refresh_on_tab"]["chat"] = (lambda: gr.update(choices=chat_targets(ws)), [target])
 
     def reply(tgt, history, text_in, sys_prompt, temp, max_tokens):
         if not str(text_in or "").strip():
@@ -213,9 +215,10 @@ def build_predict(ctx: Ctx, cache: ModelCache):
     status = gr.Markdown(elem_id="tf-predict-status")
     table = tr.reg(gr.Dataframe(label=tr("predictions"), interactive=False, wrap=True,
                                 elem_id="tf-predict-table"), label="predictions")
-    bars = tr.reg(gr.BarPlot(x="label", y="probability", color="text", label=tr("probabilities"), height=280,
+    bars = tr.reg(gr.BarPlot(x="text", y="probability", color="label", label=tr("probabilities"), height=280,
                              y_lim=[0, 1], elem_id="tf-predict-bars"), label="probabilities")
     refresh.click(lambda: gr.update(choices=runs_with(ws, "classify")), None, [run])
+    ctx.shared["refresh_on_tab"]["predict"] = (lambda: gr.update(choices=runs_with(ws, "classify")), [run])
 
     def go_predict(name, items, lang):
         try:
@@ -250,8 +253,11 @@ def build_export(ctx: Ctx):
     serve_status = gr.Markdown(elem_id="tf-serve-status")
     code = tr.reg(gr.Code(label=tr("snippet"), language="shell", interactive=False, elem_id="tf-snippet"),
                   label="snippet")
-    refresh.click(lambda: gr.update(choices=[r["name"] for r in ws.runs() if r["state"] == "completed"]), None,
-                  [run])
+    def completed():
+        return gr.update(choices=[r["name"] for r in ws.runs() if r["state"] == "completed"])
+
+    refresh.click(completed, None, [run])
+    ctx.shared["refresh_on_tab"]["export"] = (completed, [run])
 
     def do_export(name, f, lang):
         lang = lang_of(lang)

@@ -14,6 +14,11 @@ from tuneforge.webui.i18n import text
 from tuneforge.webui.ui import Ctx, lang_of, message
 from tuneforge.webui.workspace import LOG_NAME, Workspace, error_text, without_images
 
+REMEMBER_RUN = """(name) => {
+  const url = new URL(window.location.href);
+  if (name) { url.searchParams.set("run", name); } else { url.searchParams.delete("run"); }
+  window.history.replaceState(null, "", url);
+}"""
 #: metrics.jsonl keys that are bookkeeping, not curves
 _NOT_CURVES = ("runtime", "per_second", "epoch", "learning_rate", "grad_norm", "flos", "tokens_seen", "time", "step")
 
@@ -66,7 +71,6 @@ def report_parts(run: Path, lang: str) -> tuple[str, str | None, str | None]:
 
 def build(ctx: Ctx):
     ws, tr = ctx.ws, ctx.tr
-    remembered = gr.BrowserState(None, storage_key="tuneforge-run")
     seen_state = gr.State(None)
     with gr.Row():
         run_pick = tr.reg(gr.Dropdown([r["name"] for r in ws.runs()], label=tr("run"), allow_custom_value=True,
@@ -121,9 +125,11 @@ def build(ctx: Ctx):
     refresh.click(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out])
 
     def choose(name, lang):
-        return [*detail(name, lang, "__changed__"), name]
+        return detail(name, lang, "__changed__")
 
-    run_pick.change(choose, [run_pick, ctx.lang], [*detail_out, remembered], show_progress="hidden")
+    run_pick.change(choose, [run_pick, ctx.lang], detail_out, show_progress="hidden")
+    # the chosen run goes into the address (?run=NAME): a reload, a bookmark or a second browser opens it again
+    run_pick.change(None, [run_pick], None, js=REMEMBER_RUN)
 
     def pick_row(evt: gr.SelectData, frame):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -156,10 +162,11 @@ def build(ctx: Ctx):
 
     resume_btn.click(resume, [run_pick, ctx.lang], [action_md])
 
-    def restore(saved):
-        """After a reload: the run this browser was looking at, if it still exists."""
+    def restore(request: gr.Request):
+        """After a reload: the run named in the address (?run=NAME), if it still exists."""
         names = [r["name"] for r in ws.runs()]
+        saved = dict(request.query_params).get("run") if request is not None else None
         return gr.update(choices=names, value=saved if saved in names else None)
 
-    ctx.shared["restore_run"] = (restore, [remembered], [run_pick])
+    ctx.shared["restore_run"] = (restore, [run_pick])
 

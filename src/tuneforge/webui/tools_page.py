@@ -142,6 +142,7 @@ def build_compare(ctx: Ctx):
     gallery = tr.reg(gr.Gallery(label=tr("plots"), columns=3, height=380, elem_id="tf-compare-plots"),
                      label="plots")
     refresh.click(lambda: gr.update(choices=[r["name"] for r in ws.runs()]), None, [pick])
+    ctx.shared["refresh_on_tab"]["compare"] = (lambda: gr.update(choices=[r["name"] for r in ws.runs()]), [pick])
 
     def run(chosen):
         try:
@@ -156,14 +157,24 @@ def build_compare(ctx: Ctx):
 def build_search(ctx: Ctx):
     ws, tr = ctx.ws, ctx.tr
     spaces = shipped_spaces(ws)
+
+    def load_space(path):
+        if not path:
+            return ""
+        try:
+            return Path(ws.inside(path)).read_text(encoding="utf-8")
+        except Exception as exc:  # noqa: BLE001
+            return f"# {error_text(exc)}"
+
     with gr.Row():
-        space_pick = tr.reg(gr.Dropdown(spaces, label=tr("space_file"), scale=2, elem_id="tf-space-pick"),
-                            label="space_file")
+        space_pick = tr.reg(gr.Dropdown(spaces, value=spaces[0] if spaces else None, label=tr("space_file"), scale=2,
+                                        elem_id="tf-space-pick"), label="space_file")
         trials = tr.reg(gr.Number(10, precision=0, minimum=1, label=tr("trials"), scale=1, elem_id="tf-trials"),
                         label="trials")
         name = tr.reg(gr.Textbox("study", label=tr("study_name"), max_lines=1, scale=1, elem_id="tf-study-name"),
                       label="study_name")
-    space = tr.reg(gr.Code(language="yaml", label=tr("space"), interactive=True, elem_id="tf-space"), label="space")
+    space = tr.reg(gr.Code(load_space(spaces[0] if spaces else None), language="yaml", label=tr("space"),
+                           interactive=True, elem_id="tf-space"), label="space")
     go = tr.reg(gr.Button(tr("start_search"), variant="primary", elem_id="tf-search-start"), value="start_search")
     status = gr.Markdown(elem_id="tf-search-status")
     with gr.Row():
@@ -175,12 +186,6 @@ def build_search(ctx: Ctx):
     log = tr.reg(gr.Textbox(label=tr("log"), lines=8, interactive=False, elem_id="tf-search-log"), label="log")
     gallery = tr.reg(gr.Gallery(label=tr("plots"), columns=3, height=360, elem_id="tf-search-plots"),
                      label="plots")
-
-    def load_space(path):
-        try:
-            return Path(ws.inside(path)).read_text(encoding="utf-8")
-        except Exception as exc:  # noqa: BLE001
-            return f"# {error_text(exc)}"
 
     space_pick.change(load_space, [space_pick], [space])
     widgets, specs = ctx.shared["train_widgets"], ctx.shared["train_specs"]
@@ -202,12 +207,13 @@ def build_search(ctx: Ctx):
 
     def view(study_name, lang):
         if not study_name:
-            return gr.update(), "", []
+            return gr.update(), gr.update(), gr.update()
         try:
             return study_view(ws, study_name, lang_of(lang))
         except Exception as exc:  # noqa: BLE001
             return pd.DataFrame(), [], message("error", error_text(exc))
 
+    ctx.shared["refresh_on_tab"]["search"] = (lambda: gr.update(choices=studies(ws)), [study])
     study.change(view, [study, ctx.lang], [table, gallery, log])
     refresh.click(view, [study, ctx.lang], [table, gallery, log])
     timer = gr.Timer(3.0)

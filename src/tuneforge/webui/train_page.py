@@ -2,6 +2,7 @@
 line that runs it, Validate (each problem shown next to the field it names), Save and Start."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -65,12 +66,17 @@ def cli_line(ws: Workspace, name: str) -> str:
 
 def field_of_error(line: str, keys: list[str]) -> str | None:
     """The form key a validation problem (`key.path: what is wrong`) names: the longest key that is the
-    problem's path or a prefix of it."""
-    path = line.split(":", 1)[0].strip()
+    problem's path or a prefix of it; for a problem of a whole section (`train: train.eval_steps is required
+    when ...`), the first key its message names."""
+    path, _, why = line.partition(":")
+    path = path.strip()
     best = None
     for k in keys:
         if (path == k or path.startswith(k + ".")) and (best is None or len(k) > len(best)):
             best = k
+    if best is None:  # the first key the message names
+        found = [(m.start(), k) for k in keys for m in [re.search(rf"(?<![\w.]){re.escape(k)}(?![\w.])", why)] if m]
+        best = min(found)[1] if found else None
     return best
 
 
@@ -82,7 +88,8 @@ def preview_data(ws: Workspace, source: str, text_column: str | None, label_colu
     guessed = guess_columns(df, text_column, label_column)
     tcol = text_column if text_column in df.columns else guessed.get("data.text_column", (None,))[0]
     lcol = label_column if label_column in df.columns else guessed.get("data.label_column", (None,))[0]
-    lines = [f"**{len(df)} {text('rows', lang)}** · {text('columns', lang)}: " + ", ".join(f"`{c}`" for c in df.columns)]
+    columns = ", ".join(f"`{c}`" for c in df.columns)
+    lines = [f"**{len(df)} {text('rows', lang)}** · {text('columns', lang)}: {columns}"]
     if tcol:
         mark = f" ({text('guessed', lang)})" if tcol != text_column else ""
         lines.append(f"{text('text_column_is', lang)}: `{tcol}`{mark}")

@@ -199,7 +199,9 @@ class Workspace:
                 text = f.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
-        out = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+        out = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+        if out and not out[-1]:
+            out.pop()
         return "\n".join(line for line in out[-lines:])
 
     # starting and stopping commands ----------------------------------------------------------------------------
@@ -350,8 +352,9 @@ def without_images(markdown: str) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """One line for the page: a TuneforgeError's message, or the exception's type and first line."""
-    if isinstance(exc, TuneforgeError):
+    """One line for the page: the message of a TuneforgeError or of a ValueError (what the pages raise for input
+    they cannot use), else the exception's type and first line."""
+    if isinstance(exc, (TuneforgeError, ValueError)):
         return " ".join(str(exc).split())
     first = (str(exc).strip().splitlines() or [""])[0][:200]
     return f"{type(exc).__name__}: {first}"
