@@ -240,3 +240,16 @@ def test_signal_group_leaves_a_foreign_group_alone(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_every_config_field_has_chinese_help():
+    """A new config field without a Chinese description fails here (add it to webui/schema_zh.py)."""
+    from tuneforge.webui.schema_zh import DESCRIPTIONS_ZH
+    from tuneforge.webui.train_page import help_text
+
+    missing = sorted({s.key for s in form.all_fields() if s.description not in DESCRIPTIONS_ZH})
+    assert not missing, missing
+    stale = set(DESCRIPTIONS_ZH) - {s.description for s in form.all_fields()}
+    assert not stale, sorted(stale)[:3]
+    spec = next(s for s in form.all_fields() if s.key == "train.learning_rate")
+    assert help_text(spec, "en") == spec.description and "学习率" in help_text(spec, "zh")

@@ -46,7 +46,8 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
         ctx.shared["refresh_on_tab"] = {}
         tab_of = {}
         with gr.Row():
-            heading = tr.reg(gr.Markdown(f"## {tr('title')}", elem_id="tf-title"), value="title")
+            tr.reg(gr.Markdown(f"## {tr('title')}", elem_id="tf-title"),
+                   value=(f"## {text('title', 'en')}", f"## {text('title', 'zh')}"))
             switch = tr.reg(gr.Radio([(LANG_NAMES[code], code) for code in LANGS], value=lang, label=tr("language"),
                                      elem_id="tf-lang", scale=0, min_width=280), label="language")
         intro = gr.Markdown(tr("subtitle", runs=ws.runs_dir), elem_id="tf-intro")
@@ -77,12 +78,7 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
 
         def relabel(code):
             code = lang_of(code)
-            ups = tr.updates(code)
-            # headings and buttons carry the text as their value
-            for i, (comp, attrs) in enumerate(tr.items):
-                if comp is heading:
-                    ups[i] = gr.update(value=f"## {text('title', code)}")
-            return [code, gr.update(value=text("subtitle", code, runs=ws.runs_dir)), *ups]
+            return [code, gr.update(value=text("subtitle", code, runs=ws.runs_dir)), *tr.updates(code)]
 
         switch.change(relabel, [switch], [session_lang, intro, *translated], show_progress="hidden")
 

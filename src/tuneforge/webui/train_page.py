@@ -115,7 +115,7 @@ def build(ctx: Ctx):
         config_pick = tr.reg(gr.Dropdown(shipped_configs(ws), label=tr("load_config"), allow_custom_value=True,
                                          scale=3, elem_id="tf-config-pick"), label="load_config")
         upload = tr.reg(gr.File(label=tr("upload_config"), file_types=[".yaml", ".yml"], type="filepath",
-                                scale=2, height=90), label="upload_config")
+                                scale=2, height=130), label="upload_config")
         load_btn = tr.reg(gr.Button(tr("load"), scale=1, elem_id="tf-load"), value="load")
     with gr.Row():
         model_pick = tr.reg(gr.Dropdown(model_choices(), value=defaults[("model", "model.name")], label=tr("model"),
@@ -137,15 +137,18 @@ def build(ctx: Ctx):
 
     def widget(s: form.FieldSpec):
         value = defaults[(s.group, s.key)]
-        common = {"label": s.key, "info": s.description, "elem_id": _elem_id(s), "elem_classes": ["tf-field"]}
+        common = {"label": s.key, "info": help_text(s, tr.lang), "elem_id": _elem_id(s),
+                  "elem_classes": ["tf-field"]}
         if s.kind == "bool":
-            return gr.Checkbox(value=bool(value), **common)
-        if s.kind == "choice":
+            comp = gr.Checkbox(value=bool(value), **common)
+        elif s.kind == "choice":
             choices = ([""] if s.optional else []) + list(s.choices)
-            return gr.Dropdown(choices, value=value, **common)
-        if s.kind in ("int", "float"):
-            return gr.Textbox(value="" if value is None else str(value), max_lines=1, **common)
-        return gr.Textbox(value=value, max_lines=1 if s.kind != "yaml" else 3, **common)
+            comp = gr.Dropdown(choices, value=value, **common)
+        elif s.kind in ("int", "float"):
+            comp = gr.Textbox(value="" if value is None else str(value), max_lines=1, **common)
+        else:
+            comp = gr.Textbox(value=value, max_lines=1 if s.kind != "yaml" else 3, **common)
+        return tr.reg(comp, info=(help_text(s, "en"), help_text(s, "zh")))
 
     order = ["model", "data"] + [f"task:{t}" for t in form.task_types()] + \
         [f"method:{m}" for m in form.method_names()] + ["train", "distill", "eval", "output"]
@@ -158,12 +161,14 @@ def build(ctx: Ctx):
         if g.startswith("task:"):
             t = g.split(":", 1)[1]
             members = by_group.get(f"task:{t}", []) + by_group.get(f"data:{t}", [])
-            acc = tr.reg(gr.Accordion(f"{tr('section_task')}: {t}", open=False, visible=t == task0,
-                                      elem_id=f"tf-group-task-{t}"), label="section_task")
+            acc = gr.Accordion(f"{tr('section_task')}: {t}", open=False, visible=t == task0,
+                               elem_id=f"tf-group-task-{t}")
+            tr.reg(acc, label=(f"{text('section_task', 'en')}: {t}", f"{text('section_task', 'zh')}: {t}"))
         elif g.startswith("method:"):
             m = g.split(":", 1)[1]
-            acc = tr.reg(gr.Accordion(f"{tr('section_method')}: {m}", open=True, visible=m == method0,
-                                      elem_id=f"tf-group-method-{m}"), label="section_method")
+            acc = gr.Accordion(f"{tr('section_method')}: {m}", open=True, visible=m == method0,
+                               elem_id=f"tf-group-method-{m}")
+            tr.reg(acc, label=(f"{text('section_method', 'en')}: {m}", f"{text('section_method', 'zh')}: {m}"))
         else:
             acc = tr.reg(gr.Accordion(tr(SECTION_KEYS[g]), open=False, elem_id=f"tf-group-{g}"),
                          label=SECTION_KEYS[g])
@@ -180,8 +185,6 @@ def build(ctx: Ctx):
             widgets.append(data_pick)
         else:
             widgets.append(made[(s.group, s.key)])
-    # the task accordions carry their own names in the label: the language switch must keep it
-    tr.items = [(c, a) for c, a in tr.items if not (a.get("label") in ("section_task", "section_method"))]
 
     with gr.Row():
         run_name = tr.reg(gr.Textbox(value="sentiment-run", label=tr("run_name"), max_lines=1,
@@ -271,7 +274,7 @@ def build(ctx: Ctx):
         ups = []
         for s in specs:
             errs = named.get(s.key)
-            ups.append(gr.update(info=("⚠ " + "; ".join(errs)) if errs else s.description,
+            ups.append(gr.update(info=("⚠ " + "; ".join(errs)) if errs else help_text(s, lang),
                                  elem_classes=["tf-field", "tf-field-error"] if errs else ["tf-field"]))
         if problems:
             head = text("invalid", lang, n=len(problems))
@@ -321,6 +324,13 @@ def build(ctx: Ctx):
     preview_btn.click(do_preview, [ctx.lang, data_pick, *widgets], [preview_note, preview_table])
     ctx.shared["start_btn"] = start_btn
     ctx.shared["render"] = (render, inputs, [yaml_box, cli_box])
+
+
+def help_text(s: form.FieldSpec, lang: str) -> str:
+    """A field's help text: the schema's description, in Chinese from schema_zh for `zh`."""
+    from tuneforge.webui.schema_zh import DESCRIPTIONS_ZH
+
+    return DESCRIPTIONS_ZH.get(s.description, s.description) if lang == "zh" else s.description
 
 
 def _elem_id(s: form.FieldSpec) -> str:

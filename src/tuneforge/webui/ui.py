@@ -22,8 +22,9 @@ class Tr:
     def __call__(self, key: str, **fmt) -> str:
         return text(key, self.lang, **fmt)
 
-    def reg(self, component, **attrs: str):
-        """`attrs`: attribute -> string key (label, info, value for buttons and headings, placeholder)."""
+    def reg(self, component, **attrs):
+        """`attrs`: attribute (label, info, value for buttons and headings) -> a key of i18n.STRINGS, or an
+        (English, Chinese) pair for text that is not in the table (a config field's help text)."""
         self.items.append((component, attrs))
         return component
 
@@ -32,7 +33,14 @@ class Tr:
         return [c for c, _ in self.items]
 
     def updates(self, lang: str) -> list:
-        return [gr.update(**{attr: text(key, lang) for attr, key in attrs.items()}) for _, attrs in self.items]
+        return [gr.update(**{attr: pick(key, lang) for attr, key in attrs.items()}) for _, attrs in self.items]
+
+
+def pick(key, lang: str) -> str:
+    """The text of a string key, or of an (English, Chinese) pair, in `lang`."""
+    if isinstance(key, tuple):
+        return key[1] if lang == "zh" else key[0]
+    return text(key, lang)
 
 
 @dataclass
