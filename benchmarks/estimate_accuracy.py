@@ -1,9 +1,19 @@
 """How close `tuneforge estimate` comes to measured peaks, and the README's table of estimates.
 
-1. CPU, measured here: real peak RSS growth of a few training steps (float32, AdamW fused, plain
-   forward/backward/step loop as the engine's Trainer runs it) in a fresh subprocess, `ru_maxrss` minus the RSS
-   after the model was loaded and the method applied, against the estimate for device "cpu" without the weights
-   (which are loaded before the baseline is taken): builtin:minilm-l6 full and LoRA, batch 32 x 128.
+1. CPU, measured here: a few training steps (float32, AdamW fused, plain forward/backward/step loop as the
+   engine's Trainer runs it) of builtin:minilm-l6 full and LoRA, batch 32 x 128, in a fresh subprocess, against the
+   estimate for device "cpu" without the weights (loaded before the baseline is taken). Three measurements:
+   - live tensors: the peak of bytes held by torch's CPU allocator (torch.profiler with profile_memory=True, every
+     allocation and free summed in order), over the bytes live after loading. What the estimate models: the CPU
+     counterpart of the GPU figures' torch.cuda.max_memory_allocated.
+   - RSS: peak RSS growth (`ru_maxrss`) in a process started with MALLOC_MMAP_THRESHOLD_=131072, which stops glibc
+     from raising its mmap threshold to the size of each freed tensor (its default), so freed tensors go back to the
+     OS instead of staying resident; less the file-backed pages (library code) first touched by the steps. What the
+     process really needs; it also holds a little non-tensor memory (MKL/oneDNN buffers, about 0.1 GiB with full
+     fine-tuning) that the estimate does not model.
+   - RSS, glibc defaults: the raw peak RSS growth as before (for reference only): with glibc's dynamic mmap threshold
+     a freed 6-24 MiB activation stays in the heap and later smaller ones fragment it, so this holds up to twice the
+     live bytes; no peak-memory estimate can or should model that slack.
 2. GPU, measured elsewhere: the reference H200 figures (Llama-3.2-1B shape, batch 8 x 2048, bf16, AdamW;
    benchmarks/gpu_train.py and /work/shared/bench/gpu_peer_baseline.py), against the formula for the same setup.
 3. The README table: estimated peak per GPU for Llama 1B/3B/8B/70B shapes x full/LoRA/QLoRA on 1 GPU and on 8 GPUs
@@ -11,7 +21,8 @@
    layers). Everything in it is an estimate.
 
     python benchmarks/estimate_accuracy.py            # all three tables (~1-2 min on 2 CPU cores)
-    python benchmarks/estimate_accuracy.py --measure MODEL METHOD BATCH SEQ STEPS   # one measurement, JSON
+    python benchmarks/estimate_accuracy.py --measure MODEL METHOD BATCH SEQ STEPS [plain]  # one measurement, JSON
+                                                                   # (plain: without the profiler)
 """
 from __future__ import annotations
 
@@ -33,19 +44,43 @@ def classification_config(model: str, method: str, batch: int, seq: int):
                             "train": {"batch_size": batch}}, environment=False)
 
 
-def _rss() -> int:
+#: the glibc setting of the measuring subprocess: a fixed mmap threshold (no dynamic raise to each freed size)
+HONEST_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _status() -> dict[str, int]:
+    """VmRSS / RssAnon / RssFile of this process in bytes."""
+    out = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
 
 
-def measure(model: str, method: str, batch: int, seq: int, steps: int) -> dict:
-    """In this process: load as the engine does, then train `steps` steps; peak RSS growth in bytes."""
+def _rss() -> int:
+    return _status().get("VmRSS", 0)
+
+
+def live_peak(events) -> int:
+    """Peak of the running sum of the profiler's memory events (allocations positive, frees negative) in bytes."""
+    cur = peak = 0
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return peak
+
+
+def measure(model: str, method: str, batch: int, seq: int, steps: int, profiled: bool = True) -> dict:
+    """In this process: load as the engine does, then train `steps` steps (under the profiler if `profiled`).
+    Bytes: `live_peak` (peak of live tensor bytes over those after loading; None unprofiled), `rss_growth` (peak RSS
+    growth), `file_growth` (file-backed pages touched meanwhile), `rss_anon_growth` (the difference)."""
+    import contextlib
     import resource
 
     import torch
+    from torch.profiler import ProfilerActivity, profile
 
     from tuneforge.methods import MethodContext
     from tuneforge.models.loader import load_model, resolve_model
@@ -67,20 +102,32 @@ def measure(model: str, method: str, batch: int, seq: int, steps: int) -> dict:
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (batch,), generator=g)
     net.train()
-    base = _rss()
-    for _ in range(steps):
-        loss = net(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    before = _status()
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True) if profiled else None
+    with prof or contextlib.nullcontext():
+        for _ in range(steps):
+            loss = net(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = _status()
+    rss_growth = max(peak - before["VmRSS"], 0)
+    file_growth = max(after["RssFile"] - before["RssFile"], 0)
     return {"model": model, "method": method, "batch": batch, "seq": seq, "steps": steps,
-            "measured_growth": max(peak - base, 0), "rss_after_load": base}
+            "malloc": {k: os.environ.get(k) for k in HONEST_MALLOC},
+            "live_peak": live_peak(prof.profiler.kineto_results.events()) if prof else None, "rss_growth": rss_growth,
+            "file_growth": file_growth, "rss_anon_growth": max(rss_growth - file_growth, 0),
+            "rss_after_load": before["VmRSS"]}
 
 
-def measure_in_subprocess(model: str, method: str, batch: int, seq: int, steps: int = 3) -> dict:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, __file__, "--measure", model, method, str(batch), str(seq), str(steps)],
+def measure_in_subprocess(model: str, method: str, batch: int, seq: int, steps: int = 3, *,
+                          honest_malloc: bool = True, profiled: bool = True) -> dict:
+    """`measure` in a fresh process; `honest_malloc`: with HONEST_MALLOC (else glibc's defaults)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false", **(HONEST_MALLOC if honest_malloc else {}))
+    out = subprocess.run([sys.executable, __file__, "--measure", model, method, str(batch), str(seq), str(steps)]
+                         + ([] if profiled else ["plain"]),
                          capture_output=True, text=True, env=env, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -145,17 +192,22 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--measure"]:
         model, method, batch, seq, steps = argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
-        print(json.dumps(measure(model, method, batch, seq, steps)))
+        print(json.dumps(measure(model, method, batch, seq, steps, profiled=argv[6:7] != ["plain"])))
         return 0
     from tuneforge.training.estimate import estimate_memory
 
-    print("CPU, measured here (peak RSS growth over the loaded model; estimate for device cpu less weights)")
-    print(f"{'case':<34}{'estimate MiB':>14}{'measured MiB':>14}{'ratio':>8}")
+    mib = 2**20
+    print("CPU, measured here: builtin:minilm-l6, batch 32 x 128, 3 steps, float32, AdamW; MiB over the loaded model;")
+    print("estimate: device cpu less weights; live: peak live tensor bytes (torch.profiler); RSS: peak RSS growth with")
+    print("MALLOC_MMAP_THRESHOLD_=131072 less library pages; RSS default: raw peak RSS growth, glibc defaults")
+    print(f"{'case':<28}{'estimate':>9}{'live':>7}{'ratio':>7}{'RSS':>7}{'ratio':>7}{'RSS default':>13}{'ratio':>7}")
     for model, method in (("builtin:minilm-l6", "full"), ("builtin:minilm-l6", "lora")):
         r = measure_in_subprocess(model, method, 32, 128, 3)
+        d = measure_in_subprocess(model, method, 32, 128, 3, honest_malloc=False, profiled=False)
         e = estimated_growth(model, method, 32, 128)
-        print(f"{model + ' ' + method:<34}{e / 2**20:>14.0f}{r['measured_growth'] / 2**20:>14.0f}"
-              f"{e / max(r['measured_growth'], 1):>8.2f}")
+        live, rss, raw = r["live_peak"], r["rss_anon_growth"], d["rss_growth"]
+        print(f"{model + ' ' + method:<28}{e / mib:>9.0f}{live / mib:>7.0f}{e / max(live, 1):>7.2f}"
+              f"{rss / mib:>7.0f}{e / max(rss, 1):>7.2f}{raw / mib:>13.0f}{e / max(raw, 1):>7.2f}")
     print()
     print("GPU, measured elsewhere (H200, torch.cuda.max_memory_allocated; Llama-3.2-1B shape, batch 8 x 2048)")
     print(f"{'case':<44}{'estimate GiB':>13}{'measured GiB':>13}{'ratio':>8}")

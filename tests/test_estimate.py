@@ -138,16 +138,21 @@ def test_cpu_saved_activations_match_autograd(tmp_path):
         assert abs(expected / saved - 1) < 0.15, (method, expected, saved)
 
 
-def test_cpu_rss_growth_in_range():
-    """Peak RSS growth of 3 real training steps (builtin:minilm-l6 LoRA, batch 32 x 128) in a subprocess against the
-    estimate less weights. Measured: ratio ~0.33 for LoRA (0.66 for full): CPU RSS keeps backward's transient
-    buffers and freed-but-resident allocator pages that the estimate (what a CUDA caching allocator holds at the
-    peak) does not model. Asserted: the measured range, so a change in either direction shows."""
+def test_cpu_peaks_within_tolerance():
+    """3 real training steps' worth (2 here) of builtin:minilm-l6 full and LoRA (dropout 0.05), batch 32 x 128, in a
+    subprocess, against the estimate for device cpu less the weights, on two measurements:
+    - the peak of live tensor bytes (torch.profiler's memory events): measured ratio 1.05 full, 0.99 LoRA;
+    - the peak RSS growth with glibc's mmap threshold fixed (freed tensors go back to the OS) less the library pages
+      first touched: measured 0.98 full, 0.99 LoRA.
+    Asserted: within 8% (live bytes are deterministic) and 10% (RSS). glibc's default dynamic mmap threshold leaves
+    freed activations resident, so the raw RSS growth is 1.5-2.5x these; benchmarks/estimate_accuracy.py shows it."""
     from estimate_accuracy import estimated_growth, measure_in_subprocess
 
-    r = measure_in_subprocess("builtin:minilm-l6", "lora", 32, 128, 2)
-    ratio = estimated_growth("builtin:minilm-l6", "lora", 32, 128) / r["measured_growth"]
-    assert 0.2 < ratio < 1.2, ratio
+    for method in ("full", "lora"):
+        r = measure_in_subprocess("builtin:minilm-l6", method, 32, 128, 2)
+        e = estimated_growth("builtin:minilm-l6", method, 32, 128)
+        assert abs(e / r["live_peak"] - 1) <= 0.08, (method, e, r)
+        assert abs(e / r["rss_anon_growth"] - 1) <= 0.10, (method, e, r)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Peak = weights + gradients + optimizer states + activations + loss head + overhe
   optimizer    AdamW: two states at the parameter's dtype; 8-bit (bitsandbytes): 2 bytes/param (+1.6%),
                tensors under 4096 values stay 32-bit; paged: counted in full (it can spill to CPU)
   activations  what autograd keeps for backward, per transformer block and token (see `_block_bytes`);
-               with gradient checkpointing only each block's input plus one block recomputed in backward
+               with gradient checkpointing only each block's input plus one block recomputed in backward.
+               Dropout keeps a bool mask on a GPU but, on CPU, a noise tensor of the input's dtype (4 bytes in
+               fp32): per attention probability, per hidden value and per adapted layer's input (LoRA dropout)
   logits       the loss: full logits cost 12 bytes x vocabulary per token at the start of backward (fp32 copy,
                log-softmax output and its gradient); the chunked loss (`train.chunked_loss`) one chunk of rows
   overhead     CUDA context and workspaces (0.4 GiB), autocast's 16-bit copies of fp32 trainable weights,
@@ -345,6 +347,11 @@ class _Run:
     checkpointing: bool
     device: str = "cuda"
 
+    def mask(self, elem: int) -> int:
+        """Bytes per element that dropout keeps for backward on a tensor of `elem`-byte values: a bool mask on a GPU
+        (`native_dropout`); on CPU torch multiplies by a noise tensor of the input's own dtype and keeps that."""
+        return 1 if self.device == "cuda" else elem
+
 
 def _linears(block):
     """(name, module, base Linear, adapter params, dropout p) for each linear layer of a block; adapter wrappers
@@ -368,9 +375,14 @@ def _linears(block):
 
 
 def _norm_bytes(mod, r: _Run, h: int) -> int:
+    import torch
+
     rms = "rms" in type(mod).__name__.lower()
     w = getattr(mod, "weight", None)
-    extra = r.compute * h if w is not None and w.requires_grad else 0
+    # a Python norm (HF's RMSNorm) multiplies its weight by the normalized input, which autograd keeps for the
+    # weight's gradient; torch's fused layer_norm gets that gradient from the input, mean and rstd it keeps anyway
+    fused = isinstance(mod, torch.nn.LayerNorm)
+    extra = r.compute * h if w is not None and w.requires_grad and not fused else 0
     if rms and not r.liger:
         return 4 * h + 4 + extra  # the HF RMSNorm's float32 copy of its input, and the reciprocal norm
     return r.stream * h + 8 + extra
@@ -394,7 +406,7 @@ def _block_bytes(block, hf, r: _Run, fused: bool) -> int:
         elif isinstance(mod, torch.nn.Dropout) and mod.p > 0 and not re.search(r"(self|attn|attention)\.dropout$|"
                                                                                r"(attn|attention)_dropout$", name):
             if not any(name.startswith(w) for w in ("lora_", "base_layer")) and ".lora_dropout" not in name:
-                total += h  # a bool mask per element (hidden dropout before a residual add)
+                total += r.mask(r.stream) * h  # dropout's mask (hidden dropout before a residual add)
     groups: dict[tuple, list] = {}
     for name, mod, base, extras, p in _linears(block):
         parent, _, leaf = name.rpartition(".")
@@ -414,8 +426,8 @@ def _block_bytes(block, hf, r: _Run, fused: bool) -> int:
             if fused and p == 0:
                 keep_input = True
                 total += c * rank
-            elif p > 0:
-                total += (1 + eff) * d_in + eff * rank * 2
+            elif p > 0:  # the adapter's dropout: its mask and its output (the adapter's input) per layer
+                total += (r.mask(eff) + eff) * d_in + eff * rank * 2
             elif eff != c or r.autocast:
                 total += eff * d_in + eff * rank * 2  # PEFT's cast of the input to the adapter's dtype
             else:
@@ -429,7 +441,7 @@ def _block_bytes(block, hf, r: _Run, fused: bool) -> int:
     q = c * n_heads * head_dim
     # torch's CPU SDPA takes the math path (probabilities kept) when attention dropout is on in training
     if impl == "eager" or (r.device == "cpu" and attn_p > 0):
-        total += q + 2 * c * kv + c * n_heads * r.seq + ((1 + c) * n_heads * r.seq if attn_p > 0 else 0)
+        total += q + 2 * c * kv + c * n_heads * r.seq + ((r.mask(c) + c) * n_heads * r.seq if attn_p > 0 else 0)
     else:  # SDPA / flash: q, k, v, output and the log-sum-exp
         total += q + 2 * c * kv + c * n_heads * head_dim + 4 * n_heads
     # the MLP's activation function
@@ -470,7 +482,7 @@ def _activations(m: _Model, r: _Run) -> tuple[int, int, list[str]]:
         if "norm" in type(mod).__name__.lower() and hasattr(mod, "weight"):
             outside += _norm_bytes(mod, r, h)
         elif isinstance(mod, torch.nn.Dropout) and mod.p > 0 and "lora" not in name:
-            outside += h
+            outside += r.mask(r.stream) * h
     notes = []
     if not blocks:
         notes.append("no transformer block list found: activations estimated from the parameter count only")
