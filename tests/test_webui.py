@@ -63,7 +63,8 @@ def test_paths_stay_inside_the_runs_and_data_folders(tmp_path):
     ws = Workspace(runs, [data], cwd=data)
     assert ws.inside("train.csv") == (data / "train.csv").resolve()
     assert ws.data_source("builtin:rotten-tomatoes") == "builtin:rotten-tomatoes"
-    for bad in ("../secret/keys.txt", str(outside / "keys.txt"), "link/keys.txt", "/etc/passwd", "train.csv/../../secret"):
+    for bad in ("../secret/keys.txt", str(outside / "keys.txt"), "link/keys.txt", "/etc/passwd",
+                "train.csv/../../secret"):
         with pytest.raises(PathError, match="outside the folders"):
             ws.inside(bad)
     with pytest.raises(PathError, match="does not exist"):
@@ -216,6 +217,12 @@ def test_curves_split_losses_from_metrics(tmp_path):
         '{"step": 2, "eval_loss": 0.6, "eval_accuracy": 0.8, "eval_runtime": 1.0}\n{"step": 3, "lo')
     loss, other = curves(Workspace(tmp_path / "runs", cwd=tmp_path), tmp_path)
     assert sorted(loss["series"]) == ["eval_loss", "loss"] and list(other["series"]) == ["eval_accuracy"]
+    # a classifier logs nine metrics: the main one first, per-class averages left out, at most four curves
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 5, "eval_accuracy": 0.8, "eval_precision_macro": 0.7, "eval_recall_macro": 0.7, "eval_f1_macro": 0.7,'
+        ' "eval_f1_weighted": 0.7, "eval_auc_roc": 0.9, "eval_a": 1, "eval_b": 2, "eval_c": 3}\n')
+    _, other = curves(Workspace(tmp_path / "runs", cwd=tmp_path), tmp_path, "auc_roc")
+    assert list(dict.fromkeys(other["series"])) == ["eval_auc_roc", "eval_accuracy", "eval_f1_macro", "eval_a"]
 
 
 def test_search_refuses_an_empty_space(tmp_path):

@@ -31,8 +31,14 @@ def runs_frame(ws: Workspace, lang: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def curves(ws: Workspace, run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(losses, other metrics) of a run as long tables (step, value, series) for line plots."""
+#: metric curves drawn besides the run's main metric: the first few that appear, per-class averages left out
+MAX_METRIC_CURVES = 4
+_SECONDARY = ("precision", "recall", "weighted")
+
+
+def curves(ws: Workspace, run: Path, main: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(losses, other metrics) of a run as long tables (step, value, series) for line plots. The metric plot shows
+    `eval_<main>` and the first other metrics to appear, up to MAX_METRIC_CURVES (a classifier logs nine)."""
     loss, other = [], []
     for row in ws.metrics(run):
         step = row.get("step")
@@ -42,6 +48,11 @@ def curves(ws: Workspace, run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or any(n in key for n in _NOT_CURVES):
                 continue
             (loss if "loss" in key else other).append({"step": step, "value": float(value), "series": key})
+    names = list(dict.fromkeys(r["series"] for r in other))
+    first = [n for n in names if main and n in (main, f"eval_{main}")]
+    rest = [n for n in names if n not in first and not any(w in n for w in _SECONDARY)]
+    order = {n: i for i, n in enumerate((first + rest)[:MAX_METRIC_CURVES])}
+    other = sorted((r for r in other if r["series"] in order), key=lambda r: (order[r["series"]], r["step"]))
     empty = pd.DataFrame({"step": pd.Series(dtype=float), "value": pd.Series(dtype=float),
                           "series": pd.Series(dtype=str)})
     return (pd.DataFrame(loss) if loss else empty), (pd.DataFrame(other) if other else empty)
@@ -80,8 +91,8 @@ def build(ctx: Ctx):
                                 elem_id="tf-runs-table"), label="runs_table")
     state_md = gr.Markdown(tr("no_run"), elem_id="tf-run-state")
     with gr.Row():
-        stop_btn = tr.reg(gr.Button(tr("stop"), variant="stop", elem_id="tf-stop"), value="stop")
-        resume_btn = tr.reg(gr.Button(tr("resume"), elem_id="tf-resume"), value="resume")
+        stop_btn = tr.reg(gr.Button(tr("stop"), variant="stop", interactive=False, elem_id="tf-stop"), value="stop")
+        resume_btn = tr.reg(gr.Button(tr("resume"), interactive=False, elem_id="tf-resume"), value="resume")
     action_md = gr.Markdown(elem_id="tf-run-action")
     with tr.reg(gr.Accordion(tr("curves"), open=True), label="curves"):
         with gr.Row():
@@ -103,19 +114,25 @@ def build(ctx: Ctx):
         """Everything about the chosen run; the report only when the run's state changed (images are heavy)."""
         lang = lang_of(lang)
         keep = [gr.update()] * 3
+        off = [gr.update(interactive=False)] * 2
         if not name:
-            return [text("no_run", lang), None, None, "", None, *keep]
+            return [text("no_run", lang), None, None, "", None, *keep, *off]
         try:
             run = ws.run_dir(name)
         except Exception as exc:  # noqa: BLE001
-            return [message("error", error_text(exc)), None, None, "", None, *keep]
-        loss, other = curves(ws, run)
-        state = RunDir(run).state()
+            return [message("error", error_text(exc)), None, None, "", None, *keep, *off]
+        rd = RunDir(run)
+        state = rd.state()
+        loss, other = curves(ws, run, describe(run)["metric"])
         log = ws.log_tail(run / LOG_NAME)
         report = keep if state == last_state else list(report_parts(run, lang))
-        return [state_line(ws, run), loss, other, log, state, *report]
+        # Stop while it trains; Resume for an unfinished run with a checkpoint to continue from
+        can_resume = state in ("interrupted", "failed", "stopped") and rd.last_checkpoint() is not None
+        buttons = [gr.update(interactive=state == "running"), gr.update(interactive=can_resume)]
+        return [state_line(ws, run), loss, other, log, state, *report, *buttons]
 
-    detail_out = [state_md, loss_plot, metric_plot, log_box, seen_state, report_md, cm_img, lc_img]
+    detail_out = [state_md, loss_plot, metric_plot, log_box, seen_state, report_md, cm_img, lc_img, stop_btn,
+                  resume_btn]
 
     def tick(name, lang, last_state):
         choices = [r["name"] for r in ws.runs()]
