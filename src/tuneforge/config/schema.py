@@ -285,7 +285,8 @@ class FsdpSection(Section):
         "on nodes with many GPUs)."))
     state_dict_type: Literal["full", "sharded"] = Field("full", description=(
         "How checkpoints for `--resume` are written: `full` (gathered on rank 0, FSDP's FULL_STATE_DICT) or "
-        "`sharded` (each rank writes its shard: faster for large models). The final `model/` directory is always the full, gathered model in the usual loadable files."))
+        "`sharded` (each rank writes its shard: faster for large models). The final `model/` directory is always "
+        "the full, gathered model in the usual loadable files."))
 
 
 class DeepSpeedSection(Section):

@@ -11,7 +11,6 @@ any rank failed, the run is `failed` with the first real error (a rank torn down
 only `interrupted` or a broken connection; the root cause is the rank that failed first)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from tuneforge.config import load_config
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.training import distributed
-from tuneforge.training.rundir import RunDir
+from tuneforge.training.rundir import RunDir, read_dict
 
 
 class DistributedRunError(TuneforgeError):
@@ -144,14 +143,6 @@ def _run_torchrun(args: list[str]) -> dict | None:
     return None
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 #: what a rank says when it was only torn down because another rank failed
 _TORN_DOWN = ("interrupted", "connection", "gloo", "nccl", "broken pipe", "timed out", "socket", "peer")
 
@@ -162,13 +153,13 @@ def _secondary(message: str) -> bool:
 
 
 def _finish(scratch: Path, target: Path, failure: dict | None, primary_node: bool = True) -> Path:
-    where = _read(scratch / "run.json")
+    where = read_dict(scratch / "run.json")
     run = RunDir(where.get("path", target), where.get("target", target))
     if failure is None:
         if run.path != run.target and run.status().get("state") == "completed":
             run = RunDir(run.target)  # an overwrite that completed was swapped into place
         return run.path
-    errors = sorted((_read(p) for p in scratch.glob("rank-*.json")), key=lambda e: e.get("time", 0.0))
+    errors = sorted((read_dict(p) for p in scratch.glob("rank-*.json")), key=lambda e: e.get("time", 0.0))
     errors = [e for e in errors if e.get("message")]
     root = next((e for e in errors if not _secondary(e["message"])), errors[0] if errors else None)
     if root is not None:

@@ -127,7 +127,7 @@ def checkpoint_is_complete(path: Path) -> bool:
     return state.get("global_step") == step and any((path / w).is_file() for w in WEIGHT_FILES)
 
 
-def _read_dict(path: Path) -> dict:
+def read_dict(path: Path) -> dict:
     """A JSON object written by tuneforge, or {} when it is missing, cut by a kill, or not an object."""
     try:
         data = json.loads(path.read_text())
@@ -164,7 +164,7 @@ class RunDir:
 
     # status
     def status(self) -> dict:
-        return _read_dict(self.status_file)
+        return read_dict(self.status_file)
 
     def is_run(self) -> bool:
         """Written by tuneforge: a status.json with a known state."""
@@ -177,7 +177,7 @@ class RunDir:
         write_json(self.status_file, data)
 
     def lock_info(self) -> dict:
-        return _read_dict(self.lock_file)
+        return read_dict(self.lock_file)
 
     @staticmethod
     def _holder_alive(info: dict) -> bool:

@@ -157,27 +157,20 @@ def build(ctx: Ctx):
 
     table.select(pick_row, [table], [run_pick])
 
-    def stop(name, lang):
-        lang = lang_of(lang)
-        try:
-            run = ws.run_dir(name)
-            state = ws.stop(run)
-        except Exception as exc:  # noqa: BLE001
-            return message("error", error_text(exc))
-        return text("stopped_msg", lang, run=ws.rel(run), state=state)
+    def action(do, said: str):
+        """A button's handler: `do(run)` on the chosen run, its outcome in one line."""
+        def handler(name, lang):
+            lang = lang_of(lang)
+            try:
+                run = ws.run_dir(name)
+                done = do(run)
+            except Exception as exc:  # noqa: BLE001
+                return message("error", error_text(exc))
+            return text(said, lang, run=ws.rel(run), state=done, pid=getattr(done, "pid", ""))
+        return handler
 
-    stop_btn.click(stop, [run_pick, ctx.lang], [action_md])
-
-    def resume(name, lang):
-        lang = lang_of(lang)
-        try:
-            run = ws.run_dir(name)
-            job = ws.resume(run)
-        except Exception as exc:  # noqa: BLE001
-            return message("error", error_text(exc))
-        return text("resumed_msg", lang, run=ws.rel(run), pid=job.pid)
-
-    resume_btn.click(resume, [run_pick, ctx.lang], [action_md])
+    stop_btn.click(action(ws.stop, "stopped_msg"), [run_pick, ctx.lang], [action_md])
+    resume_btn.click(action(ws.resume, "resumed_msg"), [run_pick, ctx.lang], [action_md])
 
     def restore(request: gr.Request):
         """After a reload: the run named in the address (?run=NAME), if it still exists."""
