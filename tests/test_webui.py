@@ -260,3 +260,18 @@ def test_every_config_field_has_chinese_help():
     assert not stale, sorted(stale)[:3]
     spec = next(s for s in form.all_fields() if s.key == "train.learning_rate")
     assert help_text(spec, "en") == spec.description and "学习率" in help_text(spec, "zh")
+
+
+def test_a_taken_port_is_one_line_and_exit_6(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from tuneforge.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code = main(["webui", "--port", str(port), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 6 and err[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}"), err

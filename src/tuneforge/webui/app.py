@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, ServeError
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
@@ -120,7 +120,11 @@ def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", da
     ws = Workspace(runs_dir, data_dirs)
     demo = build_app(ws, lang)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
-                allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
-                show_error=True, css=CSS, footer_links=[])
+    try:
+        demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
+                    allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
+                    show_error=True, css=CSS, footer_links=[])
+    except OSError as exc:  # the port is taken (Gradio: "Cannot find empty port"), or the address is not ours
+        raise ServeError(f"cannot listen on {host}:{port} ({str(exc).split('.')[0]}); choose another --port") \
+            from None
     return demo
