@@ -275,3 +275,16 @@ def test_a_taken_port_is_one_line_and_exit_6(tmp_path, capsys, monkeypatch):
         code = main(["webui", "--port", str(port), "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 6 and err[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}"), err
+
+
+def test_a_study_started_from_a_shell_can_be_followed_by_its_path(tmp_path):
+    from tuneforge.webui.tools_page import study_view
+
+    study = tmp_path / "studies" / "cli-study"
+    study.mkdir(parents=True)
+    (study / "trials.csv").write_text("trial,state,accuracy\n0,COMPLETE,0.8\n1,PRUNED,0.6\n")
+    ws = Workspace(tmp_path / "runs", [tmp_path], cwd=tmp_path)
+    table, plots, _ = study_view(ws, "studies/cli-study", "en")
+    assert list(table["state"]) == ["COMPLETE", "PRUNED"] and plots == []
+    with pytest.raises(PathError):
+        study_view(ws, "../elsewhere/study", "en")

@@ -88,8 +88,10 @@ def start_search(ws: Workspace, raw: dict, space_text: str, trials, name: str):
 
 
 def study_view(ws: Workspace, name: str, lang: str) -> tuple[pd.DataFrame, list[str], str]:
-    """(trials table, plots, log tail) of a study: trials.csv once the search wrote it, else its trial runs."""
-    d = ws.inside(ws.runs_dir / STUDIES / slug(name), [ws.runs_dir])
+    """(trials table, plots, log tail) of a study, by name (started here) or by path (inside the allowed folders):
+    trials.csv once the search wrote it, else its trial runs."""
+    # a name: a study started here (RUNS/studies/<name>); a path: one started from a shell (studies/<name>)
+    d = ws.inside(name) if "/" in str(name) else ws.inside(ws.runs_dir / STUDIES / slug(name), [ws.runs_dir])
     log = ws.log_tail(ws.ui_dir / "logs" / f"search-{slug(name)}.log", lines=20)
     csv = d / "trials.csv"
     if csv.is_file():
