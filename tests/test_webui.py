@@ -288,3 +288,13 @@ def test_a_study_started_from_a_shell_can_be_followed_by_its_path(tmp_path):
     assert list(table["state"]) == ["COMPLETE", "PRUNED"] and plots == []
     with pytest.raises(PathError):
         study_view(ws, "../elsewhere/study", "en")
+
+
+def test_a_failed_command_raises_its_own_error_line(tmp_path):
+    from tuneforge.webui.workspace import CommandError
+
+    ws = Workspace(tmp_path / "runs", cwd=tmp_path)
+    code = "import sys; print('working'); print('error: data file not found: x.csv', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(CommandError, match=r"^data file not found: x\.csv$"):
+        ws.run_command("data", [sys.executable, "-c", code], tmp_path / "cmd.log")
+    assert "working" in ws.run_command("ok", [sys.executable, "-c", "print('working')"], tmp_path / "ok.log")

@@ -23,10 +23,11 @@ REMEMBER_RUN = """(name) => {
 _NOT_CURVES = ("runtime", "per_second", "epoch", "learning_rate", "grad_norm", "flos", "tokens_seen", "time", "step")
 
 
-def runs_frame(ws: Workspace, lang: str) -> pd.DataFrame:
+def runs_frame(runs: list[dict], lang: str) -> pd.DataFrame:
+    """The runs table of `Workspace.runs()` rows, headed in `lang`."""
     rows = [[r["name"], r["state"] or "?", r["metric"] or "",
              "" if r["value"] is None else round(float(r["value"]), 4), age_text(r["age_seconds"])]
-            for r in ws.runs()]
+            for r in runs]
     cols = [text(k, lang) for k in ("run", "state", "metric", "value", "age")]
     return pd.DataFrame(rows, columns=cols)
 
@@ -58,8 +59,8 @@ def curves(ws: Workspace, run: Path, main: str | None = None) -> tuple[pd.DataFr
     return (pd.DataFrame(loss) if loss else empty), (pd.DataFrame(other) if other else empty)
 
 
-def state_line(ws: Workspace, run: Path) -> str:
-    d = describe(run)
+def state_line(ws: Workspace, run: Path, d: dict) -> str:
+    """One line on a run from its `describe` row: state, main metric, PID while it trains, the error of a failure."""
     parts = [f"**{ws.rel(run)}**: `{d['state']}`"]
     if d["metric"]:
         parts.append(f"{d['metric']} = {d['value']:.4f}")
@@ -87,7 +88,7 @@ def build(ctx: Ctx):
         run_pick = tr.reg(gr.Dropdown([r["name"] for r in ws.runs()], label=tr("run"), allow_custom_value=True,
                                       scale=4, elem_id="tf-run-pick"), label="run")
         refresh = tr.reg(gr.Button(tr("refresh"), scale=1, elem_id="tf-runs-refresh"), value="refresh")
-    table = tr.reg(gr.Dataframe(runs_frame(ws, tr.lang), label=tr("runs_table"), interactive=False,
+    table = tr.reg(gr.Dataframe(runs_frame(ws.runs(), tr.lang), label=tr("runs_table"), interactive=False,
                                 elem_id="tf-runs-table"), label="runs_table")
     state_md = gr.Markdown(tr("no_run"), elem_id="tf-run-state")
     with gr.Row():
@@ -121,22 +122,23 @@ def build(ctx: Ctx):
             run = ws.run_dir(name)
         except Exception as exc:  # noqa: BLE001
             return [message("error", error_text(exc)), None, None, "", None, *keep, *off]
-        rd = RunDir(run)
-        state = rd.state()
-        loss, other = curves(ws, run, describe(run)["metric"])
+        d = describe(run)
+        state = d["state"]
+        loss, other = curves(ws, run, d["metric"])
         log = ws.log_tail(run / LOG_NAME)
         report = keep if state == last_state else list(report_parts(run, lang))
         # Stop while it trains; Resume for an unfinished run with a checkpoint to continue from
-        can_resume = state in ("interrupted", "failed", "stopped") and rd.last_checkpoint() is not None
+        can_resume = state in ("interrupted", "failed", "stopped") and RunDir(run).last_checkpoint() is not None
         buttons = [gr.update(interactive=state == "running"), gr.update(interactive=can_resume)]
-        return [state_line(ws, run), loss, other, log, state, *report, *buttons]
+        return [state_line(ws, run, d), loss, other, log, state, *report, *buttons]
 
     detail_out = [state_md, loss_plot, metric_plot, log_box, seen_state, report_md, cm_img, lc_img, stop_btn,
                   resume_btn]
 
     def tick(name, lang, last_state):
-        choices = [r["name"] for r in ws.runs()]
-        return [runs_frame(ws, lang_of(lang)), gr.update(choices=choices), *detail(name, lang, last_state)]
+        runs = ws.runs()  # every 2 s: listed once for the table and the picker
+        return [runs_frame(runs, lang_of(lang)), gr.update(choices=[r["name"] for r in runs]),
+                *detail(name, lang, last_state)]
 
     timer.tick(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out], show_progress="hidden")
     refresh.click(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out])

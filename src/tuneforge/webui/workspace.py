@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
+from tuneforge.errors import RunDirError, TuneforgeError
 from tuneforge.training.rundir import RunDir, pid_alive
 from tuneforge.training.runlist import describe, find_runs
 
@@ -38,6 +38,10 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 class PathError(TuneforgeError):
     """A path outside the folders the web UI may read or write."""
+
+
+class CommandError(TuneforgeError):
+    """A command the web UI ran failed; the message is the command's own error line."""
 
 
 def slug(text: str, default: str = "run") -> str:
@@ -160,15 +164,12 @@ class Workspace:
     @staticmethod
     def interface(run: Path) -> str | None:
         """`classify` or `chat` for a run with a saved model (what its task offers), else None."""
-        try:
-            meta = json.loads((Path(run) / "model" / "tuneforge.json").read_text())
-        except (OSError, ValueError):
-            return None
+        from tuneforge.models.loader import read_run_metadata
         from tuneforge.registry import TASKS
 
         try:
-            return TASKS.get(meta.get("task", "")).interface
-        except ConfigError:
+            return TASKS.get(read_run_metadata(Path(run) / "model").get("task", "")).interface
+        except (TuneforgeError, OSError, ValueError, AttributeError):
             return None
 
     @staticmethod
@@ -316,15 +317,21 @@ class Workspace:
         if job.running():
             _signal_group(job.pid, signal.SIGKILL)
 
-    def run_command(self, kind: str, argv: list[str], log: Path, timeout: float = 3600) -> tuple[int, str]:
-        """Start a command like `launch` and wait for it; returns (exit code, the log's tail)."""
+    def run_command(self, kind: str, argv: list[str], log: Path, timeout: float = 3600) -> str:
+        """Start a command like `launch` and wait for it; returns the log's tail. Raises CommandError with the
+        command's own error line when it fails (or `timed out` after `timeout` seconds)."""
         job = self.launch(kind, argv, log)
         try:
             job.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop_job(job)
-            return 124, self.log_tail(log)
-        return job.proc.returncode, self.log_tail(log)
+            raise CommandError(f"{kind} timed out after {timeout:.0f} s (log: {log})") from None
+        tail = self.log_tail(log)
+        if job.proc.returncode != 0:
+            lines = [line for line in tail.splitlines() if line.strip() and not line.startswith("$ ")]
+            errors = [line for line in lines if line.startswith("error:")]
+            raise CommandError((errors or lines or [f"{kind} failed"])[-1].removeprefix("error: "))
+        return tail
 
     def stamp(self) -> str:
         return datetime.now().strftime("%Y%m%d-%H%M%S")
