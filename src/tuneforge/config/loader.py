@@ -390,6 +390,10 @@ def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | N
             except ValidationError as exc:  # a check that assigns a field
                 errors += _format_errors(exc, RunConfig)
         errors += _training_checks(cfg)
+        if cfg.model.random_init and not METHODS.get(cfg.method.name).saves_whole_model:
+            errors.append(f"model.random_init: method '{cfg.method.name}' saves only its own weights on top of the "
+                          f"pretrained base, so a randomly initialised base could not be loaded back; use a method "
+                          f"that trains and saves every weight (method.name=full)")
         strategy = cfg.train.distributed.strategy
         for owner in (TASKS.get(cfg.task.type), METHODS.get(cfg.method.name)):
             why = owner.supports_strategy(cfg, strategy)

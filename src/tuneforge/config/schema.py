@@ -107,6 +107,9 @@ class ModelSection(Section):
         "Build a smaller student by keeping some transformer blocks of `name` (DistilBERT-style initialisation): "
         "a count (evenly spread, first and last kept) or the block indices, e.g. [0, 2, 4]. BERT- and "
         "Llama-family models. Null: all blocks."))
+    random_init: bool = Field(False, description=(
+        "Start from randomly initialised weights of `name`'s architecture instead of its pretrained weights (the "
+        "from-scratch baseline that fine-tuning is measured against)."))
 
     @field_validator("keep_layers")
     @classmethod

@@ -23,46 +23,31 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path, outputs: list[tuple[str, int]] | None = None) -> None:
-    """torch.onnx (dynamo exporter, onnxscript) with dynamic batch and sequence axes; `forward_kwargs` are the
-    task's extra forward arguments (causal LMs: no KV cache, so one pass returns the logits of every position);
-    `outputs` the task's output names and widths (`Task.onnx_outputs`): the logits split into them."""
-    from torch.export import Dim
-
+def _export_onnx(model, task_cls, processor, path: Path, outputs: list[tuple[str, int]] | None = None) -> None:
+    """torch.onnx (dynamo exporter, onnxscript) with the task's inputs and dynamic axes (`Task.onnx_inputs`: token
+    ids with dynamic batch and sequence, or pixel values with a dynamic batch); the task's extra forward arguments
+    (causal LMs: no KV cache, so one pass returns the logits of every position); `outputs` the task's output
+    names and widths (`Task.onnx_outputs`): the logits split into them."""
     outputs = outputs or [("logits", -1)]
     widths = [w for _, w in outputs]
-
-    def split(logits):
-        if len(widths) == 1:
-            return logits
-        return tuple(torch.split(logits, widths, dim=-1))
+    names, args, shapes = task_cls.onnx_inputs(processor)
+    forward_kwargs = task_cls.onnx_forward_kwargs
 
     class LogitsOnly(torch.nn.Module):
+        """The model with positional inputs in `names` order and its logits (split per head) as outputs."""
+
         def __init__(self, m):
             super().__init__()
             self.m = m
 
-        def forward(self, input_ids, attention_mask):
-            return split(self.m(input_ids=input_ids, attention_mask=attention_mask, **forward_kwargs).logits)
+        def forward(self, *inputs):
+            logits = self.m(**dict(zip(names, inputs)), **forward_kwargs).logits
+            return logits if len(widths) == 1 else tuple(torch.split(logits, widths, dim=-1))
 
-    class LogitsOnlyWithTypes(LogitsOnly):
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return split(self.m(input_ids=input_ids, attention_mask=attention_mask,
-                                token_type_ids=token_type_ids).logits)
-
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-             if n in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])]
-    if "attention_mask" not in names:
-        names.insert(1, "attention_mask")
-    example = tokenizer(["an example input for tracing", "a second, longer example input for tracing"],
-                        padding=True, return_tensors="pt")
-    args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
-    batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=1, max=8192)
-    shapes = tuple({0: batch, 1: seq} for _ in names)
     try:
-        wrapper = (LogitsOnlyWithTypes if len(names) == 3 else LogitsOnly)(model.eval())
-        prog = torch.onnx.export(wrapper, args, input_names=names, output_names=[n for n, _ in outputs],
-                                 dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)
+        prog = torch.onnx.export(LogitsOnly(model.eval()), args, input_names=names,
+                                 output_names=[n for n, _ in outputs], dynamic_shapes=(shapes,), dynamo=True,
+                                 optimize=True, verbose=False)
         prog.save(str(path))
     except Exception as exc:  # noqa: BLE001  (the exporter raises many types; the user needs the first line)
         text = str(exc).strip()
@@ -71,10 +56,10 @@ def _export_onnx(model, tokenizer, forward_kwargs: dict, path: Path, outputs: li
         raise ModelError(f"ONNX export failed: {lines[0][:300]}") from None
 
 
-def _test_inputs(run_dir: Path, meta: dict, tokenizer, max_samples: int) -> tuple[list, str]:
-    """Tokenized rows of the run's test split (its validation split when it has none), exactly the rows
-    training held out: read back from RUN/data/split/ through the task's `held_out` (runs written before the
-    split was saved re-create it from config.yaml)."""
+def _test_inputs(run_dir: Path, meta: dict, processor, max_samples: int) -> tuple[list, str]:
+    """Rows of the run's test split (its validation split when it has none), exactly the rows training held out:
+    read back from RUN/data/split/ through the task's `held_out` (runs written before the split was saved
+    re-create it from config.yaml), as the task's `export_rows`."""
     from tuneforge.config import load_config
     from tuneforge.registry import TASKS
 
@@ -82,61 +67,44 @@ def _test_inputs(run_dir: Path, meta: dict, tokenizer, max_samples: int) -> tupl
     if not cfg_path.is_file():
         raise ModelError(f"{run_dir} has no config.yaml: the test split cannot be re-created")
     cfg = load_config(cfg_path, environment=False)  # a finished run: export needs no GPU of its config
-    split, name = TASKS.get(meta["task"])(cfg).held_out(run_dir, tokenizer)
+    task_cls = TASKS.get(meta["task"])
+    split, name = task_cls(cfg).held_out(run_dir, processor)
     if split is None or len(split) == 0:
         raise ModelError("the run has neither a test nor a validation split to check the export on")
-    n = min(max_samples, len(split))
-    rows = []
-    for r in split.select(range(n)):
-        rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels"),
-                     **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
-    return rows, name
-
-
-def _batch(rows: list[dict], pad_id: int) -> dict:
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    tt = np.zeros_like(ids)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n], mask[i, :n] = r["input_ids"], 1
-        if "token_type_ids" in r:
-            tt[i, :n] = r["token_type_ids"]
-    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-    if "token_type_ids" in rows[0]:
-        out["token_type_ids"] = torch.from_numpy(tt)
-    return out
+    return task_cls.export_rows(split, min(max_samples, len(split))), name
 
 
 @torch.no_grad()
-def _logits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[np.ndarray]:
-    """Per-row logits: [outputs] for a sequence-level head, [positions, vocab] of the real tokens for a LM."""
+def _logits(model, task_cls, processor, rows: list[dict], batch_size: int) -> list[np.ndarray]:
+    """Per-row outputs (`Task.output_rows`): [outputs] for a sequence-level head, [positions, vocab] of the real
+    tokens for a LM."""
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
-        lg = model(**_batch(chunk, pad_id)).logits.float().cpu().numpy()
-        for k, r in enumerate(chunk):
-            out.append(lg[k] if lg.ndim == 2 else lg[k, :len(r["input_ids"])])
+        batch = task_cls.export_batch(chunk, processor)
+        out.extend(task_cls.output_rows(model(**batch).logits.float().cpu().numpy(), batch, chunk))
     return out
 
 
 @torch.no_grad()
-def _bench(model, rows: list[dict], pad_id: int, n_single: int = 40, n_batches: int = 4) -> dict:
+def _bench(model, task_cls, processor, rows: list[dict], n_single: int = 40, n_batches: int = 4) -> dict:
     import time
+
+    def run(chunk):
+        model(**task_cls.export_batch(chunk, processor))
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     singles = [rows[i % len(rows)] for i in range(n_single)]
-    model(**_batch(singles[:1], pad_id))  # warm-up (allocations, ONNX graph init)
+    run(singles[:1])  # warm-up (allocations, ONNX graph init)
     times = []
     for r in singles:
         t0 = time.perf_counter()
-        model(**_batch([r], pad_id))
+        run([r])
         times.append(time.perf_counter() - t0)
     big = [rows[i % len(rows)] for i in range(32 * n_batches)]
     t0 = time.perf_counter()
     for i in range(0, len(big), 32):
-        model(**_batch(big[i:i + 32], pad_id))
+        run(big[i:i + 32])
     elapsed = time.perf_counter() - t0
     return {"latency_ms_p50_batch1": float(np.percentile(times, 50) * 1000),
             "latency_ms_p95_batch1": float(np.percentile(times, 95) * 1000),
@@ -184,8 +152,6 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
     work = staging / "out"
     work.mkdir(parents=True)
     try:
-        import transformers
-
         merged_dir = staging / "merged"
         auto = task_cls.auto_class()
         int8_scheme = task_cls.int8_scheme
@@ -194,7 +160,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
                 shutil.move(str(f), work / f.name)
         else:
             model = auto.from_pretrained(str(merged_dir)).eval()
-            tok = transformers.AutoTokenizer.from_pretrained(str(merged_dir))
+            tok = task_cls.load_processor(str(merged_dir))
             tok.save_pretrained(str(work))
             model.config.save_pretrained(str(work))
             if fmt == "int8":
@@ -202,7 +168,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
                          else quantize_int8(model).state_dict())
                 save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
-                _export_onnx(model, tok, task_cls.onnx_forward_kwargs, work / ONNX_FILE, task_cls.onnx_outputs(meta))
+                _export_onnx(model, task_cls, tok, work / ONNX_FILE, task_cls.onnx_outputs(meta))
                 if fmt == "onnx-int8":
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -224,17 +190,17 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         ref = load_run(model_dir, device="cpu")
         exp = load_export(work, device="cpu", logits_only=True)
         rows, split = _test_inputs(run_root, meta, ref.tokenizer, max_samples)
-        pad = ref.tokenizer.pad_token_id if ref.tokenizer.pad_token_id is not None else 0
-        bs = task_cls.parity_batch_size
-        report["parity"] = task_cls.export_parity(_logits(ref.model, rows, pad, bs), _logits(exp.model, rows, pad, bs),
-                                                  rows, split, meta)
+        proc, bs = ref.tokenizer, task_cls.parity_batch_size
+        report["parity"] = task_cls.export_parity(_logits(ref.model, task_cls, proc, rows, bs),
+                                                  _logits(exp.model, task_cls, proc, rows, bs), rows, split, meta)
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
         if bench:
             # the reference for speed is the merged fp32 model: the adapter's extra matmuls are not what an
             # export is compared against, its fp32 weights are
             base = auto.from_pretrained(str(merged_dir if fmt != "merged" else work)).eval()
-            report["speed"] = {"reference": _bench(base, rows, pad), "export": _bench(exp.model, rows, pad)}
+            report["speed"] = {"reference": _bench(base, task_cls, proc, rows),
+                               "export": _bench(exp.model, task_cls, proc, rows)}
             r, e = report["speed"]["reference"], report["speed"]["export"]
             report["speed"]["speedup_batch1_p50"] = r["latency_ms_p50_batch1"] / e["latency_ms_p50_batch1"]
             report["speed"]["speedup_batch32_throughput"] = (e["throughput_rows_per_s_batch32"]

@@ -13,21 +13,14 @@ import torch
 from tuneforge.errors import ModelError
 from tuneforge.methods import METHODS, MethodError
 
-CHECK_TEXTS = ["A gripping, beautifully acted film.", "Dull, predictable and far too long.",
-               "What is the capital of France?", "The quick brown fox jumps over the lazy dog."]
 MERGE_INFO = "tuneforge_merge.json"
 
 
 @torch.no_grad()
-def _logits(model, tokenizer, texts: list[str], max_length: int) -> list[torch.Tensor]:
-    # one text at a time: no padding, so causal LMs without a pad token are checked the same way
-    out = []
-    for t in texts:
-        enc = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length)
-        enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items() if k != "token_type_ids"
-               or "token_type_ids" in getattr(tokenizer, "model_input_names", [])}
-        out.append(model(**enc).logits.float().cpu())
-    return out
+def _logits(model, inputs: list[dict]) -> list[torch.Tensor]:
+    # one example at a time: no padding, so causal LMs without a pad token are checked the same way
+    device = next(model.parameters()).device
+    return [model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu() for enc in inputs]
 
 
 def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -42,7 +35,8 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
     Args:
         run_dir: a run directory (or its model/ directory).
         out_dir: where the merged checkpoint goes (must be new or empty unless `overwrite`).
-        texts: inputs for the equivalence check (default: a few fixed sentences).
+        texts: inputs for the equivalence check of a text model (default: the task's own check inputs: a few
+            fixed sentences, or a few fixed images for an image model).
         overwrite: replace an existing out_dir.
         tolerance: largest allowed absolute logit difference between the merged and the unmerged model
             (default 1e-3 for float32 weights, 5e-2 for 16-bit).
@@ -74,9 +68,9 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
 
     run = load_run(model_dir, device="cpu")
     method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
-    texts = list(texts or CHECK_TEXTS)
-    max_length = int(meta.get("max_length") or 128)
-    before = _logits(run.model, run.tokenizer, texts, max_length)
+    task_cls = TASKS.get(meta["task"])
+    inputs = task_cls.check_inputs(run.tokenizer, meta, texts)
+    before = _logits(run.model, inputs)
     merged = method.merge(run.model)
 
     tmp = out.with_name(out.name + ".partial")
@@ -86,10 +80,9 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
         merged.save_pretrained(str(tmp), safe_serialization=True)
         run.tokenizer.save_pretrained(str(tmp))
         # the check loads what was written, with transformers alone, as a user of the checkpoint would
-        auto = TASKS.get(meta["task"]).auto_class()
-        reloaded = auto.from_pretrained(str(tmp))
+        reloaded = task_cls.auto_class().from_pretrained(str(tmp))
         reloaded.eval()
-        after = _logits(reloaded, run.tokenizer, texts, max_length)
+        after = _logits(reloaded, inputs)
         diff = max_abs_diff(before, after)
         wide = any(p.dtype in (torch.float16, torch.bfloat16) for p in reloaded.parameters())
         tol = tolerance if tolerance is not None else (5e-2 if wide else 1e-3)
@@ -98,7 +91,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
                              f"(tolerance {tol:g}); nothing was written")
         info = {"source_run": str(Path(model_dir).resolve().parent), "method": meta["method"],
                 "task": meta["task"], "base_model": meta.get("base_model"), "labels": meta.get("labels"),
-                "max_abs_logit_diff": diff, "tolerance": tol, "check_inputs": len(texts)}
+                "max_abs_logit_diff": diff, "tolerance": tol, "check_inputs": len(inputs)}
         (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -107,4 +100,4 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
         shutil.rmtree(out)
     tmp.rename(out)
     return {"out_dir": str(out), "method": meta["method"], "max_abs_logit_diff": diff, "tolerance": tol,
-            "inputs": len(texts)}
+            "inputs": len(inputs)}

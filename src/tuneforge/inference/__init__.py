@@ -12,7 +12,7 @@ import torch
 
 from tuneforge.errors import DataError, ModelError
 from tuneforge.methods import MethodContext
-from tuneforge.models.loader import load_model, load_tokenizer, read_run_metadata, resolve_model
+from tuneforge.models.loader import load_model, read_run_metadata, resolve_model
 from tuneforge.registry import METHODS, TASKS
 
 
@@ -69,7 +69,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    return LoadedRun(model=model, tokenizer=load_tokenizer(str(model_dir)), meta=meta, model_dir=model_dir)
+    return LoadedRun(model=model, tokenizer=task_cls.load_processor(str(model_dir)), meta=meta, model_dir=model_dir)
 
 
 def task_of(run: LoadedRun):

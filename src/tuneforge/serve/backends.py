@@ -31,11 +31,11 @@ class ClassifierBackend:
         self.task = task_of(run)
         self.activate = activate
 
-    def classify(self, texts: list[str]) -> list[dict]:
-        """What the task predicts for each text, without the text (runs on the model worker thread)."""
+    def classify(self, texts: list) -> list[dict]:
+        """What the task predicts for each text (or image: bytes), without the input (runs on the model worker thread)."""
         if self.activate is not None:
             self.activate()
-        return [{k: v for k, v in r.items() if k != "text"}
+        return [{k: v for k, v in r.items() if k not in ("text", "image")}
                 for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))]
 
 

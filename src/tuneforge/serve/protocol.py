@@ -34,7 +34,23 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: Optional[Text] = None
     texts: Optional[list[Text]] = None
+    #: image runs: base64 image files (a `data:image/...;base64,` prefix is allowed)
+    image: Optional[Text] = None
+    images: Optional[list[Text]] = None
     model: Optional[Text] = None
+
+
+def decode_base64_image(value: str, i: int) -> bytes:
+    """The bytes of a base64 image (with or without a data-URL prefix); APIError 400 naming the item if it is not
+    base64."""
+    import base64
+    import binascii
+
+    data = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, f"image {i} is not base64 (send the image file's bytes base64-encoded)") from None
 
 
 class TextPart(BaseModel):

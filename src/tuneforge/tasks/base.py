@@ -9,6 +9,7 @@ Configuration
 Training (an instance, built with the run config and `force`)
     prepare(tokenizer)          -> Prepared: read and split, clean the training split, encode
     model_kwargs(prepared)      -> `from_pretrained` arguments for the head (labels, problem type)
+    prepare_model(model)        -> the loaded model, adjusted for training (default: unchanged)
     head_modules(model)         -> names of modules that are new for this task and always train
     collator(tokenizer)         -> batches with dynamic padding
     compute_metrics / loss_function / preprocess_logits (prepared) -> the Trainer's hooks (None: its default)
@@ -25,6 +26,12 @@ A finished run (class methods; `run` has .model, .tokenizer, .meta = model/tunef
     export_formats, onnx_forward_kwargs, onnx_usable, parity_batch_size, export_parity(...), int8_scheme,
     onnx_outputs(meta)          the ONNX graph's output names; `logits` split into them (default: one `logits`)
     full_precision_modules      module names kept out of quantization (the head), before the model exists
+Model inputs (class methods; the defaults are for text models and their tokenizers)
+    input_kind                  `text` or `image`: what predict / serve / the web UI take
+    load_processor(path)        the tokenizer (text) or image preprocessing saved with the model
+    check_inputs(processor, meta, texts)     a few model inputs for the merge equivalence check
+    export_rows(split) / export_batch(rows, processor)   held-out rows as model inputs (export parity, speed)
+    onnx_inputs(processor)      the ONNX graph's input names, example arguments and dynamic axes
 """
 from __future__ import annotations
 
@@ -96,6 +103,8 @@ class Task:
     #: faster on CPU) or `weight-only` (int8 weights on disk, fp32 compute; for models whose activations have
     #: outliers that per-tensor activation scales cannot hold)
     int8_scheme: ClassVar[str] = "dynamic"
+    #: what a finished run is given to predict: `text` (strings) or `image` (image files or bytes)
+    input_kind: ClassVar[str] = "text"
 
     def __init__(self, cfg: RunConfig, force: bool = False):
         """`force` (`tuneforge train --force`): data checks that can be overridden warn instead of failing."""
@@ -170,6 +179,10 @@ class Task:
         and the epoch, so a resumed run sees the same rows), or None for the Trainer's own order."""
         return None
 
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Adjust the freshly loaded model before the method applies (default: as loaded)."""
+        return model
+
     def head_modules(self, model: nn.Module) -> list[str]:
         """Top-level modules outside the pretrained backbone that hold parameters (the new head)."""
         prefix = getattr(model, "base_model_prefix", "")
@@ -236,6 +249,79 @@ class Task:
         them in this order (and joined again when the export is loaded). Default: one output, `logits`."""
         return [("logits", -1)]
 
+    # ---- model inputs outside training (text defaults) ------------------------------------------------------
+    @classmethod
+    def load_processor(cls, path: str, trust_remote_code: bool = False):
+        """What turns raw inputs into model inputs, saved beside the weights: here the tokenizer."""
+        from tuneforge.models.loader import load_tokenizer
+
+        return load_tokenizer(path, trust_remote_code)
+
+    @classmethod
+    def check_inputs(cls, processor, meta: dict, texts: list[str] | None = None) -> list[dict]:
+        """Model inputs (one example each, unpadded) on which a merged model must agree with the trained one:
+        `texts` (`tuneforge merge --text`) or a few fixed sentences."""
+        max_length = int(meta.get("max_length") or 128)
+        out = []
+        for text in texts or CHECK_TEXTS:
+            enc = processor(text, return_tensors="pt", truncation=True, max_length=max_length)
+            out.append({k: v for k, v in enc.items() if k != "token_type_ids"
+                        or "token_type_ids" in getattr(processor, "model_input_names", [])})
+        return out
+
+    @classmethod
+    def export_rows(cls, split, n: int) -> list[dict]:
+        """The first `n` rows of a held-out split (as `held_out` returns it) in the form `export_batch` takes;
+        each row carries its `label` (None when the task has none)."""
+        rows = []
+        for r in split.select(range(n)):
+            rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels"),
+                         **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
+        return rows
+
+    @classmethod
+    def export_batch(cls, rows: list[dict], processor) -> dict:
+        """Rows of `export_rows` as one batch of model inputs (tensors): token ids right-padded, with the mask."""
+        import torch
+
+        pad_id = processor.pad_token_id if processor.pad_token_id is not None else 0
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        tt = np.zeros_like(ids)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n], mask[i, :n] = r["input_ids"], 1
+            if "token_type_ids" in r:
+                tt[i, :n] = r["token_type_ids"]
+        out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if "token_type_ids" in rows[0]:
+            out["token_type_ids"] = torch.from_numpy(tt)
+        return out
+
+    @staticmethod
+    def output_rows(logits, batch: dict, rows: list[dict]) -> list:
+        """Per-row outputs of one export batch: a sequence-level head's [outputs], or a LM's [positions, vocab]
+        of each row's real tokens."""
+        return [logits[k] if logits.ndim == 2 else logits[k, :len(r["input_ids"])] for k, r in enumerate(rows)]
+
+    @classmethod
+    def onnx_inputs(cls, processor) -> tuple[list[str], tuple, tuple]:
+        """(input names, example tensors, dynamic shapes) for tracing the ONNX graph: token ids and mask (and
+        token type ids where the tokenizer makes them), with dynamic batch and sequence axes."""
+        import torch
+        from torch.export import Dim
+
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                 if n in getattr(processor, "model_input_names", ["input_ids", "attention_mask"])]
+        if "attention_mask" not in names:
+            names.insert(1, "attention_mask")
+        example = processor(["an example input for tracing", "a second, longer example input for tracing"],
+                            padding=True, return_tensors="pt")
+        args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
+        batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=1, max=8192)
+        return names, args, tuple({0: batch, 1: seq} for _ in names)
+
     @classmethod
     def export_parity(cls, reference: list[np.ndarray], exported: list[np.ndarray], rows: list[dict],
                       split: str, meta: dict | None = None) -> dict:
@@ -244,6 +330,11 @@ class Task:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         agree = np.concatenate([np.atleast_1d(a.argmax(-1) == b.argmax(-1)) for a, b in zip(reference, exported)])
         return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff, "argmax_agreement": float(agree.mean())}
+
+
+#: inputs of the merge equivalence check for text models
+CHECK_TEXTS = ["A gripping, beautifully acted film.", "Dull, predictable and far too long.",
+               "What is the capital of France?", "The quick brown fox jumps over the lazy dog."]
 
 
 # ---- helpers the classifier tasks share -------------------------------------------------------------------------

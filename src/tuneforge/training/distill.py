@@ -76,7 +76,7 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
     """Load `cfg.distill.teacher` for a run of task `task_cls`. Raises ConfigError/ModelError in one line when
     it cannot teach (missing, unfinished, another task, not loadable)."""
     from tuneforge.inference import LoadedRun, load_run
-    from tuneforge.models.loader import load_model, load_tokenizer
+    from tuneforge.models.loader import load_model
 
     path = cfg.distill.teacher
     kind = teacher_kind(path)
@@ -110,7 +110,7 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
         meta = {"task": task_cls.name, "labels": [str(id2label[i]) for i in sorted(id2label)],
                 "max_length": cfg.data.max_length}
         model.eval().to(device)
-        run = LoadedRun(model=model, tokenizer=load_tokenizer(path, cfg.model.trust_remote_code), meta=meta,
+        run = LoadedRun(model=model, tokenizer=task_cls.load_processor(path, cfg.model.trust_remote_code), meta=meta,
                         model_dir=Path(path))
     log.info("distillation teacher: %s (%s)", path, kind)
     return Teacher(path, run, task_cls)

@@ -21,7 +21,7 @@ from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
 from tuneforge.registry import METHODS
-from tuneforge.models.loader import load_model, load_tokenizer, resolve_model, write_run_metadata
+from tuneforge.models.loader import load_model, resolve_model, write_run_metadata
 from tuneforge.registry import TASKS
 from tuneforge.training import distributed as dist
 from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
@@ -282,7 +282,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     task = TASKS.get(cfg.task.type)(cfg, force=force)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = task.load_processor(model_path, cfg.model.trust_remote_code)  # or image preprocessing
     primary = dist.is_primary()
     prepared = _prepare_once(task, tokenizer, run, cfg)
     if cfg.distill.teacher:
@@ -300,13 +300,14 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     ctx = MethodContext(full_precision_modules=task.full_precision_modules,
                         gradient_checkpointing=cfg.train.gradient_checkpointing)
     model = load_model(model_path, task.auto_class(), cfg.model.dtype, cfg.model.trust_remote_code,
-                       **task.model_kwargs(prepared), **method.load_kwargs(ctx))
+                       random_init=cfg.model.random_init, **task.model_kwargs(prepared), **method.load_kwargs(ctx))
     kept = None
     if cfg.model.keep_layers is not None:  # a smaller student: some of the base's blocks, in order
         from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers
 
         kept = resolve_keep_layers(cfg.model.keep_layers, len(find_blocks(model)[1]))
         keep_layers(model, kept)
+    model = task.prepare_model(model)
     ctx.head_modules = task.head_modules(model)
     model = method.apply(model, ctx)
     apply_speedups(model, cfg.train, task, method)

@@ -318,7 +318,10 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
     tsizes = [p.numel() for p in uniq.values()]
     tbytes = sum(p.numel() * p.element_size() for p in uniq.values())
     tdt = max((p.element_size() for p in uniq.values()), default=4)
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    try:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:  # an image model: no token embeddings
+        emb = None
     stream = emb.weight.element_size() if emb is not None and getattr(emb, "weight", None) is not None \
         else torch.empty((), dtype=dtype).element_size()
     if quant:
@@ -346,6 +349,7 @@ class _Run:
     liger: bool
     checkpointing: bool
     device: str = "cuda"
+    image_side: int | None = None  # image models: the input's side in pixels (then `seq` is unused)
 
     def mask(self, elem: int) -> int:
         """Bytes per element that dropout keeps for backward on a tensor of `elem`-byte values: a bool mask on a GPU
@@ -465,9 +469,46 @@ def _blocks(model) -> list:
     return best
 
 
+def image_side(cfg, hf) -> int | None:
+    """The square input side of an image model (`data.image_size`, else the model config's), None for models
+    that take tokens."""
+    if getattr(hf, "num_channels", None) is None:
+        return None
+    side = getattr(cfg.data, "image_size", None) or getattr(hf, "image_size", None) or 224
+    return int(side if isinstance(side, int) else max(side))
+
+
+def _image_activations(m: _Model, r: _Run, side: int) -> tuple[int, int, list[str]]:
+    """An image model's activations, measured: one forward pass on the meta device, summing the outputs of every
+    leaf module (what autograd keeps for backward, an upper bound where layers compute in place)."""
+    import torch
+
+    total = [0]
+
+    def count(_mod, _inp, out):
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if torch.is_tensor(t):
+                total[0] += t.numel()
+
+    leaves = [mod for mod in m.model.modules() if not any(True for _ in mod.children())]
+    hooks = [mod.register_forward_hook(count) for mod in leaves]
+    try:
+        with torch.device("meta"), torch.no_grad():
+            m.model(pixel_values=torch.empty(r.batch, int(getattr(m.hf_config, "num_channels", 3)), side, side))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0] * r.compute + r.batch * 3 * side * side * 4, 0, [
+        f"image model: activations measured on one meta forward pass at {side}x{side} "
+        f"(every layer's output kept for backward; gradient checkpointing not modelled)"]
+
+
 def _activations(m: _Model, r: _Run) -> tuple[int, int, list[str]]:
     """(bytes kept from forward to backward, extra bytes while one block is recomputed) for the batch."""
     import torch
+
+    if r.image_side:
+        return _image_activations(m, r, r.image_side)
 
     tokens = r.batch * r.seq
     hf = m.hf_config
@@ -498,7 +539,10 @@ def _loss_bytes(m: _Model, r: _Run, device: str) -> tuple[int, str]:
     from tuneforge.kernels.chunked_ce import default_chunk_rows
 
     core = m.model.get_base_model() if hasattr(m.model, "get_base_model") else m.model
-    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
+    try:
+        head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
+    except NotImplementedError:
+        head = None
     vocab = getattr(head, "out_features", 0) if head is not None else 0
     tokens = r.batch * r.seq
     if not vocab:
@@ -551,8 +595,9 @@ def estimate_memory(cfg, nproc: int = 1, strategy: str = "ddp", device: str = "c
     seq = seq_len or cfg.data.max_length or 512
     batch = batch_size or t.batch_size
     liger = _liger_on(t.liger, device)
+    side = image_side(cfg, m.hf_config)
     r = _Run(batch=batch, seq=seq, compute=2 if autocast else m.stream_bytes, stream=m.stream_bytes,
-             autocast=autocast, liger=liger, checkpointing=t.gradient_checkpointing, device=device)
+             autocast=autocast, liger=liger, checkpointing=t.gradient_checkpointing, device=device, image_side=side)
     kept, recompute, act_notes = _activations(m, r)
     loss, loss_note = _loss_bytes(m, r, device)
     optimizer = t.optimizer if t.optimizer != "auto" else "adamw_fused"
@@ -585,6 +630,7 @@ def estimate_memory(cfg, nproc: int = 1, strategy: str = "ddp", device: str = "c
     total = weights + grads + opt + activations + logits + overhead
     notes += [f"device {device}, weights {weight_dtype_bytes * 8}-bit as loaded, precision {precision}"
               + (" (autocast)" if autocast else ""),
+              f"batch {batch} images of {side}x{side} pixels" if side else
               f"batch {batch} x {seq} tokens (data.max_length: the longest batch; shorter batches use less)",
               "gradient checkpointing " + ("on: block inputs kept, one block recomputed at a time" if
                                            t.gradient_checkpointing else "off: every block's activations kept"),

@@ -601,11 +601,12 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     "Scaling numerator (update scaled by alpha/r); default 2*r.": "缩放系数的分子（更新按 alpha/r 缩放）；默认为 2*r。",
     "Dropout on the LoRA input.": "LoRA 输入上的 dropout。",
     (
-        "Layers that get LoRA: `all-linear`, a list of module-name suffixes (for example [query, value]), or one "
-        "regular expression matched against full module names."
+        "Layers that get LoRA: `all-linear` (every linear layer but the head; in a convolutional network without "
+        "linear layers, every convolution that is not grouped), a list of module-name suffixes (for example "
+        "[query, value]), or one regular expression matched against full module names."
     ): (
-        "应用 LoRA 的层：`all-linear`、模块名后缀列表（例如 [query, value]），"
-        "或一个与完整模块名匹配的正则表达式。"
+        "应用 LoRA 的层：`all-linear`（除任务头外的所有线性层；在没有线性层的卷积网络中，为所有非分组卷积）、"
+        "模块名后缀列表（例如 [query, value]），或一个与完整模块名匹配的正则表达式。"
     ),
     "Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).": "秩稳定的缩放 alpha/sqrt(r)（rsLoRA）。",
     "Weight-decomposed LoRA (DoRA): learns magnitude and direction.": "权重分解的 LoRA（DoRA）：分别学习幅度和方向。",
@@ -654,4 +655,64 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     "Quantization of the frozen base (`nf4` default for `qlora`; `fp4`; `int8`; null: full precision).": (
         "冻结基础模型的量化方式（`qlora` 默认为 `nf4`；`fp4`；`int8`；null：全精度）。"
     ),
+    # ---- image classification ----
+    (
+        "Start from randomly initialised weights of `name`'s architecture instead of its pretrained weights (the "
+        "from-scratch baseline that fine-tuning is measured against)."
+    ): "不加载预训练权重，而是从 `name` 所指架构的随机初始化权重开始训练（作为衡量微调效果的从零训练基线）。",
+    (
+        "Training images: a folder of class folders (`cat/001.png`), a csv/tsv/jsonl/parquet table with an image "
+        "path column and a label column (paths relative to the table), a directory saved by `datasets`, or a "
+        "builtin set (`builtin:fashion-mnist`, `builtin:fashion-mnist:test`, `builtin:digits`). Without "
+        "`validation`/`test` it is split."
+    ): (
+        "训练图像：按类别分文件夹的目录（`cat/001.png`）、包含图像路径列和标签列的 csv/tsv/jsonl/parquet 表格"
+        "（路径相对于表格所在目录）、`datasets` 保存的目录，或内置数据集（`builtin:fashion-mnist`、"
+        "`builtin:fashion-mnist:test`、`builtin:digits`）。未提供 `validation`/`test` 时自动划分。"
+    ),
+    "Column holding the image path (tables and `datasets` dirs).": "存放图像路径的列（表格和 `datasets` 目录）。",
+    (
+        "Keep at most this many training images per class (a seeded sample): a low-resource set is one setting."
+    ): "每个类别最多保留这么多训练图像（按种子抽样）：一个设置即可构造低资源数据集。",
+    "Keep at most this many validation and test images per class (quicker evaluation).": (
+        "每个类别最多保留这么多验证和测试图像（加快评估）。"
+    ),
+    "Side of the square model input in pixels. Default: the model's own (its preprocessor_config.json).": (
+        "正方形模型输入的边长（像素）。默认：模型自身的设置（其 preprocessor_config.json）。"
+    ),
+    "Per-image augmentation of the training split (validation and test are only resized).": (
+        "训练集的逐图像增强（验证集和测试集只做缩放）。"
+    ),
+    (
+        "Random resized crop of training images: the [min, max] fraction of the image area a crop keeps. Null: "
+        "no random crop (training images are resized like evaluation images)."
+    ): (
+        "训练图像的随机缩放裁剪：裁剪保留图像面积的 [最小, 最大] 比例。null：不做随机裁剪"
+        "（训练图像与评估图像一样只做缩放）。"
+    ),
+    "Flip training images horizontally at random (off for digits, text, ...).": (
+        "随机水平翻转训练图像（数字、文字等图像应关闭）。"
+    ),
+    "RandAugment on training images ({num_ops, magnitude}); null: off.": (
+        "对训练图像使用 RandAugment（{num_ops, magnitude}）；null：关闭。"
+    ),
+    "Operations applied to each training image.": "每张训练图像应用的操作数。",
+    "Strength of every operation, 0 to 30.": "每个操作的强度，0 到 30。",
+    (
+        "CutMix on training batches ({alpha, prob}): a box of each image is replaced by its neighbour's, and the "
+        "target mixes both labels by area. Null: off."
+    ): (
+        "对训练批次使用 CutMix（{alpha, prob}）：每张图像的一个矩形区域被相邻图像的对应区域替换，"
+        "目标按面积混合两个标签。null：关闭。"
+    ),
+    (
+        "MixUp on training batches ({alpha, prob}): images and labels blended with weight lambda ~ "
+        "Beta(alpha, alpha). With cutmix too, each batch uses one of them. Null: off."
+    ): (
+        "对训练批次使用 MixUp（{alpha, prob}）：图像和标签按权重 lambda ~ Beta(alpha, alpha) 混合。"
+        "同时启用 cutmix 时，每个批次只使用其中一种。null：关闭。"
+    ),
+    "Beta(alpha, alpha) concentration of the mixing weight lambda.": "混合权重 lambda 的 Beta(alpha, alpha) 集中参数。",
+    "Chance that a training batch is mixed.": "训练批次被混合的概率。",
+    "Label smoothing of the training targets.": "训练目标的标签平滑系数。",
 }
