@@ -12,68 +12,18 @@ import pytest
 import yaml
 
 from conftest import run_cli
-
-CLASSES = ("circle", "square", "stripes")
-
-# Known bugs (src/), each xfail(strict=True) so that a fix makes the test XPASS and fail: drop the marker then.
-PEFT_HEAD_BUG = ("load_run (src/tuneforge/inference/__init__.py, build_base) loads the base of an adapter run "
-                 "without ignore_mismatched_sizes: a base whose head has another class count (4 here, 1000 for an "
-                 "ImageNet model) than the run's labels fails with transformers' RuntimeError 'You set "
-                 "`ignore_mismatched_sizes` to `False`'; predict, eval, serve and merge of every PEFT image run")
-SERVE_REQUEST_BUG = ("src/tuneforge/serve/app.py: `classify_images(request: Request)` under `from __future__ import "
-                     "annotations` with Request imported inside create_app: FastAPI cannot resolve the string "
-                     "annotation, treats `request` as a required query parameter, and every image request gets "
-                     "400 'invalid request: query.request: field required'")
-
+from image_common import CLASSES, make_image_folder, make_tiny_resnet, make_tiny_vit
 
 # ---------------------------------------------------------------------------------------------------------
 # fixtures: tiny models, tiny image folder, trained runs
 # ---------------------------------------------------------------------------------------------------------
 
-def _draw(name: str, rng) -> np.ndarray:
-    a = rng.integers(0, 60, (40, 40, 3)).astype(np.uint8)
-    if name == "circle":
-        yy, xx = np.mgrid[:40, :40]
-        a[(yy - 20) ** 2 + (xx - 20) ** 2 < 150] = [220, 40, 40]
-    elif name == "square":
-        a[10:30, 10:30] = [40, 220, 40]
-    else:
-        a[:, ::4] = [40, 40, 220]
-    return a
-
-
-def make_image_folder(root: Path, per_class: int = 16, classes=CLASSES, seed: int = 0) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(_draw(name, rng)).save(root / name / f"{i:02d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict:
     """The tiny ResNet and ViT (saved with their preprocessor_config.json) and a 3 x 16 image folder."""
-    import torch
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
-
-    from tuneforge.data.images import Preprocessing
-
     root = tmp_path_factory.mktemp("img-assets")
-    data = make_image_folder(root / "data")
-    torch.manual_seed(0)
-    ResNetForImageClassification(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                              layer_type="basic", num_labels=4)).save_pretrained(root / "tiny-resnet")
-    Preprocessing(height=32, width=32, resize_shortest=36, mean=(0.5,) * 3, std=(0.5,) * 3).save_pretrained(
-        root / "tiny-resnet")
-    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=2, intermediate_size=64, num_labels=4)).save_pretrained(
-        root / "tiny-vit")
-    Preprocessing(height=32, width=32, resize_shortest=None, mean=(0.5,) * 3, std=(0.5,) * 3).save_pretrained(
-        root / "tiny-vit")
-    return {"root": root, "data": data, "resnet": str(root / "tiny-resnet"), "vit": str(root / "tiny-vit")}
+    return {"root": root, "data": make_image_folder(root / "data"), "resnet": make_tiny_resnet(root / "tiny-resnet"),
+            "vit": make_tiny_vit(root / "tiny-vit")}
 
 
 def image_config(model: str, data: str, out: str, method="full", epochs: int = 3, lr: float = 0.01, **data_extra) -> dict:
@@ -179,7 +129,6 @@ def test_vit_lora_run_saves_adapter(vit_lora_run):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and metrics["test"]["n"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=PEFT_HEAD_BUG)
 def test_vit_lora_run_predicts(vit_lora_run, assets):
     proc = run_cli("predict", vit_lora_run, _img(assets, "square", 3))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -250,7 +199,6 @@ def test_export_parity(cnn_run, assets, tmp_path, fmt):
 # 5: serve
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=SERVE_REQUEST_BUG)
 def test_serve_classify_images(cnn_run, assets):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
@@ -503,7 +451,6 @@ def test_cutmix_prob_one_logs_training_loss(size24_cutmix_run):
     assert losses and all(np.isfinite(v) and v > 0 for v in losses), logs
 
 
-@pytest.mark.xfail(strict=True, reason=PEFT_HEAD_BUG)
 def test_merge_vit_lora(vit_lora_run, tmp_path):
     from transformers import AutoModelForImageClassification
 

@@ -133,11 +133,11 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
     task = TASKS.get(cfg.task.type)(cfg, force=True)
     out = Path(out_dir or f"data-report-{cfg.output.name or 'data'}")
     if not task.prepares_tables:
-        # tasks without a table pipeline (SFT): their own data report, from the tokenized splits
-        from tuneforge.models.loader import load_tokenizer, resolve_model
+        # tasks without a table pipeline (SFT, images): their own data report, from the encoded splits
+        from tuneforge.models.loader import resolve_model
 
-        prepared = task.prepare(load_tokenizer(resolve_model(cfg.model.name, cfg.model.revision),
-                                               cfg.model.trust_remote_code))
+        prepared = task.prepare(task.load_processor(resolve_model(cfg.model.name, cfg.model.revision),
+                                                    cfg.model.trust_remote_code))
         task.write_data_report(prepared, str(out))
         return out / "report.md"
     if cfg.data.clean.label_noise == "none":

@@ -889,3 +889,34 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         return torch.nn.functional.cross_entropy(logits, targets)
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(targets.to(logp.dtype) * logp).sum(dim=-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation a resumed run reproduces
+class EpochIndexSampler:
+    """A shuffled order of `n` training rows per epoch (seeded by (seed, epoch)) that hands out `epoch * n + row`,
+    so the dataset can seed each row's augmentation by (seed, epoch, row) (`seeded_draw`). Augmenting from
+    torch's global generator instead ties the images to when the data loader fetched them: a resumed run fetches
+    the batch after the checkpoint before the trainer restores the saved generator state, and its images (and
+    every random draw after them) differ from the uninterrupted run's."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        base = self.epoch * self.n
+        return iter([base + int(i) for i in torch.randperm(self.n, generator=g)])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def seeded_draw(fn: Callable, seed: int, key: int):
+    """`fn()` with torch's global generator seeded by (seed, key) for its duration and restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((int(seed) * 2_654_435_761 + int(key)) % (2 ** 63))
+        return fn()

@@ -8,6 +8,8 @@ adapted model computes exactly what the base model computes until training moves
 Supported blocks (found by structure, not class name):
   BERT family   block.attention.output.dense (BertSelfOutput) and block.output.dense (BertOutput)
   Llama family  block.self_attn.o_proj and block.mlp.down_proj (LlamaDecoderLayer, Mistral, Qwen2, ...)
+  ViT family    block.attention.o_proj and block.mlp.fc2 (transformers 5's ViT, DeiT, ...), and
+                block.self_attn.out_proj and block.mlp.fc2 (CLIP / SigLIP vision towers)
 
 Saved artefacts: `adapter_weights.safetensors` (adapters + task head only) and `bottleneck_adapter.json`.
 Adapters cannot be merged into the base weights (they are non-linear)."""
@@ -97,7 +99,8 @@ def _get(mod: nn.Module, path: str) -> nn.Module | None:
 
 
 #: (attention output projection, feed-forward output projection) relative to a block, per family
-FAMILIES = {"bert": ("attention.output.dense", "output.dense"), "llama": ("self_attn.o_proj", "mlp.down_proj")}
+FAMILIES = {"bert": ("attention.output.dense", "output.dense"), "llama": ("self_attn.o_proj", "mlp.down_proj"),
+            "vit": ("attention.o_proj", "mlp.fc2"), "clip": ("self_attn.out_proj", "mlp.fc2")}
 
 
 def adapter_sites(model: nn.Module, placement: str) -> list[str]:
@@ -116,7 +119,8 @@ def adapter_sites(model: nn.Module, placement: str) -> list[str]:
             paths = [attn, ffn] if placement == "houlsby" else [ffn]
             return [f"{blocks_name}.{i}.{p}" for i in range(len(blocks)) for p in paths]
     raise MethodError(f"method adapter: unsupported architecture {type(model).__name__} (bottleneck adapters "
-                      f"support BERT-family encoders and Llama-family decoders); use method.name=lora")
+                      f"support BERT-family encoders, Llama-family decoders and vision transformers); use "
+                      f"method.name=lora")
 
 
 def add_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import METHODS, MethodContext
+from tuneforge.methods.base import METHODS, MethodContext, MethodError
 from tuneforge.methods.peft_common import PeftMethod, heads_or_none as _heads, peft_task_type
 
 
@@ -63,6 +63,14 @@ class IA3Method(PeftMethod):
         from peft import IA3Config as PeftIA3Config
 
         c = self.cfg
+        if c.target_modules is None:
+            from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as defaults
+
+            kind = getattr(getattr(model, "config", None), "model_type", None)
+            if kind not in defaults:
+                raise MethodError(f"method.target_modules: PEFT has no IA3 default for '{kind}' models; name the "
+                                  f"layers, for example method.target_modules=[k_proj,v_proj,fc2] "
+                                  f"method.feedforward_modules=[fc2] (a vision transformer)")
         return PeftIA3Config(task_type=peft_task_type(model), target_modules=c.target_modules,
                              feedforward_modules=c.feedforward_modules, modules_to_save=_heads(ctx),
                              exclude_modules=_heads(ctx))

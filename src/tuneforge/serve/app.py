@@ -24,6 +24,11 @@ from tuneforge.serve.protocol import (APIError, ChatRequest, ClassifyRequest, Me
                                       decode_base64_image)
 from tuneforge.serve.worker import ModelWorker
 
+try:  # FastAPI resolves the endpoints' (string) annotations in this module's namespace
+    from starlette.requests import Request
+except ImportError:  # the `serve` extra is not installed: create_app says so
+    Request = None
+
 log = logging.getLogger("tuneforge")
 
 

@@ -88,19 +88,29 @@ class ImageClassificationConfig(TaskConfig):
 
 
 class ImageRows:
-    """A split as a torch-style dataset: row i is the image `refs[i]` decoded and transformed now (so random
-    augmentation differs every epoch) with its label id."""
+    """A split as a torch-style dataset: row i is the image `refs[i]` decoded and transformed now, with its label
+    id. Training rows (`seed` set) take indices `epoch * len + i` from `EpochIndexSampler` and draw row i's random
+    augmentation from a generator seeded by (seed, epoch, i): different every epoch, identical after a resume."""
 
-    def __init__(self, refs: list[str], labels: list[int], transform):
-        self.refs, self.labels, self.transform = list(refs), list(labels), transform
+    def __init__(self, refs: list[str], labels: list[int], transform, seed: int | None = None):
+        self.refs, self.labels, self.transform, self.seed = list(refs), list(labels), transform, seed
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, i: int) -> dict:
-        from tuneforge.data.images import open_image
+    def __iter__(self):
+        return (self[i] for i in range(len(self.refs)))
 
-        return {"pixel_values": self.transform(open_image(self.refs[i])), "labels": self.labels[i]}
+    def __getitem__(self, k: int) -> dict:
+        from tuneforge.data.images import open_image, seeded_draw
+
+        if not 0 <= k < (len(self.refs) if self.seed is None else 2 ** 62):
+            raise IndexError(k)
+        i = k % len(self.refs)
+        image = open_image(self.refs[i])
+        if self.seed is None:
+            return {"pixel_values": self.transform(image), "labels": self.labels[i]}
+        return {"pixel_values": seeded_draw(lambda: self.transform(image), self.seed, k), "labels": self.labels[i]}
 
 
 def _stack(rows: list[dict]) -> dict:
@@ -154,6 +164,12 @@ class ImageClassificationTask(ClassificationTask):
 
         ensure_registered()  # the builtin models that transformers has no class for
         return super().auto_class()
+
+    @classmethod
+    def fill_defaults(cls, cfg) -> None:
+        super().fill_defaults(cfg)
+        # every image of a batch has the same size: grouping by length only costs a pass over the images
+        cfg.train.group_by_length = False
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -237,11 +253,11 @@ class ImageClassificationTask(ClassificationTask):
     def _preprocessing(self, processor):
         return processor.with_size(self.cfg.data.image_size) if self.cfg.data.image_size else processor
 
-    def _rows(self, df: pd.DataFrame | None, label2id: dict, transform) -> ImageRows | None:
+    def _rows(self, df: pd.DataFrame | None, label2id: dict, transform, seed: int | None = None) -> ImageRows | None:
         if df is None or len(df) == 0:
             return None
         return ImageRows(df[self.cfg.data.image_column].tolist(), [label2id[s] for s in self._label_strings(df)],
-                         transform)
+                         transform, seed)
 
     def prepare(self, processor) -> Prepared:
         """Read and split the images, cap classes, check every file opens; the pixels are decoded per batch."""
@@ -256,7 +272,7 @@ class ImageClassificationTask(ClassificationTask):
         efficiency = {"train_tokens": None, "train_tokens_per_second": None}
         state = ClassificationState(labels, label2id, report["class_counts"]["train"])
         state.preprocessing = self._preprocessing(processor)  # type: ignore[attr-defined]
-        return Prepared(train=self._rows(train, label2id, train_tf), validation=self._rows(val, label2id, eval_tf),
+        return Prepared(train=self._rows(train, label2id, train_tf, self.cfg.train.seed), validation=self._rows(val, label2id, eval_tf),
                         test=self._rows(test, label2id, eval_tf), sizes=sizes, state=state, report=report,
                         held_out={"validation": self._records(val), "test": self._records(test)},
                         train_ids=frames.train_ids, efficiency=efficiency, info={"image_size": [state.preprocessing.height,
@@ -341,10 +357,15 @@ class ImageClassificationTask(ClassificationTask):
         return out[:, prepared.state.teacher_order]
 
     # ---- training ---------------------------------------------------------------------------------------
+    def train_sampler(self, prepared: Prepared):
+        """Each epoch's order and each row's augmentation seeded by (train.seed, epoch): see ImageRows."""
+        from tuneforge.data.images import EpochIndexSampler
+
+        return EpochIndexSampler(len(prepared.train), self.cfg.train.seed)
+
     def model_kwargs(self, prepared: Prepared) -> dict:
         # a pretrained ImageNet head (1000 classes) is replaced by a new one sized to the labels
-        return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification",
-                "ignore_mismatched_sizes": True}
+        return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
 
     def prepare_model(self, model):
         """Refuses `data.image_size` for a model with fixed-size position embeddings (ViT). BatchNorm layers ported from TensorFlow with its momentum convention (0.997 = keep 99.7% of the running
@@ -459,6 +480,12 @@ class ImageClassificationTask(ClassificationTask):
         prepared.state.preprocessing.save_pretrained(model_dir)
 
     # ---- a finished run ---------------------------------------------------------------------------------
+    @classmethod
+    def head_kwargs(cls, meta: dict) -> dict:
+        # the base's own head (ImageNet's 1000 classes) gives way to one sized to the run's labels
+        kwargs = super().head_kwargs(meta)
+        return {**kwargs, "ignore_mismatched_sizes": True} if kwargs else kwargs
+
     @classmethod
     def logits(cls, run, images: list, pairs=None, batch_size: int = 64) -> np.ndarray:
         """Logits for `images` (paths, bytes or PIL images) in input order."""

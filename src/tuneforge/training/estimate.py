@@ -40,6 +40,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ConfigError, TuneforgeError
@@ -470,11 +471,20 @@ def _blocks(model) -> list:
 
 
 def image_side(cfg, hf) -> int | None:
-    """The square input side of an image model (`data.image_size`, else the model config's), None for models
-    that take tokens."""
+    """The square input side of an image model (`data.image_size`, else its preprocessor_config.json's, else
+    its config's), None for models that take tokens."""
     if getattr(hf, "num_channels", None) is None:
         return None
-    side = getattr(cfg.data, "image_size", None) or getattr(hf, "image_size", None) or 224
+    side = getattr(cfg.data, "image_size", None)
+    if not side:
+        from tuneforge.data.images import Preprocessing
+        from tuneforge.models.loader import resolve_model
+
+        path = Path(resolve_model(cfg.model.name, cfg.model.revision))
+        if (path / "preprocessor_config.json").is_file():
+            prep = Preprocessing.from_dir(path)
+            side = max(prep.height, prep.width)
+    side = side or getattr(hf, "image_size", None) or 224
     return int(side if isinstance(side, int) else max(side))
 
 

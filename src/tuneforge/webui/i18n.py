@@ -104,6 +104,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     # predict page
     "predict_run": ("Classifier run", "分类模型运行"),
     "texts": ("Texts, one per line", "文本，每行一条"),
+    "images": ("Or images (image classifier runs)", "或图像（图像分类运行）"),
     "predict": ("Predict", "预测"),
     "predictions": ("Predictions", "预测结果"),
     "probabilities": ("Probabilities", "概率"),

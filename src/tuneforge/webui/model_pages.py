@@ -91,13 +91,15 @@ def _content(content) -> str:
     return str(content)
 
 
-def predict_rows(ws: Workspace, cache: ModelCache, name: str, texts: str, lang: str):
-    """(predictions table, probabilities in long form for a bar chart) of a classifier run."""
+def predict_rows(ws: Workspace, cache: ModelCache, name: str, texts: str, lang: str, images=None):
+    """(predictions table, probabilities in long form for a bar chart) of a classifier run: for `texts` (one per
+    line), or for uploaded `images` (file paths) when the run classifies images."""
     from tuneforge.inference import load_run, predict
 
-    items = [t.strip() for t in str(texts or "").splitlines() if t.strip()]
+    files = [str(getattr(f, "name", f)) for f in (images or [])]
+    items = files or [t.strip() for t in str(texts or "").splitlines() if t.strip()]
     if not items:
-        raise ValueError("write at least one text, one per line")
+        raise ValueError("write at least one text, one per line, or upload images")
     run = ws.run_dir(name)
     loaded = cache.get(("predict", str(run), _stamp(run)), lambda: load_run(run))
     rows = predict(loaded, items)
@@ -106,9 +108,10 @@ def predict_rows(ws: Workspace, cache: ModelCache, name: str, texts: str, lang: 
         probs = r.get("probabilities") if isinstance(r.get("probabilities"), dict) else {}
         label = r.get("label", json.dumps({k: v for k, v in r.items() if k != "text"}, ensure_ascii=False)[:200])
         conf = probs.get(label) if isinstance(label, str) else None
-        table.append({text("text", lang): t, text("label", lang): label,
+        shown = Path(t).name if files else t
+        table.append({text("text", lang): shown, text("label", lang): label,
                       text("confidence", lang): None if conf is None else round(float(conf), 4)})
-        bars += [{"label": str(k), "probability": float(v), "text": f"{i}: {t[:30]}"} for k, v in probs.items()
+        bars += [{"label": str(k), "probability": float(v), "text": f"{i}: {shown[:30]}"} for k, v in probs.items()
                  if isinstance(v, (int, float))]
     return pd.DataFrame(table), pd.DataFrame(bars, columns=["label", "probability", "text"])
 
@@ -207,7 +210,10 @@ def build_predict(ctx: Ctx, cache: ModelCache):
         run = tr.reg(gr.Dropdown(runs_with(ws, "classify"), label=tr("predict_run"), allow_custom_value=True,
                                  scale=4, elem_id="tf-predict-run"), label="predict_run")
         refresh = tr.reg(gr.Button(tr("refresh"), scale=1), value="refresh")
-    texts = tr.reg(gr.Textbox(label=tr("texts"), lines=5, elem_id="tf-predict-texts"), label="texts")
+    with gr.Row():
+        texts = tr.reg(gr.Textbox(label=tr("texts"), lines=5, scale=3, elem_id="tf-predict-texts"), label="texts")
+        images = tr.reg(gr.File(label=tr("images"), file_count="multiple", file_types=["image"], scale=2,
+                                elem_id="tf-predict-images"), label="images")
     go = tr.reg(gr.Button(tr("predict"), variant="primary", elem_id="tf-predict"), value="predict")
     status = gr.Markdown(elem_id="tf-predict-status")
     table = tr.reg(gr.Dataframe(label=tr("predictions"), interactive=False, wrap=True,
@@ -217,14 +223,14 @@ def build_predict(ctx: Ctx, cache: ModelCache):
     refresh.click(lambda: gr.update(choices=runs_with(ws, "classify")), None, [run])
     ctx.shared["refresh_on_tab"]["predict"] = (lambda: gr.update(choices=runs_with(ws, "classify")), [run])
 
-    def go_predict(name, items, lang):
+    def go_predict(name, items, files, lang):
         try:
-            frame, probs = predict_rows(ws, cache, name, items, lang_of(lang))
+            frame, probs = predict_rows(ws, cache, name, items, lang_of(lang), files)
         except Exception as exc:  # noqa: BLE001
             return message("error", error_text(exc)), gr.update(), gr.update()
         return "", frame, probs
 
-    go.click(go_predict, [run, texts, ctx.lang], [status, table, bars])
+    go.click(go_predict, [run, texts, images, ctx.lang], [status, table, bars])
 
 
 def build_export(ctx: Ctx):
