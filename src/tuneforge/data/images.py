@@ -9,8 +9,10 @@ Every image is addressed by a string *ref*, so that a split can be saved as JSON
 - ``dataset:<absolute dir>:<row>`` for a directory written by ``datasets`` ``save_to_disk`` (its one image
   column), or ``dataset:<absolute dir>:<row>:<column>`` when the column cannot be told from the features.
 
-All randomness of the augmentations and of CutMix/MixUp comes from torch's global RNG, so that a resumed run
-(which restores the torch RNG state) draws the same crops, flips and mixes.
+All randomness of the augmentations and of CutMix/MixUp comes from torch's generator: CutMix/MixUp draw from the
+global one in the training step (whose state a checkpoint saves), and the image task runs each training image's
+transform under `seeded_draw`, seeded by (seed, epoch, row) through `EpochIndexSampler`, so a resumed run draws
+the same crops, flips and mixes as the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -891,8 +893,11 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets.to(logp.dtype) * logp).sum(dim=-1).mean()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Augmentation a resumed run reproduces
+# ---------------------------------------------------------------------------------------------------------
+# augmentation a resumed run reproduces
+# ---------------------------------------------------------------------------------------------------------
+
+
 class EpochIndexSampler:
     """A shuffled order of `n` training rows per epoch (seeded by (seed, epoch)) that hands out `epoch * n + row`,
     so the dataset can seed each row's augmentation by (seed, epoch, row) (`seeded_draw`). Augmenting from

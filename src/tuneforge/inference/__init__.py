@@ -87,8 +87,10 @@ def classify_logits(run: LoadedRun, texts: list[str], pairs: list[str] | None = 
 
 
 def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: int = 64) -> list[dict]:
-    """What the run's task predicts for each text (a classifier: label and per-class probabilities).
-    Raises ModelError for a run whose task does not predict (it chats), DataError for no texts."""
+    """What the run's task predicts for each text (a classifier: label and per-class probabilities), or for each
+    image (an image classifier: file paths, raw image bytes or PIL images).
+    Raises ModelError for a run whose task does not predict (it chats), DataError for no texts or an unreadable
+    image."""
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     # a task that does not predict raises its own one-line reason; a classifier refuses an empty list
     return task_of(run).predict(run, list(texts), batch_size)

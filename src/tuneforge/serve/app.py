@@ -43,7 +43,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     Returns the app; its model worker thread stops when the app shuts down."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException

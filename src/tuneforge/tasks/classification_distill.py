@@ -106,7 +106,6 @@ def teacher_vs_student(task, trainer, prepared, student_metrics, eval_dir) -> di
     from transformers import DataCollatorWithPadding
 
     from tuneforge.evaluation.classification import classification_metrics
-    from tuneforge.evaluation.speed import dir_size_mb
     from tuneforge.tasks import distill_report as dr
 
     teacher, d = prepared.teacher, task.cfg.data
@@ -126,18 +125,13 @@ def teacher_vs_student(task, trainer, prepared, student_metrics, eval_dir) -> di
             chunks.append(model(**batch).logits.float().cpu().numpy())
     student_logits = np.concatenate(chunks)
     label_ids = np.asarray(prepared.test["labels"])
-    keys = ("accuracy", "f1_macro", "auc_roc")
     t_metrics = classification_metrics(t_logits, label_ids)
     enc = teacher.tokenizer(texts, pairs, truncation=True, max_length=teacher.run.meta.get("max_length", 512))
     t_data = datasets.Dataset.from_dict(dict(enc))
-    t_pad = DataCollatorWithPadding(teacher.tokenizer)
-    teacher_row = {**{k: t_metrics.get(k) for k in keys}, "parameters": teacher.parameters(),
-                   "size_mb": teacher.size_mb(), **dr.speed(teacher.model, t_data, t_pad)}
-    student_row = {**{k: student_metrics.get(k) for k in keys}, "parameters": dr.count_parameters(trainer.model),
-                   "size_mb": dir_size_mb(Path(eval_dir).parent / "model"),
-                   **dr.speed(trainer.model, prepared.test, task.collator(trainer.processing_class))}
-    return dr.write_section(eval_dir, teacher_row, student_row, dr.agreement(student_logits, t_logits), "test",
-                            keys)
+    rows = dr.classifier_rows(teacher, t_metrics, t_data, DataCollatorWithPadding(teacher.tokenizer), trainer.model,
+                              student_metrics, prepared.test, task.collator(trainer.processing_class),
+                              Path(eval_dir).parent / "model")
+    return dr.write_section(eval_dir, *rows, dr.agreement(student_logits, t_logits), "test", dr.KEYS)
 
 
 def hidden_match_loss(student, student_hidden, teacher, inputs):

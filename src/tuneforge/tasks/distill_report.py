@@ -27,6 +27,22 @@ def speed(model, dataset, collate) -> dict:
             "throughput_rows_per_s_batch32": r.get("inference_samples_per_second")}
 
 
+KEYS = ("accuracy", "f1_macro", "auc_roc")
+
+
+def classifier_rows(teacher, teacher_metrics: dict, teacher_data, teacher_collate, student, student_metrics: dict,
+                    student_data, student_collate, model_dir) -> tuple[dict, dict]:
+    """The teacher's and the student's rows of a classifier's table: quality (KEYS), parameters, size on disk and
+    CPU speed on the held-out rows (each model on its own encoding of them)."""
+    from tuneforge.evaluation.speed import dir_size_mb
+
+    teacher_row = {**{k: teacher_metrics.get(k) for k in KEYS}, "parameters": teacher.parameters(),
+                   "size_mb": teacher.size_mb(), **speed(teacher.model, teacher_data, teacher_collate)}
+    student_row = {**{k: student_metrics.get(k) for k in KEYS}, "parameters": count_parameters(student),
+                   "size_mb": dir_size_mb(model_dir), **speed(student, student_data, student_collate)}
+    return teacher_row, student_row
+
+
 def write_section(eval_dir: str | Path, teacher: dict, student: dict, agreement: float | None, split: str,
                   metrics: tuple[str, ...]) -> dict:
     """Add the teacher-vs-student table to eval/report.md and a `distill` block to eval/metrics.json."""

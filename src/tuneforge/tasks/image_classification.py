@@ -454,21 +454,15 @@ class ImageClassificationTask(ClassificationTask):
         """The teacher-vs-student table on the test images (quality, size, CPU speed, agreement)."""
         from tuneforge.data.images import eval_transform
         from tuneforge.evaluation.classification import classification_metrics
-        from tuneforge.evaluation.speed import dir_size_mb
         from tuneforge.tasks import distill_report as dr
 
         teacher, test = prepared.teacher, prepared.test
         t_logits = teacher.logits(test.refs)[:, prepared.state.teacher_order]
-        keys = ("accuracy", "f1_macro", "auc_roc")
         t_metrics = classification_metrics(t_logits, np.asarray(test.labels))
         t_rows = ImageRows(test.refs, test.labels, eval_transform(teacher.tokenizer))
-        teacher_row = {**{k: t_metrics.get(k) for k in keys}, "parameters": teacher.parameters(),
-                       "size_mb": teacher.size_mb(), **dr.speed(teacher.model, t_rows, _stack)}
-        student_row = {**{k: student_metrics.get(k) for k in keys}, "parameters": dr.count_parameters(trainer.model),
-                       "size_mb": dir_size_mb(Path(eval_dir).parent / "model"),
-                       **dr.speed(trainer.model, test, _stack)}
-        return dr.write_section(eval_dir, teacher_row, student_row, dr.agreement(student_logits, t_logits), "test",
-                                keys)
+        rows = dr.classifier_rows(teacher, t_metrics, t_rows, _stack, trainer.model, student_metrics, test, _stack,
+                                  Path(eval_dir).parent / "model")
+        return dr.write_section(eval_dir, *rows, dr.agreement(student_logits, t_logits), "test", dr.KEYS)
 
     def metadata(self, prepared: Prepared) -> dict:
         d = self.cfg.data
