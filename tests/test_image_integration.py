@@ -161,3 +161,16 @@ def test_ia3_without_targets_names_the_key(world, tmp_path):
     with pytest.raises(TuneforgeError, match="method.target_modules") as e:
         tuneforge.train(validate_config(cfg))
     assert "\n" not in str(e.value)
+
+
+def test_compare_image_methods(world, tmp_path, write_yaml):
+    from conftest import run_cli
+
+    cfg = write_yaml(_cfg(world["resnet"], world["data"], tmp_path / "run"))
+    out = tmp_path / "cmp"
+    r = run_cli("compare", cfg, "-m", "full,lora", "--max-steps", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-800:]
+    result = json.loads((out / "compare.json").read_text())
+    text = json.dumps(result)
+    assert "lora" in text and "full" in text and "accuracy" in text
+    assert (out / "report.md").is_file()
