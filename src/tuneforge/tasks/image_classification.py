@@ -204,7 +204,8 @@ class ImageClassificationTask(ClassificationTask):
 
     def clean(self, frames: Frames) -> tuple[pd.DataFrame, dict]:
         """The training split capped at `data.limit_per_class` (validation/test at `eval_limit_per_class` in
-        `read_split`); every image file is opened once here, so a broken file stops the run before training."""
+        `read_split`). Every image file kept is opened once, so a broken file stops the run before training."""
+        from tuneforge.data.images import check_images
         from tuneforge.data.images import limit_per_class
 
         d = self.cfg.data
@@ -212,6 +213,7 @@ class ImageClassificationTask(ClassificationTask):
         if d.limit_per_class:
             train = limit_per_class(train.rename(columns={d.label_column: "label"}), d.limit_per_class,
                                     self._seed()).rename(columns={"label": d.label_column})
+        check_images(train[d.image_column].tolist())
         counts = {s: self._counts(df) for s, df in (("train", train), ("validation", frames.validation),
                                                      ("test", frames.test)) if df is not None}
         return train, {"class_counts": counts, "limit_per_class": d.limit_per_class,
@@ -236,7 +238,7 @@ class ImageClassificationTask(ClassificationTask):
                     cut = limit_per_class(df.rename(columns={d.label_column: "label"}), d.eval_limit_per_class,
                                           self._seed()).rename(columns={"label": d.label_column})
                     setattr(frames, name, cut)
-        for df in (frames.train, frames.validation, frames.test):
+        for df in (frames.validation, frames.test):  # the training images: once `clean` has capped them
             if df is not None:
                 check_images(df[d.image_column].tolist())
         return frames
