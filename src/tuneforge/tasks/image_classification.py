@@ -274,11 +274,12 @@ class ImageClassificationTask(ClassificationTask):
         efficiency = {"train_tokens": None, "train_tokens_per_second": None}
         state = ClassificationState(labels, label2id, report["class_counts"]["train"])
         state.preprocessing = self._preprocessing(processor)  # type: ignore[attr-defined]
-        return Prepared(train=self._rows(train, label2id, train_tf, self.cfg.train.seed), validation=self._rows(val, label2id, eval_tf),
-                        test=self._rows(test, label2id, eval_tf), sizes=sizes, state=state, report=report,
+        p = state.preprocessing
+        return Prepared(train=self._rows(train, label2id, train_tf, self.cfg.train.seed),
+                        validation=self._rows(val, label2id, eval_tf), test=self._rows(test, label2id, eval_tf),
+                        sizes=sizes, state=state, report=report,
                         held_out={"validation": self._records(val), "test": self._records(test)},
-                        train_ids=frames.train_ids, efficiency=efficiency, info={"image_size": [state.preprocessing.height,
-                                                                         state.preprocessing.width]})
+                        train_ids=frames.train_ids, efficiency=efficiency, info={"image_size": [p.height, p.width]})
 
     def held_out(self, run_dir, processor):
         """The run's saved test (else validation) images, with the evaluation transform of `processor` (the
