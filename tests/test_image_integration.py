@@ -96,6 +96,11 @@ def test_webui_predict_page_takes_uploaded_images(world):
     table, bars = predict_rows(ws, ModelCache(), "teacher", "", "en", files)
     assert len(table) == 3 and list(table.iloc[:, 0]) == ["00.png"] * 3
     assert set(table.iloc[:, 1]) <= set(CLASSES) and len(bars) == 3 * len(CLASSES)
+    # the Export page's serve snippet shows how to send an image to an image run
+    from tuneforge.webui.model_pages import snippet
+
+    kind = ws.input_kind(world["teacher"])
+    assert kind == "image" and "-F file=@" in snippet("http://h", "classify", "teacher", kind)
 
 
 def test_task_hooks_for_merge_and_onnx(world):

@@ -140,7 +140,11 @@ def _flat(d, prefix=""):
             yield key, v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
-def snippet(url: str, interface: str | None, model: str) -> str:
+def snippet(url: str, interface: str | None, model: str, input_kind: str = "text") -> str:
+    if interface == "classify" and input_kind == "image":
+        return (f"curl {url}/v1/classify -F model={model} -F file=@photo.jpg\n\n"
+                f"# Python\nimport base64, httpx\nimage = base64.b64encode(open(\"photo.jpg\", \"rb\").read()).decode()\n"
+                f"print(httpx.post(\"{url}/v1/classify\", json={{\"model\": \"{model}\", \"images\": [image]}}).json())\n")
     if interface == "chat":
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]}, ensure_ascii=False)
         return (f"curl {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'\n\n"
@@ -292,7 +296,7 @@ def build_export(ctx: Ctx):
             return message("error", error_text(exc)), ""
         model = Path(name).name
         return (text("serving", lang, run=name, url=url, pid=job.pid),
-                snippet(url, ws.interface(path), model))
+                snippet(url, ws.interface(path), model, ws.input_kind(path)))
 
     start.click(do_start, [run, port, ctx.lang], [serve_status, code])
 

@@ -173,6 +173,17 @@ class Workspace:
             return None
 
     @staticmethod
+    def input_kind(run: Path) -> str:
+        """`text` or `image`: what a run with a saved model is given to predict (its task's `input_kind`)."""
+        from tuneforge.models.loader import read_run_metadata
+        from tuneforge.registry import TASKS
+
+        try:
+            return TASKS.get(read_run_metadata(Path(run) / "model").get("task", "")).input_kind
+        except (TuneforgeError, OSError, ValueError, AttributeError):
+            return "text"
+
+    @staticmethod
     def metrics(run: Path) -> list[dict]:
         """The rows of metrics.jsonl (a row cut by a kill mid-write is skipped)."""
         rows = []
