@@ -247,7 +247,8 @@ class DataSection(Section):
 
     train: str = Field("builtin:rotten-tomatoes", description=(
         "Training data: a csv/tsv/json/jsonl/parquet file, a directory saved by `datasets`, or a builtin "
-        "data set (`builtin:rotten-tomatoes`). Without `validation`/`test` files it is split."))
+        "data set (`builtin:rotten-tomatoes`; images: a folder of class folders, or `builtin:fashion-mnist`, "
+        "`builtin:digits`). Without `validation`/`test` files it is split."))
     validation: Optional[str] = Field(None, description="Optional validation file (same columns as train).")
     test: Optional[str] = Field(None, description="Optional test file (same columns as train).")
     text_column: str = Field("text", description="Column holding the input text.")

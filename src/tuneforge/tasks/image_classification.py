@@ -57,11 +57,8 @@ class ImageAugmentSection(Section):
 class ImageData(DataSection):
     """`data:` keys of image classification runs."""
 
-    train: str = Field("builtin:digits", description=(
-        "Training images: a folder of class folders (`cat/001.png`), a csv/tsv/jsonl/parquet table with an image "
-        "path column and a label column (paths relative to the table), a directory saved by `datasets`, or a "
-        "builtin set (`builtin:fashion-mnist`, `builtin:fashion-mnist:test`, `builtin:digits`). Without "
-        "`validation`/`test` it is split."))
+    # the common description (the web UI shows the common data keys once, for every task); images' own default
+    train: str = Field("builtin:digits", description=DataSection.model_fields["train"].description)
     image_column: str = Field("image", description="Column holding the image path (tables and `datasets` dirs).")
     label_column: str = Field("label", description="Column holding the label (strings or integers).")
     limit_per_class: Optional[int] = Field(None, ge=1, description=(

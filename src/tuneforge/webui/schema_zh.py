@@ -28,11 +28,12 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     ),
     (
         "Training data: a csv/tsv/json/jsonl/parquet file, a directory saved by `datasets`, or a builtin data set "
-        "(`builtin:rotten-tomatoes`). Without `validation`/`test` files it is split."
+        "(`builtin:rotten-tomatoes`; images: a folder of class folders, or `builtin:fashion-mnist`, "
+        "`builtin:digits`). Without `validation`/`test` files it is split."
     ): (
         "训练数据：csv/tsv/json/jsonl/parquet 文件、由 `datasets` 保存的目录，"
-        "或内置数据集（`builtin:rotten-tomatoes`）。"
-        "没有 `validation`/`test` 文件时会自动从中划分。"
+        "或内置数据集（`builtin:rotten-tomatoes`；图像：按类别分文件夹的目录，或 `builtin:fashion-mnist`、"
+        "`builtin:digits`）。没有 `validation`/`test` 文件时会自动从中划分。"
     ),
     "Optional validation file (same columns as train).": "可选的验证集文件（列与训练集相同）。",
     "Optional test file (same columns as train).": "可选的测试集文件（列与训练集相同）。",
@@ -660,16 +661,6 @@ DESCRIPTIONS_ZH: dict[str, str] = {
         "Start from randomly initialised weights of `name`'s architecture instead of its pretrained weights (the "
         "from-scratch baseline that fine-tuning is measured against)."
     ): "不加载预训练权重，而是从 `name` 所指架构的随机初始化权重开始训练（作为衡量微调效果的从零训练基线）。",
-    (
-        "Training images: a folder of class folders (`cat/001.png`), a csv/tsv/jsonl/parquet table with an image "
-        "path column and a label column (paths relative to the table), a directory saved by `datasets`, or a "
-        "builtin set (`builtin:fashion-mnist`, `builtin:fashion-mnist:test`, `builtin:digits`). Without "
-        "`validation`/`test` it is split."
-    ): (
-        "训练图像：按类别分文件夹的目录（`cat/001.png`）、包含图像路径列和标签列的 csv/tsv/jsonl/parquet 表格"
-        "（路径相对于表格所在目录）、`datasets` 保存的目录，或内置数据集（`builtin:fashion-mnist`、"
-        "`builtin:fashion-mnist:test`、`builtin:digits`）。未提供 `validation`/`test` 时自动划分。"
-    ),
     "Column holding the image path (tables and `datasets` dirs).": "存放图像路径的列（表格和 `datasets` 目录）。",
     (
         "Keep at most this many training images per class (a seeded sample): a low-resource set is one setting."
@@ -679,9 +670,6 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     ),
     "Side of the square model input in pixels. Default: the model's own (its preprocessor_config.json).": (
         "正方形模型输入的边长（像素）。默认：模型自身的设置（其 preprocessor_config.json）。"
-    ),
-    "Per-image augmentation of the training split (validation and test are only resized).": (
-        "训练集的逐图像增强（验证集和测试集只做缩放）。"
     ),
     (
         "Random resized crop of training images: the [min, max] fraction of the image area a crop keeps. Null: "
@@ -696,8 +684,6 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     "RandAugment on training images ({num_ops, magnitude}); null: off.": (
         "对训练图像使用 RandAugment（{num_ops, magnitude}）；null：关闭。"
     ),
-    "Operations applied to each training image.": "每张训练图像应用的操作数。",
-    "Strength of every operation, 0 to 30.": "每个操作的强度，0 到 30。",
     (
         "CutMix on training batches ({alpha, prob}): a box of each image is replaced by its neighbour's, and the "
         "target mixes both labels by area. Null: off."
@@ -712,7 +698,5 @@ DESCRIPTIONS_ZH: dict[str, str] = {
         "对训练批次使用 MixUp（{alpha, prob}）：图像和标签按权重 lambda ~ Beta(alpha, alpha) 混合。"
         "同时启用 cutmix 时，每个批次只使用其中一种。null：关闭。"
     ),
-    "Beta(alpha, alpha) concentration of the mixing weight lambda.": "混合权重 lambda 的 Beta(alpha, alpha) 集中参数。",
-    "Chance that a training batch is mixed.": "训练批次被混合的概率。",
     "Label smoothing of the training targets.": "训练目标的标签平滑系数。",
 }

@@ -305,16 +305,20 @@ class Workspace:
             pids.update(j.pid for j in self.jobs if j.target == run and j.running())
         if not pids:
             return rd.state() or "unknown"
+        # the processes to wait for: each leader's whole group (what it started, e.g. data loader workers)
+        watched = set(pids)
+        for pid in pids:
+            watched.update(_group_members(pid))
         for pid in pids:
             _signal_group(pid, signal.SIGTERM)
         deadline = time.time() + grace
-        while time.time() < deadline and any(pid_alive(p) for p in pids):
+        while time.time() < deadline and any(pid_alive(p) for p in watched):
             time.sleep(0.2)
         for pid in pids:
-            if pid_alive(pid):
+            if any(pid_alive(p) for p in watched):
                 _signal_group(pid, signal.SIGKILL)
         deadline = time.time() + 5
-        while time.time() < deadline and any(pid_alive(p) for p in pids):
+        while time.time() < deadline and any(pid_alive(p) for p in watched):
             time.sleep(0.1)
         if rd.status().get("state") == "running" and not any(pid_alive(p) for p in pids):
             rd.set_status("failed", error="interrupted")  # killed before it could say so itself
@@ -346,6 +350,25 @@ class Workspace:
 
     def stamp(self) -> str:
         return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _group_members(pid: int) -> set[int]:
+    """The processes of the group `pid` leads (none when it leads none), read from /proc (Linux)."""
+    try:
+        if os.getpgid(pid) != pid:
+            return set()
+    except OSError:
+        return set()
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 2 and fields[2] == str(pid):  # field 5 of stat: the process group
+                members.add(int(entry.name))
+    return members
 
 
 def _signal_group(pid: int, sig: int) -> None:
