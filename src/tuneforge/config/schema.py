@@ -98,7 +98,8 @@ def _seed_field(default: Optional[int], description: str):
 class ModelSection(Section):
     name: str = Field("builtin:minilm-l6", description=(
         "Base model: a builtin alias (`tuneforge models` lists them), a local transformers model "
-        "directory, or a hub id (needs network access)."))
+        "directory, a timm model directory, a torchvision/timm ResNet or MobileNetV2 checkpoint file (.pth, .pt, "
+        ".bin, .ckpt, .safetensors; converted once), or a hub id (needs network access)."))
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
         "Weight dtype when loading. `auto`: float32 on CPU, bfloat16 on GPUs that support it."))

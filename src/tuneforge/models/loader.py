@@ -35,9 +35,15 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         return str(convert_once(spec, src) if spec.convert else src)
     path = Path(name).expanduser()
     if path.exists():
+        from tuneforge.models import foreign
+
+        if foreign.is_checkpoint_file(path):
+            return str(foreign.resolve_checkpoint_file(path))
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise ModelError(f"model path '{name}' is not a transformers model directory (no config.json)")
-        return str(path)
+            raise ModelError(f"model path '{name}' is not a transformers model directory (no config.json) or a "
+                             f"checkpoint file ({', '.join(foreign.CHECKPOINT_SUFFIXES)})")
+        timm = foreign.timm_config(path)
+        return str(foreign.resolve_timm_dir(path, timm) if timm is not None else path)
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
         raise ModelError(f"model directory not found: {name}")
     return _hub_snapshot(name, revision)
@@ -70,25 +76,37 @@ CONVERTERS: dict[str, tuple[str, str]] = {
 
 
 def convert_once(spec, source: Path) -> Path:
-    """Convert a builtin's shipped file once into a transformers directory in the cache (written to a temporary
-    directory, then renamed, so an interrupted conversion never leaves a half-written model); later loads take <1 s."""
-    out = cache_dir() / "models" / spec.alias
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
+    """Convert a builtin's shipped file once into a transformers directory in the cache."""
     import importlib
-    import shutil
-    import tempfile
 
     target, seconds = CONVERTERS[spec.convert]
     module, func = target.split(":")
-    write = getattr(importlib.import_module(module), func)
+    return convert_into_cache(spec.alias, source, getattr(importlib.import_module(module), func), seconds)
+
+
+def cached_conversion(name: str) -> Path | None:
+    """cache_dir()/models/<name> when a finished conversion is there."""
+    out = cache_dir() / "models" / name
+    return out if (out / "config.json").is_file() and any(out.glob("*.safetensors")) else None
+
+
+def convert_into_cache(name: str, source: Path, write, seconds: str) -> Path:
+    """cache_dir()/models/<name>, written by `write(source, directory)` unless a finished one is there: into a
+    temporary directory, then renamed, so an interrupted conversion never leaves a half-written model; later loads
+    take <1 s."""
+    import shutil
+    import tempfile
+
+    out = cache_dir() / "models" / name
+    if cached_conversion(name) is not None:
+        return out
     print(f"tuneforge: converting {source.name} to a transformers model in {out} (once, {seconds})", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write(source, tmp)
         if out.exists():  # a stale, incomplete directory (or another process just finished the same conversion)
-            if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+            if cached_conversion(name) is not None:
                 return out
             shutil.rmtree(out)
         tmp.rename(out)

@@ -329,7 +329,7 @@ def build_efficientnet_lite0(weights: Path):
 def _save(model, out_dir: Path, preprocessor: dict) -> None:
     from transformers.utils import logging as hf_logging
 
-    # the conversion prints one line (tuneforge.models.loader.convert_once), not a progress bar for one shard
+    # the conversion prints one line (tuneforge.models.loader.convert_into_cache), not a progress bar for one shard
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

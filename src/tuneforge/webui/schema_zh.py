@@ -5,10 +5,12 @@ from __future__ import annotations
 #: English field description (exactly as in the schema) -> its Simplified Chinese translation
 DESCRIPTIONS_ZH: dict[str, str] = {
     (
-        "Base model: a builtin alias (`tuneforge models` lists them), a local transformers model directory, or a hub "
-        "id (needs network access)."
+        "Base model: a builtin alias (`tuneforge models` lists them), a local transformers model directory, a timm "
+        "model directory, a torchvision/timm ResNet or MobileNetV2 checkpoint file (.pth, .pt, .bin, .ckpt, "
+        ".safetensors; converted once), or a hub id (needs network access)."
     ): (
-        "基础模型：内置别名（`tuneforge models` 可列出）、本地 transformers 模型目录，"
+        "基础模型：内置别名（`tuneforge models` 可列出）、本地 transformers 模型目录、timm 模型目录、"
+        "torchvision/timm 的 ResNet 或 MobileNetV2 检查点文件（.pth、.pt、.bin、.ckpt、.safetensors；只转换一次），"
         "或 Hub 模型 ID（需要联网）。"
     ),
     "Hub revision (branch, tag or commit) for hub ids.": "Hub 模型 ID 所用的版本（分支、标签或提交）。",
