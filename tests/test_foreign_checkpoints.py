@@ -253,3 +253,8 @@ def test_checkpoint_file_trains_predicts_and_exports_through_the_cli(tmp_path, w
     res = run_cli("predict", str(run), str(img))
     assert res.returncode == 0, res.stderr[-2000:]
     assert any(c in res.stdout for c in CLASSES)
+    out = tmp_path / "onnx"
+    res = run_cli("export", str(run), "--format", "onnx", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    parity = json.loads((out / "export.json").read_text())["parity"]
+    assert parity["rows"] > 0 and parity["label_agreement"] == 1.0, parity
