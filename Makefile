@@ -59,7 +59,7 @@ webui: $(STAMP)
 
 # e2e tests (real models, minutes) run too unless FAST=1; a full green run marks the venv as lockable
 test: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q --durations=15
 	@$(if $(FAST),,touch $(VENV)/.tests-passed)
 
 # on a CUDA machine, one command: every test with CUDA-only cases (they are skipped on CPU; here they must run), then

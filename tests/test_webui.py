@@ -298,3 +298,31 @@ def test_a_failed_command_raises_its_own_error_line(tmp_path):
     with pytest.raises(CommandError, match=r"^data file not found: x\.csv$"):
         ws.run_command("data", [sys.executable, "-c", code], tmp_path / "cmd.log")
     assert "working" in ws.run_command("ok", [sys.executable, "-c", "print('working')"], tmp_path / "ok.log")
+
+
+def test_launch_waits_for_a_slow_first_page(tmp_path, monkeypatch):
+    """Gradio's own check of `/` gives up after one 3-second timeout ("When localhost is not accessible..."); a
+    busy machine answered too late in CI. launch() repeats the check until the page answers."""
+    import socket
+
+    from gradio import networking
+
+    from tuneforge.webui.app import launch
+
+    calls = []
+
+    def slow_at_first(url):  # the page not answering in time, twice, then answering
+        calls.append(url)
+        return len(calls) > 2
+
+    monkeypatch.setattr(networking, "url_ok", slow_at_first)
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = launch(port=port, runs_dir=str(tmp_path / "runs"), block=False)
+    try:
+        assert len(calls) == 3 and calls[0].startswith("http://127.0.0.1:")
+    finally:
+        demo.close()
+    assert networking.url_ok is slow_at_first  # put back after launch

@@ -6,8 +6,10 @@ the Blocks): the machines this runs on often have no internet, and a UI must not
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import time
 
 from tuneforge.errors import ConfigError, ServeError
 
@@ -111,6 +113,34 @@ def check_host(host: str, password: str | None, insecure: bool) -> None:
                           f"--insecure if the network is trusted")
 
 
+@contextlib.contextmanager
+def patient_localhost_check(seconds: float = 60.0):
+    """Let Gradio's launch() wait for its own server. launch() asks the page it just started for `/` once, with a
+    3-second timeout, and on a timeout stops with "When localhost is not accessible, a shareable link must be
+    created": this app's first page takes ~2 s to build on an idle 2-core machine, so a busy one fails to start.
+    Inside this block Gradio's check (gradio.networking.url_ok) is repeated until it succeeds or `seconds` pass."""
+    from gradio import networking
+
+    original = getattr(networking, "url_ok", None)
+    if original is None:  # a Gradio without the check: nothing to wait for
+        yield
+        return
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + seconds
+        while not original(url):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    networking.url_ok = url_ok
+    try:
+        yield
+    finally:
+        networking.url_ok = original
+
+
 def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", data_dirs=(), password: str | None = None,
            insecure: bool = False, lang: str = "en", user: str = "tuneforge", block: bool = True):
     """Build and serve the web UI. Returns the Blocks (with `block=False`, the server runs in a thread)."""
@@ -121,9 +151,10 @@ def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", da
     demo = build_app(ws, lang)
     demo.queue(default_concurrency_limit=4)
     try:
-        demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
-                    allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
-                    show_error=True, css=CSS, footer_links=[])
+        with patient_localhost_check():
+            demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
+                        allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
+                        show_error=True, css=CSS, footer_links=[])
     except OSError as exc:  # the port is taken (Gradio: "Cannot find empty port"), or the address is not ours
         raise ServeError(f"cannot listen on {host}:{port} ({str(exc).split('.')[0]}); choose another --port") \
             from None
