@@ -213,9 +213,13 @@ def test_layouts_that_do_not_convert_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "timm" else real_find_spec(n, *a))
     msg = _error(str(convnext))
     assert "convnext_tiny" in msg and "pip install timm torchvision" in msg
+    seresnet = _timm_dir(tmp_path / "seresnet", extra, arch="seresnet18")  # a ResNet stem, but not plain
+    msg = _error(str(seresnet))
+    assert "unknown keys layer1.0.se.fc1.weight" in msg and "pip install timm torchvision" in msg
     # with timm installed the directory is handed to transformers' TimmWrapper as it is
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "timm" else real_find_spec(n, *a))
     assert resolve_model(str(convnext)) == str(convnext)
+    assert resolve_model(str(seresnet)) == str(seresnet)
 
 
 def test_torchvision_mobilenet_v2_file_equals_builtin():

@@ -1,6 +1,12 @@
 """Errors a user can act on. The CLI prints them as one line and exits non-zero, without a traceback."""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class TuneforgeError(Exception):
     """Base class: the message is meant for the user, in one line."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuneforge.errors import DataError
+from tuneforge.errors import DataError, first_line
 from tuneforge.registry import closest
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
@@ -111,7 +111,7 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{source}: the file is empty") from None
     except (ValueError, pd.errors.ParserError, json.JSONDecodeError, OSError, csv.Error) as exc:
-        raise DataError(f"{source}: could not be parsed: {_first_line(exc)}") from None
+        raise DataError(f"{source}: could not be parsed: {first_line(exc)}") from None
     if len(df) == 0:
         raise DataError(f"{source}: contains no rows")
     dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
@@ -134,11 +134,6 @@ def _where_not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
     except OSError:
         pass
     return f"byte {exc.start}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
 
 
 def _check_csv_shape(path: Path, sep: str, source: str) -> None:
@@ -211,7 +206,7 @@ def _read_json(path: Path, source: str) -> pd.DataFrame:
         return pd.DataFrame(data)
     except ValueError as exc:  # a column mapping with lists of different lengths, scalars only, ...
         raise DataError(f"{source}: not a list of records or a mapping of equally long columns "
-                        f"({_first_line(exc)})") from None
+                        f"({first_line(exc)})") from None
 
 
 def _read_datasets_dir(path: Path) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, first_line
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 #: state-dict files a timm directory may hold, in the order they are looked for
@@ -48,11 +48,6 @@ def timm_config(path: Path) -> dict | None:
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def load_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from a training checkpoint's `state_dict`/`model` entry and
     DDP's `module.` prefix."""
@@ -64,9 +59,9 @@ def load_state_dict(file: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors have no common base
-        raise ModelError(f"{file}: cannot be read as a PyTorch checkpoint: {_one_line(exc)}") from None
+        raise ModelError(f"{file}: cannot be read as a PyTorch checkpoint: {first_line(exc)}") from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict) and not isinstance(state.get(key), torch.Tensor):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -182,7 +177,7 @@ def build_model(state: dict[str, torch.Tensor], where: str):
     try:
         missing, _ = model.load_state_dict(mapped, strict=False)
     except RuntimeError as exc:  # a shape that the inferred config does not have (e.g. a MobileNetV2 of width 0.5)
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), _one_line(exc))
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), first_line(exc))
         raise ModelError(f"{where}: weights do not fit the architecture read from them ({detail[:160]})") from None
     if [k for k in missing if not k.startswith("classifier.")]:
         raise ModelError(f"{where}: weights missing for {', '.join(missing[:3])}")
@@ -230,11 +225,13 @@ def _digest(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _writer(state: dict[str, torch.Tensor] | Path, cfg: dict | None, where: str):
+def _writer(make_model, cfg: dict | None):
+    """`write(source, directory)` for convert_into_cache: the model from `make_model()`, with timm's label names and
+    preprocessing when `cfg` has them."""
     def write(_source: Path, out: Path) -> None:
         from tuneforge.models.vision import _save
 
-        model = build_model(state if isinstance(state, dict) else load_state_dict(state), where)
+        model = make_model()
         labels = _labels(cfg, model.config.num_labels)
         if labels:
             model.config.id2label = labels
@@ -247,20 +244,8 @@ def resolve_checkpoint_file(file: Path) -> Path:
     """A transformers directory (converted once, keyed by the file's content) for a torchvision/timm state dict."""
     from tuneforge.models.loader import convert_into_cache
 
-    return convert_into_cache(f"converted-{_digest([file])}", file, _writer(file, None, str(file)), "~2 s")
-
-
-def _not_convertible(state: dict[str, torch.Tensor], where: str) -> str | None:
-    """Why `state` is not a layout converted here (None when it is)."""
-    if is_torchvision_mobilenet_v2(state):
-        return None
-    if not is_resnet(state):
-        return "not a plain ResNet or torchvision MobileNetV2"
-    try:
-        resnet_config(state, where)
-    except ModelError as exc:
-        return str(exc).split(": ", 1)[-1]
-    return None
+    return convert_into_cache(f"converted-{_digest([file])}", file,
+                              _writer(lambda: build_model(load_state_dict(file), str(file)), None), "~2 s")
 
 
 def resolve_timm_dir(path: Path, cfg: dict) -> Path:
@@ -279,10 +264,12 @@ def resolve_timm_dir(path: Path, cfg: dict) -> Path:
         return done
     where = f"{path} ({arch})"
     state = load_state_dict(weights)
-    reason = _not_convertible(state, where)
-    if reason is None:
-        return convert_into_cache(name, weights, _writer(state, cfg, where), "~2 s")
-    if importlib.util.find_spec("timm") is not None:
-        return path
-    raise ModelError(f"timm model directory {path} (architecture '{arch}': {reason}) needs the timm library: "
-                     f"pip install timm torchvision")
+    try:
+        model = build_model(state, where)
+    except ModelError as exc:  # not a layout converted here: timm itself can load it, through transformers
+        if importlib.util.find_spec("timm") is not None:
+            return path
+        reason = str(exc).removeprefix(f"{where}: ")
+        raise ModelError(f"timm model directory {path} (architecture '{arch}': {reason}) needs the timm library: "
+                         f"pip install timm torchvision") from None
+    return convert_into_cache(name, weights, _writer(lambda: model, cfg), "~2 s")
