@@ -17,7 +17,7 @@ LATEST := .venv-latest
 # `make lock` freezes this environment into $(CONSTRAINTS), once its tests have passed
 LOCK_FROM ?= $(LATEST)
 
-.PHONY: install demo demo-chat webui test test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
+.PHONY: install demo demo-chat webui test test-unit lint test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,13 @@ webui: $(STAMP)
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q --durations=15
 	@$(if $(FAST),,touch $(VENV)/.tests-passed)
+
+# ruff: the checks and the formatting pyproject.toml's [tool.ruff] sets (`ruff format src tests benchmarks` mends the
+# formatting, `ruff check --fix` what it can)
+LINT_PATHS := src tests benchmarks requirements
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 # on a CUDA machine, one command: every test with CUDA-only cases (they are skipped on CPU; here they must run), then
 # benchmarks/gpu_train.py (all methods, both stacks, the LoRA sequence-length scan) with each row appended to

@@ -6,6 +6,7 @@ before), so the difference is what holding the logits (and their gradient) costs
 
     python benchmarks/cpu_chunked_ce_memory.py [--tokens 4096]
 """
+
 import argparse
 import json
 import resource
@@ -34,9 +35,14 @@ def child(variant: str, tokens: int, hidden: int, vocab: int) -> dict:
     loss.backward()
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"variant": variant, "tokens": tokens, "loss": round(loss.item(), 5),
-            "peak_above_inputs_MiB": round((peak - rss0) / 2**20, 1), "seconds": round(secs, 2),
-            "logits_MiB": round(tokens * vocab * 4 / 2**20, 1)}
+    return {
+        "variant": variant,
+        "tokens": tokens,
+        "loss": round(loss.item(), 5),
+        "peak_above_inputs_MiB": round((peak - rss0) / 2**20, 1),
+        "seconds": round(secs, 2),
+        "logits_MiB": round(tokens * vocab * 4 / 2**20, 1),
+    }
 
 
 if __name__ == "__main__":
@@ -50,7 +56,21 @@ if __name__ == "__main__":
         print(json.dumps(child(a.child, a.tokens, a.hidden, a.vocab)))
         sys.exit(0)
     for variant in ("reference", "chunked"):
-        out = subprocess.run([sys.executable, __file__, "--child", variant, "--tokens", str(a.tokens),
-                              "--hidden", str(a.hidden), "--vocab", str(a.vocab)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                "--tokens",
+                str(a.tokens),
+                "--hidden",
+                str(a.hidden),
+                "--vocab",
+                str(a.vocab),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(out.stdout.strip())

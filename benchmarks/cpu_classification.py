@@ -9,6 +9,7 @@ the test accuracy of each.
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/cpu_classification.py [--train-size 2000] [--epochs 1]
         [--method full|lora] [--repeats 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,18 +47,30 @@ def run_tuneforge(files: dict, args, out: Path) -> dict:
     from tuneforge.config import load_config
 
     lr = args.lr or (5e-5 if args.method == "full" else 1e-3)
-    cfg = load_config(raw={
-        "model": {"name": "builtin:minilm-l6"},
-        "data": {"train": files["train"], "test": files["test"], "max_length": 128,
-                 "split": {"validation": 0.0}},
-        "method": {"name": args.method},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": lr, "seed": args.seed,
-                  "eval_strategy": "no", "report_to": "none", "warmup_ratio": 0.0, "weight_decay": 0.0},
-        "output": {"dir": str(out), "overwrite": True},
-    })
+    cfg = load_config(
+        raw={
+            "model": {"name": "builtin:minilm-l6"},
+            "data": {"train": files["train"], "test": files["test"], "max_length": 128, "split": {"validation": 0.0}},
+            "method": {"name": args.method},
+            "train": {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "learning_rate": lr,
+                "seed": args.seed,
+                "eval_strategy": "no",
+                "report_to": "none",
+                "warmup_ratio": 0.0,
+                "weight_decay": 0.0,
+            },
+            "output": {"dir": str(out), "overwrite": True},
+        }
+    )
     res = tuneforge.train(cfg)
-    return {"samples_per_s": res.efficiency["train_samples_per_second"], "accuracy": res.metrics["test"]["accuracy"],
-            "train_s": res.efficiency["train_seconds"]}
+    return {
+        "samples_per_s": res.efficiency["train_samples_per_second"],
+        "accuracy": res.metrics["test"]["accuracy"],
+        "train_s": res.efficiency["train_seconds"],
+    }
 
 
 def run_peer(files: dict, args, out: Path) -> dict:
@@ -82,12 +95,33 @@ def run_peer(files: dict, args, out: Path) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     if args.method == "lora":
         from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
-                                                 exclude_modules=["classifier"], modules_to_save=["classifier"]))
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.05,
+                target_modules="all-linear",
+                exclude_modules=["classifier"],
+                modules_to_save=["classifier"],
+            ),
+        )
     lr = args.lr or (5e-5 if args.method == "full" else 1e-3)
-    targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
-                              learning_rate=lr, seed=args.seed, report_to="none", eval_strategy="no",
-                              save_strategy="no", disable_tqdm=True, use_cpu=True, warmup_steps=0, weight_decay=0.0)
+    targs = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        learning_rate=lr,
+        seed=args.seed,
+        report_to="none",
+        eval_strategy="no",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        warmup_steps=0,
+        weight_decay=0.0,
+    )
     trainer = Trainer(model=model, args=targs, train_dataset=train)
     t0 = time.perf_counter()
     trainer.train()
@@ -119,16 +153,25 @@ def main() -> None:
             rows["peer"].append(run_peer(files, args, tmp / f"peer{r}"))
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in rows.items()}
     ratio = med["tuneforge"]["samples_per_s"] / med["peer"]["samples_per_s"]
-    print(f"\nCPU classification benchmark: builtin MiniLM-L6, rotten tomatoes, {args.method}, train {args.train_size} "
-          f"rows x {args.epochs:g} epoch(s), batch {args.batch_size}, seed {args.seed}, torch threads "
-          f"{torch.get_num_threads()}, median of {args.repeats}")
+    print(
+        f"\nCPU classification benchmark: builtin MiniLM-L6, rotten tomatoes, {args.method}, train {args.train_size} "
+        f"rows x {args.epochs:g} epoch(s), batch {args.batch_size}, seed {args.seed}, torch threads "
+        f"{torch.get_num_threads()}, median of {args.repeats}"
+    )
     print(f"{'':<28}{'train samples/s':>16}{'train s':>10}{'test accuracy':>15}")
-    print(f"{'tuneforge (dynamic padding)':<28}{med['tuneforge']['samples_per_s']:>16.1f}{med['tuneforge']['train_s']:>10.1f}"
-          f"{med['tuneforge']['accuracy']:>15.4f}")
-    print(f"{'peer (pad to 128)':<28}{med['peer']['samples_per_s']:>16.1f}{med['peer']['train_s']:>10.1f}"
-          f"{med['peer']['accuracy']:>15.4f}")
-    print(f"speed ratio tuneforge/peer: {ratio:.2f}x (target >= 3x); accuracy difference "
-          f"{med['tuneforge']['accuracy'] - med['peer']['accuracy']:+.4f}")
+    print(
+        f"{'tuneforge (dynamic padding)':<28}{med['tuneforge']['samples_per_s']:>16.1f}"
+        f"{med['tuneforge']['train_s']:>10.1f}"
+        f"{med['tuneforge']['accuracy']:>15.4f}"
+    )
+    print(
+        f"{'peer (pad to 128)':<28}{med['peer']['samples_per_s']:>16.1f}{med['peer']['train_s']:>10.1f}"
+        f"{med['peer']['accuracy']:>15.4f}"
+    )
+    print(
+        f"speed ratio tuneforge/peer: {ratio:.2f}x (target >= 3x); accuracy difference "
+        f"{med['tuneforge']['accuracy'] - med['peer']['accuracy']:+.4f}"
+    )
     print(json.dumps({"ratio": round(ratio, 3), **{k: {m: round(x, 4) for m, x in v.items()} for k, v in med.items()}}))
 
 

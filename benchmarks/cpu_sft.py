@@ -7,6 +7,7 @@ Both count the same thing: real (non-padding) tokens of the training examples pe
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/cpu_sft.py [--epochs 1] [--batch-size 8] [--max-length 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def peer(epochs: float, batch_size: int, max_length: int, lr: float, seed: int) 
     enc = [tok.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"][:max_length] for c in convs]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
-                                             target_modules="all-linear"))
+    model = get_peft_model(
+        model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0, target_modules="all-linear")
+    )
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     order = list(range(len(enc)))
@@ -60,7 +62,7 @@ def peer(epochs: float, batch_size: int, max_length: int, lr: float, seed: int) 
     batches = []
     while len(batches) < n_batches:
         rng.shuffle(order)
-        batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batches += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     t0 = time.perf_counter()
     for idx in batches[:n_batches]:
         rows = [enc[i] for i in idx]
@@ -68,8 +70,8 @@ def peer(epochs: float, batch_size: int, max_length: int, lr: float, seed: int) 
         ids = torch.full((len(rows), width), tok.pad_token_id)
         mask = torch.zeros_like(ids)
         for k, r in enumerate(rows):
-            ids[k, :len(r)] = torch.as_tensor(r)
-            mask[k, :len(r)] = 1
+            ids[k, : len(r)] = torch.as_tensor(r)
+            mask[k, : len(r)] = 1
         labels = ids.masked_fill(mask == 0, -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
@@ -78,8 +80,13 @@ def peer(epochs: float, batch_size: int, max_length: int, lr: float, seed: int) 
         real += int(mask.sum())
         padded += ids.numel()
     secs = time.perf_counter() - t0
-    return {"tokens": real, "seconds": round(secs, 2), "tokens_per_second": round(real / secs, 1),
-            "padding_fraction": round(1 - real / padded, 4), "steps": n_batches}
+    return {
+        "tokens": real,
+        "seconds": round(secs, 2),
+        "tokens_per_second": round(real / secs, 1),
+        "padding_fraction": round(1 - real / padded, 4),
+        "steps": n_batches,
+    }
 
 
 def ours(epochs: float, batch_size: int, max_length: int, lr: float, seed: int, out: str) -> dict:
@@ -88,14 +95,31 @@ def ours(epochs: float, batch_size: int, max_length: int, lr: float, seed: int, 
     from tuneforge.config import load_config
     from tuneforge.training.engine import train
 
-    raw = {"model": {"name": MODEL},
-           "data": {"train": "builtin:identity", "format": "messages", "variables": VARIABLES, "system_prompt": SYSTEM,
-                    "max_length": max_length, "packing": True, "split": {"validation": 0.0, "test": 0.0}},
-           "task": {"type": "causal_lm", "report_prompts": 0, "compare_base": False},
-           "method": LORA,
-           "train": {"epochs": epochs, "batch_size": max(1, batch_size // 4), "learning_rate": lr, "seed": seed,
-                     "eval_strategy": "no", "report_to": "none", "logging_steps": 5, "warmup_ratio": 0.0},
-           "output": {"dir": out, "overwrite": True}}
+    raw = {
+        "model": {"name": MODEL},
+        "data": {
+            "train": "builtin:identity",
+            "format": "messages",
+            "variables": VARIABLES,
+            "system_prompt": SYSTEM,
+            "max_length": max_length,
+            "packing": True,
+            "split": {"validation": 0.0, "test": 0.0},
+        },
+        "task": {"type": "causal_lm", "report_prompts": 0, "compare_base": False},
+        "method": LORA,
+        "train": {
+            "epochs": epochs,
+            "batch_size": max(1, batch_size // 4),
+            "learning_rate": lr,
+            "seed": seed,
+            "eval_strategy": "no",
+            "report_to": "none",
+            "logging_steps": 5,
+            "warmup_ratio": 0.0,
+        },
+        "output": {"dir": out, "overwrite": True},
+    }
     res = train(load_config(raw=raw))
     eff = res.efficiency
     # real tokens = every example's tokens once per epoch (packed rows carry no padding of their own)
@@ -103,13 +127,19 @@ def ours(epochs: float, batch_size: int, max_length: int, lr: float, seed: int, 
     packing = info["packing"]
     from tuneforge.models.loader import load_tokenizer, resolve_model
     from tuneforge.tasks.causal_lm import CausalLMTask
+
     task = CausalLMTask(load_config(raw=raw))
     prepared = task.prepare(load_tokenizer(resolve_model(MODEL)))
     tokens = int(sum(prepared.train["length"]) * eff["epochs"])
-    return {"tokens": tokens, "seconds": eff["train_seconds"],
-            "tokens_per_second": round(tokens / eff["train_seconds"], 1),
-            "padding_fraction": packing["padding_fraction_packed"], "steps": eff["global_steps"],
-            "rows": packing["rows"], "examples": packing["examples"]}
+    return {
+        "tokens": tokens,
+        "seconds": eff["train_seconds"],
+        "tokens_per_second": round(tokens / eff["train_seconds"], 1),
+        "padding_fraction": packing["padding_fraction_packed"],
+        "steps": eff["global_steps"],
+        "rows": packing["rows"],
+        "examples": packing["examples"],
+    }
 
 
 def main():
@@ -124,9 +154,11 @@ def main():
         t = ours(a.epochs, a.batch_size, a.max_length, a.lr, a.seed, os.path.join(tmp, "run"))
     p = peer(a.epochs, a.batch_size, a.max_length, a.lr, a.seed)
     print(json.dumps({"tuneforge_packed": t, "peft_loop_padded": p}, indent=2))
-    print(f"train tokens/s: tuneforge (packing) {t['tokens_per_second']:.1f} vs plain PEFT loop (padded batches) "
-          f"{p['tokens_per_second']:.1f} -> ratio {t['tokens_per_second'] / p['tokens_per_second']:.2f}x; "
-          f"padding {100 * t['padding_fraction']:.1f}% vs {100 * p['padding_fraction']:.1f}%")
+    print(
+        f"train tokens/s: tuneforge (packing) {t['tokens_per_second']:.1f} vs plain PEFT loop (padded batches) "
+        f"{p['tokens_per_second']:.1f} -> ratio {t['tokens_per_second'] / p['tokens_per_second']:.2f}x; "
+        f"padding {100 * t['padding_fraction']:.1f}% vs {100 * p['padding_fraction']:.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ student trained without it, measured in one run; each figure a mean over seeds w
 Classification (rotten tomatoes): teacher = MiniLM-L6 full fine-tuning (1 epoch); students = MiniLM keeping 3
 (and 2) of its 6 blocks, cut from the fine-tuned teacher (`--init teacher`, DistilBERT-style) or from the base
 model (`--init base`), full fine-tuning for `--student-epochs`, with the teacher (distill.alpha 0.7, T 4) and, for
-3 blocks, without it at the same budget. Targets: the distilled 3-block student reaches >= 97% of the teacher's test accuracy, beats the
-plain 3-block student, and is >= 1.8x the teacher's CPU throughput at batch 32.
+3 blocks, without it at the same budget. Targets: the distilled 3-block student reaches >= 97% of the teacher's
+test accuracy, beats the plain 3-block student, and is >= 1.8x the teacher's CPU throughput at batch 32.
 
 Chat (identity data): teacher = the identity quickstart run; student = SmolLM2 keeping 10 of its 30 blocks:
 plain SFT, token-level KD (each divergence) and sequence-level KD; validation loss on the true tokens and the
@@ -14,6 +14,7 @@ share of held-out paraphrased identity questions answered with the new name.
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/distill.py classification [--seeds 42 43 44] [--epochs 1]
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/distill.py chat --teacher runs/identity [--seeds 43]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
-PARAPHRASES = ["May I know what you are called?", "Who made you?", "What should I call you?",
-               "Tell me your name, please.", "Which team built you?"]
+PARAPHRASES = [
+    "May I know what you are called?",
+    "Who made you?",
+    "What should I call you?",
+    "Tell me your name, please.",
+    "Which team built you?",
+]
 
 
 def _train(raw: dict) -> Path:
@@ -46,8 +52,9 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.4f} ± {spread:.4f} (n={len(values)})"
 
 
-def classification(seeds: list[int], epochs: float, work: Path, max_train: int | None, init: str,
-                   student_epochs: float) -> dict:
+def classification(
+    seeds: list[int], epochs: float, work: Path, max_train: int | None, init: str, student_epochs: float
+) -> dict:
     import yaml
 
     base = yaml.safe_load((REPO / "configs/quickstart/sentiment-minilm-full.yaml").read_text())
@@ -60,8 +67,11 @@ def classification(seeds: list[int], epochs: float, work: Path, max_train: int |
         teacher_raw["train"]["seed"] = seed
         teacher_raw["output"] = {"dir": str(work / f"teacher-{seed}"), "overwrite": True}
         status = work / f"teacher-{seed}" / "status.json"
-        done = status.is_file() and json.loads(status.read_text()).get("state") == "completed" and \
-            json.loads((work / f"teacher-{seed}" / "model" / "tuneforge.json").read_text()).get("method") == "full"
+        done = (
+            status.is_file()
+            and json.loads(status.read_text()).get("state") == "completed"
+            and json.loads((work / f"teacher-{seed}" / "model" / "tuneforge.json").read_text()).get("method") == "full"
+        )
         teacher = work / f"teacher-{seed}" if done else _train(teacher_raw)  # a finished teacher is reused
         t_acc = json.loads((teacher / "eval/metrics.json").read_text())["test"]["accuracy"]
         rows.setdefault("teacher accuracy", []).append(t_acc)
@@ -92,8 +102,9 @@ def _name_recall(run: Path) -> float:
     from tuneforge.generation import generate, load_chat_model
 
     cm = load_chat_model(str(run))
-    answers = generate(cm, [[{"role": "user", "content": q}] for q in PARAPHRASES],
-                       {"temperature": 0.0, "max_new_tokens": 40})
+    answers = generate(
+        cm, [[{"role": "user", "content": q}] for q in PARAPHRASES], {"temperature": 0.0, "max_new_tokens": 40}
+    )
     return sum("forge" in a["response"].lower() for a in answers) / len(answers)
 
 
@@ -103,9 +114,13 @@ def chat(teacher: str, seeds: list[int], work: Path, epochs: float) -> dict:
     base = yaml.safe_load((REPO / "configs/distill/identity-smollm2-10layer-kd.yaml").read_text())
     base["train"].update(epochs=epochs, report_to="none")
     rows: dict[str, list] = {}
-    variants = {"plain SFT": None, "token forward_kl": {"divergence": "forward_kl"},
-                "token reverse_kl": {"divergence": "reverse_kl"}, "token jsd": {"divergence": "jsd"},
-                "sequence": {"mode": "sequence"}}
+    variants = {
+        "plain SFT": None,
+        "token forward_kl": {"divergence": "forward_kl"},
+        "token reverse_kl": {"divergence": "reverse_kl"},
+        "token jsd": {"divergence": "jsd"},
+        "sequence": {"mode": "sequence"},
+    }
     rows["teacher name recall"] = [_name_recall(Path(teacher))]
     for seed in seeds:
         for name, distill in variants.items():
@@ -130,17 +145,23 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-train", type=int, default=None, help="classification: subsample the training split")
-    ap.add_argument("--init", choices=["teacher", "base"], default="teacher",
-                    help="classification: cut the students from the fine-tuned teacher's blocks or the base model's")
+    ap.add_argument(
+        "--init",
+        choices=["teacher", "base"],
+        default="teacher",
+        help="classification: cut the students from the fine-tuned teacher's blocks or the base model's",
+    )
     ap.add_argument("--student-epochs", type=float, default=2.0, help="classification: epochs of every student")
     ap.add_argument("--teacher", default="runs/identity", help="chat: the identity quickstart run")
     ap.add_argument("--work", default=None, help="where the runs go (default: a temporary directory)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.work or tmp)
-        rows = (classification(a.seeds, a.epochs, work, a.max_train, a.init, a.student_epochs)
-                if a.part == "classification"
-                else chat(a.teacher, a.seeds, work, a.epochs))
+        rows = (
+            classification(a.seeds, a.epochs, work, a.max_train, a.init, a.student_epochs)
+            if a.part == "classification"
+            else chat(a.teacher, a.seeds, work, a.epochs)
+        )
     print(f"\n{a.part}: mean ± sample standard deviation over seeds {a.seeds}", file=sys.stderr)
     for key, values in rows.items():
         print(f"  {key:45s} {_stats(values)}")

@@ -24,6 +24,7 @@
     python benchmarks/estimate_accuracy.py --measure MODEL METHOD BATCH SEQ STEPS [plain]  # one measurement, JSON
                                                                    # (plain: without the profiler)
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,16 @@ def classification_config(model: str, method: str, batch: int, seq: int):
     from tuneforge.config import load_config
 
     m = {"name": method} if method == "full" else {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05}
-    return load_config(raw={"model": {"name": model}, "task": {"type": "classification"},
-                            "data": {"train": "x.csv", "max_length": seq}, "method": m,
-                            "train": {"batch_size": batch}}, environment=False)
+    return load_config(
+        raw={
+            "model": {"name": model},
+            "task": {"type": "classification"},
+            "data": {"train": "x.csv", "max_length": seq},
+            "method": m,
+            "train": {"batch_size": batch},
+        },
+        environment=False,
+    )
 
 
 #: the glibc setting of the measuring subprocess: a fixed mmap threshold (no dynamic raise to each freed size)
@@ -114,21 +122,35 @@ def measure(model: str, method: str, batch: int, seq: int, steps: int, profiled:
     after = _status()
     rss_growth = max(peak - before["VmRSS"], 0)
     file_growth = max(after["RssFile"] - before["RssFile"], 0)
-    return {"model": model, "method": method, "batch": batch, "seq": seq, "steps": steps,
-            "malloc": {k: os.environ.get(k) for k in HONEST_MALLOC},
-            "live_peak": live_peak(prof.profiler.kineto_results.events()) if prof else None, "rss_growth": rss_growth,
-            "file_growth": file_growth, "rss_anon_growth": max(rss_growth - file_growth, 0),
-            "rss_after_load": before["VmRSS"]}
+    return {
+        "model": model,
+        "method": method,
+        "batch": batch,
+        "seq": seq,
+        "steps": steps,
+        "malloc": {k: os.environ.get(k) for k in HONEST_MALLOC},
+        "live_peak": live_peak(prof.profiler.kineto_results.events()) if prof else None,
+        "rss_growth": rss_growth,
+        "file_growth": file_growth,
+        "rss_anon_growth": max(rss_growth - file_growth, 0),
+        "rss_after_load": before["VmRSS"],
+    }
 
 
-def measure_in_subprocess(model: str, method: str, batch: int, seq: int, steps: int = 3, *,
-                          honest_malloc: bool = True, profiled: bool = True) -> dict:
+def measure_in_subprocess(
+    model: str, method: str, batch: int, seq: int, steps: int = 3, *, honest_malloc: bool = True, profiled: bool = True
+) -> dict:
     """`measure` in a fresh process; `honest_malloc`: with HONEST_MALLOC (else glibc's defaults)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.update(OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false", **(HONEST_MALLOC if honest_malloc else {}))
-    out = subprocess.run([sys.executable, __file__, "--measure", model, method, str(batch), str(seq), str(steps)]
-                         + ([] if profiled else ["plain"]),
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", model, method, str(batch), str(seq), str(steps)]
+        + ([] if profiled else ["plain"]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -149,10 +171,16 @@ def reference_cases():
     from tuneforge.config import load_config
 
     def cfg(method, **train):
-        return load_config(raw={"model": {"name": "llama-1b", "dtype": "bfloat16"}, "task": {"type": "causal_lm"},
-                                "data": {"train": "x.jsonl", "max_length": 2048}, "method": method,
-                                "train": {"batch_size": 8, "precision": "fp32", "liger": False, **train}},
-                           environment=False)
+        return load_config(
+            raw={
+                "model": {"name": "llama-1b", "dtype": "bfloat16"},
+                "task": {"type": "causal_lm"},
+                "data": {"train": "x.jsonl", "max_length": 2048},
+                "method": method,
+                "train": {"batch_size": 8, "precision": "fp32", "liger": False, **train},
+            },
+            environment=False,
+        )
 
     lora = {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": LORA_TARGETS}
     qlora = {**lora, "name": "qlora"}
@@ -170,18 +198,28 @@ def readme_table() -> str:
     from tuneforge.config import load_config
     from tuneforge.training.estimate import estimate_memory
 
-    methods = {"full": {"name": "full"},
-               "LoRA": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-               "QLoRA": {"name": "qlora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}}
-    lines = ["estimated peak GiB per GPU (estimate, not measured): batch 8 x 2048, bf16, AdamW, gradient "
-             "checkpointing on, chunked loss on, LoRA r=16 all-linear",
-             f"{'model':<10}{'method':<8}{'1 GPU':>10}{'8 GPUs FSDP':>14}"]
+    methods = {
+        "full": {"name": "full"},
+        "LoRA": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "QLoRA": {"name": "qlora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+    }
+    lines = [
+        "estimated peak GiB per GPU (estimate, not measured): batch 8 x 2048, bf16, AdamW, gradient "
+        "checkpointing on, chunked loss on, LoRA r=16 all-linear",
+        f"{'model':<10}{'method':<8}{'1 GPU':>10}{'8 GPUs FSDP':>14}",
+    ]
     for spec in ("llama-1b", "llama-3b", "llama-8b", "llama-70b"):
         for label, m in methods.items():
-            c = load_config(raw={"model": {"name": spec}, "task": {"type": "causal_lm"},
-                                 "data": {"train": "x.jsonl", "max_length": 2048}, "method": m,
-                                 "train": {"batch_size": 8, "gradient_checkpointing": True, "liger": False}},
-                            environment=False)
+            c = load_config(
+                raw={
+                    "model": {"name": spec},
+                    "task": {"type": "causal_lm"},
+                    "data": {"train": "x.jsonl", "max_length": 2048},
+                    "method": m,
+                    "train": {"batch_size": 8, "gradient_checkpointing": True, "liger": False},
+                },
+                environment=False,
+            )
             one = estimate_memory(c).total / GIB
             eight = estimate_memory(c, nproc=8, strategy="fsdp").total / GIB
             lines.append(f"{spec:<10}{label:<8}{one:>10.1f}{eight:>14.1f}")
@@ -206,8 +244,10 @@ def main(argv=None) -> int:
         d = measure_in_subprocess(model, method, 32, 128, 3, honest_malloc=False, profiled=False)
         e = estimated_growth(model, method, 32, 128)
         live, rss, raw = r["live_peak"], r["rss_anon_growth"], d["rss_growth"]
-        print(f"{model + ' ' + method:<28}{e / mib:>9.0f}{live / mib:>7.0f}{e / max(live, 1):>7.2f}"
-              f"{rss / mib:>7.0f}{e / max(rss, 1):>7.2f}{raw / mib:>13.0f}{e / max(raw, 1):>7.2f}")
+        print(
+            f"{model + ' ' + method:<28}{e / mib:>9.0f}{live / mib:>7.0f}{e / max(live, 1):>7.2f}"
+            f"{rss / mib:>7.0f}{e / max(rss, 1):>7.2f}{raw / mib:>13.0f}{e / max(raw, 1):>7.2f}"
+        )
     print()
     print("GPU, measured elsewhere (H200, torch.cuda.max_memory_allocated; Llama-3.2-1B shape, batch 8 x 2048)")
     print(f"{'case':<44}{'estimate GiB':>13}{'measured GiB':>13}{'ratio':>8}")

@@ -26,6 +26,7 @@ next; the exit status is then 1. Every row is appended to the results file as so
     python benchmarks/gpu_train.py --dry-run      # tiny shape on CPU: exercises the same code paths
 Without CUDA (and no --dry-run) it prints one line and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,28 @@ H100_BF16_FLOPS = 989e12
 
 def llama_config(tiny: bool):
     from transformers import LlamaConfig
+
     if tiny:
-        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=512, max_position_embeddings=256,
-                           tie_word_embeddings=True)
-    return LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192,
-                       tie_word_embeddings=True)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=512,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+        )
+    return LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    )
 
 
 class Bench:
@@ -68,9 +84,9 @@ class Bench:
     # ---- models: identical initial weights for both stacks (same seed, same device for the init) ----------
     def dense(self):
         from transformers import AutoModelForCausalLM
+
         torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(self.cfg, attn_implementation="sdpa",
-                                                dtype=self.dtype).to(self.device)
+        return AutoModelForCausalLM.from_config(self.cfg, attn_implementation="sdpa", dtype=self.dtype).to(self.device)
 
     def quant_dir(self):
         if self._qdir is None:
@@ -80,12 +96,18 @@ class Bench:
 
     def quantized(self, quant_config):
         from transformers import AutoModelForCausalLM
-        return AutoModelForCausalLM.from_pretrained(self.quant_dir(), quantization_config=quant_config,
-                                                    dtype=self.dtype, attn_implementation="sdpa",
-                                                    device_map={"": 0})
+
+        return AutoModelForCausalLM.from_pretrained(
+            self.quant_dir(),
+            quantization_config=quant_config,
+            dtype=self.dtype,
+            attn_implementation="sdpa",
+            device_map={"": 0},
+        )
 
     def n_params(self):
         from transformers import AutoModelForCausalLM
+
         with torch.device("meta"):
             m = AutoModelForCausalLM.from_config(self.cfg)
         return sum(p.numel() for p in m.parameters())  # tied embeddings counted once, as the peer does
@@ -96,16 +118,23 @@ class Bench:
         if method == "qlora":
             from peft import prepare_model_for_kbit_training
             from transformers import BitsAndBytesConfig
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
+
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
             model = prepare_model_for_kbit_training(self.quantized(q), use_gradient_checkpointing=True)
         else:
             model = self.dense()
         if liger:
             from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
             _apply_liger_kernel_to_instance(model=model)
         if method in ("lora", "qlora"):
             from peft import LoraConfig, get_peft_model
+
             torch.manual_seed(1)
             model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS))
         if gc:
@@ -124,8 +153,17 @@ class Bench:
 
         name = "full" if method == "full" else "lora"
         mcls = METHODS.get(name)
-        extra = {} if method == "full" else {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": LORA_TARGETS,
-                                             "quantization": "nf4" if method == "qlora" else None}
+        extra = (
+            {}
+            if method == "full"
+            else {
+                "r": 16,
+                "alpha": 32,
+                "dropout": 0.0,
+                "target_modules": LORA_TARGETS,
+                "quantization": "nf4" if method == "qlora" else None,
+            }
+        )
         m = mcls(mcls.Config(name=name, **extra))
         ctx = MethodContext(full_precision_modules=CausalLMTask.full_precision_modules, gradient_checkpointing=gc)
         model = self.quantized(m.load_kwargs(ctx)["quantization_config"]) if method == "qlora" else self.dense()
@@ -138,8 +176,18 @@ class Bench:
         return model, params, "tuneforge (" + ",".join(lv.key for lv in on if lv.on) + ")"
 
     # ---- one measurement -------------------------------------------------------------------------------------
-    def measure(self, stack: str, method: str, gc: bool, steps: int, warmup: int, timed: int, liger=False,
-                bs: int | None = None, seq: int | None = None):
+    def measure(
+        self,
+        stack: str,
+        method: str,
+        gc: bool,
+        steps: int,
+        warmup: int,
+        timed: int,
+        liger=False,
+        bs: int | None = None,
+        seq: int | None = None,
+    ):
         bs, seq = bs or self.bs, seq or self.seq
         cuda = self.device == "cuda"
         if cuda:
@@ -180,9 +228,15 @@ class Bench:
         tps = bs * seq * timed / seconds
         n_params = self.n_params()
         flops = (6 if method == "full" else 4) * n_params + 6 * self.cfg.num_hidden_layers * self.cfg.hidden_size * seq
-        return {**row, "tokens_per_s": round(tps), "peak_GiB": None if peak is None else round(peak, 2),
-                "mfu": round(tps * flops / H100_BF16_FLOPS, 3) if cuda else None,
-                "loss_first": round(losses_kept[0], 5), "loss_last": round(losses_kept[-1], 5), "steps": n}
+        return {
+            **row,
+            "tokens_per_s": round(tps),
+            "peak_GiB": None if peak is None else round(peak, 2),
+            "mfu": round(tps * flops / H100_BF16_FLOPS, 3) if cuda else None,
+            "loss_first": round(losses_kept[0], 5),
+            "loss_last": round(losses_kept[-1], 5),
+            "steps": n,
+        }
 
     def seq_scan(self, stack: str, start: int, limit: int, bs: int, liger=False) -> dict:
         """Longest LoRA sequence (doubling from `start`, at most `limit`) for which two training steps fit."""
@@ -195,8 +249,16 @@ class Bench:
                 break
             fit = r
             seq *= 2
-        row = {"stack": (fit or {}).get("stack", stack), "method": "lora", "scan": "seq", "gc": True,
-               "batch": bs, "seq_tried": tried, "max_seq": None if fit is None else fit["seq"], "oom_at": oom_at}
+        row = {
+            "stack": (fit or {}).get("stack", stack),
+            "method": "lora",
+            "scan": "seq",
+            "gc": True,
+            "batch": bs,
+            "seq_tried": tried,
+            "max_seq": None if fit is None else fit["seq"],
+            "oom_at": oom_at,
+        }
         if fit is not None:
             row.update({"tokens_per_s": fit["tokens_per_s"], "peak_GiB": fit["peak_GiB"]})
         return row
@@ -215,17 +277,35 @@ def compare(rows: list[dict]) -> list[dict]:
     for r in rows:
         if not r["stack"].startswith("tuneforge") or r.get("oom") or r.get("error") or r.get("scan"):
             continue
-        p = next((q for q in rows if q["stack"].startswith("peer") and q["method"] == r["method"]
-                  and q["gc"] == r["gc"] and not q.get("oom") and not q.get("error") and not q.get("scan")), None)
+        p = next(
+            (
+                q
+                for q in rows
+                if q["stack"].startswith("peer")
+                and q["method"] == r["method"]
+                and q["gc"] == r["gc"]
+                and not q.get("oom")
+                and not q.get("error")
+                and not q.get("scan")
+            ),
+            None,
+        )
         best_tps, best_gib = PEER_BEST[r["method"]]
-        c = {"method": r["method"], "gc": r["gc"],
-             "loss_abs_diff": None if p is None else round(abs(r["loss_last"] - p["loss_last"]), 5),
-             "tps_vs_peer_here": None if p is None else round(r["tokens_per_s"] / p["tokens_per_s"], 3),
-             "mem_vs_peer_here": None if p is None or p["peak_GiB"] is None else
-             round(r["peak_GiB"] / p["peak_GiB"], 3)}
+        c = {
+            "method": r["method"],
+            "gc": r["gc"],
+            "loss_abs_diff": None if p is None else round(abs(r["loss_last"] - p["loss_last"]), 5),
+            "tps_vs_peer_here": None if p is None else round(r["tokens_per_s"] / p["tokens_per_s"], 3),
+            "mem_vs_peer_here": None if p is None or p["peak_GiB"] is None else round(r["peak_GiB"] / p["peak_GiB"], 3),
+        }
         if r["peak_GiB"] is not None:
-            c.update({"tps_vs_peer_best": round(r["tokens_per_s"] / best_tps, 3),
-                      "mem_vs_peer_best": round(r["peak_GiB"] / best_gib, 3), "target_tps_x": TARGET[r["method"]]})
+            c.update(
+                {
+                    "tps_vs_peer_best": round(r["tokens_per_s"] / best_tps, 3),
+                    "mem_vs_peer_best": round(r["peak_GiB"] / best_gib, 3),
+                    "target_tps_x": TARGET[r["method"]],
+                }
+            )
         out.append(c)
     return out
 
@@ -237,12 +317,13 @@ def table(rows: list[dict]) -> str:
         if r.get("scan"):
             continue
         flag = "ERROR" if r.get("error") else "OOM" if r.get("oom") else None
-        lines.append(" | ".join(flag if flag and c not in ("stack", "method", "gc") else str(r.get(c))
-                                for c in cols))
+        lines.append(" | ".join(flag if flag and c not in ("stack", "method", "gc") else str(r.get(c)) for c in cols))
     scans = [r for r in rows if r.get("scan")]
     if scans:
-        lines.append("longest LoRA sequence that fits (batch %s, gc on): " % scans[0]["batch"] + "; ".join(
-            f"{r['stack']}: {'ERROR' if r.get('error') else r.get('max_seq')}" for r in scans))
+        lines.append(
+            "longest LoRA sequence that fits (batch {}, gc on): ".format(scans[0]["batch"])
+            + "; ".join(f"{r['stack']}: {'ERROR' if r.get('error') else r.get('max_seq')}" for r in scans)
+        )
     return "\n".join(lines)
 
 
@@ -251,7 +332,7 @@ def run_row(rows: list[dict], out_path: str | None, fallback: dict, fn, *args, *
     appended to `out_path` at once."""
     try:
         row = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001  (one failing stack must not lose the rows after it)
+    except Exception as exc:
         row = {**fallback, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
     if "error" in row:  # freed here, once the traceback (and the frames holding the model) is gone
         release(torch.cuda.is_available())
@@ -272,13 +353,20 @@ def main(argv=None) -> int:
     ap.add_argument("--gc", choices=["both", "on", "off"], default="both", help="gradient checkpointing")
     ap.add_argument("--peer-liger", action="store_true", help="also run the peer with liger-kernel")
     ap.add_argument("--dry-run", action="store_true", help="tiny shape on CPU (no GPU needed)")
-    ap.add_argument("--seq-scan", action="store_true",
-                    help="also find the longest LoRA sequence that fits, per stack (doubling until OOM)")
+    ap.add_argument(
+        "--seq-scan",
+        action="store_true",
+        help="also find the longest LoRA sequence that fits, per stack (doubling until OOM)",
+    )
     ap.add_argument("--scan-start", type=int, default=None, help="first length of the scan (default 2048)")
     ap.add_argument("--scan-max", type=int, default=None, help="stop doubling here (default 262144)")
     ap.add_argument("--scan-batch", type=int, default=1)
-    ap.add_argument("--out", default=None, help="results file, one JSON row per line, appended as rows finish "
-                                                "(default $OUT/gpu_train.jsonl when $OUT is set)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="results file, one JSON row per line, appended as rows finish "
+        "(default $OUT/gpu_train.jsonl when $OUT is set)",
+    )
     a = ap.parse_args(argv)
     if not a.dry_run and not torch.cuda.is_available():
         print("gpu_train.py: needs a CUDA GPU (none found); `--dry-run` runs a tiny CPU check of the same code")
@@ -286,18 +374,27 @@ def main(argv=None) -> int:
     methods = a.methods or (["lora", "full"] if a.dry_run else ["lora", "full", "qlora"])
     out_path = a.out or (os.path.join(os.environ["OUT"], "gpu_train.jsonl") if os.environ.get("OUT") else None)
     bench = Bench(tiny=a.dry_run)
-    print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.dry_run
-          else "cpu (dry run)", flush=True)
+    print(
+        torch.__version__,
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.dry_run else "cpu (dry run)",
+        flush=True,
+    )
     rows: list[dict] = []
     for method in methods:
         gcs = {"both": (True, False), "on": (True,), "off": (False,)}[a.gc]
-        for gc in (gcs if method != "qlora" else (True,)):
+        for gc in gcs if method != "qlora" else (True,):
             stacks = [("peer", False)] + ([("peer", True)] if a.peer_liger else []) + [("tuneforge", False)]
             for stack, liger in stacks:
-                fallback = {"stack": stack + (" +liger" if liger else ""), "method": method, "gc": gc,
-                            "batch": bench.bs, "seq": bench.seq}
-                run_row(rows, out_path, fallback, bench.measure, stack, method, gc, a.steps, a.warmup, a.timed,
-                        liger=liger)
+                fallback = {
+                    "stack": stack + (" +liger" if liger else ""),
+                    "method": method,
+                    "gc": gc,
+                    "batch": bench.bs,
+                    "seq": bench.seq,
+                }
+                run_row(
+                    rows, out_path, fallback, bench.measure, stack, method, gc, a.steps, a.warmup, a.timed, liger=liger
+                )
     if a.seq_scan:
         start = a.scan_start or (16 if a.dry_run else 2048)
         limit = a.scan_max or (64 if a.dry_run else 262144)
@@ -313,8 +410,11 @@ def main(argv=None) -> int:
                 f.write(json.dumps(c) + "\n")
     failed = [r for r in rows if r.get("error")]
     if failed:
-        print(f"gpu_train.py: {len(failed)} row(s) failed: " + "; ".join(f"{r['stack']} {r['method']}: {r['error']}"
-                                                                          for r in failed), flush=True)
+        print(
+            f"gpu_train.py: {len(failed)} row(s) failed: "
+            + "; ".join(f"{r['stack']} {r['method']}: {r['error']}" for r in failed),
+            flush=True,
+        )
     return 1 if failed else 0
 
 

@@ -11,6 +11,7 @@ time to answer both questions for the test texts (one forward pass instead of tw
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/multitask.py [--seeds 42 43 44] [--method lora]
         [--epochs 1] [--max-train 5000] [--max-length 64] [--work DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def make_splits(work: Path, max_train: int | None) -> dict[str, str]:
     for name, part in (("train", train), ("validation", val), ("test", test)):
         paths[name] = str(work / f"{name}.csv")
         part.to_csv(paths[name], index=False)
-    print(f"data: train {len(train)}, validation {len(val)}, test {len(test)} rows "
-          f"(plots in test: {(test['subjectivity'] == 'objective').sum()})", file=sys.stderr, flush=True)
+    print(
+        f"data: train {len(train)}, validation {len(val)}, test {len(test)} rows "
+        f"(plots in test: {(test['subjectivity'] == 'objective').sum()})",
+        file=sys.stderr,
+        flush=True,
+    )
     return paths
 
 
@@ -119,11 +124,21 @@ def main() -> None:
     files = make_splits(work, args.max_train)
     texts = pd.read_csv(files["test"])["text"].astype(str).tolist()
     acc: dict[str, dict[str, list]] = {s: {"multi": [], "single": []} for s in SUBTASKS}
-    cost: dict[str, list] = {"params_multi": [], "params_single": [], "mb_multi": [], "mb_single": [],
-                             "s_multi": [], "s_single": [], "train_s_multi": [], "train_s_single": []}
+    cost: dict[str, list] = {
+        "params_multi": [],
+        "params_single": [],
+        "mb_multi": [],
+        "mb_single": [],
+        "s_multi": [],
+        "s_single": [],
+        "train_s_multi": [],
+        "train_s_single": [],
+    }
     for seed in args.seeds:
-        runs = {name: _train(raw) for name, raw in configs(files, seed, args.method, args.epochs, args.max_length,
-                                                            work).items()}
+        runs = {
+            name: _train(raw)
+            for name, raw in configs(files, seed, args.method, args.epochs, args.max_length, work).items()
+        }
         multi = json.loads((runs["multi"] / "eval" / "metrics.json").read_text())["test"]
         eff = {n: json.loads((d / "efficiency.json").read_text()) for n, d in runs.items()}
         for sub in SUBTASKS:
@@ -137,29 +152,46 @@ def main() -> None:
         cost["train_s_single"].append(sum(eff[s]["train_seconds"] for s in SUBTASKS))
         cost["s_multi"].append(inference_seconds([runs["multi"]], texts))
         cost["s_single"].append(inference_seconds([runs[s] for s in SUBTASKS], texts))
-        print(f"seed {seed}: " + ", ".join(f"{s} multi {acc[s]['multi'][-1]:.4f} single {acc[s]['single'][-1]:.4f}"
-                                           for s in SUBTASKS), file=sys.stderr, flush=True)
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{s} multi {acc[s]['multi'][-1]:.4f} single {acc[s]['single'][-1]:.4f}" for s in SUBTASKS),
+            file=sys.stderr,
+            flush=True,
+        )
 
     n = len(args.seeds)
-    print(f"\nMulti-task vs two single-task runs: builtin:minilm-l6, method {args.method}, {args.epochs:g} epoch(s), "
-          f"max_length {args.max_length}, the same {args.max_train} training rows, {n} seeds (mean ± std)\n")
+    print(
+        f"\nMulti-task vs two single-task runs: builtin:minilm-l6, method {args.method}, {args.epochs:g} epoch(s), "
+        f"max_length {args.max_length}, the same {args.max_train} training rows, {n} seeds (mean ± std)\n"
+    )
     print("| sub-task | multi-task accuracy | single-task accuracy | difference (points) | within 1 point |")
     print("|---|---|---|---|---|")
     for sub in SUBTASKS:
         diffs = [100 * (m - s) for m, s in zip(acc[sub]["multi"], acc[sub]["single"])]
         ok = statistics.fmean(diffs) >= -1.0
-        print(f"| {sub} | {_stats(acc[sub]['multi'])} | {_stats(acc[sub]['single'])} | {_stats(diffs, 2)} | "
-              f"{'yes' if ok else 'no'} |")
+        print(
+            f"| {sub} | {_stats(acc[sub]['multi'])} | {_stats(acc[sub]['single'])} | {_stats(diffs, 2)} | "
+            f"{'yes' if ok else 'no'} |"
+        )
     m = {k: statistics.fmean(v) for k, v in cost.items()}
     print("\n| serving both labels | multi-task (one model) | two single-task models | ratio |")
     print("|---|---|---|---|")
-    print(f"| parameters | {m['params_multi'] / 1e6:.2f} M | {m['params_single'] / 1e6:.2f} M | "
-          f"{m['params_multi'] / m['params_single']:.2f}x |")
-    print(f"| model directories | {m['mb_multi']:.1f} MB | {m['mb_single']:.1f} MB | {m['mb_multi'] / m['mb_single']:.2f}x |")
-    print(f"| CPU time, {len(texts)} test texts (median of 3) | {_stats(cost['s_multi'], 2)} s | "
-          f"{_stats(cost['s_single'], 2)} s | {m['s_multi'] / m['s_single']:.2f}x |")
-    print(f"| training time | {_stats(cost['train_s_multi'], 1)} s | {_stats(cost['train_s_single'], 1)} s | "
-          f"{m['train_s_multi'] / m['train_s_single']:.2f}x |")
+    print(
+        f"| parameters | {m['params_multi'] / 1e6:.2f} M | {m['params_single'] / 1e6:.2f} M | "
+        f"{m['params_multi'] / m['params_single']:.2f}x |"
+    )
+    print(
+        f"| model directories | {m['mb_multi']:.1f} MB | {m['mb_single']:.1f} MB | "
+        f"{m['mb_multi'] / m['mb_single']:.2f}x |"
+    )
+    print(
+        f"| CPU time, {len(texts)} test texts (median of 3) | {_stats(cost['s_multi'], 2)} s | "
+        f"{_stats(cost['s_single'], 2)} s | {m['s_multi'] / m['s_single']:.2f}x |"
+    )
+    print(
+        f"| training time | {_stats(cost['train_s_multi'], 1)} s | {_stats(cost['train_s_single'], 1)} s | "
+        f"{m['train_s_multi'] / m['train_s_single']:.2f}x |"
+    )
     (work / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "cost": cost}, indent=2))
     print(f"\nruns and results.json in {work}")
 

@@ -14,6 +14,7 @@ goes to OUT/summary.json and a markdown table to stdout. TPE's first trials are 
 6 of 20) from the same seed as the random sampler's, so both searches of a repeat start alike (a paired comparison);
 they part after that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,15 +65,43 @@ def run_search(sampler: str, repeat: int, args, out: Path) -> dict:
 
             shutil.rmtree(study_dir)
         print(f"search {sampler} repeat {repeat}: {args.trials} trials ...", file=sys.stderr, flush=True)
-        _tuneforge("search", str(CONFIG), "--space", str(SPACE), "--trials", str(args.trials), "--sampler", sampler,
-                   "--pruner", "none", "--objectives", "quality", "--seed", str(repeat),
-                   "--study", f"bench-{sampler}-{repeat}", "--dir", str(study_dir), *budget(args))
+        _tuneforge(
+            "search",
+            str(CONFIG),
+            "--space",
+            str(SPACE),
+            "--trials",
+            str(args.trials),
+            "--sampler",
+            sampler,
+            "--pruner",
+            "none",
+            "--objectives",
+            "quality",
+            "--seed",
+            str(repeat),
+            "--study",
+            f"bench-{sampler}-{repeat}",
+            "--dir",
+            str(study_dir),
+            *budget(args),
+        )
     values = trial_values(study_dir / "trials.csv")
     # after k trials: the best of the first k started (a failed or pruned one among them adds nothing)
-    best = {k: max(v for v in values[:k] if v is not None) for k in (*CHECKPOINTS, len(values))
-            if k <= len(values) and any(v is not None for v in values[:k])}
-    return {"sampler": sampler, "repeat": repeat, "trials": len(values), "values": values,
-            "best_after": best, "test_accuracy": best_test_accuracy(study_dir), "r": chosen(study_dir, "method.r")}
+    best = {
+        k: max(v for v in values[:k] if v is not None)
+        for k in (*CHECKPOINTS, len(values))
+        if k <= len(values) and any(v is not None for v in values[:k])
+    }
+    return {
+        "sampler": sampler,
+        "repeat": repeat,
+        "trials": len(values),
+        "values": values,
+        "best_after": best,
+        "test_accuracy": best_test_accuracy(study_dir),
+        "r": chosen(study_dir, "method.r"),
+    }
 
 
 def trial_values(path: Path) -> list[float | None]:
@@ -85,8 +114,12 @@ def trial_values(path: Path) -> list[float | None]:
     if column is None:
         raise SystemExit(f"{path}: no metric column among {list(rows[0])}")
     rows.sort(key=lambda r: int(r.get("trial", r.get("number", 0))))
-    return [float(r[column]) if r.get("state", "COMPLETE").upper() == "COMPLETE" and r.get(column) not in (None, "")
-            else None for r in rows]
+    return [
+        float(r[column])
+        if r.get("state", "COMPLETE").upper() == "COMPLETE" and r.get(column) not in (None, "")
+        else None
+        for r in rows
+    ]
 
 
 def _find(tree, key: str):
@@ -157,8 +190,15 @@ def table(searches: list[dict], defaults: dict, trials: int) -> str:
         cells.append(", ".join(str(s["r"]) for s in mine))
         lines.append("| " + " | ".join(cells) + " |")
     acc = defaults.get("test_accuracy")
-    lines.append("| " + " | ".join(["quickstart defaults (same budget)"] + ["-"] * len(points)
-                                   + [f"{acc:.4f}" if acc is not None else "-", str(defaults.get("r"))]) + " |")
+    lines.append(
+        "| "
+        + " | ".join(
+            ["quickstart defaults (same budget)"]
+            + ["-"] * len(points)
+            + [f"{acc:.4f}" if acc is not None else "-", str(defaults.get("r"))]
+        )
+        + " |"
+    )
     return "\n".join(lines)
 
 
@@ -166,12 +206,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20, help="trials per search (default 20)")
     ap.add_argument("--repeats", type=int, default=3, help="searches per sampler, seeded 0..N-1 (default 3)")
-    ap.add_argument("--max-train", type=int, default=2000, help="training rows per trial (data.max_train_samples; "
-                                                                "0: all; default 2000)")
-    ap.add_argument("--max-steps", type=int, default=60, help="optimizer steps per trial (train.max_steps; "
-                                                              "0: the config's epochs; default 60)")
-    ap.add_argument("--validation", type=float, default=None, help="fraction held out for validation "
-                                                                    "(data.split.validation; default the config's)")
+    ap.add_argument(
+        "--max-train",
+        type=int,
+        default=2000,
+        help="training rows per trial (data.max_train_samples; 0: all; default 2000)",
+    )
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=60,
+        help="optimizer steps per trial (train.max_steps; 0: the config's epochs; default 60)",
+    )
+    ap.add_argument(
+        "--validation",
+        type=float,
+        default=None,
+        help="fraction held out for validation (data.split.validation; default the config's)",
+    )
     ap.add_argument("--samplers", nargs="*", default=list(SAMPLERS), choices=SAMPLERS)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-search"))
     ap.add_argument("--redo", action="store_true", help="run again what OUT already holds")
@@ -180,8 +232,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     searches = [run_search(s, r, args, out) for r in range(args.repeats) for s in args.samplers]
     defaults = run_defaults(args, out)
-    summary = {"trials": args.trials, "repeats": args.repeats, "budget": budget(args), "searches": searches,
-               "defaults": defaults}
+    summary = {
+        "trials": args.trials,
+        "repeats": args.repeats,
+        "budget": budget(args),
+        "searches": searches,
+        "defaults": defaults,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table(searches, defaults, args.trials))
 

@@ -10,6 +10,7 @@ the requests: RSS (counts the shared library pages once per process) and PSS (sh
     python benchmarks/serve_adapters.py [--sizes 1,2,4] [--requests 60] [--steps 4] [--work DIR]
 
 Runnable in a few minutes on 2 CPUs (the runs are kept in --work and reused)."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TEXTS = ["A gripping, beautifully acted film.", "Dull, predictable and far too long.",
-         "The plot wanders but the performances carry it.", "I laughed, I cried, I would watch it again.",
-         "An overlong mess with no sense of pacing.", "Charming and sincere, if slight."]
+TEXTS = [
+    "A gripping, beautifully acted film.",
+    "Dull, predictable and far too long.",
+    "The plot wanders but the performances carry it.",
+    "I laughed, I cried, I would watch it again.",
+    "An overlong mess with no sense of pacing.",
+    "Charming and sincere, if slight.",
+]
 
 
 def train_runs(work: Path, n: int, steps: int) -> list[str]:
@@ -38,13 +44,22 @@ def train_runs(work: Path, n: int, steps: int) -> list[str]:
     for i in range(n):
         out = work / f"lora-{i + 1}"
         if not (out / "model" / "tuneforge.json").is_file():
-            raw = {"model": {"name": "builtin:minilm-l6"},
-                   "data": {"train": "builtin:rotten-tomatoes", "max_train_samples": 64, "max_length": 64},
-                   "task": {"type": "classification"}, "method": {"name": "lora", "r": 8},
-                   "train": {"max_steps": steps, "batch_size": 16, "learning_rate": 1e-3, "seed": i,
-                             "report_to": "none", "logging_steps": 50},
-                   "eval": {"load_best_model": False},
-                   "output": {"dir": str(out)}}
+            raw = {
+                "model": {"name": "builtin:minilm-l6"},
+                "data": {"train": "builtin:rotten-tomatoes", "max_train_samples": 64, "max_length": 64},
+                "task": {"type": "classification"},
+                "method": {"name": "lora", "r": 8},
+                "train": {
+                    "max_steps": steps,
+                    "batch_size": 16,
+                    "learning_rate": 1e-3,
+                    "seed": i,
+                    "report_to": "none",
+                    "logging_steps": 50,
+                },
+                "eval": {"load_best_model": False},
+                "output": {"dir": str(out)},
+            }
             tuneforge.train(validate_config(raw), force=True)
         runs.append(str(out))
     return runs
@@ -60,8 +75,12 @@ def free_port() -> int:
 
 def start(targets: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", *targets, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "serve", *targets, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -93,12 +112,12 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
-def measure(servers: list[tuple[subprocess.Popen, str]], routes: list[tuple[str, str | None]],
-            requests: int) -> dict:
+def measure(servers: list[tuple[subprocess.Popen, str]], routes: list[tuple[str, str | None]], requests: int) -> dict:
     """routes: per run, (server URL, model name or None); requests cycle through them."""
     import httpx
 
     with httpx.Client(timeout=120) as c:
+
         def one(i: int) -> float:
             url, model = routes[i % len(routes)]
             body = {"text": TEXTS[i % len(TEXTS)], **({"model": model} if model else {})}
@@ -112,8 +131,12 @@ def measure(servers: list[tuple[subprocess.Popen, str]], routes: list[tuple[str,
             one(i)
         times = sorted(one(i) for i in range(requests))
     rss, pss = memory_mb([p.pid for p, _ in servers])
-    return {"rss": rss, "pss": pss, "p50": statistics.median(times) * 1000,
-            "p95": times[int(0.95 * (len(times) - 1))] * 1000}
+    return {
+        "rss": rss,
+        "pss": pss,
+        "p50": statistics.median(times) * 1000,
+        "p95": times[int(0.95 * (len(times) - 1))] * 1000,
+    }
 
 
 def stop(servers) -> None:
@@ -168,20 +191,29 @@ def main() -> int:
         one = run_one(runs[:n], args.requests)
         sep = run_separate(runs[:n], args.requests)
         rows.append((n, one, sep))
-        print(f"N={n}: one process {one['pss']:.0f} MiB PSS, p50 {one['p50']:.1f} ms; "
-              f"{n} processes {sep['pss']:.0f} MiB PSS, p50 {sep['p50']:.1f} ms", flush=True)
+        print(
+            f"N={n}: one process {one['pss']:.0f} MiB PSS, p50 {one['p50']:.1f} ms; "
+            f"{n} processes {sep['pss']:.0f} MiB PSS, p50 {sep['p50']:.1f} ms",
+            flush=True,
+        )
 
     print()
-    print(f"builtin:minilm-l6 + LoRA r=8 adapters, CPU ({os.cpu_count()} cores), {args.requests} sequential "
-          f"/v1/classify requests of one text, cycling through the runs")
+    print(
+        f"builtin:minilm-l6 + LoRA r=8 adapters, CPU ({os.cpu_count()} cores), {args.requests} sequential "
+        f"/v1/classify requests of one text, cycling through the runs"
+    )
     print()
-    print("| N | one process: RSS MiB | PSS MiB | p50 ms | p95 ms | N processes: RSS MiB | PSS MiB | p50 ms | p95 ms "
-          "| PSS N procs / one | p50 one / N procs |")
+    print(
+        "| N | one process: RSS MiB | PSS MiB | p50 ms | p95 ms | N processes: RSS MiB | PSS MiB | p50 ms | p95 ms "
+        "| PSS N procs / one | p50 one / N procs |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, one, sep in rows:
-        print(f"| {n} | {one['rss']:.0f} | {one['pss']:.0f} | {one['p50']:.1f} | {one['p95']:.1f} | "
-              f"{sep['rss']:.0f} | {sep['pss']:.0f} | {sep['p50']:.1f} | {sep['p95']:.1f} | "
-              f"{sep['pss'] / one['pss']:.2f}x | {one['p50'] / sep['p50']:.2f}x |")
+        print(
+            f"| {n} | {one['rss']:.0f} | {one['pss']:.0f} | {one['p50']:.1f} | {one['p95']:.1f} | "
+            f"{sep['rss']:.0f} | {sep['pss']:.0f} | {sep['p50']:.1f} | {sep['p95']:.1f} | "
+            f"{sep['pss'] / one['pss']:.2f}x | {one['p50'] / sep['p50']:.2f}x |"
+        )
     print(f"\ntotal {time.time() - t0:.0f} s")
     return 0
 

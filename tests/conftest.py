@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random models built from configs (fast, offline) and small learnable data sets."""
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,16 @@ def wordpiece_tokenizer(words: list[str]):
     tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +69,14 @@ def tiny_bert(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("tiny-bert")
     tok = wordpiece_tokenizer(_vocab())
     assert tok("good film")["input_ids"][1] != tok.unk_token_id
-    cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)
@@ -86,9 +100,14 @@ def tiny_config(model: str, data: str, out: str, method: str = "lora", **extra) 
         "task": {"type": "classification"},
         "method": {"name": method},
         # a random tiny base has no features to adapt: LoRA needs a larger rate and more epochs than full
-        "train": {"epochs": 6 if method == "lora" else 3, "batch_size": 16,
-                  "learning_rate": 1e-2 if method == "lora" else 5e-3, "logging_steps": 2, "report_to": "none",
-                  "seed": 7},
+        "train": {
+            "epochs": 6 if method == "lora" else 3,
+            "batch_size": 16,
+            "learning_rate": 1e-2 if method == "lora" else 5e-3,
+            "logging_steps": 2,
+            "report_to": "none",
+            "seed": 7,
+        },
         "output": {"dir": out},
     }
     for key, value in extra.items():
@@ -99,8 +118,14 @@ def tiny_config(model: str, data: str, out: str, method: str = "lora", **extra) 
 
 def run_cli(*args: str, cwd: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real console entry point in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture
@@ -111,6 +136,7 @@ def write_yaml(tmp_path):
         p = tmp_path / name
         p.write_text(yaml.safe_dump(cfg))
         return str(p)
+
     return _write
 
 

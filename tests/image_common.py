@@ -1,5 +1,6 @@
 """Tiny image models and image folders for tests: a random HF ResNet (a CNN) and ViT saved with their image
 preprocessing, and a folder of class folders whose classes differ visibly (the models learn them in a few steps)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,9 +24,9 @@ def make_image_folder(root: Path, per_class: int = 16, size: int = 40, classes=C
             if name == "circle":
                 a[(yy - c) ** 2 + (xx - c) ** 2 < (size // 3) ** 2] = [220, 40, 40]
             elif name == "square":
-                a[size // 4:3 * size // 4, size // 4:3 * size // 4] = [40, 220, 40]
+                a[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = [40, 220, 40]
             else:
-                a[:, int(rng.integers(0, 4))::4] = [40, 40, 220]
+                a[:, int(rng.integers(0, 4)) :: 4] = [40, 40, 220]
             Image.fromarray(a).save(root / name / f"{i:02d}.png")
     return root
 
@@ -38,10 +39,14 @@ def make_tiny_resnet(path: Path, side: int = 32) -> str:
     from tuneforge.data.images import Preprocessing
 
     torch.manual_seed(0)
-    ResNetForImageClassification(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                              layer_type="basic", num_labels=4)).save_pretrained(path)
-    Preprocessing(height=side, width=side, resize_shortest=side + side // 8, mean=(0.5, 0.5, 0.5),
-                  std=(0.5, 0.5, 0.5)).save_pretrained(path)
+    ResNetForImageClassification(
+        ResNetConfig(
+            num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=4
+        )
+    ).save_pretrained(path)
+    Preprocessing(
+        height=side, width=side, resize_shortest=side + side // 8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -53,8 +58,18 @@ def make_tiny_vit(path: Path, side: int = 32) -> str:
     from tuneforge.data.images import Preprocessing
 
     torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(image_size=side, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=2, intermediate_size=64, num_labels=4)).save_pretrained(path)
-    Preprocessing(height=side, width=side, resize_shortest=None, mean=(0.5, 0.5, 0.5),
-                  std=(0.5, 0.5, 0.5)).save_pretrained(path)
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=side,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=4,
+        )
+    ).save_pretrained(path)
+    Preprocessing(
+        height=side, width=side, resize_shortest=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+    ).save_pretrained(path)
     return str(path)

@@ -1,4 +1,5 @@
 """Helpers shared by the kernel tests."""
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ class LargestTensor(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        seen = {a.untyped_storage().data_ptr() for a in [*args, *(kwargs or {}).values()]
-                if isinstance(a, torch.Tensor)}
+        seen = {
+            a.untyped_storage().data_ptr() for a in [*args, *(kwargs or {}).values()] if isinstance(a, torch.Tensor)
+        }
         for t in out if isinstance(out, (tuple, list)) else (out,):
             # new allocations only: views and in-place results share an input's storage
             if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:

@@ -1,4 +1,5 @@
 """Helpers of the method tests: tiny random Llama, method construction, a few training steps."""
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,17 @@ def save_tiny_llama(d, tie: bool = False) -> str:
     from conftest import _vocab, wordpiece_tokenizer
 
     tok = wordpiece_tokenizer(_vocab())
-    cfg = LlamaConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
-                      tie_word_embeddings=tie, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
@@ -35,6 +44,7 @@ FULL_PRECISION = {"bert": ("classifier", "score", "qa_outputs", "pre_classifier"
 
 def head_modules_for(kind: str, model) -> list[str]:
     from tuneforge.tasks.base import Task
+
     return Task.head_modules(None, model) if kind == "bert" else []
 
 
@@ -46,8 +56,7 @@ def build(kind: str, path: str, method, seed: int = 0):
     torch.manual_seed(seed)
     ctx = MethodContext(full_precision_modules=FULL_PRECISION["bert" if kind == "bert" else "llama"])
     if kind == "bert":
-        model = load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2,
-                           **method.load_kwargs(ctx))
+        model = load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2, **method.load_kwargs(ctx))
     else:
         model = load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
     ctx.head_modules = head_modules_for(kind, model)
@@ -64,6 +73,7 @@ def batch(kind: str, vocab: int = 60, n: int = 4, length: int = 10, seed: int = 
 
 def train_steps(model, method, b: dict, steps: int = 5, lr: float = 1e-2) -> tuple[float, float]:
     """A few AdamW steps on the method's groups; returns the eval-mode loss (no dropout) before and after."""
+
     def eval_loss():
         model.eval()
         with torch.no_grad():
@@ -88,9 +98,16 @@ def logits(model, b: dict) -> torch.Tensor:
 def save_run_model(method, model, out_dir, base_path: str, kind: str) -> None:
     """What the engine writes into model/: the method's artefacts and tuneforge.json."""
     method.save(model, str(out_dir))
-    write_run_metadata(out_dir, {"task": "classification" if kind == "bert" else "causal_lm",
-                                 "method": method.name, "base_model": base_path, "dtype": "float32",
-                                 "method_config": method.cfg.model_dump(mode="json")})
+    write_run_metadata(
+        out_dir,
+        {
+            "task": "classification" if kind == "bert" else "causal_lm",
+            "method": method.name,
+            "base_model": base_path,
+            "dtype": "float32",
+            "method_config": method.cfg.model_dump(mode="json"),
+        },
+    )
 
 
 def base_builder(kind: str, method):
@@ -100,7 +117,9 @@ def base_builder(kind: str, method):
 
     def build_base(path: str):
         if kind == "bert":
-            return load_model(path, AutoModelForSequenceClassification, "float32", num_labels=2,
-                              **method.load_kwargs(ctx))
+            return load_model(
+                path, AutoModelForSequenceClassification, "float32", num_labels=2, **method.load_kwargs(ctx)
+            )
         return load_model(path, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
+
     return build_base

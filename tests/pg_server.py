@@ -9,6 +9,7 @@ free loopback port, with trust authentication, and stopped and removed at the en
 PostgreSQL refuses to run as root: as root the server runs as the system user `tuneforge-pg` (created with
 `useradd --system` when missing) through `runuser`. Without the binaries the tests are skipped, unless
 TUNEFORGE_REQUIRE_POSTGRES=1 (set by `.ci/run`), where they fail instead."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,10 @@ DATABASE = "tuneforge"
 
 def pg_bin_dir() -> Path | None:
     """The newest /usr/lib/postgresql/<major>/bin holding initdb and pg_ctl (or the ones on PATH), else None."""
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name)
-                  if Path(d).parent.name.isdigit() else 0)
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit() else 0,
+    )
     for d in reversed(dirs):
         if Path(d, "initdb").is_file() and Path(d, "pg_ctl").is_file():
             return Path(d)
@@ -49,8 +52,12 @@ def _as_server_user() -> list[str]:
     try:
         pwd.getpwnam(PG_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return ["runuser", "-u", PG_USER, "--"]
 
 
@@ -86,8 +93,10 @@ def running_postgres(database: str = DATABASE, attempts: int = 3):
     postgresql+psycopg://postgres@127.0.0.1:PORT/DATABASE); always stops the server and removes its files."""
     bin_dir = pg_bin_dir()
     if bin_dir is None:
-        raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
-                                "or on PATH: `apt-get install postgresql`")
+        raise FileNotFoundError(
+            "PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin "
+            "or on PATH: `apt-get install postgresql`"
+        )
     prefix = _as_server_user()
     # not under pytest's tmp_path: its parents are private to root, and the server user must reach its files
     root = tempfile.mkdtemp(prefix="tuneforge-pg-")
@@ -98,14 +107,33 @@ def running_postgres(database: str = DATABASE, attempts: int = 3):
     pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", data]
     started = False
     try:
-        _run([*prefix, str(bin_dir / "initdb"), "-D", data, "--auth=trust", "-U", "postgres", "-E", "UTF8",
-              "--locale=C", "--no-sync"], "initdb", cwd=root)
+        _run(
+            [
+                *prefix,
+                str(bin_dir / "initdb"),
+                "-D",
+                data,
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            "initdb",
+            cwd=root,
+        )
         for attempt in range(attempts):
             port = free_port()  # another process may take it before the server binds: retry on a new port
             # -k: the Unix socket in the private directory (not /var/run/postgresql); -F: no fsync (throwaway data)
-            proc = subprocess.run([*pg_ctl, "-l", log, "-w", "-t", "60", "-o",
-                                   f"-k {root} -h 127.0.0.1 -p {port} -F", "start"],
-                                  capture_output=True, text=True, cwd=root, timeout=120)
+            proc = subprocess.run(
+                [*pg_ctl, "-l", log, "-w", "-t", "60", "-o", f"-k {root} -h 127.0.0.1 -p {port} -F", "start"],
+                capture_output=True,
+                text=True,
+                cwd=root,
+                timeout=120,
+            )
             if proc.returncode == 0:
                 started = True
                 break
@@ -113,13 +141,15 @@ def running_postgres(database: str = DATABASE, attempts: int = 3):
                 tail = Path(log).read_text()[-2000:] if os.path.exists(log) else proc.stderr[-2000:]
                 raise RuntimeError(f"pg_ctl start failed ({proc.returncode}): {tail}")
             time.sleep(0.5)
-        _run([*prefix, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
-             "createdb", cwd=root)
+        _run(
+            [*prefix, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
+            "createdb",
+            cwd=root,
+        )
         yield PostgresServer(port, database)
     finally:
         if started:
-            subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, text=True, cwd=root,
-                           timeout=120)
+            subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, text=True, cwd=root, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -131,8 +161,10 @@ def _session_server(request) -> PostgresServer:
     binaries); it stops when the session-scoped fixture that started it is torn down, at the end of the session."""
     if "server" not in _session:
         if pg_bin_dir() is None:
-            reason = ("PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin: "
-                      "apt-get install postgresql")
+            reason = (
+                "PostgreSQL binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin: "
+                "apt-get install postgresql"
+            )
             if os.environ.get("TUNEFORGE_REQUIRE_POSTGRES") == "1":
                 pytest.fail(f"{reason} (TUNEFORGE_REQUIRE_POSTGRES=1: the PostgreSQL tests must run here)")
             pytest.skip(reason)
@@ -143,6 +175,7 @@ def _session_server(request) -> PostgresServer:
         def stop():
             _session.pop("server", None)
             stack.close()
+
         request.addfinalizer(stop)
     return _session["server"]
 

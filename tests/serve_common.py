@@ -1,4 +1,5 @@
 """Helpers for the serve tests: a real uvicorn server on a free loopback port, in a thread, stopped on exit."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ def running_server(app, timeout: float = 30.0):
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + timeout
@@ -49,8 +51,9 @@ def tiny_classifier_backend(model_dir: str, labels=("negative", "positive")):
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels)).eval()
     meta = {"task": "classification", "labels": list(labels), "max_length": 64}
-    return ClassifierBackend(LoadedRun(model=model, tokenizer=load_tokenizer(model_dir), meta=meta,
-                                       model_dir=Path(model_dir)), "tiny-cls")
+    return ClassifierBackend(
+        LoadedRun(model=model, tokenizer=load_tokenizer(model_dir), meta=meta, model_dir=Path(model_dir)), "tiny-cls"
+    )
 
 
 def random_chat_backend(path):

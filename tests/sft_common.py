@@ -1,17 +1,28 @@
 """Tiny causal LMs for the SFT tests: a byte-level BPE tokenizer trained in milliseconds on a small corpus,
 with ChatML special tokens and chat template, and a 2-layer hidden-32 Llama built from a config."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-          "{{ '<|im_start|>system\nYou are a tiny test model.<|im_end|>\n' }}{% endif %}"
-          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-CORPUS = ["hello who are you", "what is your name", "the capital of france is paris", "i am a tiny model",
-          "system user assistant", "two plus three is five", "colour of the sky is blue", "good morning friend",
-          "你好 我是 模型"] * 5
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test model.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "hello who are you",
+    "what is your name",
+    "the capital of france is paris",
+    "i am a tiny model",
+    "system user assistant",
+    "two plus three is five",
+    "colour of the sky is blue",
+    "good morning friend",
+    "你好 我是 模型",
+] * 5
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
@@ -21,8 +32,13 @@ def make_tokenizer(chat_template: str | None = CHATML, special=SPECIAL, eos="<|i
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1, special_tokens=list(special))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=eos, bos_token=None,
-                                  unk_token="<|endoftext|>", pad_token="<pad>" if "<pad>" in special else None)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token=eos,
+        bos_token=None,
+        unk_token="<|endoftext|>",
+        pad_token="<pad>" if "<pad>" in special else None,
+    )
     if chat_template:
         tok.chat_template = chat_template
     return tok
@@ -33,10 +49,19 @@ def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0, num_layers: int =
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tok = tokenizer or make_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -52,9 +77,13 @@ def write_jsonl(path: Path, rows) -> str:
 
 
 def chat_rows(n: int) -> list[dict]:
-    qa = [("who are you", "i am a tiny model"), ("what is your name", "i am a tiny model"),
-          ("what is the capital of france", "the capital of france is paris"),
-          ("two plus three", "two plus three is five"), ("colour of the sky", "the sky is blue")]
+    qa = [
+        ("who are you", "i am a tiny model"),
+        ("what is your name", "i am a tiny model"),
+        ("what is the capital of france", "the capital of france is paris"),
+        ("two plus three", "two plus three is five"),
+        ("colour of the sky", "the sky is blue"),
+    ]
     rows = []
     for i in range(n):
         q, a = qa[i % len(qa)]
@@ -74,14 +103,18 @@ def train_tiny_sft_run(d: Path, rows: int = 30, epochs: int = 1, max_new_tokens:
 
     model = make_tiny_llama(d / "base")
     data = write_jsonl(d / "chat.jsonl", chat_rows(rows))
-    cfg = {"model": {"name": model},
-           "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
-           "task": {"type": "causal_lm", "report_prompts": 0,
-                    "generation": {"temperature": 0.0, "max_new_tokens": max_new_tokens}},
-           "method": {"name": "lora"},
-           "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5,
-                     "report_to": "none"},
-           "output": {"dir": str(d / "run")}}
+    cfg = {
+        "model": {"name": model},
+        "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+        "task": {
+            "type": "causal_lm",
+            "report_prompts": 0,
+            "generation": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
+        },
+        "method": {"name": "lora"},
+        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5, "report_to": "none"},
+        "output": {"dir": str(d / "run")},
+    }
     (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     proc = run_cli("train", str(d / "cfg.yaml"))
     assert proc.returncode == 0, proc.stderr[-2000:]

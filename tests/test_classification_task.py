@@ -1,11 +1,12 @@
 import pandas as pd
 import pytest
 
-from conftest import make_sentiment_rows
 from tuneforge.config import validate_config
 from tuneforge.errors import DataError
 from tuneforge.models.loader import load_tokenizer
 from tuneforge.tasks.classification import ClassificationTask
+
+from conftest import make_sentiment_rows
 
 
 def prepare(tiny_bert, data, **data_keys):
@@ -26,7 +27,10 @@ def test_stratified_split_sizes_and_proportions(tiny_bert, tmp_path):
     assert p.sizes == {"train": len(p.train), "validation": len(p.validation), "test": len(p.test)}
     assert sum(p.sizes.values()) == n
     assert abs(len(p.test) - 0.2 * n) <= 1 and abs(len(p.validation) - 0.1 * n) <= 1
-    share = lambda ds: sum(ds["labels"]) / len(ds)
+
+    def share(ds):
+        return sum(ds["labels"]) / len(ds)
+
     assert abs(share(p.train) - share(p.test)) < 0.03  # stratified
 
 
@@ -40,8 +44,9 @@ def test_split_is_seeded(tiny_bert, tmp_path):
 
 def test_group_split_keeps_groups_apart(tiny_bert, tmp_path):
     rows = [dict(r, movie=f"m{i // 4}") for i, r in enumerate(make_sentiment_rows(200))]
-    cfg = validate_config({"model": {"name": tiny_bert}, "data": {"train": write(tmp_path, rows),
-                                                                 "split": {"group_column": "movie"}}})
+    cfg = validate_config(
+        {"model": {"name": tiny_bert}, "data": {"train": write(tmp_path, rows), "split": {"group_column": "movie"}}}
+    )
     task = ClassificationTask(cfg)
     df = task._read(cfg.data.train)
     rest, test = task._split(df, 0.2, 0, "test")

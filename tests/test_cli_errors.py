@@ -1,4 +1,5 @@
 """Every user error of the CLI: one line naming the problem, a non-zero exit, no traceback."""
+
 import pandas as pd
 import pytest
 
@@ -22,6 +23,7 @@ def check_error(proc, *needles, code=None):
 def cfg_file(tiny_bert, tmp_path, write_yaml):
     def make(data, **extra):
         return write_yaml(tiny_config(tiny_bert, data, str(tmp_path / "run"), **extra))
+
     return make
 
 
@@ -30,8 +32,12 @@ def test_missing_data_file(cfg_file, tmp_path):
 
 
 def test_unknown_column_lists_available(cfg_file, sentiment_csv):
-    check_error(run_cli("train", cfg_file(sentiment_csv), "data.text_column=review"),
-                "no column 'review'", "available columns: text, label", code=3)
+    check_error(
+        run_cli("train", cfg_file(sentiment_csv), "data.text_column=review"),
+        "no column 'review'",
+        "available columns: text, label",
+        code=3,
+    )
 
 
 def test_empty_data(cfg_file, tmp_path):
@@ -59,14 +65,21 @@ def test_label_in_test_never_seen(cfg_file, sentiment_csv, tmp_path):
 
 
 def test_hub_id_offline(cfg_file, sentiment_csv):
-    last = check_error(run_cli("train", cfg_file(sentiment_csv), "model.name=someorg/some-model"),
-                       "someorg/some-model", "could not be downloaded", code=4)
+    last = check_error(
+        run_cli("train", cfg_file(sentiment_csv), "model.name=someorg/some-model"),
+        "someorg/some-model",
+        "could not be downloaded",
+        code=4,
+    )
     assert "builtin:minilm-l6" in last
 
 
 def test_unknown_config_key(cfg_file, sentiment_csv):
-    check_error(run_cli("train", cfg_file(sentiment_csv), "train.learnig_rate=1e-4"),
-                "train.learnig_rate: unknown key (did you mean 'learning_rate'?)", code=2)
+    check_error(
+        run_cli("train", cfg_file(sentiment_csv), "train.learnig_rate=1e-4"),
+        "train.learnig_rate: unknown key (did you mean 'learning_rate'?)",
+        code=2,
+    )
 
 
 def test_missing_config_file(tmp_path):
@@ -105,25 +118,43 @@ def cli(capsys, *args):
 def test_click_usage_errors_are_one_line_exit_2(capsys, tmp_path):
     cfg = tmp_path / "base.yaml"
     cfg.write_text("method: {name: lora}\n")
-    for args, needle in ((["validate", str(cfg), "--resume=1"], "No such option: --resume"),
-                         (["train", str(cfg), "--resume=1"], "--resume"),
-                         (["validate"], "Missing argument"), (["no-such-command"], "No such command")):
+    for args, needle in (
+        (["validate", str(cfg), "--resume=1"], "No such option: --resume"),
+        (["train", str(cfg), "--resume=1"], "--resume"),
+        (["validate"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+    ):
         code, lines = cli(capsys, *args)
         assert code == 2 and len(lines) == 1, (args, lines)
         assert lines[0].startswith("error: ") and needle in lines[0] and "NoSuchOption" not in lines[0]
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("train.seed=-1", "train.seed:"), ("train.seed=99999999999999", "train.seed:"),
-    ("train.save_steps=5", "train.save_steps:"), ("output.name=../../x", "output.name:"),
-    ("train.batch_size=true", "train.batch_size:"), ("method.target_modules=([", "method.target_modules:"),
-    pytest.param("train.compile=true", "train.compile:",
-                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
-    pytest.param("train.precision=fp16", "train.precision:",
-                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
-    pytest.param("train.liger=true", "train.liger:",
-                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer")),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.seed=-1", "train.seed:"),
+        ("train.seed=99999999999999", "train.seed:"),
+        ("train.save_steps=5", "train.save_steps:"),
+        ("output.name=../../x", "output.name:"),
+        ("train.batch_size=true", "train.batch_size:"),
+        ("method.target_modules=([", "method.target_modules:"),
+        pytest.param(
+            "train.compile=true",
+            "train.compile:",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer"),
+        ),
+        pytest.param(
+            "train.precision=fp16",
+            "train.precision:",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer"),
+        ),
+        pytest.param(
+            "train.liger=true",
+            "train.liger:",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU answer"),
+        ),
+    ],
+)
 def test_train_refuses_before_creating_the_run_directory(capsys, tmp_path, override, needle):
     cfg = tmp_path / "base.yaml"
     cfg.write_text(f"method: {{name: lora}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
@@ -141,8 +172,9 @@ def test_uninstalled_tracker_is_refused_by_validate(capsys, tmp_path, monkeypatc
     cfg = tmp_path / "base.yaml"
     cfg.write_text("train: {report_to: mlflow}\n")
     code, lines = cli(capsys, "validate", str(cfg))
-    assert code == 2 and lines == ["error: invalid config: train.report_to: 'mlflow' is not installed "
-                                   "(pip install mlflow), or use 'none'"]
+    assert code == 2 and lines == [
+        "error: invalid config: train.report_to: 'mlflow' is not installed (pip install mlflow), or use 'none'"
+    ]
 
 
 def test_error_lines_are_short_whatever_the_input(capsys, tmp_path):
@@ -164,6 +196,7 @@ def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_pat
 
     def boom(*a, **k):
         raise RuntimeError("x" * 10_000 + "\nsecond line")
+
     monkeypatch.setattr(loader, "read_yaml", boom)
     monkeypatch.delenv("TUNEFORGE_DEBUG", raising=False)
     code, lines = cli(capsys, "validate", str(tmp_path / "c.yaml"))

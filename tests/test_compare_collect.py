@@ -1,5 +1,6 @@
 """The comparison report from hand-written run directories (no training): grouping by seed, mean and spread,
 best and best-value picks for higher- and lower-is-better metrics, runs still training or broken."""
+
 from __future__ import annotations
 
 import json
@@ -10,22 +11,47 @@ import pytest
 import yaml
 
 
-def fake_run(root: Path, name: str, method: str, seed: int, metrics: dict | None, train_seconds: float = 10.0,
-             task: str = "classification", metric: str = "accuracy", state: str = "completed", error=None,
-             lr=None, extra_eff: dict | None = None) -> Path:
+def fake_run(
+    root: Path,
+    name: str,
+    method: str,
+    seed: int,
+    metrics: dict | None,
+    train_seconds: float = 10.0,
+    task: str = "classification",
+    metric: str = "accuracy",
+    state: str = "completed",
+    error=None,
+    lr=None,
+    extra_eff: dict | None = None,
+) -> Path:
     d = root / name
     (d / "eval").mkdir(parents=True)
-    cfg = {"model": {"name": "m"}, "task": {"type": task}, "method": {"name": method},
-           "train": {"seed": seed, "learning_rate": lr, "max_steps": 5}, "eval": {"metric": metric},
-           "output": {"dir": str(d), "name": name}}
+    cfg = {
+        "model": {"name": "m"},
+        "task": {"type": task},
+        "method": {"name": method},
+        "train": {"seed": seed, "learning_rate": lr, "max_steps": 5},
+        "eval": {"metric": metric},
+        "output": {"dir": str(d), "name": name},
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / "status.json").write_text(json.dumps({"state": state, **({"error": error} if error else {})}))
     if metrics is not None:
         split = "test" if task == "classification" else "validation"
         (d / "eval" / "metrics.json").write_text(json.dumps({split: metrics}))
-        (d / "efficiency.json").write_text(json.dumps({
-            "train_seconds": train_seconds, "peak_rss_mb": 1000.0 + seed, "trainable_params": 10,
-            "trainable_percent": 1.0, "inference_latency_ms_p50": 2.0, **(extra_eff or {})}))
+        (d / "efficiency.json").write_text(
+            json.dumps(
+                {
+                    "train_seconds": train_seconds,
+                    "peak_rss_mb": 1000.0 + seed,
+                    "trainable_params": 10,
+                    "trainable_percent": 1.0,
+                    "inference_latency_ms_p50": 2.0,
+                    **(extra_eff or {}),
+                }
+            )
+        )
         (d / "model").mkdir()
         (d / "model" / "weights.bin").write_bytes(b"\0" * 2**20)
         rows = [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}, {"step": 2, "eval_loss": 0.65}, "not json"]
@@ -63,11 +89,12 @@ def test_lower_is_better_metric_and_broken_or_running_runs(tmp_path):
     fake_run(tmp_path, "lora-seed1", "lora", 1, {"loss": 1.5, "perplexity": 4.5}, train_seconds=60, **kw)
     fake_run(tmp_path, "qlora-seed1", "qlora", 1, None, state="failed", error="MethodError: no 4-bit on this CPU", **kw)
     fake_run(tmp_path, "adapter-seed1", "adapter", 1, None, state="running", **kw)
-    rep = build_report([tmp_path / n for n in ("full-seed1", "lora-seed1", "qlora-seed1", "adapter-seed1")],
-                       tmp_path / "rep")
+    rep = build_report(
+        [tmp_path / n for n in ("full-seed1", "lora-seed1", "qlora-seed1", "adapter-seed1")], tmp_path / "rep"
+    )
     assert rep.data["metric"] == "loss" and rep.data["greater_is_better"] is False
-    assert rep.data["best"] == "full"           # lowest loss
-    assert rep.data["best_value"] == "lora"     # 1.5 x 1 min beats 1.2 x 10 min
+    assert rep.data["best"] == "full"  # lowest loss
+    assert rep.data["best_value"] == "lora"  # 1.5 x 1 min beats 1.2 x 10 min
     groups = {g["label"]: g for g in rep.data["groups"]}
     assert groups["qlora"]["state"] == "failed" and "no 4-bit on this CPU" in groups["qlora"]["errors"][0]
     assert groups["adapter"]["state"] == "running"

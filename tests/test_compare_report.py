@@ -1,5 +1,6 @@
 """`tuneforge compare` / `tuneforge report` on the tiny BERT: runner (per-method settings and learning rates,
 failures, resume), the measured numbers, and the self-contained HTML report."""
+
 from __future__ import annotations
 
 import base64
@@ -79,8 +80,17 @@ def comparison(tiny_bert, tmp_path_factory):
     FreezeMethod.apply = crash
     lines: list[str] = []
     try:
-        result = compare(str(cfg_path), "full,lora,freeze,adapter", seeds="1,2", max_steps=4, out=tmp / "out",
-                         overrides=STEPS, method_configs=methods_dir, isolate=False, echo=lines.append)
+        result = compare(
+            str(cfg_path),
+            "full,lora,freeze,adapter",
+            seeds="1,2",
+            max_steps=4,
+            out=tmp / "out",
+            overrides=STEPS,
+            method_configs=methods_dir,
+            isolate=False,
+            echo=lines.append,
+        )
     finally:
         FreezeMethod.apply = original
     return {"result": result, "out": tmp / "out", "lines": lines, "cfg": cfg_path, "methods_dir": methods_dir}
@@ -94,13 +104,28 @@ def test_compare_json_has_every_method_measured_and_failures_reported(comparison
         g = groups[name]
         assert g["state"] == "completed" and g["seeds"] == [1, 2]
         assert g["metrics"]["accuracy"]["n"] == 2 and 0.0 <= g["metrics"]["accuracy"]["mean"] <= 1.0
-        for key in ("trainable_params", "trainable_percent", "train_seconds", "train_samples_per_second",
-                    "train_tokens_per_second", "time_to_first_step_seconds", "peak_rss_mb", "model_size_mb",
-                    "inference_latency_ms_p50", "inference_latency_ms_p95", "inference_samples_per_second"):
+        for key in (
+            "trainable_params",
+            "trainable_percent",
+            "train_seconds",
+            "train_samples_per_second",
+            "train_tokens_per_second",
+            "time_to_first_step_seconds",
+            "peak_rss_mb",
+            "model_size_mb",
+            "inference_latency_ms_p50",
+            "inference_latency_ms_p95",
+            "inference_samples_per_second",
+        ):
             assert g["efficiency"][key]["mean"] > 0, (name, key)
-        assert g["efficiency"]["inference_latency_ms_p95"]["mean"] >= g["efficiency"]["inference_latency_ms_p50"]["mean"]
+        assert (
+            g["efficiency"]["inference_latency_ms_p95"]["mean"] >= g["efficiency"]["inference_latency_ms_p50"]["mean"]
+        )
     # LoRA trains and stores a small fraction of what full fine-tuning does
-    assert groups["lora"]["efficiency"]["trainable_percent"]["mean"] < groups["full"]["efficiency"]["trainable_percent"]["mean"]
+    assert (
+        groups["lora"]["efficiency"]["trainable_percent"]["mean"]
+        < groups["full"]["efficiency"]["trainable_percent"]["mean"]
+    )
     assert groups["lora"]["efficiency"]["model_size_mb"]["mean"] < groups["full"]["efficiency"]["model_size_mb"]["mean"]
     assert groups["freeze"]["state"] == "failed"
     assert "simulated crash in freeze" in groups["freeze"]["errors"][0]
@@ -156,8 +181,18 @@ def test_resume_skips_completed_and_redoes_failed(comparison):
         compare(str(cfg), "full", seeds="1", max_steps=4, out=out, overrides=STEPS, isolate=False, echo=lambda s: None)
     stamp = (out / "full-seed1" / "efficiency.json").stat().st_mtime
     lines: list[str] = []
-    compare(str(cfg), "full,adapter", seeds="1", max_steps=4, out=out, overrides=STEPS, resume=True,
-            method_configs=comparison["methods_dir"], isolate=False, echo=lines.append)
+    compare(
+        str(cfg),
+        "full,adapter",
+        seeds="1",
+        max_steps=4,
+        out=out,
+        overrides=STEPS,
+        resume=True,
+        method_configs=comparison["methods_dir"],
+        isolate=False,
+        echo=lines.append,
+    )
     assert (out / "full-seed1" / "efficiency.json").stat().st_mtime == stamp
     assert any("full seed 1: already completed, skipped" in ln for ln in lines)
     assert any("adapter seed 1: FAILED" in ln for ln in lines)
@@ -166,13 +201,32 @@ def test_resume_skips_completed_and_redoes_failed(comparison):
     raw = yaml.safe_load(saved.read_text())
     del raw["data"]["clean"]["noise_features"]
     saved.write_text(yaml.safe_dump(raw))
-    compare(str(cfg), "full", seeds="1", max_steps=4, out=out, overrides=STEPS, resume=True,
-            method_configs=comparison["methods_dir"], isolate=False, echo=lambda s: None)
+    compare(
+        str(cfg),
+        "full",
+        seeds="1",
+        max_steps=4,
+        out=out,
+        overrides=STEPS,
+        resume=True,
+        method_configs=comparison["methods_dir"],
+        isolate=False,
+        echo=lambda s: None,
+    )
     assert (out / "full-seed1" / "efficiency.json").stat().st_mtime == stamp
     # a changed setting is not silently reused
     with pytest.raises(RunDirError, match="different config"):
-        compare(str(cfg), "full", seeds="1", max_steps=3, out=out, overrides=STEPS, resume=True, isolate=False,
-                echo=lambda s: None)
+        compare(
+            str(cfg),
+            "full",
+            seeds="1",
+            max_steps=3,
+            out=out,
+            overrides=STEPS,
+            resume=True,
+            isolate=False,
+            echo=lambda s: None,
+        )
 
 
 def test_plan_overrides_and_learning_rate_choices(comparison, tmp_path):
@@ -180,16 +234,25 @@ def test_plan_overrides_and_learning_rate_choices(comparison, tmp_path):
     from tuneforge.errors import ConfigError
 
     cfg = comparison["cfg"]
-    runs = plan(cfg, ["full", "lora", "qlora"], None, None, tmp_path, ["method.r=2", "train.learning_rate=0.02"],
-                method_configs=tmp_path)
+    runs = plan(
+        cfg,
+        ["full", "lora", "qlora"],
+        None,
+        None,
+        tmp_path,
+        ["method.r=2", "train.learning_rate=0.02"],
+        method_configs=tmp_path,
+    )
     by = {r.method: r.raw for r in runs}
     assert by["lora"]["method"]["r"] == 2 and by["qlora"]["method"]["r"] == 2 and "r" not in by["full"]["method"]
     assert all(raw["train"]["learning_rate"] == 0.02 for raw in by.values())  # explicit: one rate for all
     # without method files: the config's LoRA settings carry over to qlora (all keys apply), not to adapter
     lora_cfg = tmp_path / "lora.yaml"
     lora_cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "method": {"name": "lora", "r": 3}}))
-    by = {r.method: r.raw["method"] for r in plan(lora_cfg, ["qlora", "adapter"], None, None, tmp_path,
-                                                  method_configs=tmp_path)}
+    by = {
+        r.method: r.raw["method"]
+        for r in plan(lora_cfg, ["qlora", "adapter"], None, None, tmp_path, method_configs=tmp_path)
+    }
     assert by == {"qlora": {"name": "qlora", "r": 3}, "adapter": {"name": "adapter"}}
     kept = plan(cfg, ["full"], [3], 5, tmp_path, [], method_configs=tmp_path, keep_learning_rate=True)[0]
     assert kept.raw["train"]["learning_rate"] == 1e-2 and kept.raw["train"]["seed"] == 3
@@ -215,8 +278,9 @@ def test_report_cli_on_existing_runs_and_errors(comparison, tmp_path):
 
 
 def test_compare_cli_trains_each_run_in_its_own_process(comparison, tmp_path):
-    res = run_cli("compare", str(comparison["cfg"]), "--methods", "full", "--max-steps", "2", "--out",
-                  str(tmp_path / "c"), *STEPS)
+    res = run_cli(
+        "compare", str(comparison["cfg"]), "--methods", "full", "--max-steps", "2", "--out", str(tmp_path / "c"), *STEPS
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "c" / "full-seed7"
     assert json.loads((run / "status.json").read_text())["state"] == "completed"

@@ -19,19 +19,22 @@ def test_defaults_are_complete_and_task_dependent():
     assert validate_config({"method": {"name": "full"}}).learning_rate == pytest.approx(5e-5)
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"train": {"learnin_rate": 1e-4}}, "train.learnin_rate: unknown key (did you mean 'learning_rate'?)"),
-    ({"trian": {}}, "trian: unknown section (did you mean 'train'?)"),
-    ({"method": {"name": "lorra"}}, "method.name: unknown method 'lorra' (did you mean 'lora'?)"),
-    ({"method": {"name": "lora", "alpah": 3}}, "method.alpah: unknown key (did you mean 'alpha'?)"),
-    ({"data": {"split": {"valdation": 0.1}}}, "data.split.valdation: unknown key (did you mean 'validation'?)"),
-    ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid number"),
-    ({"eval": {"metric": "acc"}}, "eval.metric: 'acc' is not a classification metric (did you mean 'accuracy'?)"),
-    ({"train": {"eval_strategy": "steps"}}, "train.eval_steps is required"),
-    ({"data": {"split": {"validation": 0.5, "test": 0.45}}}, "must leave at least 10% for training"),
-    ({"task": {"type": "regression"}}, "task.type: unknown task 'regression'"),
-    ({"train": 3}, "train: must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"train": {"learnin_rate": 1e-4}}, "train.learnin_rate: unknown key (did you mean 'learning_rate'?)"),
+        ({"trian": {}}, "trian: unknown section (did you mean 'train'?)"),
+        ({"method": {"name": "lorra"}}, "method.name: unknown method 'lorra' (did you mean 'lora'?)"),
+        ({"method": {"name": "lora", "alpah": 3}}, "method.alpah: unknown key (did you mean 'alpha'?)"),
+        ({"data": {"split": {"valdation": 0.1}}}, "data.split.valdation: unknown key (did you mean 'validation'?)"),
+        ({"train": {"epochs": "many"}}, "train.epochs: Input should be a valid number"),
+        ({"eval": {"metric": "acc"}}, "eval.metric: 'acc' is not a classification metric (did you mean 'accuracy'?)"),
+        ({"train": {"eval_strategy": "steps"}}, "train.eval_steps is required"),
+        ({"data": {"split": {"validation": 0.5, "test": 0.45}}}, "must leave at least 10% for training"),
+        ({"task": {"type": "regression"}}, "task.type: unknown task 'regression'"),
+        ({"train": 3}, "train: must be a mapping"),
+    ],
+)
 def test_errors_name_the_key(raw, expected):
     with pytest.raises(ConfigError) as exc:
         validate_config(raw)
@@ -47,8 +50,16 @@ def test_several_errors_reported_together():
 
 
 def test_overrides_parse_values_and_create_sections():
-    raw = apply_overrides({"train": {"epochs": 3}}, ["train.learning_rate=3e-5", "method.target_modules=[query,value]",
-                                                     "train.epochs=1", "output.name=x", "train.max_steps=null"])
+    raw = apply_overrides(
+        {"train": {"epochs": 3}},
+        [
+            "train.learning_rate=3e-5",
+            "method.target_modules=[query,value]",
+            "train.epochs=1",
+            "output.name=x",
+            "train.max_steps=null",
+        ],
+    )
     assert raw["train"] == {"epochs": 1, "learning_rate": 3e-5, "max_steps": None}
     assert raw["method"]["target_modules"] == ["query", "value"]
     assert parse_value("true") is True and parse_value("1e-3") == pytest.approx(1e-3) and parse_value("abc") == "abc"
@@ -76,8 +87,14 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 # configs/search/ holds `tuneforge search` spaces, not run configs (the search tests validate them)
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")
-                                        if p.relative_to(REPO / "configs").parts[0] != "search"))
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "configs").rglob("*.yaml")
+        if p.relative_to(REPO / "configs").parts[0] != "search"
+    ),
+)
 def test_every_shipped_config_validates(path):
     import yaml
 
@@ -134,6 +151,7 @@ def test_method_fills_defaults_it_needs_but_never_overrides_the_user():
 
 # ---- hardening: every bad value is a one-line ConfigError naming its key, found before any model loads ----
 
+
 def config_error(raw=None, overrides=(), path=None) -> str:
     with pytest.raises(ConfigError) as exc:
         load_config(path, list(overrides), raw=raw if path is None else None)
@@ -142,11 +160,16 @@ def config_error(raw=None, overrides=(), path=None) -> str:
     return msg
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.seed=-1", "train.seed"), ("train.seed=99999999999999", "train.seed"),
-    ("train.seed=4294967296", "train.seed"), ("data.split.seed=-5", "data.split.seed"),
-    ("data.augment.seed=1e20", "data.augment.seed"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.seed=-1", "train.seed"),
+        ("train.seed=99999999999999", "train.seed"),
+        ("train.seed=4294967296", "train.seed"),
+        ("data.split.seed=-5", "data.split.seed"),
+        ("data.augment.seed=1e20", "data.augment.seed"),
+    ],
+)
 def test_seeds_outside_what_torch_and_numpy_accept(override, key):
     assert key + ":" in config_error({}, [override])
     assert load_config(raw={}, overrides=["train.seed=4294967295"]).train.seed == 2**32 - 1
@@ -161,34 +184,48 @@ def test_invalid_target_modules_regex_names_the_key():
 
 
 def test_ia3_feedforward_modules_must_be_a_subset_of_target_modules():
-    msg = config_error({"method": {"name": "ia3", "target_modules": ["query", "value"],
-                                   "feedforward_modules": ["output.dense"]}})
+    msg = config_error(
+        {"method": {"name": "ia3", "target_modules": ["query", "value"], "feedforward_modules": ["output.dense"]}}
+    )
     assert "method.feedforward_modules: must be a subset of method.target_modules" in msg and "output.dense" in msg
-    load_config(raw={"method": {"name": "ia3", "target_modules": ["query", "output.dense"],
-                                "feedforward_modules": ["output.dense"]}})
+    load_config(
+        raw={
+            "method": {
+                "name": "ia3",
+                "target_modules": ["query", "output.dense"],
+                "feedforward_modules": ["output.dense"],
+            }
+        }
+    )
 
 
 def test_checkpoints_must_coincide_with_evaluations_for_best_model_loading():
     steps = ["train.eval_strategy=steps", "train.eval_steps=3"]
-    assert "train.save_steps: 5 is not a multiple of train.eval_steps (3)" in config_error({}, steps + ["train.save_steps=5"])
+    assert "train.save_steps: 5 is not a multiple of train.eval_steps (3)" in config_error(
+        {}, steps + ["train.save_steps=5"]
+    )
     assert load_config(raw={}, overrides=steps + ["train.save_steps=6"]).train.save_steps == 6
     load_config(raw={}, overrides=steps + ["train.save_steps=5", "eval.load_best_model=false"])
     assert "train.save_steps: with eval.load_best_model" in config_error({}, ["train.save_steps=5"])
-    assert "train.early_stopping.patience" in config_error({}, ["train.eval_strategy=no",
-                                                                "train.early_stopping.patience=2"])
+    assert "train.early_stopping.patience" in config_error(
+        {}, ["train.eval_strategy=no", "train.early_stopping.patience=2"]
+    )
 
 
-@pytest.mark.parametrize("override, key, words", [
-    ("train.eval_batch_size=1e30", "train.eval_batch_size", "too large"),
-    ("train.batch_size=true", "train.batch_size", "not a boolean"),
-    ("train.learning_rate=false", "train.learning_rate", "not a boolean"),
-    ("train.epochs=.inf", "train.epochs", "finite"),
-    ("method.r=true", "method.r", "not a boolean"),
-    ("data.balance.class_weights={a: true}", "data.balance.class_weights", "not a boolean"),
-    ("data.augment.num_per_example=true", "data.augment.num_per_example", "not a boolean"),
-    ("train.epochs=" + "9" * 5000, "train.epochs", "too large"),
-    ("train.epochs=" + "[" * 5000, "train.epochs", "nested"),
-])
+@pytest.mark.parametrize(
+    "override, key, words",
+    [
+        ("train.eval_batch_size=1e30", "train.eval_batch_size", "too large"),
+        ("train.batch_size=true", "train.batch_size", "not a boolean"),
+        ("train.learning_rate=false", "train.learning_rate", "not a boolean"),
+        ("train.epochs=.inf", "train.epochs", "finite"),
+        ("method.r=true", "method.r", "not a boolean"),
+        ("data.balance.class_weights={a: true}", "data.balance.class_weights", "not a boolean"),
+        ("data.augment.num_per_example=true", "data.augment.num_per_example", "not a boolean"),
+        ("train.epochs=" + "9" * 5000, "train.epochs", "too large"),
+        ("train.epochs=" + "[" * 5000, "train.epochs", "nested"),
+    ],
+)
 def test_booleans_and_huge_numbers_never_pass_as_numbers(override, key, words):
     msg = config_error({}, [override])
     assert msg.startswith("invalid config: " + key + ":") or msg.startswith(key + ":"), msg
@@ -215,8 +252,14 @@ def test_output_name_must_be_a_plain_name(tmp_path):
 
 def test_long_values_are_cut_in_messages():
     huge = "x" * 100_000
-    for override in (f"train.epochs={huge}", f"method.name={huge}", f"train.{huge}=1", f"{huge}.a=1",
-                     f"output.name={huge}", f"method.target_modules=({huge}"):
+    for override in (
+        f"train.epochs={huge}",
+        f"method.name={huge}",
+        f"train.{huge}=1",
+        f"{huge}.a=1",
+        f"output.name={huge}",
+        f"method.target_modules=({huge}",
+    ):
         msg = config_error({}, [override])
         assert "…" in msg and len(msg) < 293
 
@@ -228,12 +271,15 @@ def test_many_errors_stay_one_short_line():
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU answer")
-@pytest.mark.parametrize("override, expected", [
-    ("train.precision=fp16", "train.precision: 'fp16' mixed precision needs a GPU"),
-    ("train.precision=bf16", "train.precision: 'bf16' mixed precision needs a GPU"),
-    ("train.liger=true", "train.liger: true, but no CUDA device"),
-    ("train.compile=true", "train.compile: true needs a CUDA device"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.precision=fp16", "train.precision: 'fp16' mixed precision needs a GPU"),
+        ("train.precision=bf16", "train.precision: 'bf16' mixed precision needs a GPU"),
+        ("train.liger=true", "train.liger: true, but no CUDA device"),
+        ("train.compile=true", "train.compile: true needs a CUDA device"),
+    ],
+)
 def test_what_cannot_run_on_this_machine_fails_validation(override, expected):
     assert expected in config_error({}, [override])
     # the machine-independent check (compare's saved configs) still accepts it
@@ -244,16 +290,20 @@ def test_uninstalled_tracker_and_optimizer_fail_validation(monkeypatch):
     from tuneforge.config import environment
 
     real = environment.installed
-    monkeypatch.setattr(environment, "installed", lambda name: False if name in ("mlflow", "bitsandbytes") else real(name))
+    monkeypatch.setattr(
+        environment, "installed", lambda name: False if name in ("mlflow", "bitsandbytes") else real(name)
+    )
     assert "train.report_to: 'mlflow' is not installed" in config_error({}, ["train.report_to=mlflow"])
     assert "train.optimizer: 'adamw_8bit' needs bitsandbytes" in config_error({}, ["train.optimizer=adamw_8bit"])
 
 
 def test_sizes_that_would_only_allocate_memory_are_refused():
     assert "method.bottleneck_size: 10000000000 is larger than 65536" in config_error(
-        {"method": {"name": "adapter", "bottleneck_size": 10**10}})
+        {"method": {"name": "adapter", "bottleneck_size": 10**10}}
+    )
     assert "method.projection_hidden_size" in config_error(
-        {"method": {"name": "prefix", "projection_hidden_size": 10**9}})
+        {"method": {"name": "prefix", "projection_hidden_size": 10**9}}
+    )
     assert load_config(raw={"method": {"name": "adapter", "bottleneck_size": 64}}).method.bottleneck_size == 64
 
 

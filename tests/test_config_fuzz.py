@@ -2,6 +2,7 @@
 wrong types, nested garbage, huge strings and numbers, unicode, broken YAML) must each end in exit 0 or exactly one
 `error: ...` line under 300 characters that names the key (or the file and line), exit 2; never a traceback, never
 the generic `<ExceptionType>:` fallback, never a hang."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,18 @@ from tuneforge.tasks import TASKS
 
 HARD_TIMEOUT_S = 20  # one example that runs longer than this is a hang: the test fails
 GENERIC = re.compile(r"^error: [A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b: ")
-FUZZ = settings(derandomize=True, database=None, deadline=5000, print_blob=False,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=5000,
+    print_blob=False,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # ---- what the schema offers: key paths and values that get deep into validation --------------------------------
@@ -63,8 +73,13 @@ def _good_values(ann) -> list:
         return list(typing.get_args(ann))
     if origin is not None:
         return [v for a in typing.get_args(ann) for v in _good_values(a)]
-    return {int: [0, 1, 3, 8], float: [0.0, 0.1, 0.5, 2.0], bool: [True, False], str: ["x", "query", "all-linear"],
-            type(None): [None]}.get(ann, [])
+    return {
+        int: [0, 1, 3, 8],
+        float: [0.0, 0.1, 0.5, 2.0],
+        bool: [True, False],
+        str: ["x", "query", "all-linear"],
+        type(None): [None],
+    }.get(ann, [])
 
 
 def typo(word: str) -> st.SearchStrategy[str]:
@@ -75,27 +90,62 @@ def typo(word: str) -> st.SearchStrategy[str]:
         i = draw(st.integers(0, len(word) - 1))
         kind = draw(st.sampled_from(["drop", "double", "swap", "replace", "case"]))
         if kind == "drop":
-            return word[:i] + word[i + 1:]
+            return word[:i] + word[i + 1 :]
         if kind == "double":
             return word[:i] + word[i] + word[i:]
         if kind == "swap" and i + 1 < len(word):
-            return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
         if kind == "case":
             return word.upper()
-        return word[:i] + draw(st.characters(codec="utf-8")) + word[i + 1:]
+        return word[:i] + draw(st.characters(codec="utf-8")) + word[i + 1 :]
+
     return one()
 
 
 HUGE_TEXT = st.sampled_from([10, 300, 5_000, 20_000]).map(lambda n: "x" * n)
 NUMBERS = st.one_of(
-    st.integers(-10, 10), st.integers(-(2**70), 2**70), st.sampled_from([2**32, 2**32 - 1, -1, 10**30, 10**300]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e30, -1e30, 1e-300, 0.5, 3e-5]))
-SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=20), HUGE_TEXT,
-                    st.sampled_from(["auto", "none", "steps", "epoch", "no", "true", "([", "*", "all-linear",
-                                     "../../x", "a/b", "", " ", "\x00", "é漢字🙂", "1e30", "-1"]))
-GARBAGE = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.booleans()),
-                                                 inner, max_size=4)), max_leaves=12)
+    st.integers(-10, 10),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([2**32, 2**32 - 1, -1, 10**30, 10**300]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e30, -1e30, 1e-300, 0.5, 3e-5]),
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    NUMBERS,
+    st.text(max_size=20),
+    HUGE_TEXT,
+    st.sampled_from(
+        [
+            "auto",
+            "none",
+            "steps",
+            "epoch",
+            "no",
+            "true",
+            "([",
+            "*",
+            "all-linear",
+            "../../x",
+            "a/b",
+            "",
+            " ",
+            "\x00",
+            "é漢字🙂",
+            "1e30",
+            "-1",
+        ]
+    ),
+)
+GARBAGE = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(), st.booleans()), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
 
 
 def deep(levels: int):
@@ -174,21 +224,61 @@ def override(draw) -> str:
     key = draw(key_path())
     kind = draw(st.sampled_from(["value", "value", "text", "no_equals", "empty_key", "option"]))
     if kind == "option":  # what click sees as an option (`--debug` aside, which switches tracebacks on)
-        return draw(st.sampled_from(["--resume=1", "--resume", "--force", "-x", "--", "-", "--help", "-h",
-                                     "--out=x", "--" + "x" * 500]))
+        return draw(
+            st.sampled_from(
+                ["--resume=1", "--resume", "--force", "-x", "--", "-", "--help", "-h", "--out=x", "--" + "x" * 500]
+            )
+        )
     if kind == "no_equals":
         return key
     if kind == "empty_key":
         return "=" + draw(st.text(max_size=10))
-    text = draw(st.one_of(st.text(max_size=30), HUGE_TEXT, st.sampled_from(
-        ["[" * 5000, "{a: " * 100, "9" * 5000, "1e30", "true", "null", "[query, value]", "(["])))
+    text = draw(
+        st.one_of(
+            st.text(max_size=30),
+            HUGE_TEXT,
+            st.sampled_from(["[" * 5000, "{a: " * 100, "9" * 5000, "1e30", "true", "null", "[query, value]", "(["]),
+        )
+    )
     return f"{key}={override_text(draw(value_for(key))) if kind == 'value' else text}"
 
 
-YAML_PIECES = ["train:", "  epochs: 1", "method: {name: lora", "]", "- a", "\t", ": :", "&a [*a]", "*b", "!!python/object:os.system",
-               "key: 'unterminated", '"\\x"', "? complex", "%YAML 1.1", "---", "...", "{", "[[", "model:\n  name: x",
-               "data:\n  split: {validation: .5, test: .45}", "é: 漢字", "9" * 5000, "[" * 3000, "@", "`", "|\n  x",
-               "!!binary AAAA", "!!float abc", "!!int 0x", "0o777", "1:2:3", "2024-01-01", "~: 1", "? [1]\n: 2"]
+YAML_PIECES = [
+    "train:",
+    "  epochs: 1",
+    "method: {name: lora",
+    "]",
+    "- a",
+    "\t",
+    ": :",
+    "&a [*a]",
+    "*b",
+    "!!python/object:os.system",
+    "key: 'unterminated",
+    '"\\x"',
+    "? complex",
+    "%YAML 1.1",
+    "---",
+    "...",
+    "{",
+    "[[",
+    "model:\n  name: x",
+    "data:\n  split: {validation: .5, test: .45}",
+    "é: 漢字",
+    "9" * 5000,
+    "[" * 3000,
+    "@",
+    "`",
+    "|\n  x",
+    "!!binary AAAA",
+    "!!float abc",
+    "!!int 0x",
+    "0o777",
+    "1:2:3",
+    "2024-01-01",
+    "~: 1",
+    "? [1]\n: 2",
+]
 
 
 @st.composite
@@ -202,6 +292,7 @@ def yaml_text(draw) -> str:
 def hard_timeout(seconds: int):
     def fail(*_):
         raise TimeoutError(f"one validate call ran longer than {seconds}s (a hang)")
+
     old = signal.signal(signal.SIGALRM, fail)
     signal.alarm(seconds)
     try:
@@ -236,9 +327,14 @@ def check_validate(capsys, path, overrides=(), leads=()):
     body = line.removeprefix("error: ").removeprefix("invalid config: ")
     leads = [_lead(x) for x in leads if _lead(x)]
     # the key (a section, a written key, an override or option as typed) or the file comes first
-    assert body.startswith(tuple(SECTIONS + leads + ["override"])) or str(path) in line or \
-        (body.startswith(("No such option", "Got unexpected extra argument", "Option ")) and
-         any(lead in body for lead in leads)), line
+    assert (
+        body.startswith(tuple(SECTIONS + leads + ["override"]))
+        or str(path) in line
+        or (
+            body.startswith(("No such option", "Got unexpected extra argument", "Option "))
+            and any(lead in body for lead in leads)
+        )
+    ), line
     return code
 
 
@@ -276,7 +372,7 @@ def test_fuzz_yaml_text(capsys, cfg_path, text):
     cfg_path.write_text(text, encoding="utf-8")
     try:
         leads = list(yaml.safe_load(text) or {})
-    except Exception:  # noqa: BLE001  (broken YAML: the message names the file)
+    except Exception:
         leads = []
     check_validate(capsys, cfg_path, leads=leads if isinstance(leads, list) else [])
 
@@ -284,11 +380,20 @@ def test_fuzz_yaml_text(capsys, cfg_path, text):
 def test_fuzz_known_cases(capsys, cfg_path):
     """The cases found by hand that once reached the generic fallback, a traceback or a hang."""
     cfg_path.write_text("method: {name: lora}\n", encoding="utf-8")
-    cases = [["train.seed=-1"], ["train.seed=99999999999999"], ["method.target_modules=(["],
-             ["method.name=ia3", "method.target_modules=[query]", "method.feedforward_modules=[value]"],
-             ["train.eval_strategy=steps", "train.eval_steps=3", "train.save_steps=5"], ["train.eval_batch_size=1e30"],
-             ["train.batch_size=true"], ["output.name=../../x"], ["train.epochs=" + "9" * 5000],
-             ["train.epochs=" + "[" * 5000], ["model.name=" + "x" * 100_000], ["x" * 100_000 + "=1"]]
+    cases = [
+        ["train.seed=-1"],
+        ["train.seed=99999999999999"],
+        ["method.target_modules=(["],
+        ["method.name=ia3", "method.target_modules=[query]", "method.feedforward_modules=[value]"],
+        ["train.eval_strategy=steps", "train.eval_steps=3", "train.save_steps=5"],
+        ["train.eval_batch_size=1e30"],
+        ["train.batch_size=true"],
+        ["output.name=../../x"],
+        ["train.epochs=" + "9" * 5000],
+        ["train.epochs=" + "[" * 5000],
+        ["model.name=" + "x" * 100_000],
+        ["x" * 100_000 + "=1"],
+    ]
     for overrides in cases:
         check_validate(capsys, cfg_path, overrides, leads=[o.split("=")[0].split(".")[0] for o in overrides])
     capsys.readouterr()

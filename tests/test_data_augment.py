@@ -1,4 +1,5 @@
 """EDA augmentation in English and Chinese: determinism, protected tokens, rates, resources, errors."""
+
 import random
 
 import pytest
@@ -51,6 +52,7 @@ def test_rates_scale_the_number_of_changes():
     def changed(aug):
         out = aug.augment(EN, random.Random(0), "synonym")
         return sum(x != y for x, y in zip(_words(EN), _words(out))) if len(_words(out)) == len(_words(EN)) else 99
+
     assert changed(small) < changed(large)
 
 
@@ -175,8 +177,9 @@ def test_frequent_senses_need_the_index_files(tmp_path):
 def test_negations_are_protected(op):
     text = "The plot is not clever and the jokes aren't funny , it never works ."
     on = Augmenter(ops=[op], synonym_rate=1.0, insert_rate=0.5, swap_rate=1.0, delete_rate=0.9)
-    off = Augmenter(ops=[op], synonym_rate=1.0, insert_rate=0.5, swap_rate=1.0, delete_rate=0.9,
-                    protect_negations=False)
+    off = Augmenter(
+        ops=[op], synonym_rate=1.0, insert_rate=0.5, swap_rate=1.0, delete_rate=0.9, protect_negations=False
+    )
     lost = 0
     for seed in range(20):
         words = _words(on.augment(text, random.Random(seed), op))

@@ -1,5 +1,6 @@
 """Back-translation plumbing with a tiny random seq2seq model saved to disk (what it outputs is noise; the test
 checks batching, order, determinism, and the clear errors)."""
+
 import pytest
 
 from tuneforge.data.augment import Augmenter, augment_dataset
@@ -20,12 +21,26 @@ def tiny_seq2seq(tmp_path_factory):
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                  unk_token="<unk>")
-    cfg = BartConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
-                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                     max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                     decoder_start_token_id=2, forced_eos_token_id=None, forced_bos_token_id=None)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    cfg = BartConfig(
+        vocab_size=len(vocab),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+    )
     torch.manual_seed(0)
     BartForConditionalGeneration(cfg).save_pretrained(d)
     tok.save_pretrained(d)

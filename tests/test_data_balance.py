@@ -1,4 +1,5 @@
 """Class weights, resampling and the weighted loss the classification task hands to the Trainer."""
+
 import pytest
 import torch
 
@@ -52,8 +53,13 @@ def test_weighted_cross_entropy_matches_manual():
     w = [0.5, 2.0]
     fn = weighted_cross_entropy(w)
     manual = torch.nn.functional.cross_entropy(logits, labels, reduction="none") * torch.tensor(w)[labels]
-    assert fn({"logits": logits}, labels).item() == pytest.approx((manual.sum() / torch.tensor(w)[labels].sum()).item(), rel=1e-5)
-    assert fn({"logits": logits}, labels, num_items_in_batch=torch.tensor(12)).item() == pytest.approx(manual.sum().item() / 12, rel=1e-5)
+    assert fn({"logits": logits}, labels).item() == pytest.approx(
+        (manual.sum() / torch.tensor(w)[labels].sum()).item(), rel=1e-5
+    )
+    assert fn({"logits": logits}, labels, num_items_in_batch=torch.tensor(12)).item() == pytest.approx(
+        manual.sum().item() / 12, rel=1e-5
+    )
     # equal weights: the model's usual loss
     assert weighted_cross_entropy([1.0, 1.0])({"logits": logits}, labels).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
+        torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6
+    )

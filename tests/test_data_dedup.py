@@ -1,4 +1,5 @@
 """Deduplication: normalisation, exact and near duplicates, conflicts, leakage across splits."""
+
 import numpy as np
 import pytest
 
@@ -7,12 +8,12 @@ from tuneforge.data.text import detect_language, normalize
 from tuneforge.errors import ConfigError
 
 TEXTS = [
-    "A gripping, beautifully acted film about grief.",      # 0
-    "a gripping,   beautifully acted FILM about grief.",    # 1 exact after normalisation
-    "A gripping, beautifully acted film about grief!",      # 2 near (one character)
-    "Dull, predictable and far too long.",                  # 3
-    "The soundtrack alone is worth the ticket price.",      # 4
-    "Ｄｕｌｌ, predictable and far too long.",                # 5 full-width: exact after NFKC
+    "A gripping, beautifully acted film about grief.",  # 0
+    "a gripping,   beautifully acted FILM about grief.",  # 1 exact after normalisation
+    "A gripping, beautifully acted film about grief!",  # 2 near (one character)
+    "Dull, predictable and far too long.",  # 3
+    "The soundtrack alone is worth the ticket price.",  # 4
+    "Ｄｕｌｌ, predictable and far too long.",  # 5 full-width: exact after NFKC
 ]
 
 
@@ -37,7 +38,11 @@ def test_exact_and_near_groups():
 
 
 def test_chinese_near_duplicates():
-    zh = ["这部电影的剧情非常精彩，演员的表演也很出色。", "这部电影的剧情非常精彩，演员的表演也很出色！", "今天天气很好，我们去公园散步吧。"]
+    zh = [
+        "这部电影的剧情非常精彩，演员的表演也很出色。",
+        "这部电影的剧情非常精彩，演员的表演也很出色！",
+        "今天天气很好，我们去公园散步吧。",
+    ]
     assert duplicate_groups(zh, "near", 0.8) == [[0, 1]]
 
 
@@ -51,11 +56,14 @@ def test_within_train_drop_keeps_first_and_is_deterministic():
     assert report.keep.all() and len(report.groups) == 2
 
 
-@pytest.mark.parametrize("policy,expected", [
-    ("report", [True, False, True, True, True, False]),   # one row per label in the conflicting group
-    ("drop", [False, False, False, True, True, False]),   # the whole conflicting group goes
-    ("majority", [True, False, False, True, True, False]),  # pos wins 2:1
-])
+@pytest.mark.parametrize(
+    "policy,expected",
+    [
+        ("report", [True, False, True, True, True, False]),  # one row per label in the conflicting group
+        ("drop", [False, False, False, True, True, False]),  # the whole conflicting group goes
+        ("majority", [True, False, False, True, True, False]),  # pos wins 2:1
+    ],
+)
 def test_conflicting_labels(policy, expected):
     labels = ["pos", "pos", "neg", "neg", "neg", "neg"]
     r = deduplicate(TEXTS, labels, mode="near", conflicts=policy)
@@ -73,7 +81,10 @@ def test_cross_split_leak_removed_from_train_only():
     test = ["an honest, moving portrait of a family!", "Completely unrelated review text here."]
     val = ["Nothing here works at all."]
     m = cross_split_matches(train, {"validation": val, "test": test})
-    assert [(x.train_index, x.split, x.other_index, x.kind) for x in m] == [(0, "test", 0, "near"), (1, "validation", 0, "exact")]
+    assert [(x.train_index, x.split, x.other_index, x.kind) for x in m] == [
+        (0, "test", 0, "near"),
+        (1, "validation", 0, "exact"),
+    ]
     r = deduplicate(train, ["pos", "neg", "pos"], {"validation": val, "test": test})
     assert r.keep.tolist() == [False, False, True]
     assert len(r.keep) == len(train)  # a mask over train only: validation/test cannot be changed

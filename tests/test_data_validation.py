@@ -1,14 +1,16 @@
 """Reading and validating data: malformed files and cells become one-line DataErrors naming the file, line or
 row and column; data.bad_records=skip; column guessing for `tuneforge data inspect FILE`."""
+
 import json
 
 import pandas as pd
 import pytest
 
-from conftest import make_sentiment_rows
 from tuneforge.data.sft_formats import parse_records
 from tuneforge.data.sources import check_cells, guess_columns, read_table
 from tuneforge.errors import DataError
+
+from conftest import make_sentiment_rows
 
 
 def test_empty_source_names_the_key():
@@ -55,14 +57,20 @@ def test_parquet_list_labels_and_bytes_texts(tmp_path):
     p = tmp_path / "d.parquet"
     pd.DataFrame({"text": ["a b", "c d"], "label": [["x"], ["y", "z"]]}).to_parquet(p)
     df = read_table(str(p))
-    with pytest.raises(DataError, match=r"d.parquet: row 1: column 'label' \(data.label_column\) holds a list.*"
-                                        r"data.bad_records=skip"):
+    with pytest.raises(
+        DataError,
+        match=r"d.parquet: row 1: column 'label' \(data.label_column\) holds a list.*"
+        r"data.bad_records=skip",
+    ):
         check_cells(df, {"label": ("data.label_column", "label")}, str(p))
     p2 = tmp_path / "b.parquet"
     pd.DataFrame({"text": [b"caf\xc3\xa9", b"\xff bad"], "label": ["x", "y"]}).to_parquet(p2)
     df = read_table(str(p2))
-    with pytest.raises(DataError, match=r"b.parquet: row 2: column 'text' \(data.text_column\) holds bytes that are "
-                                        r"not UTF-8"):
+    with pytest.raises(
+        DataError,
+        match=r"b.parquet: row 2: column 'text' \(data.text_column\) holds bytes that are "
+        r"not UTF-8",
+    ):
         check_cells(df, {"text": ("data.text_column", "text")}, str(p2))
     skipped = []
     out = check_cells(df, {"text": ("data.text_column", "text")}, str(p2), skipped)
@@ -71,21 +79,31 @@ def test_parquet_list_labels_and_bytes_texts(tmp_path):
 
 
 def test_sft_numbers_become_text_and_are_reported():
-    rows = [{"messages": [{"role": "user", "content": "two plus three"}, {"role": "assistant", "content": 5}]},
-            {"instruction_is_absent": 1, "messages": [{"role": "user", "content": "pi"},
-                                                      {"role": "assistant", "content": 3.0}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "two plus three"}, {"role": "assistant", "content": 5}]},
+        {
+            "instruction_is_absent": 1,
+            "messages": [{"role": "user", "content": "pi"}, {"role": "assistant", "content": 3.0}],
+        },
+    ]
     numbers = []
     _, recs = parse_records(pd.DataFrame(rows), "messages", "d.jsonl", numbers=numbers)
     assert [r[1]["content"] for r in recs] == ["5", "3"]
-    assert numbers == ["d.jsonl: record 1: field 'messages'[1].content", "d.jsonl: record 2: field 'messages'[1].content"]
+    assert numbers == [
+        "d.jsonl: record 1: field 'messages'[1].content",
+        "d.jsonl: record 2: field 'messages'[1].content",
+    ]
 
 
 def test_sft_bad_records_error_names_the_option_and_skip_lists_them():
     rows = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}] * 3
     rows.insert(1, {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": ""}]})
     df = pd.DataFrame(rows)
-    with pytest.raises(DataError, match=r"record 2: field 'conversations'\[1\].value is empty "
-                                        r"\(or set data.bad_records=skip"):
+    with pytest.raises(
+        DataError,
+        match=r"record 2: field 'conversations'\[1\].value is empty "
+        r"\(or set data.bad_records=skip",
+    ):
         parse_records(df, "auto", "d.jsonl")
     skipped = []
     fmt, recs = parse_records(df, "auto", "d.jsonl", skipped=skipped)
@@ -95,9 +113,15 @@ def test_sft_bad_records_error_names_the_option_and_skip_lists_them():
 
 def test_guess_columns():
     rows = make_sentiment_rows(40)
-    df = pd.DataFrame({"id": range(40), "review": [r["text"] + " and more words" for r in rows],
-                       "title": ["film"] * 40, "stars": [i % 5 for i in range(40)],
-                       "sentiment": [r["label"] for r in rows]})
+    df = pd.DataFrame(
+        {
+            "id": range(40),
+            "review": [r["text"] + " and more words" for r in rows],
+            "title": ["film"] * 40,
+            "stars": [i % 5 for i in range(40)],
+            "sentiment": [r["label"] for r in rows],
+        }
+    )
     got = guess_columns(df, "text", "label")
     assert got["data.text_column"][0] == "review"
     assert got["data.label_column"][0] == "sentiment"
@@ -109,10 +133,24 @@ def test_inspect_file_guesses_and_says_so(tmp_path, tiny_bert, capsys):
 
     rows = make_sentiment_rows(60)
     p = tmp_path / "reviews.csv"
-    pd.DataFrame({"movie_id": [i // 3 for i in range(60)], "body": [r["text"] for r in rows],
-                  "verdict": [r["label"] for r in rows]}).to_csv(p, index=False)
-    code = main(["data", "inspect", str(p), f"model.name={tiny_bert}", "data.clean.label_noise=none",
-                 "--out", str(tmp_path / "rep")])
+    pd.DataFrame(
+        {
+            "movie_id": [i // 3 for i in range(60)],
+            "body": [r["text"] for r in rows],
+            "verdict": [r["label"] for r in rows],
+        }
+    ).to_csv(p, index=False)
+    code = main(
+        [
+            "data",
+            "inspect",
+            str(p),
+            f"model.name={tiny_bert}",
+            "data.clean.label_noise=none",
+            "--out",
+            str(tmp_path / "rep"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "using 'body' as data.text_column" in out and "set data.text_column=<column>" in out
@@ -120,10 +158,22 @@ def test_inspect_file_guesses_and_says_so(tmp_path, tiny_bert, capsys):
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## Columns (guessed)" in report and "'verdict'" in report
     assert set(json.loads((tmp_path / "rep" / "report.json").read_text())["before"]["classes"]) == {
-        "negative", "positive"}
+        "negative",
+        "positive",
+    }
     # an explicit column is never overridden by a guess; the other one is still guessed
-    code = main(["data", "inspect", str(p), f"model.name={tiny_bert}", "data.text_column=body",
-                 "data.clean.label_noise=none", "--out", str(tmp_path / "rep2")])
+    code = main(
+        [
+            "data",
+            "inspect",
+            str(p),
+            f"model.name={tiny_bert}",
+            "data.text_column=body",
+            "data.clean.label_noise=none",
+            "--out",
+            str(tmp_path / "rep2"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "as data.text_column" not in out and "using 'verdict' as data.label_column" in out

@@ -1,6 +1,7 @@
 """Knowledge distillation (issue 18) on tiny models: a classification teacher run teaches a student cut from the
 base (kept layers) through the CLI, with unlabelled texts; teacher outputs are cached and reused on resume; a
 teacher that cannot teach is one clear line before any training."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ import pytest
 import yaml
 
 import tuneforge
-from conftest import make_sentiment_rows, run_cli, tiny_config
 from tuneforge.config import load_config
 from tuneforge.errors import ConfigError, DataError
+
+from conftest import make_sentiment_rows, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +23,9 @@ def data(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("distill-data")
     rows = make_sentiment_rows(160)
     pd.DataFrame(rows).to_csv(d / "train.csv", index=False)
-    pd.DataFrame([{"text": r["text"] + " indeed"} for r in make_sentiment_rows(24)]).to_csv(d / "unlabeled.csv",
-                                                                                            index=False)
+    pd.DataFrame([{"text": r["text"] + " indeed"} for r in make_sentiment_rows(24)]).to_csv(
+        d / "unlabeled.csv", index=False
+    )
     return {"train": str(d / "train.csv"), "unlabeled": str(d / "unlabeled.csv"), "dir": d}
 
 
@@ -50,8 +53,16 @@ def teacher(tiny_bert, data) -> Path:
 
 
 def test_student_from_kept_layers_learns_from_the_teacher_through_the_cli(tiny_bert, data, teacher, tmp_path):
-    raw = _cfg(tiny_bert, data, tmp_path / "student", method="lora", teacher=str(teacher), temperature=2.0,
-               alpha=0.8, unlabeled=data["unlabeled"])
+    raw = _cfg(
+        tiny_bert,
+        data,
+        tmp_path / "student",
+        method="lora",
+        teacher=str(teacher),
+        temperature=2.0,
+        alpha=0.8,
+        unlabeled=data["unlabeled"],
+    )
     raw["model"]["keep_layers"] = [1]
     r = train_cli(raw, tmp_path / "student.yaml")
     assert "24 unlabelled texts labelled by the teacher" in r.stderr
@@ -61,7 +72,8 @@ def test_student_from_kept_layers_learns_from_the_teacher_through_the_cli(tiny_b
     assert block["split"] == "test" and 0.0 <= block["agreement_with_teacher"] <= 1.0
     assert block["student"]["parameters"] < block["teacher"]["parameters"]
     assert block["teacher"]["accuracy"] == pytest.approx(
-        json.loads((teacher / "eval" / "metrics.json").read_text())["test"]["accuracy"])
+        json.loads((teacher / "eval" / "metrics.json").read_text())["test"]["accuracy"]
+    )
     report = (run / "eval" / "report.md").read_text()
     assert "## Teacher and student (test split)" in report and "| parameters |" in report
     assert (run / "distill" / "teacher_outputs.npz").is_file()
@@ -84,6 +96,7 @@ def test_teacher_outputs_are_cached_and_reused_on_resume(tiny_bert, data, teache
     def counting(self, texts, pairs=None, batch_size=64):
         calls.append(len(texts))
         return real(self, texts, pairs, batch_size)
+
     monkeypatch.setattr(distill.Teacher, "logits", counting)
     raw = _cfg(tiny_bert, data, tmp_path / "s", teacher=str(teacher))
     raw["train"].update({"max_steps": 4, "save_steps": 2})
@@ -95,6 +108,7 @@ def test_teacher_outputs_are_cached_and_reused_on_resume(tiny_bert, data, teache
         if steps["n"] == 3:
             raise KeyboardInterrupt
         return real_step(self, *a, **k)
+
     monkeypatch.setattr(transformers.Trainer, "training_step", stop_at_three)
     with pytest.raises(KeyboardInterrupt):
         tuneforge.train(load_config(raw=raw))
@@ -119,13 +133,21 @@ def test_a_teacher_that_cannot_teach_is_one_line_before_training(tiny_bert, data
     (sft_like / "model" / "tuneforge.json").write_text(json.dumps({"task": "causal_lm"}))
     with pytest.raises(ConfigError, match=r"is a 'causal_lm' run; this run's task.type is 'classification'"):
         load_config(raw={**base, "distill": {"teacher": str(sft_like)}})
-    for key, value, msg in (("alpha", 1.5, "less than or equal to 1"), ("temperature", 0, "greater than 0"),
-                            ("divergence", "jsd", "not used by the classification task")):
+    for key, value, msg in (
+        ("alpha", 1.5, "less than or equal to 1"),
+        ("temperature", 0, "greater than 0"),
+        ("divergence", "jsd", "not used by the classification task"),
+    ):
         with pytest.raises(ConfigError, match=rf"distill\.{key}: .*{msg}"):
             load_config(raw={**base, "distill": {"teacher": str(teacher), key: value}})
     with pytest.raises(ConfigError, match=r"data\.balance\.class_weights: not applied by the distillation loss"):
-        load_config(raw={**base, "data": {**base["data"], "balance": {"class_weights": "balanced"}},
-                         "distill": {"teacher": str(teacher)}})
+        load_config(
+            raw={
+                **base,
+                "data": {**base["data"], "balance": {"class_weights": "balanced"}},
+                "distill": {"teacher": str(teacher)},
+            }
+        )
     with pytest.raises(ConfigError, match=r"distill\.unlabeled: needs distill\.teacher"):
         load_config(raw={**base, "distill": {"unlabeled": data["unlabeled"]}})
     with pytest.raises(ConfigError, match=r"model\.keep_layers: .*empty list"):
@@ -160,17 +182,26 @@ def sft(tmp_path_factory) -> dict:
     data = write_jsonl(d / "chat.jsonl", chat_rows(30))
 
     def raw(out, **distill):
-        cfg = {"model": {"name": base}, "data": {"train": data, "max_length": 64,
-                                                 "split": {"validation": 0.2, "test": 0.0}},
-               "task": {"type": "causal_lm", "report_prompts": 0,
-                        "generation": {"temperature": 0.0, "max_new_tokens": 6}},
-               "method": {"name": "lora", "r": 4}, "eval": {"load_best_model": False},
-               "train": {"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3, "report_to": "none",
-                         "eval_strategy": "no", "logging_steps": 1},
-               "output": {"dir": str(out)}}
+        cfg = {
+            "model": {"name": base},
+            "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+            "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"temperature": 0.0, "max_new_tokens": 6}},
+            "method": {"name": "lora", "r": 4},
+            "eval": {"load_best_model": False},
+            "train": {
+                "max_steps": 4,
+                "batch_size": 8,
+                "learning_rate": 5e-3,
+                "report_to": "none",
+                "eval_strategy": "no",
+                "logging_steps": 1,
+            },
+            "output": {"dir": str(out)},
+        }
         if distill:
             cfg["distill"] = distill
         return cfg
+
     teacher = tuneforge.train(load_config(raw=raw(d / "teacher"))).run_dir
     return {"raw": raw, "teacher": teacher, "dir": d}
 
@@ -188,8 +219,11 @@ def test_token_level_distillation_of_a_chat_model(sft, tmp_path, divergence):
     assert block["split"] == "validation" and 0.0 <= block["agreement_with_teacher"] <= 1.0
     assert block["student"]["parameters"] < block["teacher"]["parameters"]
     assert block["teacher"]["loss"] > 0 and block["student"]["loss"] > 0
-    losses = [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in l and '"eval_' not in l]
+    losses = [
+        json.loads(l)["loss"]
+        for l in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in l and '"eval_' not in l
+    ]
     assert losses and all(v == v and v >= 0 for v in losses)  # the distillation loss trained, finite
     assert isinstance(tuneforge.chat(run_dir, "who are you", temperature=0, max_new_tokens=3), str)
 
@@ -202,8 +236,11 @@ def test_token_level_needs_a_shared_vocabulary_and_sequence_level_does_not(sft, 
     other = make_tiny_llama(tmp_path / "other-base", tokenizer=other_tok)
     raw = sft["raw"](tmp_path / "s", teacher=str(sft["teacher"]))
     raw["model"]["name"] = other
-    with pytest.raises(ConfigError, match=r"distill\.teacher: the teacher's tokenizer \(\d+ tokens\) differs from "
-                                          r"the student's \(\d+\); .*set distill\.mode: sequence"):
+    with pytest.raises(
+        ConfigError,
+        match=r"distill\.teacher: the teacher's tokenizer \(\d+ tokens\) differs from "
+        r"the student's \(\d+\); .*set distill\.mode: sequence",
+    ):
         tuneforge.train(load_config(raw=raw))
     raw = sft["raw"](tmp_path / "seq", teacher=str(sft["teacher"]), mode="sequence")
     raw["model"]["name"] = other
@@ -254,8 +291,9 @@ def test_compare_accepts_distillation_runs(tiny_bert, data, teacher, tmp_path):
     raw["model"]["keep_layers"] = 1
     cfg = tmp_path / "kd.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    result = compare(str(cfg), "full,lora", seeds="1", max_steps=2, out=tmp_path / "cmp", isolate=False,
-                     echo=lambda s: None)
+    result = compare(
+        str(cfg), "full,lora", seeds="1", max_steps=2, out=tmp_path / "cmp", isolate=False, echo=lambda s: None
+    )
     for run in result.runs:
         metrics = json.loads((run.path / "eval" / "metrics.json").read_text())
         assert "distill" in metrics and (run.path / "distill" / "teacher_outputs.npz").is_file()

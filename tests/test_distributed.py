@@ -12,6 +12,7 @@
 
 Failures are injected through a `sitecustomize.py` put on PYTHONPATH by the test (it patches the efficiency
 callback in the ranks named by TF_TEST_FAIL_RANK): nothing in the package reads a test switch."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ ACC_TOL = 0.1
 
 FAIL_HOOK = textwrap.dedent("""
     import os
-    if os.environ.get("TF_TEST_FAIL_RANK") is not None and os.environ.get("RANK", "0") == os.environ["TF_TEST_FAIL_RANK"] \\
+    fail_rank = os.environ.get("TF_TEST_FAIL_RANK")
+    if fail_rank is not None and os.environ.get("RANK", "0") == fail_rank \\
             and os.environ.get("TF_TEST_ACTIVE") == "1":
         from tuneforge.training import callbacks as _cb
         _step = int(os.environ.get("TF_TEST_FAIL_STEP", "2"))
@@ -53,8 +55,17 @@ FAIL_HOOK = textwrap.dedent("""
 def _config(tmp_path, tiny_bert, data, **train) -> Path:
     cfg = tiny_config(tiny_bert, data, None, method="full")
     del cfg["output"]
-    cfg["train"].update({"max_steps": 12, "batch_size": 8, "group_by_length": False, "eval_strategy": "steps",
-                         "eval_steps": 12, "logging_steps": 2, **train})
+    cfg["train"].update(
+        {
+            "max_steps": 12,
+            "batch_size": 8,
+            "group_by_length": False,
+            "eval_strategy": "steps",
+            "eval_steps": 12,
+            "logging_steps": 2,
+            **train,
+        }
+    )
     p = tmp_path / "dist.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -68,8 +79,14 @@ def _train(cwd, cfg, *args, fail: dict | None = None, timeout=240) -> subprocess
         (hook / "sitecustomize.py").write_text(FAIL_HOOK)
         env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
         env.update({"TF_TEST_ACTIVE": "1", **{f"TF_TEST_FAIL_{k.upper()}": str(v) for k, v in fail.items()}})
-    return subprocess.run([sys.executable, "-m", "tuneforge", "train", str(cfg), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", "train", str(cfg), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _runs(cwd) -> list[Path]:
@@ -91,8 +108,9 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def pair(tiny_bert, tmp_path_factory):
     """The same run in 1 process (batch 16) and in 2 processes (batch 8 each), both without output.dir."""
-    from conftest import make_sentiment_rows
     import pandas as pd
+
+    from conftest import make_sentiment_rows
 
     tmp = tmp_path_factory.mktemp("ddp")
     data = tmp / "sentiment.csv"
@@ -168,8 +186,9 @@ def test_failure_on_rank_1_fails_the_run(pair, tmp_path):
 
 def test_resume_two_processes(pair, tmp_path):
     cfg = pair["cfg"]
-    first = _train(tmp_path, cfg, "--nproc", "2", "train.save_steps=4", "eval.load_best_model=false",
-                   fail={"rank": 1, "step": 9})
+    first = _train(
+        tmp_path, cfg, "--nproc", "2", "train.save_steps=4", "eval.load_best_model=false", fail={"rank": 1, "step": 9}
+    )
     assert first.returncode != 0
     [run] = _runs(tmp_path)
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
@@ -194,7 +213,9 @@ def test_cuda_out_of_memory_is_one_line(pair, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: CUDA out of memory (estimated peak"), errors
     assert "try " in errors[0] and "Traceback" not in res.stderr
     status = json.loads((tmp_path / "runs" / "oom" / "status.json").read_text())
-    assert status["state"] == "failed" and status["error"].startswith("CUDA out of memory") and "try " in status["error"]
+    assert (
+        status["state"] == "failed" and status["error"].startswith("CUDA out of memory") and "try " in status["error"]
+    )
 
 
 def test_out_of_memory_in_process(pair, tmp_path):
@@ -245,23 +266,40 @@ def test_fsdp_translation(tiny_bert):
     from tuneforge.training.distributed import training_arguments
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
-    cfg = _cfg(train={"distributed": {"strategy": "fsdp", "fsdp": {
-        "sharding": "shard_grad_op", "activation_checkpointing": True, "cpu_offload": True,
-        "cpu_ram_efficient_loading": True}}})
+    cfg = _cfg(
+        train={
+            "distributed": {
+                "strategy": "fsdp",
+                "fsdp": {
+                    "sharding": "shard_grad_op",
+                    "activation_checkpointing": True,
+                    "cpu_offload": True,
+                    "cpu_ram_efficient_loading": True,
+                },
+            }
+        }
+    )
     args = training_arguments(cfg, model, "bf16")
     assert args["fsdp"] is True
     assert args["fsdp_config"] == {
-        "version": 2, "reshard_after_forward": False, "cpu_offload": True, "activation_checkpointing": True,
-        "cpu_ram_efficient_loading": True, "state_dict_type": "FULL_STATE_DICT",
-        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": ["BertLayer"]}
+        "version": 2,
+        "reshard_after_forward": False,
+        "cpu_offload": True,
+        "activation_checkpointing": True,
+        "cpu_ram_efficient_loading": True,
+        "state_dict_type": "FULL_STATE_DICT",
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": ["BertLayer"],
+    }
     assert args["average_tokens_across_devices"] is False
     # through PEFT's wrappers too, and an explicit list wins
     import peft
 
     lora = peft.get_peft_model(model, peft.LoraConfig(target_modules=["query", "value"]))
     assert training_arguments(cfg, lora, "bf16")["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["BertLayer"]
-    cfg = _cfg(train={"distributed": {"strategy": "fsdp", "fsdp": {"auto_wrap": ["MyBlock"],
-                                                                   "state_dict_type": "sharded"}}})
+    cfg = _cfg(
+        train={"distributed": {"strategy": "fsdp", "fsdp": {"auto_wrap": ["MyBlock"], "state_dict_type": "sharded"}}}
+    )
     fc = training_arguments(cfg, model, "fp32")["fsdp_config"]
     assert fc["transformer_layer_cls_to_wrap"] == ["MyBlock"] and fc["state_dict_type"] == "SHARDED_STATE_DICT"
     assert fc["reshard_after_forward"] is True
@@ -276,8 +314,9 @@ def test_fsdp_arguments_accepted_by_transformers(tiny_bert, tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     cfg = _cfg(train={"distributed": {"strategy": "fsdp", "fsdp": {"activation_checkpointing": True}}})
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
-                             **training_arguments(cfg, model, "fp32"))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", **training_arguments(cfg, model, "fp32")
+    )
     plugin = args.fsdp_plugin_args
     assert plugin["fsdp_version"] == 2 and plugin["transformer_cls_names_to_wrap"] == "BertLayer"
     assert plugin["state_dict_type"] == "FULL_STATE_DICT" and plugin["activation_checkpointing"] is True
@@ -287,8 +326,14 @@ def test_fsdp_arguments_accepted_by_transformers(tiny_bert, tmp_path):
 def test_deepspeed_translation():
     from tuneforge.training.distributed import deepspeed_config, sharded
 
-    cfg = _cfg(train={"distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 3, "offload_optimizer": True,
-                                                                             "offload_params": True}}})
+    cfg = _cfg(
+        train={
+            "distributed": {
+                "strategy": "deepspeed",
+                "deepspeed": {"stage": 3, "offload_optimizer": True, "offload_params": True},
+            }
+        }
+    )
     ds = deepspeed_config(cfg.train.distributed, "bf16")
     zero = ds["zero_optimization"]
     assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
@@ -298,24 +343,44 @@ def test_deepspeed_translation():
     assert sharded(cfg)
     stage2 = _cfg(train={"distributed": {"strategy": "deepspeed"}})
     assert deepspeed_config(stage2.train.distributed, "fp16")["zero_optimization"] == {
-        "stage": 2, "overlap_comm": True, "contiguous_gradients": True}
+        "stage": 2,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+    }
     assert not sharded(stage2)
 
 
-@pytest.mark.parametrize("sections, expected", [
-    ({"method": {"name": "prefix"}, "train": {"distributed": {"strategy": "fsdp"}}},
-     "train.distributed.strategy: 'fsdp' cannot train this run: prefix tuning"),
-    ({"method": {"name": "prefix"}, "train": {"distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 3}}}},
-     "train.distributed.strategy: 'deepspeed' cannot train this run: prefix tuning"),
-    ({"method": {"name": "qlora"}, "train": {"distributed": {"strategy": "fsdp"}}},
-     "train.distributed.strategy: 'fsdp' cannot train this run: method.quantization: 'nf4'"),
-    ({"train": {"gradient_checkpointing": True, "distributed": {"strategy": "fsdp",
-                                                               "fsdp": {"activation_checkpointing": True}}}},
-     "train.distributed.fsdp.activation_checkpointing: choose it or train.gradient_checkpointing"),
-    ({"train": {"distributed": {"deepspeed": {"offload_params": True}}}},
-     "offload_params needs stage: 3"),
-    ({"train": {"distributed": {"strategy": "megatron"}}}, "train.distributed.strategy:"),
-])
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        (
+            {"method": {"name": "prefix"}, "train": {"distributed": {"strategy": "fsdp"}}},
+            "train.distributed.strategy: 'fsdp' cannot train this run: prefix tuning",
+        ),
+        (
+            {
+                "method": {"name": "prefix"},
+                "train": {"distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 3}}},
+            },
+            "train.distributed.strategy: 'deepspeed' cannot train this run: prefix tuning",
+        ),
+        (
+            {"method": {"name": "qlora"}, "train": {"distributed": {"strategy": "fsdp"}}},
+            "train.distributed.strategy: 'fsdp' cannot train this run: method.quantization: 'nf4'",
+        ),
+        (
+            {
+                "train": {
+                    "gradient_checkpointing": True,
+                    "distributed": {"strategy": "fsdp", "fsdp": {"activation_checkpointing": True}},
+                }
+            },
+            "train.distributed.fsdp.activation_checkpointing: choose it or train.gradient_checkpointing",
+        ),
+        ({"train": {"distributed": {"deepspeed": {"offload_params": True}}}}, "offload_params needs stage: 3"),
+        ({"train": {"distributed": {"strategy": "megatron"}}}, "train.distributed.strategy:"),
+    ],
+)
 def test_impossible_combinations_are_config_errors(sections, expected):
     problems = _problems(**sections)
     assert len(problems) == 1 and expected in problems[0], problems
@@ -338,8 +403,13 @@ def test_sharding_strategies_need_gpus_here():
         pytest.skip("a GPU machine runs them")
     for strategy in ("fsdp", "deepspeed"):
         with pytest.raises(ConfigError, match=f"train.distributed.strategy: '{strategy}' needs CUDA GPUs"):
-            load_config(raw={"task": {"type": "classification"}, "method": {"name": "full"},
-                             "train": {"distributed": {"strategy": strategy}}})
+            load_config(
+                raw={
+                    "task": {"type": "classification"},
+                    "method": {"name": "full"},
+                    "train": {"distributed": {"strategy": strategy}},
+                }
+            )
 
 
 def test_launch_options_are_checked(pair, tmp_path):
@@ -347,7 +417,8 @@ def test_launch_options_are_checked(pair, tmp_path):
     res = _train(tmp_path, cfg, "--nproc", "2", "--nnodes", "2", "--master-addr", "10.0.0.1")
     assert res.returncode == 2 and _error_lines(res.stderr) == [
         "error: output.dir: a multi-node run (--nnodes > 1) needs output.dir set to a directory every node sees "
-        "(a shared filesystem); rank 0 writes the run there"]
+        "(a shared filesystem); rank 0 writes the run there"
+    ]
     res = _train(tmp_path, cfg, "--nproc", "2", "train.distributed.strategy=fsdp")
     assert res.returncode == 2 and "needs CUDA GPUs" in res.stderr
     res = _train(tmp_path, cfg, "--nproc", "0")
@@ -356,11 +427,14 @@ def test_launch_options_are_checked(pair, tmp_path):
 
 
 # ---- GPU-only (not run in CI): FSDP2 / DeepSpeed runs --------------------------------------------------------------
-@pytest.mark.skipif(not __import__("torch").cuda.is_available() or __import__("torch").cuda.device_count() < 2,
-                    reason="FSDP2 runs need 2 CUDA GPUs (accelerate shards only on GPUs)")
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available() or __import__("torch").cuda.device_count() < 2,
+    reason="FSDP2 runs need 2 CUDA GPUs (accelerate shards only on GPUs)",
+)
 def test_fsdp_two_gpus_saves_the_usual_model(pair, tmp_path):
-    res = _train(tmp_path, pair["cfg"], "--nproc", "2", "train.distributed.strategy=fsdp", "output.dir=runs/fsdp",
-                 timeout=600)
+    res = _train(
+        tmp_path, pair["cfg"], "--nproc", "2", "train.distributed.strategy=fsdp", "output.dir=runs/fsdp", timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "runs" / "fsdp"
     assert (run / "model" / "model.safetensors").is_file()

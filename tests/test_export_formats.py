@@ -1,12 +1,14 @@
 """`tuneforge export` on tiny runs: each format loads back (through predict / chat / the library), matches the
 trained model within its tolerance on the re-created test split, and writes a complete export.json."""
+
 import json
 
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_config
 from sft_common import train_tiny_sft_run
+
+from conftest import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +105,22 @@ def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
     assert rep["parity"]["split"] == "validation" and rep["parity"]["max_abs_logit_diff"] < 1e-4
     assert rep["parity"]["next_token_agreement"] == 1.0
     # chat on the merged export answers like the run (same template, system prompt and stop tokens)
-    assert generate(load_chat_model(str(tmp_path / "m")), msgs, {"temperature": 0, "max_new_tokens": 8})[0][
-        "response"] == ref
-    proc = run_cli("chat", str(tmp_path / "m"), "--message", "who are you", "--temperature", "0",
-                   "--max-new-tokens", "8")
+    assert (
+        generate(load_chat_model(str(tmp_path / "m")), msgs, {"temperature": 0, "max_new_tokens": 8})[0]["response"]
+        == ref
+    )
+    proc = run_cli(
+        "chat", str(tmp_path / "m"), "--message", "who are you", "--temperature", "0", "--max-new-tokens", "8"
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == ref, proc.stderr[-1000:]
     rep = export_run(sft_run, "int8", tmp_path / "q", bench=False)
     # causal LMs get weight-only int8 (int8 on disk, fp32 compute): near-exact, and the file is smaller
     assert rep["int8_scheme"] == "weight-only" and rep["parity"]["next_token_agreement"] > 0.98
     assert rep["size_bytes"] < rep["reference_size_bytes"]
-    assert generate(load_chat_model(str(tmp_path / "q")), msgs, {"temperature": 0, "max_new_tokens": 8})[0][
-        "response"] is not None
+    assert (
+        generate(load_chat_model(str(tmp_path / "q")), msgs, {"temperature": 0, "max_new_tokens": 8})[0]["response"]
+        is not None
+    )
     pytest.importorskip("onnxruntime")
     rep = export_run(sft_run, "onnx", tmp_path / "o", bench=False)
     assert rep["parity"]["max_abs_logit_diff"] < 1e-3 and rep["parity"]["next_token_agreement"] > 0.99
@@ -140,8 +147,15 @@ def test_int8_weight_only_round_trip_is_within_half_a_step():
 
     from tuneforge.inference.exports import int8_weight_only_state, load_int8_weight_only
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).eval()
     state = int8_weight_only_state(model)
@@ -180,14 +194,15 @@ def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(cls_run, tmp
 
     from tuneforge.errors import ModelError
     from tuneforge.export.exporter import export_run
-    from tuneforge.inference.exports import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
     from tuneforge.inference import classify_logits, load_run
+    from tuneforge.inference.exports import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
 
     out = tmp_path / "int8"
     export_run(cls_run, "int8", out, bench=False)
     assert INT8_WEIGHTS == "model_int8.safetensors" and (out / INT8_WEIGHTS).is_file()
     assert not (out / LEGACY_INT8_WEIGHTS).exists()
     from safetensors import safe_open
+
     with safe_open(str(out / INT8_WEIGHTS), framework="pt") as f:  # int8 weights with their scales beside them
         keys = set(f.keys())
         assert any(k.endswith(".weight_int8") for k in keys) and any(k.endswith(".weight_scale") for k in keys)

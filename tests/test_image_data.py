@@ -1,4 +1,5 @@
 """Image data (tuneforge.data.images): loaders, bad files, preprocessing, transforms, CutMix/MixUp."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,19 @@ import torch
 from PIL import Image
 
 from tuneforge.data import images as im
-from tuneforge.data.images import (BUILTIN_IMAGE_SETS, Preprocessing, builtin_image_labels, check_images,
-                                   eval_transform, limit_per_class, mix_batch, open_image, read_image_records,
-                                   soft_cross_entropy, train_transform)
+from tuneforge.data.images import (
+    BUILTIN_IMAGE_SETS,
+    Preprocessing,
+    builtin_image_labels,
+    check_images,
+    eval_transform,
+    limit_per_class,
+    mix_batch,
+    open_image,
+    read_image_records,
+    soft_cross_entropy,
+    train_transform,
+)
 from tuneforge.errors import DataError
 
 FASHION = Path(os.environ.get("TUNEFORGE_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist")
@@ -143,8 +154,10 @@ def test_builtin_digits():
 
 
 # CI installs the package and sets TUNEFORGE_REQUIRE_FASHION_MNIST=1: there the test must run, not skip
-@pytest.mark.skipif(not FASHION.is_dir() and os.environ.get("TUNEFORGE_REQUIRE_FASHION_MNIST") != "1",
-                    reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not FASHION.is_dir() and os.environ.get("TUNEFORGE_REQUIRE_FASHION_MNIST") != "1",
+    reason="Debian package dataset-fashion-mnist not installed",
+)
 def test_builtin_fashion_mnist():
     names = builtin_image_labels("builtin:fashion-mnist")
     assert names[0] == "T-shirt/top" and names[9] == "Ankle boot" and len(names) == 10
@@ -211,19 +224,39 @@ def test_limit_per_class():
 def test_preprocessing_from_dir(tmp_path):
     vit = tmp_path / "vit"
     vit.mkdir()
-    (vit / "preprocessor_config.json").write_text(json.dumps({
-        "do_normalize": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "resample": 2, "rescale_factor": 0.00392156862745098, "size": {"height": 224, "width": 224}}))
+    (vit / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_normalize": True,
+                "do_resize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+                "resample": 2,
+                "rescale_factor": 0.00392156862745098,
+                "size": {"height": 224, "width": 224},
+            }
+        )
+    )
     p = Preprocessing.from_dir(vit)
     assert (p.height, p.width, p.resize_shortest) == (224, 224, None)
     assert p.mean == (0.5, 0.5, 0.5) and p.std == (0.5, 0.5, 0.5) and p.resample == "bilinear"
 
     mnv2 = tmp_path / "mnv2"
     mnv2.mkdir()
-    (mnv2 / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_normalize": True,
-        "do_resize": True, "image_mean": 0.5, "image_std": [0.5], "resample": 3,
-        "size": {"shortest_edge": 256}}))
+    (mnv2 / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": {"height": 224, "width": 224},
+                "do_center_crop": True,
+                "do_normalize": True,
+                "do_resize": True,
+                "image_mean": 0.5,
+                "image_std": [0.5],
+                "resample": 3,
+                "size": {"shortest_edge": 256},
+            }
+        )
+    )
     p = Preprocessing.from_dir(mnv2)
     assert (p.height, p.width, p.resize_shortest) == (224, 224, 256)
     assert p.mean == (0.5, 0.5, 0.5) and p.std == (0.5, 0.5, 0.5) and p.resample == "bicubic"
@@ -310,7 +343,7 @@ def test_cutmix_exact():
         assert torch.equal(x, x0)  # not in place
         assert torch.allclose(t.sum(1), torch.ones(2), atol=1e-6)
         for i, partner in ((0, 1), (1, 0)):
-            from_partner = (mixed[i, 0] == float(partner))
+            from_partner = mixed[i, 0] == float(partner)
             frac = from_partner.float().mean().item()
             assert abs(t[i, partner].item() - frac) < 1e-6
             assert abs(t[i, i].item() - (1 - frac)) < 1e-6
@@ -318,7 +351,7 @@ def test_cutmix_exact():
             assert torch.equal(mixed[i, 0], mixed[i, 1]) and torch.equal(mixed[i, 0], mixed[i, 2])
             rows, cols = torch.nonzero(from_partner, as_tuple=True)
             if len(rows):  # the pasted region is a rectangle
-                box = from_partner[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+                box = from_partner[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
                 assert bool(box.all()) and int(from_partner.sum()) == box.numel()
                 seen_partial = seen_partial or 0 < frac < 1
     assert seen_partial

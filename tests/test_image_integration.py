@@ -1,6 +1,7 @@
 """Image runs in the rest of the product: distillation (a CNN teacher for a ViT student), the memory estimate, `data
 inspect`, `compare`, the web UI's Predict page with uploaded images, and the task's own hooks (merge check inputs,
 ONNX inputs, the TensorFlow BatchNorm momentum fix, the ViT image-size refusal)."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,14 @@ from image_common import CLASSES, make_image_folder, make_tiny_resnet, make_tiny
 
 
 def _cfg(model: str, data: str, out: Path, **extra) -> dict:
-    cfg = {"model": {"name": model}, "task": {"type": "image_classification"},
-           "data": {"train": data, "split": {"validation": 0.2, "test": 0.2}},
-           "method": {"name": "full"},
-           "train": {"epochs": 3, "batch_size": 8, "learning_rate": 0.01, "report_to": "none", "logging_steps": 2},
-           "output": {"dir": str(out)}}
+    cfg = {
+        "model": {"name": model},
+        "task": {"type": "image_classification"},
+        "data": {"train": data, "split": {"validation": 0.2, "test": 0.2}},
+        "method": {"name": "full"},
+        "train": {"epochs": 3, "batch_size": 8, "learning_rate": 0.01, "report_to": "none", "logging_steps": 2},
+        "output": {"dir": str(out)},
+    }
     for key, value in extra.items():
         section, name = key.split("__", 1)
         cfg.setdefault(section, {})[name] = value
@@ -41,8 +45,15 @@ def test_distillation_cnn_teacher_vit_student(world):
     from tuneforge.config import validate_config
 
     out = world["dir"] / "runs" / "student"
-    cfg = _cfg(world["vit"], world["data"], out, data__cutmix={"alpha": 1.0, "prob": 0.5},
-               distill__teacher=str(world["teacher"]), distill__alpha=0.7, train__learning_rate=0.003)
+    cfg = _cfg(
+        world["vit"],
+        world["data"],
+        out,
+        data__cutmix={"alpha": 1.0, "prob": 0.5},
+        distill__teacher=str(world["teacher"]),
+        distill__alpha=0.7,
+        train__learning_rate=0.003,
+    )
     result = tuneforge.train(validate_config(cfg))
     block = result.metrics["distill"]
     assert block["teacher"]["accuracy"] >= 0.8  # the teacher learned the easy classes
@@ -68,8 +79,9 @@ def test_estimate_measures_image_activations(world):
     from tuneforge.training.estimate import estimate_memory
 
     small = estimate_memory(validate_config(_cfg(world["resnet"], world["data"], world["dir"] / "x")), device="cpu")
-    big = estimate_memory(validate_config(_cfg(world["resnet"], world["data"], world["dir"] / "x",
-                                               data__image_size=64)), device="cpu")
+    big = estimate_memory(
+        validate_config(_cfg(world["resnet"], world["data"], world["dir"] / "x", data__image_size=64)), device="cpu"
+    )
     assert any("image model" in a for a in small.assumptions)
     # activations grow with the pixels: 4x the pixels, about 4x the activations
     assert 3.0 < big.activations / small.activations < 4.5
@@ -139,9 +151,13 @@ def test_prepare_model_fixes_tensorflow_batchnorm_momentum_and_refuses_vit_resiz
         task.prepare_model(vit)
 
 
-@pytest.mark.parametrize("method", [{"name": "adapter"},
-                                    {"name": "ia3", "target_modules": ["k_proj", "v_proj", "fc2"],
-                                     "feedforward_modules": ["fc2"]}])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "adapter"},
+        {"name": "ia3", "target_modules": ["k_proj", "v_proj", "fc2"], "feedforward_modules": ["fc2"]},
+    ],
+)
 def test_vision_transformer_takes_adapters_and_ia3(world, tmp_path, method):
     import tuneforge
     from tuneforge.config import validate_config

@@ -1,6 +1,7 @@
 """The image classification task end to end: tiny CNN (ResNet) and ViT models trained through the CLI and the
 Python API on a tiny folder of 3 visually distinct classes; predict, eval, export, merge and serve on the runs;
 bad image data as one-line errors; the fine-tuning methods on a CNN."""
+
 from __future__ import annotations
 
 import base64
@@ -11,29 +12,43 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
 from image_common import CLASSES, make_image_folder, make_tiny_resnet, make_tiny_vit
+
+from conftest import run_cli
 
 # ---------------------------------------------------------------------------------------------------------
 # fixtures: tiny models, tiny image folder, trained runs
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict:
     """The tiny ResNet and ViT (saved with their preprocessor_config.json) and a 3 x 16 image folder."""
     root = tmp_path_factory.mktemp("img-assets")
-    return {"root": root, "data": make_image_folder(root / "data"), "resnet": make_tiny_resnet(root / "tiny-resnet"),
-            "vit": make_tiny_vit(root / "tiny-vit")}
+    return {
+        "root": root,
+        "data": make_image_folder(root / "data"),
+        "resnet": make_tiny_resnet(root / "tiny-resnet"),
+        "vit": make_tiny_vit(root / "tiny-vit"),
+    }
 
 
-def image_config(model: str, data: str, out: str, method="full", epochs: int = 3, lr: float = 0.01, **data_extra) -> dict:
+def image_config(
+    model: str, data: str, out: str, method="full", epochs: int = 3, lr: float = 0.01, **data_extra
+) -> dict:
     return {
         "model": {"name": model},
         "task": {"type": "image_classification"},
         "data": {"train": data, "split": {"validation": 0.2, "test": 0.2}, **data_extra},
         "method": method if isinstance(method, dict) else {"name": method},
-        "train": {"epochs": epochs, "batch_size": 8, "learning_rate": lr, "report_to": "none", "logging_steps": 2,
-                  "seed": 0},
+        "train": {
+            "epochs": epochs,
+            "batch_size": 8,
+            "learning_rate": lr,
+            "report_to": "none",
+            "logging_steps": 2,
+            "seed": 0,
+        },
         "output": {"dir": out, "overwrite": True},
     }
 
@@ -66,8 +81,14 @@ def cnn_run(assets) -> str:
     d = assets["root"] / "cnn"
     d.mkdir()
     # 6 epochs (24 steps): 3 epochs reached test accuracy 0.7 for seeds 0 and 1, 6 epochs 1.0 for seeds 0, 1, 42
-    cfg = image_config(assets["resnet"], str(assets["data"]), str(d / "run"), epochs=6,
-                       cutmix={"alpha": 1.0, "prob": 0.5}, mixup={"alpha": 0.4, "prob": 0.5})
+    cfg = image_config(
+        assets["resnet"],
+        str(assets["data"]),
+        str(d / "run"),
+        epochs=6,
+        cutmix={"alpha": 1.0, "prob": 0.5},
+        mixup={"alpha": 0.4, "prob": 0.5},
+    )
     proc = run_cli("train", _write(cfg, d / "cfg.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(d / "run")
@@ -91,6 +112,7 @@ def _img(assets, name="circle", i=0) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # 1-2: end to end through the CLI
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_cnn_full_cutmix_mixup_run_directory(cnn_run):
     run = Path(cnn_run)
@@ -139,6 +161,7 @@ def test_vit_lora_run_predicts(vit_lora_run, assets):
 # ---------------------------------------------------------------------------------------------------------
 # 3-4: predict, eval, export
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_predict_cli_one_json_line_per_image(cnn_run, assets):
     a, b = _img(assets, "circle", 1), _img(assets, "stripes", 2)
@@ -199,6 +222,7 @@ def test_export_parity(cnn_run, assets, tmp_path, fmt):
 # 5: serve
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_serve_classify_images(cnn_run, assets):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
@@ -232,8 +256,9 @@ def test_serve_classify_images(cnn_run, assets):
         assert url.status_code == 200, url.text
         assert url.json()["results"][0]["label"] == expected[1]["label"]
 
-        up = c.post("/v1/classify", files=[("file", ("a.png", raw[0], "image/png")),
-                                            ("file", ("b.png", raw[1], "image/png"))])
+        up = c.post(
+            "/v1/classify", files=[("file", ("a.png", raw[0], "image/png")), ("file", ("b.png", raw[1], "image/png"))]
+        )
         assert up.status_code == 200, up.text
         ups = up.json()["results"]
         assert [r["file"] for r in ups] == ["a.png", "b.png"]
@@ -255,6 +280,7 @@ def test_serve_classify_images(cnn_run, assets):
 # ---------------------------------------------------------------------------------------------------------
 # 6: bad data through the CLI
 # ---------------------------------------------------------------------------------------------------------
+
 
 def _bad_data_case(kind: str, root: Path) -> tuple[str, str]:
     """(data.train, a string the error line must contain) for one kind of bad data under `root`."""
@@ -294,6 +320,7 @@ def test_bad_image_data_is_one_line_error(assets, tmp_path, kind):
 # 7: tables of relative image paths
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_table_with_relative_paths_trains(assets, tmp_path, fmt):
     import pandas as pd
@@ -315,6 +342,7 @@ def test_table_with_relative_paths_trains(assets, tmp_path, fmt):
 # ---------------------------------------------------------------------------------------------------------
 # 8: methods on a CNN
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_data(assets) -> str:
@@ -357,8 +385,7 @@ METHOD_OUTCOMES: dict[str, str] = {}  # qlora: completes on this CPU (bitsandbyt
 def test_methods_on_cnn(assets, small_data, tmp_path, case):
     from tuneforge.errors import TuneforgeError
 
-    cfg = image_config(assets["resnet"], small_data, str(tmp_path / "run"), method=dict(METHOD_CASES[case]),
-                       epochs=1)
+    cfg = image_config(assets["resnet"], small_data, str(tmp_path / "run"), method=dict(METHOD_CASES[case]), epochs=1)
     try:
         res = train_inprocess(cfg)
     except TuneforgeError as exc:
@@ -392,6 +419,7 @@ def test_methods_on_cnn(assets, small_data, tmp_path, case):
 # 9-12: random init, image size, CutMix, merge
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_random_init_full_trains(assets, small_data, tmp_path):
     cfg = image_config(assets["resnet"], small_data, str(tmp_path / "run"), epochs=1)
     cfg["model"]["random_init"] = True
@@ -419,8 +447,9 @@ def test_random_init_with_lora_is_config_error(assets, small_data, tmp_path):
 def size24_cutmix_run(assets, small_data) -> str:
     """data.image_size 24 and CutMix on every batch (prob 1.0), epochs 1, in-process."""
     out = assets["root"] / "size24" / "run"
-    cfg = image_config(assets["resnet"], small_data, str(out), epochs=1, image_size=24,
-                       cutmix={"alpha": 1.0, "prob": 1.0})
+    cfg = image_config(
+        assets["resnet"], small_data, str(out), epochs=1, image_size=24, cutmix={"alpha": 1.0, "prob": 1.0}
+    )
     return str(train_inprocess(cfg).run_dir)
 
 

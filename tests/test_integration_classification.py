@@ -1,4 +1,5 @@
 """Tiny end-to-end runs through the real CLI and API: the run-directory contract, predict, eval, resume."""
+
 import json
 
 import pandas as pd
@@ -7,14 +8,31 @@ import yaml
 
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
-CONTRACT = ["config.yaml", "status.json", "metrics.jsonl", "efficiency.json", "eval/metrics.json", "eval/report.md",
-            "eval/confusion_matrix.png", "model/tuneforge.json"]
-EFFICIENCY_KEYS = {"train_seconds", "train_samples_per_second", "train_tokens_per_second", "peak_rss_mb",
-                   "trainable_params", "total_params", "trainable_percent"}
+CONTRACT = [
+    "config.yaml",
+    "status.json",
+    "metrics.jsonl",
+    "efficiency.json",
+    "eval/metrics.json",
+    "eval/report.md",
+    "eval/confusion_matrix.png",
+    "model/tuneforge.json",
+]
+EFFICIENCY_KEYS = {
+    "train_seconds",
+    "train_samples_per_second",
+    "train_tokens_per_second",
+    "peak_rss_mb",
+    "trainable_params",
+    "total_params",
+    "trainable_percent",
+}
 
 
-@pytest.mark.parametrize("method, weights", [("lora", ["adapter_config.json", "adapter_model.safetensors"]),
-                                             ("full", ["config.json", "model.safetensors"])])
+@pytest.mark.parametrize(
+    "method, weights",
+    [("lora", ["adapter_config.json", "adapter_model.safetensors"]), ("full", ["config.json", "model.safetensors"])],
+)
 def test_cli_train_writes_the_whole_contract(tiny_bert, sentiment_csv, tmp_path, write_yaml, method, weights):
     out = tmp_path / "run"
     cfg = write_yaml(tiny_config(tiny_bert, sentiment_csv, str(out), method=method))
@@ -100,8 +118,12 @@ def test_same_config_and_seed_give_same_metrics(tiny_bert, sentiment_csv, tmp_pa
     import tuneforge
     from tuneforge.config import validate_config
 
-    results = [tuneforge.train(validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / f"r{i}"),
-                                                           train__epochs=1))) for i in range(2)]
+    results = [
+        tuneforge.train(
+            validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / f"r{i}"), train__epochs=1))
+        )
+        for i in range(2)
+    ]
     assert results[0].metrics["test"]["accuracy"] == results[1].metrics["test"]["accuracy"]
     a = json.loads((tmp_path / "r0/metrics.jsonl").read_text().splitlines()[0])
     b = json.loads((tmp_path / "r1/metrics.jsonl").read_text().splitlines()[0])
@@ -114,8 +136,13 @@ def test_resume_continues_from_last_checkpoint(tiny_bert, sentiment_csv, tmp_pat
     from tuneforge.config import validate_config
     from tuneforge.training import callbacks
 
-    extra = dict(train__max_steps=8, train__eval_strategy="steps", train__eval_steps=2, train__save_steps=2,
-                 train__save_total_limit=10)
+    extra = dict(
+        train__max_steps=8,
+        train__eval_strategy="steps",
+        train__eval_steps=2,
+        train__save_steps=2,
+        train__save_total_limit=10,
+    )
     ref = tuneforge.train(validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / "ref"), **extra)))
 
     out = tmp_path / "run"
@@ -125,6 +152,7 @@ def test_resume_continues_from_last_checkpoint(tiny_bert, sentiment_csv, tmp_pat
     def crash(self, args, state, control, **kw):
         if state.global_step == 5:
             raise KeyboardInterrupt
+
     monkeypatch.setattr(callbacks.MetricsLogCallback, "on_step_end", crash, raising=False)
     with pytest.raises(KeyboardInterrupt):
         tuneforge.train(cfg)
@@ -151,9 +179,19 @@ def test_early_stopping_stops_and_keeps_the_best(tiny_bert, sentiment_csv, tmp_p
     import tuneforge
     from tuneforge.config import validate_config
 
-    cfg = validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / "run"), method="full",
-                                      train__learning_rate=1e-12, train__epochs=10, train__eval_strategy="steps",
-                                      train__eval_steps=2, train__early_stopping={"patience": 2}))
+    cfg = validate_config(
+        tiny_config(
+            tiny_bert,
+            sentiment_csv,
+            str(tmp_path / "run"),
+            method="full",
+            train__learning_rate=1e-12,
+            train__epochs=10,
+            train__eval_strategy="steps",
+            train__eval_steps=2,
+            train__early_stopping={"patience": 2},
+        )
+    )
     res = tuneforge.train(cfg)
     assert res.efficiency["global_steps"] == 6  # evals at 2, 4, 6: no improvement after the first, then stop
     assert res.efficiency["epochs"] < 1
@@ -164,9 +202,17 @@ def test_gradient_checkpointing_and_accumulation(tiny_bert, sentiment_csv, tmp_p
     from tuneforge.config import validate_config
 
     for method in ("lora", "full"):
-        cfg = validate_config(tiny_config(tiny_bert, sentiment_csv, str(tmp_path / method), method=method,
-                                          train__gradient_checkpointing=True, train__gradient_accumulation_steps=2,
-                                          train__max_steps=3))
+        cfg = validate_config(
+            tiny_config(
+                tiny_bert,
+                sentiment_csv,
+                str(tmp_path / method),
+                method=method,
+                train__gradient_checkpointing=True,
+                train__gradient_accumulation_steps=2,
+                train__max_steps=3,
+            )
+        )
         res = tuneforge.train(cfg)
         assert res.efficiency["global_steps"] == 3
         assert res.efficiency["train_samples"] > 0

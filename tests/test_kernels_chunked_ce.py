@@ -1,14 +1,19 @@
 """Chunked linear + cross-entropy: loss and gradients against F.cross_entropy(hidden @ W.T), the frozen-weight
 (LoRA) case, the Trainer's num_items_in_batch, the full logits never being allocated, and a transformers
 causal LM whose training forward goes through it."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kernel_helpers import LargestTensor
-
-from tuneforge.kernels.chunked_ce import (causal_lm_loss, chunked_loss_unsupported, default_chunk_rows,
-                                          linear_cross_entropy, use_chunked_loss)
+from tuneforge.kernels.chunked_ce import (
+    causal_lm_loss,
+    chunked_loss_unsupported,
+    default_chunk_rows,
+    linear_cross_entropy,
+    use_chunked_loss,
+)
 
 
 def data(n=37, h=16, v=53, dtype=torch.float64, seed=0, w_grad=True):
@@ -21,8 +26,12 @@ def data(n=37, h=16, v=53, dtype=torch.float64, seed=0, w_grad=True):
 
 
 def reference(hidden, weight, labels, **kw):
-    return F.cross_entropy((hidden @ weight.t()).float() if hidden.dtype != torch.float64 else hidden @ weight.t(),
-                           labels, ignore_index=-100, **kw)
+    return F.cross_entropy(
+        (hidden @ weight.t()).float() if hidden.dtype != torch.float64 else hidden @ weight.t(),
+        labels,
+        ignore_index=-100,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 8, 16, None, 1000])
@@ -114,9 +123,16 @@ def test_shape_errors():
 def tiny_llama(tied=True, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=tied)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg).float()
 

@@ -1,6 +1,7 @@
 """Distillation losses (issue 18): classification_kd_loss against hand computations; token_kd_loss (chunked, from
 hidden states) against logits_kd_loss (full logits, autograd) in value and gradients for every divergence and
 several chunk sizes; masking, the causal shift, the degenerate cases, and the full logits never being allocated."""
+
 import math
 
 import numpy as np
@@ -9,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from kernel_helpers import LargestTensor
-
 from tuneforge.kernels.distill import classification_kd_loss, logits_kd_loss, token_kd_loss
 
 # ---- classification_kd_loss ----------------------------------------------------------------------------------
@@ -36,8 +36,9 @@ def hand_kd(s, t, y, temp, alpha):
 
 
 def kd(s, t, y, temp, alpha, dtype=torch.float64):
-    return classification_kd_loss(torch.tensor(s, dtype=dtype), torch.tensor(t, dtype=dtype), torch.tensor(y), temp,
-                                  alpha)
+    return classification_kd_loss(
+        torch.tensor(s, dtype=dtype), torch.tensor(t, dtype=dtype), torch.tensor(y), temp, alpha
+    )
 
 
 @pytest.mark.parametrize("temp", [1.0, 4.0])
@@ -106,20 +107,21 @@ def test_classification_teacher_probability_exactly_zero():
     for temp in (1.0, 4.0):
         out = classification_kd_loss(s, torch.tensor(t, dtype=torch.float64), torch.tensor(Y), temp, 0.7)
         e = np.exp([2.0 / temp, 1.0 / temp])
-        pt0 = e / e.sum()                                  # (p, 1 - p, 0)
-        pt1 = np.full(3, 1 / 3)                            # uniform
+        pt0 = e / e.sum()  # (p, 1 - p, 0)
+        pt1 = np.full(3, 1 / 3)  # uniform
         ps = np_softmax(np.array(S) / temp)
         kl0 = sum(pt0[c] * math.log(pt0[c] / ps[0, c]) for c in (0, 1))  # class 2 contributes 0
         kl1 = sum(pt1[c] * math.log(pt1[c] / ps[1, c]) for c in range(3))
         ce = -math.log(np_softmax(np.array(S))[0, 1])
-        expected = 0.7 * temp ** 2 * (kl0 + kl1) / 2 + 0.3 * ce
+        expected = 0.7 * temp**2 * (kl0 + kl1) / 2 + 0.3 * ce
         assert out.item() == pytest.approx(expected, rel=1e-12)
         (g,) = torch.autograd.grad(out, s)
         assert torch.isfinite(g).all()
 
 
-@pytest.mark.parametrize("alpha,temp", [(-0.1, 1.0), (1.1, 1.0), (0.5, 0.0), (0.5, -2.0), (float("nan"), 1.0),
-                                        (0.5, float("nan"))])
+@pytest.mark.parametrize(
+    "alpha,temp", [(-0.1, 1.0), (1.1, 1.0), (0.5, 0.0), (0.5, -2.0), (float("nan"), 1.0), (0.5, float("nan"))]
+)
 def test_classification_rejects_bad_alpha_and_temperature(alpha, temp):
     with pytest.raises(ValueError):
         kd(S, T_, Y, temp, alpha)
@@ -198,8 +200,10 @@ def test_token_kd_gradcheck_small():
     th, tw = torch.randn(1, 4, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
     y = torch.tensor([[-100, 1, 2, 3]])
     for div in ("forward_kl", "reverse_kl", "jsd"):
+
         def f(a, b, div=div):
             return token_kd_loss(a, b, th, tw, y, divergence=div, temperature=1.5, beta=0.3, chunk_size=2)
+
         assert torch.autograd.gradcheck(f, (sh, sw))
 
 
@@ -240,8 +244,13 @@ def test_vocab_mismatch_and_other_errors():
         token_kd_loss(sh, sw, th, torch.randn(V + 1, HT), y)
     with pytest.raises(ValueError, match="30.*29"):
         logits_kd_loss(torch.randn(B, SEQ, V), torch.randn(B, SEQ, V + 1), y)
-    for bad in (dict(divergence="kl"), dict(temperature=0.0), dict(divergence="jsd", beta=0.0),
-                dict(divergence="jsd", beta=1.0), dict(chunk_size=0)):
+    for bad in (
+        dict(divergence="kl"),
+        dict(temperature=0.0),
+        dict(divergence="jsd", beta=0.0),
+        dict(divergence="jsd", beta=1.0),
+        dict(chunk_size=0),
+    ):
         with pytest.raises(ValueError):
             token_kd_loss(sh, sw, th, tw, y, **bad)
     with pytest.raises(ValueError):
@@ -252,8 +261,8 @@ def test_vocab_mismatch_and_other_errors():
 
 def test_jsd_half_is_symmetric_js_by_hand():
     # identity heads make the hidden states the logits: one trained position (labels[0, 1] set)
-    p = np.array([0.5, 0.3, 0.2])   # teacher
-    q = np.array([0.1, 0.6, 0.3])   # student
+    p = np.array([0.5, 0.3, 0.2])  # teacher
+    q = np.array([0.1, 0.6, 0.3])  # student
     m = (p + q) / 2
     js = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))  # = 0.0823... nats
     assert js == pytest.approx(0.5 * (np.sum(p * np.log(2 * p / (p + q))) + np.sum(q * np.log(2 * q / (p + q)))))
@@ -268,7 +277,8 @@ def test_jsd_half_is_symmetric_js_by_hand():
     # forward/reverse KL on the same pair, by hand, and T^2 scaling at T = 1
     assert token_kd_loss(sh, eye, th, eye, y).item() == pytest.approx(np.sum(p * np.log(p / q)), rel=1e-12)
     assert token_kd_loss(sh, eye, th, eye, y, divergence="reverse_kl").item() == pytest.approx(
-        np.sum(q * np.log(q / p)), rel=1e-12)
+        np.sum(q * np.log(q / p)), rel=1e-12
+    )
     # generalized JSD, beta = 0.2: m = 0.2 p + 0.8 q
     m2 = 0.2 * p + 0.8 * q
     gjs = 0.2 * np.sum(p * np.log(p / m2)) + 0.8 * np.sum(q * np.log(q / m2))
@@ -292,8 +302,9 @@ def test_jsd_with_an_exact_zero_on_full_logits():
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
 def test_identical_distributions_give_zero(divergence):
     sh, sw, _, _, y, _, _ = lm_data()
-    out = token_kd_loss(sh, sw, sh.detach().clone(), sw.detach().clone(), y, divergence=divergence, temperature=3.0,
-                        chunk_size=4)
+    out = token_kd_loss(
+        sh, sw, sh.detach().clone(), sw.detach().clone(), y, divergence=divergence, temperature=3.0, chunk_size=4
+    )
     assert abs(out.item()) < 1e-6
     gh, gw = torch.autograd.grad(out, (sh, sw))
     assert gh.abs().max() < 1e-6 and gw.abs().max() < 1e-6

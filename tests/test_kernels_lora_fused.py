@@ -1,20 +1,27 @@
 """Fused LoRA linear: gradients against the formula (gradcheck) and against PEFT's own LoRA layers (full
 precision, a bitsandbytes 4-bit base through the dequantize callback, and a whole QLoRA Llama as tuneforge's
 qlora method builds it, NF4 and int8); layers it must not touch."""
+
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from tuneforge.kernels.lora_fused import fuse_lora_layers, fusable, lora_linear
+from tuneforge.kernels.lora_fused import fusable, fuse_lora_layers, lora_linear
 
 
 def test_gradcheck_against_formula():
     g = torch.Generator().manual_seed(0)
-    mk = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_()
+
+    def mk(*s):
+        return torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_()
+
     x, w, b, a, bb = mk(2, 3, 5), mk(4, 5), mk(4), mk(2, 5), mk(4, 2)
-    f = lambda x, w, b, a, bb: lora_linear(x, w, b, a, bb, 0.7)
+
+    def f(x, w, b, a, bb):
+        return lora_linear(x, w, b, a, bb, 0.7)
+
     torch.testing.assert_close(f(x, w, b, a, bb), x @ w.t() + b + 0.7 * (x @ a.t()) @ bb.t())
     assert torch.autograd.gradcheck(f, (x, w, b, a, bb))
 
@@ -185,8 +192,11 @@ def test_qlora_llama_fuses_every_bnb_layer_and_matches_peft(tmp_path, quantizati
     from peft.tuners.lora import bnb as peft_bnb
 
     model = qlora_llama(tmp_path, quantization=quantization)
-    peft_cls, bnb_cls = ((peft_bnb.Linear4bit, bnb.nn.Linear4bit) if quantization == "nf4" else
-                         (peft_bnb.Linear8bitLt, bnb.nn.Linear8bitLt))
+    peft_cls, bnb_cls = (
+        (peft_bnb.Linear4bit, bnb.nn.Linear4bit)
+        if quantization == "nf4"
+        else (peft_bnb.Linear8bitLt, bnb.nn.Linear8bitLt)
+    )
     lora_layers = [m for m in model.modules() if isinstance(m, peft_cls)]
     assert len(lora_layers) == 14 and all(isinstance(m.get_base_layer(), bnb_cls) for m in lora_layers)
     if quantization == "nf4":
@@ -214,13 +224,18 @@ def test_qlora_the_fused_function_runs_and_dequantizes_in_forward_and_backward(t
     fuse_lora_layers(model)
     calls = {"fused": 0, "dequant": 0}
     real_fused, real_dq = lf.lora_linear, lf._dequantize_4bit
-    monkeypatch.setattr(lf, "lora_linear", lambda *a, **k: calls.__setitem__("fused", calls["fused"] + 1)
-                        or real_fused(*a, **k))
-    monkeypatch.setattr(lf, "_dequantize_4bit", lambda w: calls.__setitem__("dequant", calls["dequant"] + 1)
-                        or real_dq(w))
+    monkeypatch.setattr(
+        lf, "lora_linear", lambda *a, **k: calls.__setitem__("fused", calls["fused"] + 1) or real_fused(*a, **k)
+    )
+    monkeypatch.setattr(
+        lf, "_dequantize_4bit", lambda w: calls.__setitem__("dequant", calls["dequant"] + 1) or real_dq(w)
+    )
     # the dequantizer is looked up per call, so the counting stand-in is what the layers use
-    monkeypatch.setattr(lf, "_dequantizer", lambda base: (base.weight, lf._dequantize_4bit)
-                        if hasattr(base.weight, "quant_state") else (base.weight, None))
+    monkeypatch.setattr(
+        lf,
+        "_dequantizer",
+        lambda base: (base.weight, lf._dequantize_4bit) if hasattr(base.weight, "quant_state") else (base.weight, None),
+    )
     ids = torch.randint(5, 60, (2, 8), generator=torch.Generator().manual_seed(2))
     model.train()
     loss = model(input_ids=ids, labels=ids).loss
@@ -240,8 +255,9 @@ def test_fused_4bit_keeps_the_plain_layout_and_turns_back_a_repacked_one():
         torch.manual_seed(0)
         dense = nn.Linear(128, 64, bias=False)
         q = nn.Sequential(bnb.nn.Linear4bit(128, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4"))
-        q[0].weight = bnb.nn.Params4bit(dense.weight.data.clone(), requires_grad=False, quant_type="nf4",
-                                        compress_statistics=True)
+        q[0].weight = bnb.nn.Params4bit(
+            dense.weight.data.clone(), requires_grad=False, quant_type="nf4", compress_statistics=True
+        )
         m = get_peft_model(q.to("cpu"), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
         return m, m.get_base_model()[0].get_base_layer()
 
@@ -260,8 +276,9 @@ def test_fused_4bit_keeps_the_plain_layout_and_turns_back_a_repacked_one():
 
     # a weight repacked before fusing (what Linear4bit.forward does in eval mode on such a CPU, forced here)
     m, base = four_bit_lora()
-    base.weight.data, base.weight.quant_state = _convert_weight_packed_for_cpu(base.weight.data,
-                                                                               base.weight.quant_state)
+    base.weight.data, base.weight.quant_state = _convert_weight_packed_for_cpu(
+        base.weight.data, base.weight.quant_state
+    )
     fuse_lora_layers(m)
     assert not base.weight.quant_state.packing_format_for_cpu
     # the repacking rounded absmax to bf16, so equal to that precision only
@@ -277,8 +294,9 @@ def test_4bit_base_computes_in_its_compute_dtype_without_autocast():
     torch.manual_seed(0)
     dense = nn.Linear(128, 64)
     q = nn.Sequential(bnb.nn.Linear4bit(128, 64, compute_dtype=torch.bfloat16, quant_type="nf4"))
-    q[0].weight = bnb.nn.Params4bit(dense.weight.data.clone(), requires_grad=False, quant_type="nf4",
-                                    compress_statistics=True)
+    q[0].weight = bnb.nn.Params4bit(
+        dense.weight.data.clone(), requires_grad=False, quant_type="nf4", compress_statistics=True
+    )
     q[0].bias = nn.Parameter(dense.bias.data.clone(), requires_grad=False)
     m = get_peft_model(q.to("cpu"), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
     for n, p in m.named_parameters():
@@ -294,7 +312,7 @@ def test_4bit_base_computes_in_its_compute_dtype_without_autocast():
     # the same formula in bf16, by hand
     w = bnb.functional.dequantize_4bit(layer.base_layer.weight.data, layer.base_layer.weight.quant_state)
     xb, a, b = x.bfloat16(), layer.lora_A["default"].weight.bfloat16(), layer.lora_B["default"].weight.bfloat16()
-    ref = (xb @ w.bfloat16().t() + layer.base_layer.bias.bfloat16() + layer.scaling["default"] * (xb @ a.t()) @ b.t())
+    ref = xb @ w.bfloat16().t() + layer.base_layer.bias.bfloat16() + layer.scaling["default"] * (xb @ a.t()) @ b.t()
     assert torch.equal(y1, y1.bfloat16().float())  # computed in bf16, then returned in x's float32
     torch.testing.assert_close(y1, ref.float(), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(y1, y0, rtol=2e-2, atol=5e-2)  # PEFT: bf16 base GEMM, float32 LoRA

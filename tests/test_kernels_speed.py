@@ -3,6 +3,7 @@ and fused LoRA, errors name the key), and a tiny causal-LM LoRA training step wi
 same loss and gradients as with them off, also through tuneforge.train; fused LoRA on a QLoRA model; liger + compile
 decided with a stand-in for liger-kernel (compile never traces into it); the GPU benchmark's dry run, its row-failure
 handling and its sequence-length scan."""
+
 import copy
 import json
 import sys
@@ -24,12 +25,20 @@ def tiny_lora_llama(dropout=0.0):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
-    m = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
-                                                         target_modules="all-linear"))
+    m = get_peft_model(
+        LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear")
+    )
     for n, p in m.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
@@ -42,6 +51,7 @@ def task():
 
 def lora():
     from methods_helpers import make_method
+
     return make_method("lora")  # offers train.fused_lora through Method.speed_levers
 
 
@@ -49,8 +59,12 @@ def lora():
 def test_auto_on_cpu_is_off_with_one_line_note(capfd):
     m = tiny_lora_llama()
     levers = apply_speedups(m, TrainSection(), task(), lora())
-    assert {lv.key: lv.on for lv in levers} == {"liger": False, "chunked_loss": False, "fused_lora": False,
-                                                "compile": False}
+    assert {lv.key: lv.on for lv in levers} == {
+        "liger": False,
+        "chunked_loss": False,
+        "fused_lora": False,
+        "compile": False,
+    }
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "speed levers" in err and "no CUDA device" in err
     assert "forward" not in m.get_base_model().__dict__
@@ -58,8 +72,12 @@ def test_auto_on_cpu_is_off_with_one_line_note(capfd):
 
 def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
     m = tiny_lora_llama()
-    levers = {lv.key: lv for lv in apply_speedups(m, TrainSection(chunked_loss=True, fused_lora=True,
-                                                                   compile=False, liger=False), task(), lora())}
+    levers = {
+        lv.key: lv
+        for lv in apply_speedups(
+            m, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task(), lora()
+        )
+    }
     assert levers["chunked_loss"].on and levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
     assert not levers["compile"].on and "false" in levers["compile"].note
 
@@ -82,16 +100,21 @@ def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
 
     method = make_method("qlora", dropout=0.0)
     model, _ = build("llama", save_tiny_llama(tmp_path / "base"), method)
-    levers = {lv.key: lv for lv in apply_speedups(model, TrainSection(chunked_loss=False, fused_lora=True,
-                                                                       compile=False, liger=False), task(), method)}
+    levers = {
+        lv.key: lv
+        for lv in apply_speedups(
+            model, TrainSection(chunked_loss=False, fused_lora=True, compile=False, liger=False), task(), method
+        )
+    }
     assert levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
 
 
 def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
-    levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(dropout=0.1),
-                                                 TrainSection(compile=False), task(), lora())}
+    levers = {
+        lv.key: lv for lv in apply_speedups(tiny_lora_llama(dropout=0.1), TrainSection(compile=False), task(), lora())
+    }
     assert not levers["fused_lora"].on and "0 of 14" in levers["fused_lora"].note
     assert levers["chunked_loss"].on and not levers["liger"].on and "not installed" in levers["liger"].note
 
@@ -107,20 +130,27 @@ def test_optimizer_names(monkeypatch):
 
 def test_config_accepts_the_switches():
     from tuneforge.config import load_config
-    cfg = load_config(raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}},
-                      overrides=["train.chunked_loss=true", "train.fused_lora=false", "train.compile=auto",
-                                 "train.optimizer=adamw_8bit"])
+
+    cfg = load_config(
+        raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}},
+        overrides=[
+            "train.chunked_loss=true",
+            "train.fused_lora=false",
+            "train.compile=auto",
+            "train.optimizer=adamw_8bit",
+        ],
+    )
     assert cfg.train.chunked_loss is True and cfg.train.fused_lora is False and cfg.train.compile == "auto"
     with pytest.raises(ConfigError):
-        load_config(raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}},
-                    overrides=["train.chunked_loss=sometimes"])
+        load_config(
+            raw={"task": {"type": "causal_lm"}, "method": {"name": "lora"}}, overrides=["train.chunked_loss=sometimes"]
+        )
 
 
 def test_training_steps_with_levers_match_without():
     ref = tiny_lora_llama()
     fast = copy.deepcopy(ref)
-    apply_speedups(fast, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task(),
-                   lora())
+    apply_speedups(fast, TrainSection(chunked_loss=True, fused_lora=True, compile=False, liger=False), task(), lora())
     g = torch.Generator().manual_seed(3)
     losses = {}
     for name, m in (("ref", ref), ("fast", fast)):
@@ -157,14 +187,25 @@ def test_train_run_with_levers_matches_run_without(tmp_path):
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(12))
     first_losses = {}
     for on in (False, True):
-        raw = {"model": {"name": model},
-               "data": {"train": data, "max_length": 96, "split": {"validation": 0.0, "test": 0.2}},
-               "task": {"type": "causal_lm", "report_prompts": 0, "compare_base": False},
-               "method": {"name": "lora", "dropout": 0.0},
-               "train": {"max_steps": 2, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 1,
-                         "report_to": "none", "eval_strategy": "no", "chunked_loss": on, "fused_lora": on,
-                         "compile": False, "liger": False},
-               "output": {"dir": str(tmp_path / f"run-{on}")}}
+        raw = {
+            "model": {"name": model},
+            "data": {"train": data, "max_length": 96, "split": {"validation": 0.0, "test": 0.2}},
+            "task": {"type": "causal_lm", "report_prompts": 0, "compare_base": False},
+            "method": {"name": "lora", "dropout": 0.0},
+            "train": {
+                "max_steps": 2,
+                "batch_size": 4,
+                "learning_rate": 5e-3,
+                "logging_steps": 1,
+                "report_to": "none",
+                "eval_strategy": "no",
+                "chunked_loss": on,
+                "fused_lora": on,
+                "compile": False,
+                "liger": False,
+            },
+            "output": {"dir": str(tmp_path / f"run-{on}")},
+        }
         train(load_config(raw=raw))
         rows = [json.loads(x) for x in (tmp_path / f"run-{on}" / "metrics.jsonl").read_text().splitlines()]
         first_losses[on] = [r["loss"] for r in rows if "loss" in r and "eval_loss" not in r]
@@ -174,7 +215,10 @@ def test_train_run_with_levers_matches_run_without(tmp_path):
 
 def load_bench():
     import importlib.util
-    spec = importlib.util.spec_from_file_location("gpu_train", Path(__file__).parents[1] / "benchmarks" / "gpu_train.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_train", Path(__file__).parents[1] / "benchmarks" / "gpu_train.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -213,14 +257,19 @@ def test_gpu_benchmark_keeps_going_past_a_failing_row_and_writes_each_row_at_onc
         return real(self, stack, method, gc, *a, **k)
 
     monkeypatch.setattr(bench.Bench, "measure", measure)
-    rc = bench.main(["--dry-run", "lora", "full", "--steps", "2", "--warmup", "1", "--timed", "1", "--gc", "off",
-                     "--out", str(out)])
+    rc = bench.main(
+        ["--dry-run", "lora", "full", "--steps", "2", "--warmup", "1", "--timed", "1", "--gc", "off", "--out", str(out)]
+    )
     assert rc == 1  # a failed row shows in the exit status, after every other row has run
     assert seen_in_file == [0, 1, 2, 3]  # each row was in the file before the next one started
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     runs = [r for r in rows if "stack" in r]
-    assert [(r["stack"].split()[0], r["method"]) for r in runs] == [("peer", "lora"), ("tuneforge", "lora"),
-                                                                    ("peer", "full"), ("tuneforge", "full")]
+    assert [(r["stack"].split()[0], r["method"]) for r in runs] == [
+        ("peer", "lora"),
+        ("tuneforge", "lora"),
+        ("peer", "full"),
+        ("tuneforge", "full"),
+    ]
     assert runs[0]["error"] == "RuntimeError: injected failure" and "tokens_per_s" not in runs[0]
     assert all(r["tokens_per_s"] > 0 and "error" not in r for r in runs[1:])
     assert runs[2]["loss_first"] == pytest.approx(runs[3]["loss_first"], abs=1e-4)  # full fine-tuning row pair
@@ -253,11 +302,33 @@ def test_gpu_benchmark_seq_scan_doubles_until_oom_and_reports_the_last_fit(tmp_p
 
     # through main: the peer's scan fails (not an OOM) and is recorded; tuneforge's scan still runs
     out = tmp_path / "rows.jsonl"
-    monkeypatch.setattr(bench.Bench, "measure", lambda self, stack, method, gc, *a, **k: (
-        measure(self, stack, method, gc, *a, **k) if k.get("seq") else
-        {"stack": stack, "method": method, "gc": gc, "tokens_per_s": 1, "peak_GiB": None, "loss_last": 1.0}))
-    assert bench.main(["--dry-run", "lora", "--gc", "on", "--seq-scan", "--scan-start", "16", "--scan-max", "512",
-                       "--out", str(out)]) == 1
+    monkeypatch.setattr(
+        bench.Bench,
+        "measure",
+        lambda self, stack, method, gc, *a, **k: (
+            measure(self, stack, method, gc, *a, **k)
+            if k.get("seq")
+            else {"stack": stack, "method": method, "gc": gc, "tokens_per_s": 1, "peak_GiB": None, "loss_last": 1.0}
+        ),
+    )
+    assert (
+        bench.main(
+            [
+                "--dry-run",
+                "lora",
+                "--gc",
+                "on",
+                "--seq-scan",
+                "--scan-start",
+                "16",
+                "--scan-max",
+                "512",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     scans = [json.loads(line) for line in out.read_text().splitlines() if '"scan"' in line]
     assert [s["stack"].split()[0] for s in scans] == ["peer", "tuneforge"]
     assert scans[0]["error"] == "ValueError: not an OOM" and scans[1]["max_seq"] == 128
@@ -291,8 +362,11 @@ def fake_liger(monkeypatch):
 
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     real_find_spec = speed.importlib.util.find_spec
-    monkeypatch.setattr(speed.importlib.util, "find_spec",  # liger "installed"
-                        lambda name, *a: object() if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        speed.importlib.util,
+        "find_spec",  # liger "installed"
+        lambda name, *a: object() if name == "liger_kernel" else real_find_spec(name, *a),
+    )
     monkeypatch.setattr(speed, "_apply_liger", apply)
     return calls
 
@@ -312,7 +386,10 @@ def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
     monkeypatch.setattr(speed, "_compile_blocks", lambda m: pytest.fail("compile must not run"))
     levers = {lv.key: lv for lv in apply_speedups(tiny_lora_llama(), TrainSection(), task(), lora())}
     assert levers["liger"].on and not levers["compile"].on
-    assert levers["compile"].note == speed.LIGER_ON_COMPILE_AUTO and "Inductor cannot compile" in speed.LIGER_ON_COMPILE_AUTO
+    assert (
+        levers["compile"].note == speed.LIGER_ON_COMPILE_AUTO
+        and "Inductor cannot compile" in speed.LIGER_ON_COMPILE_AUTO
+    )
 
 
 def test_compile_without_liger_is_unchanged(monkeypatch):

@@ -1,6 +1,7 @@
 """Kill -9 at random moments, then --resume, until the run completes: the final metrics and the per-step losses
 equal the uninterrupted run's exactly (CPU, fp32). Real processes, real SIGKILLs: kills land in data
 preparation, training steps, evaluations, checkpoint writes and the final save, across all three epochs."""
+
 from __future__ import annotations
 
 import json
@@ -95,9 +96,18 @@ def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_result(tmp_path, ti
         r["text"] += " fine" * (i % 5)
     pd.DataFrame(rows).to_csv(tmp_path / "data.csv", index=False)
     # a checkpoint (and an evaluation) every 2 of 36 steps: a good share of random kills land inside a save
-    raw = tiny_config(tiny_bert, str(tmp_path / "data.csv"), "unused", method="lora", train__epochs=3,
-                      train__batch_size=16, train__eval_strategy="steps", train__eval_steps=2, train__save_steps=2,
-                      train__logging_steps=1)
+    raw = tiny_config(
+        tiny_bert,
+        str(tmp_path / "data.csv"),
+        "unused",
+        method="lora",
+        train__epochs=3,
+        train__batch_size=16,
+        train__eval_strategy="steps",
+        train__eval_steps=2,
+        train__save_steps=2,
+        train__logging_steps=1,
+    )
     raw.pop("output")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))

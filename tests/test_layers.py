@@ -1,4 +1,5 @@
 """The layers of tuneforge/layers.py hold: every import in the package (inside functions too) points down."""
+
 from __future__ import annotations
 
 import ast
@@ -37,8 +38,9 @@ def imports(path: Path) -> list[tuple[int, str]]:
             for a in node.names:
                 sub = f"{target}.{a.name}"
                 # `from tuneforge.tasks import causal_lm` imports a module; `from tuneforge.x import f` a name in x
-                is_module = (SRC / Path(*sub.split("."))).with_suffix(".py").is_file() or \
-                    (SRC / Path(*sub.split("."))).is_dir()
+                is_module = (SRC / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                    SRC / Path(*sub.split("."))
+                ).is_dir()
                 out.append((node.lineno, sub if is_module else target))
     return out
 
@@ -77,20 +79,25 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
         found = [v for v in violations() if "_layer_probe_tmp" in v]
     finally:
         fake.unlink()
-    assert found == ["src/tuneforge/data/_layer_probe_tmp.py:2: layer 3 (tuneforge.data) may not import layer 5 "
-                     "(tuneforge.training)",
-                     "src/tuneforge/data/_layer_probe_tmp.py:3: layer 3 (tuneforge.data) may not import layer 5 "
-                     "(tuneforge.inference)"]
+    assert found == [
+        "src/tuneforge/data/_layer_probe_tmp.py:2: layer 3 (tuneforge.data) may not import layer 5 "
+        "(tuneforge.training)",
+        "src/tuneforge/data/_layer_probe_tmp.py:3: layer 3 (tuneforge.data) may not import layer 5 "
+        "(tuneforge.inference)",
+    ]
 
 
-@pytest.mark.parametrize("importer,imported,ok", [
-    ("tuneforge.config.loader", "tuneforge.registry", True),
-    ("tuneforge.config.loader", "tuneforge.tasks.base", False),
-    ("tuneforge.tasks.causal_lm", "tuneforge.methods.lora", False),
-    ("tuneforge.methods.lora", "tuneforge.tasks", False),
-    ("tuneforge.tasks.causal_lm", "tuneforge.models.loader", True),
-    ("tuneforge.cli.train", "tuneforge.training.engine", True),
-])
+@pytest.mark.parametrize(
+    "importer,imported,ok",
+    [
+        ("tuneforge.config.loader", "tuneforge.registry", True),
+        ("tuneforge.config.loader", "tuneforge.tasks.base", False),
+        ("tuneforge.tasks.causal_lm", "tuneforge.methods.lora", False),
+        ("tuneforge.methods.lora", "tuneforge.tasks", False),
+        ("tuneforge.tasks.causal_lm", "tuneforge.models.loader", True),
+        ("tuneforge.cli.train", "tuneforge.training.engine", True),
+    ],
+)
 def test_table(importer, imported, ok):
     assert (allowed(importer, imported) is None) == ok
 

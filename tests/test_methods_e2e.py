@@ -1,5 +1,6 @@
 """Methods on the real builtin models (minutes on CPU): QLoRA on MiniLM merges into a plain checkpoint that
 matches the 4-bit-trained model; layer discovery finds SmolLM2's 30 blocks and bottleneck adapters fit it."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,16 @@ def test_qlora_minilm_train_and_merge(tmp_path):
 
     if not BUILTIN_MODELS["minilm-l6"].installed():
         pytest.skip("builtin:minilm-l6 is not installed")
-    res = tuneforge.train("configs/methods/qlora-classification.yaml",
-                          ["data.max_train_samples=200", "train.max_steps=4", "train.eval_strategy='no'",
-                           f"output.dir={tmp_path / 'run'}", "train.report_to=none"])
+    res = tuneforge.train(
+        "configs/methods/qlora-classification.yaml",
+        [
+            "data.max_train_samples=200",
+            "train.max_steps=4",
+            "train.eval_strategy='no'",
+            f"output.dir={tmp_path / 'run'}",
+            "train.report_to=none",
+        ],
+    )
     eff = json.loads((res.run_dir / "efficiency.json").read_text())
     assert eff["trainable_percent"] < 2.0
     r = merge_run(res.run_dir, tmp_path / "merged")

@@ -1,6 +1,7 @@
 """Every method through the one training path (tuneforge.train on a tiny BERT): the run completes, reports
 its trainable parameters, loads back in a fresh process with identical logits, PEFT adapters load with stock
 PEFT, and `tuneforge merge` writes a plain checkpoint (or refuses in one line)."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,13 @@ import torch
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
 METHODS = {
-    "full": {}, "freeze": {"trainable_layers": 1, "layerwise_lr_decay": 0.9},
+    "full": {},
+    "freeze": {"trainable_layers": 1, "layerwise_lr_decay": 0.9},
     "lora": {"r": 4, "target_modules": ["query", "value"], "use_dora": True},
-    "qlora": {"r": 4}, "adapter": {"placement": "houlsby", "bottleneck_size": 8},
-    "prefix": {"num_virtual_tokens": 4, "projection": True}, "prompt": {"num_virtual_tokens": 4},
+    "qlora": {"r": 4},
+    "adapter": {"placement": "houlsby", "bottleneck_size": 8},
+    "prefix": {"num_virtual_tokens": 4, "projection": True},
+    "prompt": {"num_virtual_tokens": 4},
     "ia3": {},
 }
 # saved in PEFT's format on this BERT classifier (prefix tuning of encoders is tuneforge's own, see test_methods_prefix)
@@ -74,10 +78,22 @@ def test_fresh_process_load_gives_identical_logits(runs, tmp_path):
         "runs, texts, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]\n"
         "np.savez(out, **{n: classify_logits(load_run(d), texts) for n, d in runs.items()})\n"
         "from tuneforge.cli.app import main\n"
-        "sys.exit(main(['predict', runs['adapter'], *texts]))\n")
+        "sys.exit(main(['predict', runs['adapter'], *texts]))\n"
+    )
     out = tmp_path / "logits.npz"
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps({n: str(r.run_dir) for n, r in runs.items()}),
-                           json.dumps(TEXTS), str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            json.dumps({n: str(r.run_dir) for n, r in runs.items()}),
+            json.dumps(TEXTS),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
     assert [r["text"] for r in rows] == TEXTS and all(r["label"] in ("negative", "positive") for r in rows)
@@ -97,13 +113,19 @@ def test_peft_adapters_load_with_stock_peft(runs, tiny_bert):
         kw = {}
         if name == "qlora":  # an adapter trained on a 4-bit base is used on the same 4-bit base
             from transformers import BitsAndBytesConfig
+
             kw["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=["classifier"])
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32,
+                llm_int8_skip_modules=["classifier"],
+            )
         base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, **kw)
         stock = PeftModel.from_pretrained(base, str(runs[name].run_dir / "model")).eval()
         if name == "qlora":  # bitsandbytes 0.50's CPU repacking breaks on this tiny model's 32-wide layers
             from tuneforge.methods.lora import keep_cpu_4bit_layout
+
             keep_cpu_4bit_layout(stock)
         run.model = stock
         ours = classify_logits(load_run(runs[name].run_dir), TEXTS)
@@ -127,8 +149,7 @@ def test_merge_in_process_for_every_mergeable_method(runs, tmp_path):
         enc = tok(TEXTS, padding=True, return_tensors="pt")
         with torch.no_grad():
             plain = model(**enc).logits.numpy()
-        np.testing.assert_allclose(plain, classify_logits(load_run(runs[name].run_dir), TEXTS), atol=1e-4,
-                                   err_msg=name)
+        np.testing.assert_allclose(plain, classify_logits(load_run(runs[name].run_dir), TEXTS), atol=1e-4, err_msg=name)
 
 
 def test_merge_cli(runs, tmp_path):

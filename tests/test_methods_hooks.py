@@ -2,6 +2,7 @@
 is the LoRA method's lever, every other method offers no fused path), `disabled_adapters` (the base model for
 comparisons: adapters switched off for PEFT methods, None where the caller must load the base itself), and
 `load_kwargs(ctx)` (the quantized base keeps the task's full-precision modules)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,29 +38,45 @@ def test_speed_levers_are_reexported_from_the_kernels_layer():
     assert speed.Lever is levers.Lever and speed.wanted is levers.wanted
 
 
-@pytest.mark.parametrize("name, cfg", [("full", {}), ("freeze", {"trainable_layers": 1}), ("ia3", {}),
-                                       ("adapter", {"bottleneck_size": 8}), ("prompt", {"num_virtual_tokens": 4})])
+@pytest.mark.parametrize(
+    "name, cfg",
+    [
+        ("full", {}),
+        ("freeze", {"trainable_layers": 1}),
+        ("ia3", {}),
+        ("adapter", {"bottleneck_size": 8}),
+        ("prompt", {"num_virtual_tokens": 4}),
+    ],
+)
 def test_a_non_lora_method_offers_no_fused_path(name, cfg, tiny_llama):
     method = make_method(name, **cfg)
     model, _ = build("llama", tiny_llama, method)
     # explicit true: not an error (as before the hook), off with the reason; auto: off without CUDA, and also with
     # CUDA; false: off
     assert method.speed_levers(model, TrainSection(fused_lora=True), cuda=False) == [
-        Lever("fused_lora", False, "off: the model has no LoRA layers")]
+        Lever("fused_lora", False, "off: the model has no LoRA layers")
+    ]
     assert method.speed_levers(model, TrainSection(), cuda=True) == [
-        Lever("fused_lora", False, "off: the model has no LoRA layers")]
+        Lever("fused_lora", False, "off: the model has no LoRA layers")
+    ]
     assert method.speed_levers(model, TrainSection(), cuda=False) == [
-        Lever("fused_lora", False, "off: no CUDA device (it pays off on GPUs)")]
+        Lever("fused_lora", False, "off: no CUDA device (it pays off on GPUs)")
+    ]
     assert method.speed_levers(model, TrainSection(fused_lora=False), cuda=True) == [
-        Lever("fused_lora", False, "off (train.fused_lora=false)")]
+        Lever("fused_lora", False, "off (train.fused_lora=false)")
+    ]
     assert fused_layers(model) == 0
 
 
 def test_a_non_lora_method_does_not_fuse_lora_layers_it_does_not_own(tiny_llama):
     # the fused path belongs to the LoRA method: asked through another method, LoRA layers keep PEFT's forward
     model, _ = build("llama", tiny_llama, make_method("lora", dropout=0.0))
-    levers = apply_speedups(model, TrainSection(fused_lora=True, compile=False, liger=False, chunked_loss=False),
-                            causal_task(), make_method("full"))
+    levers = apply_speedups(
+        model,
+        TrainSection(fused_lora=True, compile=False, liger=False, chunked_loss=False),
+        causal_task(),
+        make_method("full"),
+    )
     assert [lv.key for lv in levers] == ["liger", "chunked_loss", "fused_lora", "compile"]
     assert not levers[2].on and fused_layers(model) == 0
 
@@ -71,14 +88,17 @@ def test_the_lora_lever_through_the_hook(tiny_llama, capfd):
     train_steps(model, method, b, steps=2)  # B != 0, so the LoRA update shows in the outputs
     ref = logits(model, b)
     capfd.readouterr()
-    levers = apply_speedups(model, TrainSection(fused_lora=True, compile=False, liger=False, chunked_loss=False),
-                            causal_task(), method)
+    levers = apply_speedups(
+        model, TrainSection(fused_lora=True, compile=False, liger=False, chunked_loss=False), causal_task(), method
+    )
     # same place in the line and the returned order as before the hook
     assert [lv.key for lv in levers] == ["liger", "chunked_loss", "fused_lora", "compile"]
     assert levers[2] == Lever("fused_lora", True, "on: 14 of 14 LoRA layers")
     err = capfd.readouterr().err
-    assert err == ("tuneforge: speed levers: liger off (train.liger=false); chunked_loss off (train.chunked_loss=false); "
-                   "fused_lora on: 14 of 14 LoRA layers; compile off (train.compile=false)\n")
+    assert err == (
+        "tuneforge: speed levers: liger off (train.liger=false); chunked_loss off (train.chunked_loss=false); "
+        "fused_lora on: 14 of 14 LoRA layers; compile off (train.compile=false)\n"
+    )
     assert fused_layers(model) == 14
     torch.testing.assert_close(logits(model, b), ref, rtol=1e-5, atol=1e-5)
 
@@ -87,12 +107,15 @@ def test_the_lora_lever_resolution(tiny_llama):
     method = make_method("lora", dropout=0.0)
     model, _ = build("llama", tiny_llama, method)
     assert method.speed_levers(model, TrainSection(), cuda=False) == [
-        Lever("fused_lora", False, "off: no CUDA device (it pays off on GPUs)")]
+        Lever("fused_lora", False, "off: no CUDA device (it pays off on GPUs)")
+    ]
     assert method.speed_levers(model, TrainSection(fused_lora=False), cuda=True) == [
-        Lever("fused_lora", False, "off (train.fused_lora=false)")]
+        Lever("fused_lora", False, "off (train.fused_lora=false)")
+    ]
     assert fused_layers(model) == 0
     assert method.speed_levers(model, TrainSection(), cuda=True) == [
-        Lever("fused_lora", True, "on (auto): 14 of 14 LoRA layers")]
+        Lever("fused_lora", True, "on (auto): 14 of 14 LoRA layers")
+    ]
     assert fused_layers(model) == 14
 
     dropout = make_method("lora")  # dropout 0.05: no layer can fuse, `auto` notes it instead of failing
@@ -108,10 +131,18 @@ def test_apply_speedups_without_a_method_has_no_method_levers(tiny_llama):
 
 
 # ---- adapters off: the base model for comparisons ---------------------------------------------------------------
-@pytest.mark.parametrize("name, cfg", [("lora", {}), ("lora", {"dropout": 0.0, "fused": True}), ("qlora", {}),
-                                       ("ia3", {}), ("prompt", {"num_virtual_tokens": 4}),
-                                       ("prefix", {"num_virtual_tokens": 4})],
-                         ids=["lora", "lora-fused", "qlora", "ia3", "prompt", "prefix"])
+@pytest.mark.parametrize(
+    "name, cfg",
+    [
+        ("lora", {}),
+        ("lora", {"dropout": 0.0, "fused": True}),
+        ("qlora", {}),
+        ("ia3", {}),
+        ("prompt", {"num_virtual_tokens": 4}),
+        ("prefix", {"num_virtual_tokens": 4}),
+    ],
+    ids=["lora", "lora-fused", "qlora", "ia3", "prompt", "prefix"],
+)
 def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
     cfg = dict(cfg)
     fused = cfg.pop("fused", False)
@@ -128,9 +159,10 @@ def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
     base = load_model(tiny_llama, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
     if name == "qlora":
         from tuneforge.methods.lora import keep_cpu_4bit_layout
+
         keep_cpu_4bit_layout(base)
     expected = logits(base, b)
-    assert not torch.allclose(trained[..., -expected.shape[1]:, :], expected, atol=1e-4)
+    assert not torch.allclose(trained[..., -expected.shape[1] :, :], expected, atol=1e-4)
     with method.disabled_adapters(model) as off:
         assert off is model
         got = logits(off, b)
@@ -139,10 +171,16 @@ def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
     torch.testing.assert_close(logits(model, b), trained, rtol=0, atol=0)  # adapters back on after the block
 
 
-@pytest.mark.parametrize("kind, name, cfg", [("llama", "full", {}), ("llama", "freeze", {"trainable_layers": 1}),
-                                             ("llama", "adapter", {"bottleneck_size": 8}),
-                                             ("bert", "prefix", {"num_virtual_tokens": 4})],
-                         ids=["full", "freeze", "adapter", "prefix-encoder"])
+@pytest.mark.parametrize(
+    "kind, name, cfg",
+    [
+        ("llama", "full", {}),
+        ("llama", "freeze", {"trainable_layers": 1}),
+        ("llama", "adapter", {"bottleneck_size": 8}),
+        ("bert", "prefix", {"num_virtual_tokens": 4}),
+    ],
+    ids=["full", "freeze", "adapter", "prefix-encoder"],
+)
 def test_disabled_adapters_is_none_without_a_switch(kind, name, cfg, tiny_llama, tiny_bert):
     method = make_method(name, **cfg)
     model, _ = build(kind, tiny_bert if kind == "bert" else tiny_llama, method)
@@ -158,12 +196,15 @@ def test_qlora_load_kwargs_keep_the_tasks_full_precision_modules():
     skip = lambda kw: kw["quantization_config"].llm_int8_skip_modules  # noqa: E731
     assert skip(qlora.load_kwargs(MethodContext(full_precision_modules=("lm_head",)))) == ["lm_head"]
     assert skip(qlora.load_kwargs(MethodContext(full_precision_modules=FULL_PRECISION["bert"]))) == [
-        "classifier", "score", "qa_outputs", "pre_classifier"]
+        "classifier",
+        "score",
+        "qa_outputs",
+        "pre_classifier",
+    ]
     int8 = make_method("lora", quantization="int8")
     assert skip(int8.load_kwargs(MethodContext(full_precision_modules=("score",)))) == ["score"]
     # a caller without a context (or a task that names none) gets the built-in tasks' heads, as before
-    assert skip(qlora.load_kwargs()) == HEAD_NAMES == ["classifier", "score", "lm_head", "qa_outputs",
-                                                        "pre_classifier"]
+    assert skip(qlora.load_kwargs()) == HEAD_NAMES == ["classifier", "score", "lm_head", "qa_outputs", "pre_classifier"]
     assert skip(qlora.load_kwargs(MethodContext())) == HEAD_NAMES
     assert make_method("lora").load_kwargs(MethodContext(full_precision_modules=("lm_head",))) == {}
     assert make_method("full").load_kwargs(MethodContext(full_precision_modules=("lm_head",))) == {}
@@ -176,8 +217,7 @@ def test_qlora_refuses_a_quantized_head_naming_the_tasks_modules(tiny_bert):
     qlora = make_method("qlora")
     ctx = MethodContext(full_precision_modules=("lm_head",))  # not the classifier: it gets quantized
     torch.manual_seed(0)
-    model = load_model(tiny_bert, AutoModelForSequenceClassification, "float32", num_labels=2,
-                       **qlora.load_kwargs(ctx))
+    model = load_model(tiny_bert, AutoModelForSequenceClassification, "float32", num_labels=2, **qlora.load_kwargs(ctx))
     ctx.head_modules = ["classifier"]
     with pytest.raises(MethodError, match=r"the task head 'classifier' was quantized; .*known head names: lm_head\)"):
         qlora.apply(model, ctx)

@@ -1,4 +1,5 @@
 """Exact numbers: layer discovery, layer-wise learning-rate groups, the bottleneck adapter layer."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,9 +40,18 @@ def test_layerwise_lr_groups_exact(tiny_bert):
     method = make_method("full", layerwise_lr_decay=0.5, head_lr=3.0)
     model, _ = build("bert", tiny_bert, method)
     groups = {g["name"]: g for g in method.param_groups(model, lr=1.0, weight_decay=0.1)}
-    want = {"head": 3.0, "head/no_decay": 3.0, "top": 1.0, "top/no_decay": 1.0,
-            "block.1": 1.0, "block.1/no_decay": 1.0, "block.0": 0.5, "block.0/no_decay": 0.5,
-            "embeddings": 0.25, "embeddings/no_decay": 0.25}
+    want = {
+        "head": 3.0,
+        "head/no_decay": 3.0,
+        "top": 1.0,
+        "top/no_decay": 1.0,
+        "block.1": 1.0,
+        "block.1/no_decay": 1.0,
+        "block.0": 0.5,
+        "block.0/no_decay": 0.5,
+        "embeddings": 0.25,
+        "embeddings/no_decay": 0.25,
+    }
     assert {k: g["lr"] for k, g in groups.items()} == want
     for name, g in groups.items():
         assert g["weight_decay"] == (0.0 if name.endswith("no_decay") else 0.1)
@@ -116,17 +126,19 @@ def test_adapter_placement_and_identity_at_start(kind, placement, per_block, tin
     trainable = [n for n, _ in m.trainable_parameters(adapted)]
     assert all(".adapter." in n or n.startswith("classifier.") for n in trainable)
     n_adapters = 2 * per_block
-    assert sum(p.numel() for n, p in m.trainable_parameters(adapted) if ".adapter." in n) == \
-        n_adapters * (2 * 32 * 4 + 4 + 32)
+    assert sum(p.numel() for n, p in m.trainable_parameters(adapted) if ".adapter." in n) == n_adapters * (
+        2 * 32 * 4 + 4 + 32
+    )
 
 
 def test_adapter_rejects_unsupported_architecture(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=50, n_positions=32)).save_pretrained(tmp_path)
+    from transformers import AutoModelForCausalLM
+
     from tuneforge.methods import MethodContext
     from tuneforge.models.loader import load_model
-    from transformers import AutoModelForCausalLM
 
     model = load_model(str(tmp_path), AutoModelForCausalLM, "float32")
     with pytest.raises(MethodError, match="unsupported architecture GPT2LMHeadModel"):

@@ -1,17 +1,28 @@
 """The method x model contract matrix on tiny random BERT (classification) and Llama (causal LM) models:
 apply, a few training steps move the loss, exactly the method's parameters change, save -> load gives the
 same logits, merge gives the same logits (or says it cannot)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from methods_helpers import (base_builder, batch, build, logits, make_method, save_run_model, save_tiny_llama,
-                             train_steps)
+from methods_helpers import (
+    base_builder,
+    batch,
+    build,
+    logits,
+    make_method,
+    save_run_model,
+    save_tiny_llama,
+    train_steps,
+)
 from tuneforge.methods import MethodError, count_parameters
 
-NAMES = {"bert": {"qv": ["query", "value"], "regex": r".*\.(query|value)$", "attn": "attention"},
-         "llama": {"qv": ["q_proj", "v_proj"], "regex": r".*\.(q_proj|v_proj)$", "attn": "self_attn"}}
+NAMES = {
+    "bert": {"qv": ["query", "value"], "regex": r".*\.(query|value)$", "attn": "attention"},
+    "llama": {"qv": ["q_proj", "v_proj"], "regex": r".*\.(q_proj|v_proj)$", "attn": "self_attn"},
+}
 
 # (id, method name, config, learning rate); "@qv" etc. are filled per architecture
 CASES = [
@@ -46,6 +57,7 @@ def resolve(cfg: dict, kind: str) -> dict:
         if isinstance(v, list):
             return [fill(x) for x in v]
         return v
+
     return {k: fill(v) for k, v in cfg.items()}
 
 

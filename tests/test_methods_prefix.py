@@ -1,5 +1,6 @@
 """tuneforge's own prefix tuning for encoders: the attention it computes, by hand; every layer uses its own slice;
 PEFT's layout; save/load; the PEFT path stays for causal LMs."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,12 +24,18 @@ def test_prefix_attention_is_attention_over_the_prefix_and_the_tokens(tiny_bert)
     b = batch("bert", n=3, length=7)
     b["attention_mask"][0, -2:] = 0  # a padded row: the prefix is attended, the padding is not
     seen = {}
-    attn.register_forward_hook(lambda m, args, kwargs, out: seen.update(x=args[0] if args else kwargs["hidden_states"],
-                                                                      out=out[0]), with_kwargs=True)
+    attn.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(x=args[0] if args else kwargs["hidden_states"], out=out[0]),
+        with_kwargs=True,
+    )
     with torch.no_grad():
         model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         x = seen["x"]
-        heads, dim, p = model.config.num_attention_heads, model.config.hidden_size // model.config.num_attention_heads, 3
+        heads, dim, p = (
+            model.config.num_attention_heads,
+            model.config.hidden_size // model.config.num_attention_heads,
+            3,
+        )
 
         def split(t):
             return t.view(x.shape[0], x.shape[1], heads, dim).transpose(1, 2)
@@ -38,7 +45,7 @@ def test_prefix_attention_is_attention_over_the_prefix_and_the_tokens(tiny_bert)
         pk = table[:, 1, 0].permute(1, 0, 2).expand(x.shape[0], -1, -1, -1)
         pv = table[:, 1, 1].permute(1, 0, 2).expand(x.shape[0], -1, -1, -1)
         keys, values = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
-        scores = q @ keys.transpose(-1, -2) / dim ** 0.5
+        scores = q @ keys.transpose(-1, -2) / dim**0.5
         keep = torch.cat([torch.ones(x.shape[0], p, dtype=torch.bool), b["attention_mask"].bool()], 1)
         scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
         expected = (scores.softmax(-1) @ values).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
@@ -54,11 +61,11 @@ def test_every_layer_reads_its_own_slice_of_the_table(tiny_bert):
     width = 2 * prefix.kv_heads * prefix.head_dim
     for layer in range(prefix.num_layers):
         with torch.no_grad():
-            saved = prefix.embedding.weight[:, layer * width:(layer + 1) * width].clone()
-            prefix.embedding.weight[:, layer * width:(layer + 1) * width] += 1.0
+            saved = prefix.embedding.weight[:, layer * width : (layer + 1) * width].clone()
+            prefix.embedding.weight[:, layer * width : (layer + 1) * width] += 1.0
         assert not torch.allclose(logits(model, b), base, atol=1e-4), f"layer {layer} ignores its prefix"
         with torch.no_grad():
-            prefix.embedding.weight[:, layer * width:(layer + 1) * width] = saved
+            prefix.embedding.weight[:, layer * width : (layer + 1) * width] = saved
     assert torch.allclose(logits(model, b), base)
 
 

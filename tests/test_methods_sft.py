@@ -1,5 +1,6 @@
 """Every method with the causal_lm SFT task (tiny random Llama with a ChatML tokenizer) through the one
 training path: trains, reloads with the same logits, generates (chat), merges where it can."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,21 @@ def sft_runs(tmp_path_factory) -> dict:
     data = write_jsonl(root / "chat.jsonl", chat_rows(24))
     out = {}
     for name, extra in METHODS.items():
-        cfg = {"model": {"name": model},
-               "data": {"train": data, "max_length": 96, "split": {"validation": 0.2, "test": 0.0}},
-               "task": {"type": "causal_lm", "report_prompts": 1, "report_max_new_tokens": 4, "compare_base": False},
-               "method": {"name": name, **extra},
-               "train": {"epochs": 1, "batch_size": 4, "learning_rate": 5e-3 if name in ("full", "freeze") else 2e-2,
-                         "logging_steps": 1, "report_to": "none"},
-               "eval": {"load_best_model": False},
-               "output": {"dir": str(root / name)}}
+        cfg = {
+            "model": {"name": model},
+            "data": {"train": data, "max_length": 96, "split": {"validation": 0.2, "test": 0.0}},
+            "task": {"type": "causal_lm", "report_prompts": 1, "report_max_new_tokens": 4, "compare_base": False},
+            "method": {"name": name, **extra},
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "learning_rate": 5e-3 if name in ("full", "freeze") else 2e-2,
+                "logging_steps": 1,
+                "report_to": "none",
+            },
+            "eval": {"load_best_model": False},
+            "output": {"dir": str(root / name)},
+        }
         out[name] = train(load_config(raw=cfg))
     return out
 
@@ -59,7 +67,8 @@ def test_reload_logits_and_merge(sft_runs, tmp_path):
 
     from tuneforge.export.merge import merge_run
     from tuneforge.inference import load_run
-    from tuneforge.methods import METHODS as REGISTRY, MethodError
+    from tuneforge.methods import METHODS as REGISTRY
+    from tuneforge.methods import MethodError
 
     for name, res in sft_runs.items():
         a, b = load_run(res.run_dir), load_run(res.run_dir)
@@ -71,8 +80,9 @@ def test_reload_logits_and_merge(sft_runs, tmp_path):
             r = merge_run(res.run_dir, tmp_path / name, texts=PROMPTS)
             assert r["max_abs_logit_diff"] <= 1e-4, (name, r)
             plain = AutoModelForCausalLM.from_pretrained(tmp_path / name).eval()
-            assert (tmp_path / name / "chat_template.jinja").is_file() or \
-                "chat_template" in (tmp_path / name / "tokenizer_config.json").read_text()
+            assert (tmp_path / name / "chat_template.jinja").is_file() or "chat_template" in (
+                tmp_path / name / "tokenizer_config.json"
+            ).read_text()
             with torch.no_grad():
                 lp = plain(**ids).logits
             assert torch.allclose(lp, la, atol=1e-4), (name, float((lp - la).abs().max()))
@@ -86,6 +96,5 @@ def test_chat_generates_for_every_method(sft_runs):
 
     for name, res in sft_runs.items():
         cm = load_chat_model(str(res.run_dir), device="cpu")
-        out = generate(cm, [[{"role": "user", "content": "who are you"}]],
-                       {"temperature": 0.0, "max_new_tokens": 4})
+        out = generate(cm, [[{"role": "user", "content": "who are you"}]], {"temperature": 0.0, "max_new_tokens": 4})
         assert len(out) == 1 and isinstance(out[0], dict), (name, out)

@@ -1,5 +1,6 @@
 """Progressive unfreezing through the real Trainer (the engine's trainer class): each part of the model
 starts changing exactly at its unfreeze point, never before, and keeps changing after."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,15 +39,28 @@ def run_trainer(tmp_path, method, model, ctx, steps):
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 60, (16, 8), generator=g)
-    ds = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * 8] * 16,
-                                     "labels": [i % 2 for i in range(16)]})
-    args = TrainingArguments(output_dir=str(tmp_path / "ck"), max_steps=steps, per_device_train_batch_size=4,
-                             learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.01,
-                             report_to="none", use_cpu=True, save_strategy="no", logging_steps=1000,
-                             disable_tqdm=True, seed=0)
+    ds = datasets.Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * 8] * 16, "labels": [i % 2 for i in range(16)]}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "ck"),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.01,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1000,
+        disable_tqdm=True,
+        seed=0,
+    )
     rec = Recorder(model, method.layout)
-    trainer = _make_trainer_class()(model=model, args=args, train_dataset=ds, callbacks=[*method.callbacks(ctx), rec],
-                                    method=method)
+    trainer = _make_trainer_class()(
+        model=model, args=args, train_dataset=ds, callbacks=[*method.callbacks(ctx), rec], method=method
+    )
     trainer.train()
     return rec, trainer
 
@@ -74,14 +88,24 @@ def test_freeze_with_top_k_start_and_groups(tiny_llama_path, tmp_path):
     import datasets
 
     ids = torch.randint(5, 60, (8, 8), generator=torch.Generator().manual_seed(0))
-    ds = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * 8] * 8,
-                                     "labels": ids.tolist()})
-    args = TrainingArguments(output_dir=str(tmp_path / "ck"), max_steps=5, per_device_train_batch_size=4,
-                             learning_rate=1e-2, lr_scheduler_type="constant", report_to="none", use_cpu=True,
-                             save_strategy="no", disable_tqdm=True)
+    ds = datasets.Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * 8] * 8, "labels": ids.tolist()}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "ck"),
+        max_steps=5,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     rec = Recorder(model, m.layout)
-    _make_trainer_class()(model=model, args=args, train_dataset=ds, callbacks=[*m.callbacks(ctx), rec],
-                          method=m).train()
+    _make_trainer_class()(
+        model=model, args=args, train_dataset=ds, callbacks=[*m.callbacks(ctx), rec], method=m
+    ).train()
     assert rec.changed_at[TOP] == [1, 2, 3, 4, 5] and rec.changed_at[1] == [1, 2, 3, 4, 5]
     assert rec.changed_at[0] == [4, 5]
     assert rec.changed_at[EMBEDDINGS] == []  # freeze keeps the embeddings frozen throughout
@@ -98,4 +122,5 @@ def test_epoch_clock_and_stage_math():
 @pytest.fixture(scope="module")
 def tiny_llama_path(tmp_path_factory):
     from methods_helpers import save_tiny_llama
+
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-unfreeze"))

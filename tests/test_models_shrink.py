@@ -1,14 +1,15 @@
 """A student from kept layers (`model.keep_layers`): the count rule, validation errors, and shrinking tiny BERT,
 RoBERTa, Llama and Qwen2 models through the AutoModelFor... classes (weights kept, KV cache renumbered, save ->
 reload identical)."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
 import torch
-from sft_common import make_tiny_llama
 
+from sft_common import make_tiny_llama
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers, spread_layers
 
@@ -17,16 +18,20 @@ KEY = "model.keep_layers"
 
 # ---------------------------------------------------------------- the count rule and validation
 
-@pytest.mark.parametrize("count,num_layers,expected", [
-    (3, 6, [0, 3, 5]),
-    (6, 12, [0, 2, 4, 7, 9, 11]),  # DistilBERT's own choice
-    (10, 30, [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]),
-    (2, 6, [0, 5]),
-    (1, 6, [0]),
-    (6, 6, [0, 1, 2, 3, 4, 5]),
-    (1, 1, [0]),
-    (4, 5, [0, 1, 3, 4]),
-])
+
+@pytest.mark.parametrize(
+    "count,num_layers,expected",
+    [
+        (3, 6, [0, 3, 5]),
+        (6, 12, [0, 2, 4, 7, 9, 11]),  # DistilBERT's own choice
+        (10, 30, [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]),
+        (2, 6, [0, 5]),
+        (1, 6, [0]),
+        (6, 6, [0, 1, 2, 3, 4, 5]),
+        (1, 1, [0]),
+        (4, 5, [0, 1, 3, 4]),
+    ],
+)
 def test_count_rule(count, num_layers, expected):
     assert resolve_keep_layers(count, num_layers) == expected
 
@@ -47,20 +52,23 @@ def test_valid_lists():
     assert resolve_keep_layers(list(range(6)), 6) == list(range(6))
 
 
-@pytest.mark.parametrize("spec,needles", [
-    ([], ["[]", "0-5"]),
-    ([0, 7], ["layer 7", "out of range", "6 layers", "(0-5)"]),
-    ([-1, 2], ["layer -1", "out of range", "(0-5)"]),
-    ([0, 2, 2], ["layer 2", "twice", "(0-5)"]),
-    ([3, 1], ["[3, 1]", "increasing", "(0-5)"]),
-    ([0, 1.5], ["1.5", "(0-5)"]),
-    ([0, True], ["True", "(0-5)"]),
-    (0, ["0", "1 to 6"]),
-    (-2, ["-2", "1 to 6"]),
-    (7, ["7", "1 to 6"]),
-    ("3", ["'3'", "(0-5)"]),
-    (True, ["True", "(0-5)"]),
-])
+@pytest.mark.parametrize(
+    "spec,needles",
+    [
+        ([], ["[]", "0-5"]),
+        ([0, 7], ["layer 7", "out of range", "6 layers", "(0-5)"]),
+        ([-1, 2], ["layer -1", "out of range", "(0-5)"]),
+        ([0, 2, 2], ["layer 2", "twice", "(0-5)"]),
+        ([3, 1], ["[3, 1]", "increasing", "(0-5)"]),
+        ([0, 1.5], ["1.5", "(0-5)"]),
+        ([0, True], ["True", "(0-5)"]),
+        (0, ["0", "1 to 6"]),
+        (-2, ["-2", "1 to 6"]),
+        (7, ["7", "1 to 6"]),
+        ("3", ["'3'", "(0-5)"]),
+        (True, ["True", "(0-5)"]),
+    ],
+)
 def test_validation_errors_are_one_line(spec, needles):
     with pytest.raises(ConfigError) as e:
         resolve_keep_layers(spec, 6)
@@ -71,8 +79,11 @@ def test_validation_errors_are_one_line(spec, needles):
 
 
 def test_error_names_the_given_key():
-    with pytest.raises(ConfigError, match=r"^distill\.student_layers: layer 9 is out of range for a model "
-                                          r"with 4 layers \(0-3\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^distill\.student_layers: layer 9 is out of range for a model "
+        r"with 4 layers \(0-3\)$",
+    ):
         resolve_keep_layers([9], 4, key="distill.student_layers")
 
 
@@ -88,6 +99,7 @@ def test_unknown_architecture_is_a_model_error():
 
 
 # ---------------------------------------------------------------- real (tiny) models
+
 
 def _check_kept(original_blocks, student_blocks, kept):
     assert len(student_blocks) == len(kept)
@@ -111,8 +123,14 @@ def bert_dir(tmp_path_factory):
     from transformers import BertConfig, BertModel
 
     d = tmp_path_factory.mktemp("bert6")
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertModel(cfg).save_pretrained(d)
     return d
@@ -167,8 +185,15 @@ def test_bert_sequence_classification(bert_dir, tmp_path):
 def test_roberta_list_and_base_model(tmp_path):
     from transformers import AutoModel, RobertaConfig, RobertaModel
 
-    cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, pad_token_id=1)
+    cfg = RobertaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     model = RobertaModel(cfg).eval()
     orig_blocks = list(model.encoder.layer)
@@ -238,9 +263,18 @@ def test_shrinking_twice_records_the_first_models_layers(llama_dir):
 def test_qwen2_layer_types_are_cut(tmp_path):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=4,
-                      num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=2,
-                      max_position_embeddings=128)
+    cfg = Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=5,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=2,
+        max_position_embeddings=128,
+    )
     if getattr(cfg, "layer_types", None) is None:
         pytest.skip("this transformers has no config.layer_types")
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 uncertainty weighting and its gradient), how several data sources are mixed, config and data errors, and tiny
 end-to-end runs: through the CLI with every run-directory file, predict / eval / export / serve of the result,
 several data files with a multi-label sub-task and learned weights, and two multi-task runs on one base."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from conftest import run_cli
 from multitask_common import multitask_config, multitask_rows
+
+from conftest import run_cli
 
 IGN = -100.0
 
@@ -29,10 +31,14 @@ def _batch():
     layouts = [HeadLayout("a", 3, False), HeadLayout("b", 2, True), HeadLayout("c", 2, False)]
     torch.manual_seed(0)
     logits = torch.randn(4, 3 + 2 + 2, requires_grad=True)
-    labels = torch.tensor([[2, 1, 0, IGN],      # a=2, b={0}, c missing
-                           [IGN, IGN, IGN, IGN],  # nothing
-                           [0, IGN, IGN, IGN],    # a=0, b missing
-                           [1, 1, 1, IGN]])       # a=1, b={0,1}
+    labels = torch.tensor(
+        [
+            [2, 1, 0, IGN],  # a=2, b={0}, c missing
+            [IGN, IGN, IGN, IGN],  # nothing
+            [0, IGN, IGN, IGN],  # a=0, b missing
+            [1, 1, 1, IGN],
+        ]
+    )  # a=1, b={0,1}
     return layouts, logits, labels
 
 
@@ -72,17 +78,18 @@ def test_a_batch_without_any_label_gives_zero_loss_that_still_backpropagates():
     from tuneforge.kernels.multitask import HeadLayout, multitask_loss
 
     logits = torch.randn(2, 4, requires_grad=True)
-    loss = multitask_loss(logits, torch.full((2, 2), IGN), [HeadLayout("a", 2, False), HeadLayout("b", 2, False)],
-                          [1.0, 1.0])
+    loss = multitask_loss(
+        logits, torch.full((2, 2), IGN), [HeadLayout("a", 2, False), HeadLayout("b", 2, False)], [1.0, 1.0]
+    )
     assert loss.item() == 0.0
     loss.backward()
     assert logits.grad is not None
 
 
 def test_decoder_backbone_pools_the_last_real_token(tmp_path):
-    from sft_common import make_tiny_llama
     from transformers import AutoTokenizer
 
+    from sft_common import make_tiny_llama
     from tuneforge.models.multitask import MultiTaskModel
 
     path = make_tiny_llama(tmp_path / "llama")
@@ -105,8 +112,14 @@ def test_model_forward_uses_the_kernel_loss(tiny_bert):
     from tuneforge.kernels.multitask import multitask_loss
     from tuneforge.models.multitask import MultiTaskModel
 
-    spec = {"heads": [{"name": "x", "num_labels": 3, "multi_label": False},
-                      {"name": "y", "num_labels": 2, "multi_label": True}], "weights": [1.0, 0.5], "weighting": "fixed"}
+    spec = {
+        "heads": [
+            {"name": "x", "num_labels": 3, "multi_label": False},
+            {"name": "y", "num_labels": 2, "multi_label": True},
+        ],
+        "weights": [1.0, 0.5],
+        "weighting": "fixed",
+    }
     model = MultiTaskModel.from_pretrained(tiny_bert, multitask=spec).eval()
     enc = AutoTokenizer.from_pretrained(tiny_bert)(["good film", "bad plot"], padding=True, return_tensors="pt")
     labels = torch.tensor([[1, 0, 1], [IGN, IGN, IGN]])
@@ -151,20 +164,25 @@ def _validate(raw):
     return validate_config(raw)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r["task"].update(tasks={"only": {}}), "at least two sub-tasks"),
-    (lambda r: r["task"]["tasks"].update({"bad name": {}}), "sub-task name 'bad name'"),
-    (lambda r: r["task"]["tasks"]["polarity"].update(lable_column="x"), "lable_column.*label_column"),
-    (lambda r: r["task"]["tasks"]["polarity"].update(metric="acuracy"), "task.tasks.polarity.metric.*accuracy"),
-    (lambda r: r["task"]["tasks"]["polarity"].update(problem="multi_label", metric="f1_weighted"),
-     "not a multi_label metric"),
-    (lambda r: r.update(eval={"metric": "polarity_acuracy"}), "eval.metric.*polarity_accuracy"),
-    (lambda r: r.update(distill={"teacher": "x"}), "no distillation"),
-    (lambda r: r["method"].update(name="prompt"), "does not support task 'multitask'"),
-    (lambda r: r["data"].update(label_column="x"), "data.label_column.*classification"),
-    (lambda r: r["task"]["tasks"]["polarity"].update(test="t.csv"), "need its own `train` file"),
-    (lambda r: r["task"].update(sampling="random"), "task.sampling"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r["task"].update(tasks={"only": {}}), "at least two sub-tasks"),
+        (lambda r: r["task"]["tasks"].update({"bad name": {}}), "sub-task name 'bad name'"),
+        (lambda r: r["task"]["tasks"]["polarity"].update(lable_column="x"), "lable_column.*label_column"),
+        (lambda r: r["task"]["tasks"]["polarity"].update(metric="acuracy"), "task.tasks.polarity.metric.*accuracy"),
+        (
+            lambda r: r["task"]["tasks"]["polarity"].update(problem="multi_label", metric="f1_weighted"),
+            "not a multi_label metric",
+        ),
+        (lambda r: r.update(eval={"metric": "polarity_acuracy"}), "eval.metric.*polarity_accuracy"),
+        (lambda r: r.update(distill={"teacher": "x"}), "no distillation"),
+        (lambda r: r["method"].update(name="prompt"), "does not support task 'multitask'"),
+        (lambda r: r["data"].update(label_column="x"), "data.label_column.*classification"),
+        (lambda r: r["task"]["tasks"]["polarity"].update(test="t.csv"), "need its own `train` file"),
+        (lambda r: r["task"].update(sampling="random"), "task.sampling"),
+    ],
+)
 def test_config_errors_name_the_key(change, message):
     from tuneforge.errors import ConfigError
 
@@ -188,12 +206,20 @@ def mt_csv(tmp_path) -> str:
     return str(p)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda df: df.drop(columns=["polarity"]), "no column 'polarity' \\(set by task.tasks.polarity.label_column\\)"),
-    (lambda df: df.assign(polarity=df["polarity"].map(lambda v: None if v is None or v != v else "positive")),
-     "polarity: the training rows have a single class"),
-    (lambda df: df.assign(polarity=None), "task.tasks.polarity: no training row has a label"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda df: df.drop(columns=["polarity"]),
+            "no column 'polarity' \\(set by task.tasks.polarity.label_column\\)",
+        ),
+        (
+            lambda df: df.assign(polarity=df["polarity"].map(lambda v: None if v is None or v != v else "positive")),
+            "polarity: the training rows have a single class",
+        ),
+        (lambda df: df.assign(polarity=None), "task.tasks.polarity: no training row has a label"),
+    ],
+)
 def test_data_errors_are_one_line(tiny_bert, mt_csv, tmp_path, edit, message):
     from tuneforge.errors import DataError
     from tuneforge.models.loader import load_tokenizer
@@ -221,12 +247,27 @@ def cli_run(tiny_bert, tmp_path_factory) -> Path:
 
 def test_cli_run_writes_every_file(cli_run):
     files = {str(p.relative_to(cli_run)) for p in cli_run.rglob("*") if p.is_file()}
-    for f in ["config.yaml", "status.json", "metrics.jsonl", "efficiency.json", "data/report.md", "data/report.json",
-              "data/split/split.json", "data/split/test.jsonl", "data/split/validation.jsonl", "eval/metrics.json",
-              "eval/report.md", "eval/loss_curve.png", "model/tuneforge.json", "model/adapter_config.json",
-              "model/adapter_model.safetensors"] + \
-            [f"eval/{s}/{f}" for s in ("subjectivity", "polarity") for f in ("metrics.json", "report.md",
-                                                                             "confusion_matrix.png")]:
+    for f in [
+        "config.yaml",
+        "status.json",
+        "metrics.jsonl",
+        "efficiency.json",
+        "data/report.md",
+        "data/report.json",
+        "data/split/split.json",
+        "data/split/test.jsonl",
+        "data/split/validation.jsonl",
+        "eval/metrics.json",
+        "eval/report.md",
+        "eval/loss_curve.png",
+        "model/tuneforge.json",
+        "model/adapter_config.json",
+        "model/adapter_model.safetensors",
+    ] + [
+        f"eval/{s}/{f}"
+        for s in ("subjectivity", "polarity")
+        for f in ("metrics.json", "report.md", "confusion_matrix.png")
+    ]:
         assert f in files, f
     assert json.loads((cli_run / "status.json").read_text())["state"] == "completed"
     assert not (cli_run / "checkpoints").exists()
@@ -252,7 +293,9 @@ def test_predict_and_eval_through_the_cli(cli_run):
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 2 and set(rows[0]["tasks"]) == {"subjectivity", "polarity"}
     sub = rows[0]["tasks"]["subjectivity"]
-    assert sub["label"] in ("objective", "subjective") and sum(sub["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert sub["label"] in ("objective", "subjective") and sum(sub["probabilities"].values()) == pytest.approx(
+        1, abs=1e-4
+    )
 
     proc = run_cli("eval", str(cli_run))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -261,8 +304,9 @@ def test_predict_and_eval_through_the_cli(cli_run):
     assert again["combined"] == pytest.approx(saved["combined"], abs=1e-6)
     assert (cli_run / "eval" / "test-split" / "polarity" / "confusion_matrix.png").is_file()
 
-    proc = run_cli("eval", str(cli_run), "--data", str(cli_run / "data" / "split" / "test.jsonl"),
-                   "--label-column", "polarity")
+    proc = run_cli(
+        "eval", str(cli_run), "--data", str(cli_run / "data" / "split" / "test.jsonl"), "--label-column", "polarity"
+    )
     assert proc.returncode != 0 and "does not apply to a multi-task run" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -292,7 +336,6 @@ def test_serve_classify_answers_every_subtask(cli_run):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
     from serve_common import running_server
-
     from tuneforge.inference import predict
     from tuneforge.serve.app import create_app
     from tuneforge.serve.backends import load_backend
@@ -307,7 +350,8 @@ def test_serve_classify_answers_every_subtask(cli_run):
     for got, exp in zip(body["results"], want):
         assert got["tasks"]["polarity"]["label"] == exp["tasks"]["polarity"]["label"]
         assert got["tasks"]["subjectivity"]["probabilities"]["objective"] == pytest.approx(
-            exp["tasks"]["subjectivity"]["probabilities"]["objective"], abs=1e-5)
+            exp["tasks"]["subjectivity"]["probabilities"]["objective"], abs=1e-5
+        )
 
 
 def test_two_multitask_runs_share_one_base(cli_run, tiny_bert, tmp_path):
@@ -329,7 +373,8 @@ def test_two_multitask_runs_share_one_base(cli_run, tiny_bert, tmp_path):
         got, alone = predict(served.run, texts), predict(path, texts)
         for g, a in zip(got, alone):
             assert g["tasks"]["polarity"]["probabilities"]["positive"] == pytest.approx(
-                a["tasks"]["polarity"]["probabilities"]["positive"], abs=1e-5)
+                a["tasks"]["polarity"]["probabilities"]["positive"], abs=1e-5
+            )
 
 
 def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
@@ -340,14 +385,24 @@ def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
     from tuneforge.inference import predict
 
     rows = multitask_rows(240, tags=True)
-    pd.DataFrame([{k: r[k] for k in ("text", "subjectivity", "tags")} for r in rows]).to_csv(tmp_path / "a.csv",
-                                                                                               index=False)
+    pd.DataFrame([{k: r[k] for k in ("text", "subjectivity", "tags")} for r in rows]).to_csv(
+        tmp_path / "a.csv", index=False
+    )
     reviews = [{"text": r["text"], "stars": r["polarity"]} for r in multitask_rows(240, seed=3) if r["polarity"]]
     pd.DataFrame(reviews).to_json(tmp_path / "b.jsonl", orient="records", lines=True)
-    raw = multitask_config(tiny_bert, str(tmp_path / "a.csv"), str(tmp_path / "run"), "full",
-                           weighting="uncertainty", sampling="temperature")
-    raw["task"]["tasks"] = {"subjectivity": {}, "tags": {"problem": "multi_label"},
-                            "polarity": {"train": str(tmp_path / "b.jsonl"), "label_column": "stars", "weight": 2.0}}
+    raw = multitask_config(
+        tiny_bert,
+        str(tmp_path / "a.csv"),
+        str(tmp_path / "run"),
+        "full",
+        weighting="uncertainty",
+        sampling="temperature",
+    )
+    raw["task"]["tasks"] = {
+        "subjectivity": {},
+        "tags": {"problem": "multi_label"},
+        "polarity": {"train": str(tmp_path / "b.jsonl"), "label_column": "stars", "weight": 2.0},
+    }
     raw["train"]["epochs"] = 5
     result = tuneforge.train(validate_config(raw))
     run = result.run_dir
@@ -355,14 +410,19 @@ def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
     assert [s["subtasks"] for s in report["sources"]] == [["subjectivity", "tags"], ["polarity"]]
     assert report["subtasks"]["polarity"]["splits"]["train"]["labelled_rows"] == report["sources"][1]["train"]
     test = result.metrics["test"]
-    assert test["subjectivity_accuracy"] >= 0.9 and test["polarity_accuracy"] >= 0.8 and test["tags_f1_micro"] >= 0.7, test
+    assert test["subjectivity_accuracy"] >= 0.9 and test["polarity_accuracy"] >= 0.8 and test["tags_f1_micro"] >= 0.7, (
+        test
+    )
     weights = result.metrics["learned_task_weights"]
     assert set(weights) == {"subjectivity", "tags", "polarity"} and any(abs(w - 1.0) > 1e-3 for w in weights.values())
     assert (run / "eval" / "tags" / "confusion_matrix.png").is_file()
     tags = json.loads((run / "eval" / "tags" / "metrics.json").read_text())["test"]
     assert set(tags["per_class"]) == {"cast", "plot"} and "hamming_loss" in tags
     answer = predict(run, ["the plot story and acting was great"])[0]["tasks"]
-    assert set(answer["tags"]) == {"labels", "probabilities"} and set(answer["tags"]["probabilities"]) == {"cast", "plot"}
+    assert set(answer["tags"]) == {"labels", "probabilities"} and set(answer["tags"]["probabilities"]) == {
+        "cast",
+        "plot",
+    }
 
 
 def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_path):
@@ -372,15 +432,16 @@ def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_
     from test_resume_exact import _losses, _resume_from, _test_metrics, _train_keeping_checkpoints
 
     rows = multitask_rows(120)
-    pd.DataFrame([{"text": r["text"], "subjectivity": r["subjectivity"]} for r in rows]).to_csv(tmp_path / "a.csv",
-                                                                                              index=False)
+    pd.DataFrame([{"text": r["text"], "subjectivity": r["subjectivity"]} for r in rows]).to_csv(
+        tmp_path / "a.csv", index=False
+    )
     reviews = [{"text": r["text"], "polarity": r["polarity"]} for r in multitask_rows(60, seed=4) if r["polarity"]]
     pd.DataFrame(reviews).to_csv(tmp_path / "b.csv", index=False)
-    raw = multitask_config(tiny_bert, str(tmp_path / "a.csv"), str(tmp_path / "full"), "full",
-                           sampling="temperature")
+    raw = multitask_config(tiny_bert, str(tmp_path / "a.csv"), str(tmp_path / "full"), "full", sampling="temperature")
     raw["task"]["tasks"]["polarity"] = {"train": str(tmp_path / "b.csv")}
-    raw["train"].update(epochs=2, batch_size=16, eval_strategy="steps", eval_steps=4, save_steps=4,
-                        save_total_limit=20, logging_steps=1)
+    raw["train"].update(
+        epochs=2, batch_size=16, eval_strategy="steps", eval_steps=4, save_steps=4, save_total_limit=20, logging_steps=1
+    )
     result = _train_keeping_checkpoints(raw)
     total = result.efficiency["global_steps"]
     ckpts = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "full" / "checkpoints").glob("checkpoint-*"))

@@ -6,6 +6,7 @@ classifier on the tiny BERT and a LoRA SFT run on the tiny Llama, without weight
 base model with the same builder and seed the fixture was trained on, writes deterministic LoRA (and head)
 weights in PEFT's format next to the fixture's adapter_config.json, fills in the path placeholders, and then
 uses the run as the old code left it: no split file, no metadata other than what the old layout had."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ import pytest
 pytest.importorskip("peft")
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pre17"
-SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")
+SHAPE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -26,8 +36,14 @@ def test_fixture_has_no_weights_and_no_absolute_paths():
     files = [f for f in FIXTURE.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
     assert not [f for f in files if f.suffix in WEIGHT_SUFFIXES or "checkpoints" in f.parts]
     for kind in ("classification", "causal_lm"):
-        for rel in ("run/config.yaml", "run/status.json", "run/model/tuneforge.json",
-                    "run/model/adapter_config.json", "run/model/tokenizer.json", "base_config.json"):
+        for rel in (
+            "run/config.yaml",
+            "run/status.json",
+            "run/model/tuneforge.json",
+            "run/model/adapter_config.json",
+            "run/model/tokenizer.json",
+            "base_config.json",
+        ):
             assert (FIXTURE / kind / rel).is_file(), f"{kind}/{rel}"
         for f in (FIXTURE / kind).rglob("*"):
             if f.is_file():
@@ -86,9 +102,15 @@ def cls_run(tiny_bert, tmp_path_factory):
     run = materialize("classification", root / "fx", tiny_bert)
     meta = json.loads((run / "model" / "tuneforge.json").read_text())
     names = meta["labels"]
-    ref = write_adapter(run / "model", tiny_bert, AutoModelForSequenceClassification, root / "scratch",
-                        num_labels=len(names), id2label=dict(enumerate(names)),
-                        label2id={n: i for i, n in enumerate(names)})
+    ref = write_adapter(
+        run / "model",
+        tiny_bert,
+        AutoModelForSequenceClassification,
+        root / "scratch",
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     return run, names, ref
 
 
@@ -171,10 +193,16 @@ def test_old_causal_lm_run_chats(lm_run):
     prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
-        gen = ref.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
-                           eos_token_id=meta["stop_token_ids"], pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+        gen = ref.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=4,
+            do_sample=False,
+            eos_token_id=meta["stop_token_ids"],
+            pad_token_id=tok.pad_token_id,
+        )[0, ids.shape[1] :]
     gen = gen.tolist()
-    gen = gen[:next((i for i, t in enumerate(gen) if t in meta["stop_token_ids"]), len(gen))]
+    gen = gen[: next((i for i, t in enumerate(gen) if t in meta["stop_token_ids"]), len(gen))]
     assert answer == tok.decode(gen, skip_special_tokens=True).strip()
 
 
@@ -187,9 +215,10 @@ def test_old_causal_lm_run_serves(lm_run):
 
     run, _ = lm_run
     with TestClient(create_app(load_backend(str(run), device="cpu"))) as client:
-        r = client.post("/v1/chat/completions",
-                        json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3,
-                              "temperature": 0})
+        r = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3, "temperature": 0},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert isinstance(body["choices"][0]["message"]["content"], str)

@@ -5,6 +5,7 @@ Optuna creates its tables when a storage is first opened; two processes doing th
 database can collide in PostgreSQL's catalog (UniqueViolation on pg_type_typname_nsp_index, "CREATE TYPE
 studydirection"). Here the tables are created once before the workers start; `tuneforge search` itself has to cope
 with that race (tests/test_search_postgres.py starts its workers on an empty database)."""
+
 import subprocess
 import sys
 import textwrap
@@ -45,8 +46,12 @@ def test_one_study_from_two_processes(postgres_server):  # noqa: F811
     url, name = postgres_server.new_database("two_workers"), "two-workers"
     optuna.storages.RDBStorage(url).engine.dispose()  # Optuna's tables, once (see the module's docstring)
     # both create (or load) the study at the same moment: load_if_exists must settle that race
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, name], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

@@ -1,6 +1,7 @@
 """A run resumed from any checkpoint, in any epoch, ends exactly where the uninterrupted run ends (CPU, fp32):
 same per-step losses after the resumed step and the same final metrics, with length-grouped batches and with
 packed SFT rows."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import shutil
 
 import pytest
 
-from conftest import tiny_config
 from sft_common import chat_rows, make_tiny_llama, write_jsonl
+
+from conftest import tiny_config
 
 
 def _losses(run_dir) -> dict:
@@ -34,8 +36,7 @@ def _resume_from(full_run, step: int, into, overrides=()) -> object:
         shutil.rmtree(into / name, ignore_errors=True)
     (into / "efficiency.json").unlink(missing_ok=True)
     (into / "status.json").write_text(json.dumps({"state": "failed", "error": "killed"}))
-    return tuneforge.train(tuneforge.load_config(into / "config.yaml", [f"output.dir={into}", *overrides]),
-                           resume=True)
+    return tuneforge.train(tuneforge.load_config(into / "config.yaml", [f"output.dir={into}", *overrides]), resume=True)
 
 
 def _train_keeping_checkpoints(raw: dict):
@@ -61,9 +62,19 @@ def grouped_run(tmp_path_factory, tiny_bert):
     for i, r in enumerate(rows):  # lengths that differ, so grouping by length has something to group
         r["text"] = r["text"] + " fine" * (i % 7)
     pd.DataFrame(rows).to_csv(d / "data.csv", index=False)
-    raw = tiny_config(tiny_bert, str(d / "data.csv"), str(d / "full"), method="lora",
-                      train__epochs=3, train__batch_size=16, train__eval_strategy="steps", train__eval_steps=6,
-                      train__save_steps=6, train__save_total_limit=10, train__logging_steps=1)
+    raw = tiny_config(
+        tiny_bert,
+        str(d / "data.csv"),
+        str(d / "full"),
+        method="lora",
+        train__epochs=3,
+        train__batch_size=16,
+        train__eval_strategy="steps",
+        train__eval_steps=6,
+        train__save_steps=6,
+        train__save_total_limit=10,
+        train__logging_steps=1,
+    )
     raw["train"]["group_by_length"] = True
     result = _train_keeping_checkpoints(raw)
     assert result.efficiency["global_steps"] == 36
@@ -75,8 +86,9 @@ def test_resume_in_any_epoch_matches_the_uninterrupted_run(grouped_run, step, tm
     _resume_from(grouped_run, step, tmp_path / "resumed")
     full, resumed = _losses(grouped_run), _losses(tmp_path / "resumed")
     after = [s for s in full if s > step]
-    assert after and all(resumed[s] == full[s] for s in after), \
-        [(s, full[s], resumed.get(s)) for s in after if resumed.get(s) != full[s]][:3]
+    assert after and all(resumed[s] == full[s] for s in after), [
+        (s, full[s], resumed.get(s)) for s in after if resumed.get(s) != full[s]
+    ][:3]
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(grouped_run)
 
 
@@ -90,6 +102,7 @@ def test_length_grouped_order_is_seeded_per_epoch():
     s.set_epoch(1)
     first = list(s)
     import torch
+
     torch.manual_seed(999)  # the global RNG no longer decides the order
     s.set_epoch(0)
     zero = list(s)
@@ -100,14 +113,26 @@ def test_length_grouped_order_is_seeded_per_epoch():
 def test_sft_resume_with_packing_matches(tmp_path):
     model = make_tiny_llama(tmp_path / "llama")
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(60))
-    raw = {"model": {"name": model},
-           "data": {"train": data, "max_length": 64, "packing": True, "split": {"validation": 0.2, "test": 0.0}},
-           "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"max_new_tokens": 4}},
-           "method": {"name": "lora", "r": 4},
-           "train": {"epochs": 2, "batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1, "report_to": "none",
-                     "eval_strategy": "steps", "save_steps": 4, "eval_steps": 4, "save_total_limit": 20, "seed": 5},
-           "eval": {"metric": "loss", "load_best_model": False},
-           "output": {"dir": str(tmp_path / "full")}}
+    raw = {
+        "model": {"name": model},
+        "data": {"train": data, "max_length": 64, "packing": True, "split": {"validation": 0.2, "test": 0.0}},
+        "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"max_new_tokens": 4}},
+        "method": {"name": "lora", "r": 4},
+        "train": {
+            "epochs": 2,
+            "batch_size": 2,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "report_to": "none",
+            "eval_strategy": "steps",
+            "save_steps": 4,
+            "eval_steps": 4,
+            "save_total_limit": 20,
+            "seed": 5,
+        },
+        "eval": {"metric": "loss", "load_best_model": False},
+        "output": {"dir": str(tmp_path / "full")},
+    }
     result = _train_keeping_checkpoints(raw)
     total = result.efficiency["global_steps"]
     ckpts = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "full" / "checkpoints").glob("checkpoint-*"))
@@ -124,16 +149,31 @@ def test_image_resume_with_augmentation_and_mixing_matches(tmp_path):
     resumed image run sees the same batches and ends with the same losses and metrics."""
     from image_common import make_image_folder, make_tiny_resnet
 
-    raw = {"model": {"name": make_tiny_resnet(tmp_path / "resnet")},
-           "task": {"type": "image_classification"},
-           "data": {"train": str(make_image_folder(tmp_path / "images", per_class=12)),
-                    "split": {"validation": 0.2, "test": 0.2},
-                    "augment": {"randaugment": {"num_ops": 2, "magnitude": 9}},
-                    "cutmix": {"alpha": 1.0, "prob": 0.5}, "mixup": {"alpha": 0.4, "prob": 0.5}},
-           "method": {"name": "full"},
-           "train": {"epochs": 3, "batch_size": 4, "learning_rate": 0.01, "logging_steps": 1, "report_to": "none",
-                     "eval_strategy": "steps", "eval_steps": 4, "save_steps": 4, "save_total_limit": 20, "seed": 3},
-           "output": {"dir": str(tmp_path / "full")}}
+    raw = {
+        "model": {"name": make_tiny_resnet(tmp_path / "resnet")},
+        "task": {"type": "image_classification"},
+        "data": {
+            "train": str(make_image_folder(tmp_path / "images", per_class=12)),
+            "split": {"validation": 0.2, "test": 0.2},
+            "augment": {"randaugment": {"num_ops": 2, "magnitude": 9}},
+            "cutmix": {"alpha": 1.0, "prob": 0.5},
+            "mixup": {"alpha": 0.4, "prob": 0.5},
+        },
+        "method": {"name": "full"},
+        "train": {
+            "epochs": 3,
+            "batch_size": 4,
+            "learning_rate": 0.01,
+            "logging_steps": 1,
+            "report_to": "none",
+            "eval_strategy": "steps",
+            "eval_steps": 4,
+            "save_steps": 4,
+            "save_total_limit": 20,
+            "seed": 3,
+        },
+        "output": {"dir": str(tmp_path / "full")},
+    }
     result = _train_keeping_checkpoints(raw)
     total = result.efficiency["global_steps"]
     mid = [int(p.name.split("-")[1]) for p in (tmp_path / "full" / "checkpoints").glob("checkpoint-*")]
@@ -141,6 +181,7 @@ def test_image_resume_with_augmentation_and_mixing_matches(tmp_path):
     _resume_from(tmp_path / "full", step, tmp_path / "resumed")
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     after = [s for s in full if s > step]
-    assert after and all(resumed[s] == full[s] for s in after), \
-        [(s, full[s], resumed.get(s)) for s in after if resumed.get(s) != full[s]][:3]
+    assert after and all(resumed[s] == full[s] for s in after), [
+        (s, full[s], resumed.get(s)) for s in after if resumed.get(s) != full[s]
+    ][:3]
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(tmp_path / "full")

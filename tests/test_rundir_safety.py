@@ -1,6 +1,7 @@
 """Run-directory safety: overwrite never destroys a run (or a directory that is not one) before the new run is
 complete; checkpoints are complete-or-invisible; one live process per run; `tuneforge runs`; no duplicate
 metrics rows after a resume. Includes a real SIGKILL of a training subprocess."""
+
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ def _cli(*args: str, capsys) -> tuple[int, str, str]:
 
 # ---------- 1. overwrite ----------
 
+
 def test_overwrite_refuses_a_directory_that_is_not_a_run(tiny_bert, sentiment_csv, tmp_path):
     import tuneforge
     from tuneforge.errors import RunDirError
@@ -58,8 +60,9 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tiny_bert, sentiment_cs
     assert (mine / "model/my_weights.bin").read_bytes() == b"precious"
 
 
-def test_failed_overwrite_keeps_the_old_run_and_a_completed_one_replaces_it(tiny_bert, sentiment_csv, tmp_path,
-                                                                         monkeypatch):
+def test_failed_overwrite_keeps_the_old_run_and_a_completed_one_replaces_it(
+    tiny_bert, sentiment_csv, tmp_path, monkeypatch
+):
     import tuneforge
     from tuneforge.errors import DataError
     from tuneforge.training.rundir import RunDir
@@ -87,6 +90,7 @@ def test_failed_overwrite_keeps_the_old_run_and_a_completed_one_replaces_it(tiny
     def crash(self, args, state, control, **kw):
         if state.global_step == 3:
             raise KeyboardInterrupt
+
     monkeypatch.setattr(callbacks.MetricsLogCallback, "on_step_end", crash, raising=False)
     cfg = _cfg(tiny_bert, sentiment_csv, out, output__overwrite=True, train__seed=8, train__logging_steps=1)
     with pytest.raises(KeyboardInterrupt):
@@ -109,6 +113,7 @@ def test_failed_overwrite_keeps_the_old_run_and_a_completed_one_replaces_it(tiny
 
 
 # ---------- 2. checkpoints ----------
+
 
 def _checkpoint(root: Path, step: int, marker=True, state=True, weights=True) -> Path:
     d = root / f"checkpoint-{step}"
@@ -152,6 +157,7 @@ def test_metrics_rows_after_the_checkpoint_are_dropped(tmp_path):
 
 
 # ---------- 3. lock and states ----------
+
 
 def test_lock_of_a_live_process_refuses_and_a_dead_one_is_stale(tmp_path):
     from tuneforge.errors import RunDirError
@@ -208,15 +214,18 @@ def test_a_completed_overwrite_cut_before_its_swap_is_swapped_in(tmp_path):
     assert not RunDir.attempt_holder(target).exists() and not (target / "run.lock").exists()
 
 
-@pytest.mark.parametrize("status, lock, expected", [
-    ({"state": "running", "pid": "ALIVE"}, None, "running"),
-    ({"state": "running", "pid": "DEAD"}, None, "interrupted"),
-    ({"state": "running", "pid": "ALIVE"}, {"pid": "DEAD"}, "interrupted"),
-    ({"state": "completed"}, None, "completed"),
-    ({"state": "failed", "error": "DataError: x"}, None, "failed"),
-    ({"state": "failed", "error": "interrupted"}, None, "stopped"),
-    ({"state": "bogus"}, None, None),
-])
+@pytest.mark.parametrize(
+    "status, lock, expected",
+    [
+        ({"state": "running", "pid": "ALIVE"}, None, "running"),
+        ({"state": "running", "pid": "DEAD"}, None, "interrupted"),
+        ({"state": "running", "pid": "ALIVE"}, {"pid": "DEAD"}, "interrupted"),
+        ({"state": "completed"}, None, "completed"),
+        ({"state": "failed", "error": "DataError: x"}, None, "failed"),
+        ({"state": "failed", "error": "interrupted"}, None, "stopped"),
+        ({"state": "bogus"}, None, None),
+    ],
+)
 def test_state_reads_a_dead_running_run_as_interrupted(tmp_path, status, lock, expected):
     from tuneforge.training.rundir import RunDir, write_json
 
@@ -231,15 +240,18 @@ def test_state_reads_a_dead_running_run_as_interrupted(tmp_path, status, lock, e
 
 # ---------- 4. tuneforge runs ----------
 
+
 def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
     from tuneforge.training.rundir import write_json
 
     root = tmp_path / "runs"
-    specs = {"done": {"state": "completed", "metrics": {"accuracy": 0.9, "f1_macro": 0.8}},
-             "dead": {"state": "running", "pid": _dead_pid(), "host": socket.gethostname()},
-             "live": {"state": "running", "pid": os.getpid(), "host": socket.gethostname()},
-             "bad": {"state": "failed", "error": "DataError: no such file"},
-             "cmp/full-seed1": {"state": "failed", "error": "interrupted"}}
+    specs = {
+        "done": {"state": "completed", "metrics": {"accuracy": 0.9, "f1_macro": 0.8}},
+        "dead": {"state": "running", "pid": _dead_pid(), "host": socket.gethostname()},
+        "live": {"state": "running", "pid": os.getpid(), "host": socket.gethostname()},
+        "bad": {"state": "failed", "error": "DataError: no such file"},
+        "cmp/full-seed1": {"state": "failed", "error": "interrupted"},
+    }
     for name, st in specs.items():
         (root / name).mkdir(parents=True)
         write_json(root / name / "status.json", {**st, "updated_at": "2020-01-01T00:00:00"})
@@ -250,7 +262,12 @@ def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
     assert code == 0
     rows = {Path(r["path"]).relative_to(root).as_posix(): r for r in json.loads(out)}
     assert {k: r["state"] for k, r in rows.items()} == {
-        "done": "completed", "dead": "interrupted", "live": "running", "bad": "failed", "cmp/full-seed1": "stopped"}
+        "done": "completed",
+        "dead": "interrupted",
+        "live": "running",
+        "bad": "failed",
+        "cmp/full-seed1": "stopped",
+    }
     assert (rows["done"]["metric"], rows["done"]["value"]) == ("f1_macro", 0.8)  # the config's eval.metric
     assert rows["done"]["age_seconds"] > 86400 * 365
 
@@ -266,29 +283,44 @@ def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
 
 # ---------- 2 + 3 + 5 end to end: SIGKILL a real training process, then resume ----------
 
-def test_sigkill_then_resume_skips_half_checkpoint_and_duplicate_rows(tiny_bert, sentiment_csv, tmp_path,
-                                                                    write_yaml, capsys):
+
+def test_sigkill_then_resume_skips_half_checkpoint_and_duplicate_rows(
+    tiny_bert, sentiment_csv, tmp_path, write_yaml, capsys
+):
     import yaml
 
     import tuneforge
+    import tuneforge.training.engine
     from tuneforge.errors import RunDirError
     from tuneforge.training.rundir import RunDir
 
-    import tuneforge.training.engine  # noqa: F401  (imported before the child starts: the checks below are quick)
-
     out = tmp_path / "run"
-    raw = tiny_config(tiny_bert, sentiment_csv, str(out), method="full", train__max_steps=100000,
-                      train__eval_strategy="no", train__save_steps=3, train__save_total_limit=2,
-                      train__logging_steps=1)
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", write_yaml(raw)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    raw = tiny_config(
+        tiny_bert,
+        sentiment_csv,
+        str(out),
+        method="full",
+        train__max_steps=100000,
+        train__eval_strategy="no",
+        train__save_steps=3,
+        train__save_total_limit=2,
+        train__logging_steps=1,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "train", write_yaml(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     run = RunDir(out)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if any(int(p.name.split("-")[1]) >= 6 and (p / "tuneforge-complete.json").exists()
-                   for p in run.checkpoint_dirs()):
+            if any(
+                int(p.name.split("-")[1]) >= 6 and (p / "tuneforge-complete.json").exists()
+                for p in run.checkpoint_dirs()
+            ):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -322,6 +354,7 @@ def test_sigkill_then_resume_skips_half_checkpoint_and_duplicate_rows(tiny_bert,
     cfg = yaml.safe_load(open(write_yaml(raw)))
     cfg["train"]["max_steps"] = stop
     from tuneforge.config import validate_config
+
     os.environ["TUNEFORGE_KEEP_CHECKPOINTS"] = "1"
     try:
         res = tuneforge.train(validate_config(cfg), resume=True)
@@ -333,6 +366,5 @@ def test_sigkill_then_resume_skips_half_checkpoint_and_duplicate_rows(tiny_bert,
     assert res.efficiency["global_steps"] == stop and run.state() == "completed"
     assert not (out / "run.lock").exists()
     assert all((p / "tuneforge-complete.json").is_file() for p in run.checkpoint_dirs())
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(l)]
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(l)]
     assert steps == sorted(set(steps)) and steps[-1] == stop and set(range(1, stop + 1)) <= set(steps)

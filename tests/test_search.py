@@ -1,5 +1,6 @@
 """`tuneforge search`: space parsing and validation, conditional sampling, and real CLI studies on the tiny model
 (pruning, outputs, resume after kill -9, two worker processes sharing one study, a different space refused)."""
+
 from __future__ import annotations
 
 import json
@@ -34,28 +35,39 @@ def _check(space: dict, base: dict | None = None):
     return params
 
 
-@pytest.mark.parametrize("space, expected", [
-    ({"train.learnin_rate": {"float": [1e-5, 1e-3]}},
-     ["train.learnin_rate: not a config key", "did you mean 'train.learning_rate'"]),
-    ({"trian.batch_size": {"choice": [8, 16]}}, ["trian.batch_size: not a config key", "train.batch_size"]),
-    ({"train.learning_rate": {"float": [1e-3, 1e-5], "log": True}}, ["train.learning_rate: inverted range"]),
-    ({"train.warmup_ratio": {"float": [0.1, 0.1]}}, ["train.warmup_ratio: empty range"]),
-    ({"train.batch_size": {"choice": []}}, ["train.batch_size: choice has no values"]),
-    ({"method.name": {"choice": {}}}, ["method.name: choice has no values"]),
-    ({"train.learning_rate": {"flot": [1e-5, 1e-3]}}, ["unknown spec kind 'flot'", "did you mean 'float'"]),
-    ({"train.learning_rate": {"float": {"a": {"method.r": {"int": [2, 4]}}}}},
-     ["train.learning_rate: only a choice can have sub-spaces"]),
-    ({"train.learning_rate": {"float": [0.0, 1e-3], "log": True}}, ["a log range needs low > 0"]),
-    ({"method.r": {"int": [2.5, 8]}}, ["method.r: int bounds must be integers"]),
-    ({"train.batch_size": {"choice": [0, 16]}}, ["train.batch_size: 0 gives an invalid config", "greater than"]),
-    ({"train.warmup_ratio": {"float": [0.0, 1.5]}}, ["train.warmup_ratio: 1.5 gives an invalid config"]),
-    ({"method.name": {"choice": ["lora", "full"]}, "method.r": {"int": [2, 8]}},
-     ["method.r (with method.name=full): method 'full' has no key 'r'", "lora"]),
-    ({"method.name": {"choice": {"lora": {"method.rr": {"int": [2, 8]}}, "full": None}}},
-     ["method.rr (with method.name=lora): not a config key", "did you mean 'method.r'"]),
-    ({"train.batch_size": {"choice": [8, 16], "log": True}}, ["'log' does not apply to choice"]),
-    ({"train.learning_rate": 0.001}, ["train.learning_rate: give a spec"]),
-])
+@pytest.mark.parametrize(
+    "space, expected",
+    [
+        (
+            {"train.learnin_rate": {"float": [1e-5, 1e-3]}},
+            ["train.learnin_rate: not a config key", "did you mean 'train.learning_rate'"],
+        ),
+        ({"trian.batch_size": {"choice": [8, 16]}}, ["trian.batch_size: not a config key", "train.batch_size"]),
+        ({"train.learning_rate": {"float": [1e-3, 1e-5], "log": True}}, ["train.learning_rate: inverted range"]),
+        ({"train.warmup_ratio": {"float": [0.1, 0.1]}}, ["train.warmup_ratio: empty range"]),
+        ({"train.batch_size": {"choice": []}}, ["train.batch_size: choice has no values"]),
+        ({"method.name": {"choice": {}}}, ["method.name: choice has no values"]),
+        ({"train.learning_rate": {"flot": [1e-5, 1e-3]}}, ["unknown spec kind 'flot'", "did you mean 'float'"]),
+        (
+            {"train.learning_rate": {"float": {"a": {"method.r": {"int": [2, 4]}}}}},
+            ["train.learning_rate: only a choice can have sub-spaces"],
+        ),
+        ({"train.learning_rate": {"float": [0.0, 1e-3], "log": True}}, ["a log range needs low > 0"]),
+        ({"method.r": {"int": [2.5, 8]}}, ["method.r: int bounds must be integers"]),
+        ({"train.batch_size": {"choice": [0, 16]}}, ["train.batch_size: 0 gives an invalid config", "greater than"]),
+        ({"train.warmup_ratio": {"float": [0.0, 1.5]}}, ["train.warmup_ratio: 1.5 gives an invalid config"]),
+        (
+            {"method.name": {"choice": ["lora", "full"]}, "method.r": {"int": [2, 8]}},
+            ["method.r (with method.name=full): method 'full' has no key 'r'", "lora"],
+        ),
+        (
+            {"method.name": {"choice": {"lora": {"method.rr": {"int": [2, 8]}}, "full": None}}},
+            ["method.rr (with method.name=lora): not a config key", "did you mean 'method.r'"],
+        ),
+        ({"train.batch_size": {"choice": [8, 16], "log": True}}, ["'log' does not apply to choice"]),
+        ({"train.learning_rate": 0.001}, ["train.learning_rate: give a spec"]),
+    ],
+)
 def test_space_errors_name_the_key(space, expected):
     with pytest.raises(ConfigError) as err:
         _check(space)
@@ -83,10 +95,16 @@ def test_grid_needs_a_finite_space():
 def test_conditional_space_samples_only_the_chosen_branch():
     space = {
         "train.batch_size": {"choice": [8, 16]},
-        "method.name": {"choice": {
-            "lora": {"method.r": {"int": [2, 16], "log": True}, "method.dropout": {"float": [0.0, 0.2]},
-                     "train.learning_rate": {"float": [1e-4, 1e-2], "log": True}},
-            "full": {"train.learning_rate": {"float": [1e-5, 1e-3], "log": True}}}},
+        "method.name": {
+            "choice": {
+                "lora": {
+                    "method.r": {"int": [2, 16], "log": True},
+                    "method.dropout": {"float": [0.0, 0.2]},
+                    "train.learning_rate": {"float": [1e-4, 1e-2], "log": True},
+                },
+                "full": {"train.learning_rate": {"float": [1e-5, 1e-3], "log": True}},
+            }
+        },
     }
     params = _check(space)
     # one key in two branches: two Optuna parameters (their ranges differ)
@@ -136,20 +154,28 @@ def study_files(tmp_path, tiny_bert):
     pd.DataFrame(make_sentiment_rows(96)).to_csv(data, index=False)
     cfg = tiny_config(tiny_bert, str(data), "unused", method="lora")
     del cfg["output"]
-    cfg["train"].update({"max_steps": 12, "epochs": 1, "eval_strategy": "steps", "eval_steps": 3,
-                         "logging_steps": 3, "batch_size": 8})
+    cfg["train"].update(
+        {"max_steps": 12, "epochs": 1, "eval_strategy": "steps", "eval_steps": 3, "logging_steps": 3, "batch_size": 8}
+    )
     cfg["eval"] = {"metric": "loss", "load_best_model": False}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg))
-    space = {"train.learning_rate": {"float": [1e-6, 5e-2], "log": True},
-             "method.name": {"choice": {"lora": {"method.r": {"choice": [2, 4]}}, "full": None}}}
+    space = {
+        "train.learning_rate": {"float": [1e-6, 5e-2], "log": True},
+        "method.name": {"choice": {"lora": {"method.r": {"choice": [2, 4]}}, "full": None}},
+    }
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     return tmp_path
 
 
 def _search(d: Path, *extra: str, study_dir: str = "study", timeout: int = 300):
-    return subprocess.run([sys.executable, "-m", "tuneforge", "search", "base.yaml", "--space", "space.yaml",
-                           "--dir", study_dir, *extra], cwd=d, capture_output=True, text=True, env=_env(),
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", "search", "base.yaml", "--space", "space.yaml", "--dir", study_dir, *extra],
+        cwd=d,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+    )
 
 
 def _trials(d: Path, study_dir: str = "study", name: str = "base"):
@@ -227,8 +253,10 @@ def test_cli_refusals_are_one_line(study_files, capsys):
             (["search", "base.yaml", "--space", "bad.yaml"], "did you mean 'train.learning_rate'"),
             (["search", "base.yaml", "--space", "space.yaml", "--sampler", "grid"], "grid needs a finite space"),
             (["search", "base.yaml", "--space", "space.yaml", "--sampler", "tpee"], "did you mean 'tpe'"),
-            (["search", "base.yaml", "--space", "space.yaml", "--objectives", "quality,time", "--pruner", "median"],
-             "single-objective"),
+            (
+                ["search", "base.yaml", "--space", "space.yaml", "--objectives", "quality,time", "--pruner", "median"],
+                "single-objective",
+            ),
             (["search", "base.yaml"], "--space"),
             (["search", "--summary", "nowhere"], "not a study directory"),
         ]
@@ -246,8 +274,25 @@ def test_resume_after_kill_during_a_trial(study_files):
     base = yaml.safe_load((d / "base.yaml").read_text())
     base["train"]["max_steps"] = 60  # long enough to be killed inside trial 1
     (d / "base.yaml").write_text(yaml.safe_dump(base))
-    cmd = [sys.executable, "-m", "tuneforge", "search", "base.yaml", "--space", "space.yaml", "--dir", "study",
-           "--trials", "3", "--pruner", "none", "--sampler", "random", "--seed", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuneforge",
+        "search",
+        "base.yaml",
+        "--space",
+        "space.yaml",
+        "--dir",
+        "study",
+        "--trials",
+        "3",
+        "--pruner",
+        "none",
+        "--sampler",
+        "random",
+        "--seed",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=d, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     victim = d / "study" / "trials" / "trial-1"
     deadline = time.time() + 240
@@ -301,18 +346,22 @@ def test_storage_urls_are_shown_without_their_password():
     assert redact("sqlite:////tmp/x/study.db") == "sqlite:////tmp/x/study.db"
 
 
-@pytest.mark.parametrize("space, config", [
-    ("configs/search/sentiment-minilm-lora-space.yaml", "configs/quickstart/sentiment-minilm-lora.yaml"),
-    ("configs/search/identity-smollm2-lora-space.yaml", "configs/quickstart/identity-smollm2-lora.yaml"),
-])
+@pytest.mark.parametrize(
+    "space, config",
+    [
+        ("configs/search/sentiment-minilm-lora-space.yaml", "configs/quickstart/sentiment-minilm-lora.yaml"),
+        ("configs/search/identity-smollm2-lora-space.yaml", "configs/quickstart/identity-smollm2-lora.yaml"),
+    ],
+)
 def test_shipped_spaces_validate_against_their_quickstart(space, config):
     """Every key and range of a shipped space is a valid setting of the config it is for (the shipped spaces are
     left out of the every-config tests, which read run configs)."""
     import copy
 
-    from conftest import REPO
     from tuneforge.config.loader import read_yaml
     from tuneforge.search import space as sp
+
+    from conftest import REPO
 
     params = sp.load_space(str(REPO / space))
     assert params
@@ -335,8 +384,10 @@ def test_two_objectives_give_a_pareto_front(study_files):
     assert front
     for r in done:  # a trial off the front is dominated by a front member
         if r["pareto"] != "True":
-            assert any(float(f["loss"]) <= float(r["loss"]) and int(f["trainable_params"]) <= int(r["trainable_params"])
-                       for f in front), r
+            assert any(
+                float(f["loss"]) <= float(r["loss"]) and int(f["trainable_params"]) <= int(r["trainable_params"])
+                for f in front
+            ), r
     from tuneforge.config import load_config
 
     best = load_config(d / "study" / "best.yaml")

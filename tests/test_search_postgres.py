@@ -2,6 +2,7 @@
 the same moment on an empty database (both race to create Optuna's tables and the study), on the tiny model: the
 study ends with the requested trials, numbered once each, and both processes trained some of them into the shared
 study directory (trials/trial-<number>/, normal run directories). The server: tests/pg_server.py."""
+
 import json
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import make_sentiment_rows, tiny_config
 from pg_server import postgres_server  # noqa: F401  (the session fixture)
+
+from conftest import make_sentiment_rows, tiny_config
 
 pytestmark = pytest.mark.slow
 optuna = pytest.importorskip("optuna")
@@ -29,15 +31,39 @@ def test_two_workers_share_one_postgres_study(tiny_bert, postgres_server, tmp_pa
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(tiny_bert, str(data), str(tmp_path / "unused"))))
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"train.learning_rate": {"float": [1e-3, 1e-2], "log": True},
-                                     "method.r": {"choice": [2, 4]}}))
+    space.write_text(
+        yaml.safe_dump({"train.learning_rate": {"float": [1e-3, 1e-2], "log": True}, "method.r": {"choice": [2, 4]}})
+    )
     study_dir = tmp_path / "study"
-    cmd = [sys.executable, "-m", "tuneforge", "search", str(cfg), "--space", str(space), "--trials", str(TRIALS),
-           "--study", "shared", "--storage", url, "--dir", str(study_dir), "--sampler", "random", "--pruner", "none",
-           "train.max_steps=2", "train.epochs=1", "train.eval_batch_size=32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuneforge",
+        "search",
+        str(cfg),
+        "--space",
+        str(space),
+        "--trials",
+        str(TRIALS),
+        "--study",
+        "shared",
+        "--storage",
+        url,
+        "--dir",
+        str(study_dir),
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "train.max_steps=2",
+        "train.epochs=1",
+        "train.eval_batch_size=32",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    workers = [subprocess.Popen(cmd + ["--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env) for i in range(2)]
+    workers = [
+        subprocess.Popen(cmd + ["--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for i in range(2)
+    ]
     for proc in workers:
         out, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"worker {proc.pid} failed:\n{out[-2000:]}\n{err[-3000:]}"
@@ -46,8 +72,9 @@ def test_two_workers_share_one_postgres_study(tiny_bert, postgres_server, tmp_pa
     trials = optuna.load_study(study_name="shared", storage=url).get_trials(deepcopy=False)
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials))), numbers  # numbered once each, no gaps
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS, \
-        [(t.number, t.state) for t in trials]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS, [
+        (t.number, t.state) for t in trials
+    ]
     # every trial trained its own run directory in the one study directory, inside the worker process that asked
     # for it (the default --workers 1): the trial's pid attribute and its run's status.json name that worker
     pids = set()

@@ -3,6 +3,7 @@ base share it, each request is answered by the adapter it names (identical to th
 runs with different label counts share one base, a full run loads beside them on its own model, and runs of
 different base models or task types are refused in one line naming both. Tiny random models trained in-process
 for a few steps."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -53,11 +54,16 @@ def cls_runs(tiny_bert, tmp_path_factory) -> dict:
             p.add_(torch.randn_like(p) * 0.05)
     model.save_pretrained(other_base)
     from transformers import AutoTokenizer
+
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(other_base)
 
     out = {}
-    for name, base, data, method in [("alpha", tiny_bert, two, "lora"), ("beta", tiny_bert, three, "lora"),
-                                     ("full", tiny_bert, two, "full"), ("other", str(other_base), two, "lora")]:
+    for name, base, data, method in [
+        ("alpha", tiny_bert, two, "lora"),
+        ("beta", tiny_bert, three, "lora"),
+        ("full", tiny_bert, two, "full"),
+        ("other", str(other_base), two, "lora"),
+    ]:
         raw = tiny_config(base, str(data), str(root / name), method=method)
         raw["train"].update({"epochs": 1})
         out[name] = _train(raw)
@@ -73,14 +79,21 @@ def chat_runs(tmp_path_factory) -> dict:
     out = {}
     for name, answer_rows in [("sky", [r for r in rows if "sky" in json.dumps(r)] * 6), ("paris", rows)]:
         data = write_jsonl(root / f"{name}.jsonl", answer_rows)
-        raw = {"model": {"name": base},
-               "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
-               "task": {"type": "causal_lm", "report_prompts": 0,
-                        "generation": {"temperature": 0.0, "max_new_tokens": 6}},
-               "method": {"name": "lora"},
-               "train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-2, "logging_steps": 5, "report_to": "none",
-                         "seed": 3 if name == "sky" else 4},
-               "output": {"dir": str(root / name)}}
+        raw = {
+            "model": {"name": base},
+            "data": {"train": data, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+            "task": {"type": "causal_lm", "report_prompts": 0, "generation": {"temperature": 0.0, "max_new_tokens": 6}},
+            "method": {"name": "lora"},
+            "train": {
+                "epochs": 2,
+                "batch_size": 8,
+                "learning_rate": 2e-2,
+                "logging_steps": 5,
+                "report_to": "none",
+                "seed": 3 if name == "sky" else 4,
+            },
+            "output": {"dir": str(root / name)},
+        }
         out[name] = _train(raw)
     return out
 
@@ -159,8 +172,10 @@ def test_chat_completions_pick_the_adapter(chat_runs, capsys):
 
     msgs = [{"role": "user", "content": "colour of the sky"}]
     settings = {"temperature": 0, "max_new_tokens": 6}
-    expected = {name: generate(load_chat_model(path, device="cpu"), [msgs], settings)[0]["response"]
-                for name, path in chat_runs.items()}
+    expected = {
+        name: generate(load_chat_model(path, device="cpu"), [msgs], settings)[0]["response"]
+        for name, path in chat_runs.items()
+    }
     backends = load_backends([chat_runs["sky"], chat_runs["paris"]], device="cpu")
     assert backends[0].cm.model is backends[1].cm.model
     with running_server(create_app(backends)) as url, httpx.Client(base_url=url, timeout=60) as c:
@@ -171,6 +186,7 @@ def test_chat_completions_pick_the_adapter(chat_runs, capsys):
             r = c.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, r.text
             return r.json()
+
         for name in ("paris", "sky", "paris"):
             r = ask(name)
             assert r["model"] == name and r["choices"][0]["message"]["content"] == expected[name]
@@ -182,6 +198,7 @@ def test_chat_completions_pick_the_adapter(chat_runs, capsys):
     import torch
 
     from tuneforge.generation import prompt_ids
+
     for b in backends:
         b.activate()
         with torch.no_grad():
@@ -190,10 +207,27 @@ def test_chat_completions_pick_the_adapter(chat_runs, capsys):
 
     # `tuneforge chat RUN_A RUN_B --run NAME`
     from tuneforge.cli.app import main
+
     capsys.readouterr()
     for name in ("paris", "sky"):
-        assert main(["chat", chat_runs["sky"], chat_runs["paris"], "--run", name, "-m", msgs[0]["content"],
-                     "--temperature", "0", "--max-new-tokens", "6"]) == 0
+        assert (
+            main(
+                [
+                    "chat",
+                    chat_runs["sky"],
+                    chat_runs["paris"],
+                    "--run",
+                    name,
+                    "-m",
+                    msgs[0]["content"],
+                    "--temperature",
+                    "0",
+                    "--max-new-tokens",
+                    "6",
+                ]
+            )
+            == 0
+        )
         assert capsys.readouterr().out.strip() == expected[name].strip()
 
 

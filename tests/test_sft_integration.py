@@ -1,5 +1,6 @@
 """Tiny end-to-end SFT through the real CLI on a 2-layer random Llama: the run-directory contract, the saved
 template and stop tokens, chat and generate, config cross-checks, and the template check with --force."""
+
 import json
 import os
 import subprocess
@@ -10,14 +11,28 @@ import yaml
 
 from sft_common import chat_rows, make_tiny_llama, make_tokenizer, write_jsonl
 
-CONTRACT = ["config.yaml", "status.json", "metrics.jsonl", "efficiency.json", "eval/metrics.json", "eval/report.md",
-            "model/tuneforge.json", "model/chat_template.jinja", "model/generation_config.json",
-            "model/tokenizer.json"]
+CONTRACT = [
+    "config.yaml",
+    "status.json",
+    "metrics.jsonl",
+    "efficiency.json",
+    "eval/metrics.json",
+    "eval/report.md",
+    "model/tuneforge.json",
+    "model/chat_template.jinja",
+    "model/generation_config.json",
+    "model/tokenizer.json",
+]
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"})
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +46,27 @@ def chat_data(tmp_path_factory):
 
 
 def sft_config(model, data, out, method="lora", **data_extra):
-    return {"model": {"name": model},
-            "data": {"train": data, "max_length": 160, "system_prompt": "You are {{name}}.",
-                     "variables": {"name": "Tiny"}, "split": {"validation": 0.2, "test": 0.0}, **data_extra},
-            "task": {"type": "causal_lm", "report_prompts": 2, "report_max_new_tokens": 8},
-            "method": {"name": method},
-            "train": {"epochs": 2, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 2, "report_to": "none"},
-            "output": {"dir": out}}
+    return {
+        "model": {"name": model},
+        "data": {
+            "train": data,
+            "max_length": 160,
+            "system_prompt": "You are {{name}}.",
+            "variables": {"name": "Tiny"},
+            "split": {"validation": 0.2, "test": 0.0},
+            **data_extra,
+        },
+        "task": {"type": "causal_lm", "report_prompts": 2, "report_max_new_tokens": 8},
+        "method": {"name": method},
+        "train": {"epochs": 2, "batch_size": 4, "learning_rate": 5e-3, "logging_steps": 2, "report_to": "none"},
+        "output": {"dir": out},
+    }
 
 
 def api_train(cfg, *overrides, force=False):
     from tuneforge.config import load_config
     from tuneforge.training.engine import train
+
     return train(load_config(raw=cfg, overrides=list(overrides)), force=force)
 
 
@@ -52,9 +76,13 @@ def write(tmp_path, cfg):
     return str(p)
 
 
-@pytest.mark.parametrize("method, packing, weights, via_cli", [
-    ("lora", True, ["adapter_config.json", "adapter_model.safetensors"], True),
-    ("full", False, ["config.json", "model.safetensors"], False)])
+@pytest.mark.parametrize(
+    "method, packing, weights, via_cli",
+    [
+        ("lora", True, ["adapter_config.json", "adapter_model.safetensors"], True),
+        ("full", False, ["config.json", "model.safetensors"], False),
+    ],
+)
 def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, method, packing, weights, via_cli):
     out = tmp_path / "run"
     cfg = sft_config(tiny_llama, chat_data, str(out), method, packing=packing)
@@ -99,14 +127,20 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
 
     if not via_cli:
         import tuneforge
+
         assert isinstance(tuneforge.chat(out, "who are you", temperature=0, max_new_tokens=5), str)
         return
     proc = cli("chat", str(out), "--message", "who are you", "--temperature", "0", "--max-new-tokens", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     prompts = tmp_path / "prompts.jsonl"
-    write_jsonl(prompts, [{"prompt": "who are you"},
-                          {"messages": [{"role": "user", "content": "what is your name"}]},
-                          {"instruction": "two plus three", "input": ""}])
+    write_jsonl(
+        prompts,
+        [
+            {"prompt": "who are you"},
+            {"messages": [{"role": "user", "content": "what is your name"}]},
+            {"instruction": "two plus three", "input": ""},
+        ],
+    )
     proc = cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", "4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
@@ -118,8 +152,13 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
 def test_interactive_chat_reset_and_exit(tiny_llama, chat_data, tmp_path):
     out = tmp_path / "run"
     api_train(sft_config(tiny_llama, chat_data, str(out)), "train.epochs=1", "task.compare_base=false")
-    proc = subprocess.run([sys.executable, "-m", "tuneforge", "chat", str(out), "--max-new-tokens", "3"],
-                          input="who are you\n/reset\nhello\n/exit\n", capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "chat", str(out), "--max-new-tokens", "3"],
+        input="who are you\n/reset\nhello\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("assistant> ") == 2 and "conversation cleared" in proc.stderr
 
@@ -132,8 +171,10 @@ def test_chat_with_a_base_model_dir(tiny_llama):
 def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
     from tuneforge.errors import ConfigError
 
-    bad = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-           "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    bad = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     model = make_tiny_llama(tmp_path / "bad-template", make_tokenizer(chat_template=bad))
     cfg = sft_config(model, chat_data, str(tmp_path / "run"))
     cfg["task"]["compare_base"] = False
@@ -145,17 +186,24 @@ def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
     assert "warning: chat template check failed" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("task, override, match", [
-    ("classification", "data.packing=true", "data.packing: only used by the causal_lm task"),
-    ("classification", "data.format=alpaca", "data.format: only used by the causal_lm task"),
-    ("causal_lm", "data.text_pair_column=b",
-     "data.text_pair_column: only used by the classification and multitask tasks"),
-    ("causal_lm", "data.overflow=cut", "data.overflow"),
-    ("causal_lm", "eval.metric=accuracy", "eval.metric: 'accuracy' is not a causal_lm metric"),
-])
+@pytest.mark.parametrize(
+    "task, override, match",
+    [
+        ("classification", "data.packing=true", "data.packing: only used by the causal_lm task"),
+        ("classification", "data.format=alpaca", "data.format: only used by the causal_lm task"),
+        (
+            "causal_lm",
+            "data.text_pair_column=b",
+            "data.text_pair_column: only used by the classification and multitask tasks",
+        ),
+        ("causal_lm", "data.overflow=cut", "data.overflow"),
+        ("causal_lm", "eval.metric=accuracy", "eval.metric: 'accuracy' is not a causal_lm metric"),
+    ],
+)
 def test_task_specific_keys_are_rejected(tmp_path, task, override, match):
     from tuneforge.config import load_config
     from tuneforge.errors import ConfigError
+
     with pytest.raises(ConfigError) as err:
         load_config(raw={"task": {"type": task}, "data": {"train": "x.jsonl"}}, overrides=[override])
     assert match in str(err.value)
@@ -166,6 +214,7 @@ def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_p
     proc = cli("train", write(tmp_path, sft_config(tiny_llama, data, str(tmp_path / "run"))))
     assert proc.returncode != 0 and "record 6: no assistant turn" in proc.stderr and "Traceback" not in proc.stderr
     from tuneforge.errors import ConfigError
+
     cfg = sft_config(tiny_llama, "builtin:identity", str(tmp_path / "r2"), variables={})
     with pytest.raises(ConfigError, match="builtin:identity needs data.variables.name"):
         api_train(cfg, "data.system_prompt=null")
@@ -173,8 +222,12 @@ def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_p
 
 def test_data_inspect_on_an_sft_config(tiny_llama, tmp_path):
     rows = chat_rows(20)
-    long = {"messages": [{"role": "user", "content": "tell me a story"},
-                         {"role": "assistant", "content": " ".join(["the sky is blue"] * 60)}]}
+    long = {
+        "messages": [
+            {"role": "user", "content": "tell me a story"},
+            {"role": "assistant", "content": " ".join(["the sky is blue"] * 60)},
+        ]
+    }
     data = write_jsonl(tmp_path / "chat.jsonl", rows + [rows[0], long])  # one exact duplicate, one too long
     cfg = sft_config(tiny_llama, data, str(tmp_path / "unused"), max_length=64, split={"validation": 0.0, "test": 0.0})
     proc = cli("data", "inspect", write(tmp_path, cfg), "--out", str(tmp_path / "rep"))

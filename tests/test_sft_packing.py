@@ -1,5 +1,6 @@
 """Packing: several examples per row, with no attention or position leaking across examples: the per-example
 loss (and every per-token log-probability) is the same packed and unpacked."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from tuneforge.data.packing import IGNORE, SFTCollator, pack_examples, padding_f
 def _examples(n=7, seed=0, vocab=50):
     g = torch.Generator().manual_seed(seed)
     ids, labels = [], []
-    for i in range(n):
+    for _i in range(n):
         length = int(torch.randint(4, 20, (1,), generator=g))
         x = torch.randint(3, vocab, (length,), generator=g).tolist()
         cut = length // 3  # a "prompt" part without labels
@@ -32,9 +33,12 @@ def test_pack_examples_keeps_every_token_and_restarts_positions():
 
 
 def test_collator_pads_packed_rows_with_a_separate_position_segment():
-    out = SFTCollator(pad_token_id=0, packed=True)([
-        {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
-        {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE, 6, IGNORE, 8, 9], "position_ids": [0, 1, 0, 1, 2]}])
+    out = SFTCollator(pad_token_id=0, packed=True)(
+        [
+            {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
+            {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE, 6, IGNORE, 8, 9], "position_ids": [0, 1, 0, 1, 2]},
+        ]
+    )
     assert "attention_mask" not in out and out["use_cache"] is False
     assert out["position_ids"][0].tolist() == [0, 1, 2, 0, 1]
     assert out["labels"][0].tolist() == [IGNORE, 6, 7, IGNORE, IGNORE]
@@ -50,8 +54,9 @@ def test_padding_fraction():
 def _token_logprobs(model, batch):
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()  # model in eval mode
     labels = batch["labels"][:, 1:]
-    lp = -F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
-                          reduction="none").view(labels.shape)
+    lp = -F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(labels.shape)
     return lp, labels != IGNORE
 
 
@@ -60,8 +65,16 @@ def test_packed_loss_equals_unpacked_loss(attn):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, attn_implementation=attn)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        attn_implementation=attn,
+    )
     model = LlamaForCausalLM(cfg).eval().float()
     ids, labels = _examples(7)
     with torch.no_grad():
@@ -85,7 +98,7 @@ def test_packed_loss_equals_unpacked_loss(attn):
             seq = feats[r]["input_ids"][a:b]
             k = next(i for i in order if ids[i] == seq and i not in found)
             # token t's log-prob sits at t-1 in the shifted arrays; the example's first label is ignored anyway
-            seg_lp, seg_m = lp[r, a:b - 1], m[r, a:b - 1]
+            seg_lp, seg_m = lp[r, a : b - 1], m[r, a : b - 1]
             found[k] = (seg_lp[seg_m], seg_lp[seg_m].mean())
     assert len(found) == len(ids)
     for k, (tok_lp, mean) in enumerate(single):

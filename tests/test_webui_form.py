@@ -1,5 +1,6 @@
 """The web UI's schema-generated Train form (tuneforge.webui.form): every config key has a field, shipped configs
 survive the form unchanged, and widget values convert exactly. No gradio needed."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,18 @@ from tuneforge.config.loader import DEFAULT_METHOD, DEFAULT_TASK, read_yaml, val
 from tuneforge.config.schema import DataSection, RunConfig
 from tuneforge.registry import METHODS, TASKS
 from tuneforge.webui import form
-from tuneforge.webui.form import (FieldSpec, all_fields, fields_for, form_to_raw, form_values, from_widget,
-                                  method_names, task_types, to_widget, to_yaml)
+from tuneforge.webui.form import (
+    FieldSpec,
+    all_fields,
+    fields_for,
+    form_to_raw,
+    form_values,
+    from_widget,
+    method_names,
+    task_types,
+    to_widget,
+    to_yaml,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the shipped run configs (configs/search/ holds search spaces, not run configs)
@@ -28,6 +39,7 @@ def _spec(key: str, group: str | None = None) -> FieldSpec:
 
 
 # --- 1. every schema key has a form field ------------------------------------------------------------------------
+
 
 def _leaves(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
     """Leaf key paths of a section, walked independently of form.py: sub-sections are recursed into, anything else
@@ -78,8 +90,17 @@ def test_every_schema_key_has_a_form_field():
 def test_fields_for_has_the_groups_of_one_task_and_method():
     specs = fields_for("classification", "lora")
     groups = {s.group for s in specs}
-    assert groups == {"model", "data", "train", "distill", "eval", "output", "task:classification",
-                      "data:classification", "method:lora"}
+    assert groups == {
+        "model",
+        "data",
+        "train",
+        "distill",
+        "eval",
+        "output",
+        "task:classification",
+        "data:classification",
+        "method:lora",
+    }
     keys = [s.key for s in specs]
     assert len(keys) == len(set(keys))
     by_key = {s.key: s for s in specs}
@@ -114,6 +135,7 @@ def test_no_gradio_or_torch_import():
 
 
 # --- 2. shipped configs survive the form -------------------------------------------------------------------------
+
 
 def _typed(value):
     """`value` with the type of every scalar made part of it: 1 and 1.0 and True differ."""
@@ -158,6 +180,7 @@ def test_round_trip_found_configs():
 
 
 # --- 3. widget conversions ---------------------------------------------------------------------------------------
+
 
 def test_choice_with_bool():
     spec = _spec("train.compile")
@@ -225,10 +248,15 @@ def test_text_and_bool():
 
 # --- 4. form_to_raw and form_values ------------------------------------------------------------------------------
 
+
 def test_form_to_raw_keeps_unknown_keys_and_writes_changes():
-    base = {"model": {"name": "builtin:minilm-l6", "mystery": 1}, "task": {"type": "classification"},
-            "method": {"name": "lora", "r": 8}, "extra": {"x": [1, 2]},
-            "data": {"format": "messages"}}  # a causal_lm key under a classification task
+    base = {
+        "model": {"name": "builtin:minilm-l6", "mystery": 1},
+        "task": {"type": "classification"},
+        "method": {"name": "lora", "r": 8},
+        "extra": {"x": [1, 2]},
+        "data": {"format": "messages"},
+    }  # a causal_lm key under a classification task
     t, m, values = form_values(base)
     values["method.r"] = 16
     values["train.epochs"] = 1.5
@@ -249,8 +277,13 @@ def test_form_to_raw_without_base_writes_only_changes():
     values["train.early_stopping.patience"] = 2
     values["model.keep_layers"] = "[0, 2, 4]"
     out = form_to_raw(t, m, values)
-    assert out == {"model": {"keep_layers": [0, 2, 4]}, "data": {"split": {"test": 0.0}},
-                   "task": {"type": t}, "method": {"name": m}, "train": {"early_stopping": {"patience": 2}}}
+    assert out == {
+        "model": {"keep_layers": [0, 2, 4]},
+        "data": {"split": {"test": 0.0}},
+        "task": {"type": t},
+        "method": {"name": m},
+        "train": {"early_stopping": {"patience": 2}},
+    }
     assert validate_config(out).data.split.test == 0.0
     with pytest.raises(ValueError, match="train.batch_size"):
         form_to_raw(t, m, {**values, "train.batch_size": "abc"})

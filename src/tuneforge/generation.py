@@ -1,6 +1,7 @@
 """Talking to a causal LM: a tuned run, a base model directory or a builtin alias, with the chat template,
 system prompt and stop tokens it was trained with (saved in the run's model/ directory). Generation itself is
 tuneforge.models.generation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,19 @@ from pathlib import Path
 import torch
 
 from tuneforge.errors import ConfigError, ModelError
+from tuneforge.models.generation import (
+    DEFAULT_SETTINGS,
+    ChatModel,
+    prompt_ids,  # noqa: F401
+)
 from tuneforge.registry import TASKS
-from tuneforge.models.generation import (DEFAULT_SETTINGS, ChatModel, _gen_kwargs, generate, prompt_ids,  # noqa: F401
-                                         stream, with_system)
 
 
 def _is_run(target: str) -> bool:
     p = Path(target)
-    return (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file() or (p / "status.json").is_file()
+    return (
+        (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file() or (p / "status.json").is_file()
+    )
 
 
 def chat_model_of(run, target: str, template: str | None = None) -> ChatModel:
@@ -26,8 +32,10 @@ def chat_model_of(run, target: str, template: str | None = None) -> ChatModel:
 
     meta = run.meta
     if TASKS.get(meta["task"]).interface != "chat":
-        raise ModelError(f"{target} is a '{meta['task']}' run, which does not chat; chat and generate need "
-                         f"a run whose task generates text (use `tuneforge predict` for this one)")
+        raise ModelError(
+            f"{target} is a '{meta['task']}' run, which does not chat; chat and generate need "
+            f"a run whose task generates text (use `tuneforge predict` for this one)"
+        )
     tok = run.tokenizer
     jinja, stops = tok.chat_template, list(meta.get("stop_token_ids") or [tok.eos_token_id])
     if template not in (None, "auto"):

@@ -4,6 +4,7 @@ This table is the one statement of the architecture: `tests/test_layers.py` chec
 package against it (imports inside functions too), and docs/ARCHITECTURE.md draws it. A module belongs to
 the layer of the longest prefix below that names it.
 """
+
 from __future__ import annotations
 
 LAYERS: dict[int, tuple[str, ...]] = {
@@ -18,14 +19,23 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # the one training engine; loading a finished run and predicting through its task
     5: ("tuneforge.training", "tuneforge.inference", "tuneforge.generation"),
     # workflows that use training or finished runs
-    6: ("tuneforge.cleaning", "tuneforge.compare", "tuneforge.export", "tuneforge.search", "tuneforge.serve",
-        "tuneforge.webui"),
+    6: (
+        "tuneforge.cleaning",
+        "tuneforge.compare",
+        "tuneforge.export",
+        "tuneforge.search",
+        "tuneforge.serve",
+        "tuneforge.webui",
+    ),
     # the public Python API and the command line
     7: ("tuneforge", "tuneforge.__main__", "tuneforge.cli"),
 }
 
 #: pairs in one layer that must stay independent: a task never imports a method, a method never imports a task
-SEPARATE: tuple[tuple[str, str], ...] = (("tuneforge.tasks", "tuneforge.methods"), ("tuneforge.methods", "tuneforge.tasks"))
+SEPARATE: tuple[tuple[str, str], ...] = (
+    ("tuneforge.tasks", "tuneforge.methods"),
+    ("tuneforge.methods", "tuneforge.tasks"),
+)
 
 
 def owner(module: str) -> str:

@@ -6,6 +6,7 @@ import (`@TASKS.register(...)`); a registry imports its package the first time i
 (`builtins`), and then any third-party plugins declared under the entry-point group `tuneforge.tasks` /
 `tuneforge.methods`. Loading lazily keeps `tuneforge --help` and config-only commands free of torch.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -53,10 +54,12 @@ class Registry(Generic[T]):
                 for ep in entry_points(group=self._group):
                     try:
                         ep.load()
-                    except Exception as exc:  # noqa: BLE001  (a broken plugin must not break the built-ins)
+                    except Exception as exc:
                         import logging
-                        logging.getLogger("tuneforge").warning("plugin %s (%s) failed to load: %s", ep.name,
-                                                               self._group, exc)
+
+                        logging.getLogger("tuneforge").warning(
+                            "plugin %s (%s) failed to load: %s", ep.name, self._group, exc
+                        )
 
     def register(self, name: str):
         def deco(obj: T) -> T:
@@ -64,6 +67,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' registered twice")
             self._items[name] = obj
             return obj
+
         return deco
 
     def unregister(self, name: str) -> None:
@@ -74,8 +78,10 @@ class Registry(Generic[T]):
         self._load()
         if name not in self._items:
             where = f"{key}: " if key else ""
-            raise ConfigError(f"{where}unknown {self.kind} '{name}'{closest(name, self._items)}; "
-                              f"available: {', '.join(sorted(self._items))}")
+            raise ConfigError(
+                f"{where}unknown {self.kind} '{name}'{closest(name, self._items)}; "
+                f"available: {', '.join(sorted(self._items))}"
+            )
         return self._items[name]
 
     def names(self) -> list[str]:

@@ -5,12 +5,13 @@ so it never imports what trains: `model` embeds the texts with the run's frozen 
 fine-tunes the run's own model and method once per fold. Each provider is `factory(cfg, frame)` returning the
 callable `find_label_errors` takes (`embed` for features, `oof` for out-of-fold probabilities).
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +27,12 @@ def model_features(cfg, frame):
     from tuneforge.models.embed import embed_texts
     from tuneforge.models.loader import resolve_model
 
-    return "embed", partial(embed_texts, resolve_model(cfg.model.name, cfg.model.revision),
-                            max_length=cfg.data.max_length or 128, trust_remote_code=cfg.model.trust_remote_code)
+    return "embed", partial(
+        embed_texts,
+        resolve_model(cfg.model.name, cfg.model.revision),
+        max_length=cfg.data.max_length or 128,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
 
 
 @NOISE_FEATURES.register("finetune")
@@ -36,8 +41,7 @@ def finetune_features(cfg, frame):
     return "oof", partial(finetuned_oof_probs, cfg, frame)
 
 
-def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5,
-                        seed: int = 0) -> np.ndarray:
+def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
     """Out-of-fold probabilities of the run's own model, method and training settings, fine-tuned once per fold
     on the other folds (`data.clean.noise_features: finetune`): `folds` extra trainings of the run's size.
 
@@ -67,9 +71,11 @@ def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: 
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # every rank would train (and save) its own fold models in its own temporary directory
-        raise ConfigError("data.clean.noise_features=finetune trains its fold models in one process, not under a "
-                          "distributed launch: run `tuneforge data prepare CONFIG --out DIR` first, in one "
-                          "process, and point data.train/validation/test at the files it writes")
+        raise ConfigError(
+            "data.clean.noise_features=finetune trains its fold models in one process, not under a "
+            "distributed launch: run `tuneforge data prepare CONFIG --out DIR` first, in one "
+            "process, and point data.train/validation/test at the files it writes"
+        )
     d = cfg.data
     names = sorted(set(frame[d.label_column].astype(str)))
     columns = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
@@ -80,15 +86,20 @@ def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: 
     data["clean"].update(dedup="none", cross_split="none", label_noise="none")
     data["augment"]["enabled"] = False
     data["balance"]["sampling"] = "none"
-    base["train"].update(eval_strategy="no", save_steps=None, report_to="none",
-                         early_stopping={"patience": None, "threshold": 0.0})
+    base["train"].update(
+        eval_strategy="no", save_steps=None, report_to="none", early_stopping={"patience": None, "threshold": 0.0}
+    )
     base["eval"]["load_best_model"] = False
     probs = np.zeros((len(frame), len(names)))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with tempfile.TemporaryDirectory(prefix="tuneforge-noise-") as tmp:
         for k, (fit, held) in enumerate(cv.split(np.zeros(len(y)), y), 1):
-            log.info("data: label-noise detection (noise_features=finetune): training fold %d of %d on %d rows",
-                     k, folds, len(fit))
+            log.info(
+                "data: label-noise detection (noise_features=finetune): training fold %d of %d on %d rows",
+                k,
+                folds,
+                len(fit),
+            )
             path = Path(tmp) / f"fold{k}.parquet"
             frame.iloc[fit][columns].to_parquet(path, index=False)
             raw = copy.deepcopy(base)

@@ -1,13 +1,14 @@
 """`tuneforge data inspect` and `tuneforge data prepare` as public functions: the same reading, splitting,
 cleaning and augmentation a training run does, without training."""
+
 from __future__ import annotations
 
 import json
 import logging
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -16,8 +17,12 @@ from tuneforge.errors import ConfigError, ModelError, TuneforgeError
 log = logging.getLogger("tuneforge")
 CONFIG_SUFFIXES = (".yaml", ".yml")
 #: keys that stop a second pass from cleaning/augmenting data that `data prepare` already prepared
-REUSE_OVERRIDES = ("data.clean.dedup=none", "data.clean.label_noise=none", "data.augment.enabled=false",
-                   "data.balance.sampling=none")
+REUSE_OVERRIDES = (
+    "data.clean.dedup=none",
+    "data.clean.label_noise=none",
+    "data.augment.enabled=false",
+    "data.balance.sampling=none",
+)
 
 
 def config_for(source: str, overrides: Iterable[str] = ()):
@@ -41,8 +46,10 @@ def _frames(cfg):
 
     task = TASKS.get(cfg.task.type)(cfg)
     if not task.prepares_tables:
-        raise ConfigError(f"task.type: '{cfg.task.type}' has no data preparation to inspect; "
-                          f"`tuneforge data prepare` supports classification configs (`data inspect` takes any)")
+        raise ConfigError(
+            f"task.type: '{cfg.task.type}' has no data preparation to inspect; "
+            f"`tuneforge data prepare` supports classification configs (`data inspect` takes any)"
+        )
     return task.prepare_frames()
 
 
@@ -64,8 +71,9 @@ def _token_lengths(cfg, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, s
         texts = df[d.text_column].astype(str).tolist()
         pairs = df[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None
         if tok is None:
-            out[name] = [len(t.split()) + (len(p.split()) if pairs else 0)
-                         for t, p in zip(texts, pairs or [""] * len(texts))]
+            out[name] = [
+                len(t.split()) + (len(p.split()) if pairs else 0) for t, p in zip(texts, pairs or [""] * len(texts))
+            ]
         else:
             # untruncated, to count what max_length would cut
             ids = tok(texts, pairs, truncation=False, verbose=False)["input_ids"]
@@ -78,7 +86,6 @@ def guess_file_columns(cfg, source: str, overrides: Iterable[str] = ()) -> list[
     data.text_column / data.label_column overrides: guess them (`sources.guess_columns`), set them on `cfg`,
     and return one line per guess saying what was chosen and how to choose another."""
     from tuneforge.data.sources import guess_columns, read_table
-
     from tuneforge.registry import TASKS
 
     if str(source).lower().endswith(CONFIG_SUFFIXES) or not TASKS.get(cfg.task.type).prepares_tables:
@@ -94,13 +101,16 @@ def guess_file_columns(cfg, source: str, overrides: Iterable[str] = ()) -> list[
         attr = key.split(".", 1)[1]
         before = getattr(d, attr)
         setattr(d, attr, str(column))
-        notes.append(f"no column '{before}' in {d.train}: using '{column}' as {key} ({why}); "
-                     f"set {key}=<column> to choose another")
+        notes.append(
+            f"no column '{before}' in {d.train}: using '{column}' as {key} ({why}); "
+            f"set {key}=<column> to choose another"
+        )
     return notes
 
 
-def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None = None,
-                 notes: list | None = None) -> Path:
+def inspect_data(
+    source: str, overrides: Iterable[str] = (), out_dir: str | None = None, notes: list | None = None
+) -> Path:
     """Write a data report (report.md, report.json, PNGs) for a config's data or a data file.
 
     Label-noise detection runs even when the config turns it off (as `report`: nothing is changed).
@@ -136,8 +146,9 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
         # tasks without a table pipeline (SFT, images): their own data report, from the encoded splits
         from tuneforge.models.loader import resolve_model
 
-        prepared = task.prepare(task.load_processor(resolve_model(cfg.model.name, cfg.model.revision),
-                                                    cfg.model.trust_remote_code))
+        prepared = task.prepare(
+            task.load_processor(resolve_model(cfg.model.name, cfg.model.revision), cfg.model.trust_remote_code)
+        )
         task.write_data_report(prepared, str(out))
         return out / "report.md"
     if cfg.data.clean.label_noise == "none":
@@ -146,8 +157,9 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
     lengths, unit = _token_lengths(cfg, {"train": train, "validation": val, "test": test})
     from tuneforge.data.report import write_report
 
-    path = write_report(out, report, lengths, cfg.data.max_length,
-                        title=f"Data report: {cfg.data.train} (lengths in {unit})")
+    path = write_report(
+        out, report, lengths, cfg.data.max_length, title=f"Data report: {cfg.data.train} (lengths in {unit})"
+    )
     if guessed:
         text = path.read_text()
         head, _, rest = text.partition("\n\n")
@@ -155,8 +167,9 @@ def inspect_data(source: str, overrides: Iterable[str] = (), out_dir: str | None
     return path
 
 
-def prepare_data(source: str, out_dir: str, overrides: Iterable[str] = (), fmt: str = "jsonl",
-                 overwrite: bool = False) -> dict:
+def prepare_data(
+    source: str, out_dir: str, overrides: Iterable[str] = (), fmt: str = "jsonl", overwrite: bool = False
+) -> dict:
     """Write the cleaned, augmented, split data as files, with the data report and a manifest.
 
     Args:
@@ -192,7 +205,7 @@ def prepare_data(source: str, out_dir: str, overrides: Iterable[str] = (), fmt: 
             continue
         rows[name] = int(len(df))
         df = df.reset_index(drop=True)
-        for kind in (("jsonl", "parquet") if fmt == "both" else (fmt,)):
+        for kind in ("jsonl", "parquet") if fmt == "both" else (fmt,):
             path = out / f"{name}.{kind}"
             if kind == "jsonl":
                 df.to_json(path, orient="records", lines=True, force_ascii=False)
@@ -204,8 +217,15 @@ def prepare_data(source: str, out_dir: str, overrides: Iterable[str] = (), fmt: 
     write_report(out, report, None, cfg.data.max_length, title=f"Prepared data: {cfg.data.train}")
     kind = "jsonl" if fmt != "parquet" else "parquet"
     reuse = [f"data.{name}={out / f'{name}.{kind}'}" for name in ("train", "validation", "test") if name in rows]
-    manifest = {"source": str(source), "overrides": list(overrides), "rows": rows, "files": files,
-                "labels": labels, "text_column": cfg.data.text_column, "label_column": cfg.data.label_column,
-                "train_with": reuse + list(REUSE_OVERRIDES)}
+    manifest = {
+        "source": str(source),
+        "overrides": list(overrides),
+        "rows": rows,
+        "files": files,
+        "labels": labels,
+        "text_column": cfg.data.text_column,
+        "label_column": cfg.data.label_column,
+        "train_with": reuse + list(REUSE_OVERRIDES),
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest

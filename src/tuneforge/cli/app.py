@@ -1,4 +1,5 @@
 """The typer application and the error boundary shared by every subcommand."""
+
 from __future__ import annotations
 
 import logging
@@ -8,14 +9,22 @@ import warnings
 
 import typer
 
-app = typer.Typer(name="tuneforge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Fine-tune pretrained transformers from one YAML config.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(
+    name="tuneforge",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Fine-tune pretrained transformers from one YAML config.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 @app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and library warnings "
-                                                               "(accepted anywhere on the line).")):
+def _global(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks and library warnings (accepted anywhere on the line)."
+    ),
+):
     """Fine-tune pretrained transformers from one YAML config."""
 
 
@@ -30,6 +39,7 @@ def _quiet_libraries(debug: bool) -> None:
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         try:
             import transformers
+
             transformers.logging.set_verbosity_error()
             transformers.utils.logging.disable_progress_bar()  # weight-loading bars; training bars stay
         except ImportError:
@@ -48,7 +58,7 @@ def error_line(message: str) -> str:
     if len(line) < MAX_ERROR_LINE:
         return line
     head = 140
-    return line[:head] + " … " + line[len(line) - (MAX_ERROR_LINE - head - 4):]
+    return line[:head] + " … " + line[len(line) - (MAX_ERROR_LINE - head - 4) :]
 
 
 def _usage_message(exc) -> str:
@@ -78,19 +88,22 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple, tuple]:
     modules = [click.exceptions]
     try:
         from typer._click import exceptions as vendored
+
         modules.append(vendored)
     except ImportError:
         pass
-    return tuple(tuple(getattr(m, name) for m in modules if hasattr(m, name))
-                 for name in ("UsageError", "ClickException", "Exit", "Abort"))
+    return tuple(
+        tuple(getattr(m, name) for m in modules if hasattr(m, name))
+        for name in ("UsageError", "ClickException", "Exit", "Abort")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and a non-zero exit code, never a traceback.
     Usage errors (unknown option, missing argument) exit 2 like config errors."""
-    from tuneforge.errors import TuneforgeError
     # registers the subcommands
     from tuneforge.cli import commands  # noqa: F401
+    from tuneforge.errors import TuneforgeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in argv:  # accepted anywhere on the line, not only before the subcommand
@@ -126,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: input nested too deeply (run with --debug for the traceback)", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001  anything unexpected: a bug, reported in one line
+    except Exception as exc:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(error_line(f"{type(exc).__name__}: {first[:200]} (run with --debug for the traceback)"),
-              file=sys.stderr)
+        print(error_line(f"{type(exc).__name__}: {first[:200]} (run with --debug for the traceback)"), file=sys.stderr)
         return 1

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -9,24 +8,40 @@ from tuneforge.cli.app import app
 
 
 def sampling_options(temperature, top_p, max_new_tokens, repetition_penalty) -> dict:
-    return {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-            "repetition_penalty": repetition_penalty}
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "repetition_penalty": repetition_penalty,
+    }
 
 
 @app.command()
-def chat(targets: List[str] = typer.Argument(..., metavar="TARGET...", help=(
-             "A causal_lm run directory, a local model directory or a builtin alias; or several causal_lm runs of "
-             "one base model (loaded on one shared base; --run or /run picks the one that answers).")),
-         run: Optional[str] = typer.Option(None, "--run", help=(
-             "With several runs: the one that answers, by directory name (default: the first).")),
-         message: Optional[str] = typer.Option(None, "--message", "-m", help="Answer this one message and exit."),
-         system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the one the run was trained with)."),
-         temperature: Optional[float] = typer.Option(None, "--temperature", help="0 decodes greedily (default: the run's)."),
-         top_p: Optional[float] = typer.Option(None, "--top-p"),
-         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-         repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
-         template: Optional[str] = typer.Option(None, "--template", help="Chat template for a base model without one (chatml, llama3, alpaca, vicuna)."),
-         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling.")):
+def chat(
+    targets: list[str] = typer.Argument(
+        ...,
+        metavar="TARGET...",
+        help=(
+            "A causal_lm run directory, a local model directory or a builtin alias; or several causal_lm runs of "
+            "one base model (loaded on one shared base; --run or /run picks the one that answers)."
+        ),
+    ),
+    run: str | None = typer.Option(
+        None, "--run", help=("With several runs: the one that answers, by directory name (default: the first).")
+    ),
+    message: str | None = typer.Option(None, "--message", "-m", help="Answer this one message and exit."),
+    system: str | None = typer.Option(
+        None, "--system", help="System prompt (default: the one the run was trained with)."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="0 decodes greedily (default: the run's)."),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens"),
+    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty"),
+    template: str | None = typer.Option(
+        None, "--template", help="Chat template for a base model without one (chatml, llama3, alpaca, vicuna)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for sampling."),
+):
     """Talk to a model: interactive with streamed answers (/reset clears the conversation, /exit quits,
     /run NAME switches to another of several runs, /run lists them), or one answer to --message on stdout."""
     import torch

@@ -1,21 +1,26 @@
 """`tuneforge data inspect|prepare`: look at the data, and write it out cleaned and augmented."""
-from __future__ import annotations
 
-from typing import List, Optional
+from __future__ import annotations
 
 import typer
 
 from tuneforge.cli.app import app
 
-data_app = typer.Typer(name="data", no_args_is_help=True, help="Inspect data and write it out prepared.",
-                       context_settings={"help_option_names": ["-h", "--help"]})
+data_app = typer.Typer(
+    name="data",
+    no_args_is_help=True,
+    help="Inspect data and write it out prepared.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("inspect")
-def inspect(source: str = typer.Argument(..., help="A YAML run config, a data file, or builtin:<name>."),
-            overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. data.text_column=review"),
-            out: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (default data-report-<name>).")):
+def inspect(
+    source: str = typer.Argument(..., help="A YAML run config, a data file, or builtin:<name>."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. data.text_column=review"),
+    out: str | None = typer.Option(None, "--out", "-o", help="Report directory (default data-report-<name>)."),
+):
     """Report class balance, token lengths, duplicates, suspected label errors and languages (report.md + PNGs)."""
     from tuneforge.cleaning.workflows import inspect_data
 
@@ -27,11 +32,13 @@ def inspect(source: str = typer.Argument(..., help="A YAML run config, a data fi
 
 
 @data_app.command("prepare")
-def prepare(config: str = typer.Argument(..., help="A YAML run config (or a data file)."),
-            overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides"),
-            out: str = typer.Option(..., "--out", "-o", help="Output directory for train/validation/test files."),
-            fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or both."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")):
+def prepare(
+    config: str = typer.Argument(..., help="A YAML run config (or a data file)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides"),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory for train/validation/test files."),
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or both."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+):
     """Write the split, cleaned and augmented data as files (plus report.md and manifest.json)."""
     from tuneforge.cleaning.workflows import prepare_data
 

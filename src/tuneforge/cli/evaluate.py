@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -9,12 +8,15 @@ from tuneforge.cli.app import app
 
 
 @app.command("eval")
-def eval_cmd(run_dir: str = typer.Argument(..., help="Run directory."),
-             data: Optional[str] = typer.Option(None, "--data", help=(
-                 "Labelled data file (same columns as training). Default: the run's own saved test split.")),
-             out: Optional[str] = typer.Option(None, "--out", help="Report directory (default RUN/eval/<data name>)."),
-             text_column: Optional[str] = typer.Option(None, "--text-column"),
-             label_column: Optional[str] = typer.Option(None, "--label-column")):
+def eval_cmd(
+    run_dir: str = typer.Argument(..., help="Run directory."),
+    data: str | None = typer.Option(
+        None, "--data", help=("Labelled data file (same columns as training). Default: the run's own saved test split.")
+    ),
+    out: str | None = typer.Option(None, "--out", help="Report directory (default RUN/eval/<data name>)."),
+    text_column: str | None = typer.Option(None, "--text-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+):
     """Evaluate a trained run on labelled data (default: its own test split): metrics, per-class report,
     confusion matrix."""
     from tuneforge.inference import evaluate

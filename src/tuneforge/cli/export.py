@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import typer
 
 from tuneforge.cli.app import app
@@ -9,13 +8,16 @@ FORMATS = "merged, onnx, int8, onnx-int8"
 
 
 @app.command()
-def export(run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
-           format: str = typer.Option(..., "--format", "-f", help=f"One of: {FORMATS}."),
-           out: str = typer.Option(..., "--out", "-o", help="Output directory (new or empty unless --overwrite)."),
-           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
-           max_samples: int = typer.Option(2000, "--max-samples", min=1, help=(
-               "Most test-split rows used for the parity check.")),
-           no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency/throughput measurement.")):
+def export(
+    run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
+    format: str = typer.Option(..., "--format", "-f", help=f"One of: {FORMATS}."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory (new or empty unless --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
+    max_samples: int = typer.Option(
+        2000, "--max-samples", min=1, help=("Most test-split rows used for the parity check.")
+    ),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip the latency/throughput measurement."),
+):
     """Export a trained run for deployment (merged transformers checkpoint, ONNX, int8) and measure what it
     costs: parity with the trained model on the test split, size on disk, CPU latency and throughput.
     Everything measured is written to OUT/export.json."""

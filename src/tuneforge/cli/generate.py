@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -51,25 +50,34 @@ def read_prompts(path: str) -> list[tuple[dict, list[dict]]]:
 
 
 @app.command()
-def generate(target: str = typer.Argument(..., help="A causal_lm run directory, a local model directory or a builtin alias."),
-             file: str = typer.Option(..., "--file", "-f", help="Prompts: .jsonl (prompt / messages / instruction+input per line) or .txt."),
-             out: Optional[str] = typer.Option(None, "--out", "-o", help="Write JSON lines here instead of stdout."),
-             temperature: Optional[float] = typer.Option(None, "--temperature", help="0 decodes greedily (default: the run's)."),
-             top_p: Optional[float] = typer.Option(None, "--top-p"),
-             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-             repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
-             batch_size: int = typer.Option(8, "--batch-size"),
-             template: Optional[str] = typer.Option(None, "--template", help="Chat template for a base model without one."),
-             seed: Optional[int] = typer.Option(None, "--seed")):
+def generate(
+    target: str = typer.Argument(..., help="A causal_lm run directory, a local model directory or a builtin alias."),
+    file: str = typer.Option(
+        ..., "--file", "-f", help="Prompts: .jsonl (prompt / messages / instruction+input per line) or .txt."
+    ),
+    out: str | None = typer.Option(None, "--out", "-o", help="Write JSON lines here instead of stdout."),
+    temperature: float | None = typer.Option(None, "--temperature", help="0 decodes greedily (default: the run's)."),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens"),
+    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    template: str | None = typer.Option(None, "--template", help="Chat template for a base model without one."),
+    seed: int | None = typer.Option(None, "--seed"),
+):
     """Answer every prompt of a file; one JSON line per prompt: the record plus response and finish_reason."""
     from tuneforge.cli.chat import sampling_options
-    from tuneforge.generation import generate as run_generate, load_chat_model
+    from tuneforge.generation import generate as run_generate
+    from tuneforge.generation import load_chat_model
 
     items = read_prompts(file)
     cm = load_chat_model(target, template=template)
-    results = run_generate(cm, [m for _, m in items], sampling_options(temperature, top_p, max_new_tokens,
-                                                                      repetition_penalty),
-                           batch_size=batch_size, seed=seed)
+    results = run_generate(
+        cm,
+        [m for _, m in items],
+        sampling_options(temperature, top_p, max_new_tokens, repetition_penalty),
+        batch_size=batch_size,
+        seed=seed,
+    )
     lines = [json.dumps({**rec, **res}, ensure_ascii=False) for (rec, _), res in zip(items, results)]
     if out:
         Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")

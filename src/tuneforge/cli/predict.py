@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -24,7 +23,9 @@ def read_texts(path: str, column: str | None) -> list[str]:
     df = read_table(path)
     col = column or ("text" if "text" in df.columns else None)
     if col is None:
-        raise DataError(f"{path}: no 'text' column; name one with --column (columns: {', '.join(map(str, df.columns))})")
+        raise DataError(
+            f"{path}: no 'text' column; name one with --column (columns: {', '.join(map(str, df.columns))})"
+        )
     require_columns(df, {"--column": col}, path)
     df = check_cells(df, {col: ("--column", "text")}, path).dropna(subset=[col])
     texts = [str(t) for t in df[col].tolist() if str(t).strip()]
@@ -34,16 +35,27 @@ def read_texts(path: str, column: str | None) -> list[str]:
 
 
 @app.command()
-def predict(run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
-            texts: Optional[List[str]] = typer.Argument(None, help=(
-                "Texts to classify. Leading arguments that are run directories are more runs (one base model and "
-                "task type: they share the base model).")),
-            file: Optional[str] = typer.Option(None, "--file", "-f", help="A .txt (one text per line), .csv or .jsonl file."),
-            column: Optional[str] = typer.Option(None, "--column", help="Text column of --file (default: text)."),
-            run: Optional[str] = typer.Option(None, "--run", help=(
-                "With several runs: the one that answers, by directory name (its lines look as for one run). "
-                "Without --run every run answers: one line per text, {\"text\", \"runs\": {name: prediction}}.")),
-            batch_size: int = typer.Option(64, "--batch-size")):
+def predict(
+    run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
+    texts: list[str] | None = typer.Argument(
+        None,
+        help=(
+            "Texts to classify. Leading arguments that are run directories are more runs (one base model and "
+            "task type: they share the base model)."
+        ),
+    ),
+    file: str | None = typer.Option(None, "--file", "-f", help="A .txt (one text per line), .csv or .jsonl file."),
+    column: str | None = typer.Option(None, "--column", help="Text column of --file (default: text)."),
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        help=(
+            "With several runs: the one that answers, by directory name (its lines look as for one run). "
+            'Without --run every run answers: one line per text, {"text", "runs": {name: prediction}}.'
+        ),
+    ),
+    batch_size: int = typer.Option(64, "--batch-size"),
+):
     """Classify texts; prints one JSON line per text with its label and per-class probabilities. Several runs of
     one base model (`tuneforge predict RUN_A RUN_B TEXT...`) share the base model: --run picks the one that answers,
     else every run answers."""

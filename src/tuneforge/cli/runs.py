@@ -11,8 +11,10 @@ from tuneforge.training.runlist import age_text, describe, find_runs
 
 
 @app.command()
-def runs(directory: str = typer.Argument("runs", help="A run directory, or a directory of runs (default runs/)."),
-         as_json: bool = typer.Option(False, "--json", help="One JSON list for scripts instead of lines.")):
+def runs(
+    directory: str = typer.Argument("runs", help="A run directory, or a directory of runs (default runs/)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON list for scripts instead of lines."),
+):
     """List run directories: state (running / interrupted / completed / failed / stopped), main metric, age."""
     from tuneforge.errors import RunDirError
 
@@ -35,5 +37,6 @@ def runs(directory: str = typer.Argument("runs", help="A run directory, or a dir
             note = f"  (pid {r['pid']})"
         if r["replaces"]:
             note += f"  [overwrite of {r['replaces']}]"
-        typer.echo(f"{r['state'] or '?':<12} {shown:<22} {age_text(r['age_seconds']):>5}  {os.path.normpath(r['path'])}"
-                   f"{note}")
+        typer.echo(
+            f"{r['state'] or '?':<12} {shown:<22} {age_text(r['age_seconds']):>5}  {os.path.normpath(r['path'])}{note}"
+        )

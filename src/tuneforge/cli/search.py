@@ -1,37 +1,47 @@
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from tuneforge.cli.app import app
 
 
 @app.command()
-def search(config: Optional[str] = typer.Argument(None, help="Base YAML run config (every trial is a run of it)."),
-           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every trial."),
-           space: Optional[str] = typer.Option(None, "--space", help="Search space YAML: config keys to "
-                                               "{float: [lo, hi], log: true} / {int: [lo, hi]} / {choice: [...]}."),
-           trials: int = typer.Option(20, "--trials", help="Finished (complete or pruned) trials the study should "
-                                                           "have; a re-run continues until it has them."),
-           timeout: Optional[float] = typer.Option(None, "--timeout", help="Start no new trial after this many "
-                                                                             "seconds."),
-           study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the config file's name)."),
-           study_dir: Optional[str] = typer.Option(None, "--dir", help="Study directory (default studies/<study>)."),
-           storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage "
-                                                 "(default sqlite:///<dir>/study.db); postgresql://... or "
-                                                 "mysql://... lets workers on several machines share the study."),
-           workers: int = typer.Option(1, "--workers", help="Trial processes on this machine."),
-           sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | grid | cmaes | gp."),
-           pruner: Optional[str] = typer.Option(None, "--pruner", help="median | hyperband | none (default median; "
-                                                "none with several objectives)."),
-           objectives: str = typer.Option("quality", "--objectives", help="quality | quality,time | "
-                                          "quality,params (several: a Pareto front)."),
-           seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed (default the config's train.seed)."),
-           summary: Optional[str] = typer.Option(None, "--summary", help="Print the trials table of STUDY_DIR and "
-                                                 "exit."),
-           worker_internal: Optional[int] = typer.Option(None, "--worker-internal", hidden=True),
-           deadline_internal: Optional[float] = typer.Option(None, "--deadline-internal", hidden=True)):
+def search(
+    config: str | None = typer.Argument(None, help="Base YAML run config (every trial is a run of it)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides for every trial."),
+    space: str | None = typer.Option(
+        None,
+        "--space",
+        help="Search space YAML: config keys to {float: [lo, hi], log: true} / {int: [lo, hi]} / {choice: [...]}.",
+    ),
+    trials: int = typer.Option(
+        20,
+        "--trials",
+        help="Finished (complete or pruned) trials the study should have; a re-run continues until it has them.",
+    ),
+    timeout: float | None = typer.Option(None, "--timeout", help="Start no new trial after this many seconds."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: the config file's name)."),
+    study_dir: str | None = typer.Option(None, "--dir", help="Study directory (default studies/<study>)."),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="SQLAlchemy URL of the study storage "
+        "(default sqlite:///<dir>/study.db); postgresql://... or "
+        "mysql://... lets workers on several machines share the study.",
+    ),
+    workers: int = typer.Option(1, "--workers", help="Trial processes on this machine."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | grid | cmaes | gp."),
+    pruner: str | None = typer.Option(
+        None, "--pruner", help="median | hyperband | none (default median; none with several objectives)."
+    ),
+    objectives: str = typer.Option(
+        "quality", "--objectives", help="quality | quality,time | quality,params (several: a Pareto front)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Sampler seed (default the config's train.seed)."),
+    summary: str | None = typer.Option(None, "--summary", help="Print the trials table of STUDY_DIR and exit."),
+    worker_internal: int | None = typer.Option(None, "--worker-internal", hidden=True),
+    deadline_internal: float | None = typer.Option(None, "--deadline-internal", hidden=True),
+):
     """Search hyperparameters: each trial is a normal run directory under the study directory, scored on the
     validation split; writes trials.csv, best.yaml, test.json (the best trial's test split) and report.html."""
     from tuneforge.errors import ConfigError
@@ -45,11 +55,25 @@ def search(config: Optional[str] = typer.Argument(None, help="Base YAML run conf
         raise ConfigError("search needs a CONFIG (or --summary STUDY_DIR); see 'tuneforge search --help'")
     if space is None:
         raise ConfigError("search needs --space SPACE.yaml (config keys and the values to try)")
-    from tuneforge.search import make_plan, run_worker, search as run_search
+    from tuneforge.search import make_plan, run_worker
+    from tuneforge.search import search as run_search
 
-    plan = make_plan(config, space, overrides or [], trials=trials, timeout=timeout, study=study,
-                     study_dir=study_dir, storage=storage, workers=workers, sampler=sampler, pruner=pruner,
-                     objectives=objectives, seed=seed, validate=worker_internal is None)
+    plan = make_plan(
+        config,
+        space,
+        overrides or [],
+        trials=trials,
+        timeout=timeout,
+        study=study,
+        study_dir=study_dir,
+        storage=storage,
+        workers=workers,
+        sampler=sampler,
+        pruner=pruner,
+        objectives=objectives,
+        seed=seed,
+        validate=worker_internal is None,
+    )
     if worker_internal is not None:  # one of the --workers processes the search started
         run_worker(plan, worker_internal, deadline_internal)
         return

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import typer
 
@@ -9,22 +8,32 @@ from tuneforge.cli.app import app
 
 
 @app.command(context_settings={"allow_extra_args": False})
-def train(config: str = typer.Argument(..., help="YAML config file."),
-          overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=1"),
-          resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run from its last checkpoint."),
-          force: bool = typer.Option(False, "--force", help="Train despite failed data checks (for example a chat "
-                                                           "template that does not fit the tokenizer); they warn instead."),
-          nproc: int = typer.Option(1, "--nproc", help="Processes per node (one per GPU; on CPU, gloo DDP). Above 1 "
-                                                       "the run is started through torchrun with "
-                                                       "train.distributed.strategy (ddp, fsdp, deepspeed)."),
-          nnodes: int = typer.Option(1, "--nnodes", help="Nodes of a multi-node run (needs output.dir on a filesystem "
-                                                         "every node sees)."),
-          node_rank: int = typer.Option(0, "--node-rank", help="This node's index, 0 to nnodes-1 (node 0 writes the "
-                                                               "run)."),
-          master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of node 0 (multi-node)."),
-          master_port: Optional[int] = typer.Option(None, "--master-port", help="Port on node 0 (default: a free "
-                                                                                "port on one node, 29500 across "
-                                                                                "nodes).")):
+def train(
+    config: str = typer.Argument(..., help="YAML config file."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=1"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run from its last checkpoint."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Train despite failed data checks (for example a chat "
+        "template that does not fit the tokenizer); they warn instead.",
+    ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Processes per node (one per GPU; on CPU, gloo DDP). Above 1 "
+        "the run is started through torchrun with "
+        "train.distributed.strategy (ddp, fsdp, deepspeed).",
+    ),
+    nnodes: int = typer.Option(
+        1, "--nnodes", help="Nodes of a multi-node run (needs output.dir on a filesystem every node sees)."
+    ),
+    node_rank: int = typer.Option(0, "--node-rank", help="This node's index, 0 to nnodes-1 (node 0 writes the run)."),
+    master_addr: str | None = typer.Option(None, "--master-addr", help="Address of node 0 (multi-node)."),
+    master_port: int | None = typer.Option(
+        None, "--master-port", help="Port on node 0 (default: a free port on one node, 29500 across nodes)."
+    ),
+):
     """Train a model as CONFIG says and write a run directory."""
     from tuneforge.training.launch import Launch
 
@@ -43,7 +52,7 @@ def train(config: str = typer.Argument(..., help="YAML config file."),
             tuneforge.train(config, overrides or [], resume=resume, force=force)
         except KeyboardInterrupt:
             raise SystemExit(130) from None
-        except Exception as exc:  # noqa: BLE001  (SystemExit: click would turn typer.Exit into a return value)
+        except Exception as exc:
             raise SystemExit(getattr(exc, "exit_code", 1)) from None
         return
     tuneforge.train(config, overrides or [], resume=resume, force=force)

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from tuneforge.cli.app import app
 
 
 @app.command()
-def validate(config: str = typer.Argument(..., help="YAML config file."),
-             overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides")):
+def validate(
+    config: str = typer.Argument(..., help="YAML config file."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides"),
+):
     """Check a config and print it resolved (with every default), or the errors."""
     from tuneforge.config import dump_config, load_config
 

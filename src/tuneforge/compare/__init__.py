@@ -1,5 +1,6 @@
 """Measured method comparison: train several methods on the same task and budget (`compare`), and build the
 comparison report from any run directories (`build_report`)."""
+
 from tuneforge.compare.report import build_report
 from tuneforge.compare.runner import ALL_METHODS, compare
 

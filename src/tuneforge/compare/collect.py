@@ -3,6 +3,7 @@
 Everything here works from the run-directory contract alone (config.yaml, status.json, efficiency.json,
 eval/metrics.json, metrics.jsonl, model/), so runs made separately or on another machine compare the same
 way as runs made by `tuneforge compare`."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import yaml
 from tuneforge.errors import RunDirError
 
 
-
 def task_metrics(task: str) -> list[str]:
     """The final metrics a task's comparison shows, in column order (`Task.report_metrics`; the first present
     one is the fallback primary metric); for an unknown task the fallback list."""
@@ -25,15 +25,27 @@ def task_metrics(task: str) -> list[str]:
         return list(TASKS.get(task).report_metrics)
     return list(FALLBACK_METRICS)
 
+
 FALLBACK_METRICS = ["accuracy", "f1_macro", "auc_roc", "loss", "perplexity"]
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 #: efficiency numbers aggregated across seeds (efficiency.json keys, plus model_size_mb computed post hoc)
 EFFICIENCY_KEYS = [
-    "trainable_params", "trainable_percent", "total_params", "train_seconds", "train_samples_per_second",
-    "train_tokens_per_second", "time_to_first_step_seconds", "peak_rss_mb", "peak_gpu_allocated_mb",
-    "peak_gpu_reserved_mb", "model_size_mb", "inference_latency_ms_p50", "inference_latency_ms_p95",
-    "inference_samples_per_second", "global_steps",
+    "trainable_params",
+    "trainable_percent",
+    "total_params",
+    "train_seconds",
+    "train_samples_per_second",
+    "train_tokens_per_second",
+    "time_to_first_step_seconds",
+    "peak_rss_mb",
+    "peak_gpu_allocated_mb",
+    "peak_gpu_reserved_mb",
+    "model_size_mb",
+    "inference_latency_ms_p50",
+    "inference_latency_ms_p95",
+    "inference_samples_per_second",
+    "global_steps",
 ]
 #: config keys that may differ between runs of one group (seeds of the same setting)
 _PER_RUN_KEYS = (("train", "seed"), ("output", "dir"), ("output", "name"), ("output", "overwrite"))
@@ -58,12 +70,23 @@ class RunRecord:
     curves: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"run_dir": str(self.path), "name": self.name, "state": self.state, "error": self.error,
-                "method": self.method, "task": self.task, "seed": self.seed, "learning_rate": self.learning_rate,
-                "metric": self.metric, "greater_is_better": self.greater_is_better, "metrics": self.metrics,
-                "metrics_split": self.metrics_split, "efficiency": self.efficiency,
-                "model": (self.config.get("model") or {}).get("name"),
-                "curves": {k: [list(p) for p in v] for k, v in self.curves.items()}}
+        return {
+            "run_dir": str(self.path),
+            "name": self.name,
+            "state": self.state,
+            "error": self.error,
+            "method": self.method,
+            "task": self.task,
+            "seed": self.seed,
+            "learning_rate": self.learning_rate,
+            "metric": self.metric,
+            "greater_is_better": self.greater_is_better,
+            "metrics": self.metrics,
+            "metrics_split": self.metrics_split,
+            "efficiency": self.efficiency,
+            "model": (self.config.get("model") or {}).get("name"),
+            "curves": {k: [list(p) for p in v] for k, v in self.curves.items()},
+        }
 
 
 def _read_json(path: Path) -> dict:
@@ -116,8 +139,11 @@ def _final_metrics(eval_metrics: dict, task: str) -> tuple[dict, str | None]:
         block = eval_metrics.get(split)
         if isinstance(block, dict) and any(isinstance(v, (int, float)) for v in block.values()):
             wanted = task_metrics(task)
-            keep = {k: float(v) for k, v in block.items() if k in set(wanted) | set(FALLBACK_METRICS)
-                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            keep = {
+                k: float(v)
+                for k, v in block.items()
+                if k in set(wanted) | set(FALLBACK_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             return keep, split
     return {}, None
 
@@ -131,8 +157,9 @@ def _known_tasks() -> list[str]:
 def _greater_is_better(task: str, metric: str) -> bool:
     try:
         from tuneforge.registry import TASKS
+
         return bool(TASKS.get(task).metrics.get(metric, metric not in LOWER_IS_BETTER))
-    except Exception:  # noqa: BLE001  (a task registered on another machine but not here)
+    except Exception:
         return metric not in LOWER_IS_BETTER
 
 
@@ -149,19 +176,31 @@ def read_run(path: str | Path) -> RunRecord:
     method = str((cfg.get("method") or {}).get("name") or "?")
     task = str((cfg.get("task") or {}).get("type") or "?")
     train = cfg.get("train") or {}
-    rec = RunRecord(path=path, name=path.name, state=state, error=status.get("error"), config=cfg, method=method,
-                    task=task, seed=train.get("seed"), learning_rate=train.get("learning_rate"))
+    rec = RunRecord(
+        path=path,
+        name=path.name,
+        state=state,
+        error=status.get("error"),
+        config=cfg,
+        method=method,
+        task=task,
+        seed=train.get("seed"),
+        learning_rate=train.get("learning_rate"),
+    )
     if rec.learning_rate is None and method != "?":
         try:
             from tuneforge.registry import METHODS
+
             rec.learning_rate = METHODS.get(method).Config.default_learning_rate
-        except Exception:  # noqa: BLE001  (unknown method here: the rate stays unknown)
+        except Exception:
             pass
     rec.metrics, rec.metrics_split = _final_metrics(_read_json(path / "eval" / "metrics.json"), task)
     wanted = (cfg.get("eval") or {}).get("metric")
     if wanted not in rec.metrics:
-        wanted = next((m for m in (task_metrics(task) if task in _known_tasks() else []) + FALLBACK_METRICS
-                       if m in rec.metrics), wanted)
+        wanted = next(
+            (m for m in (task_metrics(task) if task in _known_tasks() else []) + FALLBACK_METRICS if m in rec.metrics),
+            wanted,
+        )
     rec.metric = wanted
     rec.greater_is_better = _greater_is_better(task, wanted) if wanted else True
     eff = _read_json(path / "efficiency.json")
@@ -182,8 +221,9 @@ def _group_key(cfg: dict) -> str:
     try:
         # validated, so a run saved before a key (with its default) existed groups with newer runs
         from tuneforge.config import resolved_config
+
         c = resolved_config(c)
-    except Exception:  # noqa: BLE001  (a run from another version or machine: compare its config as written)
+    except Exception:
         pass
     for section, key in _PER_RUN_KEYS:
         if isinstance(c.get(section), dict):
@@ -219,21 +259,34 @@ def group_runs(records: list[RunRecord]) -> list[dict]:
         ok = [r for r in runs if r.state == "completed" and r.metrics]
         # a group still training is not a failure: say so, so a report made mid-comparison reads right
         not_ok = {r.state for r in runs if r not in ok}
-        state = ("completed" if not not_ok else "partial" if ok else
-                 "failed" if "failed" in not_ok or "completed" in not_ok else sorted(not_ok)[0])
+        state = (
+            "completed"
+            if not not_ok
+            else "partial"
+            if ok
+            else "failed"
+            if "failed" in not_ok or "completed" in not_ok
+            else sorted(not_ok)[0]
+        )
         metric_names = []
         for r in ok:
             metric_names += [m for m in r.metrics if m not in metric_names]
         eff_names = [k for k in EFFICIENCY_KEYS if any(k in r.efficiency for r in ok)]
-        out.append({
-            "label": first.method if per_method[first.method] == 1 else f"{first.method} ({first.name})",
-            "method": first.method, "task": first.task, "state": state,
-            "errors": [f"{r.name}: {r.error or r.state}" for r in runs if r not in ok],
-            "runs": [r.name for r in runs], "seeds": [r.seed for r in runs],
-            "learning_rate": first.learning_rate,
-            "metric": (ok[0] if ok else first).metric, "greater_is_better": (ok[0] if ok else first).greater_is_better,
-            "metrics": {m: _stats([r.metrics.get(m) for r in ok]) for m in metric_names},
-            "efficiency": {k: _stats([r.efficiency.get(k) for r in ok]) for k in eff_names},
-            "device": next((r.efficiency.get("device") for r in ok if r.efficiency.get("device")), None),
-        })
+        out.append(
+            {
+                "label": first.method if per_method[first.method] == 1 else f"{first.method} ({first.name})",
+                "method": first.method,
+                "task": first.task,
+                "state": state,
+                "errors": [f"{r.name}: {r.error or r.state}" for r in runs if r not in ok],
+                "runs": [r.name for r in runs],
+                "seeds": [r.seed for r in runs],
+                "learning_rate": first.learning_rate,
+                "metric": (ok[0] if ok else first).metric,
+                "greater_is_better": (ok[0] if ok else first).greater_is_better,
+                "metrics": {m: _stats([r.metrics.get(m) for r in ok]) for m in metric_names},
+                "efficiency": {k: _stats([r.efficiency.get(k) for r in ok]) for k in eff_names},
+                "device": next((r.efficiency.get("device") for r in ok if r.efficiency.get("device")), None),
+            }
+        )
     return out

@@ -1,5 +1,6 @@
 """Comparison charts: bars per method, quality versus cost, overlaid loss curves. PNG files, so the HTML
 report can embed them as data URIs and the markdown report can link them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,10 @@ from pathlib import Path
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -35,8 +38,12 @@ def plot_bars(groups: list[dict], metric: str, path: Path) -> None:
     method keeps its slot, marked 'failed', so the charts line up with the table."""
     plt = _plt()
     mem, mem_label = memory_key(groups)
-    panels = [("metrics", metric, f"{metric} (final)"), ("efficiency", "train_seconds", "train time (s)"),
-              ("efficiency", mem, mem_label), ("efficiency", "trainable_percent", "trainable parameters (%)")]
+    panels = [
+        ("metrics", metric, f"{metric} (final)"),
+        ("efficiency", "train_seconds", "train time (s)"),
+        ("efficiency", mem, mem_label),
+        ("efficiency", "trainable_percent", "trainable parameters (%)"),
+    ]
     labels = [g["label"] for g in groups]
     colors = _colors(len(groups))
     fig, axes = plt.subplots(2, 2, figsize=(max(8.0, 1.1 * len(groups) + 5), 7.0))
@@ -64,8 +71,15 @@ def plot_quality_vs_cost(groups: list[dict], metric: str, path: Path) -> None:
     plt = _plt()
     mem, mem_label = memory_key(groups)
     fig, ax = plt.subplots(figsize=(7.0, 4.8))
-    pts = [(g, _value(g, "efficiency", "train_seconds")[0], _value(g, "metrics", metric)[0],
-            _value(g, "efficiency", mem)[0]) for g in groups]
+    pts = [
+        (
+            g,
+            _value(g, "efficiency", "train_seconds")[0],
+            _value(g, "metrics", metric)[0],
+            _value(g, "efficiency", mem)[0],
+        )
+        for g in groups
+    ]
     pts = [p for p in pts if p[1] is not None and p[2] is not None]
     mems = [p[3] for p in pts if p[3]]
     biggest = max(mems) if mems else 1.0
@@ -99,8 +113,16 @@ def plot_loss_curves(groups: list[dict], records_by_name: dict, path: Path) -> N
                 drawn = True
             if curves.get("eval"):
                 s, v = zip(*curves["eval"])
-                ax.plot(s, v, color=color, alpha=alpha, linestyle="--", marker="o", markersize=3,
-                        label=f"{g['label']} validation" if i == 0 else None)
+                ax.plot(
+                    s,
+                    v,
+                    color=color,
+                    alpha=alpha,
+                    linestyle="--",
+                    marker="o",
+                    markersize=3,
+                    label=f"{g['label']} validation" if i == 0 else None,
+                )
                 drawn = True
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")

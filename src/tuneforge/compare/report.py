@@ -1,10 +1,11 @@
 """The comparison report from run directories: compare.json (every number), report.md and a self-contained
 report.html (tables and plots embedded as data URIs: it opens offline and can be mailed as one file)."""
+
 from __future__ import annotations
 
 import base64
-import os
 import html
+import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +17,10 @@ from tuneforge.errors import RunDirError
 from tuneforge.training.rundir import write_json
 
 #: how "best value" is defined, printed in every report
-COST_DEFINITION = ("cost = mean training wall time in minutes (evaluation excluded); value = metric / cost for "
-                   "metrics where higher is better, metric x cost for metrics where lower is better")
+COST_DEFINITION = (
+    "cost = mean training wall time in minutes (evaluation excluded); value = metric / cost for "
+    "metrics where higher is better, metric x cost for metrics where lower is better"
+)
 
 PLOTS = {"bars": "bars.png", "scatter": "quality_vs_cost.png", "curves": "loss_curves.png"}
 
@@ -47,20 +50,26 @@ def _columns(groups: list[dict]) -> list[tuple[str, str, str, int]]:
         metric_names += [m for m in g["metrics"] if m not in metric_names]
     mem, _ = memory_key(groups)
     cols = [("metrics", m, m, 4) for m in metric_names]
-    cols += [("efficiency", "trainable_params", "trainable params", 0),
-             ("efficiency", "trainable_percent", "trainable %", 3),
-             ("efficiency", "train_seconds", "train time (s)", 1),
-             ("efficiency", "train_samples_per_second", "train samples/s", 2),
-             ("efficiency", "train_tokens_per_second", "train tokens/s", 0),
-             ("efficiency", "time_to_first_step_seconds", "first step (s)", 2)]
+    cols += [
+        ("efficiency", "trainable_params", "trainable params", 0),
+        ("efficiency", "trainable_percent", "trainable %", 3),
+        ("efficiency", "train_seconds", "train time (s)", 1),
+        ("efficiency", "train_samples_per_second", "train samples/s", 2),
+        ("efficiency", "train_tokens_per_second", "train tokens/s", 0),
+        ("efficiency", "time_to_first_step_seconds", "first step (s)", 2),
+    ]
     if mem == "peak_gpu_allocated_mb":
-        cols += [("efficiency", "peak_gpu_allocated_mb", "GPU alloc (MiB)", 0),
-                 ("efficiency", "peak_gpu_reserved_mb", "GPU reserved (MiB)", 0)]
-    cols += [("efficiency", "peak_rss_mb", "peak RSS (MiB)", 0),
-             ("efficiency", "model_size_mb", "artefact (MiB)", 2),
-             ("efficiency", "inference_latency_ms_p50", "latency p50 (ms)", 1),
-             ("efficiency", "inference_latency_ms_p95", "latency p95 (ms)", 1),
-             ("efficiency", "inference_samples_per_second", "inference samples/s", 1)]
+        cols += [
+            ("efficiency", "peak_gpu_allocated_mb", "GPU alloc (MiB)", 0),
+            ("efficiency", "peak_gpu_reserved_mb", "GPU reserved (MiB)", 0),
+        ]
+    cols += [
+        ("efficiency", "peak_rss_mb", "peak RSS (MiB)", 0),
+        ("efficiency", "model_size_mb", "artefact (MiB)", 2),
+        ("efficiency", "inference_latency_ms_p50", "latency p50 (ms)", 1),
+        ("efficiency", "inference_latency_ms_p95", "latency p95 (ms)", 1),
+        ("efficiency", "inference_samples_per_second", "inference samples/s", 1),
+    ]
     return [c for c in cols if c[0] == "metrics" or any(g[c[0]].get(c[1]) for g in groups)]
 
 
@@ -79,6 +88,7 @@ def _pick(groups: list[dict], metric: str | None, greater: bool) -> tuple[dict |
     scored = [g for g in groups if metric and g["metrics"].get(metric)]
     if not scored:
         return None, None, {}
+
     def cost(g):
         t = g["efficiency"].get("train_seconds")
         return t["mean"] if t else float("inf")
@@ -146,11 +156,15 @@ def build_report(run_dirs, out_dir: str | os.PathLike | None = None, title: str 
     data = {
         "title": title or "Method comparison",
         "created_at": datetime.now().isoformat(timespec="seconds"),
-        "metric": metric, "greater_is_better": greater, "memory": mem,
+        "metric": metric,
+        "greater_is_better": greater,
+        "memory": mem,
         "best": best["label"] if best else None,
         "best_value": value["label"] if value else None,
-        "value_scores": values, "cost_definition": COST_DEFINITION,
-        "groups": groups, "runs": [r.to_json() for r in records],
+        "value_scores": values,
+        "cost_definition": COST_DEFINITION,
+        "groups": groups,
+        "runs": [r.to_json() for r in records],
         "plots": {k: f"plots/{v}" for k, v in PLOTS.items()},
         "columns": [{"section": s, "key": k, "header": h} for s, k, h, _ in _columns(groups)],
     }
@@ -180,26 +194,48 @@ def _summary_lines(data: dict) -> list[str]:
 def _markdown(data: dict, groups: list[dict], records, mem_label: str) -> str:
     cols = _columns(groups)
     head = ["method", "state", "runs", *[h for _, _, h, _ in cols], "learning rate", "error"]
-    lines = [f"# {data['title']}", "", *_summary_lines(data), "",
-             f"Values are mean ± standard deviation over seeds where several ran. Memory: {mem_label}. "
-             f"Metrics are on the {_split_of(records)} split. Inference: batch-1 latency and batched throughput "
-             f"of the trained model (a forward pass; no text generation).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# {data['title']}",
+        "",
+        *_summary_lines(data),
+        "",
+        f"Values are mean ± standard deviation over seeds where several ran. Memory: {mem_label}. "
+        f"Metrics are on the {_split_of(records)} split. Inference: batch-1 latency and batched throughput "
+        f"of the trained model (a forward pass; no text generation).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for g in groups:
         cells = [g["label"], g["state"], str(len(g["runs"]))]
         cells += [_fmt(g[s].get(k), d) for s, k, _, d in cols]
         cells += [_lr(g), "; ".join(g["errors"]).replace("|", "\\|")[:300]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Runs", "", "| run | method | seed | state | " + (data["metric"] or "metric") + " | train time (s) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | method | seed | state | " + (data["metric"] or "metric") + " | train time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in records:
         m = r.metrics.get(data["metric"]) if data["metric"] else None
         t = r.efficiency.get("train_seconds")
-        lines.append(f"| {r.name} | {r.method} | {r.seed} | {r.state} | {'' if m is None else f'{m:.4f}'} | "
-                     f"{'' if t is None else f'{t:.1f}'} |")
-    lines += ["", "## Plots", "", f"![metric, time, memory, trainable share]({data['plots']['bars']})", "",
-              f"![quality versus cost]({data['plots']['scatter']})", "",
-              f"![loss curves]({data['plots']['curves']})", ""]
+        lines.append(
+            f"| {r.name} | {r.method} | {r.seed} | {r.state} | {'' if m is None else f'{m:.4f}'} | "
+            f"{'' if t is None else f'{t:.1f}'} |"
+        )
+    lines += [
+        "",
+        "## Plots",
+        "",
+        f"![metric, time, memory, trainable share]({data['plots']['bars']})",
+        "",
+        f"![quality versus cost]({data['plots']['scatter']})",
+        "",
+        f"![loss curves]({data['plots']['curves']})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -225,40 +261,58 @@ tr.best td{background:#eef8ee} img{max-width:100%;border:1px solid #ddd;margin:0
 def _html(data: dict, groups: list[dict], records, plots_dir: Path) -> str:
     e = html.escape
     cols = _columns(groups)
-    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-           f"<title>{e(data['title'])}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{e(data['title'])}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(data['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(data['title'])}</h1>",
+    ]
     for line in _summary_lines(data):
         parts = line.split("**")
         out.append("<p>" + "".join(f"<strong>{e(p)}</strong>" if i % 2 else e(p) for i, p in enumerate(parts)) + "</p>")
-    out.append(f"<p class=\"note\">Created {e(data['created_at'])}. Values are mean ± standard deviation over seeds "
-               f"where several ran. Metrics on the {e(_split_of(records))} split. Inference: batch-1 latency and "
-               f"batched throughput of the trained model (forward pass, no generation).</p>")
-    out.append("<h2>Summary</h2><table id=\"summary\"><thead><tr><th class=\"l\">method</th><th class=\"l\">state</th>"
-               "<th>runs</th>" + "".join(f"<th>{e(h)}</th>" for _, _, h, _ in cols) +
-               "<th>learning rate</th><th class=\"l\">error</th></tr></thead><tbody>")
+    out.append(
+        f'<p class="note">Created {e(data["created_at"])}. Values are mean ± standard deviation over seeds '
+        f"where several ran. Metrics on the {e(_split_of(records))} split. Inference: batch-1 latency and "
+        f"batched throughput of the trained model (forward pass, no generation).</p>"
+    )
+    out.append(
+        '<h2>Summary</h2><table id="summary"><thead><tr><th class="l">method</th><th class="l">state</th>'
+        "<th>runs</th>"
+        + "".join(f"<th>{e(h)}</th>" for _, _, h, _ in cols)
+        + '<th>learning rate</th><th class="l">error</th></tr></thead><tbody>'
+    )
     for g in groups:
-        cls = " class=\"best\"" if g["label"] in (data["best"], data["best_value"]) else ""
-        out.append(f"<tr{cls}><td class=\"l\">{e(g['label'])}</td><td class=\"l\">{e(g['state'])}</td>"
-                   f"<td>{len(g['runs'])}</td>" + "".join(f"<td>{e(_fmt(g[s].get(k), d))}</td>" for s, k, _, d in cols)
-                   + f"<td>{e(_lr(g))}</td><td class=\"err\">{e('; '.join(g['errors']))}</td></tr>")
+        cls = ' class="best"' if g["label"] in (data["best"], data["best_value"]) else ""
+        out.append(
+            f'<tr{cls}><td class="l">{e(g["label"])}</td><td class="l">{e(g["state"])}</td>'
+            f"<td>{len(g['runs'])}</td>"
+            + "".join(f"<td>{e(_fmt(g[s].get(k), d))}</td>" for s, k, _, d in cols)
+            + f'<td>{e(_lr(g))}</td><td class="err">{e("; ".join(g["errors"]))}</td></tr>'
+        )
     out.append("</tbody></table>")
     metric = data["metric"] or "metric"
     out.append("<h2>Plots</h2>")
-    for key, alt in (("bars", "metric, train time, memory and trainable share per method"),
-                     ("scatter", "quality versus cost"), ("curves", "training and validation loss")):
+    for key, alt in (
+        ("bars", "metric, train time, memory and trainable share per method"),
+        ("scatter", "quality versus cost"),
+        ("curves", "training and validation loss"),
+    ):
         png = plots_dir / PLOTS[key]
         if png.is_file():
-            out.append(f"<p><img alt=\"{e(alt)}\" src=\"{_data_uri(png)}\"></p>")
-    out.append("<h2>Runs</h2><table id=\"runs\"><thead><tr><th class=\"l\">run</th><th class=\"l\">method</th>"
-               f"<th>seed</th><th class=\"l\">state</th><th>{e(metric)}</th><th>train time (s)</th>"
-               "<th class=\"l\">directory</th></tr></thead><tbody>")
+            out.append(f'<p><img alt="{e(alt)}" src="{_data_uri(png)}"></p>')
+    out.append(
+        '<h2>Runs</h2><table id="runs"><thead><tr><th class="l">run</th><th class="l">method</th>'
+        f'<th>seed</th><th class="l">state</th><th>{e(metric)}</th><th>train time (s)</th>'
+        '<th class="l">directory</th></tr></thead><tbody>'
+    )
     for r in records:
         m = r.metrics.get(data["metric"]) if data["metric"] else None
         t = r.efficiency.get("train_seconds")
-        out.append(f"<tr><td class=\"l\">{e(r.name)}</td><td class=\"l\">{e(r.method)}</td><td>{e(str(r.seed))}</td>"
-                   f"<td class=\"l\">{e(r.state)}</td><td>{'' if m is None else f'{m:.4f}'}</td>"
-                   f"<td>{'' if t is None else f'{t:.1f}'}</td><td class=\"l\">{e(str(r.path))}</td></tr>")
+        out.append(
+            f'<tr><td class="l">{e(r.name)}</td><td class="l">{e(r.method)}</td><td>{e(str(r.seed))}</td>'
+            f'<td class="l">{e(r.state)}</td><td>{"" if m is None else f"{m:.4f}"}</td>'
+            f'<td>{"" if t is None else f"{t:.1f}"}</td><td class="l">{e(str(r.path))}</td></tr>'
+        )
     out.append("</tbody></table>")
-    out.append(f"<p class=\"note\">{e(data['cost_definition'])}.</p></body></html>")
+    out.append(f'<p class="note">{e(data["cost_definition"])}.</p></body></html>')
     return "\n".join(out)

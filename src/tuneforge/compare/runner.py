@@ -9,6 +9,7 @@ method's default. An explicit `train.learning_rate=...` override on the compare 
 
 Each run trains in a fresh process by default, so peak memory is that run's own (the RSS high-water mark of a
 process never goes down) and a crash in one method cannot take the others with it."""
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,8 @@ class PlannedRun:
     method: str
     seed: int
     path: Path
-    raw: dict                      # the complete raw config of this run (validated when it runs)
-    error: str | None = None       # a config problem found while planning: the run fails without training
+    raw: dict  # the complete raw config of this run (validated when it runs)
+    error: str | None = None  # a config problem found while planning: the run fails without training
     skipped: bool = False
 
 
@@ -77,7 +78,6 @@ def default_method_configs_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "configs" / "methods"
 
 
-
 def task_file_names(task: str) -> list[str]:
     """The names method files use for a task: its own and its `Task.aliases` (lora-sft.yaml for causal_lm)."""
     from tuneforge.registry import TASKS
@@ -86,8 +86,7 @@ def task_file_names(task: str) -> list[str]:
 
 
 def _method_file_settings(method: str, task: str, directory: Path) -> tuple[dict | None, float | None, Path | None]:
-    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in task_file_names(task))
-                 if p.is_file()), None)
+    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in task_file_names(task)) if p.is_file()), None)
     if path is None:
         return None, None, None
     raw = read_yaml(path)
@@ -102,8 +101,16 @@ def _method_file_settings(method: str, task: str, directory: Path) -> tuple[dict
     return {**section, "name": method}, lr, path
 
 
-def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_steps: int | None, out: Path,
-         overrides=(), method_configs: Path | None = None, keep_learning_rate: bool = False) -> list[PlannedRun]:
+def plan(
+    config: str | Path,
+    methods: list[str],
+    seeds: list[int] | None,
+    max_steps: int | None,
+    out: Path,
+    overrides=(),
+    method_configs: Path | None = None,
+    keep_learning_rate: bool = False,
+) -> list[PlannedRun]:
     """The runs of a comparison, each with its complete raw config (nothing is trained or written).
 
     Each method's settings: the `method:` section of <method_configs>/<method>-<task>.yaml when it exists;
@@ -170,8 +177,12 @@ def plan(config: str | Path, methods: list[str], seeds: list[int] | None, max_st
             if max_steps is not None:
                 train["max_steps"] = max_steps
             path = out / f"{m}-seed{seed}"
-            raw["output"] = {**(raw.get("output") or {}), "dir": str(path), "name": f"{m}-seed{seed}",
-                             "overwrite": True}
+            raw["output"] = {
+                **(raw.get("output") or {}),
+                "dir": str(path),
+                "name": f"{m}-seed{seed}",
+                "overwrite": True,
+            }
             runs.append(PlannedRun(method=m, seed=seed, path=path, raw=raw))
     for r in runs:
         try:
@@ -197,12 +208,16 @@ def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> No
             except ConfigError:
                 saved = None
             if saved != resolved_config(r.raw):
-                raise RunDirError(f"--resume: {r.path} was trained with a different config; compare into a new "
-                                  f"--out directory, or use --overwrite to retrain it")
+                raise RunDirError(
+                    f"--resume: {r.path} was trained with a different config; compare into a new "
+                    f"--out directory, or use --overwrite to retrain it"
+                )
             r.skipped = True
         elif not (resume or overwrite):
-            raise RunDirError(f"{r.path} already exists ({state or 'not a run'}); use --resume to skip completed "
-                              f"runs and redo the others, or --overwrite to redo everything")
+            raise RunDirError(
+                f"{r.path} already exists ({state or 'not a run'}); use --resume to skip completed "
+                f"runs and redo the others, or --overwrite to redo everything"
+            )
 
 
 def _run_subprocess(run: PlannedRun, cfg_path: Path) -> str | None:
@@ -211,8 +226,9 @@ def _run_subprocess(run: PlannedRun, cfg_path: Path) -> str | None:
     run.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "tuneforge", "train", str(cfg_path)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tuneforge", "train", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     if proc.returncode == 0:
         return None
     status = RunDir(run.path).status()
@@ -238,7 +254,7 @@ def _run_in_process(run: PlannedRun) -> str | None:
         train(load_config(raw=copy.deepcopy(run.raw)))
     except TuneforgeError as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001  (one method's crash must not stop the comparison)
+    except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
 
@@ -249,10 +265,20 @@ def _write_failed(run: PlannedRun) -> None:
     RunDir(run.path).fail(run.error)
 
 
-def compare(config: str | Path, methods: list[str] | str = "full,lora", seeds: list[int] | str | None = None,
-            max_steps: int | None = None, out: str | Path | None = None, overrides=(), resume: bool = False,
-            overwrite: bool = False, method_configs: str | Path | None = None, keep_learning_rate: bool = False,
-            isolate: bool = True, echo=print) -> CompareResult:
+def compare(
+    config: str | Path,
+    methods: list[str] | str = "full,lora",
+    seeds: list[int] | str | None = None,
+    max_steps: int | None = None,
+    out: str | Path | None = None,
+    overrides=(),
+    resume: bool = False,
+    overwrite: bool = False,
+    method_configs: str | Path | None = None,
+    keep_learning_rate: bool = False,
+    isolate: bool = True,
+    echo=print,
+) -> CompareResult:
     """Train every method (x seed) on the same task, data and budget, then write the comparison report.
 
     Args:
@@ -283,15 +309,33 @@ def compare(config: str | Path, methods: list[str] | str = "full,lora", seeds: l
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} exists and is not a directory")
-    runs = plan(config, methods, seeds, max_steps, out, overrides,
-                Path(method_configs) if method_configs else None, keep_learning_rate)
+    runs = plan(
+        config,
+        methods,
+        seeds,
+        max_steps,
+        out,
+        overrides,
+        Path(method_configs) if method_configs else None,
+        keep_learning_rate,
+    )
     _check_existing(runs, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     cfg_dir = out / "configs"
     cfg_dir.mkdir(exist_ok=True)
-    (out / "compare.args.json").write_text(json.dumps({
-        "config": str(config), "methods": methods, "seeds": seeds, "max_steps": max_steps,
-        "overrides": list(overrides), "keep_learning_rate": keep_learning_rate}, indent=2))
+    (out / "compare.args.json").write_text(
+        json.dumps(
+            {
+                "config": str(config),
+                "methods": methods,
+                "seeds": seeds,
+                "max_steps": max_steps,
+                "overrides": list(overrides),
+                "keep_learning_rate": keep_learning_rate,
+            },
+            indent=2,
+        )
+    )
     total = len(runs)
     for i, r in enumerate(runs, 1):
         tag = f"compare [{i}/{total}] {r.method} seed {r.seed}"
@@ -312,14 +356,19 @@ def compare(config: str | Path, methods: list[str] | str = "full,lora", seeds: l
             echo(f"{tag}: FAILED after {took:.0f}s: {r.error}")
         else:
             shown = RunDir(r.path).status().get("metrics") or {}
-            nums = " ".join(f"{k}={v:.4f}" for k, v in shown.items()
-                            if k in ("accuracy", "f1_macro", "loss", "perplexity") and isinstance(v, (int, float)))
+            nums = " ".join(
+                f"{k}={v:.4f}"
+                for k, v in shown.items()
+                if k in ("accuracy", "f1_macro", "loss", "perplexity") and isinstance(v, (int, float))
+            )
             echo(f"{tag}: done in {took:.0f}s {nums}")
     from tuneforge.compare.report import build_report
 
     report = build_report([r.path for r in runs], out, title=f"Method comparison: {Path(config).name}")
     echo(f"compare: report in {report.html_path} (and report.md, compare.json)")
     if report.data.get("best"):
-        echo(f"compare: best {report.data['metric']}: {report.data['best']}; "
-             f"best per unit of cost: {report.data['best_value']}")
+        echo(
+            f"compare: best {report.data['metric']}: {report.data['best']}; "
+            f"best per unit of cost: {report.data['best_value']}"
+        )
     return CompareResult(out_dir=out, runs=runs, report=report)

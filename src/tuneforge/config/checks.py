@@ -1,4 +1,5 @@
 """Small checks shared by the methods' `check_config` (kept here so every message has the same form)."""
+
 from __future__ import annotations
 
 import re
@@ -16,5 +17,7 @@ def check_module_pattern(key: str, value, keywords: tuple[str, ...] = ("all-line
     except (re.error, RecursionError, OverflowError) as exc:
         shown = value if len(value) <= 60 else value[:59] + "…"
         why = getattr(exc, "msg", None) or type(exc).__name__
-        raise ConfigError(f"{key}: {shown!r} is an invalid regular expression ({why}); give a valid regex, "
-                          f"or a list of module names such as [query, value]") from None
+        raise ConfigError(
+            f"{key}: {shown!r} is an invalid regular expression ({why}); give a valid regex, "
+            f"or a list of module names such as [query, value]"
+        ) from None

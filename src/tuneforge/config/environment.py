@@ -2,6 +2,7 @@
 `tuneforge validate` and `tuneforge train` refuse what cannot run here before any run directory or model exists.
 
 The training engine and the speed levers call the same functions, so a message has one source."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -57,13 +58,19 @@ def check_levers(train_cfg) -> None:
         if not cuda:
             raise ConfigError("train.liger: true, but no CUDA device (it pays off on GPUs); set it to auto or false")
         if not installed("liger_kernel"):
-            raise ConfigError("train.liger: true, but liger-kernel is not installed (pip install 'tuneforge[gpu]'); "
-                              "set it to auto or false")
+            raise ConfigError(
+                "train.liger: true, but liger-kernel is not installed (pip install 'tuneforge[gpu]'); "
+                "set it to auto or false"
+            )
     if train_cfg.compile is True and not cuda:
-        raise ConfigError("train.compile: true needs a CUDA device (on CPU, compiling takes minutes before the first "
-                          "step and does not pay off); set it to auto or false")
+        raise ConfigError(
+            "train.compile: true needs a CUDA device (on CPU, compiling takes minutes before the first "
+            "step and does not pay off); set it to auto or false"
+        )
     if "8bit" in train_cfg.optimizer and not installed("bitsandbytes"):
-        raise ConfigError(f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'")
+        raise ConfigError(
+            f"train.optimizer: '{train_cfg.optimizer}' needs bitsandbytes: pip install 'tuneforge[quant]'"
+        )
 
 
 def check_distributed(train_cfg) -> None:
@@ -73,11 +80,14 @@ def check_distributed(train_cfg) -> None:
     if strategy == "ddp":
         return
     if not cuda_available():
-        raise ConfigError(f"train.distributed.strategy: '{strategy}' needs CUDA GPUs (accelerate shards models only "
-                          f"there); on CPU use ddp")
+        raise ConfigError(
+            f"train.distributed.strategy: '{strategy}' needs CUDA GPUs (accelerate shards models only "
+            f"there); on CPU use ddp"
+        )
     if strategy == "deepspeed" and not installed("deepspeed"):
-        raise ConfigError("train.distributed.strategy: 'deepspeed' needs DeepSpeed: pip install deepspeed "
-                          "(or use fsdp)")
+        raise ConfigError(
+            "train.distributed.strategy: 'deepspeed' needs DeepSpeed: pip install deepspeed (or use fsdp)"
+        )
 
 
 def _run_state(status) -> str | None:
@@ -101,18 +111,22 @@ def teacher_kind(path: str) -> str:
     p = Path(path)
     key = "distill.teacher"
     if not p.is_dir():
-        raise ConfigError(f"{key}: {path} is not a directory (a finished run, an export or a local model directory; "
-                          f"teachers are never downloaded)")
+        raise ConfigError(
+            f"{key}: {path} is not a directory (a finished run, an export or a local model directory; "
+            f"teachers are never downloaded)"
+        )
     status = p / "status.json"
     state = _run_state(status)
     if status.is_file() and not (p / "model" / "tuneforge.json").is_file():
-        raise ConfigError(f"{key}: {path} is a run that has not finished (state: {state}); train it to the end or "
-                          f"point at a finished run")
+        raise ConfigError(
+            f"{key}: {path} is a run that has not finished (state: {state}); train it to the end or "
+            f"point at a finished run"
+        )
     if (p / "export.json").is_file():
         return "export"
     if (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file():
         if status.is_file() and state not in ("completed", "unreadable"):
-                raise ConfigError(f"{key}: {path} is a run whose state is '{state}', not completed")
+            raise ConfigError(f"{key}: {path} is a run whose state is '{state}', not completed")
         return "run"
     if (p / "config.json").is_file():
         return "model"
@@ -142,16 +156,22 @@ def check_teacher(cfg) -> None:
     teacher_kind(teacher)
     task = teacher_task(teacher)
     if task is not None and task != cfg.task.type:
-        raise ConfigError(f"distill.teacher: {teacher} is a '{task}' run; this run's task.type is "
-                          f"'{cfg.task.type}' (a teacher must do the same task)")
+        raise ConfigError(
+            f"distill.teacher: {teacher} is a '{task}' run; this run's task.type is "
+            f"'{cfg.task.type}' (a teacher must do the same task)"
+        )
 
 
 def environment_errors(cfg) -> list[str]:
     """Every problem of the validated RunConfig `cfg` on this machine, one message each (empty when it can run)."""
     errors = []
-    for check in (lambda: resolve_precision(cfg.train.precision), lambda: resolve_report_to(cfg.train.report_to),
-                  lambda: check_levers(cfg.train), lambda: check_teacher(cfg),
-                  lambda: check_distributed(cfg.train)):
+    for check in (
+        lambda: resolve_precision(cfg.train.precision),
+        lambda: resolve_report_to(cfg.train.report_to),
+        lambda: check_levers(cfg.train),
+        lambda: check_teacher(cfg),
+        lambda: check_distributed(cfg.train),
+    ):
         try:
             check()
         except ConfigError as exc:

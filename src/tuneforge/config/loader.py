@@ -2,14 +2,16 @@
 
 Every message is one line under 300 characters: echoed values and keys are cut (`shorten`), and a long list of
 problems is cut after the first few."""
+
 from __future__ import annotations
 
 import copy
 import math
 import re
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -35,16 +37,16 @@ def shorten(value: Any, limit: int = 80, text: bool = False) -> str:
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     try:
         shown = str(value) if text else repr(value)
-    except Exception:  # noqa: BLE001  (a repr that fails must not hide the real error)
+    except Exception:
         shown = f"<{type(value).__name__}>"
     shown = " ".join(shown.split()) if any(c in shown for c in "\n\r\t\x0b\x0c") else shown
-    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _key(text: Any, limit: int = 60) -> str:
     """A key (path) as written by the user, cut to `limit` characters."""
     text = " ".join(str(text).split()) or "''"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def join_errors(errors: list[str], head: str = "invalid config: ") -> str:
@@ -58,7 +60,7 @@ def join_errors(errors: list[str], head: str = "invalid config: ") -> str:
         if len(line) > MAX_MESSAGE:
             if not shown:  # the first problem alone is too long: cut it
                 room = MAX_MESSAGE - len(head) - len(f" (and {rest} more)" if rest else "") - 1
-                shown.append(err[:max(room, 20)] + "…")
+                shown.append(err[: max(room, 20)] + "…")
                 continue
             return head + "; ".join(shown) + f" (and {len(errors) - len(shown)} more)"
         shown.append(err)
@@ -94,14 +96,16 @@ class _Loader(yaml.SafeLoader):
         return construct(self, node)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int",
-                        lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_int))
-_Loader.add_constructor("tag:yaml.org,2002:float",
-                        lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_float))
+_Loader.add_constructor(
+    "tag:yaml.org,2002:int", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_int)
+)
+_Loader.add_constructor(
+    "tag:yaml.org,2002:float", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_float)
+)
 
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+    return yaml.load(text, Loader=_Loader)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -114,8 +118,9 @@ def read_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not UTF-8 text") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{shown}: cannot be read ({shorten(getattr(exc, 'strerror', None) or str(exc), 80, text=True)})") \
-            from None
+        raise ConfigError(
+            f"{shown}: cannot be read ({shorten(getattr(exc, 'strerror', None) or str(exc), 80, text=True)})"
+        ) from None
     try:
         data = _yaml_load(text)
     except yaml.YAMLError as exc:
@@ -159,8 +164,9 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {shorten(item, 60)} is not of the form key=value "
-                              f"(for example train.learning_rate=3e-5)")
+            raise ConfigError(
+                f"override {shorten(item, 60)} is not of the form key=value (for example train.learning_rate=3e-5)"
+            )
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
@@ -183,7 +189,7 @@ def set_path(raw: dict, parts: list[str], value: Any, what: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{what}: '{_key('.'.join(parts[:i + 1]))}' is a value, not a section")
+            raise ConfigError(f"{what}: '{_key('.'.join(parts[: i + 1]))}' is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -211,8 +217,10 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
 
 
 #: pydantic's names of union members and validator functions inside an error location (not keys of the config)
-_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*|"
-                        r"constrained-.*|json-or-python\[.*\])$")
+_UNION_TAG = re.compile(
+    r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*|"
+    r"constrained-.*|json-or-python\[.*\])$"
+)
 
 
 def _format_errors(exc: ValidationError, model_cls: type[BaseModel], prefix: tuple = ()) -> list[str]:
@@ -254,8 +262,9 @@ def _validate_open_section(raw: Any, section: str, key: str, default: str, regis
     if not isinstance(name, str) or name not in registry:
         shown = shorten(name, 40) if not isinstance(name, str) else f"'{_key(name, 40)}'"
         hint = closest(name, registry.names()) if isinstance(name, str) and len(name) <= 100 else ""
-        return None, [f"{section}.{key}: unknown {registry.kind} {shown}{hint}; "
-                      f"available: {', '.join(registry.names())}"]
+        return None, [
+            f"{section}.{key}: unknown {registry.kind} {shown}{hint}; available: {', '.join(registry.names())}"
+        ]
     entry = registry.get(name, key=f"{section}.{key}")
     try:
         return entry.Config.model_validate(raw), []
@@ -292,13 +301,13 @@ def _validate_data(raw: Any, task, registry) -> tuple[Any, list[str]]:
         try:
             given = getattr(other.model_validate({key: value}), key)
             default = other.model_fields[key].get_default(call_default_factory=True)
-            at_default = (given.model_dump() == default.model_dump()) if hasattr(given, "model_dump") \
-                else given == default
+            at_default = (
+                (given.model_dump() == default.model_dump()) if hasattr(given, "model_dump") else given == default
+            )
         except ValidationError:
             at_default = False
         if not at_default:
-            which = owners[0] + " task" if len(owners) == 1 else \
-                ", ".join(owners[:-1]) + f" and {owners[-1]} tasks"
+            which = owners[0] + " task" if len(owners) == 1 else ", ".join(owners[:-1]) + f" and {owners[-1]} tasks"
             errors.append(f"data.{_key(key)}: only used by the {which}, not by task.type '{task.type}'; remove it")
     if errors:
         return None, errors
@@ -313,21 +322,29 @@ def _training_checks(cfg: RunConfig) -> list[str]:
     t, errors = cfg.train, []
     evaluates = t.eval_strategy != "no"
     if t.early_stopping.patience and not evaluates:
-        errors.append("train.early_stopping.patience: early stopping needs evaluations; set train.eval_strategy "
-                      "to epoch or steps, or patience to null")
+        errors.append(
+            "train.early_stopping.patience: early stopping needs evaluations; set train.eval_strategy "
+            "to epoch or steps, or patience to null"
+        )
     if cfg.eval.load_best_model and evaluates and t.save_steps:
         if t.eval_strategy != "steps":
-            errors.append("train.save_steps: with eval.load_best_model, checkpoints must coincide with evaluations: "
-                          "set train.eval_strategy=steps with train.eval_steps, drop save_steps, or set "
-                          "eval.load_best_model=false")
+            errors.append(
+                "train.save_steps: with eval.load_best_model, checkpoints must coincide with evaluations: "
+                "set train.eval_strategy=steps with train.eval_steps, drop save_steps, or set "
+                "eval.load_best_model=false"
+            )
         elif t.eval_steps and t.save_steps % t.eval_steps:
-            errors.append(f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
-                          f"with eval.load_best_model every checkpoint must be an evaluation step "
-                          f"(or set eval.load_best_model=false)")
+            errors.append(
+                f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
+                f"with eval.load_best_model every checkpoint must be an evaluation step "
+                f"(or set eval.load_best_model=false)"
+            )
     d = t.distributed
     if d.strategy == "fsdp" and d.fsdp.activation_checkpointing and t.gradient_checkpointing:
-        errors.append("train.distributed.fsdp.activation_checkpointing: choose it or train.gradient_checkpointing, "
-                      "not both (they recompute the same activations twice)")
+        errors.append(
+            "train.distributed.fsdp.activation_checkpointing: choose it or train.gradient_checkpointing, "
+            "not both (they recompute the same activations twice)"
+        )
     return errors
 
 
@@ -347,8 +364,7 @@ def validate_config(raw: dict, environment: bool = False) -> RunConfig:
 def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | None, list[str]]:
     """(the validated config or None, every problem as `key.path: what is wrong`): what `validate_config`
     raises, as a list (the web UI shows each problem next to the field it names)."""
-    from tuneforge.registry import METHODS
-    from tuneforge.registry import TASKS
+    from tuneforge.registry import METHODS, TASKS
 
     if not isinstance(raw, dict):
         return None, [f"(config): the top level must be a mapping of sections, got {type(raw).__name__}"]
@@ -391,9 +407,11 @@ def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | N
                 errors += _format_errors(exc, RunConfig)
         errors += _training_checks(cfg)
         if cfg.model.random_init and not METHODS.get(cfg.method.name).saves_whole_model:
-            errors.append(f"model.random_init: method '{cfg.method.name}' saves only its own weights on top of the "
-                          f"pretrained base, so a randomly initialised base could not be loaded back; use a method "
-                          f"that trains and saves every weight (method.name=full)")
+            errors.append(
+                f"model.random_init: method '{cfg.method.name}' saves only its own weights on top of the "
+                f"pretrained base, so a randomly initialised base could not be loaded back; use a method "
+                f"that trains and saves every weight (method.name=full)"
+            )
         strategy = cfg.train.distributed.strategy
         for owner in (TASKS.get(cfg.task.type), METHODS.get(cfg.method.name)):
             why = owner.supports_strategy(cfg, strategy)
@@ -401,6 +419,7 @@ def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | N
                 errors.append(f"train.distributed.strategy: '{strategy}' cannot train this run: {why}")
         if environment and not errors:
             from tuneforge.config.environment import environment_errors
+
             errors += environment_errors(cfg)
     return (None if errors else cfg), errors
 
@@ -411,8 +430,9 @@ def _run_name(path: str | Path) -> str | None:
     return name if name.strip(". ") else None
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), raw: dict | None = None,
-                environment: bool = True) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), raw: dict | None = None, environment: bool = True
+) -> RunConfig:
     """Load a YAML file (or a mapping), apply `key=value` overrides and validate, including (with `environment`)
     whether the config can run on this machine, so `tuneforge train` refuses it before creating a run directory.
     Readers of a finished run's config that do not train (export, data inspection) pass environment=False."""

@@ -1,4 +1,5 @@
 """Config reference generated from the pydantic field descriptions (one source for --help, docs and UI)."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def _type_name(ann) -> str:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         # sorted: typing caches equal unions, so the order of the arguments depends on which module made one first
         return " or ".join(sorted(_type_name(a) for a in args))
-    if origin in (list, typing.List):
+    if origin in (list, list):
         return f"list of {_type_name(typing.get_args(ann)[0])}"
     return getattr(ann, "__name__", str(ann))
 
@@ -52,8 +53,7 @@ def _rows(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
 
 
 def reference_markdown() -> str:
-    from tuneforge.registry import METHODS
-    from tuneforge.registry import TASKS
+    from tuneforge.registry import METHODS, TASKS
 
     header = ["| key | type | default | description |", "|---|---|---|---|"]
     out = ["### Sections model, data, train, distill, eval, output", ""] + header
@@ -63,13 +63,22 @@ def reference_markdown() -> str:
     out += ["", "### task (by `task.type`), with the `data` keys only that task reads", ""]
     for name in TASKS.names():
         task = TASKS.get(name)
-        out += [f"`task.type: {name}`", ""] + header + _rows(task.Config, "task.") + \
-            _rows(task.DataConfig, "data.", skip=DataSection.model_fields) + [""]
+        out += (
+            [f"`task.type: {name}`", ""]
+            + header
+            + _rows(task.Config, "task.")
+            + _rows(task.DataConfig, "data.", skip=DataSection.model_fields)
+            + [""]
+        )
     out += ["### method (by `method.name`)", ""]
     for name in METHODS.names():
         m = METHODS.get(name)
-        out += [f"`method.name: {name}` — {m.summary} Default learning rate "
-                f"{m.Config.default_learning_rate:g}.", ""] + header + _rows(m.Config, "method.") + [""]
+        out += (
+            [f"`method.name: {name}` — {m.summary} Default learning rate {m.Config.default_learning_rate:g}.", ""]
+            + header
+            + _rows(m.Config, "method.")
+            + [""]
+        )
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -5,14 +5,15 @@ Every random choice comes from a `random.Random` seeded by (seed, example index,
 not depend on which other examples were augmented, and the same seed always gives the same data. Protected
 words (listed ones, numbers, capitalised words inside a sentence) are never replaced, moved or deleted.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from tuneforge.data.text import LANGUAGES, detect_language
 from tuneforge.errors import ConfigError, DataError
@@ -29,8 +30,10 @@ _EN_NEGATIONS = frozenset("not no never nor neither nothing nobody none nowhere 
 _ZH_NEGATION_PREFIXES = tuple("不没未别莫勿")  # 不好, 没有, 未必, 别走: 无/非 start too many other words (非常)
 _ZH_NEGATIONS = frozenset("无 非 无法 毫无 并非 绝非 从不 从没 绝不 决不 永不 再也不".split())
 # function words that carry no content, so replacing or inserting their synonyms only adds noise
-_ZH_STOP = frozenset("的 了 是 在 和 与 及 或 也 就 都 而 但 又 很 把 被 给 对 从 向 着 过 吗 呢 吧 啊 呀 我 你 他 她 它 "
-                     "我们 你们 他们 这 那 这个 那个 一个 有 没有 不 没 之 其 以 为 于 则 所 之后 因为 所以 如果 虽然".split())
+_ZH_STOP = frozenset(
+    "的 了 是 在 和 与 及 或 也 就 都 而 但 又 很 把 被 给 对 从 向 着 过 吗 呢 吧 啊 呀 我 你 他 她 它 "
+    "我们 你们 他们 这 那 这个 那个 一个 有 没有 不 没 之 其 以 为 于 则 所 之后 因为 所以 如果 虽然".split()
+)
 
 
 def _en_stop() -> frozenset:
@@ -44,7 +47,7 @@ class _Tok:
     pre: str
     core: str
     suf: str
-    word: bool          # a word the operations may use
+    word: bool  # a word the operations may use
     protected: bool = False
 
 
@@ -84,24 +87,35 @@ class Augmenter:
         if unknown:
             raise ConfigError(f"data.augment.ops: unknown operation '{unknown[0]}' (use {', '.join(ALL_OPS)})")
         if self.language not in ("auto", *LANGUAGES):
-            raise ConfigError(f"data.augment.language: unsupported language '{self.language}' "
-                              f"(supported: auto, {', '.join(LANGUAGES)})")
+            raise ConfigError(
+                f"data.augment.language: unsupported language '{self.language}' "
+                f"(supported: auto, {', '.join(LANGUAGES)})"
+            )
         for name in ("synonym_rate", "insert_rate", "swap_rate", "delete_rate"):
             rate = getattr(self, name)
             if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
                 raise ConfigError(f"data.augment.{name} must be between 0 and 1, got {rate!r}")
         if not isinstance(self.synonym_senses, int) or self.synonym_senses < 0:
-            raise ConfigError(f"data.augment.synonym_senses must be 0 (all senses) or a positive number, "
-                              f"got {self.synonym_senses!r}")
+            raise ConfigError(
+                f"data.augment.synonym_senses must be 0 (all senses) or a positive number, got {self.synonym_senses!r}"
+            )
         self._protect = {w.casefold() for w in self.protect}
 
     @classmethod
-    def from_config(cls, a) -> "Augmenter":
+    def from_config(cls, a) -> Augmenter:
         """Build from a `data.augment` config section."""
-        return cls(ops=list(a.ops), synonym_rate=a.synonym_rate, insert_rate=a.insert_rate, swap_rate=a.swap_rate,
-                   delete_rate=a.delete_rate, language=a.language, protect=list(a.protect),
-                   protect_entities=a.protect_entities, protect_negations=a.protect_negations,
-                   synonym_senses=a.synonym_senses)
+        return cls(
+            ops=list(a.ops),
+            synonym_rate=a.synonym_rate,
+            insert_rate=a.insert_rate,
+            swap_rate=a.swap_rate,
+            delete_rate=a.delete_rate,
+            language=a.language,
+            protect=list(a.protect),
+            protect_entities=a.protect_entities,
+            protect_negations=a.protect_negations,
+            synonym_senses=a.synonym_senses,
+        )
 
     # ---- language-specific tokenisation ------------------------------------------------------------------
     def language_of(self, text: str) -> str:
@@ -116,9 +130,16 @@ class Augmenter:
             if m:
                 pre, core, suf = m.groups()
                 low = core.casefold()
-                prot = low in self._protect or (
-                    self.protect_entities and core[0].isupper() and not sentence_start and not pre.startswith(('"', "'"))
-                ) or (self.protect_negations and (low in _EN_NEGATIONS or low.endswith(("n't", "n\u2019t"))))
+                prot = (
+                    low in self._protect
+                    or (
+                        self.protect_entities
+                        and core[0].isupper()
+                        and not sentence_start
+                        and not pre.startswith(('"', "'"))
+                    )
+                    or (self.protect_negations and (low in _EN_NEGATIONS or low.endswith(("n't", "n\u2019t"))))
+                )
                 toks.append(_Tok(pre, core, suf, True, prot))
             else:
                 toks.append(_Tok("", chunk, "", False, True))
@@ -130,9 +151,11 @@ class Augmenter:
         toks = []
         for w in jieba.lcut(text):
             is_word = bool(_HAN.search(w)) and not any(c.isdigit() for c in w)
-            prot = (w.casefold() in self._protect
-                    or (self.protect_entities and any(c.isdigit() or c.isascii() and c.isalpha() for c in w))
-                    or (self.protect_negations and (w.startswith(_ZH_NEGATION_PREFIXES) or w in _ZH_NEGATIONS)))
+            prot = (
+                w.casefold() in self._protect
+                or (self.protect_entities and any(c.isdigit() or c.isascii() and c.isalpha() for c in w))
+                or (self.protect_negations and (w.startswith(_ZH_NEGATION_PREFIXES) or w in _ZH_NEGATIONS))
+            )
             toks.append(_Tok("", w, "", is_word, prot or not is_word))
         return toks
 
@@ -186,8 +209,11 @@ class Augmenter:
             src = toks[rng.choice(options)]
             new = _Tok("", rng.choice(self._synonyms(src.core, lang)), "", True, False)
             # never inside a run of protected tokens ("Howard Shore", "2019 年"): that would split an entity
-            slots = [p for p in range(len(toks) + 1)
-                     if not (0 < p < len(toks) and toks[p - 1].protected and toks[p].protected)]
+            slots = [
+                p
+                for p in range(len(toks) + 1)
+                if not (0 < p < len(toks) and toks[p - 1].protected and toks[p].protected)
+            ]
             pos = rng.choice(slots)
             toks.insert(pos, new)
             cands = [i + (i >= pos) for i in cands]
@@ -228,8 +254,9 @@ class Augmenter:
         """
         lang = self.language_of(text)
         if lang not in LANGUAGES:
-            raise DataError(f"cannot augment text in an unsupported script (only {', '.join(LANGUAGES)}): "
-                            f"{text[:40]!r}")
+            raise DataError(
+                f"cannot augment text in an unsupported script (only {', '.join(LANGUAGES)}): {text[:40]!r}"
+            )
         eda = [o for o in self.ops if o in EDA_OPS]
         op = op or rng.choice(eda or list(EDA_OPS))
         if op not in EDA_OPS:
@@ -266,8 +293,13 @@ def copies_for(labels: Sequence[str], num_per_example: float, per_class: dict | 
     return out
 
 
-def augment_dataset(texts: Sequence[str], copies: Sequence[int], augmenter: Augmenter, seed: int,
-                    back_translator: Callable[[list[str]], list[str]] | None = None) -> list[tuple[int, str, str]]:
+def augment_dataset(
+    texts: Sequence[str],
+    copies: Sequence[int],
+    augmenter: Augmenter,
+    seed: int,
+    back_translator: Callable[[list[str]], list[str]] | None = None,
+) -> list[tuple[int, str, str]]:
     """Augmented copies of `texts`: a list of (source index, new text, operation).
 
     Copies identical to their source (nothing could be changed) are left out; examples in an unsupported
@@ -286,8 +318,10 @@ def augment_dataset(texts: Sequence[str], copies: Sequence[int], augmenter: Augm
         DataError: a missing resource (WordNet, Cilin, jieba).
     """
     if "back_translation" in augmenter.ops and back_translator is None:
-        raise ConfigError("data.augment.ops includes back_translation, but no translation model is configured "
-                          "(data.augment.back_translation.to_model / back_model)")
+        raise ConfigError(
+            "data.augment.ops includes back_translation, but no translation model is configured "
+            "(data.augment.back_translation.to_model / back_model)"
+        )
     out: list[tuple[int, str, str]] = []
     bt_jobs: list[int] = []
     skipped = 0

@@ -1,8 +1,9 @@
 """Class imbalance: class weights for the loss, random over/under-sampling, and top-up counts for rare classes."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -59,7 +60,9 @@ def resample(labels: Sequence[str], mode: str, ratio: float = 1.0, seed: int = 0
         ConfigError: unknown mode or ratio outside (0, 1].
     """
     if mode not in ("none", "oversample", "undersample"):
-        raise ConfigError(f"data.balance.sampling: unknown mode '{mode}' (use none, oversample, undersample or augment)")
+        raise ConfigError(
+            f"data.balance.sampling: unknown mode '{mode}' (use none, oversample, undersample or augment)"
+        )
     if not 0.0 < ratio <= 1.0:
         raise ConfigError(f"data.balance.ratio must be in (0, 1], got {ratio}")
     labels = [str(x) for x in labels]
@@ -118,4 +121,5 @@ def weighted_cross_entropy(weights: Sequence[float]):
         total = F.cross_entropy(logits, labels, weight=weight, reduction="sum", ignore_index=-100)
         n = num_items_in_batch.to(logits.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
         return total / n
+
     return loss_fn

@@ -4,10 +4,11 @@ Exact duplicates share the normalised text (`text.normalize`). Near-duplicates a
 (`datasketch`) on character 4-gram shingles, so the same code serves English and Chinese, and every LSH
 candidate is confirmed with the true Jaccard similarity so the threshold means what it says.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -29,18 +30,20 @@ class CrossMatch:
 
 @dataclass
 class DedupResult:
-    keep: np.ndarray                      # bool per training row
-    groups: list[list[int]] = field(default_factory=list)      # duplicate groups in train (size > 1)
-    conflicts: list[list[int]] = field(default_factory=list)   # groups whose labels disagree
-    cross: list[CrossMatch] = field(default_factory=list)      # train rows duplicating a validation/test row
+    keep: np.ndarray  # bool per training row
+    groups: list[list[int]] = field(default_factory=list)  # duplicate groups in train (size > 1)
+    conflicts: list[list[int]] = field(default_factory=list)  # groups whose labels disagree
+    cross: list[CrossMatch] = field(default_factory=list)  # train rows duplicating a validation/test row
 
     def summary(self) -> dict:
-        return {"train_duplicate_groups": len(self.groups),
-                "train_duplicate_rows": int(sum(len(g) - 1 for g in self.groups)),
-                "conflicting_groups": len(self.conflicts),
-                "cross_split_matches": len(self.cross),
-                "cross_split_train_rows": len({m.train_index for m in self.cross}),
-                "removed": int((~self.keep).sum())}
+        return {
+            "train_duplicate_groups": len(self.groups),
+            "train_duplicate_rows": int(sum(len(g) - 1 for g in self.groups)),
+            "conflicting_groups": len(self.conflicts),
+            "cross_split_matches": len(self.cross),
+            "cross_split_train_rows": len({m.train_index for m in self.cross}),
+            "removed": int((~self.keep).sum()),
+        }
 
 
 def shingles(text: str, n: int = SHINGLE) -> set[str]:
@@ -48,7 +51,7 @@ def shingles(text: str, n: int = SHINGLE) -> set[str]:
     t = normalize(text)
     if len(t) <= n:
         return {t}
-    return {t[i:i + n] for i in range(len(t) - n + 1)}
+    return {t[i : i + n] for i in range(len(t) - n + 1)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -76,8 +79,10 @@ def _datasketch():
         import datasketch
     except ImportError:
         from tuneforge.errors import DataError
-        raise DataError("near-duplicate detection needs datasketch: pip install datasketch "
-                        "(or set data.clean.dedup=exact)") from None
+
+        raise DataError(
+            "near-duplicate detection needs datasketch: pip install datasketch (or set data.clean.dedup=exact)"
+        ) from None
     return datasketch
 
 
@@ -142,8 +147,9 @@ def duplicate_groups(texts: Sequence[str], mode: str = "near", threshold: float 
     return [g for g in clusters.values() if len(g) > 1]
 
 
-def cross_split_matches(train: Sequence[str], others: dict[str, Sequence[str]], mode: str = "near",
-                        threshold: float = 0.85) -> list[CrossMatch]:
+def cross_split_matches(
+    train: Sequence[str], others: dict[str, Sequence[str]], mode: str = "near", threshold: float = 0.85
+) -> list[CrossMatch]:
     """Training rows that are exact or near copies of a row of another split (one match per train row and split).
 
     Args:
@@ -188,9 +194,17 @@ def cross_split_matches(train: Sequence[str], others: dict[str, Sequence[str]], 
     return out
 
 
-def deduplicate(texts: Sequence[str], labels: Sequence[str], others: dict[str, Sequence[str]] | None = None, *,
-                mode: str = "near", threshold: float = 0.85, within_train: str = "drop",
-                cross_split: str = "drop", conflicts: str = "report") -> DedupResult:
+def deduplicate(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    others: dict[str, Sequence[str]] | None = None,
+    *,
+    mode: str = "near",
+    threshold: float = 0.85,
+    within_train: str = "drop",
+    cross_split: str = "drop",
+    conflicts: str = "report",
+) -> DedupResult:
     """Decide which training rows to keep. Only the training split is ever changed.
 
     Args:
@@ -204,9 +218,11 @@ def deduplicate(texts: Sequence[str], labels: Sequence[str], others: dict[str, S
     Raises:
         ConfigError: an unknown option.
     """
-    for key, value, allowed in (("within_train", within_train, ("drop", "report")),
-                                ("cross_split", cross_split, ("drop", "report", "none")),
-                                ("conflicts", conflicts, ("report", "drop", "majority"))):
+    for key, value, allowed in (
+        ("within_train", within_train, ("drop", "report")),
+        ("cross_split", cross_split, ("drop", "report", "none")),
+        ("conflicts", conflicts, ("report", "drop", "majority")),
+    ):
         if value not in allowed:
             raise ConfigError(f"data.clean.{key}: unknown value '{value}' (use {', '.join(allowed)})")
     labels = [str(x) for x in labels]

@@ -14,6 +14,7 @@ global one in the training step (whose state a checkpoint saves), and the image 
 transform under `seeded_draw`, seeded by (seed, epoch, row) through `EpochIndexSampler`, so a resumed run draws
 the same crops, flips and mixes as the uninterrupted one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,9 +24,10 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import ClassVar, Callable, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,11 +47,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ---------------------------------------------------------------------------------------------------------
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                        "Bag", "Ankle boot"]
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DIGITS_LABELS = [str(i) for i in range(10)]
-_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 class ImageSet(NamedTuple):
@@ -58,10 +72,14 @@ class ImageSet(NamedTuple):
 
 
 BUILTIN_IMAGE_SETS: dict[str, ImageSet] = {
-    "fashion-mnist": ImageSet("Fashion-MNIST training set: 60,000 28x28 grayscale clothing images, 10 classes "
-                              "(Debian package dataset-fashion-mnist)", FASHION_MNIST_LABELS),
-    "fashion-mnist:test": ImageSet("Fashion-MNIST test set: 10,000 28x28 grayscale clothing images, 10 classes",
-                                   FASHION_MNIST_LABELS),
+    "fashion-mnist": ImageSet(
+        "Fashion-MNIST training set: 60,000 28x28 grayscale clothing images, 10 classes "
+        "(Debian package dataset-fashion-mnist)",
+        FASHION_MNIST_LABELS,
+    ),
+    "fashion-mnist:test": ImageSet(
+        "Fashion-MNIST test set: 10,000 28x28 grayscale clothing images, 10 classes", FASHION_MNIST_LABELS
+    ),
     "digits": ImageSet("scikit-learn's handwritten digits: 1,797 8x8 grayscale images, labels 0-9", DIGITS_LABELS),
 }
 _ALIASES = {"fashion-mnist:train": "fashion-mnist"}
@@ -89,9 +107,11 @@ def _idx_file(directory: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (directory / name).is_file():
             return directory / name
-    raise DataError("builtin:fashion-mnist needs the Debian package dataset-fashion-mnist "
-                    "(apt-get install dataset-fashion-mnist) or TUNEFORGE_FASHION_MNIST_DIR "
-                    f"(no {stem}.gz in {directory})")
+    raise DataError(
+        "builtin:fashion-mnist needs the Debian package dataset-fashion-mnist "
+        "(apt-get install dataset-fashion-mnist) or TUNEFORGE_FASHION_MNIST_DIR "
+        f"(no {stem}.gz in {directory})"
+    )
 
 
 def _read_idx(path: Path, dims: int) -> np.ndarray:
@@ -101,7 +121,7 @@ def _read_idx(path: Path, dims: int) -> np.ndarray:
         zero, dtype, ndim = struct.unpack(">HBB", data[:4])
         if zero != 0 or dtype != 0x08 or ndim != dims:
             raise ValueError(f"not an IDX file of unsigned bytes with {dims} dimension(s)")
-        shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
         offset = 4 + 4 * ndim
         if len(data) - offset != int(np.prod(shape)):
             raise ValueError(f"holds {len(data) - offset} bytes of data, the header says {int(np.prod(shape))}")
@@ -139,8 +159,9 @@ def _builtin_records(name: str) -> pd.DataFrame:
         labels = _fashion_labels(str(_fashion_dir()), split)
         prefix = f"builtin:fashion-mnist:{split}:"
         names = FASHION_MNIST_LABELS
-    return pd.DataFrame({"image": [f"{prefix}{i}" for i in range(len(labels))],
-                         "label": [names[int(y)] for y in labels]})
+    return pd.DataFrame(
+        {"image": [f"{prefix}{i}" for i in range(len(labels))], "label": [names[int(y)] for y in labels]}
+    )
 
 
 def _open_builtin(ref: str) -> Image.Image:
@@ -154,8 +175,10 @@ def _open_builtin(ref: str) -> Image.Image:
             raise ValueError
         i = int(parts[-1])
     except (ValueError, IndexError):
-        raise DataError(f"cannot read image {ref}: not a builtin image reference (builtin:digits:<i>, "
-                        f"builtin:fashion-mnist:train:<i> or builtin:fashion-mnist:test:<i>)") from None
+        raise DataError(
+            f"cannot read image {ref}: not a builtin image reference (builtin:digits:<i>, "
+            f"builtin:fashion-mnist:train:<i> or builtin:fashion-mnist:test:<i>)"
+        ) from None
     if not 0 <= i < len(images):
         raise DataError(f"cannot read image {ref}: index {i} is out of range (the set has {len(images)} images)")
     return Image.fromarray(np.ascontiguousarray(images[i]), mode="L").convert("RGB")
@@ -178,7 +201,7 @@ def _load_dataset(directory: str):
 
     try:
         return datasets.load_from_disk(directory)
-    except Exception as exc:  # noqa: BLE001 - any failure of `datasets` is bad data here
+    except Exception as exc:
         raise DataError(f"{directory}: not a directory saved by `datasets` ({_one_line(exc)[:160]})") from None
 
 
@@ -207,8 +230,10 @@ def _dataset_records(path: Path, image_column: str, label_column: str) -> pd.Dat
     ds = _load_dataset(str(path))
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
-            raise DataError(f"{path}: a DatasetDict without a 'train' split (has {', '.join(ds)}); name the "
-                            f"split's directory instead, e.g. {path / next(iter(ds))}")
+            raise DataError(
+                f"{path}: a DatasetDict without a 'train' split (has {', '.join(ds)}); name the "
+                f"split's directory instead, e.g. {path / next(iter(ds))}"
+            )
         path = path / "train"
         if not (path / "state.json").is_file():
             raise DataError(f"{path}: the 'train' split of the DatasetDict has no directory of its own")
@@ -216,15 +241,19 @@ def _dataset_records(path: Path, image_column: str, label_column: str) -> pd.Dat
     source = str(path)
     for key, col in (("data.image_column", image_column), ("data.label_column", label_column)):
         if col not in ds.column_names:
-            raise DataError(f"{source}: no column '{col}' (set by {key}){closest(col, ds.column_names)}; "
-                            f"available columns: {', '.join(ds.column_names)}")
+            raise DataError(
+                f"{source}: no column '{col}' (set by {key}){closest(col, ds.column_names)}; "
+                f"available columns: {', '.join(ds.column_names)}"
+            )
     feature = ds.features[image_column]
     kind = "image" if isinstance(feature, datasets.Image) else None
     if isinstance(feature, datasets.Value):
         kind = "bytes" if "binary" in feature.dtype else "path" if "string" in feature.dtype else None
     if kind is None:
-        raise DataError(f"{source}: column '{image_column}' (data.image_column) holds {feature!r}, not images "
-                        f"(an Image feature, bytes or file paths)")
+        raise DataError(
+            f"{source}: column '{image_column}' (data.image_column) holds {feature!r}, not images "
+            f"(an Image feature, bytes or file paths)"
+        )
     table = ds.data
     _first_null(table.column(image_column), source, image_column, "an image")
     labels = table.column(label_column).to_pylist()
@@ -256,7 +285,7 @@ def _first_null(column, source: str, name: str, what: str) -> None:
 
 
 def _parse_dataset_ref(ref: str) -> tuple[str, int, str | None]:
-    rest = ref[len("dataset:"):]
+    rest = ref[len("dataset:") :]
     directory, _, row = rest.rpartition(":")
     if directory and row.isdigit() and Path(directory).is_dir():
         return directory, int(row), None
@@ -295,7 +324,7 @@ def _open_dataset(ref: str) -> Image.Image:
         return _to_rgb(value)
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - PIL and `datasets` raise many kinds of errors for bad bytes
+    except Exception as exc:
         raise DataError(f"cannot read image {ref}: {_image_reason(exc)}") from None
 
 
@@ -348,8 +377,10 @@ def _folder_records(root: Path, source: str) -> pd.DataFrame:
             refs.append(str(f.resolve()))
             labels.append(class_dir.name)
     if not refs:
-        raise DataError(f"{source}: no images found: expected class folders <dir>/<class name>/<image file> "
-                        f"with files ending in {', '.join(IMAGE_SUFFIXES)}")
+        raise DataError(
+            f"{source}: no images found: expected class folders <dir>/<class name>/<image file> "
+            f"with files ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
     return pd.DataFrame({"image": refs, "label": labels})
 
 
@@ -362,12 +393,15 @@ def _table_records(path: Path, source: str, key: str, image_column: str, label_c
     refs, labels = [], []
     for i, (p, y) in enumerate(zip(df[image_column].tolist(), df[label_column].tolist())):
         if isinstance(p, (bytes, bytearray, dict)):
-            raise DataError(f"{source}: row {i + 1}: column '{image_column}' (data.image_column) holds "
-                            f"{'bytes' if not isinstance(p, dict) else 'a mapping'}, not a file path; save the "
-                            f"images as files, or use a directory saved by `datasets`")
+            raise DataError(
+                f"{source}: row {i + 1}: column '{image_column}' (data.image_column) holds "
+                f"{'bytes' if not isinstance(p, dict) else 'a mapping'}, not a file path; save the "
+                f"images as files, or use a directory saved by `datasets`"
+            )
         if p is None or (isinstance(p, float) and math.isnan(p)) or not str(p).strip():
-            raise DataError(f"{source}: row {i + 1}: column '{image_column}' (data.image_column) is empty, "
-                            f"not an image path")
+            raise DataError(
+                f"{source}: row {i + 1}: column '{image_column}' (data.image_column) is empty, not an image path"
+            )
         file = Path(str(p).strip()).expanduser()
         file = file if file.is_absolute() else base / file
         if not file.is_file():
@@ -377,8 +411,7 @@ def _table_records(path: Path, source: str, key: str, image_column: str, label_c
     return pd.DataFrame({"image": refs, "label": labels})
 
 
-def read_image_records(source: str, key: str, image_column: str = "image",
-                       label_column: str = "label") -> pd.DataFrame:
+def read_image_records(source: str, key: str, image_column: str = "image", label_column: str = "label") -> pd.DataFrame:
     """The labelled images of `source` (the value of config key `key`): a DataFrame with the columns `image`
     (a ref, see the module doc) and `label` (a str), indexed by row number 0..n-1.
 
@@ -386,16 +419,20 @@ def read_image_records(source: str, key: str, image_column: str = "image",
     label column (relative paths are relative to the table's directory), a directory saved by `datasets`, or a
     builtin set (builtin:fashion-mnist, builtin:fashion-mnist:test, builtin:digits)."""
     if source is None or not str(source).strip():
-        raise DataError(f"{key}: is empty: set it to a folder of class folders, a table of image paths and "
-                        f"labels, a directory saved by `datasets`, or a builtin image set "
-                        f"({', '.join('builtin:' + n for n in BUILTIN_IMAGE_SETS)})")
+        raise DataError(
+            f"{key}: is empty: set it to a folder of class folders, a table of image paths and "
+            f"labels, a directory saved by `datasets`, or a builtin image set "
+            f"({', '.join('builtin:' + n for n in BUILTIN_IMAGE_SETS)})"
+        )
     source = str(source).strip()
     if source.startswith("builtin:"):
         name = _builtin_name(source)
         if name is None:
             available = ["builtin:" + n for n in BUILTIN_IMAGE_SETS]
-            raise DataError(f"{key}: unknown builtin image set '{source}'{closest(source, available)}; "
-                            f"available: {', '.join(available)}")
+            raise DataError(
+                f"{key}: unknown builtin image set '{source}'{closest(source, available)}; "
+                f"available: {', '.join(available)}"
+            )
         df = _builtin_records(name)
     else:
         path = Path(source).expanduser()
@@ -447,7 +484,7 @@ def open_image(ref: str) -> Image.Image:
         return out
     except FileNotFoundError:
         raise DataError(f"cannot read image {ref}: file not found") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+    except Exception as exc:
         raise DataError(f"cannot read image {ref}: {_image_reason(exc)}") from None
 
 
@@ -467,7 +504,7 @@ def check_images(refs: list[str], limit: int | None = None) -> None:
                 im.verify()
         except FileNotFoundError:
             raise DataError(f"cannot read image {ref}: file not found") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise DataError(f"cannot read image {ref}: {_image_reason(exc)}") from None
 
 
@@ -490,9 +527,14 @@ def limit_per_class(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 # preprocessing
 # ---------------------------------------------------------------------------------------------------------
 
-RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
-            "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-            "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
 _RESAMPLE_NAMES = {int(v): k for k, v in RESAMPLE.items()}
 
 
@@ -525,8 +567,9 @@ def _hw(value, where: str, key: str) -> tuple[int | None, int | None, int | None
             return None, None, int(value["shortest_edge"])
         if "size" in value:
             return int(value["size"]), int(value["size"]), None
-    raise ConfigError(f"{where}: cannot read {key}={value!r} (expected an int, {{'height', 'width'}} or "
-                      f"{{'shortest_edge'}})")
+    raise ConfigError(
+        f"{where}: cannot read {key}={value!r} (expected an int, {{'height', 'width'}} or {{'shortest_edge'}})"
+    )
 
 
 @dataclass
@@ -560,17 +603,20 @@ class Preprocessing:
         if isinstance(self.resample, int) and not isinstance(self.resample, bool):
             self.resample = _RESAMPLE_NAMES.get(int(self.resample), str(self.resample))
         if self.resample not in RESAMPLE:
-            raise ConfigError(f"unknown resample '{self.resample}'{closest(str(self.resample), RESAMPLE)}; "
-                              f"choose one of {', '.join(RESAMPLE)}")
+            raise ConfigError(
+                f"unknown resample '{self.resample}'{closest(str(self.resample), RESAMPLE)}; "
+                f"choose one of {', '.join(RESAMPLE)}"
+            )
         self.rescale_factor = float(self.rescale_factor)
 
     @classmethod
-    def imagenet(cls, size: int = 224) -> "Preprocessing":
-        return cls(height=size, width=size, resize_shortest=round(size * 256 / 224), mean=IMAGENET_MEAN,
-                   std=IMAGENET_STD)
+    def imagenet(cls, size: int = 224) -> Preprocessing:
+        return cls(
+            height=size, width=size, resize_shortest=round(size * 256 / 224), mean=IMAGENET_MEAN, std=IMAGENET_STD
+        )
 
     @classmethod
-    def from_dir(cls, path) -> "Preprocessing":
+    def from_dir(cls, path) -> Preprocessing:
         """The preprocessing of a transformers image model directory (its preprocessor_config.json); ImageNet
         defaults (resize to 256, center crop 224) when the file is missing."""
         file = Path(path) / PREPROCESSOR_CONFIG
@@ -585,7 +631,7 @@ class Preprocessing:
         return cls.from_hf(cfg, str(file))
 
     @classmethod
-    def from_hf(cls, cfg: dict, where: str = PREPROCESSOR_CONFIG) -> "Preprocessing":
+    def from_hf(cls, cfg: dict, where: str = PREPROCESSOR_CONFIG) -> Preprocessing:
         """From the keys of an HF preprocessor_config.json."""
         h, w, shortest = _hw(cfg.get("size"), where, "size")
         ch, cw, _ = _hw(cfg.get("crop_size"), where, "crop_size")
@@ -613,10 +659,17 @@ class Preprocessing:
         resample = cfg.get("resample", "bilinear")
         if isinstance(resample, int) and resample not in _RESAMPLE_NAMES:
             resample = "bilinear"
-        return cls(height=height, width=width, resize_shortest=resize_shortest, mean=mean, std=std,
-                   resample=resample, rescale_factor=rescale)
+        return cls(
+            height=height,
+            width=width,
+            resize_shortest=resize_shortest,
+            mean=mean,
+            std=std,
+            resample=resample,
+            rescale_factor=rescale,
+        )
 
-    def with_size(self, n: int) -> "Preprocessing":
+    def with_size(self, n: int) -> Preprocessing:
         """The same preprocessing for an n x n input; the resize/crop ratio is kept."""
         n = int(n)
         rs = None
@@ -630,12 +683,14 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> Preprocessing:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ConfigError(f"unknown preprocessing key '{unknown[0]}'{closest(unknown[0], names)}; "
-                              f"known: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown preprocessing key '{unknown[0]}'{closest(unknown[0], names)}; "
+                f"known: {', '.join(sorted(names))}"
+            )
         return cls(**d)
 
     def to_hf(self) -> dict:
@@ -680,8 +735,9 @@ def _resize(im: Image.Image, prep: Preprocessing) -> Image.Image:
         return im if im.size == (prep.width, prep.height) else im.resize((prep.width, prep.height), resample)
     w, h = im.size
     scale = prep.resize_shortest / min(w, h)
-    size = ((prep.resize_shortest, max(1, round(h * scale))) if w <= h
-            else (max(1, round(w * scale)), prep.resize_shortest))
+    size = (
+        (prep.resize_shortest, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), prep.resize_shortest)
+    )
     if size != im.size:
         im = im.resize(size, resample)
     return _center_crop(im, prep.height, prep.width)
@@ -720,8 +776,9 @@ def _randint(lo: int, hi: int) -> int:
     return int(torch.randint(lo, hi + 1, ()).item())
 
 
-def random_resized_crop_box(width: int, height: int, scale: tuple[float, float],
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """(left, top, crop width, crop height): a random area fraction in `scale` and aspect ratio in `ratio` (log
     uniform); after 10 failed tries the largest central crop within the ratio range."""
     area = width * height
@@ -749,8 +806,7 @@ _FILL = (128, 128, 128)
 
 
 def _affine(im: Image.Image, coeffs: tuple) -> Image.Image:
-    return im.transform(im.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
-                        fillcolor=_FILL)
+    return im.transform(im.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=_FILL)
 
 
 def _enhance(cls):
@@ -774,8 +830,7 @@ RANDAUGMENT_OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
     "translate_x": lambda im, m: _affine(im, (1, 0, (150 / 331) * m * im.size[0], 0, 1, 0)),
     "translate_y": lambda im, m: _affine(im, (1, 0, 0, 0, 1, (150 / 331) * m * im.size[1])),
 }
-_SIGNED = {"rotate", "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
-           "translate_y"}
+_SIGNED = {"rotate", "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y"}
 RANDAUGMENT_MAX_MAGNITUDE = 30
 
 
@@ -791,9 +846,12 @@ def rand_augment(im: Image.Image, num_ops: int, magnitude: float) -> Image.Image
     return im
 
 
-def train_transform(prep: Preprocessing, random_resized_crop: tuple[float, float] | None = (0.08, 1.0),
-                    flip: bool = True, randaugment: tuple[int, int] | None = None
-                    ) -> Callable[[Image.Image], torch.Tensor]:
+def train_transform(
+    prep: Preprocessing,
+    random_resized_crop: tuple[float, float] | None = (0.08, 1.0),
+    flip: bool = True,
+    randaugment: tuple[int, int] | None = None,
+) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised float tensor [3, height, width] with augmentation: a random resized crop (area
     fraction in `random_resized_crop`, aspect ratio 3/4..4/3; eval-style resize/crop when None), a horizontal
     flip with probability 0.5, then RandAugment (num_ops, magnitude 0..30) when given. Randomness: torch's
@@ -801,13 +859,16 @@ def train_transform(prep: Preprocessing, random_resized_crop: tuple[float, float
     if random_resized_crop is not None:
         lo, hi = (float(v) for v in random_resized_crop)
         if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"random_resized_crop must be (min, max) area fractions with 0 < min <= max <= 1, "
-                              f"not {random_resized_crop}")
+            raise ConfigError(
+                f"random_resized_crop must be (min, max) area fractions with 0 < min <= max <= 1, "
+                f"not {random_resized_crop}"
+            )
     if randaugment is not None:
         num_ops, magnitude = randaugment
         if int(num_ops) < 0 or not 0 <= float(magnitude) <= RANDAUGMENT_MAX_MAGNITUDE:
-            raise ConfigError(f"randaugment must be (num_ops >= 0, magnitude 0..{RANDAUGMENT_MAX_MAGNITUDE}), "
-                              f"not {randaugment}")
+            raise ConfigError(
+                f"randaugment must be (num_ops >= 0, magnitude 0..{RANDAUGMENT_MAX_MAGNITUDE}), not {randaugment}"
+            )
     to_tensor = _normalizer(prep)
     resample = RESAMPLE[prep.resample]
 
@@ -845,21 +906,32 @@ def cutmix_box(height: int, width: int, lam: float) -> tuple[int, int, int, int]
     ch, cw = int(height * cut), int(width * cut)
     cy, cx = int(torch.randint(height, ()).item()), int(torch.randint(width, ()).item())
     top, left = cy - ch // 2, cx - cw // 2
-    return (min(max(top, 0), height), min(max(top + ch, 0), height),
-            min(max(left, 0), width), min(max(left + cw, 0), width))
+    return (
+        min(max(top, 0), height),
+        min(max(top + ch, 0), height),
+        min(max(left, 0), width),
+        min(max(left + cw, 0), width),
+    )
 
 
-def mix_batch(pixel_values: torch.Tensor, labels: torch.Tensor, num_classes: int,
-              cutmix: tuple[float, float] | None, mixup: tuple[float, float] | None,
-              label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    cutmix: tuple[float, float] | None,
+    mixup: tuple[float, float] | None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CutMix or MixUp a batch: returns (pixel values, soft targets [B, num_classes] that sum to 1).
 
     `cutmix`/`mixup` are (alpha, prob). With both, each batch picks one with equal chance; the chosen one is
     applied with its prob, else the batch stays as it is (one-hot targets). Row i is mixed with row (i-1) mod B.
     CutMix's label weight is exactly the fraction of pixels kept. The inputs are not changed in place."""
     if labels.dim() != 1 or pixel_values.dim() != 4 or labels.shape[0] != pixel_values.shape[0]:
-        raise ValueError(f"mix_batch expects pixel values [B, C, H, W] and labels [B], got "
-                         f"{tuple(pixel_values.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"mix_batch expects pixel values [B, C, H, W] and labels [B], got "
+            f"{tuple(pixel_values.shape)} and {tuple(labels.shape)}"
+        )
     targets = torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)
     x = pixel_values
     choices = [(kind, cfg) for kind, cfg in (("cutmix", cutmix), ("mixup", mixup)) if cfg is not None]
@@ -923,5 +995,5 @@ class EpochIndexSampler:
 def seeded_draw(fn: Callable, seed: int, key: int):
     """`fn()` with torch's global generator seeded by (seed, key) for its duration and restored afterwards."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed((int(seed) * 2_654_435_761 + int(key)) % (2 ** 63))
+        torch.manual_seed((int(seed) * 2_654_435_761 + int(key)) % (2**63))
         return fn()

@@ -11,6 +11,7 @@ Inside a source, rows come in a fresh random order each time the source is exhau
 cycles through all its rows before any repeats). The order depends only on (seed, epoch), so a run resumed in the
 middle of an epoch continues with the same rows.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,11 +5,12 @@ fine-tuned k times. Every model is fitted inside its fold, so no example is scor
 
 The features that need a pretrained model or training (`model`, `finetune`) are not here: nothing in the data
 layer loads or trains models. They are providers in the NOISE_FEATURES registry, from tuneforge.cleaning."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -21,15 +22,18 @@ log = logging.getLogger("tuneforge")
 
 @dataclass
 class NoiseResult:
-    labels: list[str]                       # class names, in the column order of `probs`
-    probs: np.ndarray | None                # out-of-fold probabilities (rows x classes)
-    suspects: list[dict] = field(default_factory=list)   # index, given, suggested, confidence, given_prob
-    skipped: str | None = None              # why detection did not run
+    labels: list[str]  # class names, in the column order of `probs`
+    probs: np.ndarray | None  # out-of-fold probabilities (rows x classes)
+    suspects: list[dict] = field(default_factory=list)  # index, given, suggested, confidence, given_prob
+    skipped: str | None = None  # why detection did not run
     oof_accuracy: float | None = None
 
     def summary(self) -> dict:
-        return {"suspects": len(self.suspects), "skipped": self.skipped,
-                "detector_oof_accuracy": None if self.oof_accuracy is None else round(self.oof_accuracy, 4)}
+        return {
+            "suspects": len(self.suspects),
+            "skipped": self.skipped,
+            "detector_oof_accuracy": None if self.oof_accuracy is None else round(self.oof_accuracy, 4),
+        }
 
 
 def _features(texts: Sequence[str]):
@@ -43,8 +47,14 @@ def _features(texts: Sequence[str]):
     return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
 
 
-def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0,
-                      embeddings: np.ndarray | None = None, with_tfidf: bool = False) -> np.ndarray:
+def out_of_fold_probs(
+    texts: Sequence[str],
+    y: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    embeddings: np.ndarray | None = None,
+    with_tfidf: bool = False,
+) -> np.ndarray:
     """Probabilities for every row from a logistic-regression model that never saw that row.
 
     Args:
@@ -65,8 +75,9 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
     dense = None
     if embeddings is not None:
         # dense, normalised features: lbfgs with mild regularisation (C=1 was best of 1/4/16 on rotten tomatoes)
-        dense = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), embeddings, y, cv=cv,
-                                  method="predict_proba")
+        dense = cross_val_predict(
+            LogisticRegression(C=1.0, max_iter=2000), embeddings, y, cv=cv, method="predict_proba"
+        )
         if not with_tfidf:
             return dense
     # saga: an order of magnitude faster than lbfgs on sparse TF-IDF, and multinomial for K > 2
@@ -75,9 +86,16 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, folds: int = 5, seed:
     return sparse if dense is None else (sparse + dense) / 2
 
 
-def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,
-                      probs: np.ndarray | None = None, embed=None, with_tfidf: bool = False,
-                      oof=None) -> NoiseResult:
+def find_label_errors(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    probs: np.ndarray | None = None,
+    embed=None,
+    with_tfidf: bool = False,
+    oof=None,
+) -> NoiseResult:
     """Rows whose given label is likely wrong, most confident first.
 
     A suspect's `suggested` label is the most probable other class and `confidence` its out-of-fold
@@ -116,13 +134,13 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
             probs = np.asarray(oof(texts, y, min(folds, smallest), seed))
         else:
             features = None if embed is None else np.asarray(embed(list(texts)))
-            probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features,
-                                      with_tfidf=with_tfidf)
+            probs = out_of_fold_probs(texts, y, min(folds, smallest), seed, embeddings=features, with_tfidf=with_tfidf)
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:
-        raise DataError("label-noise detection needs cleanlab: pip install cleanlab "
-                        "(or set data.clean.label_noise=none)") from None
+        raise DataError(
+            "label-noise detection needs cleanlab: pip install cleanlab (or set data.clean.label_noise=none)"
+        ) from None
 
     issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     suspects = []
@@ -130,8 +148,15 @@ def find_label_errors(texts: Sequence[str], labels: Sequence[str], folds: int = 
         other = probs[i].copy()
         other[y[i]] = -1.0
         s = int(other.argmax())
-        suspects.append({"index": int(i), "given": names[y[i]], "suggested": names[s],
-                         "confidence": round(float(probs[i, s]), 4), "given_prob": round(float(probs[i, y[i]]), 4)})
+        suspects.append(
+            {
+                "index": int(i),
+                "given": names[y[i]],
+                "suggested": names[s],
+                "confidence": round(float(probs[i, s]), 4),
+                "given_prob": round(float(probs[i, y[i]]), 4),
+            }
+        )
     return NoiseResult(names, probs, suspects, oof_accuracy=float((probs.argmax(1) == y).mean()))
 
 
@@ -165,8 +190,9 @@ def apply_noise_action(labels: Sequence[str], result: NoiseResult, action: str, 
     return keep, labels, len(acted)
 
 
-def over_removal_warning(acted: int, rows: int, action: str, oof_accuracy: float | None,
-                         max_share: float = 0.1) -> str | None:
+def over_removal_warning(
+    acted: int, rows: int, action: str, oof_accuracy: float | None, max_share: float = 0.1
+) -> str | None:
     """A warning when `drop`/`relabel` acts on more than `max_share` of the training rows, else None.
 
     A detector that disagrees with many given labels also disagrees with many correct ones: on rotten tomatoes
@@ -175,6 +201,8 @@ def over_removal_warning(acted: int, rows: int, action: str, oof_accuracy: float
     if action not in ("drop", "relabel") or rows == 0 or acted / rows <= max_share:
         return None
     acc = "" if oof_accuracy is None else f" (its out-of-fold accuracy is {oof_accuracy:.2f})"
-    return (f"data: label_noise={action} acts on {acted} of {rows} training rows ({acted / rows:.0%}) flagged by "
-            f"the detector{acc}; a share this large usually includes many correct labels: check the suspects in "
-            f"data/report.md, raise data.clean.noise_threshold, or use label_noise=report")
+    return (
+        f"data: label_noise={action} acts on {acted} of {rows} training rows ({acted / rows:.0%}) flagged by "
+        f"the detector{acc}; a share this large usually includes many correct labels: check the suspects in "
+        f"data/report.md, raise data.clean.noise_threshold, or use label_noise=report"
+    )

@@ -1,5 +1,6 @@
 """A cache of model outputs over a data set (a distillation teacher's logits or answers), keyed by what they
 depend on, kept in the run directory so that a resumed run never recomputes them."""
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ eager and flex paths, and only when there is no kv cache) then give each example
 attention and positions never cross an example boundary. The first
 label of every example is ignored, so the last token of one example is never trained to predict the next.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -92,11 +93,10 @@ def padding_fraction(lengths: list[int], batch_size: int, group_by_length: bool,
     random.Random(seed).shuffle(idx)
     if group_by_length:
         mega = batch_size * 50
-        idx = [i for s in range(0, len(idx), mega)
-               for i in sorted(idx[s:s + mega], key=lambda i: -lengths[i])]
+        idx = [i for s in range(0, len(idx), mega) for i in sorted(idx[s : s + mega], key=lambda i: -lengths[i])]
     real = padded = 0
     for s in range(0, len(idx), batch_size):
-        batch = [lengths[i] for i in idx[s:s + batch_size]]
+        batch = [lengths[i] for i in idx[s : s + batch_size]]
         real += sum(batch)
         padded += max(batch) * len(batch)
     return 1.0 - real / padded if padded else 0.0

@@ -3,11 +3,12 @@
 Only the training split is changed; validation and test are read for leakage checks and reporting only. Every
 step records what it did, so the run directory's data/report.md can show counts before and after.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,11 +40,12 @@ def split_summary(df: pd.DataFrame | None, text_col: str, label_col: str) -> dic
     texts = df[text_col].astype(str)
     langs = Counter(detect_language(t) for t in texts)
     chars = texts.str.len()
-    return {"rows": int(len(df)),
-            "classes": dict(sorted(Counter(label_strings(df[label_col])).items())),
-            "languages": dict(langs.most_common()),
-            "chars": {"mean": round(float(chars.mean()), 1) if len(df) else 0.0,
-                      "max": int(chars.max()) if len(df) else 0}}
+    return {
+        "rows": int(len(df)),
+        "classes": dict(sorted(Counter(label_strings(df[label_col])).items())),
+        "languages": dict(langs.most_common()),
+        "chars": {"mean": round(float(chars.mean()), 1) if len(df) else 0.0, "max": int(chars.max()) if len(df) else 0},
+    }
 
 
 def _texts(df: pd.DataFrame, d) -> list[str]:
@@ -54,8 +56,14 @@ def _texts(df: pd.DataFrame, d) -> list[str]:
     return texts.tolist()
 
 
-def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | None, test: pd.DataFrame | None,
-                          seed: int, label_names: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
+def improve_training_data(
+    cfg,
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    test: pd.DataFrame | None,
+    seed: int,
+    label_names: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Apply `data.clean`, `data.augment` and `data.balance` to the training split.
 
     Args:
@@ -82,12 +90,19 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     train[d.label_column] = label_strings(train[d.label_column])
     if AUGMENT_COLUMN not in train.columns:
         train[AUGMENT_COLUMN] = None
-    report: dict = {"before": split_summary(train, d.text_column, d.label_column),
-                    "validation": split_summary(validation, d.text_column, d.label_column),
-                    "test": split_summary(test, d.text_column, d.label_column),
-                    "steps": [], "duplicates": {}, "label_noise": {}, "config": {
-                        "clean": c.model_dump(mode="json"), "augment": a.model_dump(mode="json"),
-                        "balance": b.model_dump(mode="json")}}
+    report: dict = {
+        "before": split_summary(train, d.text_column, d.label_column),
+        "validation": split_summary(validation, d.text_column, d.label_column),
+        "test": split_summary(test, d.text_column, d.label_column),
+        "steps": [],
+        "duplicates": {},
+        "label_noise": {},
+        "config": {
+            "clean": c.model_dump(mode="json"),
+            "augment": a.model_dump(mode="json"),
+            "balance": b.model_dump(mode="json"),
+        },
+    }
 
     def step(name: str, before: int, after: int, **extra):
         report["steps"].append({"step": name, "rows_before": before, "rows_after": after, **extra})
@@ -97,17 +112,37 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     # 1. duplicates within train and leakage from validation/test
     texts = _texts(train, d)
     others = {name: _texts(df, d) for name, df in (("validation", validation), ("test", test)) if df is not None}
-    dd = deduplicate(texts, train[d.label_column].tolist(), others, mode=c.dedup, threshold=c.near_threshold,
-                     within_train=c.within_train, cross_split=c.cross_split, conflicts=c.conflicts)
+    dd = deduplicate(
+        texts,
+        train[d.label_column].tolist(),
+        others,
+        mode=c.dedup,
+        threshold=c.near_threshold,
+        within_train=c.within_train,
+        cross_split=c.cross_split,
+        conflicts=c.conflicts,
+    )
     report["duplicates"] = {
         **dd.summary(),
         "groups": [[texts[i] for i in g][:3] for g in dd.groups[:EXAMPLES]],
         "conflicts": [[(texts[i], train[d.label_column].iat[i]) for i in g][:4] for g in dd.conflicts[:EXAMPLES]],
-        "cross": [{"train": texts[m.train_index], "split": m.split, "other": others[m.split][m.other_index],
-                   "kind": m.kind, "similarity": m.similarity} for m in dd.cross[:EXAMPLES]]}
+        "cross": [
+            {
+                "train": texts[m.train_index],
+                "split": m.split,
+                "other": others[m.split][m.other_index],
+                "kind": m.kind,
+                "similarity": m.similarity,
+            }
+            for m in dd.cross[:EXAMPLES]
+        ],
+    }
     if dd.cross and c.cross_split == "report":
-        log.warning("data: %d training rows duplicate validation/test rows (data.clean.cross_split: report keeps "
-                    "them; set it to drop to remove the leak)", len({m.train_index for m in dd.cross}))
+        log.warning(
+            "data: %d training rows duplicate validation/test rows (data.clean.cross_split: report keeps "
+            "them; set it to drop to remove the leak)",
+            len({m.train_index for m in dd.cross}),
+        )
     n0 = len(train)
     train = train[dd.keep].reset_index(drop=True)
     step("deduplicate", n0, len(train), mode=c.dedup, within_train=c.within_train, cross_split=c.cross_split)
@@ -121,21 +156,33 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
             # model embeddings or fine-tuned folds: providers from a higher layer (tuneforge.cleaning), by name
             from tuneforge.registry import NOISE_FEATURES
 
-            kind, fn = NOISE_FEATURES.get("model" if c.noise_features == "both" else c.noise_features,
-                                          "data.clean.noise_features")(cfg, train)
+            kind, fn = NOISE_FEATURES.get(
+                "model" if c.noise_features == "both" else c.noise_features, "data.clean.noise_features"
+            )(cfg, train)
             providers[kind] = fn
         embed, oof = providers["embed"], providers["oof"]
-        res = find_label_errors(noise_texts, labels, folds=c.noise_folds, seed=seed, embed=embed,
-                                with_tfidf=c.noise_features == "both", oof=oof)
+        res = find_label_errors(
+            noise_texts,
+            labels,
+            folds=c.noise_folds,
+            seed=seed,
+            embed=embed,
+            with_tfidf=c.noise_features == "both",
+            oof=oof,
+        )
         keep, new_labels, acted = apply_noise_action(labels, res, c.label_noise, c.noise_threshold)
         changed = ~keep | (np.array(new_labels, dtype=object) != np.array(labels, dtype=object))
-        report["label_noise"] = {**res.summary(), "action": c.label_noise, "features": c.noise_features,
-                                 "folds": c.noise_folds, "acted_on": acted, "threshold": c.noise_threshold,
-                                 "examples": [{**s, "text": noise_texts[s["index"]]} for s in res.suspects[:EXAMPLES]],
-                                 # every suspect, for review (written to label_suspects.jsonl, not report.json)
-                                 "all": [{**s, "text": noise_texts[s["index"]],
-                                          "acted": bool(changed[s["index"]])}
-                                         for s in res.suspects]}
+        report["label_noise"] = {
+            **res.summary(),
+            "action": c.label_noise,
+            "features": c.noise_features,
+            "folds": c.noise_folds,
+            "acted_on": acted,
+            "threshold": c.noise_threshold,
+            "examples": [{**s, "text": noise_texts[s["index"]]} for s in res.suspects[:EXAMPLES]],
+            # every suspect, for review (written to label_suspects.jsonl, not report.json)
+            "all": [{**s, "text": noise_texts[s["index"]], "acted": bool(changed[s["index"]])} for s in res.suspects],
+        }
         if res.skipped:
             log.warning("data: label-noise detection skipped: %s", res.skipped)
         warning = over_removal_warning(acted, len(labels), c.label_noise, res.oof_accuracy)
@@ -154,6 +201,7 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
         translator = None
         if "back_translation" in a.ops:
             from tuneforge.data.backtranslate import BackTranslator
+
             translator = BackTranslator.from_config(a.back_translation, aug_seed)
         originals = train[train[AUGMENT_COLUMN].isna()]
         labels = originals[d.label_column].tolist()
@@ -194,8 +242,10 @@ def improve_training_data(cfg, train: pd.DataFrame, validation: pd.DataFrame | N
     if len(train) == 0:
         raise DataError("no training rows left after cleaning (data.clean removed them all)")
     if train[d.label_column].nunique() < 2:
-        raise DataError("the training split has a single class after cleaning; relax data.clean "
-                        "(label_noise, conflicts) or check the data")
+        raise DataError(
+            "the training split has a single class after cleaning; relax data.clean "
+            "(label_noise, conflicts) or check the data"
+        )
     names = list(label_names) if label_names else sorted(set(train[d.label_column]))
     weights = class_weights(train[d.label_column].tolist(), names, b.class_weights)
     report["class_weights"] = None if weights is None else {n: round(w, 4) for n, w in zip(names, weights)}

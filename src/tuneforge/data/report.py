@@ -1,18 +1,19 @@
 """The data report (markdown + PNG plots): class distribution, token lengths, duplicates, suspected label errors,
 language mix, and what cleaning/augmentation did. Written by `tuneforge data inspect` and into every run
 directory as data/report.md."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 
 def _md_escape(text: str, limit: int = 160) -> str:
     text = str(text).replace("\n", " ").replace("|", "\\|")
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _table(header: Sequence[str], rows: list[Sequence]) -> list[str]:
@@ -23,12 +24,20 @@ def _table(header: Sequence[str], rows: list[Sequence]) -> list[str]:
 
 def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, max_length: int | None) -> list[str]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    splits = [(name, report.get(key)) for name, key in (("train (before)", "before"), ("train (after)", "after"),
-                                                      ("validation", "validation"), ("test", "test"))]
+    splits = [
+        (name, report.get(key))
+        for name, key in (
+            ("train (before)", "before"),
+            ("train (after)", "after"),
+            ("validation", "validation"),
+            ("test", "test"),
+        )
+    ]
     splits = [(n, s) for n, s in splits if s]
     classes = sorted({c for _, s in splits for c in s["classes"]})
     if classes:
@@ -65,9 +74,15 @@ def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, ma
     return made
 
 
-def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[int]] | None = None,
-                 max_length: int | None = None, truncated: dict[str, int] | None = None,
-                 title: str = "Data report", plots: bool = True) -> Path:
+def write_report(
+    out_dir: str | Path,
+    report: dict,
+    lengths: dict[str, Sequence[int]] | None = None,
+    max_length: int | None = None,
+    truncated: dict[str, int] | None = None,
+    title: str = "Data report",
+    plots: bool = True,
+) -> Path:
     """Write report.md (+ report.json and PNG plots) into `out_dir`; returns the markdown path.
 
     Args:
@@ -82,6 +97,7 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     import warnings
+
     with warnings.catch_warnings():
         # the default font lacks CJK glyphs: Chinese class names draw as boxes, which is no reason to warn
         warnings.simplefilter("ignore")
@@ -90,13 +106,18 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
 
     md += ["## Splits", ""]
     rows = []
-    for name, key in (("train (as read)", "before"), ("train (used)", "after"), ("validation", "validation"),
-                      ("test", "test")):
+    for name, key in (
+        ("train (as read)", "before"),
+        ("train (used)", "after"),
+        ("validation", "validation"),
+        ("test", "test"),
+    ):
         s = report.get(key)
         if s:
             langs = ", ".join(f"{k} {v}" for k, v in s["languages"].items())
-            rows.append([name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s["classes"].items()),
-                         langs, s["chars"]["mean"]])
+            rows.append(
+                [name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s["classes"].items()), langs, s["chars"]["mean"]]
+            )
     if any(r[2] for r in rows):
         md += _table(["split", "rows", "classes", "languages", "mean chars"], rows)
     else:  # no labels (SFT)
@@ -104,8 +125,9 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
     after = report.get("after") or {}
     if after.get("classes"):
         counts = list(after["classes"].values())
-        md.append(f"Imbalance (largest / smallest class in the training split used): "
-                  f"{max(counts) / max(min(counts), 1):.2f}")
+        md.append(
+            f"Imbalance (largest / smallest class in the training split used): {max(counts) / max(min(counts), 1):.2f}"
+        )
         md.append("")
     if "class_distribution.png" in images:
         md += ["![class distribution](class_distribution.png)", ""]
@@ -113,20 +135,44 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
     bad = report.get("bad_records") or {}
     if bad.get("records"):
         records = bad["records"]
-        md += ["## Bad records left out (data.bad_records=skip)", "",
-               f"{len(records)} record{'s' if len(records) != 1 else ''} could not be used and "
-               f"{'were' if len(records) != 1 else 'was'} left out:", ""]
-        md += _table(["source", "record", "problem"],
-                     [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in records])
+        md += [
+            "## Bad records left out (data.bad_records=skip)",
+            "",
+            f"{len(records)} record{'s' if len(records) != 1 else ''} could not be used and "
+            f"{'were' if len(records) != 1 else 'was'} left out:",
+            "",
+        ]
+        md += _table(
+            ["source", "record", "problem"],
+            [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in records],
+        )
 
     conv = report.get("conversations")
     if conv:
         md += ["## Conversations", "", f"Format: {report.get('format')}.", ""]
-        md += _table(["split", "records", "assistant turns (mean)", "trained tokens (share)", "truncated",
-                      "dropped", "left out (no answer token left)"],
-                     [[name, c["records"], c["assistant_turns_mean"],
-                       "-" if c["trained_token_share"] is None else f"{100 * c['trained_token_share']:.1f}%",
-                       c["truncated"], c["dropped"], c["no_target_left"]] for name, c in conv.items()])
+        md += _table(
+            [
+                "split",
+                "records",
+                "assistant turns (mean)",
+                "trained tokens (share)",
+                "truncated",
+                "dropped",
+                "left out (no answer token left)",
+            ],
+            [
+                [
+                    name,
+                    c["records"],
+                    c["assistant_turns_mean"],
+                    "-" if c["trained_token_share"] is None else f"{100 * c['trained_token_share']:.1f}%",
+                    c["truncated"],
+                    c["dropped"],
+                    c["no_target_left"],
+                ]
+                for name, c in conv.items()
+            ],
+        )
 
     if lengths:
         md += ["## Length in tokens", ""]
@@ -136,40 +182,77 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
             if len(v) == 0:
                 continue
             cut = (truncated or {}).get(name, int((v > max_length).sum()) if max_length else 0)
-            rows.append([name, len(v), round(float(v.mean()), 1), int(np.percentile(v, 50)),
-                         int(np.percentile(v, 95)), int(v.max()), f"{cut} ({100 * cut / len(v):.1f}%)"])
+            rows.append(
+                [
+                    name,
+                    len(v),
+                    round(float(v.mean()), 1),
+                    int(np.percentile(v, 50)),
+                    int(np.percentile(v, 95)),
+                    int(v.max()),
+                    f"{cut} ({100 * cut / len(v):.1f}%)",
+                ]
+            )
         md += _table(["split", "rows", "mean", "median", "p95", "max", f"longer than max_length={max_length}"], rows)
         if "token_lengths.png" in images:
             md += ["![token lengths](token_lengths.png)", ""]
 
     if report.get("steps"):
         md += ["## What cleaning and augmentation did (training split only)", ""]
-        md += _table(["step", "rows before", "rows after", "details"],
-                     [[s["step"], s["rows_before"], s["rows_after"],
-                       _md_escape(json.dumps({k: v for k, v in s.items()
-                                              if k not in ("step", "rows_before", "rows_after")}, ensure_ascii=False))]
-                      for s in report["steps"]])
+        md += _table(
+            ["step", "rows before", "rows after", "details"],
+            [
+                [
+                    s["step"],
+                    s["rows_before"],
+                    s["rows_after"],
+                    _md_escape(
+                        json.dumps(
+                            {k: v for k, v in s.items() if k not in ("step", "rows_before", "rows_after")},
+                            ensure_ascii=False,
+                        )
+                    ),
+                ]
+                for s in report["steps"]
+            ],
+        )
         if report.get("class_weights"):
-            md += ["Class weights in the loss: " + ", ".join(f"{k}: {v}" for k, v in report["class_weights"].items()), ""]
+            md += [
+                "Class weights in the loss: " + ", ".join(f"{k}: {v}" for k, v in report["class_weights"].items()),
+                "",
+            ]
 
     dup = report.get("duplicates") or {}
     if dup:
-        md += ["## Duplicates", "",
-               f"- duplicate groups inside train: {dup.get('train_duplicate_groups', 0)} "
-               f"({dup.get('train_duplicate_rows', 0)} extra rows)",
-               *([f"- groups with conflicting labels: {dup.get('conflicting_groups', 0)}"]
-                 if "conversations" not in report else []),
-               f"- training rows that copy a validation/test row: {dup.get('cross_split_train_rows', 0)}",
-               f"- training rows removed: {dup.get('removed', 0)}", ""]
+        md += [
+            "## Duplicates",
+            "",
+            f"- duplicate groups inside train: {dup.get('train_duplicate_groups', 0)} "
+            f"({dup.get('train_duplicate_rows', 0)} extra rows)",
+            *(
+                [f"- groups with conflicting labels: {dup.get('conflicting_groups', 0)}"]
+                if "conversations" not in report
+                else []
+            ),
+            f"- training rows that copy a validation/test row: {dup.get('cross_split_train_rows', 0)}",
+            f"- training rows removed: {dup.get('removed', 0)}",
+            "",
+        ]
         if dup.get("conflicts"):
             md += ["Conflicting labels:", ""]
-            md += _table(["text", "labels"], [[_md_escape(g[0][0]), ", ".join(sorted({lab for _, lab in g}))]
-                                              for g in dup["conflicts"][:10]])
+            md += _table(
+                ["text", "labels"],
+                [[_md_escape(g[0][0]), ", ".join(sorted({lab for _, lab in g}))] for g in dup["conflicts"][:10]],
+            )
         if dup.get("cross"):
             md += ["Leaks across splits:", ""]
-            md += _table(["training text", "split", "kind", "similarity", "other text"],
-                         [[_md_escape(m["train"], 80), m["split"], m["kind"], m["similarity"], _md_escape(m["other"], 80)]
-                          for m in dup["cross"][:10]])
+            md += _table(
+                ["training text", "split", "kind", "similarity", "other text"],
+                [
+                    [_md_escape(m["train"], 80), m["split"], m["kind"], m["similarity"], _md_escape(m["other"], 80)]
+                    for m in dup["cross"][:10]
+                ],
+            )
         if dup.get("groups"):
             md += ["Duplicate groups (first texts):", ""]
             md += _table(["texts"], [[_md_escape(" \u2194 ".join(g), 200)] for g in dup["groups"][:10]])
@@ -180,22 +263,36 @@ def write_report(out_dir: str | Path, report: dict, lengths: dict[str, Sequence[
         if noise.get("skipped"):
             md += [f"Not checked: {noise['skipped']}.", ""]
         else:
-            detector = {"model": "a logistic regression on sentence embeddings of the model",
-                        "both": "logistic regressions on TF-IDF and on sentence embeddings of the model, averaged",
-                        "finetune": f"the model fine-tuned once per fold ({noise.get('folds')} folds)"}.get(
-                noise.get("features"), "a logistic regression on TF-IDF")
-            md += [f"{noise['suspects']} training rows look mislabelled (confident learning on out-of-fold "
-                   f"probabilities of {detector}; its out-of-fold accuracy: "
-                   f"{noise.get('detector_oof_accuracy')}). Action: `{noise['action']}`"
-                   + (f", applied to {noise['acted_on']} rows with confidence >= {noise['threshold']}."
-                      if noise["action"] in ("drop", "relabel") else "."), ""]
+            detector = {
+                "model": "a logistic regression on sentence embeddings of the model",
+                "both": "logistic regressions on TF-IDF and on sentence embeddings of the model, averaged",
+                "finetune": f"the model fine-tuned once per fold ({noise.get('folds')} folds)",
+            }.get(noise.get("features"), "a logistic regression on TF-IDF")
+            md += [
+                f"{noise['suspects']} training rows look mislabelled (confident learning on out-of-fold "
+                f"probabilities of {detector}; its out-of-fold accuracy: "
+                f"{noise.get('detector_oof_accuracy')}). Action: `{noise['action']}`"
+                + (
+                    f", applied to {noise['acted_on']} rows with confidence >= {noise['threshold']}."
+                    if noise["action"] in ("drop", "relabel")
+                    else "."
+                ),
+                "",
+            ]
             if noise.get("all"):
-                md += [f"All {len(noise['all'])} suspects, least likely given label first (`acted`: dropped or "
-                       f"relabelled): `label_suspects.jsonl`.", ""]
+                md += [
+                    f"All {len(noise['all'])} suspects, least likely given label first (`acted`: dropped or "
+                    f"relabelled): `label_suspects.jsonl`.",
+                    "",
+                ]
             if noise.get("examples"):
-                md += _table(["text", "given", "suggested", "confidence"],
-                             [[_md_escape(e["text"]), e["given"], e["suggested"], e["confidence"]]
-                              for e in noise["examples"][:15]])
+                md += _table(
+                    ["text", "given", "suggested", "confidence"],
+                    [
+                        [_md_escape(e["text"]), e["given"], e["suggested"], e["confidence"]]
+                        for e in noise["examples"][:15]
+                    ],
+                )
     path = out / "report.md"
     path.write_text("\n".join(md))
     if noise.get("all") is not None:

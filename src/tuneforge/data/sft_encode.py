@@ -1,6 +1,7 @@
 """SFT records to training rows: conversations rendered with the chat template and tokenized with labels on
 the assistant turns (or plain text for continued pre-training), cut or dropped at `max_length`, and packed
 several to a row when asked. Counts of what happened go into `stats` for the data report."""
+
 from __future__ import annotations
 
 import sys
@@ -11,13 +12,13 @@ from tuneforge.errors import ConfigError, DataError
 
 @dataclass
 class EncodeSettings:
-    fmt: str                      # the record format (`text` for plain continued pre-training)
-    chat: object | None           # the data.templates.ChatFormat, or None (no chat template)
+    fmt: str  # the record format (`text` for plain continued pre-training)
+    chat: object | None  # the data.templates.ChatFormat, or None (no chat template)
     system_prompt: str | None
     max_length: int
-    overflow: str                 # data.overflow: truncate | drop
+    overflow: str  # data.overflow: truncate | drop
     train_on_prompt: bool
-    force: bool                   # tuneforge train --force: a template problem warns instead of failing
+    force: bool  # tuneforge train --force: a template problem warns instead of failing
 
 
 def encode_records(records: list, tokenizer, split: str, stats: dict, s: EncodeSettings):
@@ -26,15 +27,25 @@ def encode_records(records: list, tokenizer, split: str, stats: dict, s: EncodeS
     not end with the end-of-turn token generation stops on (unless `s.force`)."""
     import datasets
 
-    from tuneforge.data.templates import (IGNORE, Encoded, conversation_segments, encode_segments, label_view,
-                                          with_system)
+    from tuneforge.data.templates import (
+        IGNORE,
+        Encoded,
+        conversation_segments,
+        encode_segments,
+        label_view,
+        with_system,
+    )
 
     max_len = s.max_length
     if s.fmt == "text":
         eos = tokenizer.eos_token_id
         ids_list = tokenizer(records, add_special_tokens=True)["input_ids"]
-        encoded = [Encoded(ids + ([eos] if not ids or ids[-1] != eos else []),
-                           ids + ([eos] if not ids or ids[-1] != eos else [])) for ids in ids_list]
+        encoded = [
+            Encoded(
+                ids + ([eos] if not ids or ids[-1] != eos else []), ids + ([eos] if not ids or ids[-1] != eos else [])
+            )
+            for ids in ids_list
+        ]
     else:
         segs = []
         for n, msgs in enumerate(records, start=1):
@@ -63,16 +74,23 @@ def encode_records(records: list, tokenizer, split: str, stats: dict, s: EncodeS
     stats[f"{split}_trained_tokens"] = sum(sum(x != IGNORE for x in e.labels) for e in keep)
     stats[f"{split}_tokens"] = sum(len(e.input_ids) for e in keep)
     if truncated or dropped or no_target:
-        print(f"tuneforge: {split}: {truncated} examples truncated and {dropped} dropped at data.max_length="
-              f"{max_len} (data.overflow={s.overflow}); {no_target} left out with no answer token left",
-              file=sys.stderr, flush=True)
+        print(
+            f"tuneforge: {split}: {truncated} examples truncated and {dropped} dropped at data.max_length="
+            f"{max_len} (data.overflow={s.overflow}); {no_target} left out with no answer token left",
+            file=sys.stderr,
+            flush=True,
+        )
     if split == "train" and keep and "example" not in stats:
         stats["example"] = label_view(tokenizer, keep[0])
     if not keep:
         return None
-    return datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in keep],
-                                       "labels": [e.labels for e in keep],
-                                       "length": [len(e.input_ids) for e in keep]})
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in keep],
+            "labels": [e.labels for e in keep],
+            "length": [len(e.input_ids) for e in keep],
+        }
+    )
 
 
 def check_ends(encoded, tokenizer, split: str, chat, force: bool) -> None:
@@ -86,8 +104,10 @@ def check_ends(encoded, tokenizer, split: str, chat, force: bool) -> None:
         if bad is None:
             continue
         tok = tokenizer.convert_ids_to_tokens(e.input_ids[bad])
-        msg = (f"{split} record {n}: an assistant turn ends with the token {tok!r}, not with the end-of-turn "
-               f"token {chat.end_token!r} that generation stops on")
+        msg = (
+            f"{split} record {n}: an assistant turn ends with the token {tok!r}, not with the end-of-turn "
+            f"token {chat.end_token!r} that generation stops on"
+        )
         if not force:
             raise ConfigError(f"chat template check failed: {msg} (tuneforge train --force trains anyway)")
         print(f"tuneforge: warning: {msg}", file=sys.stderr, flush=True)
@@ -103,10 +123,17 @@ def pack_dataset(ds, max_length: int, batch_size: int, group_by_length: bool, se
     cols = pack_examples(ds["input_ids"], ds["labels"], max_length)
     before = padding_fraction(ds["length"], batch_size, group_by_length, seed)
     after = padding_fraction(cols["length"], batch_size, group_by_length, seed)
-    info = {"examples": len(ds), "rows": len(cols["length"]),
-            "padding_fraction_unpacked": round(before, 4), "padding_fraction_packed": round(after, 4)}
-    print(f"tuneforge: packing: {len(ds)} examples -> {info['rows']} rows of <= {max_length} "
-          f"tokens; padding {100 * before:.1f}% -> {100 * after:.1f}% of batch tokens",
-          file=sys.stderr, flush=True)
+    info = {
+        "examples": len(ds),
+        "rows": len(cols["length"]),
+        "padding_fraction_unpacked": round(before, 4),
+        "padding_fraction_packed": round(after, 4),
+    }
+    print(
+        f"tuneforge: packing: {len(ds)} examples -> {info['rows']} rows of <= {max_length} "
+        f"tokens; padding {100 * before:.1f}% -> {100 * after:.1f}% of batch tokens",
+        file=sys.stderr,
+        flush=True,
+    )
     cols.pop("n_examples")
     return datasets.Dataset.from_dict(cols), info

@@ -3,6 +3,7 @@
 
 Every malformed record is a DataError that names the source, the record number (1-based, the line of a
 jsonl file) and the field."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,16 @@ from tuneforge.data.sources import skip_hint
 from tuneforge.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "text")
-KNOWN_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
-               "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
+KNOWN_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+}
 
 
 def _missing(v: Any) -> bool:
@@ -76,9 +85,12 @@ def detect_format(columns, conversation_column: str | None, text_column: str, so
         return "alpaca"
     if text_column in cols:
         return "text"
-    raise DataError(f"{source + ': ' if source else ''}cannot tell the data format from the columns ({', '.join(sorted(cols))}); expected "
-                    f"instruction/output (alpaca), conversations (sharegpt), messages, or '{text_column}' (text); "
-                    f"or set data.format")
+    raise DataError(
+        f"{source + ': ' if source else ''}cannot tell the data format from the columns "
+        f"({', '.join(sorted(cols))}); expected "
+        f"instruction/output (alpaca), conversations (sharegpt), messages, or '{text_column}' (text); "
+        f"or set data.format"
+    )
 
 
 def _check_conversation(msgs: list[dict], where: str) -> list[dict]:
@@ -102,8 +114,9 @@ def _roles(extra: dict[str, str]) -> dict[str, str]:
     return roles
 
 
-def _conversation(raw: Any, where: str, key_role: str, key_content: str, roles: dict[str, str],
-                  numbers: list | None = None) -> list[dict]:
+def _conversation(
+    raw: Any, where: str, key_role: str, key_content: str, roles: dict[str, str], numbers: list | None = None
+) -> list[dict]:
     raw = _as_list(raw)
     if _missing(raw):
         raise DataError(f"{where} is missing")
@@ -118,17 +131,26 @@ def _conversation(raw: Any, where: str, key_role: str, key_content: str, roles: 
             raise DataError(f"{w} has no '{key_role}' (keys: {', '.join(map(str, turn))})")
         role = str(turn[key_role]).lower()
         if role not in roles:
-            raise DataError(f"{w}.{key_role}: unknown role '{str(turn[key_role])[:40]}'; map it with data.roles "
-                            f"(known: {', '.join(sorted(roles))})")
-        content = _text(turn.get(key_content), f"{w}.{key_content}", required=roles[role] != "system",
-                        numbers=numbers)
+            raise DataError(
+                f"{w}.{key_role}: unknown role '{str(turn[key_role])[:40]}'; map it with data.roles "
+                f"(known: {', '.join(sorted(roles))})"
+            )
+        content = _text(turn.get(key_content), f"{w}.{key_content}", required=roles[role] != "system", numbers=numbers)
         msgs.append({"role": roles[role], "content": content})
     return msgs
 
 
-def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_column: str | None = None,
-                  text_column: str = "text", roles: dict[str, str] | None = None,
-                  skipped: list | None = None, numbers: list | None = None) -> tuple[str, list]:
+def parse_records(
+    df: pd.DataFrame,
+    fmt: str,
+    source: str,
+    *,
+    conversation_column: str | None = None,
+    text_column: str = "text",
+    roles: dict[str, str] | None = None,
+    skipped: list | None = None,
+    numbers: list | None = None,
+) -> tuple[str, list]:
     """Normalise the rows of `df` into conversations (list of messages) or texts.
 
     Args:
@@ -178,8 +200,16 @@ def parse_records(df: pd.DataFrame, fmt: str, source: str, *, conversation_colum
     return fmt, records
 
 
-def _record(row: dict, n: int, fmt: str, conv: str | None, source: str, text_column: str,
-            roles: dict[str, str], numbers: list | None):
+def _record(
+    row: dict,
+    n: int,
+    fmt: str,
+    conv: str | None,
+    source: str,
+    text_column: str,
+    roles: dict[str, str],
+    numbers: list | None,
+):
     """One row as a conversation (list of messages) or a text; DataError when it does not fit `fmt`."""
     where = f"{source}: record {n}"
     if fmt == "text":
@@ -198,8 +228,9 @@ def _record(row: dict, n: int, fmt: str, conv: str | None, source: str, text_col
             if not isinstance(pair, list) or len(pair) != 2:
                 raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
             for k, role in enumerate(("user", "assistant")):
-                msgs.append({"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]",
-                                                            numbers=numbers)})
+                msgs.append(
+                    {"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]", numbers=numbers)}
+                )
         instruction = _text(row.get("instruction"), f"{where}: field 'instruction'", numbers=numbers)
         extra = _text(row.get("input"), f"{where}: field 'input'", required=False, numbers=numbers)
         user = instruction + ("\n" + extra if extra.strip() else "")

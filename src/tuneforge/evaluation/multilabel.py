@@ -1,5 +1,6 @@
 """Multi-label classification metrics (a row may carry any number of labels) and their report: one 2x2
 confusion matrix per label."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,17 @@ from pathlib import Path
 import numpy as np
 
 #: larger is better for each, as classification's metrics say
-METRICS = {"subset_accuracy": True, "accuracy": True, "f1_micro": True, "f1_macro": True, "precision_micro": True,
-           "recall_micro": True, "hamming_loss": False, "auc_roc": True, "loss": False}
+METRICS = {
+    "subset_accuracy": True,
+    "accuracy": True,
+    "f1_micro": True,
+    "f1_macro": True,
+    "precision_micro": True,
+    "recall_micro": True,
+    "hamming_loss": False,
+    "auc_roc": True,
+    "loss": False,
+}
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -21,19 +31,20 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray, threshold: float
     """Metrics of multi-label predictions (probability >= threshold) against 0/1 targets [rows, labels].
     `accuracy` is the sample-averaged Jaccard index (labels right over labels predicted or true); `subset_accuracy`
     counts rows whose whole label set is right."""
-    from sklearn.metrics import (f1_score, hamming_loss, jaccard_score, precision_score, recall_score,
-                                 roc_auc_score)
+    from sklearn.metrics import f1_score, hamming_loss, jaccard_score, precision_score, recall_score, roc_auc_score
 
     probs = sigmoid(logits.astype(np.float64))
     pred = (probs >= threshold).astype(int)
     y = targets.astype(int)
-    out = {"subset_accuracy": float((pred == y).all(axis=1).mean()),
-           "accuracy": float(jaccard_score(y, pred, average="samples", zero_division=1.0)),
-           "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0)),
-           "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
-           "precision_micro": float(precision_score(y, pred, average="micro", zero_division=0)),
-           "recall_micro": float(recall_score(y, pred, average="micro", zero_division=0)),
-           "hamming_loss": float(hamming_loss(y, pred))}
+    out = {
+        "subset_accuracy": float((pred == y).all(axis=1).mean()),
+        "accuracy": float(jaccard_score(y, pred, average="samples", zero_division=1.0)),
+        "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "precision_micro": float(precision_score(y, pred, average="micro", zero_division=0)),
+        "recall_micro": float(recall_score(y, pred, average="micro", zero_division=0)),
+        "hamming_loss": float(hamming_loss(y, pred)),
+    }
     both = [(y[:, j], probs[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
     if both:  # labels that are always or never present have no AUC
         out["auc_roc"] = float(np.mean([roc_auc_score(t, p) for t, p in both]))
@@ -46,6 +57,7 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray, threshold: float
 def plot_label_matrices(matrices: np.ndarray, names: list[str], path: str | Path) -> None:
     """One row-normalised 2x2 confusion matrix per label, side by side."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -60,7 +72,8 @@ def plot_label_matrices(matrices: np.ndarray, names: list[str], path: str | Path
         cm = matrices[k]
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks([0, 1], ["no", "yes"]); ax.set_yticks([0, 1], ["no", "yes"])
+        ax.set_xticks([0, 1], ["no", "yes"])
+        ax.set_yticks([0, 1], ["no", "yes"])
         ax.set_title(names[k], fontsize=9)
         for i in range(2):
             for j in range(2):
@@ -71,8 +84,14 @@ def plot_label_matrices(matrices: np.ndarray, names: list[str], path: str | Path
     plt.close(fig)
 
 
-def write_multilabel_report(logits: np.ndarray, targets: np.ndarray, names: list[str], out_dir: str | Path,
-                            title: str = "", extra: dict | None = None) -> dict:
+def write_multilabel_report(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    names: list[str],
+    out_dir: str | Path,
+    title: str = "",
+    extra: dict | None = None,
+) -> dict:
     """Metrics, per-label precision/recall/f1/support and per-label confusion matrices of multi-label
     predictions; writes metrics.json, report.md and confusion_matrix.png into out_dir. Returns the metrics."""
     from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
@@ -82,10 +101,16 @@ def write_multilabel_report(logits: np.ndarray, targets: np.ndarray, names: list
     metrics = multilabel_metrics(logits, targets)
     pred = (sigmoid(logits.astype(np.float64)) >= 0.5).astype(int)
     y = targets.astype(int)
-    p, r, f, s = precision_recall_fscore_support(y, pred, average=None, zero_division=0,
-                                                 labels=list(range(len(names))))
-    per_label = {n: {"precision": round(float(p[i]), 6), "recall": round(float(r[i]), 6),
-                     "f1-score": round(float(f[i]), 6), "support": int(s[i])} for i, n in enumerate(names)}
+    p, r, f, s = precision_recall_fscore_support(y, pred, average=None, zero_division=0, labels=list(range(len(names))))
+    per_label = {
+        n: {
+            "precision": round(float(p[i]), 6),
+            "recall": round(float(r[i]), 6),
+            "f1-score": round(float(f[i]), 6),
+            "support": int(s[i]),
+        }
+        for i, n in enumerate(names)
+    }
     matrices = multilabel_confusion_matrix(y, pred, labels=list(range(len(names))))
     plot_label_matrices(matrices, names, out_dir / "confusion_matrix.png")
     result = {**metrics, "n": int(len(y)), "per_class": per_label, "confusion_matrix": matrices.tolist()}
@@ -93,8 +118,10 @@ def write_multilabel_report(logits: np.ndarray, targets: np.ndarray, names: list
     lines = ["# Evaluation report (multi-label)", "", title, "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     lines += ["", "## Per label", "", "| label | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {c['support']} |"
-              for n, c in per_label.items()]
+    lines += [
+        f"| {n} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | {c['support']} |"
+        for n, c in per_label.items()
+    ]
     lines += ["", "## Confusion matrices", "", "![confusion matrices](confusion_matrix.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return result

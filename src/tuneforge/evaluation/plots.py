@@ -1,4 +1,5 @@
 """Loss curves from a run's metrics.jsonl, for every task: eval/loss_curve.png, embedded in eval/report.md."""
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ def plot_loss_curve(history: dict[str, list[tuple[int, float]]], path: str | Pat
     if not history.get("train") and not history.get("eval"):
         return False
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -84,7 +86,7 @@ def write_run_loss_curve(run_dir: str | Path) -> Path | None:
         png = eval_dir / "loss_curve.png"
         if not plot_loss_curve(read_loss_history(run_dir / "metrics.jsonl"), png, title=f"Loss: {run_dir.name}"):
             return None
-    except Exception as exc:  # noqa: BLE001  (matplotlib/backend problems must not fail a finished run)
+    except Exception as exc:
         log.warning("loss curve not plotted: %s: %s", type(exc).__name__, exc)
         return None
     report = eval_dir / "report.md"

@@ -3,6 +3,7 @@
 Measured on rows the task already tokenized (the test split, else validation), through the task's own
 collator, so it works for every task without knowing its record format. For causal LMs this is the cost of
 one forward pass over the prompt and answer (scoring), not of generating text token by token."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,14 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def measure_inference(model, dataset, collate, batch_size: int = 32, latency_samples: int = LATENCY_SAMPLES,
-                      throughput_samples: int = THROUGHPUT_SAMPLES) -> dict:
+def measure_inference(
+    model,
+    dataset,
+    collate,
+    batch_size: int = 32,
+    latency_samples: int = LATENCY_SAMPLES,
+    throughput_samples: int = THROUGHPUT_SAMPLES,
+) -> dict:
     """Batch-1 latency (p50/p95 over up to `latency_samples` rows) and batched throughput of `model`.
 
     Args:
@@ -82,17 +89,20 @@ def measure_inference(model, dataset, collate, batch_size: int = 32, latency_sam
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for s in range(0, n_thr, batch_size):
-            forward(rows[s:s + batch_size])
+            forward(rows[s : s + batch_size])
         _sync(device)
         batched = time.perf_counter() - t0
     finally:
         if was_training:
             model.train()
     ms = np.asarray(times) * 1000.0
-    return {"inference_latency_ms_p50": round(float(np.percentile(ms, 50)), 3),
-            "inference_latency_ms_p95": round(float(np.percentile(ms, 95)), 3),
-            "inference_samples_per_second": round(n_thr / batched, 2) if batched > 0 else None,
-            "inference_batch_size": batch_size, "inference_samples": n_lat}
+    return {
+        "inference_latency_ms_p50": round(float(np.percentile(ms, 50)), 3),
+        "inference_latency_ms_p95": round(float(np.percentile(ms, 95)), 3),
+        "inference_samples_per_second": round(n_thr / batched, 2) if batched > 0 else None,
+        "inference_batch_size": batch_size,
+        "inference_samples": n_lat,
+    }
 
 
 def inference_report(model, dataset, collate, batch_size: int = 32) -> dict:
@@ -101,7 +111,10 @@ def inference_report(model, dataset, collate, batch_size: int = 32) -> dict:
     Args: as for measure_inference. Returns its dict, or {} after a warning."""
     try:
         return measure_inference(model, dataset, collate, batch_size)
-    except Exception as exc:  # noqa: BLE001  (any model error; the run's own results stay valid)
-        log.warning("inference speed not measured: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200]
-                    if str(exc) else "")
+    except Exception as exc:
+        log.warning(
+            "inference speed not measured: %s: %s",
+            type(exc).__name__,
+            str(exc).splitlines()[0][:200] if str(exc) else "",
+        )
         return {}

@@ -1,6 +1,7 @@
 """`tuneforge export`: a trained run as a merged transformers checkpoint, ONNX, int8 or ONNX-int8, each with
 an export.json saying what it costs (parity with the trained model on the run's test split) and gains (size,
 CPU latency and throughput)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import numpy as np
 import torch
 
 from tuneforge.errors import ConfigError, ModelError
-from tuneforge.inference.exports import (EXPORT_INFO, INT8_WEIGHTS, ONNX_FILE, int8_weight_only_state, load_export,
-                                   quantize_int8, save_int8_state)
+from tuneforge.inference.exports import (
+    EXPORT_INFO,
+    INT8_WEIGHTS,
+    ONNX_FILE,
+    int8_weight_only_state,
+    load_export,
+    quantize_int8,
+    save_int8_state,
+)
 
 log = logging.getLogger("tuneforge")
 FORMATS = ("merged", "onnx", "int8", "onnx-int8")
@@ -45,11 +53,18 @@ def _export_onnx(model, task_cls, processor, path: Path, outputs: list[tuple[str
             return logits if len(widths) == 1 else tuple(torch.split(logits, widths, dim=-1))
 
     try:
-        prog = torch.onnx.export(LogitsOnly(model.eval()), args, input_names=names,
-                                 output_names=[n for n, _ in outputs], dynamic_shapes=(shapes,), dynamo=True,
-                                 optimize=True, verbose=False)
+        prog = torch.onnx.export(
+            LogitsOnly(model.eval()),
+            args,
+            input_names=names,
+            output_names=[n for n, _ in outputs],
+            dynamic_shapes=(shapes,),
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
         prog.save(str(path))
-    except Exception as exc:  # noqa: BLE001  (the exporter raises many types; the user needs the first line)
+    except Exception as exc:
         text = str(exc).strip()
         # torch.export's own message puts the cause under "## Exception summary"
         lines = [l for l in text.split("## Exception summary", 1)[-1].splitlines() if l.strip()] or [type(exc).__name__]
@@ -80,7 +95,7 @@ def _logits(model, task_cls, processor, rows: list[dict], batch_size: int) -> li
     tokens for a LM."""
     out = []
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
+        chunk = rows[i : i + batch_size]
         batch = task_cls.export_batch(chunk, processor)
         out.extend(task_cls.output_rows(model(**batch).logits.float().cpu().numpy(), batch, chunk))
     return out
@@ -104,15 +119,23 @@ def _bench(model, task_cls, processor, rows: list[dict], n_single: int = 40, n_b
     big = [rows[i % len(rows)] for i in range(32 * n_batches)]
     t0 = time.perf_counter()
     for i in range(0, len(big), 32):
-        run(big[i:i + 32])
+        run(big[i : i + 32])
     elapsed = time.perf_counter() - t0
-    return {"latency_ms_p50_batch1": float(np.percentile(times, 50) * 1000),
-            "latency_ms_p95_batch1": float(np.percentile(times, 95) * 1000),
-            "throughput_rows_per_s_batch32": float(len(big) / elapsed)}
+    return {
+        "latency_ms_p50_batch1": float(np.percentile(times, 50) * 1000),
+        "latency_ms_p95_batch1": float(np.percentile(times, 95) * 1000),
+        "throughput_rows_per_s_batch32": float(len(big) / elapsed),
+    }
 
 
-def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bool = False, max_samples: int = 2000,
-               bench: bool = True) -> dict:
+def export_run(
+    run_dir: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    max_samples: int = 2000,
+    bench: bool = True,
+) -> dict:
     """Export a trained run and measure the export against the trained model.
 
     Args:
@@ -138,8 +161,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
     task_cls = TASKS.get(meta["task"])
     if fmt not in task_cls.export_formats:
         what = "is for classifiers, not for" if fmt == "onnx-int8" else "does not apply to"
-        raise ConfigError(f"--format {fmt} {what} this run's task '{meta['task']}' "
-                          f"(use {', '.join(task_cls.export_formats)})")
+        raise ConfigError(
+            f"--format {fmt} {what} this run's task '{meta['task']}' (use {', '.join(task_cls.export_formats)})"
+        )
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
@@ -164,8 +188,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
             tok.save_pretrained(str(work))
             model.config.save_pretrained(str(work))
             if fmt == "int8":
-                state = (int8_weight_only_state(model) if int8_scheme == "weight-only"
-                         else quantize_int8(model).state_dict())
+                state = (
+                    int8_weight_only_state(model) if int8_scheme == "weight-only" else quantize_int8(model).state_dict()
+                )
                 save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
                 _export_onnx(model, task_cls, tok, work / ONNX_FILE, task_cls.onnx_outputs(meta))
@@ -179,9 +204,14 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
                         shutil.move(str(work / (ONNX_FILE + ".data")), data)
                     quantize_dynamic(str(fp32), str(work / ONNX_FILE), weight_type=QuantType.QInt8)
         shutil.copy(model_dir / METADATA_FILE, work / METADATA_FILE)
-        report = {"format": fmt, "source_run": str(run_root.resolve()), "task": meta["task"],
-                  "method": meta["method"], "base_model": meta.get("base_model"),
-                  "merge_check_max_abs_logit_diff": merge["max_abs_logit_diff"]}
+        report = {
+            "format": fmt,
+            "source_run": str(run_root.resolve()),
+            "task": meta["task"],
+            "method": meta["method"],
+            "base_model": meta.get("base_model"),
+            "merge_check_max_abs_logit_diff": merge["max_abs_logit_diff"],
+        }
         if fmt == "int8":
             report["int8_scheme"] = int8_scheme
         (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
@@ -191,20 +221,28 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path, overwrite: bo
         exp = load_export(work, device="cpu", logits_only=True)
         rows, split = _test_inputs(run_root, meta, ref.tokenizer, max_samples)
         proc, bs = ref.tokenizer, task_cls.parity_batch_size
-        report["parity"] = task_cls.export_parity(_logits(ref.model, task_cls, proc, rows, bs),
-                                                  _logits(exp.model, task_cls, proc, rows, bs), rows, split, meta)
+        report["parity"] = task_cls.export_parity(
+            _logits(ref.model, task_cls, proc, rows, bs),
+            _logits(exp.model, task_cls, proc, rows, bs),
+            rows,
+            split,
+            meta,
+        )
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
         if bench:
             # the reference for speed is the merged fp32 model: the adapter's extra matmuls are not what an
             # export is compared against, its fp32 weights are
             base = auto.from_pretrained(str(merged_dir if fmt != "merged" else work)).eval()
-            report["speed"] = {"reference": _bench(base, task_cls, proc, rows),
-                               "export": _bench(exp.model, task_cls, proc, rows)}
+            report["speed"] = {
+                "reference": _bench(base, task_cls, proc, rows),
+                "export": _bench(exp.model, task_cls, proc, rows),
+            }
             r, e = report["speed"]["reference"], report["speed"]["export"]
             report["speed"]["speedup_batch1_p50"] = r["latency_ms_p50_batch1"] / e["latency_ms_p50_batch1"]
-            report["speed"]["speedup_batch32_throughput"] = (e["throughput_rows_per_s_batch32"]
-                                                             / r["throughput_rows_per_s_batch32"])
+            report["speed"]["speedup_batch32_throughput"] = (
+                e["throughput_rows_per_s_batch32"] / r["throughput_rows_per_s_batch32"]
+            )
             report["speed"]["threads"] = torch.get_num_threads()
         (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
     except BaseException:

@@ -2,6 +2,7 @@
 
 The merged model is checked against the run as trained (the unmerged adapted model, on a quantized base for
 QLoRA) on a few inputs before anything is written: a merge that changes the outputs is refused, not saved."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None = None, overwrite: bool = False,
-              tolerance: float | None = None) -> dict:
+def merge_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    texts: list[str] | None = None,
+    overwrite: bool = False,
+    tolerance: float | None = None,
+) -> dict:
     """Merge the method of a trained run into its base and write a plain transformers checkpoint
     (safetensors weights, config with the label map, tokenizer with its chat template).
 
@@ -43,9 +49,8 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
     Returns {"out_dir", "method", "max_abs_logit_diff", "tolerance", "inputs"}.
     Raises MethodError when the run's method cannot merge; ModelError when out_dir exists, the run is not
     loadable, or the merged model's outputs differ beyond the tolerance (then nothing is written)."""
-    from tuneforge.inference import load_run
+    from tuneforge.inference import load_run, model_dir_of
     from tuneforge.models.loader import read_run_metadata
-    from tuneforge.inference import model_dir_of
     from tuneforge.registry import TASKS
 
     model_dir = model_dir_of(run_dir)
@@ -57,7 +62,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
             method_cls(method_cls.Config.model_validate(meta.get("method_config") or {})).merge(None)
         except MethodError:
             raise
-        except Exception:  # noqa: BLE001  (a method whose merge needs a model: fall back to a generic line)
+        except Exception:
             pass
         raise MethodError(f"method '{meta['method']}' cannot be merged into the base model")
     out = Path(out_dir)
@@ -87,11 +92,20 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
         wide = any(p.dtype in (torch.float16, torch.bfloat16) for p in reloaded.parameters())
         tol = tolerance if tolerance is not None else (5e-2 if wide else 1e-3)
         if not diff <= tol:
-            raise ModelError(f"the merged model's logits differ from the trained model's by {diff:.3g} "
-                             f"(tolerance {tol:g}); nothing was written")
-        info = {"source_run": str(Path(model_dir).resolve().parent), "method": meta["method"],
-                "task": meta["task"], "base_model": meta.get("base_model"), "labels": meta.get("labels"),
-                "max_abs_logit_diff": diff, "tolerance": tol, "check_inputs": len(inputs)}
+            raise ModelError(
+                f"the merged model's logits differ from the trained model's by {diff:.3g} "
+                f"(tolerance {tol:g}); nothing was written"
+            )
+        info = {
+            "source_run": str(Path(model_dir).resolve().parent),
+            "method": meta["method"],
+            "task": meta["task"],
+            "base_model": meta.get("base_model"),
+            "labels": meta.get("labels"),
+            "max_abs_logit_diff": diff,
+            "tolerance": tol,
+            "check_inputs": len(inputs),
+        }
         (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -99,5 +113,10 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, texts: list[str] | None 
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return {"out_dir": str(out), "method": meta["method"], "max_abs_logit_diff": diff, "tolerance": tol,
-            "inputs": len(inputs)}
+    return {
+        "out_dir": str(out),
+        "method": meta["method"],
+        "max_abs_logit_diff": diff,
+        "tolerance": tol,
+        "inputs": len(inputs),
+    }

@@ -1,11 +1,13 @@
 """Using a trained run: load it back, predict and evaluate through its task (the task contract says how;
 nothing here names a task)."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,11 +57,17 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
 
     def build_base(name_or_dir: str):
         path = name_or_dir if Path(name_or_dir).is_dir() else resolve_model(name_or_dir)
-        model = load_model(path, task_cls.auto_class(), meta.get("dtype", "auto"), **task_cls.head_kwargs(meta),
-                           **method.load_kwargs(ctx))
+        model = load_model(
+            path,
+            task_cls.auto_class(),
+            meta.get("dtype", "auto"),
+            **task_cls.head_kwargs(meta),
+            **method.load_kwargs(ctx),
+        )
         if meta.get("keep_layers") and not getattr(model.config, "tuneforge_kept_layers", None):
             # a student cut from its base: the base loads whole, then loses the same blocks as in training
             from tuneforge.models.shrink import keep_layers
+
             keep_layers(model, list(meta["keep_layers"]))
         return model
 
@@ -77,8 +85,9 @@ def task_of(run: LoadedRun):
     return TASKS.get(run.meta["task"])
 
 
-def classify_logits(run: LoadedRun, texts: list[str], pairs: list[str] | None = None,
-                    batch_size: int = 64) -> np.ndarray:
+def classify_logits(
+    run: LoadedRun, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
+) -> np.ndarray:
     """Logits of a `classify` run for `texts` (and text pairs), in input order."""
     task = task_of(run)
     if task.interface != "classify":
@@ -96,8 +105,13 @@ def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: i
     return task_of(run).predict(run, list(texts), batch_size)
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, out_dir: str | Path | None = None,
-             text_column: str | None = None, label_column: str | None = None) -> dict:
+def evaluate(
+    run_dir: str | Path,
+    data: str | None = None,
+    out_dir: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict:
     """Evaluate a trained run on labelled data; writes metrics.json, report.md and the confusion matrix into
     out_dir (default RUN/eval/<data file stem>). Without `data`: the run's own test split, as saved in
     RUN/data/split/ (the rows training held out; runs from before splits were saved need `data`)."""
@@ -111,8 +125,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, out_dir: str | Path |
     if data is None:
         saved = split_file(run_root, "test")
         if saved is None:
-            raise DataError(f"{run_dir} has no saved test split (it held none out, or predates saved splits): "
-                            f"pass --data FILE")
+            raise DataError(
+                f"{run_dir} has no saved test split (it held none out, or predates saved splits): pass --data FILE"
+            )
         data = str(saved)
         default_out = run_root / "eval" / "test-split"
     else:

@@ -13,13 +13,14 @@ one server (or one `predict` / `chat` call) holds runs of one base model and one
 Switching adapters changes the shared model, so a caller must call `ServedRun.activate()` and then run the
 forward pass without another run's forward pass in between (the server's single model thread does exactly that).
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -64,8 +65,11 @@ def run_names(paths: list[str]) -> list[str]:
     names, seen = [], {}
     for p in paths:
         resolved = Path(p).resolve()
-        base = resolved.parent.name if resolved.name == "model" and (resolved / "tuneforge.json").is_file() \
+        base = (
+            resolved.parent.name
+            if resolved.name == "model" and (resolved / "tuneforge.json").is_file()
             else resolved.name
+        )
         base = base or "run"
         n = seen.get(base, 0) + 1
         seen[base] = n
@@ -94,12 +98,16 @@ def read_metas(paths: list[str]) -> list[dict]:
     first, m0 = paths[0], metas[0]
     for p, m in zip(paths[1:], metas[1:]):
         if m.get("task") != m0.get("task"):
-            raise ModelError(f"cannot load {first} and {p} together: {first} is a '{m0.get('task')}' run and {p} a "
-                             f"'{m.get('task')}' run (runs loaded together must have one task type)")
+            raise ModelError(
+                f"cannot load {first} and {p} together: {first} is a '{m0.get('task')}' run and {p} a "
+                f"'{m.get('task')}' run (runs loaded together must have one task type)"
+            )
         if _base_of(m) != _base_of(m0):
-            raise ModelError(f"cannot load {first} and {p} together: {first} was trained from base model "
-                             f"'{m0.get('base_model')}' and {p} from '{m.get('base_model')}' (runs loaded "
-                             f"together must share one base model)")
+            raise ModelError(
+                f"cannot load {first} and {p} together: {first} was trained from base model "
+                f"'{m0.get('base_model')}' and {p} from '{m.get('base_model')}' (runs loaded "
+                f"together must share one base model)"
+            )
     return metas
 
 
@@ -107,8 +115,7 @@ def _note(message: str) -> None:
     print(f"tuneforge: {message}", file=sys.stderr, flush=True)
 
 
-def load_runs(paths: list[str], device: str | None = None,
-              note: Callable[[str], None] = _note) -> list[ServedRun]:
+def load_runs(paths: list[str], device: str | None = None, note: Callable[[str], None] = _note) -> list[ServedRun]:
     """Load several runs of one base model and task, sharing the base model where their methods allow.
 
     Args:
@@ -148,8 +155,10 @@ def load_runs(paths: list[str], device: str | None = None,
         key = (kind, meta.get("dtype", "auto"), json.dumps(meta.get("keep_layers")))
         if key not in groups:
             if groups:
-                note(f"{names[i]} loads its own copy of the base model (its adapter is of another kind, or its base "
-                     f"loads with other settings, than those loaded before it)")
+                note(
+                    f"{names[i]} loads its own copy of the base model (its adapter is of another kind, or its base "
+                    f"loads with other settings, than those loaded before it)"
+                )
             run = load_run(path, device=device)
             groups[key] = (n_groups, run.model, method)
             served.append(ServedRun(names[i], path, run, n_groups))
@@ -163,8 +172,12 @@ def load_runs(paths: list[str], device: str | None = None,
             alone(i, f"its adapter could not join the shared base model: {exc}")
             continue
         model.to(device)
-        run = LoadedRun(model=model, tokenizer=TASKS.get(meta["task"]).load_processor(str(model_dir)), meta=meta,
-                        model_dir=model_dir)
+        run = LoadedRun(
+            model=model,
+            tokenizer=TASKS.get(meta["task"]).load_processor(str(model_dir)),
+            meta=meta,
+            model_dir=model_dir,
+        )
         served.append(ServedRun(names[i], path, run, group, _switch(first_method, model, adapter)))
 
     # the first run of a group that others joined switches back to its own adapter before each pass
@@ -223,8 +236,10 @@ def predict_runs(paths: list[str], texts: list[str], run: str | None = None, bat
         rows[r.name] = predict(r.run, texts, batch_size)
     if run is not None:
         return rows[run]
-    return [{"text": t, "runs": {name: {k: v for k, v in preds[i].items() if k != "text"}
-                                 for name, preds in rows.items()}} for i, t in enumerate(texts)]
+    return [
+        {"text": t, "runs": {name: {k: v for k, v in preds[i].items() if k != "text"} for name, preds in rows.items()}}
+        for i, t in enumerate(texts)
+    ]
 
 
 def load_chat_runs(paths: list[str], template: str | None = None, device: str | None = None) -> list[tuple]:
@@ -234,6 +249,8 @@ def load_chat_runs(paths: list[str], template: str | None = None, device: str | 
 
     metas = read_metas(paths)
     if TASKS.get(metas[0]["task"]).interface != "chat":
-        raise ModelError(f"{paths[0]} is a '{metas[0]['task']}' run, which does not chat; chat needs runs whose "
-                         f"task generates text (use `tuneforge predict` for these)")
+        raise ModelError(
+            f"{paths[0]} is a '{metas[0]['task']}' run, which does not chat; chat needs runs whose "
+            f"task generates text (use `tuneforge predict` for these)"
+        )
     return [(r, chat_model_of(r, template)) for r in load_runs(paths, device=device)]

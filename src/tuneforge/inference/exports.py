@@ -1,4 +1,5 @@
 """Loading what `tuneforge export` wrote, as a LoadedRun, so predict / chat / serve take exports like runs."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and m is not head}
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m is not head
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize_dynamic(model, spec, dtype=torch.qint8)
@@ -50,20 +54,25 @@ def _quantized_linears(model: nn.Module) -> list[str]:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     except NotImplementedError:  # models without token embeddings (image models)
         head = None
-    return [name for name, m in model.named_modules()
-            if (isinstance(m, nn.Linear) and m is not head) or isinstance(m, nn.Conv2d)]
+    return [
+        name
+        for name, m in model.named_modules()
+        if (isinstance(m, nn.Linear) and m is not head) or isinstance(m, nn.Conv2d)
+    ]
 
 
 def int8_weight_only_state(model: nn.Module) -> dict:
     """The model's state dict with every nn.Linear weight (but the output head, often tied to the input
-    embeddings) and every nn.Conv2d weight as int8 with one fp32 scale per output row (channel): `<name>.weight` becomes `<name>.weight_int8` and
-    `<name>.weight_scale`. Symmetric round-to-nearest; the dequantized weight is within scale/2 of the original."""
+    embeddings) and every nn.Conv2d weight as int8 with one fp32 scale per output row (channel):
+    `<name>.weight` becomes `<name>.weight_int8` and `<name>.weight_scale`.
+    Symmetric round-to-nearest; the dequantized weight is within scale/2 of the original."""
     state = model.state_dict()
     for name in _quantized_linears(model):
         w = state.pop(f"{name}.weight").float()
         # one scale per output row (channel): over every other axis of a convolution's kernel
         scale = (w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0).clamp(
-            min=torch.finfo(torch.float32).tiny)
+            min=torch.finfo(torch.float32).tiny
+        )
         state[f"{name}.weight_int8"] = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
         state[f"{name}.weight_scale"] = scale
     return state
@@ -107,10 +116,12 @@ def save_int8_state(state: dict, path: str | Path, scheme: str) -> None:
                 raise ModelError(f"int8 export: layer {key} is {value}, not qint8")
             continue
         if key.endswith(_PACKED):
-            prefix = key[:-len(_PACKED)]
+            prefix = key[: -len(_PACKED)]
             weight, bias = value
-            if weight.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric) \
-                    or weight.q_per_channel_axis() != 0:
+            if (
+                weight.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric)
+                or weight.q_per_channel_axis() != 0
+            ):
                 raise ModelError(f"int8 export: layer {prefix[:-1]} is not quantized per output channel")
             flat[prefix + "weight_int8"] = weight.int_repr()
             flat[prefix + "weight_scale"] = weight.q_per_channel_scales()
@@ -136,9 +147,16 @@ def save_int8_state(state: dict, path: str | Path, scheme: str) -> None:
         ptr = t.untyped_storage().data_ptr()
         tensors[key] = t.contiguous().clone() if ptr in storages else t.contiguous()
         storages.add(ptr)
-    save_file(tensors, str(path), metadata={"format": "pt", "tuneforge.int8_scheme": scheme,
-                                            "tuneforge.packed": json.dumps(packed),
-                                            "tuneforge.aliases": json.dumps(aliases)})
+    save_file(
+        tensors,
+        str(path),
+        metadata={
+            "format": "pt",
+            "tuneforge.int8_scheme": scheme,
+            "tuneforge.packed": json.dumps(packed),
+            "tuneforge.aliases": json.dumps(aliases),
+        },
+    )
 
 
 def read_int8_state(directory: str | Path) -> dict:
@@ -156,16 +174,18 @@ def read_int8_state(directory: str | Path) -> dict:
             raise ModelError(f"{d} has no {INT8_WEIGHTS}: the int8 export is incomplete")
         try:
             state = torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001  (UnpicklingError, RuntimeError, ...: all mean "not safe")
+        except Exception as exc:
             # torch's own message goes on to suggest weights_only=False: only the reason is worth repeating
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
             what = f" (it refers to {found.group(1)})" if found else ""
-            raise ModelError(f"{legacy} is a pickle holding more than tensors{what}, and loading it could run "
-                             f"code: not loaded; re-export the run with `tuneforge export RUN --format int8`") \
-                from None
+            raise ModelError(
+                f"{legacy} is a pickle holding more than tensors{what}, and loading it could run "
+                f"code: not loaded; re-export the run with `tuneforge export RUN --format int8`"
+            ) from None
         if not isinstance(state, dict):
-            raise ModelError(f"{legacy} is not an int8 state dict; re-export the run with "
-                             f"`tuneforge export RUN --format int8`")
+            raise ModelError(
+                f"{legacy} is not an int8 state dict; re-export the run with `tuneforge export RUN --format int8`"
+            )
         return state
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -184,8 +204,9 @@ def read_int8_state(directory: str | Path) -> dict:
             state[prefix + "_packed_params.dtype"] = torch.qint8
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelError(f"{path} is not a readable tuneforge int8 file ({type(exc).__name__}: {first}); "
-                         f"re-export the run") from None
+        raise ModelError(
+            f"{path} is not a readable tuneforge int8 file ({type(exc).__name__}: {first}); re-export the run"
+        ) from None
     return state
 
 
@@ -206,8 +227,11 @@ class OnnxModel(nn.Module):
     def forward(self, **enc):
         # token ids are int64 in the graph, pixel values float32
         types = {i.name: (np.float32 if "float" in i.type else np.int64) for i in self.session.get_inputs()}
-        feed = {k: np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=types[k])
-                for k, v in enc.items() if k in self.input_names}
+        feed = {
+            k: np.asarray(v.cpu() if torch.is_tensor(v) else v, dtype=types[k])
+            for k, v in enc.items()
+            if k in self.input_names
+        }
         missing = [n for n in self.input_names if n not in feed]
         for n in missing:  # token_type_ids when the tokenizer did not produce them
             feed[n] = np.zeros_like(feed["input_ids"])
@@ -251,8 +275,10 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
                 model = load_int8_dynamic(quantize_int8(auto.from_config(config).eval()), state)
         elif fmt in ("onnx", "onnx-int8"):
             if not task_cls.onnx_usable and not logits_only:
-                raise ModelError(f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
-                                 f"or export --format merged / int8 for `tuneforge chat` and `serve`")
+                raise ModelError(
+                    f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
+                    f"or export --format merged / int8 for `tuneforge chat` and `serve`"
+                )
             model = OnnxModel(p / ONNX_FILE)
         else:
             raise ModelError(f"{path}: unknown export format '{fmt}'")

@@ -13,6 +13,7 @@ a weight-sized one) from forward to backward; both are small next to the logits.
 the loss is the final scalar of the graph: backward multiplies the stashed gradients by the incoming scalar
 gradient (1, or the gradient-scaler's scale).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,17 @@ def default_chunk_rows(n_rows: int, hidden: int, vocab: int) -> int:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, labels: Tensor, divisor: Tensor, chunk_rows: int,
-                ignore_index: int, need_dh: bool, need_dw: bool):
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        labels: Tensor,
+        divisor: Tensor,
+        chunk_rows: int,
+        ignore_index: int,
+        need_dh: bool,
+        need_dw: bool,
+    ):
         n = hidden.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax in fp32 (fp64 when given fp64)
         loss_sum = torch.zeros((), dtype=acc, device=hidden.device)
@@ -44,8 +54,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dw = torch.zeros_like(weight) if need_dw else None
         inv = (1.0 / divisor.to(acc)) if (need_dh or need_dw) else None
         for start in range(0, n, chunk_rows):
-            h = hidden[start:start + chunk_rows]
-            y = labels[start:start + chunk_rows]
+            h = hidden[start : start + chunk_rows]
+            y = labels[start : start + chunk_rows]
             logits = (h @ weight.t()).to(acc)
             lse = torch.logsumexp(logits, dim=-1)
             valid = y != ignore_index
@@ -60,7 +70,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g.mul_((valid.to(acc) * inv).unsqueeze(1))
             g = g.to(hidden.dtype)
             if need_dh:
-                torch.mm(g, weight, out=dh[start:start + chunk_rows])
+                torch.mm(g, weight, out=dh[start : start + chunk_rows])
             if need_dw:
                 dw.addmm_(g.t(), h)
             del logits, g
@@ -75,8 +85,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return dh, dw, None, None, None, None, None, None
 
 
-def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, num_items_in_batch=None,
-                         ignore_index: int = IGNORE_INDEX, chunk_rows: int | None = None) -> Tensor:
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    num_items_in_batch=None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_rows: int | None = None,
+) -> Tensor:
     """Cross-entropy of `hidden @ weight.T` against `labels`, computed chunk by chunk.
 
     Args:
@@ -101,18 +118,27 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, num_
     rows = chunk_rows or default_chunk_rows(h.shape[0], h.shape[1], weight.shape[0])
     grad = torch.is_grad_enabled()
     w = weight if weight.dtype == h.dtype else weight.to(h.dtype)
-    return _LinearCrossEntropy.apply(h, w, y, divisor, rows, ignore_index, grad and hidden.requires_grad,
-                                     grad and weight.requires_grad)
+    return _LinearCrossEntropy.apply(
+        h, w, y, divisor, rows, ignore_index, grad and hidden.requires_grad, grad and weight.requires_grad
+    )
 
 
-def causal_lm_loss(hidden: Tensor, weight: Tensor, labels: Tensor, *, num_items_in_batch=None,
-                   ignore_index: int = IGNORE_INDEX, chunk_rows: int | None = None) -> Tensor:
+def causal_lm_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    num_items_in_batch=None,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_rows: int | None = None,
+) -> Tensor:
     """Next-token loss as transformers' causal LMs compute it (position t predicts labels[t + 1]), without
     the logits. The labels are shifted (padded with `ignore_index`) rather than the hidden states sliced,
     so no copy of the hidden states is made."""
     shifted = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    return linear_cross_entropy(hidden, weight, shifted, num_items_in_batch=num_items_in_batch,
-                                ignore_index=ignore_index, chunk_rows=chunk_rows)
+    return linear_cross_entropy(
+        hidden, weight, shifted, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index, chunk_rows=chunk_rows
+    )
 
 
 # ---- applying it to a transformers causal LM ------------------------------------------------------------
@@ -153,24 +179,52 @@ def use_chunked_loss(model, chunk_rows: int | None = None) -> bool:
         return True
     original = core.forward
 
-    def forward(input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
-                labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+    def forward(
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kwargs,
+    ):
         if labels is None or not core.training or not torch.is_grad_enabled() or logits_to_keep:
-            return original(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels,
-                            use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
+            return original(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         num_items = kwargs.pop("num_items_in_batch", None)
-        out = core.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                                 **kwargs)
+        out = core.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        loss = causal_lm_loss(hidden, core.get_output_embeddings().weight, labels, num_items_in_batch=num_items,
-                              chunk_rows=chunk_rows)
-        return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=getattr(out, "past_key_values", None),
-                                      hidden_states=getattr(out, "hidden_states", None),
-                                      attentions=getattr(out, "attentions", None))
+        loss = causal_lm_loss(
+            hidden, core.get_output_embeddings().weight, labels, num_items_in_batch=num_items, chunk_rows=chunk_rows
+        )
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=None,
+            past_key_values=getattr(out, "past_key_values", None),
+            hidden_states=getattr(out, "hidden_states", None),
+            attentions=getattr(out, "attentions", None),
+        )
 
     forward.__wrapped__ = original  # keeps inspect.signature (the Trainer looks for **kwargs) meaningful
     core.forward = forward

@@ -25,6 +25,7 @@ Conventions shared by all three
   The math runs in float32 (float64 when the student's inputs are float64); the loss is returned in that dtype.
 * `labels` use -100 (`IGNORE_INDEX`) for "no label here", as transformers and `chunked_ce` do.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,10 @@ def _check_divergence(divergence: str, beta) -> float:
         raise ValueError(f"unknown divergence {divergence!r}: expected one of {', '.join(DIVERGENCES)}")
     b = float(beta)
     if divergence == "jsd" and not (0.0 < b < 1.0):
-        raise ValueError(f"jsd needs 0 < beta < 1, got {beta!r} (at 0 or 1 the generalized JSD is identically 0; "
-                         "use divergence forward_kl or reverse_kl)")
+        raise ValueError(
+            f"jsd needs 0 < beta < 1, got {beta!r} (at 0 or 1 the generalized JSD is identically 0; "
+            "use divergence forward_kl or reverse_kl)"
+        )
     return b
 
 
@@ -83,8 +86,9 @@ def _divergence_rows(log_ps: Tensor, log_pt: Tensor, divergence: str, beta: floa
 
 
 # ---- 1. classification --------------------------------------------------------------------------------------
-def classification_kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float,
-                           alpha: float) -> Tensor:
+def classification_kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float
+) -> Tensor:
     """Distillation loss for classification (Hinton et al., 2015):
 
         loss = alpha * T**2 * mean_{all rows} KL(softmax(t / T) || softmax(s / T))
@@ -112,8 +116,10 @@ def classification_kd_loss(student_logits: Tensor, teacher_logits: Tensor, label
     if student_logits.dim() != 2:
         raise ValueError(f"student_logits must be (batch, classes), got {tuple(student_logits.shape)}")
     if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
-                         f"{tuple(student_logits.shape)} differ in shape")
+        raise ValueError(
+            f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
+            f"{tuple(student_logits.shape)} differ in shape"
+        )
     if labels.shape != student_logits.shape[:1]:
         raise ValueError(f"labels {tuple(labels.shape)} do not match batch size {student_logits.shape[0]}")
 
@@ -154,8 +160,16 @@ def _divisor(n_trained: Tensor, num_items_in_batch, device) -> Tensor:
     return torch.as_tensor(num_items_in_batch, device=device)
 
 
-def logits_kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, divergence: str = "forward_kl",
-                   temperature: float = 1.0, beta: float = 0.5, *, num_items_in_batch=None) -> Tensor:
+def logits_kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    *,
+    num_items_in_batch=None,
+) -> Tensor:
     """Token-level distillation from full logits; exactly the semantics of `token_kd_loss`, by plain autograd.
 
     Args:
@@ -174,11 +188,14 @@ def logits_kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tenso
     if student_logits.dim() != 3:
         raise ValueError(f"student_logits must be (batch, seq, vocab), got {tuple(student_logits.shape)}")
     if teacher_logits.dim() != 3 or teacher_logits.shape[:2] != student_logits.shape[:2]:
-        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} do not match student_logits "
-                         f"{tuple(student_logits.shape)}")
+        raise ValueError(
+            f"teacher_logits {tuple(teacher_logits.shape)} do not match student_logits {tuple(student_logits.shape)}"
+        )
     if teacher_logits.shape[-1] != student_logits.shape[-1]:
-        raise ValueError(f"teacher vocabulary size {teacher_logits.shape[-1]} != student vocabulary size "
-                         f"{student_logits.shape[-1]}: distillation needs a shared vocabulary")
+        raise ValueError(
+            f"teacher vocabulary size {teacher_logits.shape[-1]} != student vocabulary size "
+            f"{student_logits.shape[-1]}: distillation needs a shared vocabulary"
+        )
     _check_labels(labels, student_logits.shape[:2], "logits")
     acc = _acc_dtype(student_logits.dtype)
     mask = labels[:, 1:].to(student_logits.device) != IGNORE_INDEX
@@ -212,8 +229,7 @@ class _LinearKD(torch.autograd.Function):
     (for jsd, dD/dp_s = (1 - beta) (log p_s - log m): the terms from m's dependence on p_s cancel)."""
 
     @staticmethod
-    def forward(ctx, sh, sw, sb, th, tw, tb, divisor, chunk, temperature, divergence, beta, need_dh, need_dw,
-                need_db):
+    def forward(ctx, sh, sw, sb, th, tw, tb, divisor, chunk, temperature, divergence, beta, need_dh, need_dw, need_db):
         n = sh.shape[0]
         acc = _acc_dtype(sh.dtype)
         zero = torch.zeros((), dtype=acc, device=sh.device)
@@ -224,9 +240,9 @@ class _LinearKD(torch.autograd.Function):
         db = torch.zeros(sw.shape[0], dtype=acc, device=sh.device) if need_db else None
         scale = (temperature / divisor.to(acc)) if need_grad else None  # T**2 * (1/T) from s = z / T
         for start in range(0, n, chunk):
-            h = sh[start:start + chunk]
+            h = sh[start : start + chunk]
             a = F.log_softmax(_project(h, sw, sb, acc, temperature), dim=-1)
-            b = F.log_softmax(_project(th[start:start + chunk], tw, tb, acc, temperature), dim=-1)
+            b = F.log_softmax(_project(th[start : start + chunk], tw, tb, acc, temperature), dim=-1)
             ps = a.exp()
             if divergence == "forward_kl":
                 pt = b.exp()
@@ -252,7 +268,7 @@ class _LinearKD(torch.autograd.Function):
                 db += g.sum(0)
             g = g.to(sh.dtype)
             if need_dh:
-                torch.mm(g, sw, out=dh[start:start + chunk])
+                torch.mm(g, sw, out=dh[start : start + chunk])
             if need_dw:
                 dw.addmm_(g.t(), h)
             del g
@@ -269,10 +285,21 @@ class _LinearKD(torch.autograd.Function):
         return dh, dw, db, None, None, None, None, None, None, None, None, None, None, None
 
 
-def token_kd_loss(student_hidden: Tensor, student_weight: Tensor, teacher_hidden: Tensor, teacher_weight: Tensor,
-                  labels: Tensor, divergence: str = "forward_kl", temperature: float = 1.0, beta: float = 0.5,
-                  chunk_size: int = 1024, student_bias: Tensor | None = None, teacher_bias: Tensor | None = None,
-                  *, num_items_in_batch=None) -> Tensor:
+def token_kd_loss(
+    student_hidden: Tensor,
+    student_weight: Tensor,
+    teacher_hidden: Tensor,
+    teacher_weight: Tensor,
+    labels: Tensor,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    chunk_size: int = 1024,
+    student_bias: Tensor | None = None,
+    teacher_bias: Tensor | None = None,
+    *,
+    num_items_in_batch=None,
+) -> Tensor:
     """Token-level distillation of a causal LM on its trained tokens, from the final hidden states and LM heads,
     without materialising the (positions x vocabulary) logits.
 
@@ -306,20 +333,31 @@ def token_kd_loss(student_hidden: Tensor, student_weight: Tensor, teacher_hidden
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     if student_weight.dim() != 2 or teacher_weight.dim() != 2:
-        raise ValueError(f"LM head weights must be (vocab, hidden), got student {tuple(student_weight.shape)} "
-                         f"and teacher {tuple(teacher_weight.shape)}")
+        raise ValueError(
+            f"LM head weights must be (vocab, hidden), got student {tuple(student_weight.shape)} "
+            f"and teacher {tuple(teacher_weight.shape)}"
+        )
     if student_weight.shape[0] != teacher_weight.shape[0]:
-        raise ValueError(f"teacher vocabulary size {teacher_weight.shape[0]} != student vocabulary size "
-                         f"{student_weight.shape[0]}: distillation needs a shared vocabulary")
+        raise ValueError(
+            f"teacher vocabulary size {teacher_weight.shape[0]} != student vocabulary size "
+            f"{student_weight.shape[0]}: distillation needs a shared vocabulary"
+        )
     vocab = student_weight.shape[0]
     if student_hidden.dim() != 3 or student_hidden.shape[-1] != student_weight.shape[1]:
-        raise ValueError(f"student_hidden {tuple(student_hidden.shape)} must be (batch, seq, "
-                         f"{student_weight.shape[1]}) to match student_weight {tuple(student_weight.shape)}")
-    if (teacher_hidden.dim() != 3 or teacher_hidden.shape[:2] != student_hidden.shape[:2]
-            or teacher_hidden.shape[-1] != teacher_weight.shape[1]):
-        raise ValueError(f"teacher_hidden {tuple(teacher_hidden.shape)} must be "
-                         f"{tuple(student_hidden.shape[:2]) + (teacher_weight.shape[1],)} to match student_hidden "
-                         f"and teacher_weight {tuple(teacher_weight.shape)}")
+        raise ValueError(
+            f"student_hidden {tuple(student_hidden.shape)} must be (batch, seq, "
+            f"{student_weight.shape[1]}) to match student_weight {tuple(student_weight.shape)}"
+        )
+    if (
+        teacher_hidden.dim() != 3
+        or teacher_hidden.shape[:2] != student_hidden.shape[:2]
+        or teacher_hidden.shape[-1] != teacher_weight.shape[1]
+    ):
+        raise ValueError(
+            f"teacher_hidden {tuple(teacher_hidden.shape)} must be "
+            f"{tuple(student_hidden.shape[:2]) + (teacher_weight.shape[1],)} to match student_hidden "
+            f"and teacher_weight {tuple(teacher_weight.shape)}"
+        )
     for name, bias in (("student_bias", student_bias), ("teacher_bias", teacher_bias)):
         if bias is not None and bias.shape != (vocab,):
             raise ValueError(f"{name} {tuple(bias.shape)} must be ({vocab},)")
@@ -335,6 +373,19 @@ def token_kd_loss(student_hidden: Tensor, student_weight: Tensor, teacher_hidden
     sb = student_bias if student_bias is None or student_bias.dtype == sh.dtype else student_bias.to(sh.dtype)
     divisor = _divisor(mask.sum(), num_items_in_batch, device)
     grad = torch.is_grad_enabled()
-    return _LinearKD.apply(sh, sw, sb, th, tw, tb, divisor, chunk_size, t, divergence, b,
-                           grad and sh.requires_grad, grad and sw.requires_grad,
-                           grad and sb is not None and sb.requires_grad)
+    return _LinearKD.apply(
+        sh,
+        sw,
+        sb,
+        th,
+        tw,
+        tb,
+        divisor,
+        chunk_size,
+        t,
+        divergence,
+        b,
+        grad and sh.requires_grad,
+        grad and sw.requires_grad,
+        grad and sb is not None and sb.requires_grad,
+    )

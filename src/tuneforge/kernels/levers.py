@@ -2,6 +2,7 @@
 resolves. Lives at the bottom layer so that both the training engine (`training/speed.py`, which switches
 on the engine-wide levers) and the methods (which offer their own fast paths through
 `Method.speed_levers`, for example LoRA's fused layers) can build levers the same way."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ class Lever:
 def wanted(value, key: str, supported: bool, why_not: str) -> tuple[bool, str]:
     """Resolve one `auto | true | false` switch: (on, note). `true` where it is not supported raises."""
     if value is False:
-        return False, "off (train.%s=false)" % key
+        return False, f"off (train.{key}=false)"
     if supported:
         return True, "on" + (" (auto)" if value == "auto" else "")
     if value is True:

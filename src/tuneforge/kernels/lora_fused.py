@@ -15,10 +15,11 @@ weight always read in bitsandbytes' plain layout (see `plain_4bit_layout`). With
 computes in its own compute dtype (bnb_4bit_compute_dtype), as bitsandbytes' base GEMM does; unlike PEFT, which
 then runs the LoRA product in the adapter's float32, the fused layer runs it in that dtype too.
 """
+
 from __future__ import annotations
 
 import types
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -32,13 +33,22 @@ def _compute_dtype(x: Tensor, layer_dtype: torch.dtype | None = None) -> torch.d
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor,
-                scaling: float, dequantize: Callable[[Tensor], Tensor] | None, compute_dtype: torch.dtype | None):
+    def forward(
+        ctx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        lora_a: Tensor,
+        lora_b: Tensor,
+        scaling: float,
+        dequantize: Callable[[Tensor], Tensor] | None,
+        compute_dtype: torch.dtype | None,
+    ):
         dt = _compute_dtype(x, compute_dtype)
         w = (dequantize(weight) if dequantize is not None else weight).to(dt)
         a, b = lora_a.to(dt), lora_b.to(dt)
         x2 = x.reshape(-1, x.shape[-1]).to(dt)
-        xa = x2 @ a.t()                                   # (tokens, r): the only new activation kept
+        xa = x2 @ a.t()  # (tokens, r): the only new activation kept
         out = torch.nn.functional.linear(x2, w, bias.to(dt) if bias is not None else None)
         out.addmm_(xa, b.t(), alpha=scaling)
         ctx.save_for_backward(x2, xa, weight, bias, lora_a, lora_b)
@@ -52,7 +62,7 @@ class _LoraLinear(torch.autograd.Function):
         s, dt = ctx.scaling, ctx.dt
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(dt)
         a, b = lora_a.to(dt), lora_b.to(dt)
-        gb = (g @ b).mul_(s)                              # (tokens, r) gradient reaching x @ A.T
+        gb = (g @ b).mul_(s)  # (tokens, r) gradient reaching x @ A.T
         dx = dw = dbias = da = db = None
         if ctx.needs_input_grad[0]:
             w = (ctx.dequantize(weight) if ctx.dequantize is not None else weight).to(dt)
@@ -68,9 +78,16 @@ class _LoraLinear(torch.autograd.Function):
         return dx, dw, dbias, da, db, None, None, None
 
 
-def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor, scaling: float,
-                dequantize: Callable[[Tensor], Tensor] | None = None,
-                compute_dtype: torch.dtype | None = None) -> Tensor:
+def lora_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    lora_a: Tensor,
+    lora_b: Tensor,
+    scaling: float,
+    dequantize: Callable[[Tensor], Tensor] | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> Tensor:
     """`x @ W.T + bias + scaling * (x @ A.T) @ B.T` with a lean backward.
 
     Args:
@@ -100,6 +117,7 @@ def _dequantizer_8bit(base: torch.nn.Module) -> Callable[[Tensor], Tensor]:
         scb = getattr(base.state, "SCB", None)
         scb = weight.SCB if scb is None else scb
         return bnb.functional.int8_vectorwise_dequant(weight.data, scb.to(weight.device))
+
     return dequantize
 
 
@@ -130,8 +148,11 @@ def _dequantizer(base: torch.nn.Module) -> tuple[Tensor, Callable | None] | None
         return None
     if isinstance(base, bnb.nn.Linear4bit) and getattr(base.weight, "quant_state", None) is not None:
         return base.weight, _dequantize_4bit
-    if isinstance(base, bnb.nn.Linear8bitLt) and base.weight.dtype == torch.int8 and (
-            getattr(base.weight, "SCB", None) is not None or getattr(base.state, "SCB", None) is not None):
+    if (
+        isinstance(base, bnb.nn.Linear8bitLt)
+        and base.weight.dtype == torch.int8
+        and (getattr(base.weight, "SCB", None) is not None or getattr(base.state, "SCB", None) is not None)
+    ):
         return base.weight, _dequantizer_8bit(base)
     return None
 
@@ -196,8 +217,15 @@ def fuse_lora_layers(model: torch.nn.Module) -> tuple[int, int]:
 
 def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
     name = self.active_adapters[0] if len(self.active_adapters) == 1 else None
-    if (args or kwargs or self.disable_adapters or self.merged or name is None or name not in self.lora_A
-            or fusable(self) is not None):
+    if (
+        args
+        or kwargs
+        or self.disable_adapters
+        or self.merged
+        or name is None
+        or name not in self.lora_A
+        or fusable(self) is not None
+    ):
         return self._tf_peft_forward(x, *args, **kwargs)
     base = self.get_base_layer()
     weight, dequantize = _dequantizer(base)
@@ -207,6 +235,14 @@ def _fused_forward(self, x: Tensor, *args, **kwargs) -> Tensor:
     # a 4-bit base runs its GEMM in its compute dtype (bnb_4bit_compute_dtype, e.g. bf16 under fp32 activations
     # after prepare_model_for_kbit_training), as bitsandbytes does; the fused layer (LoRA included) does the same
     compute_dtype = getattr(base, "compute_dtype", None) if dequantize is _dequantize_4bit else None
-    out = lora_linear(x, weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                      self.scaling[name], dequantize, compute_dtype)
+    out = lora_linear(
+        x,
+        weight,
+        base.bias,
+        self.lora_A[name].weight,
+        self.lora_B[name].weight,
+        self.scaling[name],
+        dequantize,
+        compute_dtype,
+    )
     return out.to(x.dtype) if not torch.is_autocast_enabled(x.device.type) else out

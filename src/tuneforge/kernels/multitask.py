@@ -18,6 +18,7 @@ the second being Kendall, Gal & Cipolla (2018)'s homoscedastic-uncertainty weigh
 (1/sigma^2 * L + log sigma): a sub-task whose loss stays high gets a larger sigma, hence a smaller weight, and the
 log term keeps sigma from growing without bound.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ class HeadLayout:
     """One sub-task's place in the side-by-side tensors."""
 
     name: str
-    width: int            # number of classes (logit columns)
-    multi_label: bool     # True: `width` label columns of 0/1; False: one label column of class ids
+    width: int  # number of classes (logit columns)
+    multi_label: bool  # True: `width` label columns of 0/1; False: one label column of class ids
 
     @property
     def label_width(self) -> int:
@@ -72,8 +73,13 @@ def subtask_losses(logits: torch.Tensor, labels: torch.Tensor, layouts: list[Hea
     return out
 
 
-def multitask_loss(logits: torch.Tensor, labels: torch.Tensor, layouts: list[HeadLayout],
-                   weights: torch.Tensor | list[float], log_vars: torch.Tensor | None = None) -> torch.Tensor:
+def multitask_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    layouts: list[HeadLayout],
+    weights: torch.Tensor | list[float],
+    log_vars: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The weighted sum of the sub-task losses (see the module docstring).
 
     Args:

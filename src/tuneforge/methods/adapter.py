@@ -13,11 +13,13 @@ Supported blocks (found by structure, not class name):
 
 Saved artefacts: `adapter_weights.safetensors` (adapters + task head only) and `bottleneck_adapter.json`.
 Adapters cannot be merged into the base weights (they are non-linear)."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -36,14 +38,24 @@ DEFAULT_REDUCTION = 16
 class AdapterConfig(MethodConfig):
     name: Literal["adapter"] = "adapter"
     default_learning_rate: ClassVar[float] = 1e-3
-    placement: Literal["houlsby", "pfeiffer"] = Field("pfeiffer", description=(
-        "`houlsby`: an adapter after the attention output and one after the feed-forward of every block; "
-        "`pfeiffer`: only after the feed-forward (half the parameters, usually as accurate)."))
-    bottleneck_size: Optional[int] = Field(None, ge=1, description=(
-        "Width of the adapter's bottleneck. Give this or reduction_factor."))
-    reduction_factor: Optional[float] = Field(None, gt=0, description=(
-        f"Bottleneck width = hidden size / this factor (default {DEFAULT_REDUCTION} when bottleneck_size "
-        f"is not given)."))
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "pfeiffer",
+        description=(
+            "`houlsby`: an adapter after the attention output and one after the feed-forward of every block; "
+            "`pfeiffer`: only after the feed-forward (half the parameters, usually as accurate)."
+        ),
+    )
+    bottleneck_size: int | None = Field(
+        None, ge=1, description=("Width of the adapter's bottleneck. Give this or reduction_factor.")
+    )
+    reduction_factor: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            f"Bottleneck width = hidden size / this factor (default {DEFAULT_REDUCTION} when bottleneck_size "
+            f"is not given)."
+        ),
+    )
     activation: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="Non-linearity in the bottleneck.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout inside the adapter, before the up-projection.")
 
@@ -99,8 +111,12 @@ def _get(mod: nn.Module, path: str) -> nn.Module | None:
 
 
 #: (attention output projection, feed-forward output projection) relative to a block, per family
-FAMILIES = {"bert": ("attention.output.dense", "output.dense"), "llama": ("self_attn.o_proj", "mlp.down_proj"),
-            "vit": ("attention.o_proj", "mlp.fc2"), "clip": ("self_attn.out_proj", "mlp.fc2")}
+FAMILIES = {
+    "bert": ("attention.output.dense", "output.dense"),
+    "llama": ("self_attn.o_proj", "mlp.down_proj"),
+    "vit": ("attention.o_proj", "mlp.fc2"),
+    "clip": ("self_attn.out_proj", "mlp.fc2"),
+}
 
 
 def adapter_sites(model: nn.Module, placement: str) -> list[str]:
@@ -118,9 +134,11 @@ def adapter_sites(model: nn.Module, placement: str) -> list[str]:
         if block is not None and isinstance(_get(block, attn), nn.Linear) and isinstance(_get(block, ffn), nn.Linear):
             paths = [attn, ffn] if placement == "houlsby" else [ffn]
             return [f"{blocks_name}.{i}.{p}" for i in range(len(blocks)) for p in paths]
-    raise MethodError(f"method adapter: unsupported architecture {type(model).__name__} (bottleneck adapters "
-                      f"support BERT-family encoders, Llama-family decoders and vision transformers); use "
-                      f"method.name=lora")
+    raise MethodError(
+        f"method adapter: unsupported architecture {type(model).__name__} (bottleneck adapters "
+        f"support BERT-family encoders, Llama-family decoders and vision transformers); use "
+        f"method.name=lora"
+    )
 
 
 def add_adapters(model: nn.Module, cfg: AdapterConfig) -> list[str]:
@@ -153,8 +171,10 @@ class AdapterMethod(Method):
 
         # a bottleneck wider than any transformer's hidden size only allocates memory (or fails to)
         if cfg.method.bottleneck_size is not None and cfg.method.bottleneck_size > 65536:
-            raise ConfigError(f"method.bottleneck_size: {cfg.method.bottleneck_size} is larger than 65536; a "
-                              f"bottleneck is meant to be narrower than the model's hidden size")
+            raise ConfigError(
+                f"method.bottleneck_size: {cfg.method.bottleneck_size} is larger than 65536; a "
+                f"bottleneck is meant to be narrower than the model's hidden size"
+            )
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         for p in model.parameters():
@@ -177,15 +197,23 @@ class AdapterMethod(Method):
         state = {k: v.detach().contiguous().clone() for k, v in full.items() if k.startswith(prefixes)}
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         save_file(state, str(Path(out_dir, WEIGHTS_FILE)), metadata={"format": "pt"})
-        Path(out_dir, CONFIG_FILE).write_text(json.dumps({
-            **self.cfg.model_dump(mode="json"), "head_modules": self.head_modules,
-            "adapter_modules": self.adapter_modules,
-            "base_model_name_or_path": getattr(model, "name_or_path", None)}, indent=2))
+        Path(out_dir, CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    **self.cfg.model_dump(mode="json"),
+                    "head_modules": self.head_modules,
+                    "adapter_modules": self.adapter_modules,
+                    "base_model_name_or_path": getattr(model, "name_or_path", None),
+                },
+                indent=2,
+            )
+        )
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
         from safetensors.torch import load_file
 
         from tuneforge.models.loader import read_run_metadata
+
         path = Path(in_dir, WEIGHTS_FILE)
         if not path.is_file():
             raise ModelError(f"{in_dir}: no {WEIGHTS_FILE} (not a bottleneck-adapter run)")
@@ -205,5 +233,7 @@ class AdapterMethod(Method):
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        raise MethodError("method 'adapter' cannot be merged: bottleneck adapters are extra non-linear layers, "
-                          "not a change of the base weights; use the run directory as it is")
+        raise MethodError(
+            "method 'adapter' cannot be merged: bottleneck adapters are extra non-linear layers, "
+            "not a change of the base weights; use the run directory as it is"
+        )

@@ -38,11 +38,13 @@ more hooks; a method that does not implement them has runs that load on their ow
     activate(model, name)      -> make adapter `name` (from `load_extra`, or `DEFAULT_ADAPTER` for the one `load`
                                   loaded) the one that computes
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Hashable, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -129,8 +131,10 @@ class Method:
         decay, no_decay = [], []
         for name, param in self.trainable_parameters(model):
             (no_decay if is_no_decay(name, param) else decay).append(param)
-        groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
-                  {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
         return [g for g in groups if g["params"]]
 
     def callbacks(self, ctx: MethodContext) -> list:
@@ -199,5 +203,8 @@ def count_parameters(model: nn.Module, trainable: list[tuple[str, nn.Parameter]]
             n *= 2  # two 4-bit values per stored byte
         total += n
     n_train = sum(p.numel() for _, p in {id(p): (n, p) for n, p in trainable}.values())
-    return {"trainable_params": n_train, "total_params": total,
-            "trainable_percent": round(100.0 * n_train / max(total, 1), 4)}
+    return {
+        "trainable_params": n_train,
+        "total_params": total,
+        "trainable_percent": round(100.0 * n_train / max(total, 1), 4),
+    }

@@ -1,8 +1,9 @@
 """Partial fine-tuning: only the top blocks (or chosen modules) and the task head learn; the rest is frozen."""
+
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from torch import nn
@@ -17,14 +18,24 @@ DEFAULT_TRAINABLE_LAYERS = 2
 class FreezeConfig(LayerwiseConfig):
     name: Literal["freeze"] = "freeze"
     default_learning_rate: ClassVar[float] = 1e-4
-    trainable_layers: Optional[int] = Field(None, ge=0, description=(
-        "Train the top N transformer blocks (0: the task head only). Default 2 when neither "
-        "`frozen_layers` nor `trainable_modules` is given."))
-    frozen_layers: Optional[int] = Field(None, ge=1, description=(
-        "Alternatively: freeze the bottom N blocks and train every block above them."))
-    trainable_modules: Optional[list[str]] = Field(None, description=(
-        "Alternatively: regular expressions searched in parameter names (for example `attention` or "
-        "`layer\\.5\\.`); matching parameters train, everything else except the task head is frozen."))
+    trainable_layers: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Train the top N transformer blocks (0: the task head only). Default 2 when neither "
+            "`frozen_layers` nor `trainable_modules` is given."
+        ),
+    )
+    frozen_layers: int | None = Field(
+        None, ge=1, description=("Alternatively: freeze the bottom N blocks and train every block above them.")
+    )
+    trainable_modules: list[str] | None = Field(
+        None,
+        description=(
+            "Alternatively: regular expressions searched in parameter names (for example `attention` or "
+            "`layer\\.5\\.`); matching parameters train, everything else except the task head is frozen."
+        ),
+    )
     train_embeddings: bool = Field(False, description="Also train the embeddings (frozen by default).")
 
     @field_validator("trainable_modules")
@@ -73,14 +84,18 @@ class FreezeMethod(LayeredMethod):
                         matched.add(pat.pattern)
             missing = [p.pattern for p in pats if p.pattern not in matched]
             if missing:
-                raise MethodError(f"method.trainable_modules: no parameter name matches {missing} "
-                                  f"(names look like '{next(iter(dict(model.named_parameters())))}')")
+                raise MethodError(
+                    f"method.trainable_modules: no parameter name matches {missing} "
+                    f"(names look like '{next(iter(dict(model.named_parameters())))}')"
+                )
             return chosen
         n = layout.num_blocks
         if c.frozen_layers is not None:
             if c.frozen_layers >= n:
-                raise MethodError(f"method.frozen_layers: {c.frozen_layers}, but the model has {n} blocks; "
-                                  f"use method.trainable_layers=0 to train the head only")
+                raise MethodError(
+                    f"method.frozen_layers: {c.frozen_layers}, but the model has {n} blocks; "
+                    f"use method.trainable_layers=0 to train the head only"
+                )
             train_blocks = set(range(c.frozen_layers, n))
         else:
             k = min(DEFAULT_TRAINABLE_LAYERS, n) if c.trainable_layers is None else c.trainable_layers

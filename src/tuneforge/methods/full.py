@@ -1,4 +1,5 @@
 """Full fine-tuning: every parameter learns (optionally with layer-wise rates or progressive unfreezing)."""
+
 from __future__ import annotations
 
 from typing import ClassVar, Literal
@@ -24,5 +25,8 @@ class FullMethod(LayeredMethod):
     summary = "Train every parameter of the model."
 
     def choose(self, model: nn.Module, layout: Layout) -> set[int]:
-        return {id(p) for p in unique_parameters(model)
-                if not (self.cfg.freeze_embeddings and layout.where.get(id(p)) == EMBEDDINGS)}
+        return {
+            id(p)
+            for p in unique_parameters(model)
+            if not (self.cfg.freeze_embeddings and layout.where.get(id(p)) == EMBEDDINGS)
+        }

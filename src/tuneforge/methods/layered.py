@@ -1,9 +1,8 @@
 """The part of `full` and `freeze` that is the same: layer-wise learning rates from the model's `layers.Layout`
 and progressive unfreezing (`unfreeze`). Imports point one way: base <- layers <- unfreeze <- layered <- full,
 freeze."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from pydantic import Field
 from torch import nn
@@ -17,16 +16,32 @@ from tuneforge.methods.unfreeze import ProgressiveUnfreezing, UnfreezeSchedule, 
 class LayerwiseConfig(MethodConfig):
     """Keys shared by the methods that train whole pretrained layers (`full`, `freeze`)."""
 
-    layerwise_lr_decay: Optional[float] = Field(None, gt=0.0, le=1.0, description=(
-        "Layer-wise learning-rate decay: the top block trains at the learning rate, each block below at "
-        "decay x the one above, the embeddings below the bottom block (for example 0.9). Null: one rate."))
-    head_lr: Optional[float] = Field(None, gt=0, description=(
-        "Learning rate of the task head (for example `classifier`); default: the run's learning rate."))
-    embeddings_lr: Optional[float] = Field(None, gt=0, description=(
-        "Learning rate of the embeddings; default: from the layer-wise decay chain (or the run's rate)."))
-    unfreeze_schedule: Optional[UnfreezeSchedule] = Field(None, description=(
-        "Progressive unfreezing (ULMFiT), for example `{start: head, every_epochs: 1, group_size: 1}`: "
-        "begin with the head, unfreeze one more group of blocks from the top at each interval."))
+    layerwise_lr_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Layer-wise learning-rate decay: the top block trains at the learning rate, each block below at "
+            "decay x the one above, the embeddings below the bottom block (for example 0.9). Null: one rate."
+        ),
+    )
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description=("Learning rate of the task head (for example `classifier`); default: the run's learning rate."),
+    )
+    embeddings_lr: float | None = Field(
+        None,
+        gt=0,
+        description=("Learning rate of the embeddings; default: from the layer-wise decay chain (or the run's rate)."),
+    )
+    unfreeze_schedule: UnfreezeSchedule | None = Field(
+        None,
+        description=(
+            "Progressive unfreezing (ULMFiT), for example `{start: head, every_epochs: 1, group_size: 1}`: "
+            "begin with the head, unfreeze one more group of blocks from the top at each interval."
+        ),
+    )
 
 
 class LayeredMethod(Method):
@@ -51,8 +66,9 @@ class LayeredMethod(Method):
                 raise
             # no block stack (an unusual architecture): every parameter counts as `top`, one learning rate
             heads = {id(p) for h in ctx.head_modules for p in model.get_submodule(h).parameters()}
-            self.layout = Layout([], [], list(ctx.head_modules),
-                                 {id(p): HEAD if id(p) in heads else TOP for p in model.parameters()})
+            self.layout = Layout(
+                [], [], list(ctx.head_modules), {id(p): HEAD if id(p) in heads else TOP for p in model.parameters()}
+            )
         chosen = self.choose(model, self.layout)
         self._trainable = [p for p in unique_parameters(model) if id(p) in chosen]
         for p in model.parameters():
@@ -78,8 +94,16 @@ class LayeredMethod(Method):
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         c = self.cfg
         layout = getattr(self, "layout", None) or describe(model)
-        return layerwise_param_groups(model, layout, self.trainable_parameters(model), lr, weight_decay,
-                                      c.layerwise_lr_decay, c.head_lr, c.embeddings_lr)
+        return layerwise_param_groups(
+            model,
+            layout,
+            self.trainable_parameters(model),
+            lr,
+            weight_decay,
+            c.layerwise_lr_decay,
+            c.head_lr,
+            c.embeddings_lr,
+        )
 
     def callbacks(self, ctx: MethodContext) -> list:
         if self.cfg.unfreeze_schedule is None:
@@ -89,8 +113,9 @@ class LayeredMethod(Method):
 
     def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
         # the whole model: it loads with AutoModel alone, which is what `merge` (a copy) promises
-        model.save_pretrained(out_dir, safe_serialization=True,
-                              **({"state_dict": state_dict} if state_dict is not None else {}))
+        model.save_pretrained(
+            out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {})
+        )
 
     def load(self, in_dir: str, build_base) -> nn.Module:
         return build_base(in_dir)

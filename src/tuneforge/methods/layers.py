@@ -6,6 +6,7 @@ Discovery is structural rather than by class name, so it covers BERT-family enco
 Llama-family decoders (`model.layers`), GPT-2 (`transformer.h`) and most other stacks: the blocks are the
 `nn.ModuleList` of same-typed children holding the most parameters.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,8 +67,10 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         if n > best_n:
             best, best_n = (name, mod), n
     if best is None:
-        raise MethodError(f"cannot find the transformer blocks of {type(model).__name__} "
-                          f"(no list of repeated layers); use method.trainable_modules or method.name=lora")
+        raise MethodError(
+            f"cannot find the transformer blocks of {type(model).__name__} "
+            f"(no list of repeated layers); use method.trainable_modules or method.name=lora"
+        )
     return best
 
 
@@ -93,8 +96,12 @@ def find_embeddings(model: nn.Module, blocks_name: str) -> list[str]:
     out = [emb_name]
     # position embeddings that sit beside the token embedding (GPT-2 `wpe`)
     for n, m in model.named_modules():
-        if isinstance(m, nn.Embedding) and n != emb_name and n.rsplit(".", 1)[0] == parent \
-                and not n.startswith(blocks_name):
+        if (
+            isinstance(m, nn.Embedding)
+            and n != emb_name
+            and n.rsplit(".", 1)[0] == parent
+            and not n.startswith(blocks_name)
+        ):
             out.append(n)
     return out
 
@@ -136,8 +143,9 @@ def describe(model: nn.Module, head_modules: list[str] | tuple = ()) -> Layout:
             where.setdefault(id(p), EMBEDDINGS)
     for p in model.parameters():
         where.setdefault(id(p), TOP)
-    return Layout(blocks=[f"{blocks_name}.{i}" for i in range(len(blocks))], embeddings=emb,
-                  head=list(head_modules), where=where)
+    return Layout(
+        blocks=[f"{blocks_name}.{i}" for i in range(len(blocks))], embeddings=emb, head=list(head_modules), where=where
+    )
 
 
 def lr_scale(layout: Layout, part, decay: float | None) -> float:
@@ -146,12 +154,19 @@ def lr_scale(layout: Layout, part, decay: float | None) -> float:
     if not decay or decay == 1.0 or part in (HEAD, TOP):
         return 1.0
     depth = layout.num_blocks if part == EMBEDDINGS else layout.num_blocks - 1 - part
-    return decay ** depth
+    return decay**depth
 
 
-def layerwise_param_groups(model: nn.Module, layout: Layout, trainable: list[tuple[str, nn.Parameter]],
-                           lr: float, weight_decay: float, decay: float | None = None,
-                           head_lr: float | None = None, embeddings_lr: float | None = None) -> list[dict]:
+def layerwise_param_groups(
+    model: nn.Module,
+    layout: Layout,
+    trainable: list[tuple[str, nn.Parameter]],
+    lr: float,
+    weight_decay: float,
+    decay: float | None = None,
+    head_lr: float | None = None,
+    embeddings_lr: float | None = None,
+) -> list[dict]:
     """Optimizer groups with one learning rate per part and no weight decay on biases and norms.
 
     Args:
@@ -180,7 +195,12 @@ def layerwise_param_groups(model: nn.Module, layout: Layout, trainable: list[tup
     groups = []
     for (part, nd), rate in order:
         label = f"block.{part}" if isinstance(part, int) else part
-        groups.append({"params": buckets[(part, nd)], "lr": rate, "weight_decay": 0.0 if nd else weight_decay,
-                       "name": f"{label}/no_decay" if nd else label})
+        groups.append(
+            {
+                "params": buckets[(part, nd)],
+                "lr": rate,
+                "weight_decay": 0.0 if nd else weight_decay,
+                "name": f"{label}/no_decay" if nd else label,
+            }
+        )
     return groups
-

@@ -5,11 +5,12 @@ QLoRA is this method on a quantized base (`quantization: nf4`), not a separate p
 a bitsandbytes base, `prepare` runs PEFT's prepare_model_for_kbit_training, and `merge` adds the update to
 the *dequantized* base in full precision, so the merged model computes what the trained model computed.
 `qlora` is registered as a name for this method with 4-bit NF4 + double quantization as defaults."""
+
 from __future__ import annotations
 
 import importlib.util
 import os
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -37,28 +38,48 @@ class LoraConfig(MethodConfig):
     name: Literal["lora"] = "lora"
     default_learning_rate: ClassVar[float] = 1e-3
     r: int = Field(8, ge=1, le=4096, description="Rank of the low-rank update.")
-    alpha: Optional[float] = Field(None, gt=0, description="Scaling numerator (update scaled by alpha/r); default 2*r.")
+    alpha: float | None = Field(None, gt=0, description="Scaling numerator (update scaled by alpha/r); default 2*r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
-    target_modules: Union[str, list[str]] = Field("all-linear", description=(
-        "Layers that get LoRA: `all-linear` (every linear layer but the head; in a convolutional network without "
-        "linear layers, every convolution that is not grouped), a list of module-name suffixes (for example "
-        "[query, value]), or one regular expression matched against full module names."))
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description=(
+            "Layers that get LoRA: `all-linear` (every linear layer but the head; in a convolutional network without "
+            "linear layers, every convolution that is not grouped), a list of module-name suffixes (for example "
+            "[query, value]), or one regular expression matched against full module names."
+        ),
+    )
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learns magnitude and direction.")
-    init: Literal["default", "gaussian", "pissa", "olora"] = Field("default", description=(
-        "Initialisation of the LoRA matrices, as PEFT offers them (`default`: B=0, A Kaiming-uniform; "
-        "`gaussian`: A Gaussian; `pissa` / `olora`: from the principal directions / a QR of the base weight, "
-        "which then changes the base; full-precision bases only)."))
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default",
+        description=(
+            "Initialisation of the LoRA matrices, as PEFT offers them (`default`: B=0, A Kaiming-uniform; "
+            "`gaussian`: A Gaussian; `pissa` / `olora`: from the principal directions / a QR of the base weight, "
+            "which then changes the base; full-precision bases only)."
+        ),
+    )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
-    lora_plus_ratio: Optional[float] = Field(None, gt=0, description=(
-        "LoRA+: learning rate of the B matrices = this ratio x learning rate (16 is the paper's choice)."))
-    quantization: Optional[Literal["nf4", "fp4", "int8"]] = Field(None, description=(
-        "QLoRA: load the frozen base quantized by bitsandbytes (`nf4` is QLoRA's choice; `fp4`; `int8`). "
-        "The task head stays in full precision. Null: a full-precision base."))
-    double_quant: bool = Field(True, description=(
-        "4-bit only: also quantize the quantization constants (about 0.4 bits per weight saved)."))
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
-        "4-bit only: dtype of the matrix products (`auto`: bfloat16 on GPUs that support it, else float32)."))
+    lora_plus_ratio: float | None = Field(
+        None,
+        gt=0,
+        description=("LoRA+: learning rate of the B matrices = this ratio x learning rate (16 is the paper's choice)."),
+    )
+    quantization: Literal["nf4", "fp4", "int8"] | None = Field(
+        None,
+        description=(
+            "QLoRA: load the frozen base quantized by bitsandbytes (`nf4` is QLoRA's choice; `fp4`; `int8`). "
+            "The task head stays in full precision. Null: a full-precision base."
+        ),
+    )
+    double_quant: bool = Field(
+        True, description=("4-bit only: also quantize the quantization constants (about 0.4 bits per weight saved).")
+    )
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description=(
+            "4-bit only: dtype of the matrix products (`auto`: bfloat16 on GPUs that support it, else float32)."
+        ),
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -84,8 +105,12 @@ def _targets(model: nn.Module, targets, head: list[str]):
 class QLoraConfig(LoraConfig):
     name: Literal["qlora"] = "qlora"
     default_learning_rate: ClassVar[float] = 1e-3
-    quantization: Optional[Literal["nf4", "fp4", "int8"]] = Field("nf4", description=(
-        "Quantization of the frozen base (`nf4` default for `qlora`; `fp4`; `int8`; null: full precision)."))
+    quantization: Literal["nf4", "fp4", "int8"] | None = Field(
+        "nf4",
+        description=(
+            "Quantization of the frozen base (`nf4` default for `qlora`; `fp4`; `int8`; null: full precision)."
+        ),
+    )
 
 
 @METHODS.register("lora")
@@ -104,24 +129,30 @@ class LoraMethod(PeftMethod):
         check_module_pattern("method.target_modules", m.target_modules)
         if m.quantization:
             if importlib.util.find_spec("bitsandbytes") is None:
-                raise ConfigError(f"method.quantization: '{m.quantization}' needs bitsandbytes: "
-                                  f"pip install 'tuneforge[quant]'")
+                raise ConfigError(
+                    f"method.quantization: '{m.quantization}' needs bitsandbytes: pip install 'tuneforge[quant]'"
+                )
             if m.init in ("pissa", "olora"):
-                raise ConfigError(f"method.init: '{m.init}' rewrites the base weights, which a quantized base "
-                                  f"(method.quantization) cannot hold; use init: default or gaussian")
+                raise ConfigError(
+                    f"method.init: '{m.init}' rewrites the base weights, which a quantized base "
+                    f"(method.quantization) cannot hold; use init: default or gaussian"
+                )
 
     @classmethod
     def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
         q = cfg.method.quantization
         if q and (strategy == "fsdp" or (strategy == "deepspeed" and cfg.train.distributed.deepspeed.stage == 3)):
-            return (f"method.quantization: '{q}' keeps the base in bitsandbytes' packed layout, which sharding the "
-                    f"weights (fsdp, deepspeed stage 3) would split wrongly; use ddp or deepspeed stage 2 (each "
-                    f"process holds the whole quantized base), or no quantization")
+            return (
+                f"method.quantization: '{q}' keeps the base in bitsandbytes' packed layout, which sharding the "
+                f"weights (fsdp, deepspeed stage 3) would split wrongly; use ddp or deepspeed stage 2 (each "
+                f"process holds the whole quantized base), or no quantization"
+            )
         return None
 
     # ---- quantized base -----------------------------------------------------------------------------------
     def compute_dtype(self) -> torch.dtype:
         from tuneforge.models.loader import pick_dtype
+
         return pick_dtype(self.cfg.compute_dtype)
 
     def load_kwargs(self, ctx: MethodContext | None = None) -> dict:
@@ -135,13 +166,23 @@ class LoraMethod(PeftMethod):
 
         skip = full_precision_names(ctx)
         # one process per GPU (tuneforge train --nproc): each loads its quantized copy onto its own device
-        place = ({"device_map": {"": int(os.environ["LOCAL_RANK"])}}
-                 if "LOCAL_RANK" in os.environ and torch.cuda.is_available() else {})
+        place = (
+            {"device_map": {"": int(os.environ["LOCAL_RANK"])}}
+            if "LOCAL_RANK" in os.environ and torch.cuda.is_available()
+            else {}
+        )
         if q == "int8":
             return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip), **place}
-        return {**place, "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=q, bnb_4bit_use_double_quant=self.cfg.double_quant,
-            bnb_4bit_compute_dtype=self.compute_dtype(), llm_int8_skip_modules=skip)}
+        return {
+            **place,
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=q,
+                bnb_4bit_use_double_quant=self.cfg.double_quant,
+                bnb_4bit_compute_dtype=self.compute_dtype(),
+                llm_int8_skip_modules=skip,
+            ),
+        }
 
     def load(self, in_dir: str, build_base):
         model = super().load(in_dir, build_base)
@@ -156,12 +197,16 @@ class LoraMethod(PeftMethod):
 
         for h in ctx.head_modules:
             if any(is_quantized(m) for m in model.get_submodule(h).modules()):
-                raise MethodError(f"method.quantization: the task head '{h}' was quantized; it must train in "
-                                  f"full precision (known head names: {', '.join(full_precision_names(ctx))})")
+                raise MethodError(
+                    f"method.quantization: the task head '{h}' was quantized; it must train in "
+                    f"full precision (known head names: {', '.join(full_precision_names(ctx))})"
+                )
         keep_cpu_4bit_layout(model)
         return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=ctx.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=ctx.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
 
     # ---- PEFT config and optimizer groups -----------------------------------------------------------------
     def peft_config(self, model: nn.Module, ctx: MethodContext):
@@ -171,9 +216,14 @@ class LoraMethod(PeftMethod):
         init = {"default": True}.get(c.init, c.init)
         return PeftLoraConfig(
             task_type=peft_task_type(model),
-            r=c.r, lora_alpha=c.alpha if c.alpha is not None else 2 * c.r, lora_dropout=c.dropout,
-            target_modules=_targets(model, c.target_modules, ctx.head_modules), use_rslora=c.use_rslora, use_dora=c.use_dora,
-            init_lora_weights=init, bias=c.bias,
+            r=c.r,
+            lora_alpha=c.alpha if c.alpha is not None else 2 * c.r,
+            lora_dropout=c.dropout,
+            target_modules=_targets(model, c.target_modules, ctx.head_modules),
+            use_rslora=c.use_rslora,
+            use_dora=c.use_dora,
+            init_lora_weights=init,
+            bias=c.bias,
             modules_to_save=list(ctx.head_modules) or None,
             # the head trains in full through modules_to_save; it must not also get a LoRA
             exclude_modules=list(ctx.head_modules) or None,
@@ -208,8 +258,9 @@ class LoraMethod(PeftMethod):
             if total == 0:
                 on, note = False, "off: the model has no LoRA layers"
             else:
-                note += f": {fused} of {total} LoRA layers" + ("" if fused == total else
-                                                                " (others have dropout > 0, DoRA or an unknown base)")
+                note += f": {fused} of {total} LoRA layers" + (
+                    "" if fused == total else " (others have dropout > 0, DoRA or an unknown base)"
+                )
                 on = fused > 0
         return [Lever("fused_lora", on, note)]
 
@@ -271,7 +322,7 @@ def merge_into_dequantized(model: nn.Module) -> nn.Module:
     base = model.unload()  # bitsandbytes layers back in place, trained head copies put back as the head
     try:
         base = base.dequantize()
-    except Exception as exc:  # noqa: BLE001  (transformers raises several types here)
+    except Exception as exc:
         raise MethodError(f"cannot dequantize the base for merging: {str(exc).splitlines()[0][:200]}") from None
     # int8 dequantizes to float16: compute the merge in float32 so rounding stays at float32 level
     base = base.float() if any(p.dtype == torch.float16 for p in base.parameters()) else base

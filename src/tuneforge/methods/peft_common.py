@@ -6,12 +6,14 @@ Several runs on one base model (`Method.shared_base_key` / `load_extra` / `activ
 4-bit quantization) are equal; `load_extra` is PEFT's multi-adapter `load_adapter`, after resizing this adapter's
 copies of the task head (PEFT's `modules_to_save`) to the saved shapes, so runs with different label counts share
 one base; `activate` is PEFT's `set_adapter`."""
+
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import Callable, ClassVar, Hashable, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -22,9 +24,13 @@ from tuneforge.methods.base import Method, MethodContext, MethodError
 
 #: PEFT task type per transformers auto class: it decides the PeftModel subclass (forward signature,
 #: generation, and which head modules PEFT itself keeps trainable)
-PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForCausalLM": "CAUSAL_LM",
-                   "AutoModelForTokenClassification": "TOKEN_CLS", "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
-                   "AutoModelForQuestionAnswering": "QUESTION_ANS"}
+PEFT_TASK_TYPES = {
+    "AutoModelForSequenceClassification": "SEQ_CLS",
+    "AutoModelForCausalLM": "CAUSAL_LM",
+    "AutoModelForTokenClassification": "TOKEN_CLS",
+    "AutoModelForSeq2SeqLM": "SEQ_2_SEQ_LM",
+    "AutoModelForQuestionAnswering": "QUESTION_ANS",
+}
 
 
 def peft_task_type(model: nn.Module) -> str | None:
@@ -59,8 +65,10 @@ class PeftMethod(Method):
     def check_config(cls, cfg: RunConfig) -> None:
         if cls.needs_task_type and task_peft_type(cfg.task.type) is None:
             ok = ", ".join(sorted(PEFT_TASK_TYPES.values()))
-            raise ConfigError(f"method.name: '{cls.name}' does not support task '{cfg.task.type}' "
-                              f"(PEFT supports it for model types {ok})")
+            raise ConfigError(
+                f"method.name: '{cls.name}' does not support task '{cfg.task.type}' "
+                f"(PEFT supports it for model types {ok})"
+            )
 
     def peft_config(self, model: nn.Module, ctx: MethodContext):
         raise NotImplementedError
@@ -76,8 +84,10 @@ class PeftMethod(Method):
         from peft import get_peft_model
 
         if self.needs_task_type and peft_task_type(model) is None:
-            raise MethodError(f"method '{self.name}' does not support {type(model).__name__} (PEFT needs a "
-                              f"sequence-classification or causal-LM model for it)")
+            raise MethodError(
+                f"method '{self.name}' does not support {type(model).__name__} (PEFT needs a "
+                f"sequence-classification or causal-LM model for it)"
+            )
         model = self.prepare(model, ctx)
         config = self.peft_config(model, ctx)
         try:
@@ -98,13 +108,15 @@ class PeftMethod(Method):
 
     def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
         # PEFT picks the adapter's (and modules_to_save's) entries out of a full state dict
-        model.save_pretrained(out_dir, safe_serialization=True,
-                              **({"state_dict": state_dict} if state_dict is not None else {}))
+        model.save_pretrained(
+            out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {})
+        )
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
         from peft import PeftModel
 
         from tuneforge.models.loader import read_run_metadata
+
         base = build_base(read_run_metadata(in_dir)["base_model"])
         return PeftModel.from_pretrained(base, in_dir)
 
@@ -177,7 +189,10 @@ def _fit_saved_modules(model: nn.Module, name: str, weights: dict[str, torch.Ten
                 continue
             owner_name, _, leaf = param_name.rpartition(".")
             owner = copy.get_submodule(owner_name) if owner_name else copy
-            setattr(owner, leaf, nn.Parameter(torch.empty(saved.shape, dtype=param.dtype, device=param.device),
-                                              requires_grad=False))
+            setattr(
+                owner,
+                leaf,
+                nn.Parameter(torch.empty(saved.shape, dtype=param.dtype, device=param.device), requires_grad=False),
+            )
             if isinstance(owner, nn.Linear) and leaf == "weight":
                 owner.out_features, owner.in_features = saved.shape[0], saved.shape[1]

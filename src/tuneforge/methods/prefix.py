@@ -4,33 +4,41 @@ Causal LMs go through PEFT (the prefix is generation's key/value cache). Models 
 use tuneforge's own implementation in `prefix_encoder` (PEFT's path for them relies on a `past_key_values`
 keyword that transformers 5.2x removed from encoders). Either way the task head (if any) trains in full and is
 saved with the prefix."""
+
 from __future__ import annotations
 
 import json
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
-from tuneforge.errors import ConfigError
-from tuneforge.errors import ModelError
+from tuneforge.errors import ConfigError, ModelError
 from tuneforge.methods import prefix_encoder
 from tuneforge.methods.base import METHODS, MethodContext
-from tuneforge.methods.peft_common import PeftMethod, heads_or_none as _heads, peft_task_type, task_peft_type
+from tuneforge.methods.peft_common import PeftMethod, peft_task_type, task_peft_type
+from tuneforge.methods.peft_common import heads_or_none as _heads
 
 
 class PrefixConfig(MethodConfig):
     name: Literal["prefix"] = "prefix"
     default_learning_rate: ClassVar[float] = 1e-2
-    num_virtual_tokens: int = Field(20, ge=1, le=1024, description=(
-        "Length of the learned prefix prepended to the keys and values of every attention layer."))
-    projection: bool = Field(False, description=(
-        "Reparametrise the prefix through a two-layer MLP while training (more stable, more parameters)."))
-    projection_hidden_size: Optional[int] = Field(None, ge=1, description=(
-        "Hidden width of that MLP; default: the model's hidden size."))
+    num_virtual_tokens: int = Field(
+        20,
+        ge=1,
+        le=1024,
+        description=("Length of the learned prefix prepended to the keys and values of every attention layer."),
+    )
+    projection: bool = Field(
+        False,
+        description=("Reparametrise the prefix through a two-layer MLP while training (more stable, more parameters)."),
+    )
+    projection_hidden_size: int | None = Field(
+        None, ge=1, description=("Hidden width of that MLP; default: the model's hidden size.")
+    )
 
 
 @METHODS.register("prefix")
@@ -38,8 +46,10 @@ class PrefixMethod(PeftMethod):
     name = "prefix"
     Config = PrefixConfig
     needs_task_type = True
-    summary = ("Prefix tuning: learned key/value prefixes in every attention layer (PEFT for causal LMs, "
-               "tuneforge's own for encoders); optional MLP reparametrisation.")
+    summary = (
+        "Prefix tuning: learned key/value prefixes in every attention layer (PEFT for causal LMs, "
+        "tuneforge's own for encoders); optional MLP reparametrisation."
+    )
 
     @staticmethod
     def _through_peft(cfg: RunConfig) -> bool:
@@ -56,18 +66,24 @@ class PrefixMethod(PeftMethod):
     def check_config(cls, cfg: RunConfig) -> None:
         size = cfg.method.projection_hidden_size
         if size is not None and size > 65536:
-            raise ConfigError(f"method.projection_hidden_size: {size} is larger than 65536 (the MLP would only "
-                              f"allocate memory); leave it null for the model's hidden size")
+            raise ConfigError(
+                f"method.projection_hidden_size: {size} is larger than 65536 (the MLP would only "
+                f"allocate memory); leave it null for the model's hidden size"
+            )
         if not cls._through_peft(cfg):
             return
         super().check_config(cfg)
         if cfg.method.projection and cfg.eval.load_best_model:
-            raise ConfigError("eval.load_best_model: prefix tuning with method.projection cannot reload its best "
-                              "checkpoint during training (PEFT saves the projected prefix, not the MLP); set "
-                              "eval.load_best_model=false or method.projection=false")
+            raise ConfigError(
+                "eval.load_best_model: prefix tuning with method.projection cannot reload its best "
+                "checkpoint during training (PEFT saves the projected prefix, not the MLP); set "
+                "eval.load_best_model=false or method.projection=false"
+            )
         if cfg.train.gradient_checkpointing:
-            raise ConfigError("train.gradient_checkpointing: prefix tuning passes its prefix as a key/value "
-                              "cache, which gradient checkpointing drops; set it to false")
+            raise ConfigError(
+                "train.gradient_checkpointing: prefix tuning passes its prefix as a key/value "
+                "cache, which gradient checkpointing drops; set it to false"
+            )
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         if peft_task_type(model) == "CAUSAL_LM":
@@ -89,9 +105,11 @@ class PrefixMethod(PeftMethod):
     @classmethod
     def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
         if strategy == "fsdp" or (strategy == "deepspeed" and cfg.train.distributed.deepspeed.stage == 3):
-            return ("prefix tuning feeds its prefix into every attention layer from outside the transformer blocks, "
-                    "which sharding the weights (fsdp, deepspeed stage 3) does not support; use ddp or deepspeed "
-                    "stage 2")
+            return (
+                "prefix tuning feeds its prefix into every attention layer from outside the transformer blocks, "
+                "which sharding the weights (fsdp, deepspeed stage 3) does not support; use ddp or deepspeed "
+                "stage 2"
+            )
         return None
 
     def save(self, model: nn.Module, out_dir: str, state_dict: dict | None = None) -> None:
@@ -103,8 +121,10 @@ class PrefixMethod(PeftMethod):
         if not Path(in_dir, prefix_encoder.CONFIG_FILE).is_file():
             model = super().load(in_dir, build_base)
             if peft_task_type(model.get_base_model()) != "CAUSAL_LM":
-                raise ModelError(f"{in_dir}: this prefix-tuned encoder was saved by PEFT's prefix path, which the "
-                                 f"installed transformers no longer runs on encoders; train it again")
+                raise ModelError(
+                    f"{in_dir}: this prefix-tuned encoder was saved by PEFT's prefix path, which the "
+                    f"installed transformers no longer runs on encoders; train it again"
+                )
             self.own = False
             return model
         from tuneforge.models.loader import read_run_metadata
@@ -119,6 +139,10 @@ class PrefixMethod(PeftMethod):
 
         c = self.cfg
         hidden = c.projection_hidden_size or getattr(model.config, "hidden_size", None) or 512
-        return PrefixTuningConfig(task_type=peft_task_type(model), num_virtual_tokens=c.num_virtual_tokens,
-                                  prefix_projection=c.projection, encoder_hidden_size=hidden,
-                                  modules_to_save=_heads(ctx))
+        return PrefixTuningConfig(
+            task_type=peft_task_type(model),
+            num_virtual_tokens=c.num_virtual_tokens,
+            prefix_projection=c.projection,
+            encoder_hidden_size=hidden,
+            modules_to_save=_heads(ctx),
+        )

@@ -13,6 +13,7 @@ through the registry is refused with a one-line message instead of silently trai
 The prefix table has PEFT's layout, (P, layers * 2 * kv_heads * head_dim) with layer i's keys at 2i and its
 values at 2i+1, optionally reparametrised through a two-layer MLP while training (Li & Liang 2021). What is
 saved is the final table (the MLP's output), so a saved prefix loads without the MLP; it is not mergeable."""
+
 from __future__ import annotations
 
 import json
@@ -61,15 +62,23 @@ def _register() -> None:
 class EncoderPrefix(nn.Module):
     """The learned prefixes of every attention layer, and how a layer's keys, values and mask are widened."""
 
-    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, num_tokens: int,
-                 projection_dim: int | None = None, token_dim: int | None = None):
+    def __init__(
+        self,
+        num_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        num_tokens: int,
+        projection_dim: int | None = None,
+        token_dim: int | None = None,
+    ):
         super().__init__()
         self.num_layers, self.kv_heads, self.head_dim, self.num_tokens = num_layers, kv_heads, head_dim, num_tokens
         out = num_layers * 2 * kv_heads * head_dim
         if projection_dim:
             self.embedding = nn.Embedding(num_tokens, token_dim or kv_heads * head_dim)
-            self.transform = nn.Sequential(nn.Linear(self.embedding.embedding_dim, projection_dim), nn.Tanh(),
-                                           nn.Linear(projection_dim, out))
+            self.transform = nn.Sequential(
+                nn.Linear(self.embedding.embedding_dim, projection_dim), nn.Tanh(), nn.Linear(projection_dim, out)
+            )
         else:
             self.embedding = nn.Embedding(num_tokens, out)
             self.transform = None
@@ -93,15 +102,18 @@ class EncoderPrefix(nn.Module):
     def extend(self, index: int, key: torch.Tensor, value: torch.Tensor, mask):
         batch, heads, _, dim = key.shape
         if heads != self.kv_heads or dim != self.head_dim:
-            raise ModelError(f"prefix tuning: layer {index} has keys of {heads} heads x {dim}, the prefix was built "
-                             f"for {self.kv_heads} x {self.head_dim}")
+            raise ModelError(
+                f"prefix tuning: layer {index} has keys of {heads} heads x {dim}, the prefix was built "
+                f"for {self.kv_heads} x {self.head_dim}"
+            )
         kv = self.layer_table(index).to(key.dtype)
         pk = kv[0].unsqueeze(0).expand(batch, -1, -1, -1)
         pv = kv[1].unsqueeze(0).expand(batch, -1, -1, -1)
         key, value = torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2)
         if mask is not None and torch.is_tensor(mask):
             pad = (torch.ones if mask.dtype == torch.bool else torch.zeros)(
-                *mask.shape[:-1], self.num_tokens, dtype=mask.dtype, device=mask.device)
+                *mask.shape[:-1], self.num_tokens, dtype=mask.dtype, device=mask.device
+            )
             mask = torch.cat([pad, mask], dim=-1)
         elif mask is not None:  # a flex-attention BlockMask or another structure we cannot widen
             raise MethodError("prefix tuning: this model's attention mask format is not supported")
@@ -139,9 +151,11 @@ def attach(model: nn.Module, num_tokens: int, projection_dim: int | None = None)
         calls = _discover(model)
     except Exception as exc:
         config._attn_implementation = previous
-        raise MethodError(f"prefix tuning does not support {type(model).__name__} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:150] if str(exc) else ''}); use method.name=lora or "
-                          f"prompt") from None
+        raise MethodError(
+            f"prefix tuning does not support {type(model).__name__} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:150] if str(exc) else ''}); use method.name=lora or "
+            f"prompt"
+        ) from None
     modules, seen = [], set()
     for module, shape, causal in calls:
         if id(module) not in seen:
@@ -149,16 +163,20 @@ def attach(model: nn.Module, num_tokens: int, projection_dim: int | None = None)
             modules.append((module, shape, causal))
     if not modules:
         config._attn_implementation = previous
-        raise MethodError(f"prefix tuning does not support {type(model).__name__}: its attention does not go "
-                          f"through transformers' attention registry; use method.name=lora or prompt")
+        raise MethodError(
+            f"prefix tuning does not support {type(model).__name__}: its attention does not go "
+            f"through transformers' attention registry; use method.name=lora or prompt"
+        )
     if any(causal for _, _, causal in modules):
         config._attn_implementation = previous
         raise MethodError(f"{type(model).__name__} has causal attention: its prefix tuning goes through PEFT")
     shapes = {(s[1], s[3]) for _, s, _ in modules}
     if len(shapes) != 1:
         config._attn_implementation = previous
-        raise MethodError(f"prefix tuning does not support {type(model).__name__}: its attention layers differ in "
-                          f"shape ({sorted(shapes)})")
+        raise MethodError(
+            f"prefix tuning does not support {type(model).__name__}: its attention layers differ in "
+            f"shape ({sorted(shapes)})"
+        )
     kv_heads, head_dim = shapes.pop()
     hidden = getattr(config, "hidden_size", None)
     prefix = EncoderPrefix(len(modules), kv_heads, head_dim, num_tokens, projection_dim, hidden)
@@ -183,10 +201,20 @@ def save(model: nn.Module, out_dir: str, head_modules: list[str], settings: dict
     state.update({k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k.startswith(heads)})
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     save_file(state, str(Path(out_dir, WEIGHTS_FILE)), metadata={"format": "pt"})
-    Path(out_dir, CONFIG_FILE).write_text(json.dumps({
-        **settings, "head_modules": list(head_modules), "num_layers": prefix.num_layers,
-        "kv_heads": prefix.kv_heads, "head_dim": prefix.head_dim, "num_tokens": prefix.num_tokens,
-        "base_model_name_or_path": getattr(model, "name_or_path", None)}, indent=2))
+    Path(out_dir, CONFIG_FILE).write_text(
+        json.dumps(
+            {
+                **settings,
+                "head_modules": list(head_modules),
+                "num_layers": prefix.num_layers,
+                "kv_heads": prefix.kv_heads,
+                "head_dim": prefix.head_dim,
+                "num_tokens": prefix.num_tokens,
+                "base_model_name_or_path": getattr(model, "name_or_path", None),
+            },
+            indent=2,
+        )
+    )
 
 
 def load(model: nn.Module, in_dir: str) -> nn.Module:
@@ -198,8 +226,10 @@ def load(model: nn.Module, in_dir: str) -> nn.Module:
     state = load_file(str(Path(in_dir, WEIGHTS_FILE)))
     table = state.pop("prompt_embeddings")
     if tuple(table.shape) != tuple(prefix.embedding.weight.shape):
-        raise ModelError(f"{in_dir}: the saved prefix {tuple(table.shape)} does not fit the base model "
-                         f"({prefix.num_layers} attention layers: {tuple(prefix.embedding.weight.shape)})")
+        raise ModelError(
+            f"{in_dir}: the saved prefix {tuple(table.shape)} does not fit the base model "
+            f"({prefix.num_layers} attention layers: {tuple(prefix.embedding.weight.shape)})"
+        )
     with torch.no_grad():
         prefix.embedding.weight.copy_(table.to(prefix.embedding.weight.dtype))
     own = model.state_dict()

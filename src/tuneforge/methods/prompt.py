@@ -1,24 +1,30 @@
 """Prompt tuning through PEFT: a learned soft prompt prepended to the input embeddings. The task head
 (if any) trains in full through PEFT's modules_to_save and is saved with the adapter."""
+
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig
 from tuneforge.methods.base import METHODS, MethodContext
-from tuneforge.methods.peft_common import PeftMethod, heads_or_none as _heads, peft_task_type
+from tuneforge.methods.peft_common import PeftMethod, peft_task_type
+from tuneforge.methods.peft_common import heads_or_none as _heads
 
 
 class PromptConfig(MethodConfig):
     name: Literal["prompt"] = "prompt"
     default_learning_rate: ClassVar[float] = 3e-2
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Length of the learned soft prompt (tokens).")
-    init_text: Optional[str] = Field(None, description=(
-        "Initialise the soft prompt from the embeddings of this text (repeated or cut to num_virtual_tokens), "
-        "for example 'Classify the sentiment of this review:'. Null: random initialisation."))
+    init_text: str | None = Field(
+        None,
+        description=(
+            "Initialise the soft prompt from the embeddings of this text (repeated or cut to num_virtual_tokens), "
+            "for example 'Classify the sentiment of this review:'. Null: random initialisation."
+        ),
+    )
 
     @field_validator("init_text")
     @classmethod
@@ -42,7 +48,11 @@ class PromptMethod(PeftMethod):
         kw = {}
         if c.init_text:
             # PEFT reads the tokenizer from the base model's directory to embed the text
-            kw = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": c.init_text,
-                  "tokenizer_name_or_path": getattr(model, "name_or_path", None)}
-        return PromptTuningConfig(task_type=peft_task_type(model), num_virtual_tokens=c.num_virtual_tokens,
-                                  modules_to_save=_heads(ctx), **kw)
+            kw = {
+                "prompt_tuning_init": PromptTuningInit.TEXT,
+                "prompt_tuning_init_text": c.init_text,
+                "tokenizer_name_or_path": getattr(model, "name_or_path", None),
+            }
+        return PromptTuningConfig(
+            task_type=peft_task_type(model), num_virtual_tokens=c.num_virtual_tokens, modules_to_save=_heads(ctx), **kw
+        )

@@ -5,11 +5,12 @@ The optimizer is built once with every parameter that will ever train; a paramet
 unfrozen has requires_grad False, so it gets no gradient and AdamW skips it (no update, no weight decay,
 no moment state). Unfreezing only flips requires_grad, so nothing about the optimizer changes mid-run.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -22,14 +23,24 @@ log = logging.getLogger("tuneforge")
 
 
 class UnfreezeSchedule(Section):
-    start: Literal["head", "top_k"] = Field("head", description=(
-        "What trains from the first step: `head` (the task head and the layers above the blocks, such as "
-        "the final norm or pooler) or `top_k` (that plus the top `top_k` blocks)."))
+    start: Literal["head", "top_k"] = Field(
+        "head",
+        description=(
+            "What trains from the first step: `head` (the task head and the layers above the blocks, such as "
+            "the final norm or pooler) or `top_k` (that plus the top `top_k` blocks)."
+        ),
+    )
     top_k: int = Field(1, ge=1, description="Blocks trainable from the start when `start` is `top_k`.")
-    every_epochs: Optional[float] = Field(None, gt=0, description=(
-        "Unfreeze the next group every this many epochs (fractions allowed). Give this or `every_steps`."))
-    every_steps: Optional[int] = Field(None, ge=1, description=(
-        "Unfreeze the next group every this many optimizer steps. Give this or `every_epochs`."))
+    every_epochs: float | None = Field(
+        None,
+        gt=0,
+        description=("Unfreeze the next group every this many epochs (fractions allowed). Give this or `every_steps`."),
+    )
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description=("Unfreeze the next group every this many optimizer steps. Give this or `every_epochs`."),
+    )
     group_size: int = Field(1, ge=1, description="Blocks unfrozen at each stage, from the top down.")
 
     @model_validator(mode="after")
@@ -58,7 +69,7 @@ def build_stages(layout: Layout, params: list[nn.Parameter], schedule: UnfreezeS
     stages = [first]
     rest = blocks[k:]
     for i in range(0, len(rest), schedule.group_size):
-        stages.append([p for b in rest[i:i + schedule.group_size] for p in by_part[b]])
+        stages.append([p for b in rest[i : i + schedule.group_size] for p in by_part[b]])
     if by_part.get(EMBEDDINGS):
         stages.append(by_part[EMBEDDINGS])
     return [s for s in stages if s]
@@ -86,9 +97,10 @@ class ProgressiveUnfreezing(TrainerCallback):
             for p in group:
                 p.requires_grad_(i <= k)
         if k != self.current and self.current >= 0:
-            n = sum(p.numel() for g in self.stages[:k + 1] for p in g)
-            log.info("progressive unfreezing: stage %d of %d, %s parameters trainable", k, len(self.stages) - 1,
-                     f"{n:,}")
+            n = sum(p.numel() for g in self.stages[: k + 1] for p in g)
+            log.info(
+                "progressive unfreezing: stage %d of %d, %s parameters trainable", k, len(self.stages) - 1, f"{n:,}"
+            )
         self.current = k
 
     def on_train_begin(self, args, state, control, **kwargs):

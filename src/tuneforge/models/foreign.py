@@ -15,6 +15,7 @@ Other timm architectures load through transformers' `TimmWrapper` when timm is i
 otherwise; other checkpoint layouts are one clear error naming what was found. The input preprocessing comes from
 timm's `pretrained_cfg` (input size, crop fraction, interpolation, mean/std), or ImageNet's for a bare file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,10 +66,12 @@ def load_state_dict(file: Path) -> dict[str, torch.Tensor]:
             state = state[key]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{file}: holds no state dict of tensors (a whole pickled model cannot be read safely; "
-                         f"save model.state_dict() instead)")
+        raise ModelError(
+            f"{file}: holds no state dict of tensors (a whole pickled model cannot be read safely; "
+            f"save model.state_dict() instead)"
+        )
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -77,8 +80,9 @@ def load_state_dict(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _bn(src: str, dst: str) -> dict[str, str]:
-    return {f"{src}.{k}": f"{dst}.{k}" for k in ("weight", "bias", "running_mean", "running_var",
-                                                  "num_batches_tracked")}
+    return {
+        f"{src}.{k}": f"{dst}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    }
 
 
 def resnet_config(state: dict[str, torch.Tensor], where: str):
@@ -88,8 +92,9 @@ def resnet_config(state: dict[str, torch.Tensor], where: str):
 
     stem = state.get("conv1.weight")
     if stem is None or stem.ndim != 4 or tuple(stem.shape[2:]) != (7, 7):
-        raise ModelError(f"{where}: not a plain ResNet (no 7x7 `conv1` stem; deep-stem variants such as resnet50d "
-                         f"need timm)")
+        raise ModelError(
+            f"{where}: not a plain ResNet (no 7x7 `conv1` stem; deep-stem variants such as resnet50d need timm)"
+        )
     bottleneck = "layer1.0.conv3.weight" in state
     depths, widths = [], []
     for stage in range(1, 5):
@@ -97,29 +102,42 @@ def resnet_config(state: dict[str, torch.Tensor], where: str):
         if not blocks:
             break
         if blocks != set(range(len(blocks))):
-            raise ModelError(f"{where}: ResNet stage layer{stage} has blocks {sorted(blocks)}, not 0..{len(blocks) - 1}")
+            raise ModelError(
+                f"{where}: ResNet stage layer{stage} has blocks {sorted(blocks)}, not 0..{len(blocks) - 1}"
+            )
         depths.append(len(blocks))
         out = state[f"layer{stage}.0.{'conv3' if bottleneck else 'conv2'}.weight"]
         widths.append(int(out.shape[0]))
         if bottleneck:
             mid = state[f"layer{stage}.0.conv2.weight"]
             if int(mid.shape[0]) * 4 != int(out.shape[0]) or int(mid.shape[1]) != int(mid.shape[0]):
-                raise ModelError(f"{where}: a wide or grouped (ResNeXt) bottleneck in layer{stage} "
-                                 f"({int(mid.shape[0])} -> {int(out.shape[0])} channels); only plain ResNets convert "
-                                 f"without timm")
+                raise ModelError(
+                    f"{where}: a wide or grouped (ResNeXt) bottleneck in layer{stage} "
+                    f"({int(mid.shape[0])} -> {int(out.shape[0])} channels); only plain ResNets convert "
+                    f"without timm"
+                )
     if len(depths) < 1:
         raise ModelError(f"{where}: not a ResNet (no layer1 blocks)")
     head = state.get("fc.weight")
-    return ResNetConfig(num_channels=int(stem.shape[1]), embedding_size=int(stem.shape[0]), hidden_sizes=widths,
-                        depths=depths, layer_type="bottleneck" if bottleneck else "basic", hidden_act="relu",
-                        downsample_in_first_stage=False, downsample_in_bottleneck=False,
-                        num_labels=int(head.shape[0]) if head is not None else 1000)
+    return ResNetConfig(
+        num_channels=int(stem.shape[1]),
+        embedding_size=int(stem.shape[0]),
+        hidden_sizes=widths,
+        depths=depths,
+        layer_type="bottleneck" if bottleneck else "basic",
+        hidden_act="relu",
+        downsample_in_first_stage=False,
+        downsample_in_bottleneck=False,
+        num_labels=int(head.shape[0]) if head is not None else 1000,
+    )
 
 
 def resnet_key_map(config) -> dict[str, str]:
     """torchvision/timm ResNet keys -> transformers ResNetForImageClassification keys, for `config`."""
-    m = {"conv1.weight": "resnet.embedder.embedder.convolution.weight",
-         **_bn("bn1", "resnet.embedder.embedder.normalization")}
+    m = {
+        "conv1.weight": "resnet.embedder.embedder.convolution.weight",
+        **_bn("bn1", "resnet.embedder.embedder.normalization"),
+    }
     convs = 3 if config.layer_type == "bottleneck" else 2
     in_ch = config.embedding_size
     for s, (depth, width) in enumerate(zip(config.depths, config.hidden_sizes)):
@@ -149,7 +167,9 @@ def _remap_strict(state: dict, key_map: dict[str, str], where: str, optional=("f
     absent = sorted(set(key_map) - set(state) - set(optional))
     if unknown or absent:
         what = "unknown keys " + ", ".join(unknown[:3]) if unknown else "missing keys " + ", ".join(absent[:3])
-        raise ModelError(f"{where}: not a layout tuneforge converts ({what}{' ...' if len(unknown or absent) > 3 else ''})")
+        raise ModelError(
+            f"{where}: not a layout tuneforge converts ({what}{' ...' if len(unknown or absent) > 3 else ''})"
+        )
     return {key_map[k]: v for k, v in state.items()}
 
 
@@ -168,12 +188,15 @@ def build_model(state: dict[str, torch.Tensor], where: str):
 
         head = state.get("classifier.1.weight")
         model = MobileNetV2ForImageClassification(mobilenet_v2_config(int(head.shape[0]) if head is not None else 1000))
-        mapped = _remap_strict(state, mobilenet_v2_key_map(), where,
-                               optional=("classifier.1.weight", "classifier.1.bias"))
+        mapped = _remap_strict(
+            state, mobilenet_v2_key_map(), where, optional=("classifier.1.weight", "classifier.1.bias")
+        )
     else:
         sample = ", ".join(list(state)[:3])
-        raise ModelError(f"{where}: not a ResNet or MobileNetV2 state dict (first keys: {sample}); other "
-                         f"architectures need a transformers model directory, or timm for timm checkpoints")
+        raise ModelError(
+            f"{where}: not a ResNet or MobileNetV2 state dict (first keys: {sample}); other "
+            f"architectures need a transformers model directory, or timm for timm checkpoints"
+        )
     try:
         missing, _ = model.load_state_dict(mapped, strict=False)
     except RuntimeError as exc:  # a shape that the inferred config does not have (e.g. a MobileNetV2 of width 0.5)
@@ -200,9 +223,14 @@ def _preprocessing(cfg: dict | None):
     interp = str(pre.get("interpolation") or "bilinear")
     mean = pre.get("mean") or (0.485, 0.456, 0.406)
     std = pre.get("std") or (0.229, 0.224, 0.225)
-    return Preprocessing(height=h, width=w, resize_shortest=int(min(h, w) / crop) if crop < 1 else None,
-                         mean=tuple(mean), std=tuple(std),
-                         resample=interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear")
+    return Preprocessing(
+        height=h,
+        width=w,
+        resize_shortest=int(min(h, w) / crop) if crop < 1 else None,
+        mean=tuple(mean),
+        std=tuple(std),
+        resample=interp if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
+    )
 
 
 def _labels(cfg: dict | None, n: int) -> dict[int, str] | None:
@@ -228,6 +256,7 @@ def _digest(files: list[Path]) -> str:
 def _writer(make_model, cfg: dict | None):
     """`write(source, directory)` for convert_into_cache: the model from `make_model()`, with timm's label names and
     preprocessing when `cfg` has them."""
+
     def write(_source: Path, out: Path) -> None:
         from tuneforge.models.vision import _save
 
@@ -237,6 +266,7 @@ def _writer(make_model, cfg: dict | None):
             model.config.id2label = labels
             model.config.label2id = {v: k for k, v in labels.items()}
         _save(model, out, _preprocessing(cfg).to_hf())
+
     return write
 
 
@@ -244,8 +274,12 @@ def resolve_checkpoint_file(file: Path) -> Path:
     """A transformers directory (converted once, keyed by the file's content) for a torchvision/timm state dict."""
     from tuneforge.models.loader import convert_into_cache
 
-    return convert_into_cache(f"converted-{_digest([file])}", file,
-                              _writer(lambda: build_model(load_state_dict(file), str(file)), None), "~2 s")
+    return convert_into_cache(
+        f"converted-{_digest([file])}",
+        file,
+        _writer(lambda: build_model(load_state_dict(file), str(file)), None),
+        "~2 s",
+    )
 
 
 def resolve_timm_dir(path: Path, cfg: dict) -> Path:
@@ -270,6 +304,8 @@ def resolve_timm_dir(path: Path, cfg: dict) -> Path:
         if importlib.util.find_spec("timm") is not None:
             return path
         reason = str(exc).removeprefix(f"{where}: ")
-        raise ModelError(f"timm model directory {path} (architecture '{arch}': {reason}) needs the timm library: "
-                         f"pip install timm torchvision") from None
+        raise ModelError(
+            f"timm model directory {path} (architecture '{arch}': {reason}) needs the timm library: "
+            f"pip install timm torchvision"
+        ) from None
     return convert_into_cache(name, weights, _writer(lambda: model, cfg), "~2 s")

@@ -1,15 +1,17 @@
 """Generating with a causal LM (a tuned run, a base model): the prompt exactly as in training (chat template,
 system prompt), sampling settings, stop tokens, batched and streamed answers. Loading a run for chatting is
 tuneforge.generation (layer 5); this is what the causal_lm task's evaluation report uses too."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from tuneforge.data.templates import with_system  # noqa: F401  (re-exported)
+from tuneforge.data.templates import with_system
 from tuneforge.errors import ConfigError, DataError
 
 #: sampling defaults when neither the run nor the flags say otherwise
@@ -20,7 +22,7 @@ DEFAULT_SETTINGS = {"max_new_tokens": 256, "temperature": 0.7, "top_p": 0.9, "re
 class ChatModel:
     model: Any
     tokenizer: Any
-    jinja: str | None                 # None: no chat template, prompts are used as plain text
+    jinja: str | None  # None: no chat template, prompts are used as plain text
     system_prompt: str | None
     stop_token_ids: list[int]
     defaults: dict = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
@@ -41,12 +43,17 @@ def prompt_ids(cm: ChatModel, messages: list[dict]) -> list[int]:
 def _gen_kwargs(cm: ChatModel, settings: dict) -> dict:
     s = {**cm.defaults, **{k: v for k, v in settings.items() if v is not None}}
     if s["temperature"] < 0 or not 0 < s["top_p"] <= 1 or s["repetition_penalty"] <= 0 or s["max_new_tokens"] < 1:
-        raise ConfigError("sampling: temperature must be >= 0, top_p in (0, 1], repetition_penalty > 0, "
-                          "max_new_tokens >= 1")
+        raise ConfigError(
+            "sampling: temperature must be >= 0, top_p in (0, 1], repetition_penalty > 0, max_new_tokens >= 1"
+        )
     sample = s["temperature"] > 0
-    kw = {"max_new_tokens": int(s["max_new_tokens"]), "do_sample": sample,
-          "repetition_penalty": float(s["repetition_penalty"]), "eos_token_id": cm.stop_token_ids,
-          "pad_token_id": cm.tokenizer.pad_token_id if cm.tokenizer.pad_token_id is not None else cm.stop_token_ids[0]}
+    kw = {
+        "max_new_tokens": int(s["max_new_tokens"]),
+        "do_sample": sample,
+        "repetition_penalty": float(s["repetition_penalty"]),
+        "eos_token_id": cm.stop_token_ids,
+        "pad_token_id": cm.tokenizer.pad_token_id if cm.tokenizer.pad_token_id is not None else cm.stop_token_ids[0],
+    }
     if sample:
         kw.update(temperature=float(s["temperature"]), top_p=float(s["top_p"]))
     else:  # the model's generation_config may carry sampling values; greedy must not warn about them
@@ -55,8 +62,13 @@ def _gen_kwargs(cm: ChatModel, settings: dict) -> dict:
 
 
 @torch.no_grad()
-def generate(cm: ChatModel, conversations: list[list[dict]], settings: dict | None = None,
-             batch_size: int = 8, seed: int | None = None) -> list[dict]:
+def generate(
+    cm: ChatModel,
+    conversations: list[list[dict]],
+    settings: dict | None = None,
+    batch_size: int = 8,
+    seed: int | None = None,
+) -> list[dict]:
     """Answer each conversation (a list of messages ending with a user turn).
 
     Args:
@@ -77,7 +89,7 @@ def generate(cm: ChatModel, conversations: list[list[dict]], settings: dict | No
     pad = kw["pad_token_id"]
     results = []
     for s in range(0, len(conversations), batch_size):
-        chunk = conversations[s:s + batch_size]
+        chunk = conversations[s : s + batch_size]
         prompts = []
         for msgs in chunk:
             if not msgs:
@@ -87,15 +99,20 @@ def generate(cm: ChatModel, conversations: list[list[dict]], settings: dict | No
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for k, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            ids[k, width - len(p):] = torch.as_tensor(p)
-            mask[k, width - len(p):] = 1
+            ids[k, width - len(p) :] = torch.as_tensor(p)
+            mask[k, width - len(p) :] = 1
         out = cm.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
         stops = set(cm.stop_token_ids)
         for row in out[:, width:].tolist():
             cut = next((i for i, t in enumerate(row) if t in stops), None)
             toks = row if cut is None else row[:cut]
-            results.append({"response": cm.tokenizer.decode(toks, skip_special_tokens=True).strip(),
-                            "finish_reason": "length" if cut is None else "stop", "tokens": len(toks)})
+            results.append(
+                {
+                    "response": cm.tokenizer.decode(toks, skip_special_tokens=True).strip(),
+                    "finish_reason": "length" if cut is None else "stop",
+                    "tokens": len(toks),
+                }
+            )
     return results
 
 

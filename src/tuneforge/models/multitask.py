@@ -11,6 +11,7 @@ The forward pass pools one vector per text (`task.pooling`; by default the mean 
 and the last real token for decoders), runs every head on it and returns their logits side by side (see
 tuneforge.kernels.multitask for the layout and the loss).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,10 @@ def pooling_for(encoder: nn.Module) -> str:
     BERT's pooled [CLS] output learned the easy sub-task (subjectivity 0.993) and left polarity at the majority class
     (0.576), while heads on the mean reached 0.997 and 0.798 (the single-task polarity run: 0.777). `task.pooling`
     chooses another."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     kind = getattr(encoder.config, "model_type", "")
     if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
@@ -61,8 +64,12 @@ class TaskHeads(nn.Module):
         """Each head: dropout, dense + tanh, dropout, linear (RoBERTa's classification head), so every sub-task
         has a pooling layer of its own on the shared pooled vector."""
         super().__init__()
-        self.heads = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Tanh(),
-                                                 nn.Dropout(dropout), nn.Linear(hidden, w)) for w in widths)
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, w)
+            )
+            for w in widths
+        )
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=init_std)
@@ -86,7 +93,7 @@ class UncertaintyWeights(nn.Module):
 
 class MultiTaskModel(nn.Module):
     base_model_prefix = "encoder"
-    accepts_loss_kwargs = False          # the loss is a batch mean: the Trainer divides it for accumulation
+    accepts_loss_kwargs = False  # the loss is a batch mean: the Trainer divides it for accumulation
     supports_gradient_checkpointing = True
     _keys_to_ignore_on_save = None
 
@@ -95,23 +102,38 @@ class MultiTaskModel(nn.Module):
         fixed|uncertainty, "pooling": mean|first|last|auto (absent or auto: `pooling_for` the backbone)}."""
         super().__init__()
         self.encoder = encoder
-        spec = {**spec, "pooling": spec.get("pooling") if spec.get("pooling") not in (None, "auto")
-                else pooling_for(encoder)}
+        spec = {
+            **spec,
+            "pooling": spec.get("pooling") if spec.get("pooling") not in (None, "auto") else pooling_for(encoder),
+        }
         self.spec = spec
         self.config = encoder.config
         setattr(self.config, CONFIG_KEY, spec)
         self.layouts = layouts(spec)
         cfg = self.config
-        dropout = next((float(getattr(cfg, k)) for k in ("classifier_dropout", "hidden_dropout_prob", "dropout")
-                        if isinstance(getattr(cfg, k, None), (int, float))), 0.1)
-        self.task_heads = TaskHeads(hidden_size(cfg), [h.width for h in self.layouts], dropout,
-                                    float(getattr(cfg, "initializer_range", 0.02) or 0.02))
+        dropout = next(
+            (
+                float(getattr(cfg, k))
+                for k in ("classifier_dropout", "hidden_dropout_prob", "dropout")
+                if isinstance(getattr(cfg, k, None), (int, float))
+            ),
+            0.1,
+        )
+        self.task_heads = TaskHeads(
+            hidden_size(cfg),
+            [h.width for h in self.layouts],
+            dropout,
+            float(getattr(cfg, "initializer_range", 0.02) or 0.02),
+        )
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
             # the heads pool for themselves: BERT's pooler would only cost time (and train for nothing)
             encoder.pooler = None
         self.task_weighting = UncertaintyWeights(len(self.layouts)) if spec.get("weighting") == "uncertainty" else None
-        self.register_buffer("loss_weights", torch.tensor([float(w) for w in spec.get("weights") or
-                                                           [1.0] * len(self.layouts)]), persistent=False)
+        self.register_buffer(
+            "loss_weights",
+            torch.tensor([float(w) for w in spec.get("weights") or [1.0] * len(self.layouts)]),
+            persistent=False,
+        )
 
     # ---- what methods and the Trainer call on a transformers model -------------------------------------
     def get_input_embeddings(self):
@@ -129,8 +151,11 @@ class MultiTaskModel(nn.Module):
     @property
     def is_gradient_checkpointing(self) -> bool:
         enc = self.encoder
-        return bool(getattr(enc, "is_activation_checkpointing", None) if hasattr(enc, "is_activation_checkpointing")
-                    else getattr(enc, "is_gradient_checkpointing", False))
+        return bool(
+            getattr(enc, "is_activation_checkpointing", None)
+            if hasattr(enc, "is_activation_checkpointing")
+            else getattr(enc, "is_gradient_checkpointing", False)
+        )
 
     def enable_input_require_grads(self):
         self.encoder.enable_input_require_grads()
@@ -168,7 +193,9 @@ class MultiTaskModel(nn.Module):
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return hidden[:, 0]
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None
+    ) -> SequenceClassifierOutput:
         pooled = self.pool(input_ids, attention_mask, token_type_ids)
         head = next(self.task_heads.parameters(), None)  # none after dynamic int8 quantization
         logits = self.task_heads(pooled.to(head.dtype) if head is not None and head.is_floating_point() else pooled)
@@ -187,12 +214,14 @@ class MultiTaskModel(nn.Module):
 
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(out_dir, safe_serialization=True, **kwargs)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self._own_state().items()},
-                  str(Path(out_dir) / HEADS_FILE))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self._own_state().items()}, str(Path(out_dir) / HEADS_FILE)
+        )
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype=None, trust_remote_code: bool = False, multitask: dict | None = None,
-                        **kwargs) -> "MultiTaskModel":
+    def from_pretrained(
+        cls, path: str, dtype=None, trust_remote_code: bool = False, multitask: dict | None = None, **kwargs
+    ) -> MultiTaskModel:
         """The backbone from `path` (a base model, or a directory `save_pretrained` wrote) with the heads of
         `multitask` (else the spec in its config.json); heads saved beside it are loaded.
         Raises ModelError when neither gives a head spec."""
@@ -216,7 +245,7 @@ class MultiTaskModel(nn.Module):
         return model
 
     @classmethod
-    def from_config(cls, config, **kwargs) -> "MultiTaskModel":
+    def from_config(cls, config, **kwargs) -> MultiTaskModel:
         from transformers import AutoModel
 
         spec = getattr(config, CONFIG_KEY, None)

@@ -13,6 +13,7 @@ i = 0 .. n - 1, rounding halves up: evenly spread, always the first and the last
 [0, 2, 4, 7, 9, 11], DistilBERT's own choice; 6 -> 3 gives [0, 3, 5]; 30 -> 10 gives
 [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]). Keeping 1 layer keeps the first ([0]); keeping L keeps them all.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,10 @@ from tuneforge.errors import ConfigError, ModelError
 KEPT_LAYERS_ATTR = "tuneforge_kept_layers"
 
 #: block lists looked for under the model's base (`model.base_model`), in this order
-_BLOCK_PATHS = ("encoder.layer",  # BERT family: BertModel, RobertaModel, XLMRobertaModel, ElectraModel, MiniLM
-                "layers")         # Llama family: LlamaModel, Qwen2Model, MistralModel, SmolLM2
+_BLOCK_PATHS = (
+    "encoder.layer",  # BERT family: BertModel, RobertaModel, XLMRobertaModel, ElectraModel, MiniLM
+    "layers",
+)  # Llama family: LlamaModel, Qwen2Model, MistralModel, SmolLM2
 
 
 def _is_int(x: Any) -> bool:
@@ -52,15 +55,18 @@ def resolve_keep_layers(spec: list[int] | int, num_layers: int, key: str = "mode
     span = _span(num_layers)
     if _is_int(spec):
         if not 1 <= spec <= num_layers:
-            raise ConfigError(f"{key}: cannot keep {spec} layers of a model with {num_layers} layers; "
-                              f"give a count from 1 to {num_layers} or a list of layer indices ({span})")
+            raise ConfigError(
+                f"{key}: cannot keep {spec} layers of a model with {num_layers} layers; "
+                f"give a count from 1 to {num_layers} or a list of layer indices ({span})"
+            )
         return spread_layers(spec, num_layers)
     if not isinstance(spec, (list, tuple)):
         raise ConfigError(f"{key}: expected a layer count or a list of layer indices ({span}), got {spec!r}")
     layers = list(spec)
     if not layers:
-        raise ConfigError(f"{key}: [] keeps no layers; list at least one layer index ({span}) "
-                          f"or give a count from 1 to {num_layers}")
+        raise ConfigError(
+            f"{key}: [] keeps no layers; list at least one layer index ({span}) or give a count from 1 to {num_layers}"
+        )
     for x in layers:
         if not _is_int(x):
             raise ConfigError(f"{key}: {x!r} in {layers!r} is not a layer index; use integers ({span})")
@@ -74,8 +80,10 @@ def resolve_keep_layers(spec: list[int] | int, num_layers: int, key: str = "mode
         seen.add(x)
     for a, b in zip(layers, layers[1:]):
         if b < a:
-            raise ConfigError(f"{key}: {layers} is not in increasing order (layer {b} after {a}); "
-                              f"list the layers in the model's order ({span})")
+            raise ConfigError(
+                f"{key}: {layers} is not in increasing order (layer {b} after {a}); "
+                f"list the layers in the model's order ({span})"
+            )
     return layers
 
 
@@ -87,8 +95,10 @@ def find_blocks(model: Any) -> tuple[str, Any]:
     base = getattr(model, "base_model", model)
     prefix = ""
     if base is not model:
-        prefix = next((name + "." for name, m in model.named_children() if m is base),
-                      getattr(model, "base_model_prefix", "") + ".")
+        prefix = next(
+            (name + "." for name, m in model.named_children() if m is base),
+            getattr(model, "base_model_prefix", "") + ".",
+        )
     for path in _BLOCK_PATHS:
         mod = base
         for part in path.split("."):
@@ -97,9 +107,11 @@ def find_blocks(model: Any) -> tuple[str, Any]:
                 break
         if isinstance(mod, nn.ModuleList) and len(mod) > 0:
             return prefix + path, mod
-    raise ModelError(f"model.keep_layers: cannot find the transformer layers of {type(model).__name__} "
-                     f"(looked for {' and '.join('<base>.' + p for p in _BLOCK_PATHS)}); "
-                     "keeping layers works for BERT-family and Llama-family models")
+    raise ModelError(
+        f"model.keep_layers: cannot find the transformer layers of {type(model).__name__} "
+        f"(looked for {' and '.join('<base>.' + p for p in _BLOCK_PATHS)}); "
+        "keeping layers works for BERT-family and Llama-family models"
+    )
 
 
 def _set_path(model: Any, path: str, value: Any) -> None:

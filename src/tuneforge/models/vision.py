@@ -11,6 +11,7 @@ directory (config.json + model.safetensors + preprocessor_config.json) in the ca
   blocks are the `MBConvBlock`s of the `efficientnet-lite-pytorch` package. Call `ensure_registered()` before loading
   such a directory through the Auto classes.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from tuneforge.errors import ModelError
 
 MODEL_TYPE = "tuneforge-vision"
-EFFICIENTNET_HINT = ("EfficientNet-Lite models need the package 'efficientnet-lite-pytorch': "
-                     "pip install --no-deps efficientnet-lite-pytorch==0.1.0")
+EFFICIENTNET_HINT = (
+    "EfficientNet-Lite models need the package 'efficientnet-lite-pytorch': "
+    "pip install --no-deps efficientnet-lite-pytorch==0.1.0"
+)
 #: architecture name -> the efficientnet_lite_pytorch model name (only lite0 has builtin weights)
 ARCHITECTURES = {f"efficientnet_lite{i}": f"efficientnet-lite{i}" for i in range(5)}
 
@@ -75,8 +78,10 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s, d in ((x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1]),
-                              (x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])):
+        for size, k, s, d in (
+            (x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1]),
+            (x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0]),
+        ):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads) if any(pads) else x)
@@ -86,8 +91,16 @@ def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """A fresh nn.Conv2d (1x1, stride 1: no padding to do) or Conv2dSame with `conv`'s shape (weights load later)."""
     k, s = tuple(conv.kernel_size), tuple(conv.stride)
     cls = nn.Conv2d if k == (1, 1) and s == (1, 1) else Conv2dSame
-    return cls(conv.in_channels, conv.out_channels, k, s, padding=0, dilation=tuple(conv.dilation),
-               groups=conv.groups, bias=conv.bias is not None)
+    return cls(
+        conv.in_channels,
+        conv.out_channels,
+        k,
+        s,
+        padding=0,
+        dilation=tuple(conv.dilation),
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
 
 
 class EfficientNetLiteBackbone(nn.Module):
@@ -97,14 +110,17 @@ class EfficientNetLiteBackbone(nn.Module):
     def __init__(self, config: TuneforgeVisionConfig):
         super().__init__()
         if config.architecture not in ARCHITECTURES:
-            raise ModelError(f"unknown tuneforge-vision architecture '{config.architecture}'; "
-                             f"known: {', '.join(ARCHITECTURES)}")
+            raise ModelError(
+                f"unknown tuneforge-vision architecture '{config.architecture}'; known: {', '.join(ARCHITECTURES)}"
+            )
         pkg = _efficientnet_package()
         # the package builds the layout (block arguments, channel rounding, fixed stem/head); its convolutions are
         # then replaced by plain ones padding per input (Conv2dSame), so any input size works; at the training size
         # this is exactly the static padding of the package's own from_pretrained model
-        blocks_args, params = pkg.get_model_params(ARCHITECTURES[config.architecture], {
-            "image_size": None, "num_classes": 1, "drop_connect_rate": config.drop_connect_rate})
+        blocks_args, params = pkg.get_model_params(
+            ARCHITECTURES[config.architecture],
+            {"image_size": None, "num_classes": 1, "drop_connect_rate": config.drop_connect_rate},
+        )
         ref = pkg.EfficientNet(blocks_args, params)
         self.conv_stem = _plain_conv(ref._conv_stem)
         self.bn0 = ref._bn0
@@ -167,20 +183,28 @@ class TuneforgeVisionForImageClassification(TuneforgeVisionPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.backbone = EfficientNetLiteBackbone(config)
-        self.classifier = nn.Sequential(nn.Dropout(config.dropout),
-                                        nn.Linear(self.backbone.num_features, config.num_labels))
+        self.classifier = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(self.backbone.num_features, config.num_labels)
+        )
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         # like ViT's patch embedding: the input-side projection below the first block
         return self.backbone.conv_stem
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
         if pixel_values is None:
             raise ValueError("pixel_values is required")
-        output_hidden_states = (output_hidden_states if output_hidden_states is not None
-                                else self.config.output_hidden_states)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pixel_values = pixel_values.to(self.backbone.conv_stem.weight.dtype)
         _, pooled, hidden = self.backbone(pixel_values, output_hidden_states=bool(output_hidden_states))
@@ -189,8 +213,9 @@ class TuneforgeVisionForImageClassification(TuneforgeVisionPreTrainedModel):
         if not return_dict:
             out = (logits,) + ((hidden,) if output_hidden_states else ())
             return ((loss,) + out) if loss is not None else out
-        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits,
-                                                    hidden_states=hidden if output_hidden_states else None)
+        return ImageClassifierOutputWithNoAttention(
+            loss=loss, logits=logits, hidden_states=hidden if output_hidden_states else None
+        )
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem = self.config.problem_type
@@ -217,8 +242,9 @@ def ensure_registered() -> None:
     if _REGISTERED:
         return
     transformers.AutoConfig.register(MODEL_TYPE, TuneforgeVisionConfig, exist_ok=True)
-    transformers.AutoModelForImageClassification.register(TuneforgeVisionConfig,
-                                                          TuneforgeVisionForImageClassification, exist_ok=True)
+    transformers.AutoModelForImageClassification.register(
+        TuneforgeVisionConfig, TuneforgeVisionForImageClassification, exist_ok=True
+    )
     _REGISTERED = True
 
 
@@ -246,10 +272,19 @@ def set_batchnorm_momentum(model: nn.Module, momentum: float = 0.1) -> int:
 def preprocessor_config(mean: list[float], std: list[float], resample: int) -> dict:
     """A transformers image-processor config: resize the shortest side to 256, center-crop 224, scale to 0..1,
     normalise. (`resample`: PIL code, 2 bilinear, 3 bicubic.)"""
-    return {"image_processor_type": "MobileNetV2ImageProcessor", "do_resize": True, "size": {"shortest_edge": 256},
-            "resample": resample, "do_center_crop": True, "crop_size": {"height": 224, "width": 224},
-            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-            "image_mean": list(mean), "image_std": list(std)}
+    return {
+        "image_processor_type": "MobileNetV2ImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 256},
+        "resample": resample,
+        "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(mean),
+        "image_std": list(std),
+    }
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -257,8 +292,9 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _bn_keys(src: str, dst: str) -> dict[str, str]:
-    return {f"{src}.{k}": f"{dst}.{k}" for k in ("weight", "bias", "running_mean", "running_var",
-                                                  "num_batches_tracked")}
+    return {
+        f"{src}.{k}": f"{dst}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    }
 
 
 def _conv_bn(conv: str, bn: str, dst: str) -> dict[str, str]:
@@ -286,8 +322,15 @@ def mobilenet_v2_key_map() -> dict[str, str]:
 def mobilenet_v2_config(num_labels: int = 1000):
     # tf_padding=False: torchvision pads symmetrically by k//2; eps 1e-5 is torchvision's BatchNorm default
     return transformers.MobileNetV2Config(
-        tf_padding=False, layer_norm_eps=1e-5, hidden_act="relu6", classifier_dropout_prob=0.2, num_labels=num_labels,
-        finegrained_output=True, first_layer_is_expansion=True, image_size=224)
+        tf_padding=False,
+        layer_norm_eps=1e-5,
+        hidden_act="relu6",
+        classifier_dropout_prob=0.2,
+        num_labels=num_labels,
+        finegrained_output=True,
+        first_layer_is_expansion=True,
+        image_size=224,
+    )
 
 
 def _remap(state: dict[str, torch.Tensor], key_map: dict[str, str], what: str) -> dict[str, torch.Tensor]:
@@ -307,20 +350,27 @@ def build_mobilenet_v2(weights: Path):
 
 def efficientnet_lite_key_map(state_keys) -> dict[str, str]:
     """The package's EfficientNet keys -> TuneforgeVisionForImageClassification keys."""
-    prefix = {"_conv_stem.": "backbone.conv_stem.", "_bn0.": "backbone.bn0.", "_blocks.": "backbone.blocks.",
-              "_conv_head.": "backbone.conv_head.", "_bn1.": "backbone.bn1.", "_fc.": "classifier.1."}
+    prefix = {
+        "_conv_stem.": "backbone.conv_stem.",
+        "_bn0.": "backbone.bn0.",
+        "_blocks.": "backbone.blocks.",
+        "_conv_head.": "backbone.conv_head.",
+        "_bn1.": "backbone.bn1.",
+        "_fc.": "classifier.1.",
+    }
     out = {}
     for k in state_keys:
         src = next((p for p in prefix if k.startswith(p)), None)
         if src is not None:
-            out[k] = prefix[src] + k[len(src):]
+            out[k] = prefix[src] + k[len(src) :]
     return out
 
 
 def build_efficientnet_lite0(weights: Path):
     state = _load_state_dict(weights)
-    config = TuneforgeVisionConfig(architecture="efficientnet_lite0", num_labels=state["_fc.weight"].shape[0],
-                                   dropout=0.2, image_size=224)
+    config = TuneforgeVisionConfig(
+        architecture="efficientnet_lite0", num_labels=state["_fc.weight"].shape[0], dropout=0.2, image_size=224
+    )
     model = TuneforgeVisionForImageClassification(config)
     model.load_state_dict(_remap(state, efficientnet_lite_key_map(state), weights.name), strict=True)
     return model.eval()

@@ -1,5 +1,6 @@
 """What a search leaves in its study directory when it ends: trials.csv, best.yaml, test.json (the best trial's
 test split, evaluated once), plots/*.png and a self-contained report.html; and the table `--summary` prints."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -32,22 +34,34 @@ def trial_rows(study, objectives: list[str], metric: str) -> list[dict]:
     from optuna.trial import TrialState
 
     multi = len(objectives) > 1
-    front = {t.number for t in study.best_trials} if multi and any(
-        t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else set()
+    front = (
+        {t.number for t in study.best_trials}
+        if multi and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        else set()
+    )
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and \
-            t.datetime_start else None
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         value = None
         if t.state == TrialState.COMPLETE and t.values:
             value = t.values[0]
         elif t.state == TrialState.PRUNED and t.intermediate_values:
             value = t.intermediate_values[max(t.intermediate_values)]
-        row = {"trial": t.number, "state": t.state.name.lower(), "value": value,
-               "duration_s": round(duration, 2) if duration is not None else None,
-               "pruned_at_step": a.get("pruned_at_step"), "worker": a.get("worker"), "run_dir": a.get("run_dir"),
-               "error": a.get("error")}
+        row = {
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "value": value,
+            "duration_s": round(duration, 2) if duration is not None else None,
+            "pruned_at_step": a.get("pruned_at_step"),
+            "worker": a.get("worker"),
+            "run_dir": a.get("run_dir"),
+            "error": a.get("error"),
+        }
         for i, name in enumerate(objectives[1:], start=1):
             v = t.values[i] if t.state == TrialState.COMPLETE and t.values and len(t.values) > i else None
             row[OBJECTIVE_COLUMNS[name]] = int(v) if name == "params" and v is not None else v
@@ -169,8 +183,10 @@ def write_best_yaml(plan, trial, path: Path) -> dict:
     out.pop("dir", None)
     out.update({"name": f"{plan.study_name}-best", "overwrite": False})
     saved["output"] = out
-    header = (f"# best trial {trial.number} of study {plan.study_name}: {plan.metric}={trial.values[0]:.6g} on the "
-              f"validation split\n# its run: {run_dir}\n# train it with: tuneforge train {path}\n")
+    header = (
+        f"# best trial {trial.number} of study {plan.study_name}: {plan.metric}={trial.values[0]:.6g} on the "
+        f"validation split\n# its run: {run_dir}\n# train it with: tuneforge train {path}\n"
+    )
     path.write_text(header + yaml.safe_dump(saved, sort_keys=False, allow_unicode=True))
     return saved
 
@@ -187,8 +203,14 @@ def evaluate_best_test(plan, trial, path: Path, echo: Callable[[str], None]) -> 
                 return old
         except ValueError:
             pass
-    result: dict[str, Any] = {"study": plan.study_name, "trial": trial.number, "run_dir": str(run_dir),
-                              "split": "test", "metric": plan.metric, "validation": trial.values[0]}
+    result: dict[str, Any] = {
+        "study": plan.study_name,
+        "trial": trial.number,
+        "run_dir": str(run_dir),
+        "split": "test",
+        "metric": plan.metric,
+        "validation": trial.values[0],
+    }
     try:
         from tuneforge.inference import evaluate
 
@@ -221,8 +243,9 @@ def _plots(study, plan, out_dir: Path) -> dict[str, str]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     jobs = {
         "history": lambda: ovm.plot_optimization_history(study, target=target, target_name=name),
-        "importances": lambda: ovm.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(),
-                                                          target=target, target_name=name),
+        "importances": lambda: ovm.plot_param_importances(
+            study, evaluator=PedAnovaImportanceEvaluator(), target=target, target_name=name
+        ),
         "parallel": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=name),
         "slice": lambda: ovm.plot_slice(study, target=target, target_name=name),
     }
@@ -242,7 +265,7 @@ def _plots(study, plan, out_dir: Path) -> dict[str, str]:
             fig.savefig(path, dpi=90)
             plt.close(fig)
             done[key] = str(path)
-        except Exception as exc:  # noqa: BLE001  a plot Optuna cannot draw for this study: the report says why
+        except Exception as exc:
             plt.close("all")
             done[key] = f"skipped: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}"
     return done
@@ -252,13 +275,19 @@ def write_html(plan, rows: list[dict], best, test: dict | None, plots: dict[str,
     """report.html with every plot embedded (base64 PNG): opens anywhere, no other file needed."""
     esc = html.escape
     cols = _columns(rows)
-    head = "".join(f"<th>{esc(plan.metric if c == 'value' else c.removeprefix('param:'))}</th>" for c in cols
-                   if c not in ("run_dir", "error"))
+    head = "".join(
+        f"<th>{esc(plan.metric if c == 'value' else c.removeprefix('param:'))}</th>"
+        for c in cols
+        if c not in ("run_dir", "error")
+    )
     body = []
     for r in rows:
         cls = " class='best'" if best is not None and r["trial"] == best.number else ""
-        cells = "".join(f"<td>{esc(_fmt(r.get(c)) if not isinstance(r.get(c), str) else r.get(c))}</td>"
-                        for c in cols if c not in ("run_dir", "error"))
+        cells = "".join(
+            f"<td>{esc(_fmt(r.get(c)) if not isinstance(r.get(c), str) else r.get(c))}</td>"
+            for c in cols
+            if c not in ("run_dir", "error")
+        )
         body.append(f"<tr{cls}>{cells}</tr>")
     figs = []
     for key, where in plots.items():
@@ -270,24 +299,31 @@ def write_html(plan, rows: list[dict], best, test: dict | None, plots: dict[str,
     best_html = "<p>No trial completed.</p>"
     if best is not None:
         params = best.user_attrs.get("params") or {}
-        best_html = (f"<p>Best trial <b>{best.number}</b>: {esc(plan.metric)} = {best.values[0]:.6g} (validation)"
-                     + (f"; test {esc(plan.metric)} = {esc(_fmt((test.get('metrics') or {}).get(plan.metric)))}"
-                        if test and test.get("metrics") else "")
-                     + "</p><ul>" + "".join(f"<li><code>{esc(k)}</code> = {esc(_fmt(v))}</li>"
-                                           for k, v in params.items()) + "</ul>")
+        best_html = (
+            f"<p>Best trial <b>{best.number}</b>: {esc(plan.metric)} = {best.values[0]:.6g} (validation)"
+            + (
+                f"; test {esc(plan.metric)} = {esc(_fmt((test.get('metrics') or {}).get(plan.metric)))}"
+                if test and test.get("metrics")
+                else ""
+            )
+            + "</p><ul>"
+            + "".join(f"<li><code>{esc(k)}</code> = {esc(_fmt(v))}</li>" for k, v in params.items())
+            + "</ul>"
+        )
     failed = [r for r in rows if r.get("state") == "fail" and r.get("error")]
     fail_html = "".join(f"<li>trial {r['trial']}: {esc(str(r['error']))}</li>" for r in failed)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tuneforge search: {esc(plan.study_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}tr.best{{background:#e6f4e6}}img{{max-width:100%}}</style>
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}tr.best{{background:#e6f4e6}}
+img{{max-width:100%}}</style>
 </head><body><h1>Search {esc(plan.study_name)}</h1>
-<p>Objective: {esc(plan.metric)} ({'max' if plan.greater else 'min'}imize) on the validation split
-{esc(', '.join(plan.objectives[1:]) and '; also ' + ', '.join(plan.objectives[1:]) + ' (minimize, Pareto front)')};
+<p>Objective: {esc(plan.metric)} ({"max" if plan.greater else "min"}imize) on the validation split
+{esc(", ".join(plan.objectives[1:]) and "; also " + ", ".join(plan.objectives[1:]) + " (minimize, Pareto front)")};
 sampler {esc(plan.sampler)}, pruner {esc(plan.pruner)}; {len(rows)} trials.</p>
 <h2>Best</h2>{best_html}
-<h2>Trials</h2><table><tr>{head}</tr>{''.join(body)}</table>
-{'<h2>Failed trials</h2><ul>' + fail_html + '</ul>' if fail_html else ''}
-<h2>Plots</h2>{''.join(figs)}
+<h2>Trials</h2><table><tr>{head}</tr>{"".join(body)}</table>
+{"<h2>Failed trials</h2><ul>" + fail_html + "</ul>" if fail_html else ""}
+<h2>Plots</h2>{"".join(figs)}
 </body></html>"""
     path.write_text(page)
 
@@ -308,8 +344,12 @@ def write_outputs(plan, study, echo: Callable[[str], None] = lambda s: print(s, 
         files["best"] = str(d / "best.yaml")
         test = evaluate_best_test(plan, best, d / "test.json", echo)
         files["test"] = str(d / "test.json")
-        best_info = {"trial": best.number, "value": best.values[0], "params": best.user_attrs.get("params") or {},
-                     "run_dir": best.user_attrs.get("run_dir")}
+        best_info = {
+            "trial": best.number,
+            "value": best.values[0],
+            "params": best.user_attrs.get("params") or {},
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
     plots = _plots(study, plan, d / "plots")
     write_html(plan, rows, best, test, plots, d / "report.html")
     files["report"] = str(d / "report.html")
@@ -318,6 +358,8 @@ def write_outputs(plan, study, echo: Callable[[str], None] = lambda s: print(s, 
     if best is None:
         echo(f"tuneforge: no trial completed ({done} of {plan.trials} finished); report in {d / 'report.html'}")
     else:
-        echo(f"tuneforge: {done} of {plan.trials} trials finished; best trial {best.number} "
-             f"({plan.metric}={best.values[0]:.4f}): {d / 'best.yaml'}; report in {d / 'report.html'}")
+        echo(
+            f"tuneforge: {done} of {plan.trials} trials finished; best trial {best.number} "
+            f"({plan.metric}={best.values[0]:.4f}): {d / 'best.yaml'}; report in {d / 'report.html'}"
+        )
     return SearchResult(study_dir=d, finished=done, best=best_info, files=files)

@@ -13,6 +13,7 @@ sampled when its choice is taken).
 A conditional choice maps each value to the keys sampled only with it (`null` or `{}`: none). Keys are dotted
 config paths (`train.learning_rate`), as in `key=value` overrides.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ class Param:
     log: bool = False
     step: float | int | None = None
     choices: list = field(default_factory=list)
-    branches: dict[Any, list["Param"]] | None = None
+    branches: dict[Any, list[Param]] | None = None
     name: str = ""  # the Optuna parameter name (the key, or key@choice when a key is in several branches)
 
     def canonical(self) -> dict:
@@ -77,8 +78,10 @@ def parse_space(raw: Any, where: str = "space: ") -> list[Param]:
     Raises ConfigError naming the key for an unknown spec kind, an inverted or empty range, an empty choice, a
     sub-space under anything but a choice, a bad option or a key searched twice on one path."""
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{where}the search space must be a mapping of config keys to specs, for example "
-                          f"train.learning_rate: {{float: [1e-5, 1e-3], log: true}}")
+        raise ConfigError(
+            f"{where}the search space must be a mapping of config keys to specs, for example "
+            f"train.learning_rate: {{float: [1e-5, 1e-3], log: true}}"
+        )
     params = _parse_mapping(raw, where, path=())
     _name(params)
     return params
@@ -88,8 +91,9 @@ def _parse_mapping(raw: dict, where: str, path: tuple[str, ...]) -> list[Param]:
     out: list[Param] = []
     for key, spec in raw.items():
         if not isinstance(key, str) or not key.strip() or any(not part for part in key.split(".")):
-            raise ConfigError(f"{where}{shorten(key, 60)}: a key must be a dotted config path such as "
-                              f"train.learning_rate")
+            raise ConfigError(
+                f"{where}{shorten(key, 60)}: a key must be a dotted config path such as train.learning_rate"
+            )
         if key in path:
             raise ConfigError(f"{where}{key}: searched again inside its own sub-space")
         out.append(_parse_spec(key, spec, where, path))
@@ -99,37 +103,49 @@ def _parse_mapping(raw: dict, where: str, path: tuple[str, ...]) -> list[Param]:
 def _parse_spec(key: str, spec: Any, where: str, path: tuple[str, ...]) -> Param:
     at = f"{where}{key}"
     if not isinstance(spec, dict) or not spec:
-        raise ConfigError(f"{at}: give a spec such as {{float: [low, high]}}, {{int: [low, high]}} or "
-                          f"{{choice: [a, b]}}, got {shorten(spec, 60)}")
+        raise ConfigError(
+            f"{at}: give a spec such as {{float: [low, high]}}, {{int: [low, high]}} or "
+            f"{{choice: [a, b]}}, got {shorten(spec, 60)}"
+        )
     kinds = [k for k in spec if k in KINDS]
     if len(kinds) != 1:
         unknown = [k for k in spec if k not in KINDS and not any(k in o for o in OPTIONS.values())]
         if unknown:
-            raise ConfigError(f"{at}: unknown spec kind '{shorten(unknown[0], 40, text=True)}'"
-                              f"{closest(str(unknown[0])[:40], KINDS)}; use float, int or choice")
-        raise ConfigError(f"{at}: give exactly one of float, int or choice" + (f" (got {', '.join(kinds)})"
-                                                                            if kinds else ""))
+            raise ConfigError(
+                f"{at}: unknown spec kind '{shorten(unknown[0], 40, text=True)}'"
+                f"{closest(str(unknown[0])[:40], KINDS)}; use float, int or choice"
+            )
+        raise ConfigError(
+            f"{at}: give exactly one of float, int or choice" + (f" (got {', '.join(kinds)})" if kinds else "")
+        )
     kind = kinds[0]
     for option in spec:
         if option != kind and option not in OPTIONS[kind]:
             allowed = ", ".join(OPTIONS[kind]) or "no options"
-            raise ConfigError(f"{at}: '{shorten(option, 40, text=True)}' does not apply to {kind} "
-                              f"({kind} takes {allowed})")
+            raise ConfigError(
+                f"{at}: '{shorten(option, 40, text=True)}' does not apply to {kind} ({kind} takes {allowed})"
+            )
     value = spec[kind]
     if kind == "choice":
         return _parse_choice(key, value, where, path)
     if isinstance(value, dict):
-        raise ConfigError(f"{at}: only a choice can have sub-spaces (a mapping of values to keys); {kind} takes "
-                          f"[low, high]")
+        raise ConfigError(
+            f"{at}: only a choice can have sub-spaces (a mapping of values to keys); {kind} takes [low, high]"
+        )
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ConfigError(f"{at}: {kind} takes [low, high], got {shorten(value, 60)}")
     low, high = value
     numeric = (int,) if kind == "int" else (int, float)
     for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, numeric) or (isinstance(bound, float)
-                                                                        and not math.isfinite(bound)):
-            raise ConfigError(f"{at}: {kind} bounds must be {'integers' if kind == 'int' else 'finite numbers'}, "
-                              f"got {shorten(bound, 40)}")
+        if (
+            isinstance(bound, bool)
+            or not isinstance(bound, numeric)
+            or (isinstance(bound, float) and not math.isfinite(bound))
+        ):
+            raise ConfigError(
+                f"{at}: {kind} bounds must be {'integers' if kind == 'int' else 'finite numbers'}, "
+                f"got {shorten(bound, 40)}"
+            )
     if low > high:
         raise ConfigError(f"{at}: inverted range [{low}, {high}]: low must not be above high")
     if low == high:
@@ -142,8 +158,9 @@ def _parse_spec(key: str, spec: Any, where: str, path: tuple[str, ...]) -> Param
     step = spec.get("step")
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, numeric) or step <= 0:
-            raise ConfigError(f"{at}: step must be a positive {'integer' if kind == 'int' else 'number'}, "
-                              f"got {shorten(step, 40)}")
+            raise ConfigError(
+                f"{at}: step must be a positive {'integer' if kind == 'int' else 'number'}, got {shorten(step, 40)}"
+            )
         if log and (kind == "float" or step != 1):
             raise ConfigError(f"{at}: step and log cannot be combined")
         if step > high - low:
@@ -167,19 +184,24 @@ def _parse_choice(key: str, value: Any, where: str, path: tuple[str, ...]) -> Pa
                 branches[option] = []
                 continue
             if not isinstance(sub, dict):
-                raise ConfigError(f"{at}: the sub-space of '{shorten(option, 40, text=True)}' must be a mapping of "
-                                  f"config keys to specs (or null), got {shorten(sub, 60)}")
+                raise ConfigError(
+                    f"{at}: the sub-space of '{shorten(option, 40, text=True)}' must be a mapping of "
+                    f"config keys to specs (or null), got {shorten(sub, 60)}"
+                )
             branches[option] = _parse_mapping(sub, f"{at}={shorten(option, 40, text=True)}: ", path + (key,))
         return Param(key=key, kind="choice", choices=list(value), branches=branches)
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{at}: choice takes a list of values (or a mapping of values to sub-spaces), "
-                          f"got {shorten(value, 60)}")
+        raise ConfigError(
+            f"{at}: choice takes a list of values (or a mapping of values to sub-spaces), got {shorten(value, 60)}"
+        )
     if not value:
         raise ConfigError(f"{at}: choice has no values")
     for option in value:
         if not isinstance(option, SCALARS):
-            raise ConfigError(f"{at}: choice values must be plain values (numbers, strings, true/false/null), "
-                              f"got {shorten(option, 40)}")
+            raise ConfigError(
+                f"{at}: choice values must be plain values (numbers, strings, true/false/null), "
+                f"got {shorten(option, 40)}"
+            )
     dup = [v for i, v in enumerate(value) if v in value[:i]]
     if dup:
         raise ConfigError(f"{at}: choice lists {shorten(dup[0], 40)} twice")
@@ -187,8 +209,13 @@ def _parse_choice(key: str, value: Any, where: str, path: tuple[str, ...]) -> Pa
 
 
 #: short names of common keys in progress lines and tables
-SHORT = {"method.name": "method", "train.learning_rate": "lr", "train.batch_size": "bs", "train.weight_decay": "wd",
-         "train.warmup_ratio": "warmup"}
+SHORT = {
+    "method.name": "method",
+    "train.learning_rate": "lr",
+    "train.batch_size": "bs",
+    "train.weight_decay": "wd",
+    "train.warmup_ratio": "warmup",
+}
 
 
 def short(key: str) -> str:
@@ -216,6 +243,7 @@ def _name(params: list[Param]) -> None:
             p.name = p.key if counts[p.key] == 1 or not parent else f"{p.key}@{parent}"
             for value, sub in (p.branches or {}).items():
                 assign(sub, f"{p.key}={value}")
+
     assign(params, "")
 
 
@@ -237,8 +265,10 @@ def grid(params: list[Param]) -> dict[str, list]:
     bad = next((p for p in params if p.kind != "choice" or p.branches is not None), None)
     if bad is not None:
         why = "a conditional choice" if bad.kind == "choice" else f"a {bad.kind} range"
-        raise ConfigError(f"--sampler grid needs a finite space of plain choices; {bad.key} is {why} "
-                          f"(use {{choice: [...]}} for every key, or another sampler)")
+        raise ConfigError(
+            f"--sampler grid needs a finite space of plain choices; {bad.key} is {why} "
+            f"(use {{choice: [...]}} for every key, or another sampler)"
+        )
     return {p.name: list(p.choices) for p in params}
 
 
@@ -344,23 +374,30 @@ def validate_space(params: list[Param], base: dict, where: str = "space: ") -> i
                 name = (context.get("method") or {}).get("name")
                 owners = _methods_with(parts[1]) if parts[0] == "method" and len(parts) == 2 else []
                 if owners and name not in owners:  # a key of another method: sample it only with that method
-                    raise ConfigError(f"{at}: method '{name}' has no key '{parts[1]}' (only {', '.join(owners)}); "
-                                      f"sample it only with its method: method.name: {{choice: {{{owners[0]}: "
-                                      f"{{{p.key}: ...}}, {name}: null}}}}")
+                    raise ConfigError(
+                        f"{at}: method '{name}' has no key '{parts[1]}' (only {', '.join(owners)}); "
+                        f"sample it only with its method: method.name: {{choice: {{{owners[0]}: "
+                        f"{{{p.key}: ...}}, {name}: null}}}}"
+                    )
                 leaves = sorted(x for x in paths if not any(y.startswith(x + ".") for y in paths))
                 raise ConfigError(f"{at}: not a config key{closest(p.key[:200], leaves)}")
             for value in _values_to_check(p):
                 try:
                     validate_config(set_key(context, p.key, value))
                 except ConfigError as exc:
-                    raise ConfigError(f"{at}: {shorten(value, 40)} gives an invalid config: "
-                                      f"{str(exc).removeprefix('invalid config: ')}") from None
+                    raise ConfigError(
+                        f"{at}: {shorten(value, 40)} gives an invalid config: "
+                        f"{str(exc).removeprefix('invalid config: ')}"
+                    ) from None
                 checked += 1
         # each conditional value: its sub-space, and the other keys of this level, in that value's context (a plain
         # choice of method.name too: a method key beside it must exist for every method it can pick)
         for p in items:
-            branches = p.branches if p.branches is not None else (
-                {v: [] for v in p.choices} if p.key == "method.name" and p.kind == "choice" else {})
+            branches = (
+                p.branches
+                if p.branches is not None
+                else ({v: [] for v in p.choices} if p.key == "method.name" and p.kind == "choice" else {})
+            )
             for value, sub in branches.items():
                 ctx = set_key(context, p.key, value)
                 branch = f"{p.key}={value}"

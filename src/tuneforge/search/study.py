@@ -16,6 +16,7 @@ killed continues until it has N. A trial whose process died stays RUNNING in the
 when a search starts again (at once for a process of this host that is gone, through Optuna's heartbeat after
 the grace period for one of another host) and does not count.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tuneforge.config.loader import apply_overrides, load_config, read_yaml, validate_config
 from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
@@ -59,7 +61,7 @@ class Plan:
     config: str
     space_file: str
     params: list
-    base: dict                     # the base raw config, overrides applied
+    base: dict  # the base raw config, overrides applied
     study_name: str
     study_dir: Path
     storage: str
@@ -85,10 +87,30 @@ class Plan:
 
     def argv(self) -> list[str]:
         """`tuneforge search` arguments that make this plan again (what worker processes are started with)."""
-        return [self.config, *self.overrides, "--space", self.space_file, "--trials", str(self.trials),
-                "--study", self.study_name, "--dir", str(self.study_dir), "--storage", self.storage,
-                "--workers", str(self.workers), "--sampler", self.sampler, "--pruner", self.pruner,
-                "--objectives", ",".join(self.objectives), "--seed", str(self.seed)]
+        return [
+            self.config,
+            *self.overrides,
+            "--space",
+            self.space_file,
+            "--trials",
+            str(self.trials),
+            "--study",
+            self.study_name,
+            "--dir",
+            str(self.study_dir),
+            "--storage",
+            self.storage,
+            "--workers",
+            str(self.workers),
+            "--sampler",
+            self.sampler,
+            "--pruner",
+            self.pruner,
+            "--objectives",
+            ",".join(self.objectives),
+            "--seed",
+            str(self.seed),
+        ]
 
 
 def default_storage(study_dir: Path) -> str:
@@ -105,10 +127,22 @@ def redact(url: str) -> str:
     return f"{head}://{user}{':***' if has_password else ''}@{host}"
 
 
-def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, timeout: float | None = None,
-              study: str | None = None, study_dir: str | None = None, storage: str | None = None, workers: int = 1,
-              sampler: str = "tpe", pruner: str | None = None, objectives: str = "quality", seed: int | None = None,
-              validate: bool = True) -> Plan:
+def make_plan(
+    config: str,
+    space_file: str,
+    overrides=(),
+    trials: int = 20,
+    timeout: float | None = None,
+    study: str | None = None,
+    study_dir: str | None = None,
+    storage: str | None = None,
+    workers: int = 1,
+    sampler: str = "tpe",
+    pruner: str | None = None,
+    objectives: str = "quality",
+    seed: int | None = None,
+    validate: bool = True,
+) -> Plan:
     """Read the base config and the space, check the options, and (with `validate`) check every key and range of
     the space against the config.
 
@@ -116,8 +150,9 @@ def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, time
     from tuneforge.registry import TASKS
 
     if not Path(config).is_file():
-        raise ConfigError(f"config {config} does not exist" if not Path(config).exists() else
-                          f"config {config} is not a file")
+        raise ConfigError(
+            f"config {config} does not exist" if not Path(config).exists() else f"config {config} is not a file"
+        )
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     if timeout is not None and timeout <= 0:
@@ -125,9 +160,11 @@ def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, time
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     from tuneforge.registry import closest
+
     if sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler: unknown sampler '{sampler}'{closest(sampler, SAMPLERS)}; "
-                          f"available: {', '.join(SAMPLERS)}")
+        raise ConfigError(
+            f"--sampler: unknown sampler '{sampler}'{closest(sampler, SAMPLERS)}; available: {', '.join(SAMPLERS)}"
+        )
     objs = [o.strip() for o in objectives.split(",") if o.strip()]
     if ",".join(objs) not in OBJECTIVES:
         raise ConfigError(f"--objectives: '{objectives}' is not one of {', '.join(OBJECTIVES)}")
@@ -135,14 +172,18 @@ def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, time
     if pruner is None:
         pruner = "none" if multi else "median"
     if pruner not in PRUNERS:
-        raise ConfigError(f"--pruner: unknown pruner '{pruner}'{closest(pruner, PRUNERS)}; "
-                          f"available: {', '.join(PRUNERS)}")
+        raise ConfigError(
+            f"--pruner: unknown pruner '{pruner}'{closest(pruner, PRUNERS)}; available: {', '.join(PRUNERS)}"
+        )
     if multi and pruner != "none":
-        raise ConfigError(f"--pruner {pruner}: Optuna prunes single-objective studies only; with --objectives "
-                          f"{objectives} use --pruner none")
+        raise ConfigError(
+            f"--pruner {pruner}: Optuna prunes single-objective studies only; with --objectives "
+            f"{objectives} use --pruner none"
+        )
     if multi and sampler == "cmaes":
-        raise ConfigError("--sampler cmaes optimises a single objective; with several --objectives use tpe, "
-                          "random or gp")
+        raise ConfigError(
+            "--sampler cmaes optimises a single objective; with several --objectives use tpe, random or gp"
+        )
 
     base = apply_overrides(read_yaml(config), overrides)
     cfg = validate_config(copy.deepcopy(base))
@@ -153,8 +194,10 @@ def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, time
     if sampler == "grid":
         sp.grid(params)  # a finite space, or a one-line error
     if cfg.train.eval_strategy == "no":
-        raise ConfigError("train.eval_strategy is 'no': a search scores each trial on the validation split during "
-                          "training; set train.eval_strategy to epoch or steps")
+        raise ConfigError(
+            "train.eval_strategy is 'no': a search scores each trial on the validation split during "
+            "training; set train.eval_strategy to epoch or steps"
+        )
     task_cls = TASKS.get(cfg.task.type)
     metric = cfg.eval.metric
     name = study or sp_stem(config)
@@ -163,11 +206,26 @@ def make_plan(config: str, space_file: str, overrides=(), trials: int = 20, time
     sdir = Path(study_dir) if study_dir else Path("studies") / name
     if sdir.exists() and not sdir.is_dir():
         raise RunDirError(f"--dir: {sdir} exists and is not a directory")
-    return Plan(config=str(config), space_file=str(space_file), params=params, base=base, study_name=name,
-                study_dir=sdir, storage=storage or default_storage(sdir), trials=trials, timeout=timeout,
-                workers=workers, sampler=sampler, pruner=pruner, objectives=objs,
-                seed=seed if seed is not None else cfg.train.seed, metric=metric,
-                greater=bool(task_cls.metrics.get(metric, True)), task=cfg.task.type, overrides=list(overrides))
+    return Plan(
+        config=str(config),
+        space_file=str(space_file),
+        params=params,
+        base=base,
+        study_name=name,
+        study_dir=sdir,
+        storage=storage or default_storage(sdir),
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        sampler=sampler,
+        pruner=pruner,
+        objectives=objs,
+        seed=seed if seed is not None else cfg.train.seed,
+        metric=metric,
+        greater=bool(task_cls.metrics.get(metric, True)),
+        task=cfg.task.type,
+        overrides=list(overrides),
+    )
 
 
 def sp_stem(config: str) -> str:
@@ -197,11 +255,12 @@ def open_storage(url: str):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     for attempt in range(3):  # workers that start together race to create the tables: the loser tries again
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=GRACE_SECONDS, **kwargs)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs
+            )
         except ImportError as exc:
             raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({exc})") from None
-        except Exception as exc:  # noqa: BLE001  sqlalchemy's errors: unreachable server, bad URL, permissions
+        except Exception as exc:
             if attempt < 2 and not isinstance(exc, (ValueError, TypeError)):
                 time.sleep(1 + attempt)
                 continue
@@ -235,8 +294,13 @@ def make_sampler(plan: Plan, offset: int = 0):
         return optuna.samplers.GPSampler(seed=seed)
     # multivariate + group: conditional spaces are modelled per branch; the constant liar keeps parallel workers
     # from all trying the same region
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=plan.workers > 1,
-                                      n_startup_trials=min(10, max(2, plan.trials // 3)))
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=plan.workers > 1,
+        n_startup_trials=min(10, max(2, plan.trials // 3)),
+    )
 
 
 def make_pruner(plan: Plan):
@@ -261,15 +325,20 @@ def open_study(plan: Plan, create: bool = True, offset: int = 0):
     for attempt in range(3):
         try:
             if create:
-                study = optuna.create_study(storage=storage, study_name=plan.study_name, directions=plan.directions,
-                                            sampler=sampler, pruner=pruner, load_if_exists=True)
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=plan.study_name,
+                    directions=plan.directions,
+                    sampler=sampler,
+                    pruner=pruner,
+                    load_if_exists=True,
+                )
             else:
-                study = optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler,
-                                          pruner=pruner)
+                study = optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler, pruner=pruner)
             break
         except KeyError:
             raise ConfigError(f"study '{plan.study_name}' is not in {redact(plan.storage)}") from None
-        except Exception:  # noqa: BLE001  two workers creating the study at the same moment: load it
+        except Exception:
             if attempt == 2:
                 raise
             time.sleep(1 + attempt)
@@ -278,22 +347,33 @@ def open_study(plan: Plan, create: bool = True, offset: int = 0):
     where = f"study '{plan.study_name}' in {redact(plan.storage)}"
     if SPACE_ATTR in attrs:
         if attrs[SPACE_ATTR] != mine:
-            raise ConfigError(f"{where} was started with a different search space; use another --study name "
-                              f"(or --dir) for this space, or the original {attrs.get('space_file', 'space')}")
+            raise ConfigError(
+                f"{where} was started with a different search space; use another --study name "
+                f"(or --dir) for this space, or the original {attrs.get('space_file', 'space')}"
+            )
         if attrs.get("objectives") != plan.objectives or attrs.get("metric") != plan.metric:
-            raise ConfigError(f"{where} optimises {attrs.get('metric')} "
-                              f"({','.join(attrs.get('objectives') or [])}); this search asks for {plan.metric} "
-                              f"({','.join(plan.objectives)}): use another --study name")
+            raise ConfigError(
+                f"{where} optimises {attrs.get('metric')} "
+                f"({','.join(attrs.get('objectives') or [])}); this search asks for {plan.metric} "
+                f"({','.join(plan.objectives)}): use another --study name"
+            )
     elif study.get_trials(deepcopy=False):
         raise ConfigError(f"{where} already has trials that tuneforge did not make; use another --study name")
     elif create:
-        for key, value in (("space_file", Path(plan.space_file).name), ("space", sp.describe(plan.params)),
-                           ("objectives", plan.objectives), ("metric", plan.metric), ("task", plan.task),
-                           (SPACE_ATTR, mine)):  # the fingerprint last: it marks the study complete
+        for key, value in (
+            ("space_file", Path(plan.space_file).name),
+            ("space", sp.describe(plan.params)),
+            ("objectives", plan.objectives),
+            ("metric", plan.metric),
+            ("task", plan.task),
+            (SPACE_ATTR, mine),
+        ):  # the fingerprint last: it marks the study complete
             study.set_user_attr(key, value)
     if list(study.directions) and [d.name.lower() for d in study.directions] != plan.directions:
-        raise ConfigError(f"{where} has directions {[d.name.lower() for d in study.directions]}, not "
-                          f"{plan.directions}: use another --study name")
+        raise ConfigError(
+            f"{where} has directions {[d.name.lower() for d in study.directions]}, not "
+            f"{plan.directions}: use another --study name"
+        )
     return study
 
 
@@ -306,16 +386,29 @@ def _base_hash(plan: Plan) -> str:
 def write_search_json(plan: Plan) -> None:
     from tuneforge.training.rundir import write_json
 
-    write_json(plan.study_dir / "search.json", {
-        "study": plan.study_name, "storage": redact(plan.storage), "config": plan.config,
-        "space_file": plan.space_file, "space": sp.describe(plan.params), "overrides": plan.overrides,
-        "trials": plan.trials, "sampler": plan.sampler, "pruner": plan.pruner, "objectives": plan.objectives,
-        "metric": plan.metric, "greater_is_better": plan.greater, "directions": plan.directions})
+    write_json(
+        plan.study_dir / "search.json",
+        {
+            "study": plan.study_name,
+            "storage": redact(plan.storage),
+            "config": plan.config,
+            "space_file": plan.space_file,
+            "space": sp.describe(plan.params),
+            "overrides": plan.overrides,
+            "trials": plan.trials,
+            "sampler": plan.sampler,
+            "pruner": plan.pruner,
+            "objectives": plan.objectives,
+            "metric": plan.metric,
+            "greater_is_better": plan.greater,
+            "directions": plan.directions,
+        },
+    )
 
 
 # ---- stale trials -----------------------------------------------------------------------------------------------
 def _trial_id(t) -> int:
-    return t._trial_id  # noqa: SLF001  (Optuna keeps the storage id private; its storages take it)
+    return t._trial_id
 
 
 def reclaim_stale(study) -> list[int]:
@@ -327,7 +420,7 @@ def reclaim_stale(study) -> list[int]:
 
     from tuneforge.training.rundir import RunDir, pid_alive, process_start
 
-    storage = study._storage  # noqa: SLF001
+    storage = study._storage
     marked = []
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with contextlib.suppress(Exception):
@@ -337,8 +430,9 @@ def reclaim_stale(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         a = t.user_attrs
         if "pid" in a:
-            gone = a.get("host") == host and (not pid_alive(a.get("pid")) or
-                                              a.get("pid_start") not in (None, process_start(a.get("pid"))))
+            gone = a.get("host") == host and (
+                not pid_alive(a.get("pid")) or a.get("pid_start") not in (None, process_start(a.get("pid")))
+            )
         else:  # asked but killed before it said whose it is
             started = t.datetime_start.timestamp() if t.datetime_start else now
             gone = now - started > GRACE_SECONDS
@@ -407,8 +501,12 @@ def counts(study) -> tuple[int, int]:
     return done, sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def run_worker(plan: Plan, worker: int = 0, deadline: float | None = None,
-               echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
+def run_worker(
+    plan: Plan,
+    worker: int = 0,
+    deadline: float | None = None,
+    echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> int:
     """Run trials until the study has plan.trials finished ones (or the deadline passes). Returns how many trials
     this worker ran.
 
@@ -432,17 +530,23 @@ def run_worker(plan: Plan, worker: int = 0, deadline: float | None = None,
             if plan.sampler == "grid" and done + running >= sp.grid_size(plan.params):
                 break
             trial = study.ask()
-            for key, value in (("worker", worker), ("pid", os.getpid()), ("host", socket.gethostname()),
-                               ("pid_start", _pid_start())):
+            for key, value in (
+                ("worker", worker),
+                ("pid", os.getpid()),
+                ("host", socket.gethostname()),
+                ("pid_start", _pid_start()),
+            ):
                 trial.set_user_attr(key, value)
         ran += 1
-        with _Heartbeat(study._storage, _trial_id(trial)):  # noqa: SLF001
+        with _Heartbeat(study._storage, _trial_id(trial)):
             state, error = _run_trial(plan, study, trial, worker)
         if state == TrialState.FAIL:
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
-                raise TuneforgeError(f"{failures} trials in a row failed (last, trial {trial.number}: {error}); "
-                                     f"see {trial_dir(plan.study_dir, trial.number) / 'train.log'}")
+                raise TuneforgeError(
+                    f"{failures} trials in a row failed (last, trial {trial.number}: {error}); "
+                    f"see {trial_dir(plan.study_dir, trial.number) / 'train.log'}"
+                )
         else:
             failures = 0
     return ran
@@ -467,16 +571,22 @@ def _run_trial(plan: Plan, study, trial, worker: int):
     try:
         values = sp.sample(trial, plan.params)
         raw = sp.apply(plan.base, values)
-        raw["output"] = {**(raw.get("output") or {}), "dir": str(run_dir), "name": f"trial-{trial.number}",
-                         "overwrite": False}
+        raw["output"] = {
+            **(raw.get("output") or {}),
+            "dir": str(run_dir),
+            "name": f"trial-{trial.number}",
+            "overwrite": False,
+        }
         trial.set_user_attr("params", values)
         trial.set_user_attr("run_dir", str(run_dir))
         cfg = load_config(raw=raw)
         callbacks = []
         if not plan.multi and plan.pruner != "none":
+
             def report(step: int, value: float) -> bool:
                 trial.report(value, step)
                 return trial.should_prune()
+
             callbacks.append(PruneCallback(plan.metric, report))
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train.log", "a") as log, _trial_output(log):
@@ -488,7 +598,7 @@ def _run_trial(plan: Plan, study, trial, worker: int):
         _tell(study, trial, TrialState.FAIL, error=str(exc))
         _progress(plan, study, trial, values, time.time() - t0, failed=str(exc))
         return TrialState.FAIL, str(exc)
-    except Exception as exc:  # noqa: BLE001  a bug or a library error in one trial: the search goes on
+    except Exception as exc:
         msg = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         _tell(study, trial, TrialState.FAIL, error=msg)
         _progress(plan, study, trial, values, time.time() - t0, failed=msg)
@@ -503,8 +613,10 @@ def _run_trial(plan: Plan, study, trial, worker: int):
         _progress(plan, study, trial, values, seconds, pruned=result.pruned_at_step, quality=quality)
         return TrialState.PRUNED, None
     if not isinstance(quality, (int, float)) or math.isnan(float(quality)):
-        msg = (f"the run has no validation {plan.metric} (does the config hold out a validation split? "
-               f"data.split.validation)")
+        msg = (
+            f"the run has no validation {plan.metric} (does the config hold out a validation split? "
+            f"data.split.validation)"
+        )
         _tell(study, trial, TrialState.FAIL, error=msg)
         _progress(plan, study, trial, values, seconds, failed=msg)
         return TrialState.FAIL, msg
@@ -547,7 +659,7 @@ def _tell(study, trial, state, values=None, error: str | None = None) -> None:
             trial.set_user_attr("error", error[:500])
     try:
         study.tell(trial, values, state=state)
-    except Exception:  # noqa: BLE001  already finished (marked stale by another process meanwhile)
+    except Exception:
         pass
 
 
@@ -561,8 +673,16 @@ def format_params(values: dict) -> str:
     return " ".join(f"{sp.short(k)}={format_value(v)}" for k, v in values.items())
 
 
-def _progress(plan: Plan, study, trial, values: dict, seconds: float, quality=None, pruned: int | None = None,
-              failed: str | None = None) -> None:
+def _progress(
+    plan: Plan,
+    study,
+    trial,
+    values: dict,
+    seconds: float,
+    quality=None,
+    pruned: int | None = None,
+    failed: str | None = None,
+) -> None:
     """One line per finished trial: `trial 3/10: accuracy=0.8123 (best 0.8200, trial 1) lr=... 42s`."""
     from optuna.trial import TrialState
 
@@ -614,8 +734,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def search(plan: Plan, argv: list[str] | None = None,
-           echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> SearchResult:
+def search(
+    plan: Plan,
+    argv: list[str] | None = None,
+    echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> SearchResult:
     """Create or continue the study, run its trials (in this process, or `plan.workers` worker processes started
     with `argv`, the search's own command-line arguments), then write trials.csv, best.yaml, test.json, plots and
     report.html.
@@ -632,29 +755,38 @@ def search(plan: Plan, argv: list[str] | None = None,
         except ValueError:
             owner = None
         if owner not in (None, plan.study_name):
-            raise RunDirError(f"{plan.study_dir} holds study '{owner}' (its trials/ are that study's runs); give "
-                              f"study '{plan.study_name}' another --dir")
+            raise RunDirError(
+                f"{plan.study_dir} holds study '{owner}' (its trials/ are that study's runs); give "
+                f"study '{plan.study_name}' another --dir"
+            )
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(plan, create=True)
     base_hash = _base_hash(plan)
     if study.user_attrs.get("base_config") not in (None, base_hash):
-        echo("tuneforge: warning: the base config (or its overrides) differs from the one this study started with; "
-             "the trials of both count in one study")
+        echo(
+            "tuneforge: warning: the base config (or its overrides) differs from the one this study started with; "
+            "the trials of both count in one study"
+        )
     study.set_user_attr("base_config", base_hash)
     write_search_json(plan)
     if plan.sampler == "grid" and plan.trials > sp.grid_size(plan.params):
-        echo(f"tuneforge: the grid has {sp.grid_size(plan.params)} points: the search ends when they are tried "
-             f"(--trials {plan.trials} is more)")
+        echo(
+            f"tuneforge: the grid has {sp.grid_size(plan.params)} points: the search ends when they are tried "
+            f"(--trials {plan.trials} is more)"
+        )
     with _ask_lock(plan.study_dir):
         marked = reclaim_stale(study)
     if marked:
         echo(f"tuneforge: marked failed the trial(s) {', '.join(map(str, marked))} whose process died")
     done, running = counts(study)
     deadline = time.time() + plan.timeout if plan.timeout else None
-    echo(f"tuneforge: study '{plan.study_name}' in {plan.study_dir} ({redact(plan.storage)}): {done} of "
-         f"{plan.trials} trials finished" + (f", {running} running elsewhere" if running else "")
-         + f"; {plan.sampler} sampler, {plan.pruner} pruner, objective {plan.metric} "
-           f"({'max' if plan.greater else 'min'}imize) on the validation split")
+    echo(
+        f"tuneforge: study '{plan.study_name}' in {plan.study_dir} ({redact(plan.storage)}): {done} of "
+        f"{plan.trials} trials finished"
+        + (f", {running} running elsewhere" if running else "")
+        + f"; {plan.sampler} sampler, {plan.pruner} pruner, objective {plan.metric} "
+        f"({'max' if plan.greater else 'min'}imize) on the validation split"
+    )
     if plan.workers <= 1:
         run_worker(plan, 0, deadline, echo)
     else:
@@ -679,8 +811,9 @@ def _run_workers(plan: Plan, argv: list[str], deadline: float | None, echo) -> N
         # start together: a worker process needs seconds to import the training stack, in which this one would
         # otherwise take the first trials alone
         wait_until = time.time() + READY_WAIT_SECONDS
-        while time.time() < wait_until and not all(_ready_file(plan, w).is_file() or procs[w - 1].poll() is not None
-                                                   for w in range(1, plan.workers)):
+        while time.time() < wait_until and not all(
+            _ready_file(plan, w).is_file() or procs[w - 1].poll() is not None for w in range(1, plan.workers)
+        ):
             time.sleep(0.2)
         run_worker(plan, 0, deadline, echo)
         codes = [p.wait() for p in procs]
@@ -698,8 +831,10 @@ def _run_workers(plan: Plan, argv: list[str], deadline: float | None, echo) -> N
     bad = [(w, c) for w, c in enumerate(codes, start=1) if c != 0]
     done, _ = counts(open_study(plan, create=False))
     if bad and done < plan.trials:
-        raise TuneforgeError(f"worker(s) {', '.join(f'{w} (exit {c})' for w, c in bad)} stopped early; the study "
-                             f"has {done} of {plan.trials} finished trials (run the same command to continue)")
+        raise TuneforgeError(
+            f"worker(s) {', '.join(f'{w} (exit {c})' for w, c in bad)} stopped early; the study "
+            f"has {done} of {plan.trials} finished trials (run the same command to continue)"
+        )
 
 
 def summary(study_dir: str | Path) -> str:
@@ -724,7 +859,7 @@ def summary(study_dir: str | Path) -> str:
             _quiet_optuna()
             study = optuna.load_study(study_name=info["study"], storage=open_storage(info["storage"]))
             rows = trial_rows(study, info.get("objectives") or ["quality"], info.get("metric", "metric"))
-        except Exception:  # noqa: BLE001  storage gone or unreachable: the table written last time
+        except Exception:
             rows = None
     if rows is None:
         if not (d / "trials.csv").is_file():

@@ -6,6 +6,7 @@ Several runs on one server (one base model, an adapter per run: `tuneforge serve
 `model` field (chat completions and /v1/classify) names the run that answers, /v1/models lists them, a request
 without `model` gets the first; an unknown name is a 404 `model_not_found`. With one run the field is ignored, as
 OpenAI clients send whatever model name they were configured with."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,16 @@ import time
 import uuid
 
 from tuneforge.errors import ServeError, TuneforgeError
-from tuneforge.serve.protocol import (APIError, ChatRequest, ClassifyRequest, Message, ServeLimits,  # noqa: F401
-                                      TextPart, _BodyLimit, _describe_validation, _error_body, _printable,
-                                      decode_base64_image)
+from tuneforge.serve.protocol import (
+    APIError,
+    ChatRequest,
+    ClassifyRequest,
+    ServeLimits,
+    _BodyLimit,
+    _describe_validation,
+    _error_body,
+    decode_base64_image,
+)
 from tuneforge.serve.worker import ModelWorker
 
 try:  # FastAPI resolves the endpoints' (string) annotations in this module's namespace
@@ -65,8 +73,9 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         if name is None or len(backends) == 1:
             return backend
         if name not in by_name:
-            raise APIError(404, f"the model '{name}' does not exist; available: {', '.join(by_name)}",
-                           "model_not_found")
+            raise APIError(
+                404, f"the model '{name}' does not exist; available: {', '.join(by_name)}", "model_not_found"
+            )
         return by_name[name]
 
     @asynccontextmanager
@@ -114,27 +123,41 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         # logged for the operator; the client gets one line, never the traceback
         log.error("request failed: %s: %s", type(exc).__name__, exc)
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return JSONResponse(_error_body(f"internal error: {type(exc).__name__}: {first}", "internal_error",
-                                        "server_error"), status_code=500)
+        return JSONResponse(
+            _error_body(f"internal error: {type(exc).__name__}: {first}", "internal_error", "server_error"),
+            status_code=500,
+        )
 
     async def wait(future):
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout=limits.request_timeout_s)
         except asyncio.TimeoutError:
-            raise APIError(504, f"the model did not answer within {limits.request_timeout_s:g} s", "timeout",
-                           "server_error") from None
+            raise APIError(
+                504, f"the model did not answer within {limits.request_timeout_s:g} s", "timeout", "server_error"
+            ) from None
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "task": backend.kind, "model": backend.name, "models": list(by_name),
-                "uptime_s": round(time.time() - started, 1), "batches": worker.batches}
+        return {
+            "status": "ok",
+            "task": backend.kind,
+            "model": backend.name,
+            "models": list(by_name),
+            "uptime_s": round(time.time() - started, 1),
+            "batches": worker.batches,
+        }
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": b.name, "object": "model", "created": int(started),
-                                            "owned_by": "tuneforge"} for b in backends]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": b.name, "object": "model", "created": int(started), "owned_by": "tuneforge"} for b in backends
+            ],
+        }
 
     if backend.interface == "classify" and getattr(backend.task, "input_kind", "text") == "image":
+
         @app.post("/v1/classify")
         async def classify_images(request: Request):
             """JSON {"image": base64} / {"images": [base64, ...]}, or a multipart upload of image files (any
@@ -143,8 +166,11 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
 
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
                 form = await request.form()
-                uploads = [(v.filename or f"upload {i}", await v.read()) for i, (k, v) in
-                           enumerate(form.multi_items()) if hasattr(v, "read")]
+                uploads = [
+                    (v.filename or f"upload {i}", await v.read())
+                    for i, (k, v) in enumerate(form.multi_items())
+                    if hasattr(v, "read")
+                ]
                 if not uploads:
                     raise APIError(400, "the multipart request holds no file; upload images as file fields")
                 names, images = [n for n, _ in uploads], [b for _, b in uploads]
@@ -156,8 +182,11 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                     msg, code = _describe_validation(exc.errors())
                     raise APIError(400, msg, code) from None
                 if req.text is not None or req.texts is not None:
-                    raise APIError(400, "this model classifies images: send 'image' or 'images' (base64), or "
-                                        "upload files as multipart/form-data")
+                    raise APIError(
+                        400,
+                        "this model classifies images: send 'image' or 'images' (base64), or "
+                        "upload files as multipart/form-data",
+                    )
                 if (req.image is None) == (req.images is None):
                     raise APIError(400, "give exactly one of 'image' (base64) or 'images' (a list of base64 images)")
                 encoded = [req.image] if req.image is not None else req.images
@@ -166,15 +195,21 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
             if not images:
                 raise APIError(400, "'images' is empty")
             if len(images) > limits.max_texts:
-                raise APIError(413, f"{len(images)} images in one request; the limit is {limits.max_texts}",
-                               "too_many_inputs")
+                raise APIError(
+                    413, f"{len(images)} images in one request; the limit is {limits.max_texts}", "too_many_inputs"
+                )
             chosen = pick(model)
             results = await wait(worker.classify(images, chosen.classify))
-            return {"model": chosen.name, "labels": chosen.labels,
-                    "results": [{**({"file": n} if n else {}), **r} for n, r in zip(names, results)]}
+            return {
+                "model": chosen.name,
+                "labels": chosen.labels,
+                "results": [{**({"file": n} if n else {}), **r} for n, r in zip(names, results)],
+            }
+
         return app
 
     if backend.interface == "classify":
+
         @app.post("/v1/classify")
         async def classify(req: ClassifyRequest):
             if req.image is not None or req.images is not None:
@@ -185,16 +220,24 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
             if not texts:
                 raise APIError(400, "'texts' is empty")
             if len(texts) > limits.max_texts:
-                raise APIError(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}",
-                               "too_many_texts")
+                raise APIError(
+                    413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}", "too_many_texts"
+                )
             for i, t in enumerate(texts):
                 if len(t) > limits.max_input_chars:
-                    raise APIError(413, f"text {i} has {len(t)} characters; the limit is {limits.max_input_chars}",
-                                   "input_too_long")
+                    raise APIError(
+                        413,
+                        f"text {i} has {len(t)} characters; the limit is {limits.max_input_chars}",
+                        "input_too_long",
+                    )
             chosen = pick(req.model)
             results = await wait(worker.classify(texts, chosen.classify))
-            return {"model": chosen.name, "labels": chosen.labels,
-                    "results": [{"text": t, **r} for t, r in zip(texts, results)]}
+            return {
+                "model": chosen.name,
+                "labels": chosen.labels,
+                "results": [{"text": t, **r} for t, r in zip(texts, results)],
+            }
+
         return app
 
     def parse_chat(req: ChatRequest, backend) -> tuple[list[dict], dict, list[str]]:
@@ -202,22 +245,31 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         for i, m in enumerate(req.messages):
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
             if len(content) > limits.max_input_chars:
-                raise APIError(413, f"messages.{i}.content has {len(content)} characters; the limit is "
-                                    f"{limits.max_input_chars}", "input_too_long")
+                raise APIError(
+                    413,
+                    f"messages.{i}.content has {len(content)} characters; the limit is {limits.max_input_chars}",
+                    "input_too_long",
+                )
             messages.append({"role": m.role, "content": content})
         if messages[-1]["role"] == "assistant":
             raise APIError(400, "the last message must be from the user (or system), not the assistant")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if len(stop) > 4 or any(not s for s in stop):
             raise APIError(400, "stop: at most 4 non-empty strings")
-        settings = {"temperature": req.temperature, "top_p": req.top_p,
-                    "max_new_tokens": req.max_completion_tokens or req.max_tokens}
+        settings = {
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "max_new_tokens": req.max_completion_tokens or req.max_tokens,
+        }
         n_prompt = len(backend.prompt(messages))
         room = backend.context_length - n_prompt
         if room < 1 or (settings["max_new_tokens"] or 1) > room:
-            raise APIError(400, f"the prompt has {n_prompt} tokens and max_tokens is {settings['max_new_tokens']}; "
-                                f"the model's context is {backend.context_length} tokens",
-                           "context_length_exceeded")
+            raise APIError(
+                400,
+                f"the prompt has {n_prompt} tokens and max_tokens is {settings['max_new_tokens']}; "
+                f"the model's context is {backend.context_length} tokens",
+                "context_length_exceeded",
+            )
         return messages, settings, stop
 
     @app.post("/v1/chat/completions")
@@ -227,11 +279,20 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if not req.stream:
             r = await wait(worker.call(lambda: chosen.complete(messages, settings, stop, req.seed)))
-            return {"id": cid, "object": "chat.completion", "created": created, "model": chosen.name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
-                                 "finish_reason": r.finish_reason}],
-                    "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                              "total_tokens": r.prompt_tokens + r.completion_tokens}}
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": chosen.name,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}
+                ],
+                "usage": {
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                    "total_tokens": r.prompt_tokens + r.completion_tokens,
+                },
+            }
 
         streamer = chosen.make_streamer(timeout=limits.request_timeout_s)
         cancel = threading.Event()  # set when the client disconnects: its generation stops or never starts
@@ -245,12 +306,19 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
             except BaseException:
                 streamer.end()  # else the reader would wait for tokens that never come
                 raise
+
         future = worker.call(job)
         include_usage = bool((req.stream_options or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": chosen.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            body = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": chosen.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
         async def events():
@@ -264,20 +332,29 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                         text += piece
                         hit = [text.index(s) for s in stop if s in text]
                         # hold back a tail that could be the start of a stop string
-                        safe = text[:min(hit) if hit else len(text) - hold].lstrip()
+                        safe = text[: min(hit) if hit else len(text) - hold].lstrip()
                         if safe.startswith(emitted) and len(safe) > len(emitted):
-                            yield chunk({"content": safe[len(emitted):]})
+                            yield chunk({"content": safe[len(emitted) :]})
                             emitted = safe
                     r = await wait(future)
                     # the final answer (cut at a stop string, stripped) is authoritative for what is held back
                     if r.text.startswith(emitted) and len(r.text) > len(emitted):
-                        yield chunk({"content": r.text[len(emitted):]})
-                    usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                             "total_tokens": r.prompt_tokens + r.completion_tokens}
+                        yield chunk({"content": r.text[len(emitted) :]})
+                    usage = {
+                        "prompt_tokens": r.prompt_tokens,
+                        "completion_tokens": r.completion_tokens,
+                        "total_tokens": r.prompt_tokens + r.completion_tokens,
+                    }
                     yield chunk({}, r.finish_reason)
                     if include_usage:
-                        body = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                "model": chosen.name, "choices": [], "usage": usage}
+                        body = {
+                            "id": cid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": chosen.name,
+                            "choices": [],
+                            "usage": usage,
+                        }
                         yield f"data: {json.dumps(body)}\n\n"
                 except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -287,8 +364,9 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
             finally:  # done, or the client disconnected (the generator is closed): stop generating
                 cancel.set()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     return app
 
@@ -311,19 +389,29 @@ def bind_listener(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ServeError(f"port {port} on {host} is already in use (another server is listening there): "
-                             f"stop it or pass another --port") from None
+            raise ServeError(
+                f"port {port} on {host} is already in use (another server is listening there): "
+                f"stop it or pass another --port"
+            ) from None
         if exc.errno == errno.EACCES:
-            raise ServeError(f"no permission to bind port {port} on {host} (ports below 1024 need privileges): "
-                             f"pass another --port") from None
+            raise ServeError(
+                f"no permission to bind port {port} on {host} (ports below 1024 need privileges): pass another --port"
+            ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ServeError(f"cannot bind {host}: not an address of this machine (--host)") from None
         raise ServeError(f"cannot bind port {port} on {host}: {exc.strerror or exc}") from None
     return sock
 
 
-def serve(target: str | list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          insecure: bool = False, limits: ServeLimits | None = None, log_level: str = "info") -> None:
+def serve(
+    target: str | list[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    insecure: bool = False,
+    limits: ServeLimits | None = None,
+    log_level: str = "info",
+) -> None:
     """Load a run (or export), or several runs of one base model and task, and serve them with uvicorn until
     interrupted.
 
@@ -366,16 +454,20 @@ def serve(target: str | list[str], host: str = "127.0.0.1", port: int = 8000, ap
         if len(backends) == 1:
             what = f"{backend.kind} model '{backend.name}'"
         else:
-            what = (f"{len(backends)} {backend.kind} models ({', '.join(b.name for b in backends)}; default "
-                    f"'{backend.name}')")
-        print(f"tuneforge: serving {what} on http://{shown}:{bound}"
-              f"{' (API key required)' if api_key else ''}", flush=True)
+            what = (
+                f"{len(backends)} {backend.kind} models ({', '.join(b.name for b in backends)}; default "
+                f"'{backend.name}')"
+            )
+        print(
+            f"tuneforge: serving {what} on http://{shown}:{bound}{' (API key required)' if api_key else ''}", flush=True
+        )
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
         try:
             server.run(sockets=[sock])
         except SystemExit as exc:  # uvicorn exits with its own code (3) when startup fails: not a data error
-            raise ServeError(f"the server on port {bound} could not start (uvicorn exit status {exc.code}; "
-                             f"see the log above)") from None
+            raise ServeError(
+                f"the server on port {bound} could not start (uvicorn exit status {exc.code}; see the log above)"
+            ) from None
         if not server.started and not server.should_exit:
             raise ServeError(f"the server on port {bound} could not start (see the log above)")
     finally:

@@ -3,12 +3,14 @@ labels and probabilities) or `chat` (messages -> an answer), loaded from a run d
 directory. Several runs of one base model and task (`load_backends`) are one backend each, on one shared base
 model where their methods allow (tuneforge.inference.adapters); each backend switches its run's adapter on
 before it computes, on the model thread."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,11 +34,14 @@ class ClassifierBackend:
         self.activate = activate
 
     def classify(self, texts: list) -> list[dict]:
-        """What the task predicts for each text (or image: bytes), without the input (runs on the model worker thread)."""
+        """What the task predicts for each text (or image: bytes), without the input (runs on the model worker "
+        "thread)."""
         if self.activate is not None:
             self.activate()
-        return [{k: v for k, v in r.items() if k not in ("text", "image")}
-                for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))]
+        return [
+            {k: v for k, v in r.items() if k not in ("text", "image")}
+            for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))
+        ]
 
 
 def counting_streamer(tokenizer, timeout: float):
@@ -109,8 +114,15 @@ class ChatBackend:
             kw["stopping_criteria"] = StoppingCriteriaList(criteria)
         return kw
 
-    def complete(self, messages: list[dict], settings: dict, stop: list[str], seed: int | None = None,
-                 streamer=None, cancel: threading.Event | None = None) -> ChatResult:
+    def complete(
+        self,
+        messages: list[dict],
+        settings: dict,
+        stop: list[str],
+        seed: int | None = None,
+        streamer=None,
+        cancel: threading.Event | None = None,
+    ) -> ChatResult:
         """Generate one answer (runs on the model worker thread).
 
         Args:
@@ -131,7 +143,7 @@ class ChatBackend:
         inp = torch.as_tensor([ids], device=device)
         with torch.no_grad():
             out = self.cm.model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), streamer=streamer, **kw)
-        gen = out[0, len(ids):].tolist()
+        gen = out[0, len(ids) :].tolist()
         stops = set(self.cm.stop_token_ids)
         cut = next((i for i, t in enumerate(gen) if t in stops), None)
         toks = gen if cut is None else gen[:cut]
@@ -139,7 +151,7 @@ class ChatBackend:
         finish = "length" if cut is None else "stop"
         hit = [text.index(s) for s in stop if s in text]
         if hit:
-            text, finish = text[:min(hit)], "stop"
+            text, finish = text[: min(hit)], "stop"
         return ChatResult(text.strip(), finish, len(ids), len(toks))
 
     def make_streamer(self, timeout: float = 120.0):
@@ -156,8 +168,12 @@ def load_backend(target: str, device: str | None = None):
     from tuneforge.inference import load_run, model_dir_of
 
     p = Path(target)
-    if p.is_dir() and (p / "config.json").is_file() and not (p / "tuneforge.json").is_file() \
-            and not (p / "model" / "tuneforge.json").is_file():
+    if (
+        p.is_dir()
+        and (p / "config.json").is_file()
+        and not (p / "tuneforge.json").is_file()
+        and not (p / "model" / "tuneforge.json").is_file()
+    ):
         # a plain transformers directory (a base model, or a merged export copied elsewhere): chat with it as is
         from tuneforge.generation import load_chat_model
 
@@ -179,8 +195,10 @@ def load_backend(target: str, device: str | None = None):
         cm = load_chat_model(str(target), device=device)
         ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
         return ChatBackend(cm, name, int(ctx))
-    raise ModelError(f"{target}: serving a '{meta['task']}' run is not supported (its task's interface "
-                     f"'{interface}' has no HTTP API)")
+    raise ModelError(
+        f"{target}: serving a '{meta['task']}' run is not supported (its task's interface "
+        f"'{interface}' has no HTTP API)"
+    )
 
 
 def load_backends(targets: list[str], device: str | None = None) -> list:
@@ -199,10 +217,16 @@ def load_backends(targets: list[str], device: str | None = None) -> list:
 
     for t in targets:
         p = Path(t)
-        if p.is_dir() and (p / "config.json").is_file() and not (p / "tuneforge.json").is_file() \
-                and not (p / "model" / "tuneforge.json").is_file():
-            raise ModelError(f"{t} is a plain model directory, not a tuneforge run: several targets must be runs "
-                             f"(a base model directory can be served alone)")
+        if (
+            p.is_dir()
+            and (p / "config.json").is_file()
+            and not (p / "tuneforge.json").is_file()
+            and not (p / "model" / "tuneforge.json").is_file()
+        ):
+            raise ModelError(
+                f"{t} is a plain model directory, not a tuneforge run: several targets must be runs "
+                f"(a base model directory can be served alone)"
+            )
     runs = load_runs(list(targets), device=device)
     meta = runs[0].run.meta
     interface = TASKS.get(meta["task"]).interface
@@ -215,8 +239,10 @@ def load_backends(targets: list[str], device: str | None = None) -> list:
             ctx = getattr(getattr(cm.model, "config", None), "max_position_embeddings", None) or 2048
             backends.append(ChatBackend(cm, r.name, int(ctx), activate=r.activate if r.shared else None))
         return backends
-    raise ModelError(f"{targets[0]}: serving a '{meta['task']}' run is not supported (its task's interface "
-                     f"'{interface}' has no HTTP API)")
+    raise ModelError(
+        f"{targets[0]}: serving a '{meta['task']}' run is not supported (its task's interface "
+        f"'{interface}' has no HTTP API)"
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -235,5 +261,7 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
 
     Raises ConfigError when `host` is not loopback, no API key is set and `insecure` is False."""
     if not is_loopback(host) and not api_key and not insecure:
-        raise ConfigError(f"refusing to bind {host} without an API key: anyone on the network could use the "
-                          f"model. Pass --api-key KEY (or --insecure to do it anyway)")
+        raise ConfigError(
+            f"refusing to bind {host} without an API key: anyone on the network could use the "
+            f"model. Pass --api-key KEY (or --insecure to do it anyway)"
+        )

@@ -1,18 +1,19 @@
 """What goes over the wire: request models (strict where a mistake must be reported, lenient where OpenAI
 clients send extra fields), request limits, OpenAI-shaped error bodies, and the body-size middleware."""
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ServeLimits(BaseModel):
-    max_texts: int = 256            # texts in one /v1/classify request
-    max_input_chars: int = 20_000   # characters in one text or one chat message
+    max_texts: int = 256  # texts in one /v1/classify request
+    max_input_chars: int = 20_000  # characters in one text or one chat message
     max_body_bytes: int = 4_000_000
     request_timeout_s: float = 300.0
-    max_batch: int = 64             # texts in one batched classification pass
+    max_batch: int = 64  # texts in one batched classification pass
 
 
 def _valid_unicode(value: str) -> str:
@@ -21,8 +22,10 @@ def _valid_unicode(value: str) -> str:
     the client learns that its encoder is broken instead of getting an answer about different text."""
     for i, ch in enumerate(value):
         if "\ud800" <= ch <= "\udfff":
-            raise ValueError(f"contains a lone UTF-16 surrogate (\\u{ord(ch):04x}) at character {i}: not valid "
-                             f"Unicode text; send UTF-8 text (JSON escapes must pair surrogates)")
+            raise ValueError(
+                f"contains a lone UTF-16 surrogate (\\u{ord(ch):04x}) at character {i}: not valid "
+                f"Unicode text; send UTF-8 text (JSON escapes must pair surrogates)"
+            )
     return value
 
 
@@ -32,12 +35,12 @@ Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: Optional[Text] = None
-    texts: Optional[list[Text]] = None
+    text: Text | None = None
+    texts: list[Text] | None = None
     #: image runs: base64 image files (a `data:image/...;base64,` prefix is allowed)
-    image: Optional[Text] = None
-    images: Optional[list[Text]] = None
-    model: Optional[Text] = None
+    image: Text | None = None
+    images: list[Text] | None = None
+    model: Text | None = None
 
 
 def decode_base64_image(value: str, i: int) -> bytes:
@@ -60,23 +63,23 @@ class TextPart(BaseModel):
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: Union[Text, list[TextPart]]
+    content: Text | list[TextPart]
 
 
 class ChatRequest(BaseModel):
     # clients send fields this server does not use (user, presence_penalty, ...): ignored, not refused
     model_config = ConfigDict(extra="ignore")
     messages: list[Message] = Field(min_length=1)
-    model: Optional[Text] = None
-    temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-    stop: Optional[Union[Text, list[Text]]] = None
+    model: Text | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: Text | list[Text] | None = None
     stream: bool = False
-    stream_options: Optional[dict] = None
+    stream_options: dict | None = None
     n: int = Field(1, ge=1, le=1)
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 class APIError(Exception):
@@ -107,8 +110,9 @@ class _BodyLimit:
         from starlette.responses import JSONResponse
 
         what = f"request body of {size} bytes" if size else "request body"
-        response = JSONResponse(_error_body(f"{what} is over the limit of {self.limit} bytes", "body_too_large"),
-                                status_code=413)
+        response = JSONResponse(
+            _error_body(f"{what} is over the limit of {self.limit} bytes", "body_too_large"), status_code=413
+        )
         await response({"type": "http"}, None, send)
 
     async def __call__(self, scope, receive, send):
@@ -149,8 +153,8 @@ def _describe_validation(errors: list[dict]) -> tuple[str, str]:
     parts = []
     for e in errors[:3]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        msg = {"missing": "field required",
-               "string_unicode": "not valid Unicode text (a lone UTF-16 surrogate?)"}.get(e.get("type"),
-                                                                                       e.get("msg", "invalid"))
+        msg = {"missing": "field required", "string_unicode": "not valid Unicode text (a lone UTF-16 surrogate?)"}.get(
+            e.get("type"), e.get("msg", "invalid")
+        )
         parts.append(f"{loc}: {msg}")
     return "invalid request: " + "; ".join(parts), "invalid_request"

@@ -3,13 +3,15 @@ forward passes on the same weights at once, and classification requests that arr
 by one batched forward pass. With several runs on one server (one base model, an adapter per run), a batch only
 ever holds requests for one run: its backend switches that run's adapter on and computes, and no other job runs
 in between."""
+
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -35,14 +37,15 @@ class ModelWorker:
         gather_s: how long the worker waits for more classification requests once one has arrived (seconds);
             a little latency buys much larger batches under load."""
 
-    def __init__(self, classify_fn: Callable[[list[str]], list] | None = None, max_batch: int = 64,
-                 gather_s: float = 0.005):
+    def __init__(
+        self, classify_fn: Callable[[list[str]], list] | None = None, max_batch: int = 64, gather_s: float = 0.005
+    ):
         self.classify_fn = classify_fn
         self.max_batch = max_batch
         self.gather_s = gather_s
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self.batches = 0          # forward passes run, for tests and /health
+        self.batches = 0  # forward passes run, for tests and /health
         self._thread = threading.Thread(target=self._loop, name="tuneforge-model", daemon=True)
         self._thread.start()
 
@@ -124,5 +127,5 @@ class ModelWorker:
             return
         i = 0
         for job in batch:
-            job.future.set_result(results[i:i + len(job.texts)])
+            job.future.set_result(results[i : i + len(job.texts)])
             i += len(job.texts)

@@ -33,10 +33,12 @@ Model inputs (class methods; the defaults are for text models and their tokenize
     export_rows(split) / export_batch(rows, processor)   held-out rows as model inputs (export parity, speed)
     onnx_inputs(processor)      the ONNX graph's input names, example arguments and dynamic axes
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -46,28 +48,25 @@ from tuneforge.errors import ConfigError, ModelError
 from tuneforge.registry import TASKS, closest  # noqa: F401  (TASKS: re-exported for the task modules)
 
 
-
-
-
 @dataclass
 class Prepared:
     """What `Task.prepare` returns: the encoded splits and everything the later hooks need, so nothing is
     left on the task object between hooks."""
 
-    train: Any                                   # encoded training rows (a datasets.Dataset)
+    train: Any  # encoded training rows (a datasets.Dataset)
     validation: Any | None
     test: Any | None
-    sizes: dict[str, int]                        # examples per split (before any packing)
-    state: Any = None                            # the task's own typed result (label names, chat template, ...)
-    report: dict = field(default_factory=dict)   # the data report (data/report.md, report.json)
+    sizes: dict[str, int]  # examples per split (before any packing)
+    state: Any = None  # the task's own typed result (label names, chat template, ...)
+    report: dict = field(default_factory=dict)  # the data report (data/report.md, report.json)
     #: the exact held-out records ({"validation": [...], "test": [...]}, as the task reads them back) and the
     #: ids of the source rows that trained; the engine saves them into the run's data/split/
     held_out: dict[str, list] = field(default_factory=dict)
     train_ids: list | None = None
     lengths: dict[str, list[int]] | None = None  # token lengths per split, for the data report
     efficiency: dict = field(default_factory=dict)  # extra efficiency.json fields (padding, packing)
-    info: dict = field(default_factory=dict)     # details reported in eval/metrics.json
-    teacher: Any = None                          # the distillation teacher, once `Task.distill` attached it
+    info: dict = field(default_factory=dict)  # details reported in eval/metrics.json
+    teacher: Any = None  # the distillation teacher, once `Task.distill` attached it
 
 
 class Task:
@@ -114,6 +113,7 @@ class Task:
     @classmethod
     def auto_class(cls):
         import transformers
+
         return getattr(transformers, cls.auto_class_name)
 
     @classmethod
@@ -141,8 +141,10 @@ class Task:
         if cfg.distill.teacher is None and cfg.distill.unlabeled is not None:
             raise ConfigError("distill.unlabeled: needs distill.teacher (only a teacher labels those texts)")
         if cfg.eval.metric not in cls.metrics:
-            raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
-                              f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}")
+            raise ConfigError(
+                f"eval.metric: '{cfg.eval.metric}' is not a {cls.name} metric"
+                f"{closest(cfg.eval.metric, cls.metrics)}; available: {', '.join(cls.metrics)}"
+            )
 
     @classmethod
     def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
@@ -186,8 +188,7 @@ class Task:
     def head_modules(self, model: nn.Module) -> list[str]:
         """Top-level modules outside the pretrained backbone that hold parameters (the new head)."""
         prefix = getattr(model, "base_model_prefix", "")
-        return [name for name, mod in model.named_children()
-                if name != prefix and any(True for _ in mod.parameters())]
+        return [name for name, mod in model.named_children() if name != prefix and any(True for _ in mod.parameters())]
 
     def collator(self, tokenizer) -> Callable:
         raise NotImplementedError
@@ -204,8 +205,9 @@ class Task:
         loss); None keeps the model's own loss."""
         return None
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
-                         without_adapters: Callable | None = None) -> dict:
+    def final_evaluation(
+        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters: Callable | None = None
+    ) -> dict:
         """Metrics on the test split; writes eval/metrics.json, report.md and plots. `without_adapters(model)`
         is the method's context manager that yields the model with its adapters switched off, or None when
         the method has none (then the task loads the base model itself to compare)."""
@@ -235,12 +237,12 @@ class Task:
 
     @classmethod
     def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
-        raise ModelError(f"this run's task is '{cls.name}': it answers with `tuneforge chat` / `generate`, not "
-                         f"predict")
+        raise ModelError(f"this run's task is '{cls.name}': it answers with `tuneforge chat` / `generate`, not predict")
 
     @classmethod
-    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
-                 label_column: str | None = None) -> dict:
+    def evaluate(
+        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
         raise ModelError(f"eval --data does not apply to this run's task '{cls.name}'")
 
     @classmethod
@@ -265,8 +267,13 @@ class Task:
         out = []
         for text in texts or CHECK_TEXTS:
             enc = processor(text, return_tensors="pt", truncation=True, max_length=max_length)
-            out.append({k: v for k, v in enc.items() if k != "token_type_ids"
-                        or "token_type_ids" in getattr(processor, "model_input_names", [])})
+            out.append(
+                {
+                    k: v
+                    for k, v in enc.items()
+                    if k != "token_type_ids" or "token_type_ids" in getattr(processor, "model_input_names", [])
+                }
+            )
         return out
 
     @classmethod
@@ -275,8 +282,13 @@ class Task:
         each row carries its `label` (None when the task has none)."""
         rows = []
         for r in split.select(range(n)):
-            rows.append({"input_ids": list(r["input_ids"]), "label": r.get("labels"),
-                         **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {})})
+            rows.append(
+                {
+                    "input_ids": list(r["input_ids"]),
+                    "label": r.get("labels"),
+                    **({"token_type_ids": list(r["token_type_ids"])} if "token_type_ids" in r else {}),
+                }
+            )
         return rows
 
     @classmethod
@@ -303,7 +315,7 @@ class Task:
     def output_rows(logits, batch: dict, rows: list[dict]) -> list:
         """Per-row outputs of one export batch: a sequence-level head's [outputs], or a LM's [positions, vocab]
         of each row's real tokens."""
-        return [logits[k] if logits.ndim == 2 else logits[k, :len(r["input_ids"])] for k, r in enumerate(rows)]
+        return [logits[k] if logits.ndim == 2 else logits[k, : len(r["input_ids"])] for k, r in enumerate(rows)]
 
     @classmethod
     def onnx_inputs(cls, processor) -> tuple[list[str], tuple, tuple]:
@@ -312,19 +324,31 @@ class Task:
         import torch
         from torch.export import Dim
 
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-                 if n in getattr(processor, "model_input_names", ["input_ids", "attention_mask"])]
+        names = [
+            n
+            for n in ("input_ids", "attention_mask", "token_type_ids")
+            if n in getattr(processor, "model_input_names", ["input_ids", "attention_mask"])
+        ]
         if "attention_mask" not in names:
             names.insert(1, "attention_mask")
-        example = processor(["an example input for tracing", "a second, longer example input for tracing"],
-                            padding=True, return_tensors="pt")
+        example = processor(
+            ["an example input for tracing", "a second, longer example input for tracing"],
+            padding=True,
+            return_tensors="pt",
+        )
         args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
         batch, seq = Dim("batch", min=1, max=1024), Dim("sequence", min=1, max=8192)
         return names, args, tuple({0: batch, 1: seq} for _ in names)
 
     @classmethod
-    def export_parity(cls, reference: list[np.ndarray], exported: list[np.ndarray], rows: list[dict],
-                      split: str, meta: dict | None = None) -> dict:
+    def export_parity(
+        cls,
+        reference: list[np.ndarray],
+        exported: list[np.ndarray],
+        rows: list[dict],
+        split: str,
+        meta: dict | None = None,
+    ) -> dict:
         """How far an export's outputs are from the trained model's on the same rows of the run's split
         (`meta`: the run's model/tuneforge.json)."""
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
@@ -333,8 +357,12 @@ class Task:
 
 
 #: inputs of the merge equivalence check for text models
-CHECK_TEXTS = ["A gripping, beautifully acted film.", "Dull, predictable and far too long.",
-               "What is the capital of France?", "The quick brown fox jumps over the lazy dog."]
+CHECK_TEXTS = [
+    "A gripping, beautifully acted film.",
+    "Dull, predictable and far too long.",
+    "What is the capital of France?",
+    "The quick brown fox jumps over the lazy dog.",
+]
 
 
 # ---- helpers the classifier tasks share -------------------------------------------------------------------------
@@ -351,6 +379,7 @@ def padding_collator(tokenizer) -> Callable:
 
     def collate(features):
         return pad([{k: v for k, v in f.items() if k != "length"} for f in features])
+
     return collate
 
 
@@ -365,8 +394,14 @@ def batched_logits(run, texts: list[str], pairs: list[str] | None, width: int, b
     device = next(run.model.parameters()).device
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
-            enc = run.tokenizer([texts[j] for j in idx], [pairs[j] for j in idx] if pairs else None,
-                                truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(device)
+            idx = order[i : i + batch_size]
+            enc = run.tokenizer(
+                [texts[j] for j in idx],
+                [pairs[j] for j in idx] if pairs else None,
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
             out[idx] = run.model(**enc).logits.float().cpu().numpy()
     return out

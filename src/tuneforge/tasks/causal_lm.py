@@ -10,6 +10,7 @@ packing); the data report in data/sft_report; the final evaluation in tasks/sft_
 400 lines, a third of them the documented config keys) is the task as one module: its config and data keys,
 how preparation is put together, the training hooks and what a finished run exports.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -33,33 +34,67 @@ log = logging.getLogger("tuneforge")
 class CausalLMData(DataSection):
     """`data:` keys of causal_lm runs: the record format, the chat template and how examples become rows."""
 
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "text"] = Field("auto", description=(
-        "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` "
-        "(conversations of from/value), `messages` (OpenAI-style role/content lists), `text` (plain continued "
-        "pre-training on `text_column`), `auto` (detected from the columns)."))
-    template: str = Field("auto", description=(
-        "Chat template (SFT): `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, "
-        "`alpaca`, `vicuna`) uses that template instead. The template used is saved with the model."))
-    system_prompt: Optional[str] = Field(None, description=(
-        "System message added to every conversation that has none, in training and in chat (saved with the "
-        "model). null: the template's own behaviour (some templates insert a default system prompt)."))
-    variables: dict[str, str] = Field(default_factory=dict, description=(
-        "Values for `{{name}}` placeholders in the SFT data and system prompt (for example the new name and "
-        "author of `builtin:identity`)."))
-    train_on_prompt: bool = Field(False, description=(
-        "SFT: compute the loss on prompt tokens too. Default: on assistant turns only (each including its "
-        "end-of-turn token)."))
-    overflow: Literal["truncate", "drop"] = Field("truncate", description=(
-        "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. "
-        "Either way they are counted in the log and the run's eval/metrics.json."))
-    packing: bool = Field(False, description=(
-        "SFT: pack several examples into each row of up to `max_length` tokens; attention and positions restart "
-        "at every example, so examples never see each other."))
-    conversation_column: Optional[str] = Field(None, description=(
-        "Column with the conversation for `sharegpt`/`messages` (default `conversations` / `messages`)."))
-    roles: dict[str, str] = Field(default_factory=dict, description=(
-        "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
-        "gpt, assistant, bot, model, system), for example {customer: user, agent: assistant}."))
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "text"] = Field(
+        "auto",
+        description=(
+            "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` "
+            "(conversations of from/value), `messages` (OpenAI-style role/content lists), `text` (plain continued "
+            "pre-training on `text_column`), `auto` (detected from the columns)."
+        ),
+    )
+    template: str = Field(
+        "auto",
+        description=(
+            "Chat template (SFT): `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, "
+            "`alpaca`, `vicuna`) uses that template instead. The template used is saved with the model."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None,
+        description=(
+            "System message added to every conversation that has none, in training and in chat (saved with the "
+            "model). null: the template's own behaviour (some templates insert a default system prompt)."
+        ),
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Values for `{{name}}` placeholders in the SFT data and system prompt (for example the new name and "
+            "author of `builtin:identity`)."
+        ),
+    )
+    train_on_prompt: bool = Field(
+        False,
+        description=(
+            "SFT: compute the loss on prompt tokens too. Default: on assistant turns only (each including its "
+            "end-of-turn token)."
+        ),
+    )
+    overflow: Literal["truncate", "drop"] = Field(
+        "truncate",
+        description=(
+            "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. "
+            "Either way they are counted in the log and the run's eval/metrics.json."
+        ),
+    )
+    packing: bool = Field(
+        False,
+        description=(
+            "SFT: pack several examples into each row of up to `max_length` tokens; attention and positions restart "
+            "at every example, so examples never see each other."
+        ),
+    )
+    conversation_column: str | None = Field(
+        None,
+        description=("Column with the conversation for `sharegpt`/`messages` (default `conversations` / `messages`)."),
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
+            "gpt, assistant, bot, model, system), for example {customer: user, agent: assistant}."
+        ),
+    )
 
 
 class GenerationSettings(Section):
@@ -71,14 +106,26 @@ class GenerationSettings(Section):
 
 class CausalLMConfig(TaskConfig):
     type: Literal["causal_lm"] = "causal_lm"
-    generation: GenerationSettings = Field(default_factory=GenerationSettings, description=(
-        "Sampling defaults saved with the model for `tuneforge chat` and `generate` (flags override them)."))
-    report_prompts: int = Field(4, ge=0, le=64, description=(
-        "Held-out prompts answered by the base and the tuned model, side by side, in eval/report.md."))
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings,
+        description=(
+            "Sampling defaults saved with the model for `tuneforge chat` and `generate` (flags override them)."
+        ),
+    )
+    report_prompts: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description=("Held-out prompts answered by the base and the tuned model, side by side, in eval/report.md."),
+    )
     report_max_new_tokens: int = Field(128, ge=1, description="Longest answer in the report (greedy decoding).")
-    compare_base: bool = Field(True, description=(
-        "Also measure the base model's loss/perplexity and answers on the held-out split (LoRA-type methods "
-        "switch the adapter off; others reload the base)."))
+    compare_base: bool = Field(
+        True,
+        description=(
+            "Also measure the base model's loss/perplexity and answers on the held-out split (LoRA-type methods "
+            "switch the adapter off; others reload the base)."
+        ),
+    )
 
 
 @dataclass
@@ -97,13 +144,13 @@ class SFTState:
     """What preparation decided, for the later hooks: the record format, the chat template and stop tokens."""
 
     fmt: str
-    chat: Any | None                    # data.templates.ChatFormat, or None (plain text)
+    chat: Any | None  # data.templates.ChatFormat, or None (plain text)
     system_prompt: str | None
     stop_token_ids: list[int]
     pad_token_id: int | None
     report_conversations: list = field(default_factory=list)  # held-out prompts for eval/report.md
-    example: str | None = None          # the first training example with its trained tokens marked
-    records: Any = None                 # the Records the splits were encoded from (sequence distillation)
+    example: str | None = None  # the first training example with its trained tokens marked
+    records: Any = None  # the Records the splits were encoded from (sequence distillation)
 
 
 @TASKS.register("causal_lm")
@@ -130,8 +177,10 @@ class CausalLMTask(Task):
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
         if cfg.data.format == "text" and (cfg.data.system_prompt or cfg.data.template != "auto"):
-            raise ConfigError("data.system_prompt / data.template: not used with data.format 'text' "
-                              "(plain continued pre-training has no chat template)")
+            raise ConfigError(
+                "data.system_prompt / data.template: not used with data.format 'text' "
+                "(plain continued pre-training has no chat template)"
+            )
 
     def head_modules(self, model: nn.Module) -> list[str]:
         # no new head: lm_head is pretrained (and tied to the embeddings), so LoRA must not train it in full
@@ -142,6 +191,7 @@ class CausalLMTask(Task):
         from transformers import GenerationConfig
 
         from tuneforge.models.loader import resolve_model
+
         try:
             gen = GenerationConfig.from_pretrained(resolve_model(self.cfg.model.name, self.cfg.model.revision))
         except (OSError, ValueError):
@@ -158,31 +208,51 @@ class CausalLMTask(Task):
         if source == "builtin:identity":
             missing = [k for k in ("name", "author") if k not in d.variables]
             if missing:
-                raise ConfigError(f"builtin:identity needs data.variables.{missing[0]} (the new "
-                                  f"{'name' if missing[0] == 'name' else 'maker'} of the model)")
+                raise ConfigError(
+                    f"builtin:identity needs data.variables.{missing[0]} (the new "
+                    f"{'name' if missing[0] == 'name' else 'maker'} of the model)"
+                )
         skipped: list | None = [] if d.bad_records == "skip" else None
         numbers: list = []
-        fmt, records = parse_records(read_table(source, key), d.format, source,
-                                     conversation_column=d.conversation_column, text_column=d.text_column,
-                                     roles=d.roles, skipped=skipped, numbers=numbers)
+        fmt, records = parse_records(
+            read_table(source, key),
+            d.format,
+            source,
+            conversation_column=d.conversation_column,
+            text_column=d.text_column,
+            roles=d.roles,
+            skipped=skipped,
+            numbers=numbers,
+        )
         if numbers:
-            log.warning("%s: %d fields held a number instead of text and were trained as its text (first: %s)",
-                        source, len(numbers), numbers[0])
+            log.warning(
+                "%s: %d fields held a number instead of text and were trained as its text (first: %s)",
+                source,
+                len(numbers),
+                numbers[0],
+            )
         if skipped:
-            print(f"tuneforge: {source}: data.bad_records=skip: left out {len(skipped)} of "
-                  f"{len(skipped) + len(records)} records that cannot be used (first: {skipped[0][1]}); "
-                  f"all are listed in the run's data/report.md", file=sys.stderr, flush=True)
+            print(
+                f"tuneforge: {source}: data.bad_records=skip: left out {len(skipped)} of "
+                f"{len(skipped) + len(records)} records that cannot be used (first: {skipped[0][1]}); "
+                f"all are listed in the run's data/report.md",
+                file=sys.stderr,
+                flush=True,
+            )
             if skipped_out is not None:
                 skipped_out.extend({"source": source, "record": n, "problem": msg} for n, msg in skipped)
         if not records:
-            raise DataError(f"{source}: no usable records (all {len(skipped or [])} were left out by "
-                            f"data.bad_records=skip)")
+            raise DataError(
+                f"{source}: no usable records (all {len(skipped or [])} were left out by data.bad_records=skip)"
+            )
         # placeholders are always filled: without data.variables a {{name}} would be trained as literal text
         if fmt == "text":
             records = [fill_variables(t, d.variables, f"{source}: record {n}") for n, t in enumerate(records, 1)]
         else:
-            records = [[{**m, "content": fill_variables(m["content"], d.variables, f"{source}: record {n}")}
-                        for m in msgs] for n, msgs in enumerate(records, 1)]
+            records = [
+                [{**m, "content": fill_variables(m["content"], d.variables, f"{source}: record {n}")} for m in msgs]
+                for n, msgs in enumerate(records, 1)
+            ]
         return fmt, records
 
     @staticmethod
@@ -257,13 +327,23 @@ class CausalLMTask(Task):
         chat, system_prompt = self._template(tokenizer, fmt)
         settings = self._settings(fmt, chat, system_prompt)
         stats: dict = {}
-        enc = lambda rs, name: None if not rs else encode_records(rs, tokenizer, name, stats, settings)
+
+        def enc(rs, name):
+            return None if not rs else encode_records(rs, tokenizer, name, stats, settings)
+
         train_ds, val_ds, test_ds = enc(train, "train"), enc(val, "validation"), enc(test, "test")
         if train_ds is None:
             raise DataError(f"{d.train}: no training example is left after data.overflow={d.overflow}")
-        state = SFTState(fmt, chat, system_prompt, self._stop_token_ids(tokenizer, chat), tokenizer.pad_token_id,
-                         [c for c in (test or val or []) if isinstance(c, list)][: self.cfg.task.report_prompts],
-                         stats.get("example"), recs)
+        state = SFTState(
+            fmt,
+            chat,
+            system_prompt,
+            self._stop_token_ids(tokenizer, chat),
+            tokenizer.pad_token_id,
+            [c for c in (test or val or []) if isinstance(c, list)][: self.cfg.task.report_prompts],
+            stats.get("example"),
+            recs,
+        )
         prepared = self._prepared(train_ds, val_ds, test_ds, recs, state, stats)
         if stats.get("example"):
             log.info("first training example, trained tokens in [[...]]:\n%s", stats["example"])
@@ -276,33 +356,49 @@ class CausalLMTask(Task):
 
         d, t = self.cfg.data, self.cfg.train
         train, val, test = recs.train, recs.validation, recs.test
-        info = {"format": state.fmt, "template": state.chat.name if state.chat else None,
-                "end_of_turn_token": state.chat.end_token if state.chat else None,
-                "stop_token_ids": state.stop_token_ids, "system_prompt": state.system_prompt,
-                "pad_token_id": state.pad_token_id,
-                "sizes": {"train": len(train), "validation": len(val or []), "test": len(test or [])},
-                "overflow": {"policy": d.overflow, **{k: v for k, v in stats.items()
-                                                       if k != "example" and not k.endswith(("_lengths", "_tokens"))}}}
-        report = sft_data_report(state.fmt, {"train": train, "validation": val, "test": test}, stats, d.overflow,
-                                 max_length=d.max_length)
+        info = {
+            "format": state.fmt,
+            "template": state.chat.name if state.chat else None,
+            "end_of_turn_token": state.chat.end_token if state.chat else None,
+            "stop_token_ids": state.stop_token_ids,
+            "system_prompt": state.system_prompt,
+            "pad_token_id": state.pad_token_id,
+            "sizes": {"train": len(train), "validation": len(val or []), "test": len(test or [])},
+            "overflow": {
+                "policy": d.overflow,
+                **{k: v for k, v in stats.items() if k != "example" and not k.endswith(("_lengths", "_tokens"))},
+            },
+        }
+        report = sft_data_report(
+            state.fmt, {"train": train, "validation": val, "test": test}, stats, d.overflow, max_length=d.max_length
+        )
         info["data_report"] = report
         if recs.skipped:
             report["bad_records"] = {"policy": "skip", "records": recs.skipped}
             info["skipped_records"] = len(recs.skipped)
         if d.packing:
             train_ds, info["packing"] = pack_dataset(train_ds, d.max_length, t.batch_size, t.group_by_length, t.seed)
-            efficiency = {"packing_rows": info["packing"]["rows"],
-                          "padding_fraction_unpacked": info["packing"]["padding_fraction_unpacked"],
-                          "padding_fraction_packed": info["packing"]["padding_fraction_packed"]}
+            efficiency = {
+                "packing_rows": info["packing"]["rows"],
+                "padding_fraction_unpacked": info["packing"]["padding_fraction_unpacked"],
+                "padding_fraction_packed": info["packing"]["padding_fraction_packed"],
+            }
         else:
             pf = padding_fraction(train_ds["length"], t.batch_size, t.group_by_length, self._seed())
             efficiency = {"padding_fraction": round(pf, 4)}
         info["efficiency"] = efficiency
-        return Prepared(train=train_ds, validation=val_ds, test=test_ds, sizes=info["sizes"], state=state,
-                        report=report, held_out={"validation": list(val or []), "test": list(test or [])},
-                        lengths={k: stats[f"{k}_lengths"] for k in ("train", "validation", "test")
-                                 if f"{k}_lengths" in stats},
-                        efficiency=efficiency, info=info)
+        return Prepared(
+            train=train_ds,
+            validation=val_ds,
+            test=test_ds,
+            sizes=info["sizes"],
+            state=state,
+            report=report,
+            held_out={"validation": list(val or []), "test": list(test or [])},
+            lengths={k: stats[f"{k}_lengths"] for k in ("train", "validation", "test") if f"{k}_lengths" in stats},
+            efficiency=efficiency,
+            info=info,
+        )
 
     def held_out(self, run_dir, tokenizer):
         from tuneforge.data.sft_encode import encode_records
@@ -312,8 +408,11 @@ class CausalLMTask(Task):
         if not any(saved.values()):
             if saved_split(run_dir):
                 return None, "validation"
-            print(f"tuneforge: {run_dir} predates saved splits: re-creating its held-out split from config.yaml",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tuneforge: {run_dir} predates saved splits: re-creating its held-out split from config.yaml",
+                file=sys.stderr,
+                flush=True,
+            )
             p = self.prepare(tokenizer)
             return (p.test, "test") if p.test is not None else (p.validation, "validation")
         name = "test" if saved["test"] else "validation"
@@ -341,9 +440,14 @@ class CausalLMTask(Task):
         from tuneforge.data.report import write_report
 
         name = prepared.info.get("template") or prepared.info.get("format")
-        write_report(out_dir, prepared.report, prepared.lengths, self.cfg.data.max_length,
-                     title=f"SFT data report ({prepared.info.get('format')} records, template {name}; "
-                           f"lengths in tokens of the whole templated conversation)")
+        write_report(
+            out_dir,
+            prepared.report,
+            prepared.lengths,
+            self.cfg.data.max_length,
+            title=f"SFT data report ({prepared.info.get('format')} records, template {name}; "
+            f"lengths in tokens of the whole templated conversation)",
+        )
 
     def _stop_token_ids(self, tokenizer, chat) -> list[int]:
         if chat is not None and chat.stop_token_ids:
@@ -369,11 +473,16 @@ class CausalLMTask(Task):
             if isinstance(logits, tuple):
                 logits = logits[0]
             # prompt tuning prepends virtual tokens to the sequence: the logits of the real tokens are the last
-            logits = logits[:, -labels.size(1):]
+            logits = logits[:, -labels.size(1) :]
             shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-            nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                                  ignore_index=-100, reduction="none").view(shift_labels.shape)
+            nll = F.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)),
+                shift_labels.reshape(-1),
+                ignore_index=-100,
+                reduction="none",
+            ).view(shift_labels.shape)
             return torch.stack([nll.sum(1), (shift_labels != -100).sum(1).float()], dim=1)
+
         return fn
 
     def compute_metrics(self, prepared: Prepared):
@@ -382,6 +491,7 @@ class CausalLMTask(Task):
             tokens = p[:, 1].sum()
             nll = p[:, 0].sum() / max(tokens, 1.0)
             return {"perplexity": float(math.exp(min(nll, 50.0)))}
+
         return fn
 
     def use_fused_loss(self, model: nn.Module) -> str | None:
@@ -394,8 +504,9 @@ class CausalLMTask(Task):
             use_chunked_loss(model)
         return reason
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
-                         without_adapters=None) -> dict:
+    def final_evaluation(
+        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    ) -> dict:
         from tuneforge.tasks.sft_eval import final_evaluation
 
         return final_evaluation(self.cfg, self.collator, trainer, prepared, eval_dir, val_metrics, without_adapters)
@@ -403,9 +514,15 @@ class CausalLMTask(Task):
     # ---- artefacts --------------------------------------------------------------------------------------
     def metadata(self, prepared: Prepared) -> dict:
         i = prepared.info
-        return {"format": i["format"], "template": i["template"], "end_of_turn_token": i["end_of_turn_token"],
-                "system_prompt": i["system_prompt"], "stop_token_ids": i["stop_token_ids"],
-                "generation": self.cfg.task.generation.model_dump(), "max_length": self.cfg.data.max_length}
+        return {
+            "format": i["format"],
+            "template": i["template"],
+            "end_of_turn_token": i["end_of_turn_token"],
+            "system_prompt": i["system_prompt"],
+            "stop_token_ids": i["stop_token_ids"],
+            "generation": self.cfg.task.generation.model_dump(),
+            "max_length": self.cfg.data.max_length,
+        }
 
     def save_extras(self, model_dir: str, prepared: Prepared) -> None:
         """generation_config.json that stops on the template's end-of-turn token, for any loader of model/."""
@@ -413,12 +530,15 @@ class CausalLMTask(Task):
 
         g = self.cfg.task.generation
         stops = prepared.state.stop_token_ids
-        gen = GenerationConfig(eos_token_id=stops if len(stops) > 1 else stops[0],
-                               pad_token_id=prepared.state.pad_token_id if prepared.state.pad_token_id is not None
-                               else stops[0],
-                               do_sample=g.temperature > 0, temperature=g.temperature if g.temperature > 0 else None,
-                               top_p=g.top_p if g.temperature > 0 else None, max_new_tokens=g.max_new_tokens,
-                               repetition_penalty=g.repetition_penalty)
+        gen = GenerationConfig(
+            eos_token_id=stops if len(stops) > 1 else stops[0],
+            pad_token_id=prepared.state.pad_token_id if prepared.state.pad_token_id is not None else stops[0],
+            do_sample=g.temperature > 0,
+            temperature=g.temperature if g.temperature > 0 else None,
+            top_p=g.top_p if g.temperature > 0 else None,
+            max_new_tokens=g.max_new_tokens,
+            repetition_penalty=g.repetition_penalty,
+        )
         gen.save_pretrained(model_dir)
 
     # ---- a finished run ---------------------------------------------------------------------------------
@@ -426,5 +546,10 @@ class CausalLMTask(Task):
     def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         agree = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(reference, exported)])
-        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
-                "next_token_agreement": float(agree.mean()), "positions": int(agree.size)}
+        return {
+            "split": split,
+            "rows": len(rows),
+            "max_abs_logit_diff": diff,
+            "next_token_agreement": float(agree.mean()),
+            "positions": int(agree.size),
+        }

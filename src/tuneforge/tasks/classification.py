@@ -3,13 +3,14 @@
 About 450 lines on purpose: a task is one module (its config and data keys, preparation, training hooks and
 how a finished run predicts, evaluates and exports), so adding a task is adding one module; the data
 pipeline it calls (cleaning, augmentation, balancing) lives in data/."""
+
 from __future__ import annotations
 
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,12 +28,16 @@ class ClassificationData(DataSection):
     """`data:` keys of classification runs: the columns, and cleaning, augmentation and balancing of the
     training split."""
 
-    text_pair_column: Optional[str] = Field(None, description="Optional second text column (sentence pairs).")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column holding the label (strings or integers).")
-    clean: CleanSection = Field(default_factory=CleanSection, description=(
-        "Cleaning of the training split: duplicates, leakage across splits, label noise."))
+    clean: CleanSection = Field(
+        default_factory=CleanSection,
+        description=("Cleaning of the training split: duplicates, leakage across splits, label noise."),
+    )
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Augmentation of the training split.")
-    balance: BalanceSection = Field(default_factory=BalanceSection, description="Class imbalance: weighted loss and resampling.")
+    balance: BalanceSection = Field(
+        default_factory=BalanceSection, description="Class imbalance: weighted loss and resampling."
+    )
 
 
 @dataclass
@@ -43,23 +48,27 @@ class Frames:
     validation: pd.DataFrame | None
     test: pd.DataFrame | None
     labels: list[str]
-    train_ids: list[int]                                  # source row ids of the training split, before cleaning
-    skipped: list[dict] = field(default_factory=list)     # records left out by data.bad_records=skip
+    train_ids: list[int]  # source row ids of the training split, before cleaning
+    skipped: list[dict] = field(default_factory=list)  # records left out by data.bad_records=skip
 
 
 @dataclass
 class ClassificationState:
-    labels: list[str]                  # label names in id order
+    labels: list[str]  # label names in id order
     label2id: dict[str, int]
-    class_counts: dict[str, int]       # of the final training split
-    train_texts: list[str] = field(default_factory=list)        # the final training split's texts (and pairs),
-    train_pairs: list[str] | None = None                        # row by row as in the encoded dataset
+    class_counts: dict[str, int]  # of the final training split
+    train_texts: list[str] = field(default_factory=list)  # the final training split's texts (and pairs),
+    train_pairs: list[str] | None = None  # row by row as in the encoded dataset
 
 
 class ClassificationConfig(TaskConfig):
     type: Literal["classification"] = "classification"
-    labels: list[str] | None = Field(None, description=(
-        "The label names in id order. Default: inferred from the training data (sorted; numbers numerically)."))
+    labels: list[str] | None = Field(
+        None,
+        description=(
+            "The label names in id order. Default: inferred from the training data (sorted; numbers numerically)."
+        ),
+    )
 
 
 @TASKS.register("classification")
@@ -80,15 +89,25 @@ class ClassificationTask(Task):
     default_metric = "accuracy"
     default_max_length = 128
     metrics: ClassVar[dict[str, bool]] = {
-        "accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True, "recall_macro": True,
-        "precision_weighted": True, "recall_weighted": True, "auc_roc": True, "loss": False}
+        "accuracy": True,
+        "f1_macro": True,
+        "f1_weighted": True,
+        "precision_macro": True,
+        "recall_macro": True,
+        "precision_weighted": True,
+        "recall_weighted": True,
+        "auc_roc": True,
+        "loss": False,
+    }
 
     @classmethod
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
         if cfg.distill.teacher and cfg.data.balance.class_weights != "none":
-            raise ConfigError("data.balance.class_weights: not applied by the distillation loss; set it to none "
-                              "with distill.teacher (or resample with data.balance.sampling)")
+            raise ConfigError(
+                "data.balance.class_weights: not applied by the distillation loss; set it to none "
+                "with distill.teacher (or resample with data.balance.sampling)"
+            )
 
     # ---- data -------------------------------------------------------------------------------------------
     def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> pd.DataFrame:
@@ -96,16 +115,27 @@ class ClassificationTask(Task):
         split). Rows left out by data.bad_records=skip are appended to `skipped_out`."""
         d = self.cfg.data
         df = read_table(source, key)
-        require_columns(df, {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column,
-                             "data.label_column": d.label_column}, source)
+        require_columns(
+            df,
+            {
+                "data.text_column": d.text_column,
+                "data.text_pair_column": d.text_pair_column,
+                "data.label_column": d.label_column,
+            },
+            source,
+        )
         skipped: list | None = [] if d.bad_records == "skip" else None
         cells = {d.text_column: ("data.text_column", "text"), d.label_column: ("data.label_column", "label")}
         if d.text_pair_column:
             cells[d.text_pair_column] = ("data.text_pair_column", "text")
         df = check_cells(df, cells, source, skipped)
         if skipped:
-            log.warning("%s: data.bad_records=skip: left out %d rows that cannot be used (first: %s)", source,
-                        len(skipped), skipped[0][1])
+            log.warning(
+                "%s: data.bad_records=skip: left out %d rows that cannot be used (first: %s)",
+                source,
+                len(skipped),
+                skipped[0][1],
+            )
             if skipped_out is not None:
                 skipped_out.extend({"source": source, "record": n, "problem": msg} for n, msg in skipped)
         cols = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
@@ -119,8 +149,10 @@ class ClassificationTask(Task):
         if len(df) < before:
             log.warning("%s: dropped %d rows with an empty text or label", source, before - len(df))
         if len(df) == 0:
-            raise DataError(f"{source}: no rows with both a text and a label (columns '{d.text_column}' and "
-                            f"'{d.label_column}'; empty texts and missing labels are left out)")
+            raise DataError(
+                f"{source}: no rows with both a text and a label (columns '{d.text_column}' and "
+                f"'{d.label_column}'; empty texts and missing labels are left out)"
+            )
         return df
 
     def _label_names(self, train: pd.DataFrame) -> list[str]:
@@ -164,19 +196,39 @@ class ClassificationTask(Task):
         train, report = self.clean(frames)
         labels = frames.labels
         label2id = {n: i for i, n in enumerate(labels)}
-        enc = lambda df: None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
+
+        def enc(df):
+            return None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
+
         val, test = frames.validation, frames.test
-        sizes = {"train": len(train), "validation": 0 if val is None else len(val), "test": 0 if test is None else len(test)}
+        sizes = {
+            "train": len(train),
+            "validation": 0 if val is None else len(val),
+            "test": 0 if test is None else len(test),
+        }
         d = self.cfg.data
-        state = ClassificationState(labels, label2id, {str(k): int(v) for k, v in
-                                                       pd.Series(self._label_strings(train)).value_counts().items()},
-                                    train[d.text_column].astype(str).tolist(),
-                                    train[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None)
-        prepared = Prepared(train=enc(train), validation=enc(val), test=enc(test), sizes=sizes, state=state,
-                            report=report, held_out={"validation": self._records(val), "test": self._records(test)},
-                            train_ids=frames.train_ids)
-        prepared.lengths = {name: list(ds["length"]) for name, ds in (("train", prepared.train),
-                            ("validation", prepared.validation), ("test", prepared.test)) if ds is not None}
+        state = ClassificationState(
+            labels,
+            label2id,
+            {str(k): int(v) for k, v in pd.Series(self._label_strings(train)).value_counts().items()},
+            train[d.text_column].astype(str).tolist(),
+            train[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None,
+        )
+        prepared = Prepared(
+            train=enc(train),
+            validation=enc(val),
+            test=enc(test),
+            sizes=sizes,
+            state=state,
+            report=report,
+            held_out={"validation": self._records(val), "test": self._records(test)},
+            train_ids=frames.train_ids,
+        )
+        prepared.lengths = {
+            name: list(ds["length"])
+            for name, ds in (("train", prepared.train), ("validation", prepared.validation), ("test", prepared.test))
+            if ds is not None
+        }
         return prepared
 
     def _columns(self) -> list[str]:
@@ -188,13 +240,17 @@ class ClassificationTask(Task):
         if df is None or len(df) == 0:
             return []
         import json
+
         return json.loads(df[self._columns()].to_json(orient="records", force_ascii=False))
 
     def read_split(self) -> Frames:
         """Read the data and split it (test first, then validation from the rest, then the training sample).
 
         Raises DataError for unusable data, a single class, or labels only a held-out split has."""
-        d, seed = self.cfg.data, self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed
+        d, seed = (
+            self.cfg.data,
+            self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed,
+        )
         skipped: list[dict] = []
         train = self._read(d.train, skipped_out=skipped)
         val = self._read(d.validation, "data.validation", skipped) if d.validation else None
@@ -203,8 +259,9 @@ class ClassificationTask(Task):
         if test is None:
             train, test = self._split(train, d.split.test, seed, "test")
         if val is None and d.split.validation > 0:
-            train, val = self._split(train, d.split.validation / (1.0 - (d.split.test if not d.test else 0.0)),
-                                     seed + 1, "validation")
+            train, val = self._split(
+                train, d.split.validation / (1.0 - (d.split.test if not d.test else 0.0)), seed + 1, "validation"
+            )
         if d.max_train_samples and d.max_train_samples < len(train):
             _, train = self._split(train, d.max_train_samples, seed + 2, "sample")
         if len(train) == 0:
@@ -214,8 +271,9 @@ class ClassificationTask(Task):
         train_classes = set(self._label_strings(train))
         if len(train_classes) < 2:
             only = next(iter(train_classes))
-            raise DataError(f"{d.train}: the training data has a single class ('{only}'); "
-                            f"classification needs at least two")
+            raise DataError(
+                f"{d.train}: the training data has a single class ('{only}'); classification needs at least two"
+            )
         unknown = train_classes - set(names)
         if unknown:
             raise DataError(f"task.labels does not list the training labels {sorted(unknown)[:5]}")
@@ -224,15 +282,19 @@ class ClassificationTask(Task):
                 continue
             extra = sorted(set(self._label_strings(df)) - train_classes)
             if extra and getattr(d, split_name):
-                raise DataError(f"{getattr(d, split_name)} (data.{split_name}): the {split_name} data has labels "
-                                f"never seen in training: {extra[:5]} (training labels: {sorted(train_classes)[:10]})")
+                raise DataError(
+                    f"{getattr(d, split_name)} (data.{split_name}): the {split_name} data has labels "
+                    f"never seen in training: {extra[:5]} (training labels: {sorted(train_classes)[:10]})"
+                )
             if extra:
-                raise DataError(f"{d.train}: the label{'s' if len(extra) > 1 else ''} "
-                                f"{', '.join(repr(x) for x in extra[:5])} "
-                                f"{'have' if len(extra) > 1 else 'has'} so few rows that the {split_name} split "
-                                f"held out of data.train (data.split.{split_name}) took all of them and none is left "
-                                f"to train on; add examples of {'them' if len(extra) > 1 else 'it'}, remove "
-                                f"{'them' if len(extra) > 1 else 'it'}, or give a data.{split_name} file")
+                raise DataError(
+                    f"{d.train}: the label{'s' if len(extra) > 1 else ''} "
+                    f"{', '.join(repr(x) for x in extra[:5])} "
+                    f"{'have' if len(extra) > 1 else 'has'} so few rows that the {split_name} split "
+                    f"held out of data.train (data.split.{split_name}) took all of them and none is left "
+                    f"to train on; add examples of {'them' if len(extra) > 1 else 'it'}, remove "
+                    f"{'them' if len(extra) > 1 else 'it'}, or give a data.{split_name} file"
+                )
         return Frames(train, val, test, names, [int(i) for i in train.index], skipped)
 
     def clean(self, frames: Frames) -> tuple[pd.DataFrame, dict]:
@@ -242,8 +304,9 @@ class ClassificationTask(Task):
 
         d = self.cfg.data
         seed = d.split.seed if d.split.seed is not None else self.cfg.train.seed
-        train, report = improve_training_data(self.cfg, frames.train, frames.validation, frames.test, seed,
-                                              frames.labels)
+        train, report = improve_training_data(
+            self.cfg, frames.train, frames.validation, frames.test, seed, frames.labels
+        )
         if frames.skipped:
             report["bad_records"] = {"policy": "skip", "records": frames.skipped}
         return train, report
@@ -258,7 +321,6 @@ class ClassificationTask(Task):
 
     def held_out(self, run_dir, tokenizer):
         from tuneforge.data.splits import load_split, saved_split
-
         from tuneforge.models.loader import read_run_metadata
 
         labels = list(read_run_metadata(Path(run_dir) / "model").get("labels") or [])
@@ -269,8 +331,12 @@ class ClassificationTask(Task):
                 return self._encode(df, tokenizer, {n: i for i, n in enumerate(labels)}), name
         if saved_split(run_dir):
             return None, "test"  # the run had no held-out split at all
-        print(f"tuneforge: {run_dir} predates saved splits: re-creating its test split from config.yaml "
-              f"(reading, splitting and cleaning run again)", file=sys.stderr, flush=True)
+        print(
+            f"tuneforge: {run_dir} predates saved splits: re-creating its test split from config.yaml "
+            f"(reading, splitting and cleaning run again)",
+            file=sys.stderr,
+            flush=True,
+        )
         prepared = self.prepare(tokenizer)
         return (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
 
@@ -296,8 +362,14 @@ class ClassificationTask(Task):
         # lengths are after truncation, so a row at exactly max_length is counted as cut
         m = self.cfg.data.max_length
         lengths = prepared.lengths or {}
-        write_report(out_dir, prepared.report, lengths, m,
-                     truncated={k: sum(x >= m for x in v) for k, v in lengths.items()}, title="Data used by this run")
+        write_report(
+            out_dir,
+            prepared.report,
+            lengths,
+            m,
+            truncated={k: sum(x >= m for x in v) for k, v in lengths.items()},
+            title="Data used by this run",
+        )
 
     def loss_function(self, prepared: Prepared):
         weights = prepared.report.get("class_weights")
@@ -333,10 +405,12 @@ class ClassificationTask(Task):
         def fn(eval_pred):
             logits = first_output(eval_pred.predictions)
             return classification_metrics(logits, np.asarray(eval_pred.label_ids))
+
         return fn
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
-                         without_adapters=None) -> dict:
+    def final_evaluation(
+        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    ) -> dict:
         from tuneforge.evaluation.classification import write_classification_report
 
         if prepared.test is None:
@@ -344,9 +418,14 @@ class ClassificationTask(Task):
             return {"validation": val_metrics}
         out = trainer.predict(prepared.test, metric_key_prefix="test")
         logits = first_output(out.predictions)
-        test = write_classification_report(logits, np.asarray(out.label_ids), prepared.state.labels,
-                                           eval_dir, title=f"Test split ({len(prepared.test)} rows)",
-                                           extra={"validation": val_metrics})
+        test = write_classification_report(
+            logits,
+            np.asarray(out.label_ids),
+            prepared.state.labels,
+            eval_dir,
+            title=f"Test split ({len(prepared.test)} rows)",
+            extra={"validation": val_metrics},
+        )
         result = {"validation": val_metrics, "test": test}
         if prepared.teacher is not None:
             from tuneforge.tasks.classification_distill import teacher_vs_student
@@ -356,8 +435,13 @@ class ClassificationTask(Task):
 
     def metadata(self, prepared: Prepared) -> dict:
         d = self.cfg.data
-        return {"labels": prepared.state.labels, "text_column": d.text_column,
-                "text_pair_column": d.text_pair_column, "label_column": d.label_column, "max_length": d.max_length}
+        return {
+            "labels": prepared.state.labels,
+            "text_column": d.text_column,
+            "text_pair_column": d.text_pair_column,
+            "label_column": d.label_column,
+            "max_length": d.max_length,
+        }
 
     # ---- a finished run ---------------------------------------------------------------------------------
     @classmethod
@@ -365,7 +449,11 @@ class ClassificationTask(Task):
         names = meta.get("labels") or []
         if not names:
             return {}
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+        }
 
     @classmethod
     def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
@@ -381,12 +469,19 @@ class ClassificationTask(Task):
             raise DataError("no texts to predict")
         probs = softmax(cls.logits(run, list(texts), batch_size=batch_size))
         names = run.meta["labels"]
-        return [{"text": t, "label": names[int(p.argmax())],
-                 "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}} for t, p in zip(texts, probs)]
+        return [
+            {
+                "text": t,
+                "label": names[int(p.argmax())],
+                "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)},
+            }
+            for t, p in zip(texts, probs)
+        ]
 
     @classmethod
-    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
-                 label_column: str | None = None) -> dict:
+    def evaluate(
+        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
         """Metrics, per-class report and confusion matrix of the run on labelled data (`source`)."""
         from tuneforge.evaluation.classification import write_classification_report
 
@@ -408,15 +503,21 @@ class ClassificationTask(Task):
                 raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
             label_ids.append(names.index(s))
         logits = cls.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
-        return write_classification_report(logits, np.asarray(label_ids), names, out_dir,
-                                           title=f"{source} ({len(df)} rows)")
+        return write_classification_report(
+            logits, np.asarray(label_ids), names, out_dir, title=f"{source} ({len(df)} rows)"
+        )
 
     @classmethod
     def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
         labels = np.asarray([r["label"] for r in rows])
         rp, ep = np.asarray([a.argmax() for a in reference]), np.asarray([b.argmax() for b in exported])
-        return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff,
-                "label_agreement": float((rp == ep).mean()), "reference_accuracy": float((rp == labels).mean()),
-                "export_accuracy": float((ep == labels).mean()),
-                "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100)}
+        return {
+            "split": split,
+            "rows": len(rows),
+            "max_abs_logit_diff": diff,
+            "label_agreement": float((rp == ep).mean()),
+            "reference_accuracy": float((rp == labels).mean()),
+            "export_accuracy": float((ep == labels).mean()),
+            "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100),
+        }

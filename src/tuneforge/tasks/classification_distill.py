@@ -1,6 +1,7 @@
 """Distillation for classification: the teacher's logits over the training texts (and unlabelled ones) as soft
 targets, cached in the run; the loss `alpha * T^2 * KL + (1 - alpha) * CE` (kernels/distill.py), optionally with
 block-output matching for students cut from the teacher; and the teacher-vs-student report."""
+
 from __future__ import annotations
 
 import sys
@@ -20,12 +21,16 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
 
     labels = prepared.state.labels
     if set(teacher.labels) != set(labels):
-        raise DataError(f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
-                        f"{labels[:10]} (a teacher must predict the same classes)")
+        raise DataError(
+            f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
+            f"{labels[:10]} (a teacher must predict the same classes)"
+        )
     if task.cfg.distill.hidden_weight > 0 and teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ConfigError("distill.hidden_weight: the teacher's tokenizer differs from the student's; block "
-                          "outputs are matched token by token, so the student must be cut from the teacher "
-                          "(model.name: the teacher's model directory, with model.keep_layers)")
+        raise ConfigError(
+            "distill.hidden_weight: the teacher's tokenizer differs from the student's; block "
+            "outputs are matched token by token, so the student must be cut from the teacher "
+            "(model.name: the teacher's model directory, with model.keep_layers)"
+        )
     order = [teacher.labels.index(n) for n in labels]
     st = prepared.state
     texts, pairs = list(st.train_texts), list(st.train_pairs) if st.train_pairs is not None else None
@@ -36,21 +41,25 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
             pairs += extra[1]
     key = {"teacher": teacher.fingerprint(), "texts": texts, "pairs": pairs}
     from tuneforge.data.outputs_cache import cached_outputs
+
     logits = cached_outputs(Path(cache_dir), key, lambda: teacher.logits(texts, pairs))[:, order]
     n = len(st.train_texts)
     train = prepared.train.add_column("teacher_logits", logits[:n].tolist())
     if extra is not None:
         d = task.cfg.data
-        enc = tokenizer(extra[0], extra[1] if d.text_pair_column else None, truncation=True,
-                        max_length=d.max_length)
+        enc = tokenizer(extra[0], extra[1] if d.text_pair_column else None, truncation=True, max_length=d.max_length)
         rows = {k: v for k, v in enc.items()}
         rows["labels"] = [-100] * len(extra[0])
         rows["length"] = [len(x) for x in enc["input_ids"]]
         rows["teacher_logits"] = logits[n:].tolist()
         train = datasets.concatenate_datasets([train, datasets.Dataset.from_dict(rows).cast(train.features)])
         prepared.sizes = {**prepared.sizes, "unlabeled": len(extra[0])}
-        print(f"tuneforge: distillation: {len(extra[0])} unlabelled texts labelled by the teacher join the "
-              f"{n} training rows", file=sys.stderr, flush=True)
+        print(
+            f"tuneforge: distillation: {len(extra[0])} unlabelled texts labelled by the teacher join the "
+            f"{n} training rows",
+            file=sys.stderr,
+            flush=True,
+        )
     prepared.train = train
     prepared.teacher = teacher
     return prepared
@@ -71,8 +80,10 @@ def unlabeled(cfg) -> tuple[list[str], list[str]] | None:
     df = df[keep]
     if len(df) == 0:
         raise DataError(f"{src} (distill.unlabeled): no texts in column '{d.text_column}'")
-    return (df[d.text_column].astype(str).tolist(),
-            df[d.text_pair_column].astype(str).tolist() if d.text_pair_column else [])
+    return (
+        df[d.text_column].astype(str).tolist(),
+        df[d.text_pair_column].astype(str).tolist() if d.text_pair_column else [],
+    )
 
 
 def training_loss(cfg, prepared):
@@ -96,6 +107,7 @@ def training_loss(cfg, prepared):
         if match:
             value = value + hw * hidden_match_loss(model, outputs.hidden_states, teacher, inputs)
         return value, outputs
+
     return loss
 
 
@@ -128,9 +140,17 @@ def teacher_vs_student(task, trainer, prepared, student_metrics, eval_dir) -> di
     t_metrics = classification_metrics(t_logits, label_ids)
     enc = teacher.tokenizer(texts, pairs, truncation=True, max_length=teacher.run.meta.get("max_length", 512))
     t_data = datasets.Dataset.from_dict(dict(enc))
-    rows = dr.classifier_rows(teacher, t_metrics, t_data, DataCollatorWithPadding(teacher.tokenizer), trainer.model,
-                              student_metrics, prepared.test, task.collator(trainer.processing_class),
-                              Path(eval_dir).parent / "model")
+    rows = dr.classifier_rows(
+        teacher,
+        t_metrics,
+        t_data,
+        DataCollatorWithPadding(teacher.tokenizer),
+        trainer.model,
+        student_metrics,
+        prepared.test,
+        task.collator(trainer.processing_class),
+        Path(eval_dir).parent / "model",
+    )
     return dr.write_section(eval_dir, *rows, dr.agreement(student_logits, t_logits), "test", dr.KEYS)
 
 
@@ -145,11 +165,16 @@ def hidden_match_loss(student, student_hidden, teacher, inputs):
         t_hidden = teacher(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
     n_student = len(student_hidden) - 1
     kept = list(getattr(student.config, "tuneforge_kept_layers", None) or range(n_student))
-    if len(kept) != n_student or max(kept) >= len(t_hidden) - 1 or \
-            student_hidden[-1].shape[-1] != t_hidden[-1].shape[-1]:
-        raise ConfigError(f"distill.hidden_weight: the student's {n_student} blocks do not line up with the "
-                          f"teacher's {len(t_hidden) - 1} (cut the student from the teacher's model directory with "
-                          f"model.keep_layers)")
+    if (
+        len(kept) != n_student
+        or max(kept) >= len(t_hidden) - 1
+        or student_hidden[-1].shape[-1] != t_hidden[-1].shape[-1]
+    ):
+        raise ConfigError(
+            f"distill.hidden_weight: the student's {n_student} blocks do not line up with the "
+            f"teacher's {len(t_hidden) - 1} (cut the student from the teacher's model directory with "
+            f"model.keep_layers)"
+        )
     mask = inputs["attention_mask"].unsqueeze(-1).to(student_hidden[-1].dtype)
     total = student_hidden[-1].new_zeros(())
     for k, j in enumerate(kept):

@@ -6,13 +6,14 @@ The text classifier's reading and splitting (`ClassificationTask.read_split`: st
 splits, label checks) is reused; what differs is the record (an image reference and a label), the model input
 (pixel values from `data/images.py`'s transforms, decoded lazily so augmentation differs every epoch), the loss
 (soft targets under CutMix/MixUp) and how a finished run is fed (image files or bytes)."""
+
 from __future__ import annotations
 
 import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,12 +40,17 @@ class RandAugmentSection(Section):
 
 
 class ImageAugmentSection(Section):
-    random_resized_crop: Optional[list[float]] = Field([0.35, 1.0], description=(
-        "Random resized crop of training images: the [min, max] fraction of the image area a crop keeps. Null: "
-        "no random crop (training images are resized like evaluation images)."))
+    random_resized_crop: list[float] | None = Field(
+        [0.35, 1.0],
+        description=(
+            "Random resized crop of training images: the [min, max] fraction of the image area a crop keeps. Null: "
+            "no random crop (training images are resized like evaluation images)."
+        ),
+    )
     flip: bool = Field(True, description="Flip training images horizontally at random (off for digits, text, ...).")
-    randaugment: Optional[RandAugmentSection] = Field(None, description=(
-        "RandAugment on training images ({num_ops, magnitude}); null: off."))
+    randaugment: RandAugmentSection | None = Field(
+        None, description=("RandAugment on training images ({num_ops, magnitude}); null: off.")
+    )
 
     @field_validator("random_resized_crop")
     @classmethod
@@ -61,27 +67,53 @@ class ImageData(DataSection):
     train: str = Field("builtin:digits", description=DataSection.model_fields["train"].description)
     image_column: str = Field("image", description="Column holding the image path (tables and `datasets` dirs).")
     label_column: str = Field("label", description="Column holding the label (strings or integers).")
-    limit_per_class: Optional[int] = Field(None, ge=1, description=(
-        "Keep at most this many training images per class (a seeded sample): a low-resource set is one setting."))
-    eval_limit_per_class: Optional[int] = Field(None, ge=1, description=(
-        "Keep at most this many validation and test images per class (quicker evaluation)."))
-    image_size: Optional[int] = Field(None, ge=8, le=2048, description=(
-        "Side of the square model input in pixels. Default: the model's own (its preprocessor_config.json)."))
-    augment: ImageAugmentSection = Field(default_factory=ImageAugmentSection, description=(
-        "Per-image augmentation of the training split (validation and test are only resized)."))
-    cutmix: Optional[MixSection] = Field(None, description=(
-        "CutMix on training batches ({alpha, prob}): a box of each image is replaced by its neighbour's, and the "
-        "target mixes both labels by area. Null: off."))
-    mixup: Optional[MixSection] = Field(None, description=(
-        "MixUp on training batches ({alpha, prob}): images and labels blended with weight lambda ~ "
-        "Beta(alpha, alpha). With cutmix too, each batch uses one of them. Null: off."))
+    limit_per_class: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Keep at most this many training images per class (a seeded sample): a low-resource set is one setting."
+        ),
+    )
+    eval_limit_per_class: int | None = Field(
+        None, ge=1, description=("Keep at most this many validation and test images per class (quicker evaluation).")
+    )
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        le=2048,
+        description=(
+            "Side of the square model input in pixels. Default: the model's own (its preprocessor_config.json)."
+        ),
+    )
+    augment: ImageAugmentSection = Field(
+        default_factory=ImageAugmentSection,
+        description=("Per-image augmentation of the training split (validation and test are only resized)."),
+    )
+    cutmix: MixSection | None = Field(
+        None,
+        description=(
+            "CutMix on training batches ({alpha, prob}): a box of each image is replaced by its neighbour's, and the "
+            "target mixes both labels by area. Null: off."
+        ),
+    )
+    mixup: MixSection | None = Field(
+        None,
+        description=(
+            "MixUp on training batches ({alpha, prob}): images and labels blended with weight lambda ~ "
+            "Beta(alpha, alpha). With cutmix too, each batch uses one of them. Null: off."
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the training targets.")
 
 
 class ImageClassificationConfig(TaskConfig):
     type: Literal["image_classification"] = "image_classification"
-    labels: list[str] | None = Field(None, description=(
-        "The label names in id order. Default: inferred from the training data (sorted; numbers numerically)."))
+    labels: list[str] | None = Field(
+        None,
+        description=(
+            "The label names in id order. Default: inferred from the training data (sorted; numbers numerically)."
+        ),
+    )
 
 
 class ImageRows:
@@ -101,7 +133,7 @@ class ImageRows:
     def __getitem__(self, k: int) -> dict:
         from tuneforge.data.images import open_image, seeded_draw
 
-        if not 0 <= k < (len(self.refs) if self.seed is None else 2 ** 62):
+        if not 0 <= k < (len(self.refs) if self.seed is None else 2**62):
             raise IndexError(k)
         i = k % len(self.refs)
         image = open_image(self.refs[i])
@@ -132,8 +164,10 @@ def _decode(item, i: int):
             img = Image.open(io.BytesIO(item))
             img.load()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"image {i} ({len(item)} bytes) is not a readable image: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
+            raise DataError(
+                f"image {i} ({len(item)} bytes) is not a readable image: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+            ) from None
         return img.convert("RGB"), f"image {i}"
     return open_image(str(item)), str(item)
 
@@ -202,19 +236,25 @@ class ImageClassificationTask(ClassificationTask):
     def clean(self, frames: Frames) -> tuple[pd.DataFrame, dict]:
         """The training split capped at `data.limit_per_class` (validation/test at `eval_limit_per_class` in
         `read_split`). Every image file kept is opened once, so a broken file stops the run before training."""
-        from tuneforge.data.images import check_images
-        from tuneforge.data.images import limit_per_class
+        from tuneforge.data.images import check_images, limit_per_class
 
         d = self.cfg.data
         train = frames.train
         if d.limit_per_class:
-            train = limit_per_class(train.rename(columns={d.label_column: "label"}), d.limit_per_class,
-                                    self._seed()).rename(columns={"label": d.label_column})
+            train = limit_per_class(
+                train.rename(columns={d.label_column: "label"}), d.limit_per_class, self._seed()
+            ).rename(columns={"label": d.label_column})
         check_images(train[d.image_column].tolist())
-        counts = {s: self._counts(df) for s, df in (("train", train), ("validation", frames.validation),
-                                                     ("test", frames.test)) if df is not None}
-        return train, {"class_counts": counts, "limit_per_class": d.limit_per_class,
-                       "eval_limit_per_class": d.eval_limit_per_class}
+        counts = {
+            s: self._counts(df)
+            for s, df in (("train", train), ("validation", frames.validation), ("test", frames.test))
+            if df is not None
+        }
+        return train, {
+            "class_counts": counts,
+            "limit_per_class": d.limit_per_class,
+            "eval_limit_per_class": d.eval_limit_per_class,
+        }
 
     def _seed(self) -> int:
         d = self.cfg.data
@@ -232,8 +272,9 @@ class ImageClassificationTask(ClassificationTask):
             for name in ("validation", "test"):
                 df = getattr(frames, name)
                 if df is not None:
-                    cut = limit_per_class(df.rename(columns={d.label_column: "label"}), d.eval_limit_per_class,
-                                          self._seed()).rename(columns={"label": d.label_column})
+                    cut = limit_per_class(
+                        df.rename(columns={d.label_column: "label"}), d.eval_limit_per_class, self._seed()
+                    ).rename(columns={"label": d.label_column})
                     setattr(frames, name, cut)
         for df in (frames.validation, frames.test):  # the training images: once `clean` has capped them
             if df is not None:
@@ -255,8 +296,9 @@ class ImageClassificationTask(ClassificationTask):
     def _rows(self, df: pd.DataFrame | None, label2id: dict, transform, seed: int | None = None) -> ImageRows | None:
         if df is None or len(df) == 0:
             return None
-        return ImageRows(df[self.cfg.data.image_column].tolist(), [label2id[s] for s in self._label_strings(df)],
-                         transform, seed)
+        return ImageRows(
+            df[self.cfg.data.image_column].tolist(), [label2id[s] for s in self._label_strings(df)], transform, seed
+        )
 
     def prepare(self, processor) -> Prepared:
         """Read and split the images, cap classes, check every file opens; the pixels are decoded per batch."""
@@ -266,17 +308,28 @@ class ImageClassificationTask(ClassificationTask):
         label2id = {n: i for i, n in enumerate(labels)}
         train_tf, eval_tf = self._transforms(processor)
         val, test = frames.validation, frames.test
-        sizes = {"train": len(train), "validation": 0 if val is None else len(val), "test": 0 if test is None else len(test)}
+        sizes = {
+            "train": len(train),
+            "validation": 0 if val is None else len(val),
+            "test": 0 if test is None else len(test),
+        }
         # the Trainer counts input elements as "tokens": meaningless for pixels
         efficiency = {"train_tokens": None, "train_tokens_per_second": None}
         state = ClassificationState(labels, label2id, report["class_counts"]["train"])
         state.preprocessing = self._preprocessing(processor)  # type: ignore[attr-defined]
         p = state.preprocessing
-        return Prepared(train=self._rows(train, label2id, train_tf, self.cfg.train.seed),
-                        validation=self._rows(val, label2id, eval_tf), test=self._rows(test, label2id, eval_tf),
-                        sizes=sizes, state=state, report=report,
-                        held_out={"validation": self._records(val), "test": self._records(test)},
-                        train_ids=frames.train_ids, efficiency=efficiency, info={"image_size": [p.height, p.width]})
+        return Prepared(
+            train=self._rows(train, label2id, train_tf, self.cfg.train.seed),
+            validation=self._rows(val, label2id, eval_tf),
+            test=self._rows(test, label2id, eval_tf),
+            sizes=sizes,
+            state=state,
+            report=report,
+            held_out={"validation": self._records(val), "test": self._records(test)},
+            train_ids=frames.train_ids,
+            efficiency=efficiency,
+            info={"image_size": [p.height, p.width]},
+        )
 
     def held_out(self, run_dir, processor):
         """The run's saved test (else validation) images, with the evaluation transform of `processor` (the
@@ -300,19 +353,32 @@ class ImageClassificationTask(ClassificationTask):
         counts = prepared.report.get("class_counts", {})
         splits = [s for s in ("train", "validation", "test") if s in counts]
         p = prepared.state.preprocessing
-        lines = ["# Data used by this run", "", "Images per split: " + ", ".join(f"{s} {prepared.sizes.get(s, 0)}"
-                                                                                   for s in splits),
-                 "", f"Model input: {p.height}x{p.width} pixels, mean {list(p.mean)}, std {list(p.std)}", ""]
+        lines = [
+            "# Data used by this run",
+            "",
+            "Images per split: " + ", ".join(f"{s} {prepared.sizes.get(s, 0)}" for s in splits),
+            "",
+            f"Model input: {p.height}x{p.width} pixels, mean {list(p.mean)}, std {list(p.std)}",
+            "",
+        ]
         d = self.cfg.data
         if d.limit_per_class:
             lines += [f"Training images capped at {d.limit_per_class} per class (data.limit_per_class).", ""]
         lines += ["| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
         for name in prepared.state.labels:
             lines.append(f"| {name} | " + " | ".join(str(counts[s].get(name, 0)) for s in splits) + " |")
-        if self._grid(prepared.train, min(16, len(prepared.train)), out / "train_samples.png",
-                      [prepared.state.labels[y] for y in prepared.train.labels[:16]]):
-            lines += ["", "## Training images as the model sees them (augmented)", "",
-                      "![augmented training images](train_samples.png)"]
+        if self._grid(
+            prepared.train,
+            min(16, len(prepared.train)),
+            out / "train_samples.png",
+            [prepared.state.labels[y] for y in prepared.train.labels[:16]],
+        ):
+            lines += [
+                "",
+                "## Training images as the model sees them (augmented)",
+                "",
+                "![augmented training images](train_samples.png)",
+            ]
         (out / "report.md").write_text("\n".join(lines) + "\n")
         (out / "report.json").write_text(json.dumps({"sizes": prepared.sizes, **prepared.report}, indent=2))
 
@@ -329,8 +395,10 @@ class ImageClassificationTask(ClassificationTask):
         normalisation: function matching, so nothing is cached."""
         labels = prepared.state.labels
         if set(teacher.labels) != set(labels):
-            raise DataError(f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
-                            f"{labels[:10]} (a teacher must predict the same classes)")
+            raise DataError(
+                f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
+                f"{labels[:10]} (a teacher must predict the same classes)"
+            )
         prepared.state.teacher_order = [teacher.labels.index(n) for n in labels]  # type: ignore[attr-defined]
         prepared.teacher = teacher
         teacher.model.eval()
@@ -350,8 +418,9 @@ class ImageClassificationTask(ClassificationTask):
             m1, s1 = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (theirs.mean, theirs.std))
             x = (x * s0 + m0 - m1) / s1
         if (x.shape[-2], x.shape[-1]) != (theirs.height, theirs.width):
-            x = F.interpolate(x, size=(theirs.height, theirs.width), mode="bilinear", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(
+                x, size=(theirs.height, theirs.width), mode="bilinear", align_corners=False, antialias=True
+            )
         with torch.no_grad():
             out = teacher.model(pixel_values=x.to(first.dtype)).logits.float()
         return out[:, prepared.state.teacher_order]
@@ -368,7 +437,8 @@ class ImageClassificationTask(ClassificationTask):
         return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
 
     def prepare_model(self, model):
-        """Refuses `data.image_size` for a model with fixed-size position embeddings (ViT). BatchNorm layers ported from TensorFlow with its momentum convention (0.997 = keep 99.7% of the running
+        """Refuses `data.image_size` for a model with fixed-size position embeddings (ViT).
+        BatchNorm layers ported from TensorFlow with its momentum convention (0.997 = keep 99.7% of the running
         statistics; transformers' MobileNetV1/V2) would, read as PyTorch's momentum, replace the pretrained
         statistics by the last batch's: they get PyTorch's default 0.1."""
         import inspect
@@ -377,10 +447,16 @@ class ImageClassificationTask(ClassificationTask):
 
         side = self.cfg.data.image_size
         native = getattr(model.config, "image_size", None)
-        if side and native and side != native and \
-                "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
-            raise ConfigError(f"data.image_size: {self.cfg.model.name} has position embeddings for {native}x{native} "
-                              f"inputs (a vision transformer); remove data.image_size or set it to {native}")
+        if (
+            side
+            and native
+            and side != native
+            and "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        ):
+            raise ConfigError(
+                f"data.image_size: {self.cfg.model.name} has position embeddings for {native}x{native} "
+                f"inputs (a vision transformer); remove data.image_size or set it to {native}"
+            )
         fixed = 0
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None and m.momentum > 0.5:
@@ -423,14 +499,20 @@ class ImageClassificationTask(ClassificationTask):
             if teach and model.training:  # Hinton's loss: alpha T^2 KL(teacher || student) + (1 - alpha) CE
                 t = kd.temperature
                 teacher = self._teacher_logits(prepared, pixels).to(logits.device)
-                kl = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1), torch.log_softmax(teacher / t, -1),
-                                                reduction="batchmean", log_target=True)
+                kl = torch.nn.functional.kl_div(
+                    torch.log_softmax(logits / t, -1),
+                    torch.log_softmax(teacher / t, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
                 value = kd.alpha * t * t * kl + (1.0 - kd.alpha) * value
             return value, outputs
+
         return loss
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
-                         without_adapters=None) -> dict:
+    def final_evaluation(
+        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    ) -> dict:
         """Metrics, per-class report and confusion matrix on the test split, and a grid of misclassified test
         images (eval/misclassified.png) in the report."""
         from tuneforge.evaluation.classification import write_classification_report
@@ -441,9 +523,14 @@ class ImageClassificationTask(ClassificationTask):
         out = trainer.predict(prepared.test, metric_key_prefix="test")
         logits = first_output(out.predictions)
         labels = np.asarray(out.label_ids)
-        test = write_classification_report(logits, labels, prepared.state.labels, eval_dir,
-                                           title=f"Test split ({len(prepared.test)} images)",
-                                           extra={"validation": val_metrics})
+        test = write_classification_report(
+            logits,
+            labels,
+            prepared.state.labels,
+            eval_dir,
+            title=f"Test split ({len(prepared.test)} images)",
+            extra={"validation": val_metrics},
+        )
         _misclassified_section(prepared.test.refs, logits, labels, prepared.state.labels, Path(eval_dir))
         result = {"validation": val_metrics, "test": test}
         if prepared.teacher is not None:
@@ -460,14 +547,28 @@ class ImageClassificationTask(ClassificationTask):
         t_logits = teacher.logits(test.refs)[:, prepared.state.teacher_order]
         t_metrics = classification_metrics(t_logits, np.asarray(test.labels))
         t_rows = ImageRows(test.refs, test.labels, eval_transform(teacher.tokenizer))
-        rows = dr.classifier_rows(teacher, t_metrics, t_rows, _stack, trainer.model, student_metrics, test, _stack,
-                                  Path(eval_dir).parent / "model")
+        rows = dr.classifier_rows(
+            teacher,
+            t_metrics,
+            t_rows,
+            _stack,
+            trainer.model,
+            student_metrics,
+            test,
+            _stack,
+            Path(eval_dir).parent / "model",
+        )
         return dr.write_section(eval_dir, *rows, dr.agreement(student_logits, t_logits), "test", dr.KEYS)
 
     def metadata(self, prepared: Prepared) -> dict:
         d = self.cfg.data
-        return {"labels": prepared.state.labels, "image_column": d.image_column, "label_column": d.label_column,
-                "input_kind": "image", "preprocessing": prepared.state.preprocessing.to_dict()}
+        return {
+            "labels": prepared.state.labels,
+            "image_column": d.image_column,
+            "label_column": d.label_column,
+            "input_kind": "image",
+            "preprocessing": prepared.state.preprocessing.to_dict(),
+        }
 
     def save_extras(self, model_dir: str, prepared: Prepared) -> None:
         # the preprocessing the model was trained with (data.image_size may differ from the base model's)
@@ -494,8 +595,10 @@ class ImageClassificationTask(ClassificationTask):
         device, dtype = first.device, (first.dtype if first.is_floating_point() else torch.float32)
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                chunk = [transform(_decode(x, s + k)[0]) for k, x in enumerate(images[s:s + batch_size])]
-                out[s:s + len(chunk)] = run.model(pixel_values=torch.stack(chunk).to(device, dtype)).logits.float().cpu().numpy()
+                chunk = [transform(_decode(x, s + k)[0]) for k, x in enumerate(images[s : s + batch_size])]
+                out[s : s + len(chunk)] = (
+                    run.model(pixel_values=torch.stack(chunk).to(device, dtype)).logits.float().cpu().numpy()
+                )
         return out
 
     @classmethod
@@ -507,21 +610,31 @@ class ImageClassificationTask(ClassificationTask):
             raise DataError("no images to predict")
         probs = softmax(cls.logits(run, list(images), batch_size=batch_size))
         names = run.meta["labels"]
-        return [{"image": x if isinstance(x, str) else f"image {i}", "label": names[int(p.argmax())],
-                 "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}}
-                for i, (x, p) in enumerate(zip(images, probs))]
+        return [
+            {
+                "image": x if isinstance(x, str) else f"image {i}",
+                "label": names[int(p.argmax())],
+                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
+            }
+            for i, (x, p) in enumerate(zip(images, probs))
+        ]
 
     @classmethod
-    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
-                 label_column: str | None = None) -> dict:
+    def evaluate(
+        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
         """Metrics, per-class report, confusion matrix and misclassified grid on labelled images (`source`: a
         folder of class folders, a table or a builtin set; `text_column` names the image column of a table)."""
         from tuneforge.data.images import check_images, read_image_records
         from tuneforge.evaluation.classification import write_classification_report
 
         meta = run.meta
-        df = read_image_records(source, "--data", text_column or meta.get("image_column", "image"),
-                                label_column or meta.get("label_column", "label"))
+        df = read_image_records(
+            source,
+            "--data",
+            text_column or meta.get("image_column", "image"),
+            label_column or meta.get("label_column", "label"),
+        )
         if len(df) == 0:
             raise DataError(f"{source}: no images found")
         check_images(df["image"].tolist())
@@ -532,8 +645,9 @@ class ImageClassificationTask(ClassificationTask):
                 raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
             ids.append(names.index(s))
         logits = cls.logits(run, df["image"].tolist())
-        result = write_classification_report(logits, np.asarray(ids), names, out_dir,
-                                             title=f"{source} ({len(df)} images)")
+        result = write_classification_report(
+            logits, np.asarray(ids), names, out_dir, title=f"{source} ({len(df)} images)"
+        )
         _misclassified_section(df["image"].tolist(), logits, np.asarray(ids), names, Path(out_dir))
         return result
 
@@ -548,8 +662,12 @@ class ImageClassificationTask(ClassificationTask):
         g = torch.Generator().manual_seed(0)
         h, w = processor.height, processor.width
         ramp = torch.linspace(-2, 2, w).expand(3, h, w)
-        images = [ramp, ramp.transpose(1, 2) if h == w else -ramp, torch.randn(3, h, w, generator=g),
-                  torch.rand(3, h, w, generator=g) * 4 - 2]
+        images = [
+            ramp,
+            ramp.transpose(1, 2) if h == w else -ramp,
+            torch.randn(3, h, w, generator=g),
+            torch.rand(3, h, w, generator=g) * 4 - 2,
+        ]
         return [{"pixel_values": x.unsqueeze(0).contiguous()} for x in images]
 
     @classmethod
@@ -579,8 +697,9 @@ class ImageClassificationTask(ClassificationTask):
         return ["pixel_values"], (example,), ({0: Dim("batch", min=1, max=1024)},)
 
 
-def _misclassified_section(refs: list[str], logits: np.ndarray, labels: np.ndarray, names: list[str],
-                           out_dir: Path) -> None:
+def _misclassified_section(
+    refs: list[str], logits: np.ndarray, labels: np.ndarray, names: list[str], out_dir: Path
+) -> None:
     """Save a grid of up to GRID_IMAGES misclassified images (the most confident mistakes first) and add it to
     out_dir/report.md."""
     from tuneforge.data.images import open_image
@@ -599,15 +718,18 @@ def _misclassified_section(refs: list[str], logits: np.ndarray, labels: np.ndarr
     titles = [f"{names[labels[i]]} -> {names[pred[i]]} ({probs[i, pred[i]]:.2f})" for i in order]
     if _save_grid(images, titles, out_dir / "misclassified.png"):
         with report.open("a") as f:
-            f.write(f"\n## Misclassified images\n\n{len(wrong)} of {len(labels)} images are misclassified; the "
-                    f"{len(order)} most confident mistakes (true -> predicted (probability)):\n\n"
-                    f"![misclassified images](misclassified.png)\n")
+            f.write(
+                f"\n## Misclassified images\n\n{len(wrong)} of {len(labels)} images are misclassified; the "
+                f"{len(order)} most confident mistakes (true -> predicted (probability)):\n\n"
+                f"![misclassified images](misclassified.png)\n"
+            )
 
 
 def _save_grid(images: list[Any], titles: list[str], path: Path) -> bool:
     """A titled grid of PIL images or normalised [3, H, W] tensors (shown min-max scaled) as a PNG."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -5,6 +5,7 @@ file), weight and metric. The loss is the weighted sum of the sub-task losses, w
 uncertainty weighting (tuneforge.kernels.multitask); rows without a label for a sub-task do not count in its
 loss or metrics. The backbone and heads are `tuneforge.models.multitask.MultiTaskModel`, which every method
 trains like any transformers model. Data reading and splitting: tasks/multitask_data.py."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,62 +21,110 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.schema import DataSection, Section, TaskConfig
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, first_output, closest, padding_collator
+from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, closest, first_output, padding_collator
 
 log = logging.getLogger("tuneforge")
 IGNORE = -100.0
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 
 #: metrics of a single-label sub-task (classification's, without the loss: sub-task metrics are averaged)
-SINGLE_METRICS = {"accuracy": True, "f1_macro": True, "f1_weighted": True, "precision_macro": True,
-                  "recall_macro": True, "precision_weighted": True, "recall_weighted": True, "auc_roc": True}
-MULTI_METRICS = {"subset_accuracy": True, "accuracy": True, "f1_micro": True, "f1_macro": True,
-                 "precision_micro": True, "recall_micro": True, "auc_roc": True}
+SINGLE_METRICS = {
+    "accuracy": True,
+    "f1_macro": True,
+    "f1_weighted": True,
+    "precision_macro": True,
+    "recall_macro": True,
+    "precision_weighted": True,
+    "recall_weighted": True,
+    "auc_roc": True,
+}
+MULTI_METRICS = {
+    "subset_accuracy": True,
+    "accuracy": True,
+    "f1_micro": True,
+    "f1_macro": True,
+    "precision_micro": True,
+    "recall_micro": True,
+    "auc_roc": True,
+}
 
 
 class SubTaskConfig(Section):
     """One sub-task of a multi-task run: a classification on the shared backbone with a head of its own."""
 
-    label_column: Optional[str] = Field(None, description="Column holding this sub-task's label; default: the sub-task's name.")
-    problem: Literal["single_label", "multi_label"] = Field("single_label", description=(
-        "`single_label`: one class per row; `multi_label`: any number of classes per row (a list, or a string "
-        "joined with `label_separator`)."))
-    labels: Optional[list[str]] = Field(None, description="Label names in id order; default: from the training rows (sorted).")
+    label_column: str | None = Field(
+        None, description="Column holding this sub-task's label; default: the sub-task's name."
+    )
+    problem: Literal["single_label", "multi_label"] = Field(
+        "single_label",
+        description=(
+            "`single_label`: one class per row; `multi_label`: any number of classes per row (a list, or a string "
+            "joined with `label_separator`)."
+        ),
+    )
+    labels: list[str] | None = Field(
+        None, description="Label names in id order; default: from the training rows (sorted)."
+    )
     label_separator: str = Field("|", min_length=1, description="multi_label: separator of labels in a text cell.")
     weight: float = Field(1.0, gt=0.0, le=1000.0, description="Weight of this sub-task's loss in the sum.")
-    metric: Optional[str] = Field(None, description=(
-        "This sub-task's metric in the combined selection metric; default accuracy (single_label) or f1_micro "
-        "(multi_label)."))
-    train: Optional[str] = Field(None, description=(
-        "This sub-task's own training file (its rows train this sub-task only, unless another sub-task names the "
-        "same file); default: it reads data.train."))
-    validation: Optional[str] = Field(None, description="Validation file of this sub-task's own data (with `train`).")
-    test: Optional[str] = Field(None, description="Test file of this sub-task's own data (with `train`).")
+    metric: str | None = Field(
+        None,
+        description=(
+            "This sub-task's metric in the combined selection metric; default accuracy (single_label) or f1_micro "
+            "(multi_label)."
+        ),
+    )
+    train: str | None = Field(
+        None,
+        description=(
+            "This sub-task's own training file (its rows train this sub-task only, unless another sub-task names the "
+            "same file); default: it reads data.train."
+        ),
+    )
+    validation: str | None = Field(None, description="Validation file of this sub-task's own data (with `train`).")
+    test: str | None = Field(None, description="Test file of this sub-task's own data (with `train`).")
 
     @model_validator(mode="after")
     def _files(self):
         if self.train is None and (self.validation or self.test):
-            raise ValueError("validation/test files of a sub-task need its own `train` file (otherwise data.validation "
-                             "and data.test apply)")
+            raise ValueError(
+                "validation/test files of a sub-task need its own `train` file (otherwise data.validation "
+                "and data.test apply)"
+            )
         return self
 
 
 class MultiTaskConfig(TaskConfig):
     type: Literal["multitask"] = "multitask"
-    tasks: dict[str, SubTaskConfig] = Field(description=(
-        "The sub-tasks by name (letters, digits, underscores): each `{label_column, problem, labels, weight, "
-        "metric, train, validation, test}`."))
-    weighting: Literal["fixed", "uncertainty"] = Field("fixed", description=(
-        "`fixed`: the loss is sum(weight_i * loss_i); `uncertainty`: learned per-task weights (Kendall et al. "
-        "2018), sum(weight_i * (exp(-s_i) * loss_i + s_i / 2))."))
-    sampling: Literal["proportional", "temperature", "round_robin"] = Field("proportional", description=(
-        "How batches mix rows of different data files (sub-tasks with their own `train`): `proportional` to "
-        "their sizes, `temperature` (sizes^(1/sampling_temperature): small sources more often) or `round_robin` "
-        "(equal shares). One file: a plain shuffle."))
+    tasks: dict[str, SubTaskConfig] = Field(
+        description=(
+            "The sub-tasks by name (letters, digits, underscores): each `{label_column, problem, labels, weight, "
+            "metric, train, validation, test}`."
+        )
+    )
+    weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed",
+        description=(
+            "`fixed`: the loss is sum(weight_i * loss_i); `uncertainty`: learned per-task weights (Kendall et al. "
+            "2018), sum(weight_i * (exp(-s_i) * loss_i + s_i / 2))."
+        ),
+    )
+    sampling: Literal["proportional", "temperature", "round_robin"] = Field(
+        "proportional",
+        description=(
+            "How batches mix rows of different data files (sub-tasks with their own `train`): `proportional` to "
+            "their sizes, `temperature` (sizes^(1/sampling_temperature): small sources more often) or `round_robin` "
+            "(equal shares). One file: a plain shuffle."
+        ),
+    )
     sampling_temperature: float = Field(2.0, ge=1.0, le=100.0, description="T of `sampling: temperature`.")
-    pooling: Literal["auto", "mean", "first", "last"] = Field("auto", description=(
-        "The vector the heads read: `mean` of the real tokens, the `first` ([CLS]) or the `last` real token. "
-        "`auto`: last for decoders, mean for encoders (with [CLS] an easy sub-task can leave the others at chance)."))
+    pooling: Literal["auto", "mean", "first", "last"] = Field(
+        "auto",
+        description=(
+            "The vector the heads read: `mean` of the real tokens, the `first` ([CLS]) or the `last` real token. "
+            "`auto`: last for decoders, mean for encoders (with [CLS] an easy sub-task can leave the others at chance)."
+        ),
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -84,15 +133,17 @@ class MultiTaskConfig(TaskConfig):
             raise ValueError("a multi-task run needs at least two sub-tasks (one is `task.type: classification`)")
         for name in v:
             if not _NAME.match(str(name)):
-                raise ValueError(f"sub-task name '{name}': use letters, digits and underscores, starting with a "
-                                 f"letter (at most 40 characters)")
+                raise ValueError(
+                    f"sub-task name '{name}': use letters, digits and underscores, starting with a "
+                    f"letter (at most 40 characters)"
+                )
         return v
 
 
 class MultiTaskData(DataSection):
     """`data:` keys of multi-task runs (the label columns are per sub-task, under task.tasks)."""
 
-    text_pair_column: Optional[str] = Field(None, description="Optional second text column (sentence pairs).")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
 
 
 def _metric_names(cfg) -> dict[str, bool]:
@@ -148,18 +199,23 @@ class MultiTaskTask(Task):
     @classmethod
     def check_config(cls, cfg) -> None:
         if cfg.distill.teacher:
-            raise ConfigError("distill.teacher: the multitask task has no distillation (distil each sub-task as a "
-                              "classification run)")
+            raise ConfigError(
+                "distill.teacher: the multitask task has no distillation (distil each sub-task as a classification run)"
+            )
         for name, s in cfg.task.tasks.items():
             allowed = MULTI_METRICS if s.problem == "multi_label" else SINGLE_METRICS
             if s.metric not in allowed:
-                raise ConfigError(f"task.tasks.{name}.metric: '{s.metric}' is not a {s.problem} metric"
-                                  f"{closest(s.metric, allowed)}; available: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"task.tasks.{name}.metric: '{s.metric}' is not a {s.problem} metric"
+                    f"{closest(s.metric, allowed)}; available: {', '.join(allowed)}"
+                )
         metrics = _metric_names(cfg)
         if cfg.eval.metric not in metrics:
-            raise ConfigError(f"eval.metric: '{cfg.eval.metric}' is not a metric of this multi-task run"
-                              f"{closest(cfg.eval.metric, metrics)}; use combined (the mean of the sub-tasks' "
-                              f"metrics), loss, or <sub-task>_<metric> such as {next(iter(metrics.keys() - {'combined', 'loss'}))}")
+            raise ConfigError(
+                f"eval.metric: '{cfg.eval.metric}' is not a metric of this multi-task run"
+                f"{closest(cfg.eval.metric, metrics)}; use combined (the mean of the sub-tasks' "
+                f"metrics), loss, or <sub-task>_<metric> such as {next(iter(metrics.keys() - {'combined', 'loss'}))}"
+            )
         from tuneforge.tasks.multitask_data import sources_of
 
         sources_of(cfg)  # sub-tasks sharing a file must agree on its held-out files
@@ -171,8 +227,9 @@ class MultiTaskTask(Task):
 
     def _columns(self) -> list[str]:
         d = self.cfg.data
-        return [c for c in (d.text_column, d.text_pair_column) if c] + \
-            [s.label_column for s in self.cfg.task.tasks.values()]
+        return [c for c in (d.text_column, d.text_pair_column) if c] + [
+            s.label_column for s in self.cfg.task.tasks.values()
+        ]
 
     def _records(self, frames: list[pd.DataFrame]) -> list[dict]:
         """Held-out rows as JSON records: the text column(s) and every sub-task's label column (null where the
@@ -195,22 +252,34 @@ class MultiTaskTask(Task):
         cfg, tasks = self.cfg, self.cfg.task.tasks
         sources = sources_of(cfg)
         parts = [read_and_split(cfg, src, self._seed() + 10 * k) for k, src in enumerate(sources)]
-        split_frames = {split: [getattr(p, split) for p in parts if getattr(p, split) is not None and len(getattr(p, split))]
-                        for split in ("train", "validation", "test")}
+        split_frames = {
+            split: [getattr(p, split) for p in parts if getattr(p, split) is not None and len(getattr(p, split))]
+            for split in ("train", "validation", "test")
+        }
         labels: dict[str, list[str]] = {}
         for name, s in tasks.items():
             col = s.label_column
-            values = {split: [v for df in frames if col in df.columns for v in df[col]]
-                      for split, frames in split_frames.items()}
+            values = {
+                split: [v for df in frames if col in df.columns for v in df[col]]
+                for split, frames in split_frames.items()
+            }
             labels[name] = label_names(cfg, name, values["train"])
             check_labels(cfg, name, labels[name], values)
-        spec = {"heads": [{"name": n, "num_labels": len(labels[n]), "multi_label": s.problem == "multi_label"}
-                          for n, s in tasks.items()],
-                "weights": [float(s.weight) for s in tasks.values()], "weighting": cfg.task.weighting,
-                "pooling": cfg.task.pooling}
+        spec = {
+            "heads": [
+                {"name": n, "num_labels": len(labels[n]), "multi_label": s.problem == "multi_label"}
+                for n, s in tasks.items()
+            ],
+            "weights": [float(s.weight) for s in tasks.values()],
+            "weighting": cfg.task.weighting,
+            "pooling": cfg.task.pooling,
+        }
         train_sources = [k for k, p in enumerate(parts) for _ in range(len(p.train))]
         state = MultiTaskState(spec, labels, train_sources, {n: s.metric for n, s in tasks.items()})
-        enc = lambda frames: self._encode(pd.concat(frames), tokenizer, labels) if frames else None
+
+        def enc(frames):
+            return self._encode(pd.concat(frames), tokenizer, labels) if frames else None
+
         train = enc(split_frames["train"])
         val, test = enc(split_frames["validation"]), enc(split_frames["test"])
         sizes = {split: sum(len(f) for f in frames) for split, frames in split_frames.items()}
@@ -218,13 +287,25 @@ class MultiTaskTask(Task):
         skipped = [r for p in parts for r in p.skipped]
         if skipped:
             report["bad_records"] = {"policy": "skip", "records": skipped}
-        prepared = Prepared(train=train, validation=val, test=test, sizes=sizes, state=state, report=report,
-                            held_out={"validation": self._records(split_frames["validation"]),
-                                      "test": self._records(split_frames["test"])},
-                            # row ids of the source file; with several sources they would be ambiguous
-                            train_ids=[int(i) for i in parts[0].train.index] if len(parts) == 1 else None)
-        prepared.lengths = {name: list(ds["length"]) for name, ds in (("train", train), ("validation", val),
-                                                                      ("test", test)) if ds is not None}
+        prepared = Prepared(
+            train=train,
+            validation=val,
+            test=test,
+            sizes=sizes,
+            state=state,
+            report=report,
+            held_out={
+                "validation": self._records(split_frames["validation"]),
+                "test": self._records(split_frames["test"]),
+            },
+            # row ids of the source file; with several sources they would be ambiguous
+            train_ids=[int(i) for i in parts[0].train.index] if len(parts) == 1 else None,
+        )
+        prepared.lengths = {
+            name: list(ds["length"])
+            for name, ds in (("train", train), ("validation", val), ("test", test))
+            if ds is not None
+        }
         return prepared
 
     def label_vector(self, row, labels: dict[str, list[str]]) -> list[float]:
@@ -261,9 +342,17 @@ class MultiTaskTask(Task):
         tasks = self.cfg.task.tasks
         report: dict = {"sources": [], "subtasks": {}}
         for p in parts:
-            report["sources"].append({"file": p.source.path, "key": p.source.key, "subtasks": p.source.subtasks,
-                                      **{split: 0 if getattr(p, split) is None else len(getattr(p, split))
-                                         for split in ("train", "validation", "test")}})
+            report["sources"].append(
+                {
+                    "file": p.source.path,
+                    "key": p.source.key,
+                    "subtasks": p.source.subtasks,
+                    **{
+                        split: 0 if getattr(p, split) is None else len(getattr(p, split))
+                        for split in ("train", "validation", "test")
+                    },
+                }
+            )
         for name, s in tasks.items():
             per = {}
             for split in ("train", "validation", "test"):
@@ -277,11 +366,15 @@ class MultiTaskTask(Task):
                         if v is None:
                             continue
                         n_rows += 1
-                        for x in (v if s.problem == "multi_label" else [v]):
+                        for x in v if s.problem == "multi_label" else [v]:
                             counts[x] = counts.get(x, 0) + 1
                 per[split] = {"labelled_rows": n_rows, "classes": counts}
-            report["subtasks"][name] = {"problem": s.problem, "label_column": s.label_column, "weight": s.weight,
-                                        "splits": per}
+            report["subtasks"][name] = {
+                "problem": s.problem,
+                "label_column": s.label_column,
+                "weight": s.weight,
+                "splits": per,
+            }
         return report
 
     def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
@@ -289,20 +382,39 @@ class MultiTaskTask(Task):
         out.mkdir(parents=True, exist_ok=True)
         r = prepared.report
         (out / "report.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
-        md = ["# Data used by this run (multi-task)", "", "## Sources", "",
-              "| file | config key | sub-tasks | train | validation | test |", "|---|---|---|---|---|---|"]
-        md += [f"| {s['file']} | {s['key']} | {', '.join(s['subtasks'])} | {s['train']} | {s['validation']} | "
-               f"{s['test']} |" for s in r["sources"]]
+        md = [
+            "# Data used by this run (multi-task)",
+            "",
+            "## Sources",
+            "",
+            "| file | config key | sub-tasks | train | validation | test |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {s['file']} | {s['key']} | {', '.join(s['subtasks'])} | {s['train']} | {s['validation']} | "
+            f"{s['test']} |"
+            for s in r["sources"]
+        ]
         for name, t in r["subtasks"].items():
-            md += ["", f"## Sub-task `{name}` ({t['problem']}, column `{t['label_column']}`, weight {t['weight']:g})",
-                   "", "| split | labelled rows | classes |", "|---|---|---|"]
-            md += [f"| {split} | {v['labelled_rows']} | {', '.join(f'{k}: {n}' for k, n in v['classes'].items())} |"
-                   for split, v in t["splits"].items()]
+            md += [
+                "",
+                f"## Sub-task `{name}` ({t['problem']}, column `{t['label_column']}`, weight {t['weight']:g})",
+                "",
+                "| split | labelled rows | classes |",
+                "|---|---|---|",
+            ]
+            md += [
+                f"| {split} | {v['labelled_rows']} | {', '.join(f'{k}: {n}' for k, n in v['classes'].items())} |"
+                for split, v in t["splits"].items()
+            ]
         m = self.cfg.data.max_length
         if prepared.lengths:
             md += ["", "## Token lengths", "", "| split | mean | max | cut at max_length |", "|---|---|---|---|"]
-            md += [f"| {k} | {np.mean(v):.1f} | {max(v)} | {sum(x >= m for x in v)} |"
-                   for k, v in prepared.lengths.items() if v]
+            md += [
+                f"| {k} | {np.mean(v):.1f} | {max(v)} | {sum(x >= m for x in v)} |"
+                for k, v in prepared.lengths.items()
+                if v
+            ]
         bad = r.get("bad_records") or {}
         if bad.get("records"):
             md += ["", f"## Bad records left out (data.bad_records=skip): {len(bad['records'])}"]
@@ -321,8 +433,9 @@ class MultiTaskTask(Task):
                     if s.problem == "multi_label" and s.label_column in df.columns:
                         df[s.label_column] = [None if v is None else tuple(v) for v in df[s.label_column]]
                     elif s.label_column in df.columns:
-                        df[s.label_column] = [None if v is None or (isinstance(v, float) and v != v) else v
-                                              for v in df[s.label_column]]
+                        df[s.label_column] = [
+                            None if v is None or (isinstance(v, float) and v != v) else v for v in df[s.label_column]
+                        ]
                 return self._encode(df, tokenizer, labels), name
         if saved_split(run_dir):
             return None, "test"
@@ -355,18 +468,28 @@ class MultiTaskTask(Task):
         def fn(eval_pred):
             logits = first_output(eval_pred.predictions)
             return subtask_metrics(logits, np.asarray(eval_pred.label_ids), spec, metrics)
+
         return fn
 
-    def final_evaluation(self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict,
-                         without_adapters=None) -> dict:
+    def final_evaluation(
+        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    ) -> dict:
         if prepared.test is None:
             log.warning("no test split: final metrics are the validation metrics")
             return {"validation": val_metrics}
         out = trainer.predict(prepared.test, metric_key_prefix="test")
         logits = first_output(out.predictions)
         st = prepared.state
-        test = write_reports(logits, np.asarray(out.label_ids), st.spec, st.labels, st.metrics,
-                             Path(eval_dir), f"Test split ({len(prepared.test)} rows)", val_metrics)
+        test = write_reports(
+            logits,
+            np.asarray(out.label_ids),
+            st.spec,
+            st.labels,
+            st.metrics,
+            Path(eval_dir),
+            f"Test split ({len(prepared.test)} rows)",
+            val_metrics,
+        )
         result = {"validation": val_metrics, "test": test}
         weights = learned_weights(trainer.model, st.spec)
         if weights:
@@ -375,11 +498,16 @@ class MultiTaskTask(Task):
 
     def metadata(self, prepared: Prepared) -> dict:
         d, tasks = self.cfg.data, self.cfg.task.tasks
-        return {"labels": prepared.state.labels, "multitask": prepared.state.spec, "metrics": prepared.state.metrics,
-                "text_column": d.text_column, "text_pair_column": d.text_pair_column,
-                "label_columns": {n: s.label_column for n, s in tasks.items()},
-                "label_separators": {n: s.label_separator for n, s in tasks.items() if s.problem == "multi_label"},
-                "max_length": d.max_length}
+        return {
+            "labels": prepared.state.labels,
+            "multitask": prepared.state.spec,
+            "metrics": prepared.state.metrics,
+            "text_column": d.text_column,
+            "text_pair_column": d.text_pair_column,
+            "label_columns": {n: s.label_column for n, s in tasks.items()},
+            "label_separators": {n: s.label_separator for n, s in tasks.items() if s.problem == "multi_label"},
+            "max_length": d.max_length,
+        }
 
     # ---- a finished run ---------------------------------------------------------------------------------
     @classmethod
@@ -406,8 +534,9 @@ class MultiTaskTask(Task):
         return [{"text": t, "tasks": answers(row, run.meta)} for t, row in zip(texts, logits)]
 
     @classmethod
-    def evaluate(cls, run, source: str, out_dir, text_column: str | None = None,
-                 label_column: str | None = None) -> dict:
+    def evaluate(
+        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
         """Per-sub-task metrics, reports and confusion matrices of the run on labelled data (every sub-task whose
         label column the file has; rows without a label for a sub-task do not count for it)."""
         from tuneforge.data.sources import check_cells, read_table, require_columns
@@ -415,17 +544,22 @@ class MultiTaskTask(Task):
 
         meta = run.meta
         if label_column:
-            raise DataError(f"--label-column does not apply to a multi-task run: each sub-task reads its own column "
-                            f"({', '.join(f'{n}: {c}' for n, c in meta['label_columns'].items())})")
+            raise DataError(
+                f"--label-column does not apply to a multi-task run: each sub-task reads its own column "
+                f"({', '.join(f'{n}: {c}' for n, c in meta['label_columns'].items())})"
+            )
         tcol, pcol = text_column or meta["text_column"], meta.get("text_pair_column")
         df = read_table(source)
         require_columns(df, {"text column": tcol, "text pair column": pcol}, source)
         present = {n: c for n, c in meta["label_columns"].items() if c in df.columns}
         if not present:
-            raise DataError(f"{source}: none of the sub-tasks' label columns is there "
-                            f"({', '.join(meta['label_columns'].values())}); columns: {', '.join(map(str, df.columns))}")
-        df = check_cells(df, {tcol: ("--text-column", "text"), **({pcol: ("text pair column", "text")} if pcol else {})},
-                         source)
+            raise DataError(
+                f"{source}: none of the sub-tasks' label columns is there "
+                f"({', '.join(meta['label_columns'].values())}); columns: {', '.join(map(str, df.columns))}"
+            )
+        df = check_cells(
+            df, {tcol: ("--text-column", "text"), **({pcol: ("text pair column", "text")} if pcol else {})}, source
+        )
         df = df[[isinstance(v, str) and bool(v.strip()) for v in df[tcol]]]
         spec = meta["multitask"]
         rows = []
@@ -444,14 +578,23 @@ class MultiTaskTask(Task):
                     vec.append(IGNORE if v is None or v not in names else float(names.index(v)))
                     unknown = [] if v is None or v in names else [v]
                 if unknown:
-                    raise DataError(f"{source}: sub-task {n}: label '{unknown[0]}' was never seen in training "
-                                    f"(known labels: {', '.join(names)})")
+                    raise DataError(
+                        f"{source}: sub-task {n}: label '{unknown[0]}' was never seen in training "
+                        f"(known labels: {', '.join(names)})"
+                    )
             rows.append(vec)
         if not rows:
             raise DataError(f"{source}: no rows with a text")
         logits = cls.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
-        return write_reports(logits, np.asarray(rows, dtype=np.float32), spec, meta["labels"],
-                             meta.get("metrics") or {}, Path(out_dir), f"{source} ({len(rows)} rows)")
+        return write_reports(
+            logits,
+            np.asarray(rows, dtype=np.float32),
+            spec,
+            meta["labels"],
+            meta.get("metrics") or {},
+            Path(out_dir),
+            f"{source} ({len(rows)} rows)",
+        )
 
     @classmethod
     def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
@@ -468,18 +611,25 @@ class MultiTaskTask(Task):
             a, b = ref[keep][:, lc], exp[keep][:, lc]
             if h.multi_label:
                 pa, pb, t = a >= 0, b >= 0, y[keep] > 0.5
-                task = {"label_agreement": float((pa == pb).all(axis=1).mean()) if keep.any() else None,
-                        "reference_subset_accuracy": float((pa == t).all(axis=1).mean()) if keep.any() else None,
-                        "export_subset_accuracy": float((pb == t).all(axis=1).mean()) if keep.any() else None}
+                task = {
+                    "label_agreement": float((pa == pb).all(axis=1).mean()) if keep.any() else None,
+                    "reference_subset_accuracy": float((pa == t).all(axis=1).mean()) if keep.any() else None,
+                    "export_subset_accuracy": float((pb == t).all(axis=1).mean()) if keep.any() else None,
+                }
             else:
                 ra, ea, t = a.argmax(-1), b.argmax(-1), y[keep][:, 0].astype(int)
-                task = {"label_agreement": float((ra == ea).mean()) if keep.any() else None,
-                        "reference_accuracy": float((ra == t).mean()) if keep.any() else None,
-                        "export_accuracy": float((ea == t).mean()) if keep.any() else None}
+                task = {
+                    "label_agreement": float((ra == ea).mean()) if keep.any() else None,
+                    "reference_accuracy": float((ra == t).mean()) if keep.any() else None,
+                    "export_accuracy": float((ea == t).mean()) if keep.any() else None,
+                }
                 if keep.any():
                     task["accuracy_delta_points"] = (task["export_accuracy"] - task["reference_accuracy"]) * 100
-            out["tasks"][h.name] = {"rows": int(keep.sum()), "max_abs_logit_diff": float(np.abs(a - b).max())
-                                    if keep.any() else None, **task}
+            out["tasks"][h.name] = {
+                "rows": int(keep.sum()),
+                "max_abs_logit_diff": float(np.abs(a - b).max()) if keep.any() else None,
+                **task,
+            }
         return out
 
 
@@ -539,21 +689,33 @@ def answers(logits_row: np.ndarray, meta: dict) -> dict:
     out, at = {}, 0
     for h in meta["multitask"]["heads"]:
         names = meta["labels"][h["name"]]
-        z = logits_row[at:at + len(names)]
+        z = logits_row[at : at + len(names)]
         at += len(names)
         if h.get("multi_label"):
             p = sigmoid(z.astype(np.float64))
-            out[h["name"]] = {"labels": [n for n, x in zip(names, p) if x >= 0.5],
-                              "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}}
+            out[h["name"]] = {
+                "labels": [n for n, x in zip(names, p) if x >= 0.5],
+                "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)},
+            }
         else:
             p = softmax(z.astype(np.float64))
-            out[h["name"]] = {"label": names[int(p.argmax())],
-                              "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}}
+            out[h["name"]] = {
+                "label": names[int(p.argmax())],
+                "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)},
+            }
     return out
 
 
-def write_reports(logits: np.ndarray, labels: np.ndarray, spec: dict, label_names: dict[str, list[str]],
-                  chosen: dict[str, str], out_dir: Path, title: str, validation: dict | None = None) -> dict:
+def write_reports(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    spec: dict,
+    label_names: dict[str, list[str]],
+    chosen: dict[str, str],
+    out_dir: Path,
+    title: str,
+    validation: dict | None = None,
+) -> dict:
     """Each sub-task's report in out_dir/<name>/ (metrics.json, report.md, confusion_matrix.png), and the
     combined out_dir/metrics.json and report.md. Returns the flat metrics with `tasks` (each full report)."""
     from tuneforge.evaluation.classification import write_classification_report
@@ -566,15 +728,23 @@ def write_reports(logits: np.ndarray, labels: np.ndarray, spec: dict, label_name
         if len(y) == 0:
             continue
         write = write_multilabel_report if h.multi_label else write_classification_report
-        tasks[h.name] = write(z, y, label_names[h.name], out_dir / h.name, title=f"{h.name}: {title}, "
-                              f"{len(y)} labelled rows")
+        tasks[h.name] = write(
+            z, y, label_names[h.name], out_dir / h.name, title=f"{h.name}: {title}, {len(y)} labelled rows"
+        )
     result = {**flat, "tasks": tasks}
     payload = {"test": result, **({"validation": validation} if validation is not None else {})}
     (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
-    lines = ["# Evaluation report (multi-task)", "", title, "",
-             f"combined (mean of each sub-task's {', '.join(f'{n}: {m}' for n, m in chosen.items())}): "
-             f"**{flat.get('combined', float('nan')):.4f}**", "",
-             "| sub-task | labelled rows | metric | value | report |", "|---|---|---|---|---|"]
+    lines = [
+        "# Evaluation report (multi-task)",
+        "",
+        title,
+        "",
+        f"combined (mean of each sub-task's {', '.join(f'{n}: {m}' for n, m in chosen.items())}): "
+        f"**{flat.get('combined', float('nan')):.4f}**",
+        "",
+        "| sub-task | labelled rows | metric | value | report |",
+        "|---|---|---|---|---|",
+    ]
     for n, t in tasks.items():
         m = chosen.get(n, "accuracy")
         lines.append(f"| {n} | {t['n']} | {m} | {t.get(m, float('nan')):.4f} | [{n}/report.md]({n}/report.md) |")

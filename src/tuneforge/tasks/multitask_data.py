@@ -2,6 +2,7 @@
 a file of their own, and each sub-task file), each split on its own, every row labelled for the sub-tasks its
 source feeds and has a label for (partially labelled rows are normal: a missing label is left out of that
 sub-task's loss and metrics)."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ log = logging.getLogger("tuneforge")
 
 @dataclass
 class Source:
-    key: str                      # the config key naming the file (data.train, task.tasks.<name>.train)
+    key: str  # the config key naming the file (data.train, task.tasks.<name>.train)
     path: str
     subtasks: list[str]
     validation: str | None = None
@@ -54,8 +55,10 @@ def sources_of(cfg) -> list[Source]:
         for split in ("validation", "test"):
             mine, theirs = getattr(s, split), getattr(src, split)
             if mine is not None and theirs is not None and mine != theirs:
-                raise ConfigError(f"task.tasks.{name}.{split}: differs from task.tasks.{src.subtasks[0]}.{split} "
-                                  f"although both sub-tasks read {s.train}")
+                raise ConfigError(
+                    f"task.tasks.{name}.{split}: differs from task.tasks.{src.subtasks[0]}.{split} "
+                    f"although both sub-tasks read {s.train}"
+                )
             if theirs is None:
                 setattr(src, split, mine)
         src.subtasks.append(name)
@@ -109,15 +112,18 @@ def read_source(cfg, src: Source, path: str, key: str, skipped: list) -> pd.Data
     any_label = np.zeros(len(df), dtype=bool)
     for n in src.subtasks:
         s = tasks[n]
-        values = [multi_label(v, s.label_separator) if s.problem == "multi_label" else single_label(v)
-                  for v in df[s.label_column]]
+        values = [
+            multi_label(v, s.label_separator) if s.problem == "multi_label" else single_label(v)
+            for v in df[s.label_column]
+        ]
         out[s.label_column] = pd.Series(values, index=df.index, dtype=object)
         any_label |= np.array([v is not None for v in values], dtype=bool)
     dropped_text, dropped_label = int((~keep).sum()), int((keep & ~any_label).sum())
     out = out[keep & any_label]
     if dropped_text or dropped_label:
-        log.warning("%s: left out %d rows without text and %d rows without any label", path, dropped_text,
-                    dropped_label)
+        log.warning(
+            "%s: left out %d rows without text and %d rows without any label", path, dropped_text, dropped_label
+        )
     if len(out) == 0:
         raise DataError(f"{path}: no rows with a text and a label for {', '.join(src.subtasks)}")
     return out
@@ -164,14 +170,23 @@ def read_and_split(cfg, src: Source, seed: int) -> SourceSplit:
     d = cfg.data
     skipped: list = []
     train = read_source(cfg, src, src.path, src.key, skipped)
-    val = read_source(cfg, src, src.validation, src.key.replace(".train", ".validation"), skipped) \
-        if src.validation else None
+    val = (
+        read_source(cfg, src, src.validation, src.key.replace(".train", ".validation"), skipped)
+        if src.validation
+        else None
+    )
     test = read_source(cfg, src, src.test, src.key.replace(".train", ".test"), skipped) if src.test else None
     if test is None:
         train, test = split_off(train, d.split.test, seed, "test", cfg, src)
     if val is None and d.split.validation > 0:
-        train, val = split_off(train, d.split.validation / (1.0 - (d.split.test if not src.test else 0.0)),
-                               seed + 1, "validation", cfg, src)
+        train, val = split_off(
+            train,
+            d.split.validation / (1.0 - (d.split.test if not src.test else 0.0)),
+            seed + 1,
+            "validation",
+            cfg,
+            src,
+        )
     if d.max_train_samples and d.max_train_samples < len(train):
         _, train = split_off(train, d.max_train_samples, seed + 2, "sample", cfg, src)
     if len(train) == 0:
@@ -202,14 +217,20 @@ def check_labels(cfg, name: str, names: list[str], splits: dict[str, list]) -> N
         raise DataError(f"task.tasks.{name}: no training row has a label in column '{s.label_column}'")
     seen = {x for v in train for x in (v if s.problem == "multi_label" else [v])}
     if s.problem == "single_label" and len(seen) < 2:
-        raise DataError(f"task.tasks.{name}: the training rows have a single class ('{next(iter(seen))}'); "
-                        f"a classification sub-task needs at least two")
+        raise DataError(
+            f"task.tasks.{name}: the training rows have a single class ('{next(iter(seen))}'); "
+            f"a classification sub-task needs at least two"
+        )
     unknown = sorted(seen - set(names))
     if unknown:
         raise DataError(f"task.tasks.{name}.labels does not list the training labels {unknown[:5]}")
     for split in ("validation", "test"):
-        extra = sorted({x for v in splits.get(split) or [] if v is not None
-                        for x in (v if s.problem == "multi_label" else [v])} - set(names))
+        extra = sorted(
+            {x for v in splits.get(split) or [] if v is not None for x in (v if s.problem == "multi_label" else [v])}
+            - set(names)
+        )
         if extra:
-            raise DataError(f"task.tasks.{name}: the {split} split has labels never seen in training: {extra[:5]} "
-                            f"(training labels: {names[:10]}); add training examples of them or leave them out")
+            raise DataError(
+                f"task.tasks.{name}: the {split} split has labels never seen in training: {extra[:5]} "
+                f"(training labels: {names[:10]}); add training examples of them or leave them out"
+            )

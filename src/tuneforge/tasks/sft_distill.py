@@ -1,6 +1,7 @@
 """Distillation for causal LMs (SFT): token-level (the student matches the teacher's next-token distributions
 on the trained tokens, in chunks: kernels/distill.token_kd_loss) or sequence-level (the teacher answers the
 training prompts once, cached, and the student learns the answers with ordinary SFT)."""
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,10 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     if task.cfg.distill.mode == "token":
         why = vocab_mismatch(teacher, tokenizer)
         if why:
-            raise ConfigError(f"distill.teacher: {why}; token-level distillation needs a shared vocabulary "
-                              f"(set distill.mode: sequence to distil across tokenizers)")
+            raise ConfigError(
+                f"distill.teacher: {why}; token-level distillation needs a shared vocabulary "
+                f"(set distill.mode: sequence to distil across tokenizers)"
+            )
         return prepared
     from dataclasses import replace
 
@@ -28,26 +31,40 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     st = prepared.state
     recs = st.records
     if st.fmt == "text":
-        raise ConfigError("distill.mode: sequence needs conversations to answer (data.format 'text' has no "
-                          "prompts); use distill.mode: token")
+        raise ConfigError(
+            "distill.mode: sequence needs conversations to answer (data.format 'text' has no "
+            "prompts); use distill.mode: token"
+        )
     cut = [max(i for i, m in enumerate(c) if m["role"] == "assistant") for c in recs.train]
     prompts = [c[:k] for c, k in zip(recs.train, cut)]
     n = task.cfg.task.generation.max_new_tokens
     key = {"teacher": teacher.fingerprint(), "prompts": prompts, "max_new_tokens": n}
-    print(f"tuneforge: distillation: the teacher answers {len(prompts)} training prompts (once; cached in "
-          f"{cache_dir})", file=sys.stderr, flush=True)
+    print(
+        f"tuneforge: distillation: the teacher answers {len(prompts)} training prompts (once; cached in {cache_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
     answers = cached_json(Path(cache_dir), "teacher_answers", key, lambda: teacher.answers(prompts, n))
     train = [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)]
     recs = replace(recs, train=train)
     settings = task._settings(st.fmt, st.chat, st.system_prompt)
     stats: dict = {}
-    enc = lambda rs, name: None if not rs else encode_records(rs, tokenizer, name, stats, settings)
+
+    def enc(rs, name):
+        return None if not rs else encode_records(rs, tokenizer, name, stats, settings)
+
     train_ds = enc(recs.train, "train")
     if train_ds is None:
         raise DataError("distill.mode sequence: no training example is left from the teacher's answers")
     enc(recs.validation, "validation"), enc(recs.test, "test")  # their lengths, for the data report
-    new = task._prepared(train_ds, prepared.validation, prepared.test, recs,
-                         replace(st, records=recs, example=stats.get("example")), stats)
+    new = task._prepared(
+        train_ds,
+        prepared.validation,
+        prepared.test,
+        recs,
+        replace(st, records=recs, example=stats.get("example")),
+        stats,
+    )
     new.teacher, new.train_ids = teacher, prepared.train_ids
     new.info["distill"] = {"mode": "sequence", "teacher_answers": len(answers)}
     return new
@@ -88,24 +105,34 @@ def training_loss(cfg, prepared):
             return out.loss, out
         labels = inputs.pop("labels")
         if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
-            raise ConfigError("distill.mode: token cannot see the virtual tokens of prompt/prefix tuning; use "
-                              "distill.mode: sequence")
+            raise ConfigError(
+                "distill.mode: token cannot see the virtual tokens of prompt/prefix tuning; use distill.mode: sequence"
+            )
         s_hidden = hidden(model, inputs)
         s_weight = core(model).get_output_embeddings().weight
         with torch.no_grad():
             t_hidden = hidden(teacher, {k: v.to(next(teacher.parameters()).device) for k, v in inputs.items()})
         t_weight = core(teacher).get_output_embeddings().weight
-        value = dc.alpha * token_kd_loss(s_hidden, s_weight, t_hidden.to(s_hidden.device),
-                                         t_weight.to(s_hidden.device), labels, dc.divergence, dc.temperature,
-                                         dc.beta)
+        value = dc.alpha * token_kd_loss(
+            s_hidden,
+            s_weight,
+            t_hidden.to(s_hidden.device),
+            t_weight.to(s_hidden.device),
+            labels,
+            dc.divergence,
+            dc.temperature,
+            dc.beta,
+        )
         if dc.alpha < 1:
             value = value + (1 - dc.alpha) * causal_lm_loss(s_hidden, s_weight, labels)
         return value, CausalLMOutputWithPast(loss=value, logits=None)
+
     return loss
 
 
-def teacher_vs_student(model, tokenizer, prepared, data, collate, batch_size: int, student_metrics: dict,
-                       eval_dir, split: str) -> dict:
+def teacher_vs_student(
+    model, tokenizer, prepared, data, collate, batch_size: int, student_metrics: dict, eval_dir, split: str
+) -> dict:
     """The teacher-vs-student table of a causal_lm distillation run: loss and perplexity on the held-out
     split, parameters, size, CPU latency/throughput, and the share of trained tokens where both predict the same
     next token. Quality, speed and agreement need a shared vocabulary (the held-out rows are the student's
@@ -120,8 +147,12 @@ def teacher_vs_student(model, tokenizer, prepared, data, collate, batch_size: in
     shared = vocab_mismatch(teacher, tokenizer) is None
     keys = ("loss", "perplexity")
     t_row = {"parameters": dr.count_parameters(teacher.model), "size_mb": teacher.size_mb()}
-    s_row = {**{k: student_metrics.get(k) for k in keys}, "parameters": dr.count_parameters(model),
-             "size_mb": dir_size_mb(Path(eval_dir).parent / "model"), **dr.speed(model, data, collate)}
+    s_row = {
+        **{k: student_metrics.get(k) for k in keys},
+        "parameters": dr.count_parameters(model),
+        "size_mb": dir_size_mb(Path(eval_dir).parent / "model"),
+        **dr.speed(model, data, collate),
+    }
     agreement = None
     if shared:
         t_row.update({k: v for k, v in lm_loss(teacher.model, data, collate, batch_size).items() if k in keys})
@@ -132,9 +163,9 @@ def teacher_vs_student(model, tokenizer, prepared, data, collate, batch_size: in
             for i in range(0, len(data), batch_size):
                 batch = collate([data[j] for j in range(i, min(i + batch_size, len(data)))])
                 labels = batch.pop("labels")
-                mask = (labels[:, 1:] != -100)
-                s = model(**{k: v.to(s_dev) for k, v in batch.items()}).logits[:, -labels.size(1):][:, :-1]
-                t = teacher.model(**{k: v.to(t_dev) for k, v in batch.items()}).logits[:, -labels.size(1):][:, :-1]
+                mask = labels[:, 1:] != -100
+                s = model(**{k: v.to(s_dev) for k, v in batch.items()}).logits[:, -labels.size(1) :][:, :-1]
+                t = teacher.model(**{k: v.to(t_dev) for k, v in batch.items()}).logits[:, -labels.size(1) :][:, :-1]
                 hit = (s.argmax(-1).cpu() == t.argmax(-1).cpu()) & mask
                 same, total = same + int(hit.sum()), total + int(mask.sum())
         agreement = same / total if total else 0.0

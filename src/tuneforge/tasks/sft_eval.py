@@ -1,6 +1,7 @@
 """The final evaluation of a causal_lm run: loss and perplexity on the held-out split, greedy answers of the
 tuned model to held-out prompts, and the same for the base model (adapters switched off by the method, or
 the base reloaded) side by side in eval/report.md."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,13 @@ def base_model(cfg, model, without_adapters=None):
     from transformers import AutoModelForCausalLM
 
     from tuneforge.models.loader import load_model, resolve_model
-    base = load_model(resolve_model(cfg.model.name, cfg.model.revision), AutoModelForCausalLM, cfg.model.dtype,
-                      cfg.model.trust_remote_code)
+
+    base = load_model(
+        resolve_model(cfg.model.name, cfg.model.revision),
+        AutoModelForCausalLM,
+        cfg.model.dtype,
+        cfg.model.trust_remote_code,
+    )
     base.to(next(model.parameters()).device).eval()
     try:
         yield base
@@ -31,8 +37,9 @@ def base_model(cfg, model, without_adapters=None):
         del base
 
 
-def final_evaluation(cfg, make_collator, trainer, prepared, eval_dir: str, val_metrics: dict,
-                     without_adapters=None) -> dict:
+def final_evaluation(
+    cfg, make_collator, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+) -> dict:
     from tuneforge.evaluation.lm import lm_loss, write_lm_report
     from tuneforge.models.generation import ChatModel, generate
 
@@ -45,11 +52,14 @@ def final_evaluation(cfg, make_collator, trainer, prepared, eval_dir: str, val_m
     collate = make_collator(tok)
     result: dict = {}
     convs = state.report_conversations
-    prompts = [c[:max(i for i, m in enumerate(c) if m["role"] == "assistant")] for c in convs]
+    prompts = [c[: max(i for i, m in enumerate(c) if m["role"] == "assistant")] for c in convs]
     refs = [c[max(i for i, m in enumerate(c) if m["role"] == "assistant")]["content"] for c in convs]
     settings = {"temperature": 0.0, "max_new_tokens": cfg.task.report_max_new_tokens}
     stops = state.stop_token_ids
-    make = lambda m: ChatModel(m, tok, state.chat.jinja if state.chat else None, state.system_prompt, stops)
+
+    def make(m):
+        return ChatModel(m, tok, state.chat.jinja if state.chat else None, state.system_prompt, stops)
+
     tuned_answers = generate(make(model), prompts, settings) if prompts else []
     base_answers = None
     if data is not None:
@@ -57,15 +67,18 @@ def final_evaluation(cfg, make_collator, trainer, prepared, eval_dir: str, val_m
     if cfg.task.compare_base and (data is not None or prompts):
         with base_model(cfg, model, without_adapters) as base:
             if data is not None:
-                result.update({f"base_{k}": v for k, v in lm_loss(base, data, collate, bs).items()
-                               if k in ("loss", "perplexity")})
+                result.update(
+                    {f"base_{k}": v for k, v in lm_loss(base, data, collate, bs).items() if k in ("loss", "perplexity")}
+                )
             base_answers = generate(make(base), prompts, settings) if prompts else None
     if tuned_answers:
-        result["stopped_by_eos"] = round(sum(a["finish_reason"] == "stop" for a in tuned_answers)
-                                         / len(tuned_answers), 4)
+        result["stopped_by_eos"] = round(
+            sum(a["finish_reason"] == "stop" for a in tuned_answers) / len(tuned_answers), 4
+        )
     if base_answers:
-        result["base_stopped_by_eos"] = round(sum(a["finish_reason"] == "stop" for a in base_answers)
-                                              / len(base_answers), 4)
+        result["base_stopped_by_eos"] = round(
+            sum(a["finish_reason"] == "stop" for a in base_answers) / len(base_answers), 4
+        )
     metrics = {"validation": val_metrics}
     if data is None:
         log.warning("no held-out split: no evaluation beyond the training loss")
@@ -74,11 +87,20 @@ def final_evaluation(cfg, make_collator, trainer, prepared, eval_dir: str, val_m
     else:
         metrics["validation"] = {**val_metrics, **result}
     metrics["data"] = dict(prepared.info)
-    write_lm_report(Path(eval_dir), metrics, split_name if data is not None else None,
-                    prompts, refs, tuned_answers, base_answers, state.example)
+    write_lm_report(
+        Path(eval_dir),
+        metrics,
+        split_name if data is not None else None,
+        prompts,
+        refs,
+        tuned_answers,
+        base_answers,
+        state.example,
+    )
     if prepared.teacher is not None and data is not None:
         from tuneforge.tasks.sft_distill import teacher_vs_student
 
-        metrics["distill"] = teacher_vs_student(model, tok, prepared, data, collate, bs,
-                                                metrics.get(split_name) or {}, eval_dir, split_name)
+        metrics["distill"] = teacher_vs_student(
+            model, tok, prepared, data, collate, bs, metrics.get(split_name) or {}, eval_dir, split_name
+        )
     return metrics

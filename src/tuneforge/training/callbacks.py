@@ -1,4 +1,5 @@
 """Trainer callbacks of the one training path: metrics log, readable eval lines, efficiency meter."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,11 @@ class MetricsLogCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        items = [f"{k.removeprefix('eval_')}={v:.4f}" for k, v in metrics.items()
-                 if isinstance(v, float) and k != "epoch" and not k.endswith(("_runtime", "_per_second"))]
+        items = [
+            f"{k.removeprefix('eval_')}={v:.4f}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and k != "epoch" and not k.endswith(("_runtime", "_per_second"))
+        ]
         # a task with many metrics (multi-task: every sub-task's) puts the important ones first; the rest are in
         # metrics.jsonl
         shown = " ".join(items[:10]) + (f" (+{len(items) - 10} more in metrics.jsonl)" if len(items) > 10 else "")

@@ -3,6 +3,7 @@ local model directory of the same task, loaded once, with what the task's distil
 (outputs over texts with the teacher's own tokenizer, its label names, a fingerprint for caching, its size).
 
 The engine loads it and hands it to the task (`Task.distill`), so the task never imports this layer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,8 @@ log = logging.getLogger("tuneforge")
 @dataclass
 class Teacher:
     path: str
-    run: Any                 # a LoadedRun: .model, .tokenizer, .meta, .model_dir
-    task: Any                # the task class (same task as the student's)
+    run: Any  # a LoadedRun: .model, .tokenizer, .meta, .model_dir
+    task: Any  # the task class (same task as the student's)
 
     @property
     def labels(self) -> list[str]:
@@ -56,15 +57,16 @@ class Teacher:
                 h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
-    chat: Any = None         # a models.generation.ChatModel for teachers that chat (template, stop tokens)
+    chat: Any = None  # a models.generation.ChatModel for teachers that chat (template, stop tokens)
 
     def answers(self, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
         """The teacher's greedy answers to `prompts` (message lists ending with a user turn), with its own chat
         template, system prompt and stop tokens."""
         from tuneforge.models.generation import generate
 
-        return [a["response"] for a in generate(self.chat, prompts, {"temperature": 0.0,
-                                                                     "max_new_tokens": max_new_tokens})]
+        return [
+            a["response"] for a in generate(self.chat, prompts, {"temperature": 0.0, "max_new_tokens": max_new_tokens})
+        ]
 
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """The teacher's outputs for `texts`, tokenized with its own tokenizer (per example, so teacher and
@@ -90,27 +92,39 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
         meta = {"task": task_cls.name}
         if kind == "run":
             from tuneforge.inference import model_dir_of
+
             meta = read_run_metadata(model_dir_of(path))
         model_dir = Path(path) / "model" if (Path(path) / "model").is_dir() else Path(path)
         log.info("distillation teacher: %s (%s)", path, kind)
-        return Teacher(path, LoadedRun(model=cm.model, tokenizer=cm.tokenizer, meta=meta, model_dir=model_dir),
-                       task_cls, chat=cm)
+        return Teacher(
+            path, LoadedRun(model=cm.model, tokenizer=cm.tokenizer, meta=meta, model_dir=model_dir), task_cls, chat=cm
+        )
     if kind in ("run", "export"):
         run = load_run(path, device=device)
         if run.meta.get("task") != task_cls.name:
-            raise ConfigError(f"distill.teacher: {path} is a '{run.meta.get('task')}' run; this run's task.type is "
-                              f"'{task_cls.name}'")
+            raise ConfigError(
+                f"distill.teacher: {path} is a '{run.meta.get('task')}' run; this run's task.type is '{task_cls.name}'"
+            )
     else:
         try:
             model = load_model(path, task_cls.auto_class(), "float32", cfg.model.trust_remote_code)
-        except Exception as exc:  # noqa: BLE001  (transformers raises many types for a model it cannot load)
-            raise ModelError(f"distill.teacher: {path} does not load as a {task_cls.auto_class_name}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        except Exception as exc:
+            raise ModelError(
+                f"distill.teacher: {path} does not load as a {task_cls.auto_class_name}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+            ) from None
         id2label = getattr(model.config, "id2label", None) or {}
-        meta = {"task": task_cls.name, "labels": [str(id2label[i]) for i in sorted(id2label)],
-                "max_length": cfg.data.max_length}
+        meta = {
+            "task": task_cls.name,
+            "labels": [str(id2label[i]) for i in sorted(id2label)],
+            "max_length": cfg.data.max_length,
+        }
         model.eval().to(device)
-        run = LoadedRun(model=model, tokenizer=task_cls.load_processor(path, cfg.model.trust_remote_code), meta=meta,
-                        model_dir=Path(path))
+        run = LoadedRun(
+            model=model,
+            tokenizer=task_cls.load_processor(path, cfg.model.trust_remote_code),
+            meta=meta,
+            model_dir=Path(path),
+        )
     log.info("distillation teacher: %s (%s)", path, kind)
     return Teacher(path, run, task_cls)

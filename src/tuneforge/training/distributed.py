@@ -11,6 +11,7 @@ Trainer's arguments and gives the engine what it needs to keep one run directory
 
 Outside a launch (WORLD_SIZE unset or 1) every function here is a no-op and `is_primary()` is True.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,9 @@ def record_failure(message: str, exit_code: int) -> None:
     """This rank failed with `message` (one line): for the launcher, which reports the first real failure."""
     d = _scratch()
     if d is not None:
-        _write(d / f"rank-{rank()}.json", {"rank": rank(), "time": time.time(), "message": message,
-                                           "exit_code": exit_code})
+        _write(
+            d / f"rank-{rank()}.json", {"rank": rank(), "time": time.time(), "message": message, "exit_code": exit_code}
+        )
 
 
 def _write(path: Path, data: dict) -> None:
@@ -127,7 +129,7 @@ def block_classes(model) -> list[str]:
 
         blocks = find_blocks(model)[1]
         return sorted({type(b).__name__ for b in blocks})
-    except Exception:  # noqa: BLE001  (no recognisable blocks: FSDP then wraps the whole model as one unit)
+    except Exception:
         return []
 
 

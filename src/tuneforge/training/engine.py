@@ -1,6 +1,7 @@
 """The one training path, for every task x method: transformers' Trainer (accelerate underneath, so
 DDP/FSDP/DeepSpeed, mixed precision, checkpointing and resume come from a maintained engine), with the
 task and the method plugged in through their contracts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,17 @@ from tuneforge.errors import ConfigError, ResourceError, RunDirError, TuneforgeE
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
-from tuneforge.registry import METHODS
 from tuneforge.models.loader import load_model, resolve_model, write_run_metadata
-from tuneforge.registry import TASKS
+from tuneforge.registry import METHODS, TASKS
 from tuneforge.training import distributed as dist
-from tuneforge.training.callbacks import (CheckpointMarkerCallback, EfficiencyCallback, MetricsLogCallback,
-                                         PruneCallback, QuietProgressCallback, peak_memory_mb)
+from tuneforge.training.callbacks import (
+    CheckpointMarkerCallback,
+    EfficiencyCallback,
+    MetricsLogCallback,
+    PruneCallback,
+    QuietProgressCallback,
+    peak_memory_mb,
+)
 from tuneforge.training.rundir import RunDir, write_json
 from tuneforge.training.speed import apply_speedups, optimizer_name
 
@@ -66,40 +72,59 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
     load_best = cfg.eval.load_best_model and evaluate
     save_strategy = "steps" if t.save_steps else (t.eval_strategy if evaluate else "epoch")
     if load_best and save_strategy != t.eval_strategy:
-        raise ConfigError("train.save_steps with eval.load_best_model needs train.eval_strategy: steps "
-                          "(checkpoints must coincide with evaluations); or set eval.load_best_model=false")
+        raise ConfigError(
+            "train.save_steps with eval.load_best_model needs train.eval_strategy: steps "
+            "(checkpoints must coincide with evaluations); or set eval.load_best_model=false"
+        )
     if load_best and t.save_steps and t.eval_steps and t.save_steps % t.eval_steps:
-        raise ConfigError(f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
-                          f"with eval.load_best_model every checkpoint must be an evaluation step")
+        raise ConfigError(
+            f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
+            f"with eval.load_best_model every checkpoint must be an evaluation step"
+        )
     rt = report_to(t.report_to)
     if rt != "none" and "tensorboard" in rt:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     precision = precision_flags(t.precision)
     # train.distributed: DDP needs nothing (the Trainer's default under torchrun); FSDP2 / DeepSpeed their configs
-    spread = dist.training_arguments(cfg, model, "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else
-                                     "fp32")
+    spread = dist.training_arguments(
+        cfg, model, "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "fp32"
+    )
     try:
         return TrainingArguments(
             output_dir=str(run.checkpoints),
-            num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
+            num_train_epochs=t.epochs,
+            max_steps=t.max_steps or -1,
+            per_device_train_batch_size=t.batch_size,
+            per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
-            learning_rate=cfg.learning_rate, lr_scheduler_type=t.scheduler, weight_decay=t.weight_decay,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=t.scheduler,
+            weight_decay=t.weight_decay,
             warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
             max_grad_norm=t.max_grad_norm,  # 0 disables clipping
-            seed=t.seed, data_seed=t.seed,
-            eval_strategy=t.eval_strategy if evaluate else "no", eval_steps=t.eval_steps,
-            save_strategy=save_strategy, save_steps=t.save_steps or t.eval_steps or 500,
+            seed=t.seed,
+            data_seed=t.seed,
+            eval_strategy=t.eval_strategy if evaluate else "no",
+            eval_steps=t.eval_steps,
+            save_strategy=save_strategy,
+            save_steps=t.save_steps or t.eval_steps or 500,
             save_total_limit=t.save_total_limit,
-            load_best_model_at_end=load_best, metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
+            load_best_model_at_end=load_best,
+            metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
             greater_is_better=greater_is_better if evaluate else None,
-            logging_steps=t.logging_steps, logging_first_step=True, report_to=rt,
+            logging_steps=t.logging_steps,
+            logging_first_step=True,
+            report_to=rt,
             train_sampling_strategy="group_by_length" if t.group_by_length else "random",
             length_column_name="length",
-            dataloader_num_workers=t.num_workers, dataloader_pin_memory=torch.cuda.is_available(),
-            include_num_input_tokens_seen="non_padding", remove_unused_columns=False, optim=optimizer_name(t.optimizer),
+            dataloader_num_workers=t.num_workers,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            include_num_input_tokens_seen="non_padding",
+            remove_unused_columns=False,
+            optim=optimizer_name(t.optimizer),
             disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
-            **precision, **spread,
+            **precision,
+            **spread,
         )
     except ValueError as exc:  # a combination transformers refuses that the config checks missed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -157,8 +182,14 @@ def _make_trainer_class():
     return TuneforgeTrainer
 
 
-def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = False, force: bool = False,
-          callbacks=(), evaluate_test: bool = True) -> TrainResult:
+def train(
+    config: RunConfig | str | os.PathLike,
+    overrides=(),
+    resume: bool = False,
+    force: bool = False,
+    callbacks=(),
+    evaluate_test: bool = True,
+) -> TrainResult:
     """Train as the config says and write a run directory. Returns its path, metrics and efficiency.
     `force` turns the task's overridable data checks (for example the chat-template check) into warnings.
 
@@ -194,6 +225,7 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
 
             def _term(signum, frame):
                 raise KeyboardInterrupt
+
             previous_term = signal.signal(signal.SIGTERM, _term)
         if primary:
             run.start(dump_config(cfg))
@@ -219,8 +251,12 @@ def train(config: RunConfig | str | os.PathLike, overrides=(), resume: bool = Fa
             raise
         finally:
             if primary and run.staged:  # failed before the swap: the old run is untouched
-                print(f"tuneforge: {run.target} is unchanged; this attempt is kept in {run.path} "
-                      f"(--resume continues it, the next overwrite replaces it)", file=sys.stderr, flush=True)
+                print(
+                    f"tuneforge: {run.target} is unchanged; this attempt is kept in {run.path} "
+                    f"(--resume continues it, the next overwrite replaces it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         if quiet is not None:
             quiet.close()
@@ -260,7 +296,8 @@ def _failed(run: RunDir, message: str, exit_code: int) -> None:
 
 def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc))
+        isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+    )
 
 
 def _print_estimate(cfg: RunConfig) -> None:
@@ -273,8 +310,9 @@ def _print_estimate(cfg: RunConfig) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callbacks=(),
-           evaluate_test: bool = True) -> TrainResult:
+def _train(
+    cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callbacks=(), evaluate_test: bool = True
+) -> TrainResult:
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -297,10 +335,18 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
             prepared = task.distill(prepared, tokenizer, load_teacher(cfg, type(task)), run.path / "distill")
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
-    ctx = MethodContext(full_precision_modules=task.full_precision_modules,
-                        gradient_checkpointing=cfg.train.gradient_checkpointing)
-    model = load_model(model_path, task.auto_class(), cfg.model.dtype, cfg.model.trust_remote_code,
-                       random_init=cfg.model.random_init, **task.model_kwargs(prepared), **method.load_kwargs(ctx))
+    ctx = MethodContext(
+        full_precision_modules=task.full_precision_modules, gradient_checkpointing=cfg.train.gradient_checkpointing
+    )
+    model = load_model(
+        model_path,
+        task.auto_class(),
+        cfg.model.dtype,
+        cfg.model.trust_remote_code,
+        random_init=cfg.model.random_init,
+        **task.model_kwargs(prepared),
+        **method.load_kwargs(ctx),
+    )
     kept = None
     if cfg.model.keep_layers is not None:  # a smaller student: some of the base's blocks, in order
         from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers
@@ -313,9 +359,12 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     apply_speedups(model, cfg.train, task, method)
     params = count_parameters(model, method.trainable_parameters(model))
     if primary:
-        print(f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
-              f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)", file=sys.stderr,
-              flush=True)
+        print(
+            f"tuneforge: {cfg.task.type} x {cfg.method.name}: training {params['trainable_params']:,} of "
+            f"{params['total_params']:,} parameters ({params['trainable_percent']:.2f}%)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     greater = task.metrics[cfg.eval.metric]
     args = build_training_args(cfg, run, prepared.validation is not None, greater, model=model)
@@ -325,8 +374,11 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
         if primary:
             dropped = run.drop_incomplete_checkpoints()
             if dropped:
-                print(f"tuneforge: removed incomplete checkpoint(s) {', '.join(dropped)} (cut by a kill during a "
-                      f"save)", file=sys.stderr, flush=True)
+                print(
+                    f"tuneforge: removed incomplete checkpoint(s) {', '.join(dropped)} (cut by a kill during a save)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             checkpoint = run.last_checkpoint()
         checkpoint = dist.share(checkpoint)  # every rank resumes from the checkpoint rank 0 chose
         if checkpoint is None:
@@ -334,16 +386,31 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
         print(f"tuneforge: resuming from {Path(checkpoint).name}", file=sys.stderr, flush=True)
     resume_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else None
     extra = list(callbacks)
-    callbacks = [MetricsLogCallback(run.metrics_log, resume_step=resume_step), CheckpointMarkerCallback(), meter,
-                 *method.callbacks(ctx), *extra]
+    callbacks = [
+        MetricsLogCallback(run.metrics_log, resume_step=resume_step),
+        CheckpointMarkerCallback(),
+        meter,
+        *method.callbacks(ctx),
+        *extra,
+    ]
     if cfg.train.early_stopping.patience and args.eval_strategy != "no":
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
     trainer = _make_trainer_class()(
-        model=model, args=args, train_dataset=prepared.train, eval_dataset=prepared.validation,
-        data_collator=task.collator(tokenizer), compute_metrics=task.compute_metrics(prepared),
-        compute_loss_func=task.loss_function(prepared), preprocess_logits_for_metrics=task.preprocess_logits(prepared),
-        processing_class=tokenizer, callbacks=callbacks, method=method, meter=meter,
-        loss=task.training_loss(prepared), sampler=task.train_sampler(prepared))
+        model=model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.validation,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=task.compute_metrics(prepared),
+        compute_loss_func=task.loss_function(prepared),
+        preprocess_logits_for_metrics=task.preprocess_logits(prepared),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        method=method,
+        meter=meter,
+        loss=task.training_loss(prepared),
+        sampler=task.train_sampler(prepared),
+    )
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -352,8 +419,9 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     best_val = _best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
-    pruned = next((cb.pruned_at_step for cb in extra if isinstance(cb, PruneCallback)
-                   and cb.pruned_at_step is not None), None)
+    pruned = next(
+        (cb.pruned_at_step for cb in extra if isinstance(cb, PruneCallback) and cb.pruned_at_step is not None), None
+    )
     if pruned is not None:
         if not primary:
             return TrainResult(run.target, {"validation": best_val}, {}, pruned_at_step=pruned)
@@ -361,18 +429,27 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
 
     # a sharded model (FSDP, ZeRO-3) is gathered into one full state dict first: every rank takes part, rank 0
     # receives it, and model/ holds the same loadable files as a single-process run
-    gathered = trainer.accelerator.get_state_dict(trainer.model_wrapped) if dist.active() and dist.sharded(cfg) \
-        else None
+    gathered = (
+        trainer.accelerator.get_state_dict(trainer.model_wrapped) if dist.active() and dist.sharded(cfg) else None
+    )
     if primary:
         # the model directory appears only when complete: write beside it, then rename
         tmp = run.path / "model.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         method.save(trainer.model, str(tmp), **({"state_dict": gathered} if gathered is not None else {}))
         tokenizer.save_pretrained(str(tmp))
-        write_run_metadata(tmp, {"task": cfg.task.type, "method": cfg.method.name, "base_model": cfg.model.name,
-                                 "dtype": cfg.model.dtype, "method_config": cfg.method.model_dump(mode="json"),
-                                 **({"keep_layers": kept} if kept is not None else {}),
-                                 **task.metadata(prepared)})
+        write_run_metadata(
+            tmp,
+            {
+                "task": cfg.task.type,
+                "method": cfg.method.name,
+                "base_model": cfg.model.name,
+                "dtype": cfg.model.dtype,
+                "method_config": cfg.method.model_dump(mode="json"),
+                **({"keep_layers": kept} if kept is not None else {}),
+                **task.metadata(prepared),
+            },
+        )
         task.save_extras(str(tmp), prepared)
         shutil.rmtree(run.model_dir, ignore_errors=True)
         tmp.rename(run.model_dir)
@@ -392,8 +469,9 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
         scratch = tempfile.TemporaryDirectory(prefix="tuneforge-rank-eval-")
         eval_dir = Path(scratch.name)
     try:
-        metrics = task.final_evaluation(trainer, prepared, str(eval_dir), best_val,
-                                        without_adapters=method.disabled_adapters)
+        metrics = task.final_evaluation(
+            trainer, prepared, str(eval_dir), best_val, without_adapters=method.disabled_adapters
+        )
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -412,19 +490,36 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callb
         efficiency["processes"] = dist.world_size()
         efficiency["strategy"] = cfg.train.distributed.strategy
     if not (dist.active() and dist.sharded(cfg)):  # a sharded model cannot run on rank 0 alone
-        efficiency.update(inference_report(trainer.model, prepared.test if prepared.test is not None else
-                                           prepared.validation, task.collator(tokenizer),
-                                           args.per_device_eval_batch_size))
+        efficiency.update(
+            inference_report(
+                trainer.model,
+                prepared.test if prepared.test is not None else prepared.validation,
+                task.collator(tokenizer),
+                args.per_device_eval_batch_size,
+            )
+        )
     write_json(run.efficiency, efficiency)
-    run.complete(metrics={k: v for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
-                          if isinstance(v, (int, float))},
-                 **({} if evaluate_test else {"metrics_split": "validation"}))
+    run.complete(
+        metrics={
+            k: v
+            for k, v in (metrics.get("test") or metrics.get("validation") or {}).items()
+            if isinstance(v, (int, float))
+        },
+        **({} if evaluate_test else {"metrics_split": "validation"}),
+    )
     # only now: a kill before `complete` must still find a checkpoint to resume from
     _drop_checkpoints_if_done(run)
     summary = metrics.get("test") or metrics.get("validation") or {}
-    shown = " ".join(f"{k}={summary[k]:.4f}" for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
-                     if isinstance(summary.get(k), (int, float)))
-    print(f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training: {shown}; results in {run.path}", file=sys.stderr, flush=True)
+    shown = " ".join(
+        f"{k}={summary[k]:.4f}"
+        for k in ("combined", "accuracy", "f1_macro", "auc_roc", "loss", "perplexity")
+        if isinstance(summary.get(k), (int, float))
+    )
+    print(
+        f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training: {shown}; results in {run.path}",
+        file=sys.stderr,
+        flush=True,
+    )
     dist.barrier()  # the other ranks end once the run is written
     return TrainResult(run.path, metrics, efficiency)  # run.complete swapped an overwrite into place
 
@@ -446,9 +541,10 @@ def _prepare_once(task, tokenizer, run: RunDir, cfg: RunConfig):
             return prepared
         try:
             payload = pickle.dumps(prepared)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("prepared data cannot be shared between processes (%s); each prepares its own",
-                        type(exc).__name__)
+        except Exception as exc:
+            log.warning(
+                "prepared data cannot be shared between processes (%s); each prepares its own", type(exc).__name__
+            )
     payload = dist.share(payload)
     if dist.is_primary():
         return prepared
@@ -464,21 +560,27 @@ def _efficiency(prepared, state, meter, train_out, params: dict, args) -> dict:
     tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
     secs = meter.train_seconds or train_out.metrics.get("train_runtime", 0.0)
     return {
-        "train_seconds": round(secs, 3), "eval_seconds": round(meter.eval_seconds, 3),
+        "train_seconds": round(secs, 3),
+        "eval_seconds": round(meter.eval_seconds, 3),
         "time_to_first_step_seconds": round(meter.first_step_seconds or 0.0, 3),
-        "train_samples": int(round(samples)), "train_tokens": tokens,
+        "train_samples": int(round(samples)),
+        "train_tokens": tokens,
         "train_samples_per_second": round(samples / secs, 3) if secs else None,
         "train_tokens_per_second": round(tokens / secs, 1) if secs else None,
-        "global_steps": state.global_step, "epochs": round(epochs_done, 4),
-        **peak_memory_mb(), **params, **prepared.efficiency,
+        "global_steps": state.global_step,
+        "epochs": round(epochs_done, 4),
+        **peak_memory_mb(),
+        **params,
+        **prepared.efficiency,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "torch_threads": torch.get_num_threads(),
     }
 
 
-def _end_pruned(run: RunDir, cfg: RunConfig, prepared, state, meter, train_out, params: dict, args, best_val: dict,
-                step: int) -> TrainResult:
+def _end_pruned(
+    run: RunDir, cfg: RunConfig, prepared, state, meter, train_out, params: dict, args, best_val: dict, step: int
+) -> TrainResult:
     """A run a PruneCallback stopped: efficiency.json, the loss curve and status `pruned` (with the step and the best
     validation metrics so far); no model/ and no final evaluation (a pruned run is not one to use); checkpoints
     dropped."""
@@ -489,8 +591,13 @@ def _end_pruned(run: RunDir, cfg: RunConfig, prepared, state, meter, train_out, 
     run.prune(step, metrics=shown, metrics_split="validation")
     _drop_checkpoints_if_done(run)
     value = best_val.get(cfg.eval.metric)
-    print(f"tuneforge: pruned at step {step}" + (f" ({cfg.eval.metric}={value:.4f})" if isinstance(value, float)
-                                                 else "") + f"; results in {run.path}", file=sys.stderr, flush=True)
+    print(
+        f"tuneforge: pruned at step {step}"
+        + (f" ({cfg.eval.metric}={value:.4f})" if isinstance(value, float) else "")
+        + f"; results in {run.path}",
+        file=sys.stderr,
+        flush=True,
+    )
     return TrainResult(run.path, {"validation": best_val}, efficiency, pruned_at_step=step)
 
 
@@ -501,8 +608,11 @@ def _best_validation(history: list[dict], best_metric, metric: str, greater: boo
     key = f"eval_{metric}"
     scored = [h for h in evals if key in h]
     best = (max if greater else min)(scored, key=lambda h: h[key]) if scored else evals[-1]
-    return {k.removeprefix("eval_"): v for k, v in best.items()
-            if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))} | {"epoch": best.get("epoch")}
+    return {
+        k.removeprefix("eval_"): v
+        for k, v in best.items()
+        if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))
+    } | {"epoch": best.get("epoch")}
 
 
 def _drop_checkpoints_if_done(run: RunDir) -> None:

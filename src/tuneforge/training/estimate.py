@@ -32,6 +32,7 @@ activations are never divided (each device runs its own batch).
 
 Accuracy against measurements is in benchmarks/estimate_accuracy.py and tests/test_estimate.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,14 +56,38 @@ NF4_BLOCK, NF4_DQ_BLOCK = 64, 256
 
 #: Llama spec names accepted as `model.name` by the estimator only (shapes of Llama 3.2 1B / 3B, 3.1 8B / 70B)
 LLAMA_SPECS: dict[str, dict[str, Any]] = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, tie_word_embeddings=True),
-    "llama-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                     num_key_value_heads=8, tie_word_embeddings=True),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, tie_word_embeddings=False),
-    "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                      num_key_value_heads=8, tie_word_embeddings=False),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
+    "llama-3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
+    "llama-70b": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -87,27 +112,65 @@ class Estimate:
 
     def table(self) -> str:
         """An aligned text table in GiB with a header."""
-        rows = [("weights", self.weights), ("  of which trainable", self.trainable_weights),
-                ("gradients", self.gradients), ("optimizer states", self.optimizer),
-                ("activations", self.activations), ("logits / loss", self.logits), ("overhead", self.overhead)]
+        rows = [
+            ("weights", self.weights),
+            ("  of which trainable", self.trainable_weights),
+            ("gradients", self.gradients),
+            ("optimizer states", self.optimizer),
+            ("activations", self.activations),
+            ("logits / loss", self.logits),
+            ("overhead", self.overhead),
+        ]
         where = f"per device, {self.nproc} x {self.strategy}" if self.nproc > 1 else "one device"
         head = f"estimated peak memory ({where})"
         width = max(len(r[0]) for r in rows) + 2
         lines = [head, f"{'component':<{width}}{'GiB':>9}", "-" * (width + 9)]
         lines += [f"{name:<{width}}{b / GIB:>9.2f}" for name, b in rows]
-        lines += ["-" * (width + 9), f"{'total':<{width}}{self.total / GIB:>9.2f}",
-                  f"parameters: {self.trainable_params:,} trainable of {self.total_params:,}"]
+        lines += [
+            "-" * (width + 9),
+            f"{'total':<{width}}{self.total / GIB:>9.2f}",
+            f"parameters: {self.trainable_params:,} trainable of {self.total_params:,}",
+        ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("weights", "trainable_weights", "gradients", "optimizer", "activations",
-                                              "logits", "overhead", "total", "trainable_params", "total_params",
-                                              "nproc", "strategy", "assumptions")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "weights",
+                "trainable_weights",
+                "gradients",
+                "optimizer",
+                "activations",
+                "logits",
+                "overhead",
+                "total",
+                "trainable_params",
+                "total_params",
+                "nproc",
+                "strategy",
+                "assumptions",
+            )
+        }
 
 
 # ---- parsing helpers --------------------------------------------------------------------------------------------
-_UNITS = {"": None, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+_UNITS = {
+    "": None,
+    "b": 1,
+    "k": 2**10,
+    "kb": 2**10,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 2**20,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 2**30,
+    "gib": 2**30,
+    "t": 2**40,
+    "tb": 2**40,
+    "tib": 2**40,
+}
 
 
 def parse_memory(text: str) -> int:
@@ -133,8 +196,9 @@ def gpu_memory(name: str) -> int:
 
 def _check_strategy(strategy: str, nproc: int) -> None:
     if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy '{strategy}'{closest(strategy, STRATEGIES)}; "
-                          f"one of: {', '.join(STRATEGIES)}")
+        raise ConfigError(
+            f"--strategy: unknown strategy '{strategy}'{closest(strategy, STRATEGIES)}; one of: {', '.join(STRATEGIES)}"
+        )
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc: must be a positive number of devices, got {nproc}")
 
@@ -167,8 +231,7 @@ def _hf_config(cfg):
     if name in LLAMA_SPECS:
         from transformers import LlamaConfig
 
-        return LlamaConfig(vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
-                           **LLAMA_SPECS[name])
+        return LlamaConfig(vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5, **LLAMA_SPECS[name])
     from transformers import AutoConfig
 
     from tuneforge.models.loader import resolve_model
@@ -177,8 +240,7 @@ def _hf_config(cfg):
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"model.name: cannot read the config of '{name}': {str(exc).splitlines()[0][:200]}") \
-            from None
+        raise ConfigError(f"model.name: cannot read the config of '{name}': {str(exc).splitlines()[0][:200]}") from None
 
 
 def _dtype(name: str, device: str, bf16: bool):
@@ -196,8 +258,11 @@ def _quant_config(load_kwargs: dict) -> dict:
         return {}
     get = (lambda k, d=None: q.get(k, d)) if isinstance(q, dict) else (lambda k, d=None: getattr(q, k, d))
     if get("load_in_4bit", False):
-        return {"bits": 4, "double_quant": bool(get("bnb_4bit_use_double_quant", False)),
-                "skip": list(get("llm_int8_skip_modules") or [])}
+        return {
+            "bits": 4,
+            "double_quant": bool(get("bnb_4bit_use_double_quant", False)),
+            "skip": list(get("llm_int8_skip_modules") or []),
+        }
     if get("load_in_8bit", False):
         return {"bits": 8, "double_quant": False, "skip": list(get("llm_int8_skip_modules") or [])}
     return {}
@@ -212,10 +277,18 @@ def nf4_bytes_per_param(double_quant: bool = True) -> float:
 
 def _discover(cfg, device: str, bf16: bool) -> _Model:
 
-
-    key = (cfg.model.name, cfg.model.revision, json.dumps(cfg.model.keep_layers), cfg.model.dtype, cfg.task.type,
-           json.dumps(cfg.method.model_dump(mode="json"), sort_keys=True), device, bf16,
-           str(cfg.train.fused_lora), str(cfg.train.chunked_loss))
+    key = (
+        cfg.model.name,
+        cfg.model.revision,
+        json.dumps(cfg.model.keep_layers),
+        cfg.model.dtype,
+        cfg.task.type,
+        json.dumps(cfg.method.model_dump(mode="json"), sort_keys=True),
+        device,
+        bf16,
+        str(cfg.train.fused_lora),
+        str(cfg.train.chunked_loss),
+    )
     if key in _CACHE:
         return _CACHE[key]
     with warnings.catch_warnings():
@@ -239,19 +312,22 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
     method = METHODS.get(cfg.method.name)(cfg.method)
     hf = _hf_config(cfg)
     dtype = _dtype(cfg.model.dtype, device, bf16)
-    ctx = MethodContext(full_precision_modules=task_cls.full_precision_modules,
-                        gradient_checkpointing=cfg.train.gradient_checkpointing)
+    ctx = MethodContext(
+        full_precision_modules=task_cls.full_precision_modules, gradient_checkpointing=cfg.train.gradient_checkpointing
+    )
     quant = _quant_config(method.load_kwargs(ctx))
     auto = task_cls.auto_class()
     with torch.device("meta"):
         try:
             model = auto.from_config(hf, dtype=dtype)
-        except Exception as exc:  # noqa: BLE001  (a task model class that cannot be built from a config alone)
+        except Exception as exc:
             from transformers import AutoModel
 
             model = AutoModel.from_config(hf, dtype=dtype)
-            notes.append(f"the task's model class could not be built on meta ({type(exc).__name__}); "
-                         f"estimated on the backbone without its head")
+            notes.append(
+                f"the task's model class could not be built on meta ({type(exc).__name__}); "
+                f"estimated on the backbone without its head"
+            )
     if cfg.model.keep_layers is not None:
         from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers
 
@@ -264,13 +340,16 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
     if quant:
         out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and mod is not out_emb and \
-                    not any(s == part for s in quant["skip"] for part in name.split(".")):
+            if (
+                isinstance(mod, torch.nn.Linear)
+                and mod is not out_emb
+                and not any(s == part for s in quant["skip"] for part in name.split("."))
+            ):
                 quantized[id(mod.weight)] = (mod.weight.numel(), mod.out_features)
         flag = "is_loaded_in_4bit" if quant["bits"] == 4 else "is_loaded_in_8bit"
         try:
             setattr(model, flag, True)  # the method prepares the skeleton as it would a quantized model
-        except Exception:  # noqa: BLE001
+        except Exception:
             notes.append("could not mark the skeleton as quantized: 16-bit parameters counted as loaded")
 
     applied = True
@@ -279,12 +358,14 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
             ctx.head_modules = task.head_modules(model)
             model = method.apply(model, ctx)
             trainable = method.trainable_parameters(model)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             applied = False
             trainable = [(n, p) for n, p in model.named_parameters()]
-            notes.append(f"method '{cfg.method.name}' could not be applied to a meta skeleton "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
-                         f"assumed every parameter trains (an upper bound)")
+            notes.append(
+                f"method '{cfg.method.name}' could not be applied to a meta skeleton "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
+                f"assumed every parameter trains (an upper bound)"
+            )
     cuda = device == "cuda"
     fused = chunked = False
     if applied:
@@ -293,13 +374,13 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
             fused = any(lv.on for lv in levers if lv.key == "fused_lora")
         except TuneforgeError:
             raise
-        except Exception:  # noqa: BLE001  (a fast path that cannot be switched on for a meta skeleton)
+        except Exception:
             fused = False
     on, _ = wanted(cfg.train.chunked_loss, "chunked_loss", cuda or cfg.train.chunked_loss is True, "")
     if on:
         try:
             chunked = task.use_fused_loss(model) is None
-        except Exception:  # noqa: BLE001
+        except Exception:
             chunked = False
 
     seen: set[int] = set()
@@ -323,19 +404,28 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
         emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     except NotImplementedError:  # an image model: no token embeddings
         emb = None
-    stream = emb.weight.element_size() if emb is not None and getattr(emb, "weight", None) is not None \
+    stream = (
+        emb.weight.element_size()
+        if emb is not None and getattr(emb, "weight", None) is not None
         else torch.empty((), dtype=dtype).element_size()
+    )
     if quant:
-        notes.append(f"{quant['bits']}-bit base: {len(quantized)} linear layers quantized "
-                     f"({nf4_bytes_per_param(quant['double_quant']):.3f} byte/param)" if quant["bits"] == 4 else
-                     f"8-bit base: {len(quantized)} linear layers quantized")
-    return _Model(model, hf, weight_bytes, tbytes, sum(tsizes), total_params, tsizes, tdt, stream, fused, chunked,
-                  notes)
+        notes.append(
+            f"{quant['bits']}-bit base: {len(quantized)} linear layers quantized "
+            f"({nf4_bytes_per_param(quant['double_quant']):.3f} byte/param)"
+            if quant["bits"] == 4
+            else f"8-bit base: {len(quantized)} linear layers quantized"
+        )
+    return _Model(
+        model, hf, weight_bytes, tbytes, sum(tsizes), total_params, tsizes, tdt, stream, fused, chunked, notes
+    )
 
 
 # ---- activations ------------------------------------------------------------------------------------------------
-_SHARED_INPUT = ({"q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv_proj", "Wqkv", "c_attn"},
-                 {"gate_proj", "up_proj", "w1", "w3", "gate_up_proj"})
+_SHARED_INPUT = (
+    {"q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv_proj", "Wqkv", "c_attn"},
+    {"gate_proj", "up_proj", "w1", "w3", "gate_up_proj"},
+)
 
 
 @dataclass
@@ -344,8 +434,8 @@ class _Run:
 
     batch: int
     seq: int
-    compute: int        # bytes of block activations (the autocast dtype, else the residual stream's)
-    stream: int         # bytes of the residual stream (the embeddings' dtype after the method)
+    compute: int  # bytes of block activations (the autocast dtype, else the residual stream's)
+    stream: int  # bytes of the residual stream (the embeddings' dtype after the method)
     autocast: bool
     liger: bool
     checkpointing: bool
@@ -368,13 +458,18 @@ def _linears(block):
         base = getattr(mod, "base_layer", None)
         if isinstance(base, torch.nn.Linear) or (base is not None and hasattr(base, "in_features")):
             extras = [p for n, p in mod.named_parameters() if p.requires_grad and not n.startswith("base_layer.")]
-            drops = [d.p for n, d in mod.named_modules() if isinstance(d, torch.nn.Dropout)
-                     and not n.startswith("base_layer")]
+            drops = [
+                d.p
+                for n, d in mod.named_modules()
+                if isinstance(d, torch.nn.Dropout) and not n.startswith("base_layer")
+            ]
             out.append((name, mod, base, extras, max(drops, default=0.0)))
             wrapped.update(id(m) for m in mod.modules())
     for name, mod in block.named_modules():
-        if id(mod) not in wrapped and (isinstance(mod, torch.nn.Linear) or
-                                       (type(mod).__name__.startswith("Linear") and hasattr(mod, "in_features"))):
+        if id(mod) not in wrapped and (
+            isinstance(mod, torch.nn.Linear)
+            or (type(mod).__name__.startswith("Linear") and hasattr(mod, "in_features"))
+        ):
             out.append((name, mod, mod, [], 0.0))
     return out
 
@@ -408,12 +503,19 @@ def _block_bytes(block, hf, r: _Run, fused: bool) -> int:
     for name, mod in block.named_modules():
         if "norm" in type(mod).__name__.lower() and hasattr(mod, "weight"):
             total += _norm_bytes(mod, r, h)
-        elif isinstance(mod, torch.nn.Dropout) and mod.p > 0 and not re.search(r"(self|attn|attention)\.dropout$|"
-                                                                               r"(attn|attention)_dropout$", name):
+        elif (
+            isinstance(mod, torch.nn.Dropout)
+            and mod.p > 0
+            and not re.search(
+                r"(self|attn|attention)\.dropout$|"
+                r"(attn|attention)_dropout$",
+                name,
+            )
+        ):
             if not any(name.startswith(w) for w in ("lora_", "base_layer")) and ".lora_dropout" not in name:
                 total += r.mask(r.stream) * h  # dropout's mask (hidden dropout before a residual add)
     groups: dict[tuple, list] = {}
-    for name, mod, base, extras, p in _linears(block):
+    for name, _mod, base, extras, p in _linears(block):
         parent, _, leaf = name.rpartition(".")
         gid = next((i for i, s in enumerate(_SHARED_INPUT) if leaf in s), None)
         groups.setdefault((parent, gid) if gid is not None else (name,), []).append((base, extras, p))
@@ -464,8 +566,12 @@ def _blocks(model) -> list:
 
     best: list = []
     for mod in model.modules():
-        if isinstance(mod, torch.nn.ModuleList) and len(mod) > len(best) and \
-                len({type(b) for b in mod}) == 1 and any(True for _ in mod[0].parameters()):
+        if (
+            isinstance(mod, torch.nn.ModuleList)
+            and len(mod) > len(best)
+            and len({type(b) for b in mod}) == 1
+            and any(True for _ in mod[0].parameters())
+        ):
             best = list(mod)
     return best
 
@@ -496,7 +602,7 @@ def _image_activations(m: _Model, r: _Run, side: int) -> tuple[int, int, list[st
     total = [0]
 
     def count(_mod, _inp, out):
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+        for t in out if isinstance(out, (tuple, list)) else (out,):
             if torch.is_tensor(t):
                 total[0] += t.numel()
 
@@ -508,9 +614,14 @@ def _image_activations(m: _Model, r: _Run, side: int) -> tuple[int, int, list[st
     finally:
         for h in hooks:
             h.remove()
-    return total[0] * r.compute + r.batch * 3 * side * side * 4, 0, [
-        f"image model: activations measured on one meta forward pass at {side}x{side} "
-        f"(every layer's output kept for backward; gradient checkpointing not modelled)"]
+    return (
+        total[0] * r.compute + r.batch * 3 * side * side * 4,
+        0,
+        [
+            f"image model: activations measured on one meta forward pass at {side}x{side} "
+            f"(every layer's output kept for backward; gradient checkpointing not modelled)"
+        ],
+    )
 
 
 def _activations(m: _Model, r: _Run) -> tuple[int, int, list[str]]:
@@ -561,8 +672,9 @@ def _loss_bytes(m: _Model, r: _Run, device: str) -> tuple[int, str]:
         h = m.hf_config.hidden_size
         rows = default_chunk_rows(tokens, h, vocab)
         dw = vocab * h * r.compute if head.weight.requires_grad else 0
-        return rows * vocab * (4 + r.compute) + tokens * h * r.compute + dw, \
-            f"chunked loss: {rows} rows x {vocab} vocabulary per chunk"
+        return rows * vocab * (
+            4 + r.compute
+        ) + tokens * h * r.compute + dw, f"chunked loss: {rows} rows x {vocab} vocabulary per chunk"
     return 12 * vocab * tokens, f"full logits: {tokens} tokens x {vocab} vocabulary (fp32 copy, log-softmax, gradient)"
 
 
@@ -570,8 +682,9 @@ def _optimizer_bytes(m: _Model, optimizer: str) -> tuple[int, str]:
     if "8bit" in optimizer:
         big = sum(n for n in m.trainable_sizes if n >= 4096)
         small = m.trainable_params - big
-        note = "8-bit AdamW (bitsandbytes): 2 bytes/param + block scales" + \
-            ("; paged: can spill to CPU, counted in full" if optimizer.startswith("paged") else "")
+        note = "8-bit AdamW (bitsandbytes): 2 bytes/param + block scales" + (
+            "; paged: can spill to CPU, counted in full" if optimizer.startswith("paged") else ""
+        )
         return int(big * (2 + 8 / 256)) + small * 8, note
     return 2 * m.trainable_bytes, f"AdamW: 2 states x {m.trainable_dtype_bytes} bytes/param"
 
@@ -584,8 +697,16 @@ def _liger_on(value, device: str) -> bool:
     return device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
 
 
-def estimate_memory(cfg, nproc: int = 1, strategy: str = "ddp", device: str = "cuda", *, bf16: bool = True,
-                    batch_size: int | None = None, seq_len: int | None = None) -> Estimate:
+def estimate_memory(
+    cfg,
+    nproc: int = 1,
+    strategy: str = "ddp",
+    device: str = "cuda",
+    *,
+    bf16: bool = True,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+) -> Estimate:
     """Per-device peak training memory of `cfg` (a RunConfig) on `nproc` devices sharded by `strategy`.
 
     `device`: "cuda" (a GPU; `bf16`: whether it computes in bf16, else `auto` dtypes resolve to float16) or "cpu".
@@ -598,16 +719,24 @@ def estimate_memory(cfg, nproc: int = 1, strategy: str = "ddp", device: str = "c
 
     m = _discover(cfg, device, bf16)
     t = cfg.train
-    precision = t.precision if t.precision != "auto" else (("bf16" if bf16 else "fp16") if device == "cuda"
-                                                            else "fp32")
+    precision = t.precision if t.precision != "auto" else (("bf16" if bf16 else "fp16") if device == "cuda" else "fp32")
     autocast = precision in ("bf16", "fp16") and device == "cuda"
     weight_dtype_bytes = torch.empty((), dtype=_dtype(cfg.model.dtype, device, bf16)).element_size()
     seq = seq_len or cfg.data.max_length or 512
     batch = batch_size or t.batch_size
     liger = _liger_on(t.liger, device)
     side = image_side(cfg, m.hf_config)
-    r = _Run(batch=batch, seq=seq, compute=2 if autocast else m.stream_bytes, stream=m.stream_bytes,
-             autocast=autocast, liger=liger, checkpointing=t.gradient_checkpointing, device=device, image_side=side)
+    r = _Run(
+        batch=batch,
+        seq=seq,
+        compute=2 if autocast else m.stream_bytes,
+        stream=m.stream_bytes,
+        autocast=autocast,
+        liger=liger,
+        checkpointing=t.gradient_checkpointing,
+        device=device,
+        image_side=side,
+    )
     kept, recompute, act_notes = _activations(m, r)
     loss, loss_note = _loss_bytes(m, r, device)
     optimizer = t.optimizer if t.optimizer != "auto" else "adamw_fused"
@@ -632,27 +761,49 @@ def estimate_memory(cfg, nproc: int = 1, strategy: str = "ddp", device: str = "c
             weights, trainable_w = -(-weights // nproc), -(-trainable_w // nproc)
             grads, opt = -(-grads // nproc), -(-opt // nproc)
             overhead += gathered
-            shard_note = (f"{'FSDP full shard' if strategy == 'fsdp' else 'ZeRO-3'} on {nproc} devices: weights, "
-                          f"gradients and optimizer states divided; two gathered blocks in overhead")
+            shard_note = (
+                f"{'FSDP full shard' if strategy == 'fsdp' else 'ZeRO-3'} on {nproc} devices: weights, "
+                f"gradients and optimizer states divided; two gathered blocks in overhead"
+            )
     # the loss peak (start of backward) and one recomputed block (later in backward) do not overlap in time
     activations = kept + max(0, recompute - loss)
     logits = loss
     total = weights + grads + opt + activations + logits + overhead
-    notes += [f"device {device}, weights {weight_dtype_bytes * 8}-bit as loaded, precision {precision}"
-              + (" (autocast)" if autocast else ""),
-              f"batch {batch} images of {side}x{side} pixels" if side else
-              f"batch {batch} x {seq} tokens (data.max_length: the longest batch; shorter batches use less)",
-              "gradient checkpointing " + ("on: block inputs kept, one block recomputed at a time" if
-                                           t.gradient_checkpointing else "off: every block's activations kept"),
-              loss_note, opt_note, shard_note]
+    notes += [
+        f"device {device}, weights {weight_dtype_bytes * 8}-bit as loaded, precision {precision}"
+        + (" (autocast)" if autocast else ""),
+        f"batch {batch} images of {side}x{side} pixels"
+        if side
+        else f"batch {batch} x {seq} tokens (data.max_length: the longest batch; shorter batches use less)",
+        "gradient checkpointing "
+        + (
+            "on: block inputs kept, one block recomputed at a time"
+            if t.gradient_checkpointing
+            else "off: every block's activations kept"
+        ),
+        loss_note,
+        opt_note,
+        shard_note,
+    ]
     if m.fused_adapters:
         notes.append("fused LoRA layers: each adapted layer keeps only its input and the rank-r product")
     if liger:
         notes.append("liger kernels on (train.liger): RMSNorm/SwiGLU keep fewer tensors")
-    return Estimate(weights=weights, trainable_weights=trainable_w, gradients=grads, optimizer=opt,
-                    activations=activations, logits=logits, overhead=overhead, total=total,
-                    trainable_params=m.trainable_params, total_params=m.total_params, nproc=nproc, strategy=strategy,
-                    assumptions=notes)
+    return Estimate(
+        weights=weights,
+        trainable_weights=trainable_w,
+        gradients=grads,
+        optimizer=opt,
+        activations=activations,
+        logits=logits,
+        overhead=overhead,
+        total=total,
+        trainable_params=m.trainable_params,
+        total_params=m.total_params,
+        nproc=nproc,
+        strategy=strategy,
+        assumptions=notes,
+    )
 
 
 # ---- what to change when it does not fit ---------------------------------------------------------------------------
@@ -695,8 +846,18 @@ def _candidates(cfg, device: str) -> list[list[str]]:
     return out
 
 
-def suggestions(cfg, est: Estimate, budget_bytes: int, nproc: int = 1, strategy: str = "ddp", *,
-                device: str = "cuda", bf16: bool = True, limit: int = 4, best_effort: bool = False) -> list[str]:
+def suggestions(
+    cfg,
+    est: Estimate,
+    budget_bytes: int,
+    nproc: int = 1,
+    strategy: str = "ddp",
+    *,
+    device: str = "cuda",
+    bf16: bool = True,
+    limit: int = 4,
+    best_effort: bool = False,
+) -> list[str]:
     """The cheapest changes that make `cfg` fit in `budget_bytes` per device, each re-estimated on a copy of `cfg`:
     config override lines such as 'train.gradient_checkpointing=true (-12.3 GiB)', or '--nproc 4 --strategy fsdp'.
     When no single change fits, the smallest combination of them that does; when nothing found fits, [] (or with
@@ -741,9 +902,10 @@ def suggestions(cfg, est: Estimate, budget_bytes: int, nproc: int = 1, strategy:
                 break
     if not out and best_effort:
         for change, total in sorted(singles, key=lambda x: x[1])[:limit]:
-            out.append(f"{' '.join(change)} (-{(est.total - total) / GIB:.1f} GiB; still "
-                       f"{_gib(total - budget_bytes)} over)")
-    return out[:limit + 1]
+            out.append(
+                f"{' '.join(change)} (-{(est.total - total) / GIB:.1f} GiB; still {_gib(total - budget_bytes)} over)"
+            )
+    return out[: limit + 1]
 
 
 # ---- what the engine prints ------------------------------------------------------------------------------------
@@ -762,9 +924,11 @@ def start_of_run_lines(cfg, nproc: int = 1, strategy: str = "ddp") -> list[str]:
         device = "cuda" if cuda else "cpu"
         bf16 = bool(cuda and torch.cuda.is_bf16_supported())
         est = estimate_memory(cfg, nproc=nproc, strategy=strategy, device=device, bf16=bf16)
-        lines = [f"tuneforge: estimated peak memory {_gib(est.total)} per device: weights {_gib(est.weights)}, "
-                 f"gradients {_gib(est.gradients)}, optimizer {_gib(est.optimizer)}, activations "
-                 f"{_gib(est.activations)}, logits {_gib(est.logits)}, overhead {_gib(est.overhead)}"]
+        lines = [
+            f"tuneforge: estimated peak memory {_gib(est.total)} per device: weights {_gib(est.weights)}, "
+            f"gradients {_gib(est.gradients)}, optimizer {_gib(est.optimizer)}, activations "
+            f"{_gib(est.activations)}, logits {_gib(est.logits)}, overhead {_gib(est.overhead)}"
+        ]
         if cuda:
             total = torch.cuda.get_device_properties(0).total_memory
             where = torch.cuda.get_device_name(0)
@@ -776,12 +940,15 @@ def start_of_run_lines(cfg, nproc: int = 1, strategy: str = "ddp") -> list[str]:
                 lines.append(f"tuneforge: fits in {_gib(total)} ({where})")
             else:
                 tips = suggestions(cfg, est, total, nproc, strategy, device=device, bf16=bf16, limit=2)
-                lines.append(f"tuneforge: may not fit in {_gib(total)} ({where})" +
-                             (f"; try {'; '.join(tips)}" if tips else ""))
+                lines.append(
+                    f"tuneforge: may not fit in {_gib(total)} ({where})" + (f"; try {'; '.join(tips)}" if tips else "")
+                )
         return lines
-    except Exception as exc:  # noqa: BLE001  (an estimate never stops a run)
-        return [f"tuneforge: memory estimate unavailable ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"]
+    except Exception as exc:
+        return [
+            f"tuneforge: memory estimate unavailable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"
+        ]
 
 
 def _ram_bytes() -> int | None:
@@ -807,12 +974,16 @@ def oom_message(cfg, device_total_bytes: int | None) -> str:
         budget = device_total_bytes if device_total_bytes else int(est.total * 0.7)
         tips = suggestions(cfg, est, min(budget, est.total - 1), device="cuda", bf16=bf16, limit=2)
         if not tips:
-            tips = ["train.gradient_checkpointing=true", "a smaller train.batch_size with more "
-                    "train.gradient_accumulation_steps"]
+            tips = [
+                "train.gradient_checkpointing=true",
+                "a smaller train.batch_size with more train.gradient_accumulation_steps",
+            ]
         return f"CUDA out of memory (estimated peak {_gib(est.total)}{of}): try {'; '.join(tips)}"
-    except Exception:  # noqa: BLE001
-        return ("CUDA out of memory: try train.gradient_checkpointing=true; a smaller train.batch_size with more "
-                "train.gradient_accumulation_steps; train.optimizer=adamw_8bit")
+    except Exception:
+        return (
+            "CUDA out of memory: try train.gradient_checkpointing=true; a smaller train.batch_size with more "
+            "train.gradient_accumulation_steps; train.optimizer=adamw_8bit"
+        )
 
 
 def fits_line(est: Estimate, budget: int, label: str) -> str:
@@ -820,4 +991,3 @@ def fits_line(est: Estimate, budget: int, label: str) -> str:
     if est.total <= budget:
         return f"fits in {_gib(budget)} ({label}): {_gib(budget - est.total)} to spare"
     return f"does not fit in {_gib(budget)} ({label}): {_gib(est.total - budget)} over"
-

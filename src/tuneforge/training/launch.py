@@ -9,6 +9,7 @@ single-process run), fixes the run directory up front (`output.dir` given to eve
 name it, on a filesystem every node sees), and after the workers end makes sure status.json tells the truth: when
 any rank failed, the run is `failed` with the first real error (a rank torn down because another failed reports
 only `interrupted` or a broken connection; the root cause is the rank that failed first)."""
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,6 @@ class Launch:
         """Whether this is a multi-process run that this process must launch (its workers never launch again)."""
         return (self.nproc > 1 or self.nnodes > 1) and os.environ.get(distributed.LAUNCHED_ENV) != "1"
 
-
     def check(self) -> None:
         """The options on their own (ConfigError, one line)."""
         if self.nproc < 1:
@@ -54,8 +54,9 @@ class Launch:
         if self.nnodes < 1:
             raise ConfigError(f"--nnodes: must be at least 1, got {self.nnodes}")
         if not 0 <= self.node_rank < self.nnodes:
-            raise ConfigError(f"--node-rank: must be from 0 to {self.nnodes - 1} (--nnodes {self.nnodes}), "
-                              f"got {self.node_rank}")
+            raise ConfigError(
+                f"--node-rank: must be from 0 to {self.nnodes - 1} (--nnodes {self.nnodes}), got {self.node_rank}"
+            )
         if self.nnodes > 1 and not self.master_addr:
             raise ConfigError("--master-addr: a multi-node run (--nnodes > 1) needs the address of node 0")
         if self.master_port is not None and not 0 < self.master_port < 65536:
@@ -67,19 +68,28 @@ def _check(spec: Launch, cfg) -> None:
 
     spec.check()
     if spec.nnodes > 1 and not cfg.output.dir:
-        raise ConfigError("output.dir: a multi-node run (--nnodes > 1) needs output.dir set to a directory every "
-                          "node sees (a shared filesystem); rank 0 writes the run there")
+        raise ConfigError(
+            "output.dir: a multi-node run (--nnodes > 1) needs output.dir set to a directory every "
+            "node sees (a shared filesystem); rank 0 writes the run there"
+        )
     if torch.cuda.is_available() and spec.nproc > torch.cuda.device_count():
-        raise ConfigError(f"--nproc {spec.nproc}: this node has {torch.cuda.device_count()} GPU(s); one process "
-                          f"per GPU")
-    if cfg.train.distributed.fsdp.sharding == "hybrid" and cfg.train.distributed.strategy == "fsdp" \
-            and spec.nnodes == 1:
-        raise ConfigError("train.distributed.fsdp.sharding: 'hybrid' shards inside a node and replicates across "
-                          "nodes: it needs --nnodes > 1 (use full on one node)")
+        raise ConfigError(
+            f"--nproc {spec.nproc}: this node has {torch.cuda.device_count()} GPU(s); one process per GPU"
+        )
+    if (
+        cfg.train.distributed.fsdp.sharding == "hybrid"
+        and cfg.train.distributed.strategy == "fsdp"
+        and spec.nnodes == 1
+    ):
+        raise ConfigError(
+            "train.distributed.fsdp.sharding: 'hybrid' shards inside a node and replicates across "
+            "nodes: it needs --nnodes > 1 (use full on one node)"
+        )
 
 
-def launch(config: str | os.PathLike, overrides=(), spec: Launch = Launch(), resume: bool = False,
-           force: bool = False) -> Path:
+def launch(
+    config: str | os.PathLike, overrides=(), spec: Launch = Launch(), resume: bool = False, force: bool = False
+) -> Path:
     """Train CONFIG in `spec.nproc` processes per node (see the module doc). Returns the run directory.
 
     Raises ConfigError / RunDirError before any worker starts, and DistributedRunError (carrying the failed rank's
@@ -89,18 +99,27 @@ def launch(config: str | os.PathLike, overrides=(), spec: Launch = Launch(), res
     _check(spec, cfg)
     target = RunDir.resolve_target(cfg, resume)
     scratch = Path(tempfile.mkdtemp(prefix="tuneforge-launch-"))
-    args = _torchrun_args(spec, [str(config), *overrides, f"output.dir={target}"]
-                          + (["--resume"] if resume else []) + (["--force"] if force else []))
-    env_before = {k: os.environ.get(k) for k in (distributed.LAUNCHED_ENV, distributed.LAUNCH_DIR_ENV,
-                                                  "OMP_NUM_THREADS")}
+    args = _torchrun_args(
+        spec,
+        [str(config), *overrides, f"output.dir={target}"]
+        + (["--resume"] if resume else [])
+        + (["--force"] if force else []),
+    )
+    env_before = {
+        k: os.environ.get(k) for k in (distributed.LAUNCHED_ENV, distributed.LAUNCH_DIR_ENV, "OMP_NUM_THREADS")
+    }
     os.environ[distributed.LAUNCHED_ENV] = "1"
     os.environ[distributed.LAUNCH_DIR_ENV] = str(scratch)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # N processes share the cores (torchrun's own default)
     if os.environ.get("TUNEFORGE_DEBUG") != "1":  # c10d's C++ notes (unused-parameter search, ...) per rank
         env_before.setdefault("TORCH_CPP_LOG_LEVEL", os.environ.get("TORCH_CPP_LOG_LEVEL"))
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    print(f"tuneforge: launching {spec.nproc} process(es) per node on {spec.nnodes} node(s) "
-          f"({cfg.train.distributed.strategy}); run directory {target}", file=sys.stderr, flush=True)
+    print(
+        f"tuneforge: launching {spec.nproc} process(es) per node on {spec.nnodes} node(s) "
+        f"({cfg.train.distributed.strategy}); run directory {target}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         failure = _run_torchrun(args)
         return _finish(scratch, target, failure, primary_node=spec.node_rank == 0)
@@ -170,8 +189,11 @@ def _finish(scratch: Path, target: Path, failure: dict | None, primary_node: boo
         code = 1
     # rank 0 (when it wrote anything) may say `running` (killed) or `interrupted` (torn down): the run failed
     status = run.status()
-    if primary_node and status.get("state") in ("running", "failed") and status.get("error") != message.split(
-            ": ", 1)[-1]:
+    if (
+        primary_node
+        and status.get("state") in ("running", "failed")
+        and status.get("error") != message.split(": ", 1)[-1]
+    ):
         run.fail(message)
         if run.lock_file.is_file() and not RunDir._holder_alive(run.lock_info()):
             run.lock_file.unlink(missing_ok=True)  # rank 0 was killed before it could release it

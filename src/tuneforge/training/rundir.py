@@ -16,6 +16,7 @@ Safety rules kept here:
   is stale, and such a run reads as `interrupted`;
 - a checkpoint counts only once complete (see `checkpoint_is_complete`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -35,13 +36,32 @@ LOCK_NAME = "run.lock"
 CHECKPOINT_MARKER = "tuneforge-complete.json"
 # what tuneforge writes into a run directory; anything else in a run being overwritten (a caller's train.log,
 # the user's notes) is carried over into the new run rather than deleted
-RUN_ENTRIES = {"config.yaml", "status.json", "status.json.tmp", "metrics.jsonl", "efficiency.json",
-               "efficiency.json.tmp", "eval", "model", "model.partial", "checkpoints", "checkpoints.dropped", "data",
-               "tensorboard", LOCK_NAME}
+RUN_ENTRIES = {
+    "config.yaml",
+    "status.json",
+    "status.json.tmp",
+    "metrics.jsonl",
+    "efficiency.json",
+    "efficiency.json.tmp",
+    "eval",
+    "model",
+    "model.partial",
+    "checkpoints",
+    "checkpoints.dropped",
+    "data",
+    "tensorboard",
+    LOCK_NAME,
+}
 # a directory holding only these may become a run: `tuneforge compare` opens the log of a run before training it
 FRESH_OK = {"train.log"}
-WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin",
-                "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "adapter_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 def write_json(path: str | Path, data) -> None:
@@ -105,9 +125,9 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def checkpoint_step(path: Path) -> int | None:
     name = path.name
-    if not name.startswith("checkpoint-") or not name[len("checkpoint-"):].isdigit():
+    if not name.startswith("checkpoint-") or not name[len("checkpoint-") :].isdigit():
         return None
-    return int(name[len("checkpoint-"):])
+    return int(name[len("checkpoint-") :])
 
 
 def checkpoint_is_complete(path: Path) -> bool:
@@ -226,7 +246,8 @@ class RunDir:
                     raise RunDirError(
                         f"{self.path} is in use by PID {info.get('pid')} on {info.get('host')} since "
                         f"{info.get('started_at')}; wait for it or stop it (if that process is gone, delete "
-                        f"{self.lock_file})")
+                        f"{self.lock_file})"
+                    ) from None
                 self.lock_file.unlink(missing_ok=True)  # stale
                 continue
             with os.fdopen(fd, "w") as f:
@@ -282,7 +303,9 @@ class RunDir:
             candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
             candidates = [p for p in candidates if cls(p).state() not in (None, "completed", "pruned")]
             if not candidates:
-                raise RunDirError(f"--resume: no unfinished run named '{name}' under runs/ (set output.dir to choose one)")
+                raise RunDirError(
+                    f"--resume: no unfinished run named '{name}' under runs/ (set output.dir to choose one)"
+                )
             return candidates[-1]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         target = Path("runs") / f"{name}-{stamp}"
@@ -293,7 +316,7 @@ class RunDir:
         return target
 
     @classmethod
-    def for_config(cls, cfg, resume: bool = False) -> "RunDir":
+    def for_config(cls, cfg, resume: bool = False) -> RunDir:
         """Pick the run directory for a config and take its lock (release it with `release_lock`).
         Never overwrites a run silently, never touches a directory that is not a run, and with
         output.overwrite returns a RunDir that trains beside the old run (swapped in by `complete`)."""
@@ -304,8 +327,10 @@ class RunDir:
         # empty, or only a log opened for this run, or only a lock (a start killed before its status.json)
         fresh = not target.exists() or {p.name for p in target.iterdir()} <= FRESH_OK | {LOCK_NAME}
         if not fresh and not run.is_run():
-            raise RunDirError(f"{target} exists and is not a tuneforge run (no status.json); tuneforge never "
-                              f"writes into or deletes it: choose another output.dir")
+            raise RunDirError(
+                f"{target} exists and is not a tuneforge run (no status.json); tuneforge never "
+                f"writes into or deletes it: choose another output.dir"
+            )
         if resume and fresh:
             raise RunDirError(f"--resume: {target} holds no run to continue")
         target.mkdir(parents=True, exist_ok=True)
@@ -316,7 +341,7 @@ class RunDir:
             run.release_lock()
             raise
 
-    def _decide(self, cfg, resume: bool, fresh: bool) -> "RunDir":
+    def _decide(self, cfg, resume: bool, fresh: bool) -> RunDir:
         """With our lock held: resume / fresh start / staged overwrite / refusal."""
         target, state = self.target, self.state()
         holder = self.attempt_holder(target)
@@ -332,8 +357,11 @@ class RunDir:
                 attempt._lock_path = self._lock_path
                 return attempt
             if state == "completed":
-                hint = (f" (an unfinished overwrite of it is in {attempt.path}, without a checkpoint)"
-                        if attempt.is_run() else "")
+                hint = (
+                    f" (an unfinished overwrite of it is in {attempt.path}, without a checkpoint)"
+                    if attempt.is_run()
+                    else ""
+                )
                 raise RunDirError(f"{target} is already completed; nothing to resume{hint}")
             if self.last_checkpoint() is None:
                 raise RunDirError(f"--resume: {target} ({state}) has no complete checkpoint to continue from")
@@ -341,8 +369,10 @@ class RunDir:
         if fresh:
             return self
         if not cfg.output.overwrite:
-            raise RunDirError(f"run directory {target} already exists ({state}); use --resume to continue it, "
-                              f"or output.overwrite=true to replace it")
+            raise RunDirError(
+                f"run directory {target} already exists ({state}); use --resume to continue it, "
+                f"or output.overwrite=true to replace it"
+            )
         # train beside the old run; it is replaced only when the new one completes
         shutil.rmtree(holder, ignore_errors=True)  # a previous failed attempt; our lock on target covers it
         attempt.path.mkdir(parents=True)
@@ -351,8 +381,9 @@ class RunDir:
 
     # life cycle
     def start(self, config_yaml: str) -> None:
-        self.set_status("running", **_me(), started_at=_now(),
-                        **({"replaces": str(self.target)} if self.staged else {}))
+        self.set_status(
+            "running", **_me(), started_at=_now(), **({"replaces": str(self.target)} if self.staged else {})
+        )
         self.config.write_text(config_yaml)
 
     def fail(self, message: str) -> None:

@@ -1,4 +1,5 @@
 """Finding run directories and describing them in one row each (`tuneforge runs`, the web UI's Runs page)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -29,7 +30,7 @@ def _main_metric(run_path: Path, metrics: dict) -> tuple[str | None, float | Non
 
         cfg = yaml.safe_load((run_path / "config.yaml").read_text())
         wanted = ((cfg or {}).get("eval") or {}).get("metric")
-    except Exception:  # noqa: BLE001 (a listing never fails on one run's unreadable config)
+    except Exception:
         wanted = None
     for key in ((wanted,) if wanted else ()) + _FALLBACK_METRICS:
         if isinstance(metrics.get(key), (int, float)):
@@ -71,7 +72,15 @@ def describe(path: Path, now: float | None = None) -> dict:
         when = None
     now = datetime.now().timestamp() if now is None else now
     holder = run.lock_info() or status
-    return {"path": str(path), "state": state, "metric": metric, "value": value, "metrics": metrics,
-            "updated_at": stamp, "age_seconds": round(now - when, 1) if when is not None else None,
-            "pid": holder.get("pid") if state == "running" else None, "error": status.get("error"),
-            "replaces": status.get("replaces")}
+    return {
+        "path": str(path),
+        "state": state,
+        "metric": metric,
+        "value": value,
+        "metrics": metrics,
+        "updated_at": stamp,
+        "age_seconds": round(now - when, 1) if when is not None else None,
+        "pid": holder.get("pid") if state == "running" else None,
+        "error": status.get("error"),
+        "replaces": status.get("replaces"),
+    }

@@ -14,6 +14,7 @@ Trainer's `optim`; neither looks at which task or method runs (the task says whe
 loss through `Task.use_fused_loss`, the method switches on its own paths through `Method.speed_levers`).
 `Lever` and `wanted` live in `tuneforge.kernels.levers` (so methods can build levers) and are re-exported here.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,12 @@ from tuneforge.kernels.levers import NO_GPU, Lever, wanted  # Lever, wanted: re-
 
 log = logging.getLogger("tuneforge")
 
-OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
-              "paged_adamw_8bit": "paged_adamw_8bit"}
+OPTIMIZERS = {
+    "adamw": "adamw_torch",
+    "adamw_fused": "adamw_torch_fused",
+    "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+}
 
 
 def cuda_available() -> bool:
@@ -75,8 +80,10 @@ def _apply_liger(model: nn.Module) -> None:
 #  * compile `true` with liger on (asked for explicitly): the blocks are compiled, with every forward and
 #    module-level function liger installed wrapped in torch.compiler.disable, so they run eagerly between
 #    compiled graphs.
-LIGER_ON_COMPILE_AUTO = ("off: liger's kernels already fuse the norms, RoPE and SwiGLU, and Inductor cannot "
-                         "compile them (train.compile=true compiles around them)")
+LIGER_ON_COMPILE_AUTO = (
+    "off: liger's kernels already fuse the norms, RoPE and SwiGLU, and Inductor cannot "
+    "compile them (train.compile=true compiles around them)"
+)
 
 
 def _from_liger(fn) -> bool:
@@ -88,15 +95,19 @@ def liger_patches(model: nn.Module) -> tuple[list[nn.Module], list[tuple[object,
     """What liger-kernel installed in `model`: (modules whose forward is liger's: instance-bound forwards such
     as its RMSNorm / SwiGLU, or liger module classes; (python module, name) of module-level functions it
     swapped into the model's modeling files, such as `apply_rotary_pos_emb`)."""
-    modules = [m for m in model.modules() if _from_liger(m.__dict__.get("forward", type(m).forward))
-               or type(m).__module__.startswith("liger_kernel")]
+    modules = [
+        m
+        for m in model.modules()
+        if _from_liger(m.__dict__.get("forward", type(m).forward)) or type(m).__module__.startswith("liger_kernel")
+    ]
     functions = []
     for modname in sorted({type(m).__module__ for m in model.modules()}):
         pymod = sys.modules.get(modname)
         if pymod is None or modname.startswith("liger_kernel"):
             continue
-        functions += [(pymod, name) for name, val in vars(pymod).items()
-                      if inspect.isfunction(val) and _from_liger(val)]
+        functions += [
+            (pymod, name) for name, val in vars(pymod).items() if inspect.isfunction(val) and _from_liger(val)
+        ]
     return modules, functions
 
 
@@ -132,12 +143,16 @@ def apply_speedups(model: nn.Module, train_cfg, task=None, method=None) -> list[
 
     # liger first: it replaces module forwards that the other levers then see
     liger_ok = cuda and importlib.util.find_spec("liger_kernel") is not None
-    on, note = wanted(train_cfg.liger, "liger", liger_ok,
-                      no_gpu if not cuda else "liger-kernel is not installed (pip install 'tuneforge[gpu]')")
+    on, note = wanted(
+        train_cfg.liger,
+        "liger",
+        liger_ok,
+        no_gpu if not cuda else "liger-kernel is not installed (pip install 'tuneforge[gpu]')",
+    )
     if on:
         try:
             _apply_liger(model)
-        except Exception as exc:  # noqa: BLE001  (liger raises for model types it does not know)
+        except Exception as exc:
             if train_cfg.liger is True:
                 raise ConfigError(f"train.liger: {str(exc).splitlines()[0][:200]}") from None
             on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
@@ -165,12 +180,11 @@ def apply_speedups(model: nn.Module, train_cfg, task=None, method=None) -> list[
         try:
             fenced = fence_off_liger(model) if liger_on else 0
             note += f": {_compile_blocks(model)} blocks" + (f", {fenced} liger kernels left eager" if fenced else "")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if train_cfg.compile is True:
                 raise ConfigError(f"train.compile: {str(exc).splitlines()[0][:200]}") from None
             on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
     levers.append(Lever("compile", on, note))
 
-    print("tuneforge: speed levers: " + "; ".join(f"{lv.key} {lv.note}" for lv in levers), file=sys.stderr,
-          flush=True)
+    print("tuneforge: speed levers: " + "; ".join(f"{lv.key} {lv.note}" for lv in levers), file=sys.stderr, flush=True)
     return levers

@@ -4,6 +4,7 @@ Gradio is imported only here and in the page modules, which only `tuneforge webu
 command line never pays for it. Its analytics are off (GRADIO_ANALYTICS_ENABLED=False before the import, and on
 the Blocks): the machines this runs on often have no internet, and a UI must not phone home anyway.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,12 +17,12 @@ from tuneforge.errors import ConfigError, ServeError
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from tuneforge.webui import model_pages, runs_page, tools_page, train_page  # noqa: E402
-from tuneforge.webui.i18n import LANG_NAMES, LANGS, text  # noqa: E402
-from tuneforge.webui.ui import Ctx, Tr, lang_of  # noqa: E402
-from tuneforge.webui.workspace import Workspace  # noqa: E402
+from tuneforge.webui import model_pages, runs_page, tools_page, train_page
+from tuneforge.webui.i18n import LANG_NAMES, LANGS, text
+from tuneforge.webui.ui import Ctx, Tr, lang_of
+from tuneforge.webui.workspace import Workspace
 
 REMEMBER_LANG = """(lang) => {
   const url = new URL(window.location.href);
@@ -48,24 +49,37 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
         ctx.shared["refresh_on_tab"] = {}
         tab_of = {}
         with gr.Row():
-            tr.reg(gr.Markdown(f"## {tr('title')}", elem_id="tf-title"),
-                   value=(f"## {text('title', 'en')}", f"## {text('title', 'zh')}"))
-            switch = tr.reg(gr.Radio([(LANG_NAMES[code], code) for code in LANGS], value=lang, label=tr("language"),
-                                     elem_id="tf-lang", scale=0, min_width=280), label="language")
+            tr.reg(
+                gr.Markdown(f"## {tr('title')}", elem_id="tf-title"),
+                value=(f"## {text('title', 'en')}", f"## {text('title', 'zh')}"),
+            )
+            switch = tr.reg(
+                gr.Radio(
+                    [(LANG_NAMES[code], code) for code in LANGS],
+                    value=lang,
+                    label=tr("language"),
+                    elem_id="tf-lang",
+                    scale=0,
+                    min_width=280,
+                ),
+                label="language",
+            )
         intro = gr.Markdown(tr("subtitle", runs=ws.runs_dir), elem_id="tf-intro")
-        pages = [("train", lambda: train_page.build(ctx)),
-                 ("runs", lambda: runs_page.build(ctx)),
-                 ("data", lambda: tools_page.build_data(ctx, train_page.data_choices(ws) +
-                                                         train_page.shipped_configs(ws))),
-                 ("compare", lambda: tools_page.build_compare(ctx)),
-                 ("search", lambda: tools_page.build_search(ctx)),
-                 ("chat", lambda: model_pages.build_chat(ctx, cache)),
-                 ("predict", lambda: model_pages.build_predict(ctx, cache)),
-                 ("export", lambda: model_pages.build_export(ctx))]
+        pages = [
+            ("train", lambda: train_page.build(ctx)),
+            ("runs", lambda: runs_page.build(ctx)),
+            ("data", lambda: tools_page.build_data(ctx, train_page.data_choices(ws) + train_page.shipped_configs(ws))),
+            ("compare", lambda: tools_page.build_compare(ctx)),
+            ("search", lambda: tools_page.build_search(ctx)),
+            ("chat", lambda: model_pages.build_chat(ctx, cache)),
+            ("predict", lambda: model_pages.build_predict(ctx, cache)),
+            ("export", lambda: model_pages.build_export(ctx)),
+        ]
         with gr.Tabs(elem_id="tf-tabs") as tabs:
             for page_id, build_page in pages:
-                with tr.reg(gr.Tab(tr(f"tab_{page_id}"), id=page_id, elem_id=f"tf-tab-{page_id}"),
-                            label=f"tab_{page_id}") as tab_of[page_id]:
+                with tr.reg(
+                    gr.Tab(tr(f"tab_{page_id}"), id=page_id, elem_id=f"tf-tab-{page_id}"), label=f"tab_{page_id}"
+                ) as tab_of[page_id]:
                     build_page()
 
         # a page's run pickers list the runs that exist when the page is opened
@@ -108,9 +122,11 @@ def check_host(host: str, password: str | None, insecure: bool) -> None:
     except ValueError:
         pass
     if not loopback and not password and not insecure:
-        raise ConfigError(f"--host {host} makes the web UI reachable from other machines, and it can start "
-                          f"training and read files: give --password (or set TUNEFORGE_WEBUI_PASSWORD), or say "
-                          f"--insecure if the network is trusted")
+        raise ConfigError(
+            f"--host {host} makes the web UI reachable from other machines, and it can start "
+            f"training and read files: give --password (or set TUNEFORGE_WEBUI_PASSWORD), or say "
+            f"--insecure if the network is trusted"
+        )
 
 
 @contextlib.contextmanager
@@ -141,8 +157,17 @@ def patient_localhost_check(seconds: float = 60.0):
         networking.url_ok = original
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", data_dirs=(), password: str | None = None,
-           insecure: bool = False, lang: str = "en", user: str = "tuneforge", block: bool = True):
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    runs_dir: str = "runs",
+    data_dirs=(),
+    password: str | None = None,
+    insecure: bool = False,
+    lang: str = "en",
+    user: str = "tuneforge",
+    block: bool = True,
+):
     """Build and serve the web UI. Returns the Blocks (with `block=False`, the server runs in a thread)."""
     check_host(host, password, insecure)
     if lang not in LANGS:
@@ -152,10 +177,17 @@ def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str = "runs", da
     demo.queue(default_concurrency_limit=4)
     try:
         with patient_localhost_check():
-            demo.launch(server_name=host, server_port=port, auth=(user, password) if password else None,
-                        allowed_paths=[str(ws.runs_dir)], prevent_thread_lock=not block, quiet=False,
-                        show_error=True, css=CSS, footer_links=[])
+            demo.launch(
+                server_name=host,
+                server_port=port,
+                auth=(user, password) if password else None,
+                allowed_paths=[str(ws.runs_dir)],
+                prevent_thread_lock=not block,
+                quiet=False,
+                show_error=True,
+                css=CSS,
+                footer_links=[],
+            )
     except OSError as exc:  # the port is taken (Gradio: "Cannot find empty port"), or the address is not ours
-        raise ServeError(f"cannot listen on {host}:{port} ({str(exc).split('.')[0]}); choose another --port") \
-            from None
+        raise ServeError(f"cannot listen on {host}:{port} ({str(exc).split('.')[0]}); choose another --port") from None
     return demo

@@ -7,6 +7,7 @@ raw config to widget values and back reproduces it exactly (`form_to_raw(*form_v
 a key the user wrote stays as written unless its widget was changed, and keys the form does not show are kept.
 Only the config layer, the registries, pydantic and yaml are imported here (no gradio, no torch of its own).
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,6 +58,7 @@ class FieldSpec:
 
 # --- walking the schema ------------------------------------------------------------------------------------------
 
+
 def _members(ann: Any) -> tuple[list, bool]:
     """The members of a Union annotation other than None, and whether None is one (Optional)."""
     if typing.get_origin(ann) in _UNIONS:
@@ -104,8 +106,9 @@ def _plain(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
-def _walk(model: type[BaseModel], prefix: str, group: str, defaults: BaseModel | None = None,
-          skip: typing.Iterable[str] = ()) -> list[FieldSpec]:
+def _walk(
+    model: type[BaseModel], prefix: str, group: str, defaults: BaseModel | None = None, skip: typing.Iterable[str] = ()
+) -> list[FieldSpec]:
     """The fields of `model` under `prefix`, recursing into sub-sections. `defaults`: the instance the parent's
     default makes, whose values are the leaves' defaults (a parent's factory may differ from the leaves' own)."""
     specs: list[FieldSpec] = []
@@ -122,9 +125,19 @@ def _walk(model: type[BaseModel], prefix: str, group: str, defaults: BaseModel |
             specs += _walk(ann, key + ".", group, default if isinstance(default, BaseModel) else None)
             continue
         kind, choices, values, optional = _kind(ann)
-        specs.append(FieldSpec(key=key, group=group, kind=kind, choices=choices,
-                               default=None if default is None else _plain(default), optional=optional,
-                               required=not has_default, description=info.description or "", _values=values))
+        specs.append(
+            FieldSpec(
+                key=key,
+                group=group,
+                kind=kind,
+                choices=choices,
+                default=None if default is None else _plain(default),
+                optional=optional,
+                required=not has_default,
+                description=info.description or "",
+                _values=values,
+            )
+        )
     return specs
 
 
@@ -155,8 +168,9 @@ def _method(method_name: str):
 def _task_fields(task_type: str) -> list[FieldSpec]:
     """task:<type> (the task's keys but `type`), then data:<type> (the data keys only that task adds)."""
     task = _task(task_type)
-    return (_walk(task.Config, "task.", f"task:{task_type}", skip=("type",))
-            + _walk(task.DataConfig, "data.", f"data:{task_type}", skip=tuple(DataSection.model_fields)))
+    return _walk(task.Config, "task.", f"task:{task_type}", skip=("type",)) + _walk(
+        task.DataConfig, "data.", f"data:{task_type}", skip=tuple(DataSection.model_fields)
+    )
 
 
 def _method_fields(method_name: str) -> list[FieldSpec]:
@@ -191,11 +205,14 @@ def fields_for(task_type: str, method_name: str) -> list[FieldSpec]:
 
 # --- widget values -----------------------------------------------------------------------------------------------
 
+
 def _flow(value: Any) -> str:
     """`value` as one line of flow YAML (`[0, 2, 4]`, `{negative: 2.0}`, `all-linear`)."""
+
     def dump(**style) -> str:
-        text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=math.inf,
-                              sort_keys=False, **style).rstrip()
+        text = yaml.safe_dump(
+            value, default_flow_style=True, allow_unicode=True, width=math.inf, sort_keys=False, **style
+        ).rstrip()
         return text.removesuffix("\n...").rstrip()  # the end-of-document marker after a plain scalar
 
     text = dump()
@@ -304,6 +321,7 @@ def from_widget(spec: FieldSpec, widget: Any) -> Any:
 
 # --- raw configs <-> form values -------------------------------------------------------------------------------
 
+
 def _lookup(raw: Any, key: str) -> tuple[bool, Any]:
     """(present, value) of a dotted key in a raw mapping; absent when a section on the way is not a mapping."""
     node = raw
@@ -322,7 +340,7 @@ def _set(raw: dict, key: str, value: Any) -> None:
         if node.get(part) is None:
             node[part] = {}
         if not isinstance(node[part], dict):
-            where = ".".join(parts[:i + 1])
+            where = ".".join(parts[: i + 1])
             raise ValueError(f"{key}: '{where}' is a value in the config, not a section")
         node = node[part]
     node[parts[-1]] = value
@@ -383,7 +401,7 @@ def form_values(raw: dict) -> tuple[str, str, dict[str, Any]]:
 def _ordered(node: dict, base: Any, prefix: str, order: list[str]) -> dict:
     """`node` with its keys in base's order first, then the schema's, then the rest; sections recursively."""
     base = base if isinstance(base, dict) else {}
-    schema = list(dict.fromkeys(k[len(prefix):].split(".")[0] for k in order if k.startswith(prefix)))
+    schema = list(dict.fromkeys(k[len(prefix) :].split(".")[0] for k in order if k.startswith(prefix)))
     names = [k for k in base if k in node]
     names += [k for k in schema if k in node and k not in names]
     names += [k for k in node if k not in names]

@@ -1,5 +1,6 @@
 """Every string the web UI shows, in English and Chinese (简体中文). A page asks `text(key, lang)`; a key
 missing from either language is a test failure (tests/test_webui_i18n.py), so no string is left untranslated."""
+
 from __future__ import annotations
 
 LANGS = ("en", "zh")
@@ -8,9 +9,11 @@ LANG_NAMES = {"en": "English", "zh": "中文"}
 STRINGS: dict[str, tuple[str, str]] = {
     # page frame
     "title": ("tuneforge: fine-tune pretrained transformers", "tuneforge：微调预训练 Transformer 模型"),
-    "subtitle": ("Every button here runs the `tuneforge` command line; every table is read from the run directories "
-                 "under **{runs}**.",
-                 "这里的每个按钮都运行 `tuneforge` 命令行；每张表都读取自 **{runs}** 下的运行目录。"),
+    "subtitle": (
+        "Every button here runs the `tuneforge` command line; every table is read from the run directories "
+        "under **{runs}**.",
+        "这里的每个按钮都运行 `tuneforge` 命令行；每张表都读取自 **{runs}** 下的运行目录。",
+    ),
     "language": ("Language", "语言"),
     "tab_train": ("Train", "训练"),
     "tab_runs": ("Runs", "运行记录"),
@@ -47,8 +50,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "loaded": ("Loaded {path}.", "已加载 {path}。"),
     "valid": ("The config is valid.", "配置有效。"),
     "invalid": ("{n} problem(s) in the config:", "配置中有 {n} 处问题："),
-    "started": ("Started **{run}** (PID {pid}): follow it on the Runs page.",
-                "已开始 **{run}**（PID {pid}），请在“运行记录”页查看进度。"),
+    "started": (
+        "Started **{run}** (PID {pid}): follow it on the Runs page.",
+        "已开始 **{run}**（PID {pid}），请在“运行记录”页查看进度。",
+    ),
     "columns": ("Columns", "列"),
     "text_column_is": ("Text column", "文本列"),
     "label_column_is": ("Label column", "标签列"),
@@ -71,8 +76,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "confusion": ("Confusion matrix", "混淆矩阵"),
     "loss_curve": ("Loss curve", "损失曲线"),
     "no_run": ("Pick a run.", "请选择一个运行。"),
-    "no_report": ("No evaluation report yet (it is written when the run completes).",
-                  "还没有评估报告（运行完成后生成）。"),
+    "no_report": (
+        "No evaluation report yet (it is written when the run completes).",
+        "还没有评估报告（运行完成后生成）。",
+    ),
     "stopped_msg": ("{run} is now {state}.", "{run} 当前状态：{state}。"),
     "resumed_msg": ("Resuming {run} (PID {pid}).", "正在继续 {run}（PID {pid}）。"),
     # data page

@@ -1,6 +1,7 @@
 """The Runs page: every run under the runs directory with its state and main metric; for the chosen run its
 live curves and log (read from metrics.jsonl and train.log every two seconds, so a reload or a second browser
 finds the run again), Stop, Resume, and the evaluation report once it has one."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,16 @@ _NOT_CURVES = ("runtime", "per_second", "epoch", "learning_rate", "grad_norm", "
 
 def runs_frame(runs: list[dict], lang: str) -> pd.DataFrame:
     """The runs table of `Workspace.runs()` rows, headed in `lang`."""
-    rows = [[r["name"], r["state"] or "?", r["metric"] or "",
-             "" if r["value"] is None else round(float(r["value"]), 4), age_text(r["age_seconds"])]
-            for r in runs]
+    rows = [
+        [
+            r["name"],
+            r["state"] or "?",
+            r["metric"] or "",
+            "" if r["value"] is None else round(float(r["value"]), 4),
+            age_text(r["age_seconds"]),
+        ]
+        for r in runs
+    ]
     cols = [text(k, lang) for k in ("run", "state", "metric", "value", "age")]
     return pd.DataFrame(rows, columns=cols)
 
@@ -54,8 +62,9 @@ def curves(ws: Workspace, run: Path, main: str | None = None) -> tuple[pd.DataFr
     rest = [n for n in names if n not in first and not any(w in n for w in _SECONDARY)]
     order = {n: i for i, n in enumerate((first + rest)[:MAX_METRIC_CURVES])}
     other = sorted((r for r in other if r["series"] in order), key=lambda r: (order[r["series"]], r["step"]))
-    empty = pd.DataFrame({"step": pd.Series(dtype=float), "value": pd.Series(dtype=float),
-                          "series": pd.Series(dtype=str)})
+    empty = pd.DataFrame(
+        {"step": pd.Series(dtype=float), "value": pd.Series(dtype=float), "series": pd.Series(dtype=str)}
+    )
     return (pd.DataFrame(loss) if loss else empty), (pd.DataFrame(other) if other else empty)
 
 
@@ -85,11 +94,19 @@ def build(ctx: Ctx):
     ws, tr = ctx.ws, ctx.tr
     seen_state = gr.State(None)
     with gr.Row():
-        run_pick = tr.reg(gr.Dropdown([r["name"] for r in ws.runs()], label=tr("run"), allow_custom_value=True,
-                                      scale=4, elem_id="tf-run-pick"), label="run")
+        run_pick = tr.reg(
+            gr.Dropdown(
+                [r["name"] for r in ws.runs()], label=tr("run"), allow_custom_value=True, scale=4, elem_id="tf-run-pick"
+            ),
+            label="run",
+        )
         refresh = tr.reg(gr.Button(tr("refresh"), scale=1, elem_id="tf-runs-refresh"), value="refresh")
-    table = tr.reg(gr.Dataframe(runs_frame(ws.runs(), tr.lang), label=tr("runs_table"), interactive=False,
-                                elem_id="tf-runs-table"), label="runs_table")
+    table = tr.reg(
+        gr.Dataframe(
+            runs_frame(ws.runs(), tr.lang), label=tr("runs_table"), interactive=False, elem_id="tf-runs-table"
+        ),
+        label="runs_table",
+    )
     state_md = gr.Markdown(tr("no_run"), elem_id="tf-run-state")
     with gr.Row():
         stop_btn = tr.reg(gr.Button(tr("stop"), variant="stop", interactive=False, elem_id="tf-stop"), value="stop")
@@ -99,15 +116,21 @@ def build(ctx: Ctx):
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="value", color="series", height=260, elem_id="tf-loss-plot")
             metric_plot = gr.LinePlot(x="step", y="value", color="series", height=260, elem_id="tf-metric-plot")
-    log_box = tr.reg(gr.Textbox(label=tr("log"), lines=12, max_lines=12, interactive=False, autoscroll=True,
-                                elem_id="tf-log"), label="log")
+    log_box = tr.reg(
+        gr.Textbox(label=tr("log"), lines=12, max_lines=12, interactive=False, autoscroll=True, elem_id="tf-log"),
+        label="log",
+    )
     with tr.reg(gr.Accordion(tr("report"), open=True, elem_id="tf-report"), label="report"):
         report_md = gr.Markdown(elem_id="tf-report-md")
         with gr.Row():
-            cm_img = tr.reg(gr.Image(label=tr("confusion"), interactive=False, height=320,
-                                     elem_id="tf-confusion"), label="confusion")
-            lc_img = tr.reg(gr.Image(label=tr("loss_curve"), interactive=False, height=320,
-                                     elem_id="tf-loss-curve"), label="loss_curve")
+            cm_img = tr.reg(
+                gr.Image(label=tr("confusion"), interactive=False, height=320, elem_id="tf-confusion"),
+                label="confusion",
+            )
+            lc_img = tr.reg(
+                gr.Image(label=tr("loss_curve"), interactive=False, height=320, elem_id="tf-loss-curve"),
+                label="loss_curve",
+            )
     timer = gr.Timer(2.0)
     ctx.shared.update(run_pick=run_pick)
 
@@ -120,7 +143,7 @@ def build(ctx: Ctx):
             return [text("no_run", lang), None, None, "", None, *keep, *off]
         try:
             run = ws.run_dir(name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return [message("error", error_text(exc)), None, None, "", None, *keep, *off]
         d = describe(run)
         state = d["state"]
@@ -132,13 +155,26 @@ def build(ctx: Ctx):
         buttons = [gr.update(interactive=state == "running"), gr.update(interactive=can_resume)]
         return [state_line(ws, run, d), loss, other, log, state, *report, *buttons]
 
-    detail_out = [state_md, loss_plot, metric_plot, log_box, seen_state, report_md, cm_img, lc_img, stop_btn,
-                  resume_btn]
+    detail_out = [
+        state_md,
+        loss_plot,
+        metric_plot,
+        log_box,
+        seen_state,
+        report_md,
+        cm_img,
+        lc_img,
+        stop_btn,
+        resume_btn,
+    ]
 
     def tick(name, lang, last_state):
         runs = ws.runs()  # every 2 s: listed once for the table and the picker
-        return [runs_frame(runs, lang_of(lang)), gr.update(choices=[r["name"] for r in runs]),
-                *detail(name, lang, last_state)]
+        return [
+            runs_frame(runs, lang_of(lang)),
+            gr.update(choices=[r["name"] for r in runs]),
+            *detail(name, lang, last_state),
+        ]
 
     timer.tick(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out], show_progress="hidden")
     refresh.click(tick, [run_pick, ctx.lang, seen_state], [table, run_pick, *detail_out])
@@ -161,14 +197,16 @@ def build(ctx: Ctx):
 
     def action(do, said: str):
         """A button's handler: `do(run)` on the chosen run, its outcome in one line."""
+
         def handler(name, lang):
             lang = lang_of(lang)
             try:
                 run = ws.run_dir(name)
                 done = do(run)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 return message("error", error_text(exc))
             return text(said, lang, run=ws.rel(run), state=done, pid=getattr(done, "pid", ""))
+
         return handler
 
     stop_btn.click(action(ws.stop, "stopped_msg"), [run_pick, ctx.lang], [action_md])
@@ -181,4 +219,3 @@ def build(ctx: Ctx):
         return gr.update(choices=names, value=saved if saved in names else None)
 
     ctx.shared["restore_run"] = (restore, [run_pick])
-

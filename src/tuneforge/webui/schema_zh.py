@@ -1,5 +1,6 @@
 """Simplified Chinese (简体中文) translations of the config schema's field descriptions, shown as help text in the
 web UI; tests/test_webui.py fails when a config field's description has no entry here."""
+
 from __future__ import annotations
 
 #: English field description (exactly as in the schema) -> its Simplified Chinese translation
@@ -15,8 +16,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     ),
     "Hub revision (branch, tag or commit) for hub ids.": "Hub 模型 ID 所用的版本（分支、标签或提交）。",
     "Weight dtype when loading. `auto`: float32 on CPU, bfloat16 on GPUs that support it.": (
-        "加载权重时使用的 dtype。`auto`：CPU 上为 float32，"
-        "支持 bfloat16 的 GPU 上为 bfloat16。"
+        "加载权重时使用的 dtype。`auto`：CPU 上为 float32，支持 bfloat16 的 GPU 上为 bfloat16。"
     ),
     "Allow custom modelling code from the model directory.": "允许执行模型目录中的自定义建模代码。",
     (
@@ -66,9 +66,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Keep rows sharing this column's value in one split (for example `movie_name`), so near-identical texts "
         "cannot leak from train into test."
-    ): (
-        "该列取值相同的行会放在同一个划分中（例如 `movie_name`），避免近乎相同的文本从训练集泄漏到测试集。"
-    ),
+    ): ("该列取值相同的行会放在同一个划分中（例如 `movie_name`），避免近乎相同的文本从训练集泄漏到测试集。"),
     "Seed of the split; defaults to `train.seed`. An integer from 0 to 4294967295.": (
         "数据划分的随机种子；默认使用 `train.seed`。取值为 0 到 4294967295 之间的整数。"
     ),
@@ -87,8 +85,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     "Gradient clipping norm; 0 disables clipping.": "梯度裁剪的范数阈值；0 表示不裁剪。",
     "Recompute activations in backward to save memory.": "在反向传播时重新计算激活值，以节省显存。",
     "`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs, fp32 on CPU.": (
-        "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16，"
-        "CPU 上使用 fp32。"
+        "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16，CPU 上使用 fp32。"
     ),
     (
         "Seed for initialisation, shuffling and splits: same config + seed = same metrics. An integer from 0 to "
@@ -102,10 +99,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Save a checkpoint every N steps; default: at every evaluation. `tuneforge train --resume` continues from "
         "the last."
-    ): (
-        "每 N 步保存一次检查点；默认：每次评估时保存。"
-        "`tuneforge train --resume` 会从最后一个检查点继续训练。"
-    ),
+    ): ("每 N 步保存一次检查点；默认：每次评估时保存。`tuneforge train --resume` 会从最后一个检查点继续训练。"),
     "Keep at most this many checkpoints (the best one is always kept).": "最多保留这么多个检查点（最佳检查点始终保留）。",
     "Write a row to metrics.jsonl every N steps.": "每 N 步向 metrics.jsonl 写入一行。",
     "Stop after this many evaluations without improvement of `eval.metric`; null disables early stopping.": (
@@ -186,20 +180,14 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "FSDP's own activation checkpointing of every wrapped block (use instead of `train.gradient_checkpointing`, "
         "not with it)."
-    ): (
-        "由 FSDP 自身对每个被包装的块执行激活检查点（用来替代 `train.gradient_checkpointing`，"
-        "不要同时使用）。"
-    ),
+    ): ("由 FSDP 自身对每个被包装的块执行激活检查点（用来替代 `train.gradient_checkpointing`，不要同时使用）。"),
     "Keep sharded parameters and optimizer states in CPU memory between uses (much less GPU memory, slower).": (
         "在两次使用之间将分片后的参数和优化器状态保存在 CPU 内存中（大幅减少显存占用，但速度更慢）。"
     ),
     (
         "Only rank 0 reads the pretrained weights; the others receive them when the model is sharded (less CPU RAM "
         "on nodes with many GPUs)."
-    ): (
-        "只有 rank 0 读取预训练权重；其他 rank 在模型分片时接收权重（在有多块 GPU 的节点上减少 CPU 内存占用）"
-        "。"
-    ),
+    ): ("只有 rank 0 读取预训练权重；其他 rank 在模型分片时接收权重（在有多块 GPU 的节点上减少 CPU 内存占用）。"),
     (
         "How checkpoints for `--resume` are written: `full` (gathered on rank 0, FSDP's FULL_STATE_DICT) or "
         "`sharded` (each rank writes its shard: faster for large models). The final `model/` directory is always the "
@@ -212,9 +200,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "ZeRO stage: 2 shards gradients and optimizer states, 3 also the weights (gathered into full 16-bit weights "
         "for the saved model)."
-    ): (
-        "ZeRO 阶段：2 对梯度和优化器状态分片，3 还对权重分片（保存模型时聚合为完整的 16 位权重）。"
-    ),
+    ): ("ZeRO 阶段：2 对梯度和优化器状态分片，3 还对权重分片（保存模型时聚合为完整的 16 位权重）。"),
     "ZeRO-Offload: keep optimizer states (and the step) on the CPU.": "ZeRO-Offload：将优化器状态（以及优化器的更新计算）放在 CPU 上。",
     "Keep the sharded weights on the CPU between uses (stage 3 only).": "在两次使用之间将分片后的权重保存在 CPU 上（仅适用于 stage 3）。",
     "How long a process waits for the others at a collective operation before the run fails.": (
@@ -230,10 +216,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Softmax temperature of teacher and student (the soft term is scaled by T^2). Default: the task's "
         "(classification 4, causal_lm 1)."
-    ): (
-        "教师和学生模型的 softmax 温度（软损失项按 T^2 缩放）。默认：取决于任务（分类为 4，"
-        "causal_lm 为 1）。"
-    ),
+    ): ("教师和学生模型的 softmax 温度（软损失项按 T^2 缩放）。默认：取决于任务（分类为 4，causal_lm 为 1）。"),
     "Weight of the distillation term; 1 - alpha weighs the ordinary loss on the true labels/tokens.": (
         "蒸馏损失项的权重；1 - alpha 为基于真实标签/token 的普通损失的权重。"
     ),
@@ -301,9 +284,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Also measure the base model's loss/perplexity and answers on the held-out split (LoRA-type methods switch "
         "the adapter off; others reload the base)."
-    ): (
-        "同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。"
-    ),
+    ): ("同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。"),
     (
         "SFT record format: `alpaca` (instruction/input/output, optional system/history), `sharegpt` (conversations "
         "of from/value), `messages` (OpenAI-style role/content lists), `text` (plain continued pre-training on "
@@ -331,16 +312,11 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Values for `{{name}}` placeholders in the SFT data and system prompt (for example the new name and author "
         "of `builtin:identity`)."
-    ): (
-        "SFT 数据和系统提示词中 `{{name}}` 占位符的取值（例如 `builtin:identity` 的新名称和作者）"
-        "。"
-    ),
+    ): ("SFT 数据和系统提示词中 `{{name}}` 占位符的取值（例如 `builtin:identity` 的新名称和作者）。"),
     (
         "SFT: compute the loss on prompt tokens too. Default: on assistant turns only (each including its "
         "end-of-turn token)."
-    ): (
-        "SFT：提示词部分的 token 也计算损失。默认：只在 assistant 轮次上计算（每轮都包含其结束 token）。"
-    ),
+    ): ("SFT：提示词部分的 token 也计算损失。默认：只在 assistant 轮次上计算（每轮都包含其结束 token）。"),
     (
         "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. Either "
         "way they are counted in the log and the run's eval/metrics.json."
@@ -356,8 +332,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
         "注意力和位置编码在每个样本处重新开始，因此样本之间互不可见。"
     ),
     "Column with the conversation for `sharegpt`/`messages` (default `conversations` / `messages`).": (
-        "`sharegpt`/`messages` 格式中存放对话的列（默认分别为 `conversations` / `messages`）"
-        "。"
+        "`sharegpt`/`messages` 格式中存放对话的列（默认分别为 `conversations` / `messages`）。"
     ),
     (
         "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, gpt, "
@@ -386,9 +361,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Duplicates inside the training split: `drop` keeps the first of each group (per label), `report` only "
         "counts them."
-    ): (
-        "训练集内部的重复项：`drop` 保留每组（按标签）中的第一条，`report` 只计数。"
-    ),
+    ): ("训练集内部的重复项：`drop` 保留每组（按标签）中的第一条，`report` 只计数。"),
     (
         "Training rows that duplicate a validation or test row (leakage): `drop` removes them from train, `report` "
         "only lists them. Validation and test are never changed."
@@ -484,9 +457,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
     (
         "Class-weighted loss: `balanced` (inverse class frequency in the final training split), a mapping label -> "
         "weight, or `none`."
-    ): (
-        "类别加权损失：`balanced`（按最终训练集中类别频率的倒数加权）、标签 -> 权重的映射，或 `none`。"
-    ),
+    ): ("类别加权损失：`balanced`（按最终训练集中类别频率的倒数加权）、标签 -> 权重的映射，或 `none`。"),
     (
         "Resample the training split: `oversample` repeats rare-class rows, `undersample` drops frequent-class rows, "
         "`augment` tops up rare classes with augmented copies (data.augment's operations and rates)."
@@ -637,8 +608,7 @@ DESCRIPTIONS_ZH: dict[str, str] = {
         "仅 4-bit：对量化常数也进行量化（每个权重约节省 0.4 bit）。"
     ),
     "4-bit only: dtype of the matrix products (`auto`: bfloat16 on GPUs that support it, else float32).": (
-        "仅 4-bit：矩阵乘法的 dtype（`auto`：支持 bfloat16 的 GPU 上为 bfloat16，"
-        "否则为 float32）。"
+        "仅 4-bit：矩阵乘法的 dtype（`auto`：支持 bfloat16 的 GPU 上为 bfloat16，否则为 float32）。"
     ),
     "Length of the learned prefix prepended to the keys and values of every attention layer.": (
         "添加在每个注意力层的键和值之前的可学习前缀的长度。"

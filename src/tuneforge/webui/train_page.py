@@ -1,5 +1,6 @@
 """The Train page: a form generated from the config schema (webui/form.py), the YAML it makes and the command
 line that runs it, Validate (each problem shown next to the field it names), Save and Start."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,14 @@ from tuneforge.webui.workspace import Workspace, error_text, slug
 #: fields shown as pickers at the top of the page rather than inside their section
 PICKERS = ("model.name", "data.train")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
-SECTION_KEYS = {"model": "section_model", "data": "section_data", "train": "section_train",
-                "distill": "section_distill", "eval": "section_eval", "output": "section_output"}
+SECTION_KEYS = {
+    "model": "section_model",
+    "data": "section_data",
+    "train": "section_train",
+    "distill": "section_distill",
+    "eval": "section_eval",
+    "output": "section_output",
+}
 
 
 def shipped_configs(ws: Workspace) -> list[str]:
@@ -112,21 +119,44 @@ def build(ctx: Ctx):
     base = gr.State(None)
 
     with gr.Row():
-        config_pick = tr.reg(gr.Dropdown(shipped_configs(ws), label=tr("load_config"), allow_custom_value=True,
-                                         scale=3, elem_id="tf-config-pick"), label="load_config")
-        upload = tr.reg(gr.File(label=tr("upload_config"), file_types=[".yaml", ".yml"], type="filepath",
-                                scale=2, height=130), label="upload_config")
+        config_pick = tr.reg(
+            gr.Dropdown(
+                shipped_configs(ws), label=tr("load_config"), allow_custom_value=True, scale=3, elem_id="tf-config-pick"
+            ),
+            label="load_config",
+        )
+        upload = tr.reg(
+            gr.File(label=tr("upload_config"), file_types=[".yaml", ".yml"], type="filepath", scale=2, height=130),
+            label="upload_config",
+        )
         load_btn = tr.reg(gr.Button(tr("load"), scale=1, elem_id="tf-load"), value="load")
     with gr.Row():
-        model_pick = tr.reg(gr.Dropdown(model_choices(), value=defaults[("model", "model.name")], label=tr("model"),
-                                        allow_custom_value=True, elem_id="tf-model"), label="model")
-        data_pick = tr.reg(gr.Dropdown(data_choices(ws), value=defaults[("data", "data.train")],
-                                       label=tr("train_data"), allow_custom_value=True, elem_id="tf-data"),
-                           label="train_data")
-        task_pick = tr.reg(gr.Dropdown(form.task_types(), value=task0, label=tr("task"), elem_id="tf-task"),
-                           label="task")
-        method_pick = tr.reg(gr.Dropdown(form.method_names(), value=method0, label=tr("method"),
-                                         elem_id="tf-method"), label="method")
+        model_pick = tr.reg(
+            gr.Dropdown(
+                model_choices(),
+                value=defaults[("model", "model.name")],
+                label=tr("model"),
+                allow_custom_value=True,
+                elem_id="tf-model",
+            ),
+            label="model",
+        )
+        data_pick = tr.reg(
+            gr.Dropdown(
+                data_choices(ws),
+                value=defaults[("data", "data.train")],
+                label=tr("train_data"),
+                allow_custom_value=True,
+                elem_id="tf-data",
+            ),
+            label="train_data",
+        )
+        task_pick = tr.reg(
+            gr.Dropdown(form.task_types(), value=task0, label=tr("task"), elem_id="tf-task"), label="task"
+        )
+        method_pick = tr.reg(
+            gr.Dropdown(form.method_names(), value=method0, label=tr("method"), elem_id="tf-method"), label="method"
+        )
     with gr.Row():
         preview_btn = tr.reg(gr.Button(tr("preview"), size="sm", elem_id="tf-preview"), value="preview")
     preview_note = gr.Markdown(elem_id="tf-preview-note")
@@ -137,8 +167,7 @@ def build(ctx: Ctx):
 
     def widget(s: form.FieldSpec):
         value = defaults[(s.group, s.key)]
-        common = {"label": s.key, "info": help_text(s, tr.lang), "elem_id": _elem_id(s),
-                  "elem_classes": ["tf-field"]}
+        common = {"label": s.key, "info": help_text(s, tr.lang), "elem_id": _elem_id(s), "elem_classes": ["tf-field"]}
         if s.kind == "bool":
             comp = gr.Checkbox(value=bool(value), **common)
         elif s.kind == "choice":
@@ -150,8 +179,12 @@ def build(ctx: Ctx):
             comp = gr.Textbox(value=value, max_lines=1 if s.kind != "yaml" else 3, **common)
         return tr.reg(comp, info=(help_text(s, "en"), help_text(s, "zh")))
 
-    order = ["model", "data"] + [f"task:{t}" for t in form.task_types()] + \
-        [f"method:{m}" for m in form.method_names()] + ["train", "distill", "eval", "output"]
+    order = (
+        ["model", "data"]
+        + [f"task:{t}" for t in form.task_types()]
+        + [f"method:{m}" for m in form.method_names()]
+        + ["train", "distill", "eval", "output"]
+    )
     by_group: dict[str, list[form.FieldSpec]] = {}
     for s in specs:
         by_group.setdefault(s.group, []).append(s)
@@ -161,17 +194,18 @@ def build(ctx: Ctx):
         if g.startswith("task:"):
             t = g.split(":", 1)[1]
             members = by_group.get(f"task:{t}", []) + by_group.get(f"data:{t}", [])
-            acc = gr.Accordion(f"{tr('section_task')}: {t}", open=False, visible=t == task0,
-                               elem_id=f"tf-group-task-{t}")
+            acc = gr.Accordion(
+                f"{tr('section_task')}: {t}", open=False, visible=t == task0, elem_id=f"tf-group-task-{t}"
+            )
             tr.reg(acc, label=(f"{text('section_task', 'en')}: {t}", f"{text('section_task', 'zh')}: {t}"))
         elif g.startswith("method:"):
             m = g.split(":", 1)[1]
-            acc = gr.Accordion(f"{tr('section_method')}: {m}", open=True, visible=m == method0,
-                               elem_id=f"tf-group-method-{m}")
+            acc = gr.Accordion(
+                f"{tr('section_method')}: {m}", open=True, visible=m == method0, elem_id=f"tf-group-method-{m}"
+            )
             tr.reg(acc, label=(f"{text('section_method', 'en')}: {m}", f"{text('section_method', 'zh')}: {m}"))
         else:
-            acc = tr.reg(gr.Accordion(tr(SECTION_KEYS[g]), open=False, elem_id=f"tf-group-{g}"),
-                         label=SECTION_KEYS[g])
+            acc = tr.reg(gr.Accordion(tr(SECTION_KEYS[g]), open=False, elem_id=f"tf-group-{g}"), label=SECTION_KEYS[g])
         groups[g] = acc
         with acc:
             for s in members:
@@ -187,21 +221,32 @@ def build(ctx: Ctx):
             widgets.append(made[(s.group, s.key)])
 
     with gr.Row():
-        run_name = tr.reg(gr.Textbox(value="sentiment-run", label=tr("run_name"), max_lines=1,
-                                     elem_id="tf-run-name"), label="run_name")
+        run_name = tr.reg(
+            gr.Textbox(value="sentiment-run", label=tr("run_name"), max_lines=1, elem_id="tf-run-name"),
+            label="run_name",
+        )
         validate_btn = tr.reg(gr.Button(tr("validate"), elem_id="tf-validate"), value="validate")
         save_btn = tr.reg(gr.Button(tr("save_yaml"), elem_id="tf-save"), value="save_yaml")
         start_btn = tr.reg(gr.Button(tr("start"), variant="primary", elem_id="tf-start"), value="start")
     status = gr.Markdown(elem_id="tf-train-status")
     saved_file = gr.File(visible=False, interactive=False, label="YAML")
     with gr.Row():
-        yaml_box = tr.reg(gr.Code(language="yaml", label=tr("yaml_preview"), interactive=False,
-                                  elem_id="tf-yaml"), label="yaml_preview")
-    cli_box = tr.reg(gr.Textbox(label=tr("cli_equivalent"), interactive=False, elem_id="tf-cli"),
-                     label="cli_equivalent")
+        yaml_box = tr.reg(
+            gr.Code(language="yaml", label=tr("yaml_preview"), interactive=False, elem_id="tf-yaml"),
+            label="yaml_preview",
+        )
+    cli_box = tr.reg(
+        gr.Textbox(label=tr("cli_equivalent"), interactive=False, elem_id="tf-cli"), label="cli_equivalent"
+    )
 
-    ctx.shared.update(train_widgets=widgets, train_specs=specs, task_pick=task_pick, method_pick=method_pick,
-                      train_base=base, run_name=run_name)
+    ctx.shared.update(
+        train_widgets=widgets,
+        train_specs=specs,
+        task_pick=task_pick,
+        method_pick=method_pick,
+        train_base=base,
+        run_name=run_name,
+    )
 
     # --- handlers ----------------------------------------------------------------------------------------------
     def render(task, method, base_raw, name, *values):
@@ -220,8 +265,11 @@ def build(ctx: Ctx):
         shown = {f"task:{task}", f"method:{method}"}
         if isinstance(base_raw, dict):
             keep = {s.key for s in form.fields_for(task, method)}
-            drop = {s.key for s in specs if s.group.split(":")[0] in ("task", "data", "method") and ":" in s.group
-                    and s.key not in keep}
+            drop = {
+                s.key
+                for s in specs
+                if s.group.split(":")[0] in ("task", "data", "method") and ":" in s.group and s.key not in keep
+            }
             base_raw = _without(base_raw, drop)
         ups = [gr.update(visible=g in shown) for g in groups if ":" in g]
         return [base_raw, *ups]
@@ -242,7 +290,7 @@ def build(ctx: Ctx):
                 ws.inside(source)
             raw = read_yaml(source)
             task, method, vals = form.form_values(raw)
-        except Exception as exc:  # noqa: BLE001  (shown on the page, in one line)
+        except Exception as exc:
             return [gr.update()] * (4 + len(widgets)) + [message("error", error_text(exc))]
         out = []
         for s in specs:
@@ -274,12 +322,17 @@ def build(ctx: Ctx):
         ups = []
         for s in specs:
             errs = named.get(s.key)
-            ups.append(gr.update(info=("⚠ " + "; ".join(errs)) if errs else help_text(s, lang),
-                                 elem_classes=["tf-field", "tf-field-error"] if errs else ["tf-field"]))
+            ups.append(
+                gr.update(
+                    info=("⚠ " + "; ".join(errs)) if errs else help_text(s, lang),
+                    elem_classes=["tf-field", "tf-field-error"] if errs else ["tf-field"],
+                )
+            )
         if problems:
             head = text("invalid", lang, n=len(problems))
-            summary = f"**⚠ {head}**\n\n" + "\n".join(f"- `{p.split(':', 1)[0]}`: {p.split(':', 1)[-1].strip()}"
-                                                       for p in problems)
+            summary = f"**⚠ {head}**\n\n" + "\n".join(
+                f"- `{p.split(':', 1)[0]}`: {p.split(':', 1)[-1].strip()}" for p in problems
+            )
         else:
             summary = "✓ " + text("valid", lang)
         return [summary, *ups]
@@ -291,20 +344,24 @@ def build(ctx: Ctx):
         try:
             raw = compose(specs, task, method, base_raw, list(values))
             path = ws.write_config(raw, name or "run")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return message("error", error_text(exc)), gr.update(), gr.update()
-        return (text("saved_to", lang, path=ws.rel_or_abs(path)), gr.update(value=str(path), visible=True),
-                gr.update(choices=shipped_configs(ws)))
+        return (
+            text("saved_to", lang, path=ws.rel_or_abs(path)),
+            gr.update(value=str(path), visible=True),
+            gr.update(choices=shipped_configs(ws)),
+        )
 
-    save_btn.click(save, [ctx.lang, task_pick, method_pick, base, run_name, *widgets],
-                   [status, saved_file, config_pick])
+    save_btn.click(
+        save, [ctx.lang, task_pick, method_pick, base, run_name, *widgets], [status, saved_file, config_pick]
+    )
 
     def start(lang, task, method, base_raw, name, *values):
         lang = lang_of(lang)
         try:
             raw = compose(specs, task, method, base_raw, list(values))
             job, target = ws.start_train(raw, name or "run")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return message("error", error_text(exc)), gr.update(), gr.update()
         rel = ws.rel(target)
         return (text("started", lang, run=rel, pid=job.pid), gr.update(selected="runs"), rel)
@@ -315,9 +372,10 @@ def build(ctx: Ctx):
         lang = lang_of(lang)
         vals = {s.key: v for s, v in zip(specs, values)}
         try:
-            head, note = preview_data(ws, source, vals.get("data.text_column") or None,
-                                      vals.get("data.label_column") or None, lang)
-        except Exception as exc:  # noqa: BLE001
+            head, note = preview_data(
+                ws, source, vals.get("data.text_column") or None, vals.get("data.label_column") or None, lang
+            )
+        except Exception as exc:
             return message("error", error_text(exc)), gr.update(visible=False)
         return note, gr.update(value=head, visible=True)
 
@@ -362,5 +420,3 @@ def _without(raw: dict, keys: set[str]) -> dict:
         if out.get(section) == {}:
             out.pop(section)
     return out
-
-

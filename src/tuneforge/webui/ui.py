@@ -1,5 +1,6 @@
 """What every page shares: the translated labels (switched in place by the language selector) and the context
 a page is built with."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,9 +47,10 @@ def pick(key, lang: str) -> str:
 @dataclass
 class Ctx:
     """What a page builder gets: the workspace, the translator, and components other pages listen to."""
+
     ws: Workspace
     tr: Tr
-    lang: Any = None                  # gr.State: the language of this browser session
+    lang: Any = None  # gr.State: the language of this browser session
     shared: dict = field(default_factory=dict)
 
 

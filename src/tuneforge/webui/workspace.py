@@ -9,6 +9,7 @@ and a run started from the UI is the same run as one started from a shell.
 Safety: every path a page names is resolved (symlinks and `..` included) and must lie inside the runs
 directory or one of the data folders given at start; anything else is a PathError.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,6 +60,7 @@ def free_port() -> int:
 @dataclass
 class Job:
     """A command the web UI started: its process (own process group) and log file."""
+
     kind: str
     argv: list[str]
     log: Path
@@ -108,8 +110,10 @@ class Workspace:
         roots = self.roots if roots is None else roots
         if not any(resolved == r or r in resolved.parents for r in roots):
             shown = ", ".join(str(r) for r in roots)
-            raise PathError(f"{text} is outside the folders this web UI may use ({shown}); start "
-                            f"`tuneforge webui --data-dir DIR` to allow another folder")
+            raise PathError(
+                f"{text} is outside the folders this web UI may use ({shown}); start "
+                f"`tuneforge webui --data-dir DIR` to allow another folder"
+            )
         if must_exist and not resolved.exists():
             raise PathError(f"{text} does not exist")
         return resolved
@@ -228,8 +232,15 @@ class Workspace:
         with open(log, "ab") as out:
             out.write(f"$ {' '.join(argv[2:] if argv[1:2] == ['-m'] else argv)}\n".encode())
             out.flush()
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.cwd, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env=env,
+                start_new_session=True,
+            )
         job = Job(kind, argv, log, proc, target)
         threading.Thread(target=proc.wait, daemon=True).start()
         with self._lock:
@@ -264,8 +275,10 @@ class Workspace:
         self.refuse_busy(target)
         run = RunDir(target)
         if run.is_run() and not (raw.get("output") or {}).get("overwrite"):
-            raise RunDirError(f"{self.rel(target)} already exists ({run.state()}): pick another run name, "
-                              f"resume it on the Runs page, or set output.overwrite")
+            raise RunDirError(
+                f"{self.rel(target)} already exists ({run.state()}): pick another run name, "
+                f"resume it on the Runs page, or set output.overwrite"
+            )
         self.write_config(raw, config.stem)
         job = self.launch("train", argv, target / LOG_NAME, target)
         return job, target
@@ -275,8 +288,10 @@ class Workspace:
         run = RunDir(target)
         if run.state() == "running":
             pid = (run.lock_info() or run.status()).get("pid")
-            raise RunDirError(f"{self.rel(target)} is in use by a running training (PID {pid}); stop it first "
-                              f"or choose another run name")
+            raise RunDirError(
+                f"{self.rel(target)} is in use by a running training (PID {pid}); stop it first "
+                f"or choose another run name"
+            )
         with self._lock:
             busy = [j for j in self.jobs if j.target == target and j.running()]
         if busy:
