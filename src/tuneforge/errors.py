@@ -1,10 +1,21 @@
 """Errors a user can act on. The CLI prints them as one line and exits non-zero, without a traceback."""
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type name when it has none), for a one-line error."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+def first_line(exc: BaseException, limit: int = 200, *, whole: bool = False, with_type: bool = False) -> str:
+    """An exception's message as one line of at most `limit` characters, for a one-line error: its first non-empty
+    line, or with `whole` every line joined by spaces. An exception without a message (`str(AssertionError())` is
+    empty) gives its type name, never an empty string or an IndexError. `with_type` puts the type name first
+    (`ValueError: bad value`), for errors whose type is the only clue (a bug rather than a user's mistake)."""
+    raw = str(exc)
+    if whole:
+        text = " ".join(raw.split())
+    else:
+        text = next((line.strip() for line in raw.splitlines() if line.strip()), "")
+    text = text[:limit]
+    name = type(exc).__name__
+    if with_type:
+        return f"{name}: {text}" if text else name
+    return text or name
 
 
 class TuneforgeError(Exception):

@@ -9,6 +9,8 @@ import warnings
 
 import typer
 
+from tuneforge.errors import first_line
+
 app = typer.Typer(
     name="tuneforge",
     no_args_is_help=True,
@@ -142,6 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(error_line(f"{type(exc).__name__}: {first[:200]} (run with --debug for the traceback)"), file=sys.stderr)
+        print(error_line(f"{first_line(exc, with_type=True)} (run with --debug for the traceback)"), file=sys.stderr)
         return 1

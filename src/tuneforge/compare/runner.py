@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from tuneforge.config.loader import apply_overrides, read_yaml, resolved_config, validate_config
-from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
+from tuneforge.errors import ConfigError, RunDirError, TuneforgeError, first_line
 from tuneforge.training.rundir import RunDir
 
 ALL_METHODS = ["full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt"]
@@ -255,7 +255,7 @@ def _run_in_process(run: PlannedRun) -> str | None:
     except TuneforgeError as exc:
         return str(exc)
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return first_line(exc, 1000, with_type=True)
     return None
 
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tuneforge.config.schema import DataSection, RunConfig
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, first_line
 from tuneforge.registry import closest
 
 DEFAULT_TASK = "classification"
@@ -126,7 +126,7 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"{shown}: malformed YAML{where}: {shorten(problem, 100, text=True)}") from None
     except (RecursionError, MemoryError):
         raise ConfigError(f"{shown}: malformed YAML: nested too deeply") from None

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuneforge.errors import ConfigError, ModelError
+from tuneforge.errors import ConfigError, ModelError, first_line
 
 log = logging.getLogger("tuneforge")
 
@@ -25,7 +25,7 @@ def _load(path: str, key: str):
         tok = AutoTokenizer.from_pretrained(str(p))
         model = AutoModelForSeq2SeqLM.from_pretrained(str(p)).eval()
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 160)
         raise ModelError(
             f"data.augment.back_translation.{key}: cannot load '{path}' as a seq2seq model with a tokenizer: {first}"
         ) from None

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from tuneforge.errors import ConfigError, DataError
+from tuneforge.errors import ConfigError, DataError, first_line
 from tuneforge.registry import closest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -127,7 +127,7 @@ def _read_idx(path: Path, dims: int) -> np.ndarray:
             raise ValueError(f"holds {len(data) - offset} bytes of data, the header says {int(np.prod(shape))}")
         return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
     except (OSError, EOFError, ValueError, struct.error) as exc:
-        raise DataError(f"cannot read {path}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read {path}: {first_line(exc, 300, whole=True)}") from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -202,7 +202,9 @@ def _load_dataset(directory: str):
     try:
         return datasets.load_from_disk(directory)
     except Exception as exc:
-        raise DataError(f"{directory}: not a directory saved by `datasets` ({_one_line(exc)[:160]})") from None
+        raise DataError(
+            f"{directory}: not a directory saved by `datasets` ({first_line(exc, 160, whole=True)})"
+        ) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -333,15 +335,10 @@ def _open_dataset(ref: str) -> Image.Image:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
-
-
 def _image_reason(exc: BaseException) -> str:
     if isinstance(exc, Image.UnidentifiedImageError):  # its message repeats the path
         return "not an image file (or in a format Pillow cannot read)"
-    return _one_line(exc)
+    return first_line(exc, 300, whole=True)
 
 
 def _label(y, source: str, i: int, column: str, key: str) -> str:
@@ -625,7 +622,7 @@ class Preprocessing:
         try:
             cfg = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot be read: {_one_line(exc)}") from None
+            raise ConfigError(f"{file}: cannot be read: {first_line(exc, 300, whole=True)}") from None
         if not isinstance(cfg, dict):
             raise ConfigError(f"{file}: expected a JSON object")
         return cls.from_hf(cfg, str(file))

@@ -255,7 +255,7 @@ def _read_datasets_dir(path: Path) -> pd.DataFrame:
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:
-        raise DataError(f"{path}: not a directory saved by `datasets` ({str(exc).splitlines()[0][:120]})") from None
+        raise DataError(f"{path}: not a directory saved by `datasets` ({first_line(exc, 120)})") from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
             raise DataError(f"{path}: a DatasetDict without a 'train' split (has {', '.join(ds)})")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tuneforge.errors import ConfigError, DataError
+from tuneforge.errors import ConfigError, DataError, first_line
 from tuneforge.registry import closest
 
 log = logging.getLogger("tuneforge")
@@ -112,9 +112,7 @@ def render(tokenizer, jinja: str, messages: list[dict], add_generation_prompt: b
             messages, chat_template=jinja, tokenize=False, add_generation_prompt=add_generation_prompt
         )
     except Exception as exc:  # jinja's TemplateError / raise_exception, undefined variables
-        raise DataError(
-            f"the chat template cannot render this conversation: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise DataError(f"the chat template cannot render this conversation: {first_line(exc)}") from None
 
 
 def resolve_template(tokenizer, name: str = "auto", base_stop_ids: Iterable[int] = ()) -> ChatFormat:

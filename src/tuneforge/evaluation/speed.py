@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tuneforge.errors import first_line
+
 log = logging.getLogger("tuneforge")
 
 #: examples timed one at a time (latency) and in batches (throughput); bounded so the measurement
@@ -112,9 +114,5 @@ def inference_report(model, dataset, collate, batch_size: int = 32) -> dict:
     try:
         return measure_inference(model, dataset, collate, batch_size)
     except Exception as exc:
-        log.warning(
-            "inference speed not measured: %s: %s",
-            type(exc).__name__,
-            str(exc).splitlines()[0][:200] if str(exc) else "",
-        )
+        log.warning("inference speed not measured: %s", first_line(exc, with_type=True))
         return {}

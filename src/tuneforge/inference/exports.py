@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, first_line
 
 EXPORT_INFO = "export.json"
 # safetensors: int8 weights with their scales beside them, no pickle, so opening an export cannot run code
@@ -203,9 +203,8 @@ def read_int8_state(directory: str | Path) -> dict:
             state[prefix + _PACKED] = (weight, bias)
             state[prefix + "_packed_params.dtype"] = torch.qint8
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(
-            f"{path} is not a readable tuneforge int8 file ({type(exc).__name__}: {first}); re-export the run"
+            f"{path} is not a readable tuneforge int8 file ({first_line(exc, with_type=True)}); re-export the run"
         ) from None
     return state
 
@@ -283,6 +282,6 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
         else:
             raise ModelError(f"{path}: unknown export format '{fmt}'")
     except (OSError, FileNotFoundError, RuntimeError) as exc:
-        raise ModelError(f"could not load the {fmt} export in {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise ModelError(f"could not load the {fmt} export in {path}: {first_line(exc)}") from None
     model.eval()
     return LoadedRun(model=model, tokenizer=tok, meta=meta, model_dir=p)

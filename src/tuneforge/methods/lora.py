@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, first_line
 from tuneforge.kernels.levers import NO_GPU, Lever, wanted
 from tuneforge.methods.base import METHODS, MethodContext, MethodError
 from tuneforge.methods.peft_common import PeftMethod, peft_task_type
@@ -323,7 +323,7 @@ def merge_into_dequantized(model: nn.Module) -> nn.Module:
     try:
         base = base.dequantize()
     except Exception as exc:
-        raise MethodError(f"cannot dequantize the base for merging: {str(exc).splitlines()[0][:200]}") from None
+        raise MethodError(f"cannot dequantize the base for merging: {first_line(exc)}") from None
     # int8 dequantizes to float16: compute the merge in float32 so rounding stays at float32 level
     base = base.float() if any(p.dtype == torch.float16 for p in base.parameters()) else base
     config.inference_mode = True

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tuneforge.config.schema import RunConfig
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, first_line
 from tuneforge.methods.base import Method, MethodContext, MethodError
 
 #: PEFT task type per transformers auto class: it decides the PeftModel subclass (forward signature,
@@ -93,8 +93,7 @@ class PeftMethod(Method):
         try:
             return get_peft_model(model, config)
         except (ValueError, TypeError, KeyError) as exc:  # PEFT: target modules not found, unsupported model...
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"method ({self.name}): {msg[:300]}") from None
+            raise ConfigError(f"method ({self.name}): {first_line(exc, 300)}") from None
 
     @contextlib.contextmanager
     def disabled_adapters(self, model: nn.Module) -> Iterator[nn.Module | None]:
@@ -155,7 +154,7 @@ class PeftMethod(Method):
             _fit_saved_modules(model, name, load_peft_weights(in_dir, device="cpu"))
             model.load_adapter(in_dir, adapter_name=name, torch_device=str(device))
         except (ValueError, RuntimeError, KeyError, TypeError, OSError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc, 300)
             if name in getattr(model, "peft_config", {}):
                 with contextlib.suppress(Exception):
                     model.delete_adapter(name)

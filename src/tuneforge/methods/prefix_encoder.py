@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, first_line
 from tuneforge.methods.base import MethodError
 
 ATTENTION_NAME = "tuneforge_prefix"
@@ -152,8 +152,8 @@ def attach(model: nn.Module, num_tokens: int, projection_dim: int | None = None)
     except Exception as exc:
         config._attn_implementation = previous
         raise MethodError(
-            f"prefix tuning does not support {type(model).__name__} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:150] if str(exc) else ''}); use method.name=lora or "
+            f"prefix tuning does not support {type(model).__name__} ({first_line(exc, 150, with_type=True)}); "
+            f"use method.name=lora or "
             f"prompt"
         ) from None
     modules, seen = [], set()

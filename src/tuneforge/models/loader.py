@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, first_line
 from tuneforge.models.builtins import BUILTIN_MODELS, cache_dir
 from tuneforge.registry import closest
 
@@ -71,7 +71,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> str:
                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
             )
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 160)
         raise ModelError(
             f"model '{repo_id}' is not a builtin alias or local directory, and it could not be "
             f"downloaded from the hub (offline or unknown id: {reason}). Use a local directory or "
@@ -155,7 +155,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ModelError(f"could not load a tokenizer from '{path}': {str(exc).splitlines()[0][:200]}") from None
+        raise ModelError(f"could not load a tokenizer from '{path}': {first_line(exc)}") from None
     return tok
 
 
@@ -188,7 +188,7 @@ def load_model(
             return auto_class.from_config(config, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code)
         return auto_class.from_pretrained(path, dtype=pick_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"could not load model from '{path}': {str(exc).splitlines()[0][:200]}") from None
+        raise ModelError(f"could not load model from '{path}': {first_line(exc)}") from None
 
 
 def write_run_metadata(model_dir: str | Path, meta: dict) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import TuneforgeError, first_line
 
 PLOTS = ("history", "importances", "parallel", "slice")
 #: trials.csv's column for each extra objective
@@ -267,7 +267,7 @@ def _plots(study, plan, out_dir: Path) -> dict[str, str]:
             done[key] = str(path)
         except Exception as exc:
             plt.close("all")
-            done[key] = f"skipped: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}"
+            done[key] = f"skipped: {first_line(exc, 160)}"
     return done
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.loader import apply_overrides, load_config, read_yaml, validate_config
-from tuneforge.errors import ConfigError, RunDirError, TuneforgeError
+from tuneforge.errors import ConfigError, RunDirError, TuneforgeError, first_line
 from tuneforge.search import space as sp
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
@@ -264,8 +264,9 @@ def open_storage(url: str):
             if attempt < 2 and not isinstance(exc, (ValueError, TypeError)):
                 time.sleep(1 + attempt)
                 continue
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise ConfigError(f"--storage {redact(url)}: cannot open the study storage: {first}") from None
+            raise ConfigError(
+                f"--storage {redact(url)}: cannot open the study storage: {first_line(exc, 160)}"
+            ) from None
 
 
 def make_sampler(plan: Plan, offset: int = 0):
@@ -599,7 +600,7 @@ def _run_trial(plan: Plan, study, trial, worker: int):
         _progress(plan, study, trial, values, time.time() - t0, failed=str(exc))
         return TrialState.FAIL, str(exc)
     except Exception as exc:
-        msg = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        msg = first_line(exc, with_type=True)
         _tell(study, trial, TrialState.FAIL, error=msg)
         _progress(plan, study, trial, values, time.time() - t0, failed=msg)
         return TrialState.FAIL, msg

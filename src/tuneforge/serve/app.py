@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 
-from tuneforge.errors import ServeError, TuneforgeError
+from tuneforge.errors import ServeError, TuneforgeError, first_line
 from tuneforge.serve.protocol import (
     APIError,
     ChatRequest,
@@ -122,9 +122,8 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
     async def on_unexpected(_request, exc: Exception):
         # logged for the operator; the client gets one line, never the traceback
         log.error("request failed: %s: %s", type(exc).__name__, exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         return JSONResponse(
-            _error_body(f"internal error: {type(exc).__name__}: {first}", "internal_error", "server_error"),
+            _error_body(f"internal error: {first_line(exc, with_type=True)}", "internal_error", "server_error"),
             status_code=500,
         )
 
@@ -357,8 +356,7 @@ def create_app(backend, api_key: str | None = None, limits: ServeLimits | None =
                         }
                         yield f"data: {json.dumps(body)}\n\n"
                 except (APIError, TuneforgeError, Exception) as exc:  # headers are sent: report in the stream
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                    msg = getattr(exc, "message", None) or first
+                    msg = getattr(exc, "message", None) or first_line(exc)
                     yield f"data: {json.dumps(_error_body(msg, 'stream_error', 'server_error'))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:  # done, or the client disconnected (the generator is closed): stop generating

@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from tuneforge.config.schema import DataSection, Section, TaskConfig
-from tuneforge.errors import ConfigError, DataError
+from tuneforge.errors import ConfigError, DataError, first_line
 from tuneforge.tasks.base import TASKS, Prepared, first_output
 from tuneforge.tasks.classification import ClassificationState, ClassificationTask, Frames
 
@@ -164,10 +164,7 @@ def _decode(item, i: int):
             img = Image.open(io.BytesIO(item))
             img.load()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(
-                f"image {i} ({len(item)} bytes) is not a readable image: "
-                f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
-            ) from None
+            raise DataError(f"image {i} ({len(item)} bytes) is not a readable image: {first_line(exc, 160)}") from None
         return img.convert("RGB"), f"image {i}"
     return open_image(str(item)), str(item)
 

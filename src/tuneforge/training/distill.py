@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tuneforge.config.environment import teacher_kind
-from tuneforge.errors import ConfigError, ModelError
+from tuneforge.errors import ConfigError, ModelError, first_line
 
 log = logging.getLogger("tuneforge")
 
@@ -110,8 +110,7 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
             model = load_model(path, task_cls.auto_class(), "float32", cfg.model.trust_remote_code)
         except Exception as exc:
             raise ModelError(
-                f"distill.teacher: {path} does not load as a {task_cls.auto_class_name}: "
-                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                f"distill.teacher: {path} does not load as a {task_cls.auto_class_name}: {first_line(exc)}"
             ) from None
         id2label = getattr(model.config, "id2label", None) or {}
         meta = {

@@ -17,7 +17,7 @@ import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
 from tuneforge.data.splits import save_split
-from tuneforge.errors import ConfigError, ResourceError, RunDirError, TuneforgeError
+from tuneforge.errors import ConfigError, ResourceError, RunDirError, TuneforgeError, first_line
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
@@ -127,8 +127,7 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
             **spread,
         )
     except ValueError as exc:  # a combination transformers refuses that the config checks missed
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"train: transformers refuses these training settings: {first[:200]}") from None
+        raise ConfigError(f"train: transformers refuses these training settings: {first_line(exc)}") from None
 
 
 def _make_trainer_class():
@@ -247,7 +246,7 @@ def train(
                 message = oom_message(cfg, None)
                 _failed(run, message, ResourceError.exit_code)
                 raise ResourceError(message) from None
-            _failed(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", 1)
+            _failed(run, first_line(exc, 1000, with_type=True), 1)
             raise
         finally:
             if primary and run.staged:  # failed before the swap: the old run is untouched

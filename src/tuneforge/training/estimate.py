@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ConfigError, TuneforgeError
+from tuneforge.errors import ConfigError, TuneforgeError, first_line
 from tuneforge.registry import closest
 
 GIB = 2**30
@@ -240,7 +240,7 @@ def _hf_config(cfg):
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"model.name: cannot read the config of '{name}': {str(exc).splitlines()[0][:200]}") from None
+        raise ConfigError(f"model.name: cannot read the config of '{name}': {first_line(exc)}") from None
 
 
 def _dtype(name: str, device: str, bf16: bool):
@@ -363,7 +363,7 @@ def _discover_quietly(cfg, device: str, bf16: bool) -> _Model:
             trainable = [(n, p) for n, p in model.named_parameters()]
             notes.append(
                 f"method '{cfg.method.name}' could not be applied to a meta skeleton "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
+                f"({first_line(exc, 80, with_type=True)}); "
                 f"assumed every parameter trains (an upper bound)"
             )
     cuda = device == "cuda"
@@ -945,10 +945,7 @@ def start_of_run_lines(cfg, nproc: int = 1, strategy: str = "ddp") -> list[str]:
                 )
         return lines
     except Exception as exc:
-        return [
-            f"tuneforge: memory estimate unavailable ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"
-        ]
+        return [f"tuneforge: memory estimate unavailable ({first_line(exc, 120, with_type=True)})"]
 
 
 def _ram_bytes() -> int | None:

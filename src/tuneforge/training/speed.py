@@ -25,7 +25,7 @@ import sys
 import torch
 from torch import nn
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, first_line
 from tuneforge.kernels.levers import NO_GPU, Lever, wanted  # Lever, wanted: re-exported for callers here
 
 log = logging.getLogger("tuneforge")
@@ -154,8 +154,8 @@ def apply_speedups(model: nn.Module, train_cfg, task=None, method=None) -> list[
             _apply_liger(model)
         except Exception as exc:
             if train_cfg.liger is True:
-                raise ConfigError(f"train.liger: {str(exc).splitlines()[0][:200]}") from None
-            on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
+                raise ConfigError(f"train.liger: {first_line(exc)}") from None
+            on, note = False, f"off: {first_line(exc, 120)}"
     levers.append(Lever("liger", on, note))
 
     on, note = wanted(train_cfg.chunked_loss, "chunked_loss", cuda or train_cfg.chunked_loss is True, no_gpu)
@@ -182,8 +182,8 @@ def apply_speedups(model: nn.Module, train_cfg, task=None, method=None) -> list[
             note += f": {_compile_blocks(model)} blocks" + (f", {fenced} liger kernels left eager" if fenced else "")
         except Exception as exc:
             if train_cfg.compile is True:
-                raise ConfigError(f"train.compile: {str(exc).splitlines()[0][:200]}") from None
-            on, note = False, f"off: {str(exc).splitlines()[0][:120]}"
+                raise ConfigError(f"train.compile: {first_line(exc)}") from None
+            on, note = False, f"off: {first_line(exc, 120)}"
     levers.append(Lever("compile", on, note))
 
     print("tuneforge: speed levers: " + "; ".join(f"{lv.key} {lv.note}" for lv in levers), file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from tuneforge.config.loader import DEFAULT_METHOD, DEFAULT_TASK, parse_value
 from tuneforge.config.schema import DataSection, RunConfig
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, first_line
 from tuneforge.registry import METHODS, TASKS
 
 #: the sections every config has, in the order the form shows them (task, method and data:<type> come after)
@@ -224,7 +224,7 @@ def _parse_yaml(spec: FieldSpec, text: str) -> Any:
     try:
         yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ValueError(f"{spec.key}: malformed YAML ({problem})") from None
     except (RecursionError, MemoryError, ValueError, TypeError, OverflowError):
         raise ValueError(f"{spec.key}: malformed YAML") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.errors import RunDirError, TuneforgeError
+from tuneforge.errors import RunDirError, TuneforgeError, first_line
 from tuneforge.training.rundir import RunDir, pid_alive
 from tuneforge.training.runlist import describe, find_runs
 
@@ -412,5 +412,4 @@ def error_text(exc: BaseException) -> str:
     they cannot use), else the exception's type and first line."""
     if isinstance(exc, (TuneforgeError, ValueError)):
         return " ".join(str(exc).split())
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}"
+    return first_line(exc, with_type=True)
