@@ -85,7 +85,7 @@ def reference_markdown() -> str:
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
-def update_readme(path: str = "README.md") -> bool:
+def update_reference(path: str = "docs/config-reference.md") -> bool:
     """Rewrite the generated block between the markers of `path`; returns True when it changed."""
     from pathlib import Path
 
@@ -101,4 +101,4 @@ def update_readme(path: str = "README.md") -> bool:
 if __name__ == "__main__":
     import sys
 
-    print("README reference", "updated" if update_readme(*(sys.argv[1:] or ["README.md"])) else "unchanged")
+    print("config reference", "updated" if update_reference(*sys.argv[1:]) else "unchanged")
