@@ -17,7 +17,7 @@ LATEST := .venv-latest
 # `make lock` freezes this environment into $(CONSTRAINTS), once its tests have passed
 LOCK_FROM ?= $(LATEST)
 
-.PHONY: install demo demo-chat webui test test-unit lint test-gpu test-latest lock bench bench-sft bench-methods readme-reference clean
+.PHONY: install demo demo-chat webui test test-unit lint test-gpu test-latest lock bench bench-sft bench-methods docs-reference clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,10 +57,16 @@ demo-chat: $(STAMP)
 webui: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/tuneforge webui $(ARGS)
 
-# e2e tests (real models, minutes) run too unless FAST=1; a full green run marks the venv as lockable
+# every test in three tiers (tests/conftest.py: each test is marked unit, integration or e2e): unit tests train
+# nothing, integration tests train tiny models, e2e tests the real builtin models. FAST=1 leaves e2e out; a full
+# green run marks the venv as lockable. The 15 slowest tests are printed at the end.
 test: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q --durations=15
 	@$(if $(FAST),,touch $(VENV)/.tests-passed)
+
+# the unit tier alone: no training, under 3 minutes
+test-unit: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests -m unit -q --durations=10
 
 # ruff: the checks and the formatting pyproject.toml's [tool.ruff] sets (`ruff format src tests benchmarks` mends the
 # formatting, `ruff check --fix` what it can)
@@ -112,9 +118,9 @@ bench-sft: $(STAMP)
 bench-methods: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/cpu_methods.py $(ARGS)
 
-# regenerate the README's config reference from the config's field descriptions (a test checks it is current)
-readme-reference: $(STAMP)
-	$(BIN)/python -m tuneforge.config.reference README.md
+# rewrite the generated tables of docs/config-reference.md from the config's field descriptions (a test checks them)
+docs-reference: $(STAMP)
+	$(BIN)/python -m tuneforge.config.reference docs/config-reference.md
 
 clean:
 	rm -rf runs .pytest_cache $(LATEST)

@@ -82,7 +82,7 @@ def run_search(sampler: str, repeat: int, args, out: Path) -> dict:
             str(repeat),
             "--study",
             f"bench-{sampler}-{repeat}",
-            "--dir",
+            "--out",
             str(study_dir),
             *budget(args),
         )

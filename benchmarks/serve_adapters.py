@@ -38,7 +38,7 @@ TEXTS = [
 def train_runs(work: Path, n: int, steps: int) -> list[str]:
     """n LoRA runs of builtin:minilm-l6 on a few rotten-tomatoes rows (reused when already trained)."""
     import tuneforge
-    from tuneforge.config.loader import validate_config
+    from tuneforge.config.validation import validate_config
 
     runs = []
     for i in range(n):

@@ -201,3 +201,13 @@ def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_pat
     monkeypatch.delenv("TUNEFORGE_DEBUG", raising=False)
     code, lines = cli(capsys, "validate", str(tmp_path / "c.yaml"))
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: RuntimeError: ") and len(lines[0]) < 300
+
+
+def test_text_pair_column_equal_to_text_column_is_refused_in_one_line(capsys, tmp_path):
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(f"data: {{text_column: review}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
+    for command in ("validate", "train"):
+        code, lines = cli(capsys, command, str(cfg), "data.text_pair_column=review")
+        assert code == 2 and len(lines) == 1, (command, lines)
+        assert "data.text_pair_column: 'review' is also data.text_column" in lines[0], lines
+    assert not (tmp_path / "run").exists()

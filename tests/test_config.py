@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from tuneforge.config import apply_overrides, dump_config, load_config, validate_config
-from tuneforge.config.loader import parse_value
+from tuneforge.config.overrides import parse_value
 from tuneforge.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,20 +106,20 @@ def test_every_shipped_config_validates(path):
         load_config(REPO / path)
 
 
-def test_readme_config_reference_is_in_sync():
+def test_docs_config_reference_is_in_sync():
     from tuneforge.config.reference import reference_markdown
 
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "config-reference.md").read_text()
     start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
-    assert start in readme and end in readme, "README lacks the generated config reference markers"
-    block = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    assert block == reference_markdown().strip(), "README config reference is stale: run `make readme-reference`"
+    assert start in page and end in page, "docs/config-reference.md lacks the generated config reference markers"
+    block = page.split(start, 1)[1].split(end, 1)[0].strip()
+    assert block == reference_markdown().strip(), "docs/config-reference.md is stale: run `make docs-reference`"
 
 
 def test_tracker_that_is_not_installed_is_a_config_error(monkeypatch):
     import importlib.util
 
-    from tuneforge.training.engine import report_to
+    from tuneforge.training.arguments import report_to
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
@@ -311,3 +311,12 @@ def test_config_file_name_becomes_a_plain_run_name(tmp_path):
     p = tmp_path / ("x" * 150 + ".yaml")
     p.write_text("{}\n")
     assert load_config(p).output.name == "x" * 100
+
+
+def test_text_pair_column_must_be_another_column():
+    """The same column as text and text pair used to pass validation and fail in training with pandas' "DataFrame
+    columns must be unique for orient='records'"; it is a config error naming both keys."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(raw={"data": {"text_column": "review", "text_pair_column": "review"}})
+    assert "data.text_pair_column: 'review' is also data.text_column" in str(exc.value)
+    assert load_config(raw={"data": {"text_pair_column": "hypothesis"}}).data.text_pair_column == "hypothesis"

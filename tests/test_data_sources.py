@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from tuneforge.data.sources import read_table, require_columns
+from tuneforge.data.columns import require_columns
+from tuneforge.data.sources import read_table
 from tuneforge.errors import DataError
 
 from conftest import make_sentiment_rows

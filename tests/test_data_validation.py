@@ -6,8 +6,9 @@ import json
 import pandas as pd
 import pytest
 
+from tuneforge.data.columns import check_cells, guess_columns
 from tuneforge.data.sft_formats import parse_records
-from tuneforge.data.sources import check_cells, guess_columns, read_table
+from tuneforge.data.sources import read_table
 from tuneforge.errors import DataError
 
 from conftest import make_sentiment_rows

@@ -249,7 +249,7 @@ def _cfg(**sections):
 
 
 def _problems(**sections) -> list[str]:
-    from tuneforge.config.loader import config_problems
+    from tuneforge.config.validation import config_problems
 
     raw = {"task": {"type": "classification"}, "method": {"name": "full"}, **sections}
     return config_problems(raw)[1]

@@ -23,10 +23,10 @@ from tuneforge.data.images import (
     mix_batch,
     open_image,
     read_image_records,
-    soft_cross_entropy,
     train_transform,
 )
 from tuneforge.errors import DataError
+from tuneforge.kernels.soft_ce import soft_cross_entropy
 
 FASHION = Path(os.environ.get("TUNEFORGE_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist")
 

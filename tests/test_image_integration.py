@@ -109,9 +109,10 @@ def test_webui_predict_page_takes_uploaded_images(world):
     assert len(table) == 3 and list(table.iloc[:, 0]) == ["00.png"] * 3
     assert set(table.iloc[:, 1]) <= set(CLASSES) and len(bars) == 3 * len(CLASSES)
     # the Export page's serve snippet shows how to send an image to an image run
+    from tuneforge.training.runlist import input_kind
     from tuneforge.webui.model_pages import snippet
 
-    kind = ws.input_kind(world["teacher"])
+    kind = input_kind(world["teacher"])
     assert kind == "image" and "-F file=@" in snippet("http://h", "classify", "teacher", kind)
 
 
@@ -121,11 +122,11 @@ def test_task_hooks_for_merge_and_onnx(world):
     from tuneforge.tasks.image_classification import ImageClassificationTask as T
 
     prep = Preprocessing.from_dir(world["resnet"])
-    inputs = T.check_inputs(prep, {})
+    inputs = T.exports.check_inputs(prep, {})
     assert len(inputs) == 4 and all(x["pixel_values"].shape == (1, 3, 32, 32) for x in inputs)
     with pytest.raises(ConfigError, match="--text"):
-        T.check_inputs(prep, {}, ["a text"])
-    names, args, shapes = T.onnx_inputs(prep)
+        T.exports.check_inputs(prep, {}, ["a text"])
+    names, args, shapes = T.exports.onnx_inputs(prep)
     assert names == ["pixel_values"] and args[0].shape[1:] == (3, 32, 32) and 0 in shapes[0]
 
 

@@ -373,7 +373,7 @@ def fake_liger(monkeypatch):
 
 def eager_compile_blocks(model):
     """`_compile_blocks` with Dynamo's eager backend: the same tracing, no Inductor / C++ compiler on CPU."""
-    from tuneforge.methods.layers import find_blocks
+    from tuneforge.models.blocks import find_blocks
 
     _, blocks = find_blocks(model)
     for b in blocks:

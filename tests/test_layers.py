@@ -87,6 +87,17 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
     ]
 
 
+def test_inference_never_imports_generation():
+    """One direction in layer 5: `generation` loads runs through `inference`, so `inference` never imports it."""
+    found = [
+        f"{path.relative_to(SRC.parent)}:{line}: {imported}"
+        for path in sorted((PACKAGE / "inference").rglob("*.py"))
+        for line, imported in imports(path)
+        if imported == "tuneforge.generation" or imported.startswith("tuneforge.generation.")
+    ]
+    assert not found, found
+
+
 @pytest.mark.parametrize(
     "importer,imported,ok",
     [

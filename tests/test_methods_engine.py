@@ -33,7 +33,7 @@ TEXTS = ["a great and wonderful film", "boring and awful acting", "the plot was 
 @pytest.fixture(scope="module")
 def runs(tiny_bert, tmp_path_factory) -> dict:
     import tuneforge
-    from tuneforge.config.loader import validate_config
+    from tuneforge.config.validation import validate_config
 
     root = tmp_path_factory.mktemp("method-runs")
     data = root / "sentiment.csv"
@@ -169,9 +169,8 @@ def test_merge_cli(runs, tmp_path):
 
 
 def test_merge_refusals_in_process(runs, tmp_path):
-    from tuneforge.errors import ModelError
+    from tuneforge.errors import MethodError, ModelError
     from tuneforge.export.merge import merge_run
-    from tuneforge.methods import MethodError
 
     for name in ("prompt", "prefix", "adapter"):
         with pytest.raises(MethodError, match="cannot be merged"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from methods_helpers import batch, build, logits, make_method, save_tiny_llama
-from tuneforge.methods import MethodError
+from tuneforge.errors import MethodError
 from tuneforge.methods.adapter import AdaptedOutput, BottleneckAdapter
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, describe
 

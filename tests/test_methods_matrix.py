@@ -17,7 +17,8 @@ from methods_helpers import (
     save_tiny_llama,
     train_steps,
 )
-from tuneforge.methods import MethodError, count_parameters
+from tuneforge.errors import MethodError
+from tuneforge.methods import count_parameters
 
 NAMES = {
     "bert": {"qv": ["query", "value"], "regex": r".*\.(query|value)$", "attn": "attention"},

@@ -65,10 +65,10 @@ def test_every_method_trains_sft(sft_runs):
 def test_reload_logits_and_merge(sft_runs, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    from tuneforge.errors import MethodError
     from tuneforge.export.merge import merge_run
     from tuneforge.inference import load_run
     from tuneforge.methods import METHODS as REGISTRY
-    from tuneforge.methods import MethodError
 
     for name, res in sft_runs.items():
         a, b = load_run(res.run_dir), load_run(res.run_dir)

@@ -10,7 +10,7 @@ from transformers import TrainerCallback, TrainingArguments
 from methods_helpers import build, make_method
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP
 from tuneforge.methods.unfreeze import ProgressiveUnfreezing, UnfreezeSchedule
-from tuneforge.training.engine import _make_trainer_class
+from tuneforge.training.trainer import make_trainer_class
 
 
 class Recorder(TrainerCallback):
@@ -58,7 +58,7 @@ def run_trainer(tmp_path, method, model, ctx, steps):
         seed=0,
     )
     rec = Recorder(model, method.layout)
-    trainer = _make_trainer_class()(
+    trainer = make_trainer_class()(
         model=model, args=args, train_dataset=ds, callbacks=[*method.callbacks(ctx), rec], method=method
     )
     trainer.train()
@@ -103,9 +103,7 @@ def test_freeze_with_top_k_start_and_groups(tiny_llama_path, tmp_path):
         disable_tqdm=True,
     )
     rec = Recorder(model, m.layout)
-    _make_trainer_class()(
-        model=model, args=args, train_dataset=ds, callbacks=[*m.callbacks(ctx), rec], method=m
-    ).train()
+    make_trainer_class()(model=model, args=args, train_dataset=ds, callbacks=[*m.callbacks(ctx), rec], method=m).train()
     assert rec.changed_at[TOP] == [1, 2, 3, 4, 5] and rec.changed_at[1] == [1, 2, 3, 4, 5]
     assert rec.changed_at[0] == [4, 5]
     assert rec.changed_at[EMBEDDINGS] == []  # freeze keeps the embeddings frozen throughout

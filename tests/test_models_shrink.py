@@ -11,7 +11,8 @@ import torch
 
 from sft_common import make_tiny_llama
 from tuneforge.errors import ConfigError, ModelError
-from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers, spread_layers
+from tuneforge.models.blocks import find_blocks
+from tuneforge.models.shrink import keep_layers, resolve_keep_layers, spread_layers
 
 KEY = "model.keep_layers"
 
@@ -96,6 +97,16 @@ def test_unknown_architecture_is_a_model_error():
     with pytest.raises(ModelError, match="Odd") as e:
         keep_layers(Odd(), [0])
     assert "\n" not in str(e.value)
+
+
+def test_blocks_found_outside_the_supported_families_are_a_model_error():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64))
+    assert find_blocks(model)[0] == "transformer.h"  # the one finder sees them; keeping layers is not offered
+    with pytest.raises(ModelError, match=r"GPT2LMHeadModel \(its blocks are at transformer\.h\)") as e:
+        keep_layers(model, 1)
+    assert "\n" not in str(e.value) and len(model.transformer.h) == 2
 
 
 # ---------------------------------------------------------------- real (tiny) models

@@ -95,7 +95,7 @@ def test_resume_in_any_epoch_matches_the_uninterrupted_run(grouped_run, step, tm
 def test_length_grouped_order_is_seeded_per_epoch():
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tuneforge.training.sampling import epoch_seeded
+    from tuneforge.data.sampling import epoch_seeded
 
     lengths = [i % 13 + 1 for i in range(64)]
     s = epoch_seeded(LengthGroupedSampler(8, lengths=lengths), seed=3)

@@ -196,7 +196,8 @@ def test_a_completed_overwrite_cut_before_its_swap_is_swapped_in(tmp_path):
     from types import SimpleNamespace
 
     from tuneforge.errors import RunDirError
-    from tuneforge.training.rundir import RunDir, write_json
+    from tuneforge.training.jsonfile import write_json
+    from tuneforge.training.rundir import RunDir
 
     target = tmp_path / "r"
     (target / "model").mkdir(parents=True)
@@ -227,7 +228,8 @@ def test_a_completed_overwrite_cut_before_its_swap_is_swapped_in(tmp_path):
     ],
 )
 def test_state_reads_a_dead_running_run_as_interrupted(tmp_path, status, lock, expected):
-    from tuneforge.training.rundir import RunDir, write_json
+    from tuneforge.training.jsonfile import write_json
+    from tuneforge.training.rundir import RunDir
 
     pids = {"ALIVE": os.getpid(), "DEAD": _dead_pid()}
     fix = lambda d: {k: pids.get(v, v) for k, v in d.items()} | {"host": socket.gethostname()}  # noqa: E731
@@ -242,7 +244,7 @@ def test_state_reads_a_dead_running_run_as_interrupted(tmp_path, status, lock, e
 
 
 def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
-    from tuneforge.training.rundir import write_json
+    from tuneforge.training.jsonfile import write_json
 
     root = tmp_path / "runs"
     specs = {

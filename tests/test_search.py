@@ -20,6 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from tuneforge.errors import ConfigError  # noqa: E402
 from tuneforge.search import space as sp  # noqa: E402
+from tuneforge.search.space_check import validate_space  # noqa: E402
 
 
 # ---- the space: parsing and validation (no training) ---------------------------------------------------------------
@@ -31,7 +32,7 @@ def _base(model: str = "some/model", method: str = "lora") -> dict:
 
 def _check(space: dict, base: dict | None = None):
     params = sp.parse_space(space)
-    sp.validate_space(params, base or _base())
+    validate_space(params, base or _base())
     return params
 
 
@@ -169,7 +170,7 @@ def study_files(tmp_path, tiny_bert):
 
 def _search(d: Path, *extra: str, study_dir: str = "study", timeout: int = 300):
     return subprocess.run(
-        [sys.executable, "-m", "tuneforge", "search", "base.yaml", "--space", "space.yaml", "--dir", study_dir, *extra],
+        [sys.executable, "-m", "tuneforge", "search", "base.yaml", "--space", "space.yaml", "--out", study_dir, *extra],
         cwd=d,
         capture_output=True,
         text=True,
@@ -223,17 +224,17 @@ def test_cli_study_end_to_end_with_pruning(study_files, capsys):
     cfg = load_config(d / "study" / "best.yaml")  # what `tuneforge train best.yaml` runs
     assert cfg.train.learning_rate == pytest.approx(best.user_attrs["params"]["train.learning_rate"])
     assert cfg.output.dir is None and cfg.output.name == "base-best"
-    # --summary prints the table again; the same study name with another space is refused before any trial
+    # `search summary` prints the table again; the same study name with another space is refused before any trial
     from tuneforge.cli.app import main
 
     (d / "space2.yaml").write_text(yaml.safe_dump({"train.learning_rate": {"float": [1e-4, 1e-2]}}))
     old = os.getcwd()
     os.chdir(d)
     try:
-        assert main(["search", "--summary", "study"]) == 0
+        assert main(["search", "summary", "study"]) == 0
         out = capsys.readouterr()
         assert "study base: 7 trials" in out.out and "pruned@" in out.out, out
-        assert main(["search", "base.yaml", "--space", "space2.yaml", "--dir", "study", "--trials", "8"]) == 2
+        assert main(["search", "base.yaml", "--space", "space2.yaml", "--out", "study", "--trials", "8"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: study 'base'") and "different search space" in err and "\n" not in err, err
     finally:
@@ -258,7 +259,7 @@ def test_cli_refusals_are_one_line(study_files, capsys):
                 "single-objective",
             ),
             (["search", "base.yaml"], "--space"),
-            (["search", "--summary", "nowhere"], "not a study directory"),
+            (["search", "summary", "nowhere"], "not a study directory"),
         ]
         for argv, expected in cases:
             code = main(argv)
@@ -282,7 +283,7 @@ def test_resume_after_kill_during_a_trial(study_files):
         "base.yaml",
         "--space",
         "space.yaml",
-        "--dir",
+        "--out",
         "study",
         "--trials",
         "3",
@@ -339,7 +340,7 @@ def test_two_workers_share_one_study(study_files):
 
 
 def test_storage_urls_are_shown_without_their_password():
-    from tuneforge.search.study import redact
+    from tuneforge.search.plan import redact
 
     assert redact("postgresql+psycopg://bob:secret@db:5432/s") == "postgresql+psycopg://bob:***@db:5432/s"
     assert redact("postgresql://postgres@127.0.0.1:5432/s") == "postgresql://postgres@127.0.0.1:5432/s"
@@ -358,14 +359,14 @@ def test_shipped_spaces_validate_against_their_quickstart(space, config):
     left out of the every-config tests, which read run configs)."""
     import copy
 
-    from tuneforge.config.loader import read_yaml
+    from tuneforge.config.yaml_reader import read_yaml
     from tuneforge.search import space as sp
 
     from conftest import REPO
 
     params = sp.load_space(str(REPO / space))
     assert params
-    sp.validate_space(params, copy.deepcopy(read_yaml(REPO / config)), where=f"{Path(space).name}: ")
+    validate_space(params, copy.deepcopy(read_yaml(REPO / config)), where=f"{Path(space).name}: ")
 
 
 def test_two_objectives_give_a_pareto_front(study_files):

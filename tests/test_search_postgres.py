@@ -49,7 +49,7 @@ def test_two_workers_share_one_postgres_study(tiny_bert, postgres_server, tmp_pa
         "shared",
         "--storage",
         url,
-        "--dir",
+        "--out",
         str(study_dir),
         "--sampler",
         "random",

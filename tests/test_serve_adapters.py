@@ -25,7 +25,7 @@ TEXTS = ["good great film", "bad boring plot", "the acting was superb and moving
 
 def _train(raw: dict) -> str:
     import tuneforge
-    from tuneforge.config.loader import validate_config
+    from tuneforge.config.validation import validate_config
 
     return str(tuneforge.train(validate_config(raw)).run_dir)
 

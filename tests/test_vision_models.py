@@ -331,7 +331,7 @@ def _lora_step(model) -> None:
     "which,blocks_name,n", [("mobilenet", "mobilenet_v2.layer", 16), ("lite0", "backbone.blocks", 16)]
 )
 def test_find_blocks_and_lora_step(which, blocks_name, n, mobilenet_dir, lite0_dir):
-    from tuneforge.methods.layers import find_blocks
+    from tuneforge.models.blocks import find_blocks
 
     model = _auto(mobilenet_dir if which == "mobilenet" else lite0_dir, num_labels=2, ignore_mismatched_sizes=True)
     name, blocks = find_blocks(model)

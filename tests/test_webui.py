@@ -14,12 +14,14 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from tuneforge.config.loader import read_yaml  # noqa: E402
-from tuneforge.errors import ConfigError, RunDirError  # noqa: E402
-from tuneforge.training.rundir import RunDir, pid_alive  # noqa: E402
-from tuneforge.webui import form  # noqa: E402
+from tuneforge.config.yaml_reader import read_yaml  # noqa: E402
+from tuneforge.errors import ConfigError, PathError, RunDirError  # noqa: E402
+from tuneforge.training.rundir import RunDir  # noqa: E402
+from tuneforge.training.runlock import pid_alive  # noqa: E402
+from tuneforge.webui import fields, form  # noqa: E402
 from tuneforge.webui.i18n import LANGS, STRINGS, text  # noqa: E402
-from tuneforge.webui.workspace import PathError, Workspace, slug, without_images  # noqa: E402
+from tuneforge.webui.sandbox import slug  # noqa: E402
+from tuneforge.webui.workspace import Workspace, without_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "search" not in p.relative_to(REPO / "configs").parts)
@@ -99,7 +101,7 @@ def test_a_public_address_needs_a_password_or_insecure():
 def test_cli_refuses_a_public_address_in_one_line(capsys):
     from tuneforge.cli.app import main
 
-    code = main(["webui", "--host", "0.0.0.0", "--runs-dir", "unused-runs"])
+    code = main(["webui", "--host", "0.0.0.0", "--out", "unused-runs"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: --host 0.0.0.0") and "\n" not in err
     assert not Path("unused-runs").exists()
@@ -117,11 +119,11 @@ def test_the_cli_does_not_import_gradio_until_webui():
 def test_yaml_to_form_widgets_to_yaml_round_trips(path):
     """What the page does with a loaded config: widget values as the components hold them (numbers as text in
     text boxes), then back to YAML: exactly the config that was loaded."""
-    from tuneforge.webui.train_page import _as_widget, compose
+    from tuneforge.webui.train_actions import as_widget, compose
 
     raw = read_yaml(path)
     task, method, values = form.form_values(raw)
-    specs = form.all_fields()
+    specs = fields.all_fields()
     shown = []
     for s in specs:
         v = (
@@ -129,7 +131,7 @@ def test_yaml_to_form_widgets_to_yaml_round_trips(path):
             if s.group in (f"task:{task}", f"data:{task}", f"method:{method}") or ":" not in s.group
             else form.to_widget(s, s.default)
         )
-        shown.append(_as_widget(s, v))
+        shown.append(as_widget(s, v))
     assert compose(specs, task, method, raw, shown) == raw
     # and without the file (a form filled in by hand): the same run
     from tuneforge.config import validate_config
@@ -145,7 +147,7 @@ def test_the_form_has_a_component_for_every_field(tmp_path):
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     from tuneforge.webui.train_page import PICKERS, _elem_id
 
-    missing = [s.key for s in form.all_fields() if s.key not in PICKERS and _elem_id(s) not in ids]
+    missing = [s.key for s in fields.all_fields() if s.key not in PICKERS and _elem_id(s) not in ids]
     assert not missing
     labels = {getattr(b, "label", None) for b in demo.blocks.values()}
     assert "训练" in labels and "运行记录" in labels  # built in Chinese with --lang zh
@@ -153,9 +155,9 @@ def test_the_form_has_a_component_for_every_field(tmp_path):
 
 def test_validation_problems_name_their_field():
     from tuneforge.config import config_problems
-    from tuneforge.webui.train_page import field_of_error
+    from tuneforge.webui.train_actions import field_of_error
 
-    keys = [s.key for s in form.all_fields()]
+    keys = [s.key for s in fields.all_fields()]
     _, problems = config_problems(
         {
             "task": {"type": "classification"},
@@ -211,7 +213,8 @@ def test_start_refuses_a_busy_or_existing_run_and_stop_ends_the_process_group(tm
         ws.start_train(raw, "fake")
     state = ws.stop(fake, grace=5)
     assert state == "stopped"
-    assert job.proc.poll() is not None
+    # the job's own record: Popen.poll() says None while the job's reaping thread waits on the process
+    assert job.wait(timeout=30) is not None
     assert not pid_alive(child)  # (a zombie waiting for init counts as gone)
 
 
@@ -223,7 +226,9 @@ def test_reports_lose_their_image_lines():
 def test_log_tail_keeps_the_last_state_of_progress_bars(tmp_path):
     log = tmp_path / "train.log"
     log.write_text("start\n 10%|#\r 50%|###\r100%|#####\ndone\n")
-    assert Workspace.log_tail(log).splitlines() == ["start", "100%|#####", "done"]
+    from tuneforge.training.runlist import log_tail
+
+    assert log_tail(log).splitlines() == ["start", "100%|#####", "done"]
 
 
 def test_curves_split_losses_from_metrics(tmp_path):
@@ -244,6 +249,29 @@ def test_curves_split_losses_from_metrics(tmp_path):
     assert list(dict.fromkeys(other["series"])) == ["eval_auc_roc", "eval_accuracy", "eval_f1_macro", "eval_a"]
 
 
+def test_a_series_of_one_point_is_drawn_as_points(tmp_path):
+    """A line needs two points: a metric evaluated once drew an empty chart. The plot receives a point mark while
+    no series has two points, and lines once one has."""
+    from tuneforge.webui.runs_page import curves, drawn
+
+    ws = Workspace(tmp_path / "runs", cwd=tmp_path)
+    plot = gr.LinePlot(x="step", y="value", color="series")
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "eval_accuracy": 0.8, "eval_f1_macro": 0.7}\n')
+    loss, other = curves(ws, tmp_path)
+    sent = drawn(plot, other)
+    assert sent["mark"] == "point" and [dict(zip(sent["columns"], row)) for row in sent["data"]] == [
+        {"step": 2, "value": 0.8, "series": "eval_accuracy"},
+        {"step": 2, "value": 0.7, "series": "eval_f1_macro"},
+    ]
+    assert plot.postprocess(sent) == sent  # gradio hands it to the browser as it is
+    assert drawn(plot, loss)["mark"] == "point"  # the first logged loss
+    metrics.write_text(metrics.read_text() + '{"step": 3, "loss": 0.6}\n{"step": 4, "eval_accuracy": 0.9}\n')
+    loss, other = curves(ws, tmp_path)
+    assert drawn(plot, loss)["mark"] == "line" and drawn(plot, other)["mark"] == "line"
+    assert drawn(plot, other.iloc[:0])["mark"] == "line"  # nothing to draw yet
+
+
 def test_search_refuses_an_empty_space(tmp_path):
     from tuneforge.webui.tools_page import start_search
 
@@ -256,7 +284,7 @@ def test_search_refuses_an_empty_space(tmp_path):
 
 def test_signal_group_leaves_a_foreign_group_alone(tmp_path):
     """A run started from a shell leads no process group of ours: Stop signals that process only."""
-    from tuneforge.webui.workspace import _signal_group
+    from tuneforge.webui.jobs import _signal_group
 
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # in this test's group
     try:
@@ -269,16 +297,37 @@ def test_signal_group_leaves_a_foreign_group_alone(tmp_path):
 
 
 def test_every_config_field_has_chinese_help():
-    """A new config field without a Chinese description fails here (add it to webui/schema_zh.py)."""
-    from tuneforge.webui.schema_zh import DESCRIPTIONS_ZH
-    from tuneforge.webui.train_page import help_text
+    """A new config field without a Chinese help text fails here (add its path to webui/schema_zh.py), and so does
+    an entry whose field is gone or renamed."""
+    from tuneforge.webui.schema_zh import HELP_ZH, ZH_BY_PATH, help_text, paths_of
 
-    missing = sorted({s.key for s in form.all_fields() if s.description not in DESCRIPTIONS_ZH})
+    paths = [s.path for s in fields.all_fields()]
+    assert len(paths) == len(set(paths)), "two fields with one path"
+    missing = sorted(set(paths) - set(ZH_BY_PATH))
     assert not missing, missing
-    stale = set(DESCRIPTIONS_ZH) - {s.description for s in form.all_fields()}
-    assert not stale, sorted(stale)[:3]
-    spec = next(s for s in form.all_fields() if s.key == "train.learning_rate")
+    stale = sorted(set(ZH_BY_PATH) - set(paths))
+    assert not stale, stale
+    named = [p for entry in HELP_ZH for p in paths_of(entry)]
+    assert len(named) == len(set(named)), "a path in two entries"
+    assert paths_of("method[lora, qlora].r") == ["method[lora].r", "method[qlora].r"]
+    spec = next(s for s in fields.all_fields() if s.key == "train.learning_rate")
     assert help_text(spec, "en") == spec.description and "学习率" in help_text(spec, "zh")
+    r = next(s for s in fields.all_fields() if s.group == "method:qlora" and s.key == "method.r")
+    assert r.path == "method[qlora].r" and help_text(r, "zh") == "低秩更新的秩。"
+
+
+def test_rewording_a_description_keeps_its_chinese_help(monkeypatch):
+    """The translation follows the field, not its English text: a reworded description still shows in Chinese."""
+    from tuneforge.config.schema import RunConfig
+    from tuneforge.webui.schema_zh import help_text
+
+    before = next(s for s in fields.all_fields() if s.key == "train.learning_rate")
+    info = RunConfig.model_fields["train"].annotation.model_fields["learning_rate"]
+    monkeypatch.setattr(info, "description", "The highest learning rate of the schedule.")
+    after = next(s for s in fields.all_fields() if s.key == "train.learning_rate")
+    assert after.description == "The highest learning rate of the schedule." != before.description
+    assert help_text(after, "en") == after.description
+    assert help_text(after, "zh") == help_text(before, "zh") and "学习率" in help_text(after, "zh")
 
 
 def test_a_taken_port_is_one_line_and_exit_6(tmp_path, capsys, monkeypatch):
@@ -291,7 +340,7 @@ def test_a_taken_port_is_one_line_and_exit_6(tmp_path, capsys, monkeypatch):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        code = main(["webui", "--port", str(port), "--runs-dir", str(tmp_path / "runs")])
+        code = main(["webui", "--port", str(port), "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 6 and err[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}"), err
 
@@ -310,7 +359,7 @@ def test_a_study_started_from_a_shell_can_be_followed_by_its_path(tmp_path):
 
 
 def test_a_failed_command_raises_its_own_error_line(tmp_path):
-    from tuneforge.webui.workspace import CommandError
+    from tuneforge.errors import CommandError
 
     ws = Workspace(tmp_path / "runs", cwd=tmp_path)
     code = "import sys; print('working'); print('error: data file not found: x.csv', file=sys.stderr); sys.exit(3)"

@@ -8,6 +8,7 @@ test-artifacts/webui/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,18 +77,7 @@ def ui(tiny_bert, tmp_path_factory):
     log = open(root / "webui.log", "wb")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tuneforge",
-            "webui",
-            "--port",
-            str(port),
-            "--runs-dir",
-            "runs",
-            "--data-dir",
-            str(root),
-        ],
+        [sys.executable, "-m", "tuneforge", "webui", "--port", str(port), "--out", "runs", "--data-dir", str(root)],
         cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -246,6 +236,10 @@ def test_train_from_the_form_to_the_report(page, ui):
     wait_text(pg, "tf-run-state", r"completed", timeout=240)
     pg.wait_for_timeout(2500)
     assert pg.locator("#tf-loss-plot .mark-line path").count() >= 1, "no loss curve was drawn"
+    # the metric chart shows every evaluation: points while a series has one (a line needs two), else lines
+    rows = [json.loads(line) for line in (root / "runs" / "ui-run" / "metrics.jsonl").read_text().splitlines()]
+    mark = "symbol" if sum("eval_accuracy" in r for r in rows) == 1 else "line"
+    assert pg.locator(f"#tf-metric-plot .mark-{mark}.plot_marks path").count() >= 1, "no metric was drawn"
     wait_text(pg, "tf-report-md", r"accuracy")
     image_shown(pg, "tf-confusion")
     assert "tuneforge: done" in box(pg, "tf-log").input_value()
@@ -377,3 +371,22 @@ def test_paths_outside_the_folders_are_refused(page, ui):
     fill(pg, "tf-data", "../../etc/passwd", enter=True)
     pg.click("#tf-preview")
     wait_text(pg, "tf-preview-note", r"outside the folders")
+
+
+def test_a_metric_evaluated_once_is_drawn(page, ui):
+    """A line needs two points: a run with one evaluation shows its metrics as points instead of an empty chart."""
+    run = ui[1] / "runs" / "one-eval"
+    run.mkdir()
+    try:
+        (run / "status.json").write_text(json.dumps({"state": "completed"}))
+        rows = [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}, {"step": 2, "eval_accuracy": 0.8}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        pg = page
+        tab(pg, "Runs")
+        fill(pg, "tf-run-pick", "one-eval", enter=True)
+        wait_text(pg, "tf-run-state", r"one-eval")
+        pg.locator("#tf-metric-plot .mark-symbol.plot_marks path").first.wait_for()
+        assert pg.locator("#tf-loss-plot .mark-line.plot_marks path").count() >= 1, "the loss is not a line"
+        shot(pg, "13-one-evaluation")
+    finally:
+        shutil.rmtree(run)

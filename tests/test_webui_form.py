@@ -10,22 +10,13 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tuneforge.config.loader import DEFAULT_METHOD, DEFAULT_TASK, read_yaml, validate_config
 from tuneforge.config.schema import DataSection, RunConfig
+from tuneforge.config.validation import DEFAULT_METHOD, DEFAULT_TASK, validate_config
+from tuneforge.config.yaml_reader import read_yaml
 from tuneforge.registry import METHODS, TASKS
-from tuneforge.webui import form
-from tuneforge.webui.form import (
-    FieldSpec,
-    all_fields,
-    fields_for,
-    form_to_raw,
-    form_values,
-    from_widget,
-    method_names,
-    task_types,
-    to_widget,
-    to_yaml,
-)
+from tuneforge.webui import fields, form
+from tuneforge.webui.fields import FieldSpec, all_fields, fields_for, method_names, task_types
+from tuneforge.webui.form import form_to_raw, form_values, from_widget, to_widget, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the shipped run configs (configs/search/ holds search spaces, not run configs)
@@ -42,7 +33,7 @@ def _spec(key: str, group: str | None = None) -> FieldSpec:
 
 
 def _leaves(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
-    """Leaf key paths of a section, walked independently of form.py: sub-sections are recursed into, anything else
+    """Leaf key paths of a section, walked independently of fields.py: sub-sections are recursed into, anything else
     (named-section mappings such as task.tasks included) is one key."""
     keys = []
     for name, info in model.model_fields.items():
@@ -79,7 +70,7 @@ def test_every_schema_key_has_a_form_field():
     assert set(got) - expected == set(), "form fields that are not config keys"
     for s in specs:
         assert s.description.strip(), f"{s.key} has no description"
-        assert s.kind in form.KINDS
+        assert s.kind in fields.KINDS
         assert (s.kind == "choice") == bool(s.choices), s.key
     # the task's named sub-task sections are one YAML field, required
     tasks = _spec("task.tasks", "task:multitask")
@@ -129,9 +120,10 @@ def test_kinds_defaults_and_choices():
 
 
 def test_no_gradio_or_torch_import():
-    """form.py itself imports neither (the registries' members may import torch; that is theirs)."""
-    source = Path(form.__file__).read_text()
-    assert "import gradio" not in source and "import torch" not in source and "from torch" not in source
+    """fields.py and form.py themselves import neither (the registries' members may import torch; that is theirs)."""
+    for module in (fields, form):
+        source = Path(module.__file__).read_text()
+        assert "import gradio" not in source and "import torch" not in source and "from torch" not in source
 
 
 # --- 2. shipped configs survive the form -------------------------------------------------------------------------

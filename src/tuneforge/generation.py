@@ -1,6 +1,6 @@
 """Talking to a causal LM: a tuned run, a base model directory or a builtin alias, with the chat template,
 system prompt and stop tokens it was trained with (saved in the run's model/ directory). Generation itself is
-tuneforge.models.generation."""
+tuneforge.models.generation; a run is loaded through tuneforge.inference (which never imports this module)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.errors import ConfigError, ModelError
-from tuneforge.models.generation import (
-    DEFAULT_SETTINGS,
-    ChatModel,
-    prompt_ids,  # noqa: F401
-)
-from tuneforge.registry import TASKS
+from tuneforge.errors import ConfigError
+from tuneforge.inference import load_run
+from tuneforge.inference.chat import chat_model_of
+
+# re-exported: chat and generate (the CLI, serve, the web UI, the Python API) import them from here, beside the loader
+from tuneforge.models.generation import DEFAULT_SETTINGS, ChatModel, _gen_kwargs, generate, prompt_ids, stream  # noqa: F401
 
 
 def _is_run(target: str) -> bool:
@@ -22,27 +21,6 @@ def _is_run(target: str) -> bool:
     return (
         (p / "model" / "tuneforge.json").is_file() or (p / "tuneforge.json").is_file() or (p / "status.json").is_file()
     )
-
-
-def chat_model_of(run, target: str, template: str | None = None) -> ChatModel:
-    """A ChatModel over a loaded run (tuneforge.inference.LoadedRun): its saved chat template (or `template`),
-    system prompt, stop tokens and sampling defaults. `target` names it in messages.
-    Raises ModelError when the run's task does not chat; ConfigError for a template that does not fit."""
-    from tuneforge.data.templates import resolve_template
-
-    meta = run.meta
-    if TASKS.get(meta["task"]).interface != "chat":
-        raise ModelError(
-            f"{target} is a '{meta['task']}' run, which does not chat; chat and generate need "
-            f"a run whose task generates text (use `tuneforge predict` for this one)"
-        )
-    tok = run.tokenizer
-    jinja, stops = tok.chat_template, list(meta.get("stop_token_ids") or [tok.eos_token_id])
-    if template not in (None, "auto"):
-        fmt = resolve_template(tok, template, stops)
-        jinja, stops = fmt.jinja, fmt.stop_token_ids or stops
-    defaults = {**DEFAULT_SETTINGS, **(meta.get("generation") or {})}
-    return ChatModel(run.model, tok, jinja, meta.get("system_prompt"), stops, defaults, target)
 
 
 def load_chat_model(target: str, template: str | None = None, device: str | None = None) -> ChatModel:
@@ -61,8 +39,6 @@ def load_chat_model(target: str, template: str | None = None, device: str | None
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if _is_run(target):
-        from tuneforge.inference import load_run
-
         return chat_model_of(load_run(target, device=device), str(target), template)
 
     from tuneforge.models.loader import load_model, load_tokenizer, resolve_model

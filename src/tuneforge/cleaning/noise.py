@@ -12,17 +12,21 @@ import logging
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tuneforge.errors import ConfigError
 from tuneforge.registry import NOISE_FEATURES
 
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
+
 log = logging.getLogger("tuneforge")
 
 
 @NOISE_FEATURES.register("model")
-def model_features(cfg, frame):
+def model_features(cfg: RunConfig, frame):
     """`embed` for `find_label_errors`: the run's base model's sentence embeddings."""
     from tuneforge.models.embed import embed_texts
     from tuneforge.models.loader import resolve_model
@@ -36,12 +40,14 @@ def model_features(cfg, frame):
 
 
 @NOISE_FEATURES.register("finetune")
-def finetune_features(cfg, frame):
+def finetune_features(cfg: RunConfig, frame):
     """`oof` for `find_label_errors`: out-of-fold probabilities of the run's own model fine-tuned per fold."""
     return "oof", partial(finetuned_oof_probs, cfg, frame)
 
 
-def finetuned_oof_probs(cfg, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+def finetuned_oof_probs(
+    cfg: RunConfig, frame, texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """Out-of-fold probabilities of the run's own model, method and training settings, fine-tuned once per fold
     on the other folds (`data.clean.noise_features: finetune`): `folds` extra trainings of the run's size.
 

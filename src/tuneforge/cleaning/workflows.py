@@ -9,10 +9,14 @@ import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tuneforge.errors import ConfigError, ModelError, TuneforgeError
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 log = logging.getLogger("tuneforge")
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -41,7 +45,7 @@ def config_for(source: str, overrides: Iterable[str] = ()):
     return cfg
 
 
-def _frames(cfg):
+def _frames(cfg: RunConfig):
     from tuneforge.registry import TASKS
 
     task = TASKS.get(cfg.task.type)(cfg)
@@ -53,7 +57,7 @@ def _frames(cfg):
     return task.prepare_frames()
 
 
-def _token_lengths(cfg, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, str]:
+def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, str]:
     """Token lengths per split with the config's tokenizer (whitespace words when it cannot be loaded)."""
     from tuneforge.models.loader import load_tokenizer, resolve_model
 
@@ -81,11 +85,12 @@ def _token_lengths(cfg, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, s
     return out, unit
 
 
-def guess_file_columns(cfg, source: str, overrides: Iterable[str] = ()) -> list[str]:
+def guess_file_columns(cfg: RunConfig, source: str, overrides: Iterable[str] = ()) -> list[str]:
     """For a data file (not a YAML config) without the configured text/label columns and without
-    data.text_column / data.label_column overrides: guess them (`sources.guess_columns`), set them on `cfg`,
+    data.text_column / data.label_column overrides: guess them (`columns.guess_columns`), set them on `cfg`,
     and return one line per guess saying what was chosen and how to choose another."""
-    from tuneforge.data.sources import guess_columns, read_table
+    from tuneforge.data.columns import guess_columns
+    from tuneforge.data.sources import read_table
     from tuneforge.registry import TASKS
 
     if str(source).lower().endswith(CONFIG_SUFFIXES) or not TASKS.get(cfg.task.type).prepares_tables:
@@ -147,7 +152,9 @@ def inspect_data(
         from tuneforge.models.loader import resolve_model
 
         prepared = task.prepare(
-            task.load_processor(resolve_model(cfg.model.name, cfg.model.revision), cfg.model.trust_remote_code)
+            task.inference.load_processor(
+                resolve_model(cfg.model.name, cfg.model.revision), cfg.model.trust_remote_code
+            )
         )
         task.write_data_report(prepared, str(out))
         return out / "report.md"

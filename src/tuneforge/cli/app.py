@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in argv:  # accepted anywhere on the line, not only before the subcommand
         argv = [a for a in argv if a != "--debug"]
         os.environ["TUNEFORGE_DEBUG"] = "1"
+    from tuneforge.cli.deprecations import rewrite
+
+    argv = rewrite(argv)  # old option spellings still work for one release, with a notice
     debug = os.environ.get("TUNEFORGE_DEBUG") == "1"
     _quiet_libraries(debug)
     usage_errors, click_errors, exits, aborts = _click_exceptions()

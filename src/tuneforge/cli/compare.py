@@ -12,10 +12,7 @@ def compare(
         None, help="key=value overrides for every run; method.KEY=V applies to methods that have KEY."
     ),
     methods: str = typer.Option(
-        "full,lora",
-        "--methods",
-        "-m",
-        help="Comma-separated methods, e.g. full,freeze,lora,qlora,adapter,prefix,prompt.",
+        "full,lora", "--methods", help="Comma-separated methods, e.g. full,freeze,lora,qlora,adapter,prefix,prompt."
     ),
     seeds: str | None = typer.Option(
         None, "--seeds", help="Comma-separated seeds, e.g. 1,2,3 (default: the config's seed, once)."

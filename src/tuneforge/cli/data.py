@@ -36,7 +36,7 @@ def prepare(
     config: str = typer.Argument(..., help="A YAML run config (or a data file)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides"),
     out: str = typer.Option(..., "--out", "-o", help="Output directory for train/validation/test files."),
-    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or both."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl, parquet or both."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ):
     """Write the split, cleaned and augmented data as files (plus report.md and manifest.json)."""

@@ -23,48 +23,10 @@ def estimate(
     activations, logits), whether it fits, and the cheapest changes that make it fit."""
     import json
 
-    from tuneforge.config import load_config
-    from tuneforge.errors import ConfigError
-    from tuneforge.training.estimate import estimate_memory, fits_line, gpu_memory, parse_memory, suggestions
-    from tuneforge.training.gpus import find_gpu
+    from tuneforge.training.estimate import fit_report
 
-    if gpu and memory:
-        raise ConfigError("--gpu and --memory: give one of them")
-    bf16, budget, label = True, None, None
-    if gpu:
-        entry = find_gpu(gpu)
-        bf16, budget, label = entry.bf16, gpu_memory(gpu), entry.name
-    elif memory:
-        budget, label = parse_memory(memory), memory
-    cfg = load_config(config, overrides or [], environment=False)
-    est = estimate_memory(cfg, nproc=nproc, strategy=strategy, device="cuda", bf16=bf16)
-    tips = (
-        suggestions(cfg, est, budget, nproc, strategy, bf16=bf16, best_effort=True)
-        if budget and est.total > budget
-        else []
-    )
+    report = fit_report(config, overrides or [], gpu=gpu, memory=memory, nproc=nproc, strategy=strategy)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    **est.to_dict(),
-                    "budget": budget,
-                    "fits": None if budget is None else est.total <= budget,
-                    "suggestions": tips,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(report.to_dict(), indent=2))
         return
-    print(est.table())
-    print("assumptions: " + "; ".join(est.assumptions))
-    if budget:
-        print(fits_line(est, budget, label))
-        if est.total > budget:
-            print(
-                "suggestions (config overrides or launch options):"
-                if tips
-                else "no change found that saves memory; try a larger GPU"
-            )
-            for t in tips:
-                print(f"  {t}")
+    print("\n".join(report.lines()))

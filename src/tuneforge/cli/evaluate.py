@@ -13,7 +13,7 @@ def eval_cmd(
     data: str | None = typer.Option(
         None, "--data", help=("Labelled data file (same columns as training). Default: the run's own saved test split.")
     ),
-    out: str | None = typer.Option(None, "--out", help="Report directory (default RUN/eval/<data name>)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Report directory (default RUN/eval/<data name>)."),
     text_column: str | None = typer.Option(None, "--text-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
 ):

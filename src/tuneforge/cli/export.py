@@ -10,7 +10,7 @@ FORMATS = "merged, onnx, int8, onnx-int8"
 @app.command()
 def export(
     run_dir: str = typer.Argument(..., help="Run directory (or its model/ directory)."),
-    format: str = typer.Option(..., "--format", "-f", help=f"One of: {FORMATS}."),
+    format: str = typer.Option(..., "--format", help=f"One of: {FORMATS}."),
     out: str = typer.Option(..., "--out", "-o", help="Output directory (new or empty unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
     max_samples: int = typer.Option(

@@ -10,6 +10,7 @@ from tuneforge.errors import ConfigError, DataError
 
 
 def read_texts(path: str, column: str | None) -> list[str]:
+    """The texts of `path`: a .txt file's non-empty lines, or a table's `column` (default `text`)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file not found: {path}")
@@ -18,16 +19,17 @@ def read_texts(path: str, column: str | None) -> list[str]:
             return [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    from tuneforge.data.sources import check_cells, read_table, require_columns
+    from tuneforge.data.columns import check_cells, require_columns
+    from tuneforge.data.sources import read_table
 
     df = read_table(path)
     col = column or ("text" if "text" in df.columns else None)
     if col is None:
         raise DataError(
-            f"{path}: no 'text' column; name one with --column (columns: {', '.join(map(str, df.columns))})"
+            f"{path}: no 'text' column; name one with --text-column (columns: {', '.join(map(str, df.columns))})"
         )
-    require_columns(df, {"--column": col}, path)
-    df = check_cells(df, {col: ("--column", "text")}, path).dropna(subset=[col])
+    require_columns(df, {"--text-column": col}, path)
+    df = check_cells(df, {col: ("--text-column", "text")}, path).dropna(subset=[col])
     texts = [str(t) for t in df[col].tolist() if str(t).strip()]
     if not texts:
         raise DataError(f"{path}: column '{col}' holds no text")
@@ -45,7 +47,7 @@ def predict(
         ),
     ),
     file: str | None = typer.Option(None, "--file", "-f", help="A .txt (one text per line), .csv or .jsonl file."),
-    column: str | None = typer.Option(None, "--column", help="Text column of --file (default: text)."),
+    column: str | None = typer.Option(None, "--text-column", help="Text column of --file (default: text)."),
     run: str | None = typer.Option(
         None,
         "--run",

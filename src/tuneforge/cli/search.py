@@ -1,11 +1,45 @@
+"""`tuneforge search CONFIG --space SPACE.yaml` runs a search; `tuneforge search summary STUDY_DIR` prints a study's
+table. `search` is a command group whose default command is the search itself, so the first spelling needs no
+subcommand name."""
+
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 from tuneforge.cli.app import app
 
 
-@app.command()
+class _SearchGroup(TyperGroup):
+    """Runs `run` (the search) when the first argument is not one of the group's commands."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+search_app = typer.Typer(
+    name="search",
+    cls=_SearchGroup,
+    no_args_is_help=True,
+    help="Search hyperparameters (`tuneforge search CONFIG --space SPACE.yaml`; its options: `tuneforge search run '"
+    "--help`), or print a study's table "
+    "(`tuneforge search summary STUDY_DIR`).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("summary")
+def summary(study_dir: str = typer.Argument(..., help="A study directory (what `search --out` wrote).")):
+    """Print the trials table of a study (from its storage, else from its trials.csv)."""
+    from tuneforge.search import summary as show
+
+    typer.echo(show(study_dir))
+
+
+@search_app.command("run")
 def search(
     config: str | None = typer.Argument(None, help="Base YAML run config (every trial is a run of it)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides for every trial."),
@@ -21,7 +55,7 @@ def search(
     ),
     timeout: float | None = typer.Option(None, "--timeout", help="Start no new trial after this many seconds."),
     study: str | None = typer.Option(None, "--study", help="Study name (default: the config file's name)."),
-    study_dir: str | None = typer.Option(None, "--dir", help="Study directory (default studies/<study>)."),
+    study_dir: str | None = typer.Option(None, "--out", "-o", help="Study directory (default studies/<study>)."),
     storage: str | None = typer.Option(
         None,
         "--storage",
@@ -38,7 +72,6 @@ def search(
         "quality", "--objectives", help="quality | quality,time | quality,params (several: a Pareto front)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Sampler seed (default the config's train.seed)."),
-    summary: str | None = typer.Option(None, "--summary", help="Print the trials table of STUDY_DIR and exit."),
     worker_internal: int | None = typer.Option(None, "--worker-internal", hidden=True),
     deadline_internal: float | None = typer.Option(None, "--deadline-internal", hidden=True),
 ):
@@ -46,13 +79,8 @@ def search(
     validation split; writes trials.csv, best.yaml, test.json (the best trial's test split) and report.html."""
     from tuneforge.errors import ConfigError
 
-    if summary is not None:
-        from tuneforge.search import summary as show
-
-        typer.echo(show(summary))
-        return
     if config is None:
-        raise ConfigError("search needs a CONFIG (or --summary STUDY_DIR); see 'tuneforge search --help'")
+        raise ConfigError("search needs a CONFIG; see 'tuneforge search --help'")
     if space is None:
         raise ConfigError("search needs --space SPACE.yaml (config keys and the values to try)")
     from tuneforge.search import make_plan, run_worker

@@ -13,7 +13,9 @@ from tuneforge.cli.app import app
 def webui(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (this machine only by default)."),
     port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port to listen on."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where runs, studies, reports and exports live."),
+    runs_dir: str = typer.Option(
+        "runs", "--out", "-o", help="The runs directory: where runs, studies, reports and exports live."
+    ),
     data_dir: list[str] | None = typer.Option(
         None,
         "--data-dir",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuneforge.evaluation.plots import save_figure
+
 
 def _plt():
     import matplotlib
@@ -62,8 +64,7 @@ def plot_bars(groups: list[dict], metric: str, path: Path) -> None:
         if key == "trainable_percent" and positive and max(positive) / min(positive) > 100:
             ax.set_yscale("log")  # full (100%) next to prompt tuning (0.01%) is unreadable on a linear axis
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_quality_vs_cost(groups: list[dict], metric: str, path: Path) -> None:
@@ -94,8 +95,7 @@ def plot_quality_vs_cost(groups: list[dict], metric: str, path: Path) -> None:
     if not pts:
         ax.text(0.5, 0.5, "no completed run", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_loss_curves(groups: list[dict], records_by_name: dict, path: Path) -> None:
@@ -133,5 +133,4 @@ def plot_loss_curves(groups: list[dict], records_by_name: dict, path: Path) -> N
     else:
         ax.text(0.5, 0.5, "no loss logged", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

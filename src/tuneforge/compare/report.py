@@ -14,7 +14,7 @@ from pathlib import Path
 from tuneforge.compare.collect import expand_run_dirs, group_runs, read_run
 from tuneforge.compare.plots import memory_key, plot_bars, plot_loss_curves, plot_quality_vs_cost
 from tuneforge.errors import RunDirError
-from tuneforge.training.rundir import write_json
+from tuneforge.training.jsonfile import write_json
 
 #: how "best value" is defined, printed in every report
 COST_DEFINITION = (

@@ -24,8 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.config.loader import apply_overrides, read_yaml, resolved_config, validate_config
+from tuneforge.config.loader import resolved_config
+from tuneforge.config.overrides import apply_overrides
+from tuneforge.config.validation import validate_config
+from tuneforge.config.yaml_reader import read_yaml
 from tuneforge.errors import ConfigError, RunDirError, TuneforgeError, first_line
+from tuneforge.training.console import CALLER_LOG
 from tuneforge.training.rundir import RunDir
 
 ALL_METHODS = ["full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt"]
@@ -222,7 +226,7 @@ def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> No
 
 def _run_subprocess(run: PlannedRun, cfg_path: Path) -> str | None:
     """Train in a fresh interpreter; returns None on success, else the error message."""
-    log_path = run.path / "train.log"
+    log_path = run.path / CALLER_LOG
     run.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "w") as log:

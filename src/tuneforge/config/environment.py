@@ -6,8 +6,12 @@ The training engine and the speed levers call the same functions, so a message h
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from tuneforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
@@ -148,7 +152,7 @@ def teacher_task(path: str) -> str | None:
     return None
 
 
-def check_teacher(cfg) -> None:
+def check_teacher(cfg: RunConfig) -> None:
     """`distill.teacher` can teach this run: a finished run / export / model directory of the same task."""
     teacher = cfg.distill.teacher
     if teacher is None:
@@ -162,7 +166,7 @@ def check_teacher(cfg) -> None:
         )
 
 
-def environment_errors(cfg) -> list[str]:
+def environment_errors(cfg: RunConfig) -> list[str]:
     """Every problem of the validated RunConfig `cfg` on this machine, one message each (empty when it can run)."""
     errors = []
     for check in (

@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tuneforge.data.text import detect_language
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 log = logging.getLogger("tuneforge")
 
@@ -57,7 +61,7 @@ def _texts(df: pd.DataFrame, d) -> list[str]:
 
 
 def improve_training_data(
-    cfg,
+    cfg: RunConfig,
     train: pd.DataFrame,
     validation: pd.DataFrame | None,
     test: pd.DataFrame | None,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneforge.evaluation.plots import save_figure
+
 
 def _md_escape(text: str, limit: int = 160) -> str:
     text = str(text).replace("\n", " ").replace("|", "\\|")
@@ -51,8 +53,7 @@ def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, ma
         ax.set_title("Class distribution")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "class_distribution.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, out / "class_distribution.png", dpi=100)
         made.append("class_distribution.png")
     if lengths:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -68,10 +69,38 @@ def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, ma
         ax.set_title("Text length")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "token_lengths.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, out / "token_lengths.png", dpi=100)
         made.append("token_lengths.png")
     return made
+
+
+#: rows listed one by one in report.md (report.json keeps every one)
+LISTED_ROWS = 200
+
+
+def _left_out_section(report: dict) -> list[str]:
+    """Rows that did not reach training (an empty text or label), counted by reason and listed."""
+    from tuneforge.data.left_out import reasons
+
+    records = report.get("left_out") or []
+    if not records:
+        return []
+    md = [
+        "## Rows left out",
+        "",
+        f"{len(records)} row{'s' if len(records) != 1 else ''} had nothing to learn from and "
+        f"{'were' if len(records) != 1 else 'was'} left out before splitting:",
+        "",
+    ]
+    md += _table(["reason", "rows"], [[_md_escape(k), v] for k, v in reasons(records).items()])
+    shown = records[:LISTED_ROWS]
+    md += _table(
+        ["source", "record", "problem"],
+        [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in shown],
+    )
+    if len(records) > len(shown):
+        md += [f"(the first {len(shown)}; report.json lists all {len(records)})", ""]
+    return md
 
 
 def write_report(
@@ -105,6 +134,19 @@ def write_report(
     md = [f"# {title}", ""]
 
     md += ["## Splits", ""]
+    read = report.get("read") or {}
+    if read:
+        left = report.get("left_out") or []
+        md += [
+            "Read: "
+            + "; ".join(
+                f"{_md_escape(src, 80)}: {n} rows"
+                + (f" ({k} left out, see below)" if (k := sum(r["source"] == src for r in left)) else "")
+                for src, n in read.items()
+            )
+            + ". The splits below count the rows that remained.",
+            "",
+        ]
     rows = []
     for name, key in (
         ("train (as read)", "before"),
@@ -132,6 +174,7 @@ def write_report(
     if "class_distribution.png" in images:
         md += ["![class distribution](class_distribution.png)", ""]
 
+    md += _left_out_section(report)
     bad = report.get("bad_records") or {}
     if bad.get("records"):
         records = bad["records"]

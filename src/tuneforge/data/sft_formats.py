@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tuneforge.data.sources import skip_hint
+from tuneforge.data.columns import skip_hint
 from tuneforge.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "text")

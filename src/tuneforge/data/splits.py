@@ -1,15 +1,27 @@
 """The exact split a run used, saved in its data/split/ directory: the held-out records (validation, test) as
 JSON lines, in the task's own record format, and the ids of the source rows that formed the training split.
 Later steps (`tuneforge eval`, `export`) read the run's test split back from here instead of re-running the
-reading, splitting and cleaning that produced it."""
+reading, splitting and cleaning that produced it. `data_seed` is the one rule for the seed that split was drawn
+with."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 SPLIT_DIR = "split"
 MANIFEST = "split.json"
+
+
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of everything that reads, splits, samples and cleans a run's data: `data.split.seed`, else
+    `train.seed` (so one seed can change the split while the training order stays, or the other way round)."""
+    seed = cfg.data.split.seed
+    return seed if seed is not None else cfg.train.seed
 
 
 def save_split(

@@ -40,21 +40,30 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 
 def plot_confusion_matrix(cm: np.ndarray, names: list[str], path: str | Path, title: str = "") -> None:
+    """The confusion matrix (rows: true class, normalised; counts in the cells) as a PNG."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tuneforge.evaluation.plots import save_figure
+
     n = len(names)
-    size = max(4.0, 0.6 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    size = max(4.5, 0.6 * n + 2.5)
+    # constrained layout keeps the tick labels, axis labels and the colour bar inside the figure
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), layout="constrained")
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
-    ax.set_yticks(range(n), names)
+    shown = [str(x) if len(str(x)) <= 24 else str(x)[:23] + "\u2026" for x in names]
+    ax.set_xticks(range(n), shown, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), shown)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "Confusion matrix (row-normalised; counts in cells)")
+    # a title wider than the figure would be cut at both sides: wrapped to the figure's width instead
+    title = title or "Confusion matrix (row-normalised; counts in cells)"
+    ax.set_title("\n".join(textwrap.wrap(title, width=max(20, int(size * 9)))), fontsize=10)
     if n <= 30:
         for i in range(n):
             for j in range(n):
@@ -68,9 +77,7 @@ def plot_confusion_matrix(cm: np.ndarray, names: list[str], path: str | Path, ti
                     fontsize=9,
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def write_classification_report(

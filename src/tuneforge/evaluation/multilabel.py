@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneforge.evaluation.plots import save_figure
+
 #: larger is better for each, as classification's metrics say
 METRICS = {
     "subset_accuracy": True,
@@ -80,8 +82,7 @@ def plot_label_matrices(matrices: np.ndarray, names: list[str], path: str | Path
                 ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
     fig.suptitle("Per label: true (rows) vs predicted (columns)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_multilabel_report(

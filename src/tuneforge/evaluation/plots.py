@@ -9,6 +9,45 @@ from pathlib import Path
 log = logging.getLogger("tuneforge")
 
 
+def text_overflow(fig) -> list[str]:
+    """The texts of `fig` (titles, labels, tick labels, legends, annotations) that stick out of the figure at its
+    size and dpi, each as `'text' (x0, y0, x1, y1)` in pixels; [] when everything is inside."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    fig.canvas.draw()  # a layout engine settles on the second draw (tick labels are known only after the first)
+    renderer = fig.canvas.get_renderer()
+    hidden = set()  # tick labels of ticks outside the axis' view are not drawn, however stale their position
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 * (hi - lo) <= tick.get_loc() <= hi + 1e-9 * (hi - lo):
+                    hidden.update((id(tick.label1), id(tick.label2)))
+    width, height = fig.bbox.width, fig.bbox.height
+    out = []
+    for t in fig.findobj(Text):
+        if id(t) in hidden or not t.get_visible() or not t.get_text().strip():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.x0 < -0.5 or bb.y0 < -0.5 or bb.x1 > width + 0.5 or bb.y1 > height + 0.5:
+            out.append(f"{t.get_text()!r} ({bb.x0:.0f}, {bb.y0:.0f}, {bb.x1:.0f}, {bb.y1:.0f})")
+    return out
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Save `fig` as every figure tuneforge writes is saved, and close it. A layout that would cut a text at the
+    figure's edge (a long title, long class names) is saved with the figure grown to hold it instead: a clipped
+    axis label is never written (tests/test_figures.py checks each figure fits without that)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.set_dpi(dpi)
+        fig.savefig(path, dpi=dpi, **({"bbox_inches": "tight", "pad_inches": 0.05} if text_overflow(fig) else {}))
+    finally:
+        plt.close(fig)
+
+
 def read_loss_history(metrics_jsonl: str | Path) -> dict[str, list[tuple[int, float]]]:
     """(step, loss) pairs of the training and validation losses logged in a metrics.jsonl.
 
@@ -66,8 +105,7 @@ def plot_loss_curve(history: dict[str, list[tuple[int, float]]], path: str | Pat
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 

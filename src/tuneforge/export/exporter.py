@@ -31,15 +31,16 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def _export_onnx(model, task_cls, processor, path: Path, outputs: list[tuple[str, int]] | None = None) -> None:
-    """torch.onnx (dynamo exporter, onnxscript) with the task's inputs and dynamic axes (`Task.onnx_inputs`: token
-    ids with dynamic batch and sequence, or pixel values with a dynamic batch); the task's extra forward arguments
-    (causal LMs: no KV cache, so one pass returns the logits of every position); `outputs` the task's output
-    names and widths (`Task.onnx_outputs`): the logits split into them."""
+def _export_onnx(model, exports, processor, path: Path, outputs: list[tuple[str, int]] | None = None) -> None:
+    """torch.onnx (dynamo exporter, onnxscript) with the task's inputs and dynamic axes (`exports.onnx_inputs`:
+    token ids with dynamic batch and sequence, or pixel values with a dynamic batch); the task's extra forward
+    arguments (causal LMs: no KV cache, so one pass returns the logits of every position); `outputs` the task's
+    output names and widths (`exports.onnx_outputs`): the logits split into them. `exports`: the task's
+    ExportHooks."""
     outputs = outputs or [("logits", -1)]
     widths = [w for _, w in outputs]
-    names, args, shapes = task_cls.onnx_inputs(processor)
-    forward_kwargs = task_cls.onnx_forward_kwargs
+    names, args, shapes = exports.onnx_inputs(processor)
+    forward_kwargs = exports.onnx_forward_kwargs
 
     class LogitsOnly(torch.nn.Module):
         """The model with positional inputs in `names` order and its logits (split per head) as outputs."""
@@ -74,7 +75,7 @@ def _export_onnx(model, task_cls, processor, path: Path, outputs: list[tuple[str
 def _test_inputs(run_dir: Path, meta: dict, processor, max_samples: int) -> tuple[list, str]:
     """Rows of the run's test split (its validation split when it has none), exactly the rows training held out:
     read back from RUN/data/split/ through the task's `held_out` (runs written before the split was saved
-    re-create it from config.yaml), as the task's `export_rows`."""
+    re-create it from config.yaml), as the task's `exports.held_out_rows`."""
     from tuneforge.config import load_config
     from tuneforge.registry import TASKS
 
@@ -86,27 +87,27 @@ def _test_inputs(run_dir: Path, meta: dict, processor, max_samples: int) -> tupl
     split, name = task_cls(cfg).held_out(run_dir, processor)
     if split is None or len(split) == 0:
         raise ModelError("the run has neither a test nor a validation split to check the export on")
-    return task_cls.export_rows(split, min(max_samples, len(split))), name
+    return task_cls.exports.held_out_rows(split, min(max_samples, len(split))), name
 
 
 @torch.no_grad()
-def _logits(model, task_cls, processor, rows: list[dict], batch_size: int) -> list[np.ndarray]:
-    """Per-row outputs (`Task.output_rows`): [outputs] for a sequence-level head, [positions, vocab] of the real
+def _logits(model, exports, processor, rows: list[dict], batch_size: int) -> list[np.ndarray]:
+    """Per-row outputs (`exports.output_rows`): [outputs] for a sequence-level head, [positions, vocab] of the real
     tokens for a LM."""
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
-        batch = task_cls.export_batch(chunk, processor)
-        out.extend(task_cls.output_rows(model(**batch).logits.float().cpu().numpy(), batch, chunk))
+        batch = exports.batch(chunk, processor)
+        out.extend(exports.output_rows(model(**batch).logits.float().cpu().numpy(), batch, chunk))
     return out
 
 
 @torch.no_grad()
-def _bench(model, task_cls, processor, rows: list[dict], n_single: int = 40, n_batches: int = 4) -> dict:
+def _bench(model, exports, processor, rows: list[dict], n_single: int = 40, n_batches: int = 4) -> dict:
     import time
 
     def run(chunk):
-        model(**task_cls.export_batch(chunk, processor))
+        model(**exports.batch(chunk, processor))
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     singles = [rows[i % len(rows)] for i in range(n_single)]
@@ -140,7 +141,7 @@ def export_run(
 
     Args:
         run_dir: the run directory (config.yaml re-creates its test split).
-        fmt: merged, onnx, int8 or onnx-int8 (the task's `export_formats` say which apply).
+        fmt: merged, onnx, int8 or onnx-int8 (the task's `exports.formats` say which apply).
         out_dir: new (or empty, or with `overwrite`) output directory.
         overwrite: replace an existing out_dir.
         max_samples: most test-split rows for the parity check (and the benchmark inputs).
@@ -159,11 +160,10 @@ def export_run(
     from tuneforge.registry import TASKS
 
     task_cls = TASKS.get(meta["task"])
-    if fmt not in task_cls.export_formats:
+    exports = task_cls.exports
+    if fmt not in exports.formats:
         what = "is for classifiers, not for" if fmt == "onnx-int8" else "does not apply to"
-        raise ConfigError(
-            f"--format {fmt} {what} this run's task '{meta['task']}' (use {', '.join(task_cls.export_formats)})"
-        )
+        raise ConfigError(f"--format {fmt} {what} this run's task '{meta['task']}' (use {', '.join(exports.formats)})")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
@@ -178,13 +178,13 @@ def export_run(
     try:
         merged_dir = staging / "merged"
         auto = task_cls.auto_class()
-        int8_scheme = task_cls.int8_scheme
+        int8_scheme = exports.int8_scheme
         if fmt == "merged":
             for f in merged_dir.iterdir():
                 shutil.move(str(f), work / f.name)
         else:
             model = auto.from_pretrained(str(merged_dir)).eval()
-            tok = task_cls.load_processor(str(merged_dir))
+            tok = task_cls.inference.load_processor(str(merged_dir))
             tok.save_pretrained(str(work))
             model.config.save_pretrained(str(work))
             if fmt == "int8":
@@ -193,7 +193,7 @@ def export_run(
                 )
                 save_int8_state(state, work / INT8_WEIGHTS, int8_scheme)  # safetensors: no pickle
             else:
-                _export_onnx(model, task_cls, tok, work / ONNX_FILE, task_cls.onnx_outputs(meta))
+                _export_onnx(model, exports, tok, work / ONNX_FILE, exports.onnx_outputs(meta))
                 if fmt == "onnx-int8":
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -220,13 +220,9 @@ def export_run(
         ref = load_run(model_dir, device="cpu")
         exp = load_export(work, device="cpu", logits_only=True)
         rows, split = _test_inputs(run_root, meta, ref.tokenizer, max_samples)
-        proc, bs = ref.tokenizer, task_cls.parity_batch_size
-        report["parity"] = task_cls.export_parity(
-            _logits(ref.model, task_cls, proc, rows, bs),
-            _logits(exp.model, task_cls, proc, rows, bs),
-            rows,
-            split,
-            meta,
+        proc, bs = ref.tokenizer, exports.parity_batch_size
+        report["parity"] = exports.parity(
+            _logits(ref.model, exports, proc, rows, bs), _logits(exp.model, exports, proc, rows, bs), rows, split, meta
         )
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
@@ -235,8 +231,8 @@ def export_run(
             # export is compared against, its fp32 weights are
             base = auto.from_pretrained(str(merged_dir if fmt != "merged" else work)).eval()
             report["speed"] = {
-                "reference": _bench(base, task_cls, proc, rows),
-                "export": _bench(exp.model, task_cls, proc, rows),
+                "reference": _bench(base, exports, proc, rows),
+                "export": _bench(exp.model, exports, proc, rows),
             }
             r, e = report["speed"]["reference"], report["speed"]["export"]
             report["speed"]["speedup_batch1_p50"] = r["latency_ms_p50_batch1"] / e["latency_ms_p50_batch1"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.errors import ModelError
-from tuneforge.methods import METHODS, MethodError
+from tuneforge.errors import MethodError, ModelError
+from tuneforge.methods import METHODS
 
 MERGE_INFO = "tuneforge_merge.json"
 
@@ -74,7 +74,7 @@ def merge_run(
     run = load_run(model_dir, device="cpu")
     method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
     task_cls = TASKS.get(meta["task"])
-    inputs = task_cls.check_inputs(run.tokenizer, meta, texts)
+    inputs = task_cls.exports.check_inputs(run.tokenizer, meta, texts)
     before = _logits(run.model, inputs)
     merged = method.merge(run.model)
 

@@ -61,7 +61,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
             path,
             task_cls.auto_class(),
             meta.get("dtype", "auto"),
-            **task_cls.head_kwargs(meta),
+            **task_cls.inference.head_kwargs(meta),
             **method.load_kwargs(ctx),
         )
         if meta.get("keep_layers") and not getattr(model.config, "tuneforge_kept_layers", None):
@@ -77,7 +77,9 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    return LoadedRun(model=model, tokenizer=task_cls.load_processor(str(model_dir)), meta=meta, model_dir=model_dir)
+    return LoadedRun(
+        model=model, tokenizer=task_cls.inference.load_processor(str(model_dir)), meta=meta, model_dir=model_dir
+    )
 
 
 def task_of(run: LoadedRun):
@@ -90,9 +92,9 @@ def classify_logits(
 ) -> np.ndarray:
     """Logits of a `classify` run for `texts` (and text pairs), in input order."""
     task = task_of(run)
-    if task.interface != "classify":
+    if task.inference.interface != "classify":
         raise ModelError(f"this run's task '{task.name}' does not classify texts")
-    return task.logits(run, list(texts), pairs, batch_size)
+    return task.inference.logits(run, list(texts), pairs, batch_size)
 
 
 def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: int = 64) -> list[dict]:
@@ -102,7 +104,7 @@ def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: i
     image."""
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     # a task that does not predict raises its own one-line reason; a classifier refuses an empty list
-    return task_of(run).predict(run, list(texts), batch_size)
+    return task_of(run).inference.predict(run, list(texts), batch_size)
 
 
 def evaluate(
@@ -119,7 +121,7 @@ def evaluate(
 
     run = load_run(run_dir)
     task = task_of(run)
-    if task.interface != "classify":
+    if task.inference.interface != "classify":
         raise ModelError(f"eval --data does not apply to this run's task '{task.name}'")
     run_root = run.model_dir.parent
     if data is None:
@@ -132,4 +134,4 @@ def evaluate(
         default_out = run_root / "eval" / "test-split"
     else:
         default_out = run_root / "eval" / Path(data).stem.replace(":", "-")
-    return task.evaluate(run, data, Path(out_dir) if out_dir else default_out, text_column, label_column)
+    return task.inference.evaluate(run, data, Path(out_dir) if out_dir else default_out, text_column, label_column)

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import MethodError, ModelError
 from tuneforge.inference import LoadedRun, load_run, model_dir_of
-from tuneforge.methods.base import DEFAULT_ADAPTER, MethodError
+from tuneforge.inference.chat import chat_model_of as run_chat_model
+from tuneforge.methods.base import DEFAULT_ADAPTER
+from tuneforge.models.generation import ChatModel
 from tuneforge.models.loader import read_run_metadata
 from tuneforge.registry import METHODS, TASKS
 
@@ -174,7 +176,7 @@ def load_runs(paths: list[str], device: str | None = None, note: Callable[[str],
         model.to(device)
         run = LoadedRun(
             model=model,
-            tokenizer=TASKS.get(meta["task"]).load_processor(str(model_dir)),
+            tokenizer=TASKS.get(meta["task"]).inference.load_processor(str(model_dir)),
             meta=meta,
             model_dir=model_dir,
         )
@@ -193,12 +195,10 @@ def _switch(method, model, adapter: str) -> Callable[[], None]:
     return lambda: method.activate(model, adapter)
 
 
-def chat_model_of(served: ServedRun, template: str | None = None):
-    """A ChatModel over a loaded chat run (tuneforge.generation.chat_model_of).
+def chat_model_of(served: ServedRun, template: str | None = None) -> ChatModel:
+    """A ChatModel over a loaded chat run (tuneforge.inference.chat.chat_model_of).
     Raises ModelError when the run's task does not chat; ConfigError for a template that does not fit."""
-    from tuneforge.generation import chat_model_of as of_run
-
-    return of_run(served.run, served.path, template)
+    return run_chat_model(served.run, served.path, template)
 
 
 def is_run_path(path: str) -> bool:
@@ -248,7 +248,7 @@ def load_chat_runs(paths: list[str], template: str | None = None, device: str | 
     Raises ModelError as `load_runs`, or when the runs do not chat; ConfigError for a template that does not fit."""
 
     metas = read_metas(paths)
-    if TASKS.get(metas[0]["task"]).interface != "chat":
+    if TASKS.get(metas[0]["task"]).inference.interface != "chat":
         raise ModelError(
             f"{paths[0]} is a '{metas[0]['task']}' run, which does not chat; chat needs runs whose "
             f"task generates text (use `tuneforge predict` for these)"

@@ -247,7 +247,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
         path: the directory `tuneforge export` wrote.
         device: torch device for merged exports (int8 and ONNX run on CPU).
         logits_only: the caller only needs `model(**enc).logits` (parity checks), so ONNX exports the task cannot
-            use in predict/serve (`Task.onnx_usable`) load too.
+            use in predict/serve (`Task.exports.onnx_usable`) load too.
     Raises ModelError when the directory is incomplete or its format cannot be loaded this way."""
     import transformers
 
@@ -261,7 +261,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
     meta = read_run_metadata(p)
     task_cls = TASKS.get(meta["task"])
     auto = task_cls.auto_class()
-    tok = task_cls.load_processor(str(p))
+    tok = task_cls.inference.load_processor(str(p))
     try:
         if fmt == "merged":
             model = auto.from_pretrained(str(p)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -273,7 +273,7 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
             else:
                 model = load_int8_dynamic(quantize_int8(auto.from_config(config).eval()), state)
         elif fmt in ("onnx", "onnx-int8"):
-            if not task_cls.onnx_usable and not logits_only:
+            if not task_cls.exports.onnx_usable and not logits_only:
                 raise ModelError(
                     f"{path} is an ONNX export of a '{meta['task']}' model: run it with onnxruntime, "
                     f"or export --format merged / int8 for `tuneforge chat` and `serve`"

@@ -1,7 +1,10 @@
-"""Training kernels written in plain PyTorch: they cut memory traffic and peak memory without new
-dependencies, so they run (and are tested) on CPU and speed up GPUs.
+"""Numeric building blocks in plain PyTorch (layer 1: no tuneforge imports above errors): losses and fused layers
+that run, and are tested, on CPU and speed up GPUs, each a pure function or module with exact tests.
 
     chunked_ce  - linear + cross-entropy over the vocabulary, chunk by chunk (no full logits tensor)
     lora_fused  - LoRA linear layer forward/backward that saves only x and the rank-r product x @ A.T
+    distill     - distillation losses (soft targets with temperature, hidden-state matching, token-level KD)
+    multitask   - the multi-task loss over several heads (fixed or learned weighting)
+    soft_ce     - cross-entropy against soft targets (CutMix/MixUp labels)
     levers      - a speed lever (`train.*` switch) and how `auto | true | false` resolves, for the engine and methods
 """

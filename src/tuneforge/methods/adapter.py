@@ -25,9 +25,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from tuneforge.config.schema import MethodConfig
-from tuneforge.errors import ModelError
-from tuneforge.methods.base import METHODS, Method, MethodContext, MethodError
+from tuneforge.config.schema import MethodConfig, RunConfig
+from tuneforge.errors import MethodError, ModelError
+from tuneforge.methods.base import METHODS, Method, MethodContext
 
 WEIGHTS_FILE = "adapter_weights.safetensors"
 CONFIG_FILE = "bottleneck_adapter.json"
@@ -123,11 +123,11 @@ def adapter_sites(model: nn.Module, placement: str) -> list[str]:
     """Full module names of the projections that get an adapter.
 
     Raises MethodError for architectures whose blocks are not BERT- or Llama-shaped."""
-    from tuneforge.methods.layers import find_blocks
+    from tuneforge.models.blocks import find_blocks
 
     try:
         blocks_name, blocks = find_blocks(model)
-    except MethodError:
+    except ModelError:
         blocks_name, blocks = "", []
     block = blocks[0] if len(blocks) else None
     for attn, ffn in FAMILIES.values():
@@ -165,7 +165,7 @@ class AdapterMethod(Method):
     summary = "Bottleneck adapters (Houlsby / Pfeiffer) after attention and/or feed-forward; the head trains in full."
 
     @classmethod
-    def check_config(cls, cfg) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
         from tuneforge.errors import ConfigError
 

@@ -37,6 +37,22 @@ more hooks; a method that does not implement them has runs that load on their ow
                                   key) under `name`, beside the adapters it holds
     activate(model, name)      -> make adapter `name` (from `load_extra`, or `DEFAULT_ADAPTER` for the one `load`
                                   loaded) the one that computes
+
+The memory estimate (tuneforge.training.estimate) builds the run's model on the `meta` device through the hooks
+above and asks three more, so that it never asks which method runs:
+
+    lighter_variants(cfg, device)
+                               -> lists of config overrides that keep what is learned but need less memory on
+                                  `device` ("cuda" or "cpu"); the advice re-estimates each when a run does not fit
+                                  (LoRA on CUDA: the same adapters on a 4-bit base, `method.name=qlora`).
+                                  Default: none
+    config_for_switch(current) -> the `method:` section of a run switched to this method from `current` (the run's
+                                  method config): the keys both methods have keep the run's values, except those
+                                  whose defaults differ (they make this method what it is: qlora's
+                                  `quantization: nf4`), which are left to this method's defaults
+    adapter_module_names(model)-> names of the modules the method added inside the layers it wraps (after `apply`;
+                                  LoRA: `lora_A`, `lora_B`, `lora_dropout`, ...): the estimate counts their
+                                  activations with the wrapped layer, not as the model's own. Default: none
 """
 
 from __future__ import annotations
@@ -50,13 +66,9 @@ import torch
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import MethodError
 from tuneforge.kernels.levers import NO_GPU, Lever, wanted
 from tuneforge.registry import METHODS  # noqa: F401  (re-exported for the method modules)
-
-
-class MethodError(TuneforgeError):
-    pass
 
 
 @dataclass
@@ -115,6 +127,34 @@ class Method:
         clause naming the method key that prevents it. Default: every strategy works (the method's parameters are
         ordinary ones that DDP averages and FSDP / ZeRO shard)."""
         return None
+
+    @classmethod
+    def lighter_variants(cls, cfg: RunConfig, device: str) -> list[list[str]]:
+        """Override lists (`key=value`) that keep what the run `cfg` learns but need less memory on `device`
+        ("cuda" or "cpu"), for the memory estimate's advice. Default: none."""
+        return []
+
+    @classmethod
+    def config_for_switch(cls, current: MethodConfig) -> dict[str, Any]:
+        """The `method:` section (JSON values) of a run switched to this method from `current`, its present method
+        config: the keys both configs have keep their values, except those whose defaults differ (they make this
+        method what it is), which are left out so that they take this method's defaults; `name` is this method's."""
+        mine, theirs = cls.Config.model_fields, type(current).model_fields
+        values = current.model_dump(mode="json")
+        kept = {
+            k: v
+            for k, v in values.items()
+            if k != "name"
+            and k in mine
+            and k in theirs
+            and mine[k].get_default(call_default_factory=True) == theirs[k].get_default(call_default_factory=True)
+        }
+        return {**kept, "name": cls.name}
+
+    def adapter_module_names(self, model: nn.Module) -> list[str]:
+        """Names in `model` (after `apply`) of the modules the method added inside the layers it wraps (its adapters'
+        weights and dropout), which the memory estimate counts with the wrapped layer. Default: none."""
+        return []
 
     def load_kwargs(self, ctx: MethodContext | None = None) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model. `ctx` (head_modules not known yet) says which

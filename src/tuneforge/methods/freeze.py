@@ -8,7 +8,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from tuneforge.methods.base import METHODS, MethodError
+from tuneforge.errors import MethodError
+from tuneforge.methods.base import METHODS
 from tuneforge.methods.layered import LayeredMethod, LayerwiseConfig
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, Layout
 

@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
-from tuneforge.errors import ConfigError
-from tuneforge.methods.base import METHODS, MethodContext, MethodError
+from tuneforge.errors import ConfigError, MethodError
+from tuneforge.methods.base import METHODS, MethodContext
 from tuneforge.methods.peft_common import PeftMethod, peft_task_type
 from tuneforge.methods.peft_common import heads_or_none as _heads
 

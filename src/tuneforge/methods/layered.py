@@ -8,7 +8,8 @@ from pydantic import Field
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.base import Method, MethodContext, MethodError
+from tuneforge.errors import MethodError
+from tuneforge.methods.base import Method, MethodContext
 from tuneforge.methods.layers import HEAD, TOP, Layout, describe, layerwise_param_groups, unique_parameters
 from tuneforge.methods.unfreeze import ProgressiveUnfreezing, UnfreezeSchedule, build_stages
 

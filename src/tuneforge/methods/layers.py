@@ -1,10 +1,8 @@
-"""Where the transformer blocks, the embeddings and the head of a model are, and the optimizer groups that
-follow from it (layer-wise learning-rate decay). Shared by `full`, `freeze` (through `layered`) and
-progressive unfreezing (`unfreeze`); this module imports neither.
+"""Which part of a model every parameter belongs to (head, embeddings, a transformer block, or the top), and the
+optimizer groups that follow from it (layer-wise learning-rate decay). Shared by `full`, `freeze` (through
+`layered`) and progressive unfreezing (`unfreeze`); this module imports neither.
 
-Discovery is structural rather than by class name, so it covers BERT-family encoders (`bert.encoder.layer`),
-Llama-family decoders (`model.layers`), GPT-2 (`transformer.h`) and most other stacks: the blocks are the
-`nn.ModuleList` of same-typed children holding the most parameters.
+The blocks and the embeddings are found by `tuneforge.models.blocks` (structurally, as everywhere else).
 """
 
 from __future__ import annotations
@@ -13,7 +11,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from tuneforge.methods.base import MethodError, is_no_decay
+from tuneforge.errors import MethodError, ModelError
+from tuneforge.methods.base import is_no_decay
+from tuneforge.models.blocks import find_blocks, find_embeddings
 
 #: parameter categories; a block's category is its index
 HEAD, TOP, EMBEDDINGS = "head", "top", "embeddings"
@@ -53,73 +53,6 @@ def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The module name and the ModuleList of the transformer blocks.
-
-    Raises MethodError when the model has no list of repeated blocks."""
-    best, best_n = None, 0
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
-            continue
-        if len({type(m) for m in mod}) != 1:
-            continue
-        n = sum(p.numel() for p in mod.parameters())
-        if n > best_n:
-            best, best_n = (name, mod), n
-    if best is None:
-        raise MethodError(
-            f"cannot find the transformer blocks of {type(model).__name__} "
-            f"(no list of repeated layers); use method.trainable_modules or method.name=lora"
-        )
-    return best
-
-
-def find_embeddings(model: nn.Module, blocks_name: str) -> list[str]:
-    """Names of the input-side modules: the embeddings module of BERT-style models (word, position and
-    token-type embeddings with their norm), or just the token embedding where it sits beside the blocks; for a
-    model without input embeddings (a convolutional network), its stem: the modules that come before the blocks
-    on the way down to them."""
-    try:
-        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    except (NotImplementedError, AttributeError):  # transformers raises for models with no token embeddings
-        emb = None
-    if emb is None:
-        return _stem(model, blocks_name)
-    names = {id(m): n for n, m in model.named_modules()}
-    emb_name = names.get(id(emb))
-    if emb_name is None:
-        return []
-    parent = emb_name.rsplit(".", 1)[0] if "." in emb_name else ""
-    # the parent is an embeddings module only when it does not also hold the blocks (Llama: model.embed_tokens)
-    if parent and not (blocks_name == parent or blocks_name.startswith(parent + ".")):
-        return [parent]
-    out = [emb_name]
-    # position embeddings that sit beside the token embedding (GPT-2 `wpe`)
-    for n, m in model.named_modules():
-        if (
-            isinstance(m, nn.Embedding)
-            and n != emb_name
-            and n.rsplit(".", 1)[0] == parent
-            and not n.startswith(blocks_name)
-        ):
-            out.append(n)
-    return out
-
-
-def _stem(model: nn.Module, blocks_name: str) -> list[str]:
-    """Modules holding parameters that are registered before the blocks' container, at every level of the path
-    to it (ResNet: `resnet.embedder`; MobileNetV2: `mobilenet_v2.conv_stem`)."""
-    out, mod, prefix = [], model, ""
-    for part in blocks_name.split(".") if blocks_name else []:
-        for name, child in mod.named_children():
-            if name == part:
-                break
-            if any(True for _ in child.parameters()):
-                out.append(prefix + name)
-        mod, prefix = getattr(mod, part), prefix + part + "."
-    return out
-
-
 def describe(model: nn.Module, head_modules: list[str] | tuple = ()) -> Layout:
     """Map every parameter of `model` to head, embeddings, a block index, or top.
 
@@ -127,7 +60,13 @@ def describe(model: nn.Module, head_modules: list[str] | tuple = ()) -> Layout:
         model: a transformers model (not yet wrapped by PEFT).
         head_modules: names of the task's new modules (MethodContext.head_modules).
     Raises MethodError when no transformer blocks are found."""
-    blocks_name, blocks = find_blocks(model)
+    try:
+        blocks_name, blocks = find_blocks(model)
+    except ModelError:
+        raise MethodError(
+            f"cannot find the transformer blocks of {type(model).__name__} "
+            f"(no list of repeated layers); use method.trainable_modules or method.name=lora"
+        ) from None
     emb = find_embeddings(model, blocks_name)
     modules = dict(model.named_modules())
     where: dict[int, object] = {}

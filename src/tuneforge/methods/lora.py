@@ -17,9 +17,9 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from tuneforge.config.schema import MethodConfig, RunConfig
-from tuneforge.errors import ConfigError, first_line
+from tuneforge.errors import ConfigError, MethodError, first_line
 from tuneforge.kernels.levers import NO_GPU, Lever, wanted
-from tuneforge.methods.base import METHODS, MethodContext, MethodError
+from tuneforge.methods.base import METHODS, MethodContext
 from tuneforge.methods.peft_common import PeftMethod, peft_task_type
 
 #: modules kept out of quantization when the caller does not say which (`load_kwargs` without a context, or a
@@ -148,6 +148,27 @@ class LoraMethod(PeftMethod):
                 f"process holds the whole quantized base), or no quantization"
             )
         return None
+
+    @classmethod
+    def lighter_variants(cls, cfg: RunConfig, device: str) -> list[list[str]]:
+        """On CUDA, the same adapters on a 4-bit NF4 base (`qlora`), unless the base is 4-bit already; bitsandbytes'
+        4-bit layers are CUDA kernels, so on CPU nothing."""
+        if device != "cuda" or cfg.method.name == QLoraMethod.name or cfg.method.quantization in ("nf4", "fp4"):
+            return []
+        return [[f"method.name={QLoraMethod.name}"]]
+
+    def adapter_module_names(self, model: nn.Module) -> list[str]:
+        """Every PEFT LoRA layer's adapter modules, as PEFT lists them (`lora_A`, `lora_B`, the embedding pair,
+        DoRA's magnitude, `lora_dropout`)."""
+        from peft.tuners.lora import LoraLayer
+
+        out = []
+        for name, mod in model.named_modules():
+            if isinstance(mod, LoraLayer):
+                for attr in (*mod.adapter_layer_names, *mod.other_param_names):
+                    if isinstance(getattr(mod, attr, None), nn.Module):
+                        out.append(f"{name}.{attr}" if name else attr)
+        return out
 
     # ---- quantized base -----------------------------------------------------------------------------------
     def compute_dtype(self) -> torch.dtype:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from tuneforge.config.schema import RunConfig
-from tuneforge.errors import ConfigError, first_line
-from tuneforge.methods.base import Method, MethodContext, MethodError
+from tuneforge.errors import ConfigError, MethodError, first_line
+from tuneforge.methods.base import Method, MethodContext
 
 #: PEFT task type per transformers auto class: it decides the PeftModel subclass (forward signature,
 #: generation, and which head modules PEFT itself keeps trainable)

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuneforge.errors import ModelError, first_line
-from tuneforge.methods.base import MethodError
+from tuneforge.errors import MethodError, ModelError, first_line
 
 ATTENTION_NAME = "tuneforge_prefix"
 WEIGHTS_FILE = "prefix_weights.safetensors"

@@ -6,7 +6,8 @@ is indexed by the renumbered blocks) and `save_pretrained` writes a directory th
 reloads alone, with identical outputs.
 
 Supported: the BERT family (BertModel, RobertaModel, MiniLM, ... and their heads: `<base>.encoder.layer`) and the
-Llama family (Llama, Qwen2, Mistral, SmolLM2, ... and their heads: `<base>.layers`).
+Llama family (Llama, Qwen2, Mistral, SmolLM2, ... and their heads: `<base>.layers`): the blocks that
+`models.blocks.find_blocks` finds, when they sit at one of those places.
 
 Count rule (`resolve_keep_layers`): keeping n of L layers takes index round(i * (L - 1) / (n - 1)) for
 i = 0 .. n - 1, rounding halves up: evenly spread, always the first and the last layer (12 -> 6 gives
@@ -23,11 +24,12 @@ from tuneforge.errors import ConfigError, ModelError
 #: where the kept original layer indices are recorded in the student's config (saved in config.json)
 KEPT_LAYERS_ATTR = "tuneforge_kept_layers"
 
-#: block lists looked for under the model's base (`model.base_model`), in this order
+#: where keeping layers gives a model that runs, saves and reloads alone: the block list's place under the
+#: model's base (`model.base_model`)
 _BLOCK_PATHS = (
     "encoder.layer",  # BERT family: BertModel, RobertaModel, XLMRobertaModel, ElectraModel, MiniLM
-    "layers",
-)  # Llama family: LlamaModel, Qwen2Model, MistralModel, SmolLM2
+    "layers",  # Llama family: LlamaModel, Qwen2Model, MistralModel, SmolLM2
+)
 
 
 def _is_int(x: Any) -> bool:
@@ -87,31 +89,31 @@ def resolve_keep_layers(spec: list[int] | int, num_layers: int, key: str = "mode
     return layers
 
 
-def find_blocks(model: Any) -> tuple[str, Any]:
-    """(dotted path from `model`, the nn.ModuleList) of the model's transformer blocks; ModelError naming the
-    model class for an architecture without a recognisable block list."""
-    from torch import nn
+def _blocks_to_cut(model: Any, key: str) -> tuple[str, Any]:
+    """(dotted path from `model`, the nn.ModuleList) of the blocks `keep_layers` cuts: those `models.blocks` finds,
+    when they sit where the supported families keep them; ModelError naming the model class otherwise."""
+    from tuneforge.models.blocks import find_blocks
 
+    try:
+        path, blocks = find_blocks(model)
+    except ModelError:
+        path, blocks = "", None
     base = getattr(model, "base_model", model)
-    prefix = ""
-    if base is not model:
-        prefix = next(
-            (name + "." for name, m in model.named_children() if m is base),
-            getattr(model, "base_model_prefix", "") + ".",
+    if blocks is None or not any(_attribute(base, p) is blocks for p in _BLOCK_PATHS):
+        where = f"its blocks are at {path}" if path else "it has no list of repeated layers"
+        raise ModelError(
+            f"{key}: cannot keep layers of {type(model).__name__} ({where}); keeping layers works for "
+            f"BERT-family and Llama-family models ({' and '.join('<base>.' + p for p in _BLOCK_PATHS)})"
         )
-    for path in _BLOCK_PATHS:
-        mod = base
-        for part in path.split("."):
-            mod = getattr(mod, part, None)
-            if mod is None:
-                break
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
-            return prefix + path, mod
-    raise ModelError(
-        f"model.keep_layers: cannot find the transformer layers of {type(model).__name__} "
-        f"(looked for {' and '.join('<base>.' + p for p in _BLOCK_PATHS)}); "
-        "keeping layers works for BERT-family and Llama-family models"
-    )
+    return path, blocks
+
+
+def _attribute(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            break
+    return obj
 
 
 def _set_path(model: Any, path: str, value: Any) -> None:
@@ -132,7 +134,7 @@ def keep_layers(model: Any, layers: list[int] | int, key: str = "model.keep_laye
     model; shrinking a student again maps through it, so it always names the first model's layers)."""
     from torch import nn
 
-    path, blocks = find_blocks(model)
+    path, blocks = _blocks_to_cut(model, key)
     num_layers = len(blocks)
     kept = resolve_keep_layers(layers, num_layers, key=key)
     new_blocks = nn.ModuleList([blocks[i] for i in kept])

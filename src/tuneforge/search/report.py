@@ -1,5 +1,6 @@
 """What a search leaves in its study directory when it ends: trials.csv, best.yaml, test.json (the best trial's
-test split, evaluated once), plots/*.png and a self-contained report.html; and the table `--summary` prints."""
+test split, evaluated once), plots/*.png and a self-contained report.html; and the table `tuneforge search summary`
+prints."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def write_csv(rows: list[dict], path: Path, metric: str) -> None:
 
 
 def rows_from_csv(path: Path) -> list[dict]:
-    """trials.csv read back into rows (for `--summary` when the storage cannot be reached)."""
+    """trials.csv read back into rows (for `tuneforge search summary` when the storage cannot be reached)."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, [])
@@ -193,7 +194,7 @@ def write_best_yaml(plan, trial, path: Path) -> dict:
 
 def evaluate_best_test(plan, trial, path: Path, echo: Callable[[str], None]) -> dict:
     """The best trial's metrics on its test split, once (kept while the best trial stays the same)."""
-    from tuneforge.training.rundir import write_json
+    from tuneforge.training.jsonfile import write_json
 
     run_dir = Path(trial.user_attrs.get("run_dir", ""))
     if path.is_file():
@@ -237,6 +238,8 @@ def _plots(study, plan, out_dir: Path) -> dict[str, str]:
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as ovm
 
+    from tuneforge.evaluation.plots import save_figure
+
     out_dir.mkdir(parents=True, exist_ok=True)
     target = (lambda t: t.values[0]) if plan.multi else None
     name = plan.metric
@@ -262,8 +265,7 @@ def _plots(study, plan, out_dir: Path) -> dict[str, str]:
             fig.set_size_inches(8, 5)
             fig.tight_layout()
             path = out_dir / f"{key}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
+            save_figure(fig, path, dpi=90)
             done[key] = str(path)
         except Exception as exc:
             plt.close("all")
@@ -330,7 +332,8 @@ sampler {esc(plan.sampler)}, pruner {esc(plan.pruner)}; {len(rows)} trials.</p>
 
 def write_outputs(plan, study, echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr)):
     """trials.csv, best.yaml, test.json, plots/*.png, report.html; prints the table. Returns a SearchResult."""
-    from tuneforge.search.study import SearchResult, counts
+    from tuneforge.search.storage import counts
+    from tuneforge.search.study import SearchResult
 
     d = plan.study_dir
     rows = trial_rows(study, plan.objectives, plan.metric)

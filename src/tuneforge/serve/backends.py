@@ -1,4 +1,4 @@
-"""What the server talks to, by the interface the run's task declares (`Task.interface`): `classify` (texts ->
+"""What the server talks to, by the interface the run's task declares (`Task.inference.interface`): `classify` (texts ->
 labels and probabilities) or `chat` (messages -> an answer), loaded from a run directory or an exported
 directory. Several runs of one base model and task (`load_backends`) are one backend each, on one shared base
 model where their methods allow (tuneforge.inference.adapters); each backend switches its run's adapter on
@@ -40,7 +40,7 @@ class ClassifierBackend:
             self.activate()
         return [
             {k: v for k, v in r.items() if k not in ("text", "image")}
-            for r in self.task.predict(self.run, texts, batch_size=max(1, len(texts)))
+            for r in self.task.inference.predict(self.run, texts, batch_size=max(1, len(texts)))
         ]
 
 
@@ -186,7 +186,7 @@ def load_backend(target: str, device: str | None = None):
 
     meta = read_run_metadata(model_dir)
     name = Path(target).resolve().name
-    interface = TASKS.get(meta["task"]).interface
+    interface = TASKS.get(meta["task"]).inference.interface
     if interface == "classify":
         return ClassifierBackend(load_run(target, device=device), name)
     if interface == "chat":
@@ -229,7 +229,7 @@ def load_backends(targets: list[str], device: str | None = None) -> list:
             )
     runs = load_runs(list(targets), device=device)
     meta = runs[0].run.meta
-    interface = TASKS.get(meta["task"]).interface
+    interface = TASKS.get(meta["task"]).inference.interface
     if interface == "classify":
         return [ClassifierBackend(r.run, r.name, activate=r.activate if r.shared else None) for r in runs]
     if interface == "chat":

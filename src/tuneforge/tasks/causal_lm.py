@@ -5,20 +5,19 @@ checked against the tokenizer before training, and are trained with the loss on 
 including its end-of-turn token, so the tuned model stops). The template, system prompt and stop tokens are
 saved with the model, so `tuneforge chat` / `generate` talk to it exactly as it was trained.
 
-Reading the formats, templating, encoding and packing are in data/ (sft_formats, templates, sft_encode,
-packing); the data report in data/sft_report; the final evaluation in tasks/sft_eval. What stays here (about
-400 lines, a third of them the documented config keys) is the task as one module: its config and data keys,
-how preparation is put together, the training hooks and what a finished run exports.
+Parsing the formats, templating, encoding and packing are in data/ (sft_formats, templates, sft_encode,
+packing), the data report in data/sft_report; reading and splitting the records and assembling the encoded
+splits in tasks/sft_prepare, the final evaluation in tasks/sft_eval, distillation in tasks/sft_distill, and how a
+finished run chats and exports in tasks/causal_lm_hooks. What stays here is the task itself: its config and data
+keys (a third of the module), the chat template check, how preparation is put together and the training hooks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import sys
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -27,6 +26,8 @@ from torch import nn
 from tuneforge.config.schema import DataSection, RunConfig, Section, TaskConfig
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.tasks.base import TASKS, Prepared, Task
+from tuneforge.tasks.causal_lm_hooks import ChatInference, LMExports
+from tuneforge.tasks.sft_prepare import SFTState, assemble, read_split
 
 log = logging.getLogger("tuneforge")
 
@@ -128,47 +129,18 @@ class CausalLMConfig(TaskConfig):
     )
 
 
-@dataclass
-class Records:
-    """Read and split, before templating: the records of each split in the task's record format."""
-
-    fmt: str
-    train: list
-    validation: list | None
-    test: list | None
-    skipped: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class SFTState:
-    """What preparation decided, for the later hooks: the record format, the chat template and stop tokens."""
-
-    fmt: str
-    chat: Any | None  # data.templates.ChatFormat, or None (plain text)
-    system_prompt: str | None
-    stop_token_ids: list[int]
-    pad_token_id: int | None
-    report_conversations: list = field(default_factory=list)  # held-out prompts for eval/report.md
-    example: str | None = None  # the first training example with its trained tokens marked
-    records: Any = None  # the Records the splits were encoded from (sequence distillation)
-
-
 @TASKS.register("causal_lm")
 class CausalLMTask(Task):
     name = "causal_lm"
     Config = CausalLMConfig
     DataConfig = CausalLMData
     auto_class_name = "AutoModelForCausalLM"
-    interface = "chat"
     distill_keys = ("divergence", "beta", "mode")
     aliases = ("sft",)
     report_metrics = ("loss", "perplexity")
     full_precision_modules = ("lm_head",)
-    onnx_forward_kwargs = {"use_cache": False}  # one forward pass returns the logits of every position
-    onnx_usable = False  # an ONNX graph without KV cache is for parity checks and onnxruntime users, not chat
-    parity_batch_size = 4
-    # dynamic int8 changed 63% of SmolLM2-135M's next-token choices (activation outliers); weight-only: none
-    int8_scheme = "weight-only"
+    inference = ChatInference()
+    exports = LMExports()
     default_metric = "loss"
     default_max_length = 1024
     metrics: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False}
@@ -198,94 +170,6 @@ class CausalLMTask(Task):
             return []
         ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         return [int(i) for i in ids if i is not None]
-
-    def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> tuple[str, list]:
-        from tuneforge.data.sft_formats import parse_records
-        from tuneforge.data.sources import read_table
-        from tuneforge.data.templates import fill_variables
-
-        d = self.cfg.data
-        if source == "builtin:identity":
-            missing = [k for k in ("name", "author") if k not in d.variables]
-            if missing:
-                raise ConfigError(
-                    f"builtin:identity needs data.variables.{missing[0]} (the new "
-                    f"{'name' if missing[0] == 'name' else 'maker'} of the model)"
-                )
-        skipped: list | None = [] if d.bad_records == "skip" else None
-        numbers: list = []
-        fmt, records = parse_records(
-            read_table(source, key),
-            d.format,
-            source,
-            conversation_column=d.conversation_column,
-            text_column=d.text_column,
-            roles=d.roles,
-            skipped=skipped,
-            numbers=numbers,
-        )
-        if numbers:
-            log.warning(
-                "%s: %d fields held a number instead of text and were trained as its text (first: %s)",
-                source,
-                len(numbers),
-                numbers[0],
-            )
-        if skipped:
-            print(
-                f"tuneforge: {source}: data.bad_records=skip: left out {len(skipped)} of "
-                f"{len(skipped) + len(records)} records that cannot be used (first: {skipped[0][1]}); "
-                f"all are listed in the run's data/report.md",
-                file=sys.stderr,
-                flush=True,
-            )
-            if skipped_out is not None:
-                skipped_out.extend({"source": source, "record": n, "problem": msg} for n, msg in skipped)
-        if not records:
-            raise DataError(
-                f"{source}: no usable records (all {len(skipped or [])} were left out by data.bad_records=skip)"
-            )
-        # placeholders are always filled: without data.variables a {{name}} would be trained as literal text
-        if fmt == "text":
-            records = [fill_variables(t, d.variables, f"{source}: record {n}") for n, t in enumerate(records, 1)]
-        else:
-            records = [
-                [{**m, "content": fill_variables(m["content"], d.variables, f"{source}: record {n}")} for m in msgs]
-                for n, msgs in enumerate(records, 1)
-            ]
-        return fmt, records
-
-    @staticmethod
-    def _split(records: list, frac: float, rng: random.Random) -> tuple[list, list]:
-        if frac <= 0 or len(records) < 2:
-            return records, []
-        idx = list(range(len(records)))
-        rng.shuffle(idx)
-        k = max(1, int(round(frac * len(records))))
-        held = set(idx[:k])
-        return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
-
-    def read_split(self) -> Records:
-        """Read the records of every split and split data.train where no file is given. Raises DataError."""
-        d = self.cfg.data
-        rng = random.Random(self._seed())
-        skipped: list[dict] = []
-        fmt, train = self._read(d.train, skipped_out=skipped)
-        val = self._read(d.validation, "data.validation", skipped)[1] if d.validation else None
-        test = self._read(d.test, "data.test", skipped)[1] if d.test else None
-        if test is None:
-            train, test = self._split(train, d.split.test, rng)
-        if val is None:
-            train, val = self._split(train, d.split.validation / (1.0 - (d.split.test if not d.test else 0.0)), rng)
-        if d.max_train_samples and d.max_train_samples < len(train):
-            train = rng.sample(train, d.max_train_samples)
-        if not train:
-            raise DataError(f"{d.train}: no training records left after splitting")
-        return Records(fmt, train, val, test, skipped)
-
-    def _seed(self) -> int:
-        d = self.cfg.data
-        return d.split.seed if d.split.seed is not None else self.cfg.train.seed
 
     def _template(self, tokenizer, fmt: str):
         """Resolve and check the chat template (set on the tokenizer, so it is saved with the model); returns
@@ -318,11 +202,11 @@ class CausalLMTask(Task):
         d = self.cfg.data
         return EncodeSettings(fmt, chat, system_prompt, d.max_length, d.overflow, d.train_on_prompt, self.force)
 
-    def prepare(self, tokenizer) -> Prepared:
+    def prepare(self, tokenizer) -> Prepared[SFTState]:
         from tuneforge.data.sft_encode import encode_records
 
         d = self.cfg.data
-        recs = self.read_split()
+        recs = read_split(self.cfg)
         fmt, train, val, test = recs.fmt, recs.train, recs.validation, recs.test
         chat, system_prompt = self._template(tokenizer, fmt)
         settings = self._settings(fmt, chat, system_prompt)
@@ -344,61 +228,10 @@ class CausalLMTask(Task):
             stats.get("example"),
             recs,
         )
-        prepared = self._prepared(train_ds, val_ds, test_ds, recs, state, stats)
+        prepared = assemble(self.cfg, train_ds, val_ds, test_ds, recs, state, stats)
         if stats.get("example"):
             log.info("first training example, trained tokens in [[...]]:\n%s", stats["example"])
         return prepared
-
-    def _prepared(self, train_ds, val_ds, test_ds, recs: Records, state: SFTState, stats: dict) -> Prepared:
-        from tuneforge.data.packing import padding_fraction
-        from tuneforge.data.sft_encode import pack_dataset
-        from tuneforge.data.sft_report import sft_data_report
-
-        d, t = self.cfg.data, self.cfg.train
-        train, val, test = recs.train, recs.validation, recs.test
-        info = {
-            "format": state.fmt,
-            "template": state.chat.name if state.chat else None,
-            "end_of_turn_token": state.chat.end_token if state.chat else None,
-            "stop_token_ids": state.stop_token_ids,
-            "system_prompt": state.system_prompt,
-            "pad_token_id": state.pad_token_id,
-            "sizes": {"train": len(train), "validation": len(val or []), "test": len(test or [])},
-            "overflow": {
-                "policy": d.overflow,
-                **{k: v for k, v in stats.items() if k != "example" and not k.endswith(("_lengths", "_tokens"))},
-            },
-        }
-        report = sft_data_report(
-            state.fmt, {"train": train, "validation": val, "test": test}, stats, d.overflow, max_length=d.max_length
-        )
-        info["data_report"] = report
-        if recs.skipped:
-            report["bad_records"] = {"policy": "skip", "records": recs.skipped}
-            info["skipped_records"] = len(recs.skipped)
-        if d.packing:
-            train_ds, info["packing"] = pack_dataset(train_ds, d.max_length, t.batch_size, t.group_by_length, t.seed)
-            efficiency = {
-                "packing_rows": info["packing"]["rows"],
-                "padding_fraction_unpacked": info["packing"]["padding_fraction_unpacked"],
-                "padding_fraction_packed": info["packing"]["padding_fraction_packed"],
-            }
-        else:
-            pf = padding_fraction(train_ds["length"], t.batch_size, t.group_by_length, self._seed())
-            efficiency = {"padding_fraction": round(pf, 4)}
-        info["efficiency"] = efficiency
-        return Prepared(
-            train=train_ds,
-            validation=val_ds,
-            test=test_ds,
-            sizes=info["sizes"],
-            state=state,
-            report=report,
-            held_out={"validation": list(val or []), "test": list(test or [])},
-            lengths={k: stats[f"{k}_lengths"] for k in ("train", "validation", "test") if f"{k}_lengths" in stats},
-            efficiency=efficiency,
-            info=info,
-        )
 
     def held_out(self, run_dir, tokenizer):
         from tuneforge.data.sft_encode import encode_records
@@ -524,7 +357,7 @@ class CausalLMTask(Task):
             "max_length": self.cfg.data.max_length,
         }
 
-    def save_extras(self, model_dir: str, prepared: Prepared) -> None:
+    def save_extras(self, model_dir: str, prepared: Prepared[SFTState]) -> None:
         """generation_config.json that stops on the template's end-of-turn token, for any loader of model/."""
         from transformers import GenerationConfig
 
@@ -540,16 +373,3 @@ class CausalLMTask(Task):
             repetition_penalty=g.repetition_penalty,
         )
         gen.save_pretrained(model_dir)
-
-    # ---- a finished run ---------------------------------------------------------------------------------
-    @classmethod
-    def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
-        agree = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(reference, exported)])
-        return {
-            "split": split,
-            "rows": len(rows),
-            "max_abs_logit_diff": diff,
-            "next_token_agreement": float(agree.mean()),
-            "positions": int(agree.size),
-        }

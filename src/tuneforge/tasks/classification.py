@@ -1,14 +1,16 @@
 """Single-label text classification on AutoModelForSequenceClassification.
 
-About 450 lines on purpose: a task is one module (its config and data keys, preparation, training hooks and
-how a finished run predicts, evaluates and exports), so adding a task is adding one module; the data
-pipeline it calls (cleaning, augmentation, balancing) lives in data/."""
+One concern in about 450 lines: the training side of one task, as one class, with its config and data keys.
+Half of it is how rows are read, checked and split (stratified or grouped, label checks across splits), which
+the image classifier reuses by subclassing; moving that half elsewhere would split one class over two modules.
+How a finished run predicts, evaluates and exports is in tasks/classification_hooks.py, distillation in
+classification_distill.py, and the data pipeline it calls (cleaning, augmentation, balancing) in data/."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -16,10 +18,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, TaskConfig
-from tuneforge.data.sources import BUILTIN_LABEL_ORDER, check_cells, read_table, require_columns
+from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, RunConfig, TaskConfig
+from tuneforge.data.builtin_sets import BUILTIN_LABEL_ORDER
+from tuneforge.data.columns import check_cells, require_columns
+from tuneforge.data.sources import read_table
+from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, first_output, padding_collator
+from tuneforge.tasks.base import TASKS, Prepared, Task, first_output, padding_collator, token_lengths
+from tuneforge.tasks.classification_hooks import ClassifierExports, ClassifierInference
 
 log = logging.getLogger("tuneforge")
 
@@ -51,9 +57,21 @@ class Frames:
     train_ids: list[int]  # source row ids of the training split, before cleaning
     skipped: list[dict] = field(default_factory=list)  # records left out by data.bad_records=skip
 
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.labels)}
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Rows per split (0 for a split the run has none of)."""
+        splits = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: 0 if df is None else len(df) for name, df in splits.items()}
+
 
 @dataclass
 class ClassificationState:
+    """What preparation decided, for the later hooks: the label names and the final training split's texts."""
+
     labels: list[str]  # label names in id order
     label2id: dict[str, int]
     class_counts: dict[str, int]  # of the final training split
@@ -77,15 +95,13 @@ class ClassificationTask(Task):
     Config = ClassificationConfig
     DataConfig = ClassificationData
     auto_class_name = "AutoModelForSequenceClassification"
-    interface = "classify"
     default_distill_temperature = 4.0
     distill_keys = ("unlabeled", "hidden_weight")
     prepares_tables = True
     report_metrics = ("accuracy", "f1_macro", "auc_roc")
     full_precision_modules = ("classifier", "score", "qa_outputs", "pre_classifier")
-    export_formats = ("merged", "onnx", "int8", "onnx-int8")
-    onnx_usable = True
-    parity_batch_size = 32
+    inference = ClassifierInference()
+    exports = ClassifierExports()
     default_metric = "accuracy"
     default_max_length = 128
     metrics: ClassVar[dict[str, bool]] = {
@@ -101,8 +117,14 @@ class ClassificationTask(Task):
     }
 
     @classmethod
-    def check_config(cls, cfg) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
+        d = cfg.data
+        if d.text_pair_column is not None and d.text_pair_column == d.text_column:
+            raise ConfigError(
+                f"data.text_pair_column: '{d.text_pair_column}' is also data.text_column; a text pair needs a "
+                f"second column (or remove data.text_pair_column)"
+            )
         if cfg.distill.teacher and cfg.data.balance.class_weights != "none":
             raise ConfigError(
                 "data.balance.class_weights: not applied by the distillation loss; set it to none "
@@ -192,44 +214,31 @@ class ClassificationTask(Task):
 
     def prepare(self, tokenizer) -> Prepared:
         """Read and split, clean and augment the training split, encode. Raises DataError, ConfigError."""
-        frames = self.read_split()
-        train, report = self.clean(frames)
-        labels = frames.labels
-        label2id = {n: i for i, n in enumerate(labels)}
+        frames, report = self.read_clean()
+        label2id = frames.label2id
 
         def enc(df):
             return None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
 
-        val, test = frames.validation, frames.test
-        sizes = {
-            "train": len(train),
-            "validation": 0 if val is None else len(val),
-            "test": 0 if test is None else len(test),
-        }
+        train, val, test = frames.train, frames.validation, frames.test
         d = self.cfg.data
         state = ClassificationState(
-            labels,
+            frames.labels,
             label2id,
             {str(k): int(v) for k, v in pd.Series(self._label_strings(train)).value_counts().items()},
             train[d.text_column].astype(str).tolist(),
             train[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None,
         )
-        prepared = Prepared(
-            train=enc(train),
-            validation=enc(val),
-            test=enc(test),
-            sizes=sizes,
+        encoded = {"train": enc(train), "validation": enc(val), "test": enc(test)}
+        return Prepared(
+            **encoded,
+            sizes=frames.sizes,
             state=state,
             report=report,
             held_out={"validation": self._records(val), "test": self._records(test)},
             train_ids=frames.train_ids,
+            lengths=token_lengths(encoded),
         )
-        prepared.lengths = {
-            name: list(ds["length"])
-            for name, ds in (("train", prepared.train), ("validation", prepared.validation), ("test", prepared.test))
-            if ds is not None
-        }
-        return prepared
 
     def _columns(self) -> list[str]:
         d = self.cfg.data
@@ -247,10 +256,7 @@ class ClassificationTask(Task):
         """Read the data and split it (test first, then validation from the rest, then the training sample).
 
         Raises DataError for unusable data, a single class, or labels only a held-out split has."""
-        d, seed = (
-            self.cfg.data,
-            self.cfg.data.split.seed if self.cfg.data.split.seed is not None else self.cfg.train.seed,
-        )
+        d, seed = self.cfg.data, data_seed(self.cfg)
         skipped: list[dict] = []
         train = self._read(d.train, skipped_out=skipped)
         val = self._read(d.validation, "data.validation", skipped) if d.validation else None
@@ -302,22 +308,26 @@ class ClassificationTask(Task):
         test). Returns the new training frame and the data report."""
         from tuneforge.data.prepare import improve_training_data
 
-        d = self.cfg.data
-        seed = d.split.seed if d.split.seed is not None else self.cfg.train.seed
         train, report = improve_training_data(
-            self.cfg, frames.train, frames.validation, frames.test, seed, frames.labels
+            self.cfg, frames.train, frames.validation, frames.test, data_seed(self.cfg), frames.labels
         )
         if frames.skipped:
             report["bad_records"] = {"policy": "skip", "records": frames.skipped}
         return train, report
 
+    def read_clean(self) -> tuple[Frames, dict]:
+        """How `prepare` starts: `read_split`, then `clean` the training split. Returns the frames with the
+        cleaned training split (`train_ids` still name the rows before cleaning) and the data report."""
+        frames = self.read_split()
+        train, report = self.clean(frames)
+        return replace(frames, train=train), report
+
     def prepare_frames(self):
         """Read, split, clean and augment without tokenizing, for `tuneforge data inspect|prepare`.
 
         Returns (train, validation, test, report, labels). Raises DataError, ConfigError."""
-        frames = self.read_split()
-        train, report = self.clean(frames)
-        return train, frames.validation, frames.test, report, frames.labels
+        frames, report = self.read_clean()
+        return frames.train, frames.validation, frames.test, report, frames.labels
 
     def held_out(self, run_dir, tokenizer):
         from tuneforge.data.splits import load_split, saved_split
@@ -371,7 +381,7 @@ class ClassificationTask(Task):
             title="Data used by this run",
         )
 
-    def loss_function(self, prepared: Prepared):
+    def loss_function(self, prepared: Prepared[ClassificationState]):
         weights = prepared.report.get("class_weights")
         if not weights:
             return None
@@ -393,8 +403,11 @@ class ClassificationTask(Task):
         return training_loss(self.cfg, prepared)
 
     # ---- model ------------------------------------------------------------------------------------------
-    def model_kwargs(self, prepared: Prepared) -> dict:
-        return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
+    def model_kwargs(self, prepared: Prepared[ClassificationState]) -> dict:
+        return {
+            **self.inference.head_kwargs({"labels": prepared.state.labels}),
+            "problem_type": "single_label_classification",
+        }
 
     def collator(self, tokenizer):
         return padding_collator(tokenizer)
@@ -409,18 +422,15 @@ class ClassificationTask(Task):
         return fn
 
     def final_evaluation(
-        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+        self, trainer, prepared: Prepared[ClassificationState], eval_dir: str, val_metrics: dict, without_adapters=None
     ) -> dict:
         from tuneforge.evaluation.classification import write_classification_report
 
-        if prepared.test is None:
-            log.warning("no test split: final metrics are the validation metrics")
+        outputs = self.test_outputs(trainer, prepared)
+        if outputs is None:
             return {"validation": val_metrics}
-        out = trainer.predict(prepared.test, metric_key_prefix="test")
-        logits = first_output(out.predictions)
         test = write_classification_report(
-            logits,
-            np.asarray(out.label_ids),
+            *outputs,
             prepared.state.labels,
             eval_dir,
             title=f"Test split ({len(prepared.test)} rows)",
@@ -433,7 +443,7 @@ class ClassificationTask(Task):
             result["distill"] = teacher_vs_student(self, trainer, prepared, test, eval_dir)
         return result
 
-    def metadata(self, prepared: Prepared) -> dict:
+    def metadata(self, prepared: Prepared[ClassificationState]) -> dict:
         d = self.cfg.data
         return {
             "labels": prepared.state.labels,
@@ -441,83 +451,4 @@ class ClassificationTask(Task):
             "text_pair_column": d.text_pair_column,
             "label_column": d.label_column,
             "max_length": d.max_length,
-        }
-
-    # ---- a finished run ---------------------------------------------------------------------------------
-    @classmethod
-    def head_kwargs(cls, meta: dict) -> dict:
-        names = meta.get("labels") or []
-        if not names:
-            return {}
-        return {
-            "num_labels": len(names),
-            "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)},
-        }
-
-    @classmethod
-    def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Logits for `texts`, batched by length so padding stays small; returned in input order."""
-        return batched_logits(run, texts, pairs, len(run.meta["labels"]), batch_size)
-
-    @classmethod
-    def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
-        """Label and per-class probabilities for each text."""
-        from tuneforge.evaluation.classification import softmax
-
-        if not texts:
-            raise DataError("no texts to predict")
-        probs = softmax(cls.logits(run, list(texts), batch_size=batch_size))
-        names = run.meta["labels"]
-        return [
-            {
-                "text": t,
-                "label": names[int(p.argmax())],
-                "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)},
-            }
-            for t, p in zip(texts, probs)
-        ]
-
-    @classmethod
-    def evaluate(
-        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
-    ) -> dict:
-        """Metrics, per-class report and confusion matrix of the run on labelled data (`source`)."""
-        from tuneforge.evaluation.classification import write_classification_report
-
-        meta = run.meta
-        tcol, lcol = text_column or meta["text_column"], label_column or meta["label_column"]
-        pcol = meta.get("text_pair_column")
-        df = read_table(source)
-        require_columns(df, {"text column": tcol, "label column": lcol, "text pair column": pcol}, source)
-        cells = {tcol: ("--text-column", "text"), lcol: ("--label-column", "label")}
-        df = check_cells(df, {**cells, **({pcol: ("text pair column", "text")} if pcol else {})}, source)
-        df = df.dropna(subset=[tcol, lcol])
-        if len(df) == 0:
-            raise DataError(f"{source}: no rows with both a text and a label")
-        names = meta["labels"]
-        label_ids = []
-        for v in df[lcol]:
-            s = str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
-            if s not in names:
-                raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
-            label_ids.append(names.index(s))
-        logits = cls.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
-        return write_classification_report(
-            logits, np.asarray(label_ids), names, out_dir, title=f"{source} ({len(df)} rows)"
-        )
-
-    @classmethod
-    def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(reference, exported))
-        labels = np.asarray([r["label"] for r in rows])
-        rp, ep = np.asarray([a.argmax() for a in reference]), np.asarray([b.argmax() for b in exported])
-        return {
-            "split": split,
-            "rows": len(rows),
-            "max_abs_logit_diff": diff,
-            "label_agreement": float((rp == ep).mean()),
-            "reference_accuracy": float((rp == labels).mean()),
-            "export_accuracy": float((ep == labels).mean()),
-            "accuracy_delta_points": float(((ep == labels).mean() - (rp == labels).mean()) * 100),
         }

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from tuneforge.data.sources import check_cells, read_table, require_columns
+from tuneforge.data.columns import check_cells, require_columns
+from tuneforge.data.sources import read_table
 from tuneforge.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 
 def distill(task, prepared, tokenizer, teacher, cache_dir):
@@ -65,7 +70,7 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     return prepared
 
 
-def unlabeled(cfg) -> tuple[list[str], list[str]] | None:
+def unlabeled(cfg: RunConfig) -> tuple[list[str], list[str]] | None:
     src = cfg.distill.unlabeled
     if src is None:
         return None
@@ -86,7 +91,7 @@ def unlabeled(cfg) -> tuple[list[str], list[str]] | None:
     )
 
 
-def training_loss(cfg, prepared):
+def training_loss(cfg: RunConfig, prepared):
     if prepared.teacher is None:
         return None
     import torch.nn.functional as F

@@ -12,17 +12,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from tuneforge.config.schema import DataSection, Section, TaskConfig
+from tuneforge.config.schema import DataSection, RunConfig, Section, TaskConfig
+from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError, DataError, first_line
-from tuneforge.tasks.base import TASKS, Prepared, first_output
+from tuneforge.tasks.base import TASKS, Prepared
 from tuneforge.tasks.classification import ClassificationState, ClassificationTask, Frames
+from tuneforge.tasks.classification_hooks import ClassifierExports, ClassifierInference
+
+if TYPE_CHECKING:
+    from tuneforge.data.images import Preprocessing
 
 log = logging.getLogger("tuneforge")
 #: most misclassified test images shown in the report's grid
@@ -131,7 +137,8 @@ class ImageRows:
         return (self[i] for i in range(len(self.refs)))
 
     def __getitem__(self, k: int) -> dict:
-        from tuneforge.data.images import open_image, seeded_draw
+        from tuneforge.data.images import open_image
+        from tuneforge.data.sampling import seeded_draw
 
         if not 0 <= k < (len(self.refs) if self.seed is None else 2**62):
             raise IndexError(k)
@@ -169,6 +176,145 @@ def _decode(item, i: int):
     return open_image(str(item)), str(item)
 
 
+@dataclass(kw_only=True)
+class ImageState(ClassificationState):
+    """The classifier's state, with the image preprocessing the model trains with (saved beside it)."""
+
+    preprocessing: Preprocessing
+    teacher_order: list[int] | None = None  # the teacher's index of each label, once `distill` attached one
+
+
+class ImageInference(ClassifierInference):
+    """Image files, raw bytes or PIL images in; label and per-class probabilities out."""
+
+    input_kind = "image"
+
+    def load_processor(self, path: str, trust_remote_code: bool = False) -> Preprocessing:
+        """The model's image preprocessing (size, resize/crop, normalisation) from its preprocessor_config.json."""
+        from tuneforge.data.images import Preprocessing
+
+        return Preprocessing.from_dir(path)
+
+    def head_kwargs(self, meta: dict) -> dict:
+        # the base's own head (ImageNet's 1000 classes) gives way to one sized to the run's labels
+        kwargs = super().head_kwargs(meta)
+        return {**kwargs, "ignore_mismatched_sizes": True} if kwargs else kwargs
+
+    def logits(self, run: Any, images: list, pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Logits for `images` (paths, bytes or PIL images) in input order."""
+        import torch
+
+        from tuneforge.data.images import eval_transform
+
+        transform = eval_transform(run.tokenizer)
+        width = len(run.meta["labels"])
+        out = np.zeros((len(images), width), dtype=np.float32)
+        first = next(run.model.parameters())
+        device, dtype = first.device, (first.dtype if first.is_floating_point() else torch.float32)
+        with torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                chunk = [transform(_decode(x, s + k)[0]) for k, x in enumerate(images[s : s + batch_size])]
+                out[s : s + len(chunk)] = (
+                    run.model(pixel_values=torch.stack(chunk).to(device, dtype)).logits.float().cpu().numpy()
+                )
+        return out
+
+    def predict(self, run: Any, images: list, batch_size: int = 64) -> list[dict]:
+        """Label and per-class probabilities for each image (a path, raw bytes or a PIL image)."""
+        from tuneforge.evaluation.classification import softmax
+
+        if not images:
+            raise DataError("no images to predict")
+        probs = softmax(self.logits(run, list(images), batch_size=batch_size))
+        names = run.meta["labels"]
+        return [
+            {
+                "image": x if isinstance(x, str) else f"image {i}",
+                "label": names[int(p.argmax())],
+                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
+            }
+            for i, (x, p) in enumerate(zip(images, probs))
+        ]
+
+    def evaluate(
+        self, run: Any, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
+        """Metrics, per-class report, confusion matrix and misclassified grid on labelled images (`source`: a
+        folder of class folders, a table or a builtin set; `text_column` names the image column of a table)."""
+        from tuneforge.data.images import check_images, read_image_records
+        from tuneforge.evaluation.classification import write_classification_report
+
+        meta = run.meta
+        df = read_image_records(
+            source,
+            "--data",
+            text_column or meta.get("image_column", "image"),
+            label_column or meta.get("label_column", "label"),
+        )
+        if len(df) == 0:
+            raise DataError(f"{source}: no images found")
+        check_images(df["image"].tolist())
+        names = meta["labels"]
+        ids = []
+        for s in df["label"].astype(str):
+            if s not in names:
+                raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
+            ids.append(names.index(s))
+        logits = self.logits(run, df["image"].tolist())
+        result = write_classification_report(
+            logits, np.asarray(ids), names, out_dir, title=f"{source} ({len(df)} images)"
+        )
+        _misclassified_section(df["image"].tolist(), logits, np.asarray(ids), names, Path(out_dir))
+        return result
+
+
+class ImageExports(ClassifierExports):
+    """Pixel values in (one dynamic batch axis), fixed images for the merge check, weight-only int8."""
+
+    parity_batch_size = 16
+    # convolution weights are quantized too (per output channel); activations stay fp32
+    int8_scheme = "weight-only"
+
+    def check_inputs(self, processor: Preprocessing, meta: dict, texts: list[str] | None = None) -> list[dict]:
+        """Four fixed images (gradients and seeded noise) for the merge equivalence check."""
+        import torch
+
+        if texts:
+            raise ConfigError("--text does not apply to an image model (its merge check uses fixed images)")
+        g = torch.Generator().manual_seed(0)
+        h, w = processor.height, processor.width
+        ramp = torch.linspace(-2, 2, w).expand(3, h, w)
+        images = [
+            ramp,
+            ramp.transpose(1, 2) if h == w else -ramp,
+            torch.randn(3, h, w, generator=g),
+            torch.rand(3, h, w, generator=g) * 4 - 2,
+        ]
+        return [{"pixel_values": x.unsqueeze(0).contiguous()} for x in images]
+
+    def held_out_rows(self, split: ImageRows, n: int) -> list[dict]:
+        rows = []
+        for i in range(n):
+            r = split[i]
+            rows.append({"pixel_values": r["pixel_values"], "label": r["labels"]})
+        return rows
+
+    def batch(self, rows: list[dict], processor: Preprocessing) -> dict:
+        import torch
+
+        return {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
+
+    def output_rows(self, logits: np.ndarray, batch: dict, rows: list[dict]) -> list:
+        return [logits[k] for k in range(len(rows))]
+
+    def onnx_inputs(self, processor: Preprocessing) -> tuple[list[str], tuple, tuple]:
+        import torch
+        from torch.export import Dim
+
+        example = torch.randn(2, 3, processor.height, processor.width)
+        return ["pixel_values"], (example,), ({0: Dim("batch", min=1, max=1024)},)
+
+
 @TASKS.register("image_classification")
 class ImageClassificationTask(ClassificationTask):
     name = "image_classification"
@@ -176,15 +322,11 @@ class ImageClassificationTask(ClassificationTask):
     DataConfig = ImageData
     auto_class_name = "AutoModelForImageClassification"
     aliases = ("image",)
-    input_kind = "image"
     prepares_tables = False
     distill_keys = ()
     full_precision_modules = ("classifier",)
-    export_formats = ("merged", "onnx", "int8", "onnx-int8")
-    onnx_usable = True
-    parity_batch_size = 16
-    # convolution weights are quantized too (per output channel); activations stay fp32
-    int8_scheme = "weight-only"
+    inference = ImageInference()
+    exports = ImageExports()
 
     @classmethod
     def auto_class(cls):
@@ -194,21 +336,14 @@ class ImageClassificationTask(ClassificationTask):
         return super().auto_class()
 
     @classmethod
-    def fill_defaults(cls, cfg) -> None:
+    def fill_defaults(cls, cfg: RunConfig) -> None:
         super().fill_defaults(cfg)
         # every image of a batch has the same size: grouping by length only costs a pass over the images
         cfg.train.group_by_length = False
 
     @classmethod
-    def check_config(cls, cfg) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         super(ClassificationTask, cls).check_config(cfg)  # not the text classifier's balance checks
-
-    @classmethod
-    def load_processor(cls, path: str, trust_remote_code: bool = False):
-        """The model's image preprocessing (size, resize/crop, normalisation) from its preprocessor_config.json."""
-        from tuneforge.data.images import Preprocessing
-
-        return Preprocessing.from_dir(path)
 
     # ---- data -------------------------------------------------------------------------------------------
     def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> pd.DataFrame:
@@ -239,7 +374,7 @@ class ImageClassificationTask(ClassificationTask):
         train = frames.train
         if d.limit_per_class:
             train = limit_per_class(
-                train.rename(columns={d.label_column: "label"}), d.limit_per_class, self._seed()
+                train.rename(columns={d.label_column: "label"}), d.limit_per_class, data_seed(self.cfg)
             ).rename(columns={"label": d.label_column})
         check_images(train[d.image_column].tolist())
         counts = {
@@ -252,10 +387,6 @@ class ImageClassificationTask(ClassificationTask):
             "limit_per_class": d.limit_per_class,
             "eval_limit_per_class": d.eval_limit_per_class,
         }
-
-    def _seed(self) -> int:
-        d = self.cfg.data
-        return d.split.seed if d.split.seed is not None else self.cfg.train.seed
 
     def _counts(self, df: pd.DataFrame) -> dict[str, int]:
         return {str(k): int(v) for k, v in pd.Series(self._label_strings(df)).value_counts().sort_index().items()}
@@ -270,7 +401,7 @@ class ImageClassificationTask(ClassificationTask):
                 df = getattr(frames, name)
                 if df is not None:
                     cut = limit_per_class(
-                        df.rename(columns={d.label_column: "label"}), d.eval_limit_per_class, self._seed()
+                        df.rename(columns={d.label_column: "label"}), d.eval_limit_per_class, data_seed(self.cfg)
                     ).rename(columns={"label": d.label_column})
                     setattr(frames, name, cut)
         for df in (frames.validation, frames.test):  # the training images: once `clean` has capped them
@@ -297,29 +428,21 @@ class ImageClassificationTask(ClassificationTask):
             df[self.cfg.data.image_column].tolist(), [label2id[s] for s in self._label_strings(df)], transform, seed
         )
 
-    def prepare(self, processor) -> Prepared:
+    def prepare(self, processor) -> Prepared[ImageState]:
         """Read and split the images, cap classes, check every file opens; the pixels are decoded per batch."""
-        frames = self.read_split()
-        train, report = self.clean(frames)
-        labels = frames.labels
-        label2id = {n: i for i, n in enumerate(labels)}
+        frames, report = self.read_clean()
+        label2id = frames.label2id
         train_tf, eval_tf = self._transforms(processor)
-        val, test = frames.validation, frames.test
-        sizes = {
-            "train": len(train),
-            "validation": 0 if val is None else len(val),
-            "test": 0 if test is None else len(test),
-        }
+        train, val, test = frames.train, frames.validation, frames.test
         # the Trainer counts input elements as "tokens": meaningless for pixels
         efficiency = {"train_tokens": None, "train_tokens_per_second": None}
-        state = ClassificationState(labels, label2id, report["class_counts"]["train"])
-        state.preprocessing = self._preprocessing(processor)  # type: ignore[attr-defined]
-        p = state.preprocessing
+        p = self._preprocessing(processor)
+        state = ImageState(frames.labels, label2id, report["class_counts"]["train"], preprocessing=p)
         return Prepared(
             train=self._rows(train, label2id, train_tf, self.cfg.train.seed),
             validation=self._rows(val, label2id, eval_tf),
             test=self._rows(test, label2id, eval_tf),
-            sizes=sizes,
+            sizes=frames.sizes,
             state=state,
             report=report,
             held_out={"validation": self._records(val), "test": self._records(test)},
@@ -343,7 +466,7 @@ class ImageClassificationTask(ClassificationTask):
                 return self._rows(df, {n: i for i, n in enumerate(labels)}, eval_transform(processor)), name
         return None, "test"
 
-    def write_data_report(self, prepared: Prepared, out_dir: str) -> None:
+    def write_data_report(self, prepared: Prepared[ImageState], out_dir: str) -> None:
         """data/report.md: images per class and split, and a grid of augmented training images."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +509,7 @@ class ImageClassificationTask(ClassificationTask):
         return _save_grid([rows[i]["pixel_values"] for i in range(n)], titles, path)
 
     # ---- distillation -----------------------------------------------------------------------------------
-    def distill(self, prepared: Prepared, processor, teacher, cache_dir) -> Prepared:
+    def distill(self, prepared: Prepared[ImageState], processor, teacher, cache_dir) -> Prepared:
         """A teacher image classifier (a finished run or a model directory with the same classes) teaches on the
         very batches the student sees (augmented, CutMix/MixUp-mixed), converted to its own input size and
         normalisation: function matching, so nothing is cached."""
@@ -396,12 +519,12 @@ class ImageClassificationTask(ClassificationTask):
                 f"distill.teacher: its labels {teacher.labels[:10]} differ from the data's "
                 f"{labels[:10]} (a teacher must predict the same classes)"
             )
-        prepared.state.teacher_order = [teacher.labels.index(n) for n in labels]  # type: ignore[attr-defined]
+        prepared.state.teacher_order = [teacher.labels.index(n) for n in labels]
         prepared.teacher = teacher
         teacher.model.eval()
         return prepared
 
-    def _teacher_logits(self, prepared: Prepared, pixels):
+    def _teacher_logits(self, prepared: Prepared[ImageState], pixels):
         """The teacher's logits (in the student's label order) for a batch of the student's pixel values."""
         import torch
         import torch.nn.functional as F
@@ -423,15 +546,18 @@ class ImageClassificationTask(ClassificationTask):
         return out[:, prepared.state.teacher_order]
 
     # ---- training ---------------------------------------------------------------------------------------
-    def train_sampler(self, prepared: Prepared):
+    def train_sampler(self, prepared: Prepared[ImageState]):
         """Each epoch's order and each row's augmentation seeded by (train.seed, epoch): see ImageRows."""
-        from tuneforge.data.images import EpochIndexSampler
+        from tuneforge.data.sampling import EpochIndexSampler
 
         return EpochIndexSampler(len(prepared.train), self.cfg.train.seed)
 
-    def model_kwargs(self, prepared: Prepared) -> dict:
+    def model_kwargs(self, prepared: Prepared[ImageState]) -> dict:
         # a pretrained ImageNet head (1000 classes) is replaced by a new one sized to the labels
-        return {**self.head_kwargs({"labels": prepared.state.labels}), "problem_type": "single_label_classification"}
+        return {
+            **self.inference.head_kwargs({"labels": prepared.state.labels}),
+            "problem_type": "single_label_classification",
+        }
 
     def prepare_model(self, model):
         """Refuses `data.image_size` for a model with fixed-size position embeddings (ViT).
@@ -469,12 +595,13 @@ class ImageClassificationTask(ClassificationTask):
     def loss_function(self, prepared: Prepared):
         return None
 
-    def training_loss(self, prepared: Prepared):
+    def training_loss(self, prepared: Prepared[ImageState]):
         """Cross-entropy on the model's logits; in training, batches mixed by CutMix/MixUp first (soft targets)
         and label smoothing; evaluation batches are never mixed."""
         import torch
 
-        from tuneforge.data.images import mix_batch, soft_cross_entropy
+        from tuneforge.data.images import mix_batch
+        from tuneforge.kernels.soft_ce import soft_cross_entropy
 
         d, kd = self.cfg.data, self.cfg.distill
         cutmix = (d.cutmix.alpha, d.cutmix.prob) if d.cutmix else None
@@ -508,18 +635,16 @@ class ImageClassificationTask(ClassificationTask):
         return loss
 
     def final_evaluation(
-        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+        self, trainer, prepared: Prepared[ImageState], eval_dir: str, val_metrics: dict, without_adapters=None
     ) -> dict:
         """Metrics, per-class report and confusion matrix on the test split, and a grid of misclassified test
         images (eval/misclassified.png) in the report."""
         from tuneforge.evaluation.classification import write_classification_report
 
-        if prepared.test is None:
-            log.warning("no test split: final metrics are the validation metrics")
+        outputs = self.test_outputs(trainer, prepared)
+        if outputs is None:
             return {"validation": val_metrics}
-        out = trainer.predict(prepared.test, metric_key_prefix="test")
-        logits = first_output(out.predictions)
-        labels = np.asarray(out.label_ids)
+        logits, labels = outputs
         test = write_classification_report(
             logits,
             labels,
@@ -534,7 +659,9 @@ class ImageClassificationTask(ClassificationTask):
             result["distill"] = self._teacher_vs_student(trainer, prepared, test, logits, eval_dir)
         return result
 
-    def _teacher_vs_student(self, trainer, prepared: Prepared, student_metrics: dict, student_logits, eval_dir) -> dict:
+    def _teacher_vs_student(
+        self, trainer, prepared: Prepared[ImageState], student_metrics: dict, student_logits, eval_dir
+    ) -> dict:
         """The teacher-vs-student table on the test images (quality, size, CPU speed, agreement)."""
         from tuneforge.data.images import eval_transform
         from tuneforge.evaluation.classification import classification_metrics
@@ -557,7 +684,7 @@ class ImageClassificationTask(ClassificationTask):
         )
         return dr.write_section(eval_dir, *rows, dr.agreement(student_logits, t_logits), "test", dr.KEYS)
 
-    def metadata(self, prepared: Prepared) -> dict:
+    def metadata(self, prepared: Prepared[ImageState]) -> dict:
         d = self.cfg.data
         return {
             "labels": prepared.state.labels,
@@ -567,131 +694,9 @@ class ImageClassificationTask(ClassificationTask):
             "preprocessing": prepared.state.preprocessing.to_dict(),
         }
 
-    def save_extras(self, model_dir: str, prepared: Prepared) -> None:
+    def save_extras(self, model_dir: str, prepared: Prepared[ImageState]) -> None:
         # the preprocessing the model was trained with (data.image_size may differ from the base model's)
         prepared.state.preprocessing.save_pretrained(model_dir)
-
-    # ---- a finished run ---------------------------------------------------------------------------------
-    @classmethod
-    def head_kwargs(cls, meta: dict) -> dict:
-        # the base's own head (ImageNet's 1000 classes) gives way to one sized to the run's labels
-        kwargs = super().head_kwargs(meta)
-        return {**kwargs, "ignore_mismatched_sizes": True} if kwargs else kwargs
-
-    @classmethod
-    def logits(cls, run, images: list, pairs=None, batch_size: int = 64) -> np.ndarray:
-        """Logits for `images` (paths, bytes or PIL images) in input order."""
-        import torch
-
-        from tuneforge.data.images import eval_transform
-
-        transform = eval_transform(run.tokenizer)
-        width = len(run.meta["labels"])
-        out = np.zeros((len(images), width), dtype=np.float32)
-        first = next(run.model.parameters())
-        device, dtype = first.device, (first.dtype if first.is_floating_point() else torch.float32)
-        with torch.no_grad():
-            for s in range(0, len(images), batch_size):
-                chunk = [transform(_decode(x, s + k)[0]) for k, x in enumerate(images[s : s + batch_size])]
-                out[s : s + len(chunk)] = (
-                    run.model(pixel_values=torch.stack(chunk).to(device, dtype)).logits.float().cpu().numpy()
-                )
-        return out
-
-    @classmethod
-    def predict(cls, run, images: list, batch_size: int = 64) -> list[dict]:
-        """Label and per-class probabilities for each image (a path, raw bytes or a PIL image)."""
-        from tuneforge.evaluation.classification import softmax
-
-        if not images:
-            raise DataError("no images to predict")
-        probs = softmax(cls.logits(run, list(images), batch_size=batch_size))
-        names = run.meta["labels"]
-        return [
-            {
-                "image": x if isinstance(x, str) else f"image {i}",
-                "label": names[int(p.argmax())],
-                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
-            }
-            for i, (x, p) in enumerate(zip(images, probs))
-        ]
-
-    @classmethod
-    def evaluate(
-        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
-    ) -> dict:
-        """Metrics, per-class report, confusion matrix and misclassified grid on labelled images (`source`: a
-        folder of class folders, a table or a builtin set; `text_column` names the image column of a table)."""
-        from tuneforge.data.images import check_images, read_image_records
-        from tuneforge.evaluation.classification import write_classification_report
-
-        meta = run.meta
-        df = read_image_records(
-            source,
-            "--data",
-            text_column or meta.get("image_column", "image"),
-            label_column or meta.get("label_column", "label"),
-        )
-        if len(df) == 0:
-            raise DataError(f"{source}: no images found")
-        check_images(df["image"].tolist())
-        names = meta["labels"]
-        ids = []
-        for s in df["label"].astype(str):
-            if s not in names:
-                raise DataError(f"{source}: label '{s}' was never seen in training (known labels: {', '.join(names)})")
-            ids.append(names.index(s))
-        logits = cls.logits(run, df["image"].tolist())
-        result = write_classification_report(
-            logits, np.asarray(ids), names, out_dir, title=f"{source} ({len(df)} images)"
-        )
-        _misclassified_section(df["image"].tolist(), logits, np.asarray(ids), names, Path(out_dir))
-        return result
-
-    # ---- model inputs outside training ------------------------------------------------------------------
-    @classmethod
-    def check_inputs(cls, processor, meta: dict, texts: list[str] | None = None) -> list[dict]:
-        """Four fixed images (gradients and seeded noise) for the merge equivalence check."""
-        import torch
-
-        if texts:
-            raise ConfigError("--text does not apply to an image model (its merge check uses fixed images)")
-        g = torch.Generator().manual_seed(0)
-        h, w = processor.height, processor.width
-        ramp = torch.linspace(-2, 2, w).expand(3, h, w)
-        images = [
-            ramp,
-            ramp.transpose(1, 2) if h == w else -ramp,
-            torch.randn(3, h, w, generator=g),
-            torch.rand(3, h, w, generator=g) * 4 - 2,
-        ]
-        return [{"pixel_values": x.unsqueeze(0).contiguous()} for x in images]
-
-    @classmethod
-    def export_rows(cls, split, n: int) -> list[dict]:
-        rows = []
-        for i in range(n):
-            r = split[i]
-            rows.append({"pixel_values": r["pixel_values"], "label": r["labels"]})
-        return rows
-
-    @classmethod
-    def export_batch(cls, rows: list[dict], processor) -> dict:
-        import torch
-
-        return {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
-
-    @staticmethod
-    def output_rows(logits, batch: dict, rows: list[dict]) -> list:
-        return [logits[k] for k in range(len(rows))]
-
-    @classmethod
-    def onnx_inputs(cls, processor) -> tuple[list[str], tuple, tuple]:
-        import torch
-        from torch.export import Dim
-
-        example = torch.randn(2, 3, processor.height, processor.width)
-        return ["pixel_values"], (example,), ({0: Dim("batch", min=1, max=1024)},)
 
 
 def _misclassified_section(

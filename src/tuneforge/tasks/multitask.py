@@ -9,21 +9,22 @@ trains like any transformers model. Data reading and splitting: tasks/multitask_
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from tuneforge.config.schema import DataSection, Section, TaskConfig
+from tuneforge.config.schema import DataSection, RunConfig, Section, TaskConfig
+from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, batched_logits, closest, first_output, padding_collator
+from tuneforge.tasks.base import TASKS, Prepared, Task, closest, first_output, padding_collator, token_lengths
+from tuneforge.tasks.hooks import ExportHooks, InferenceHooks, batched_logits
 
-log = logging.getLogger("tuneforge")
 IGNORE = -100.0
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 
@@ -146,7 +147,7 @@ class MultiTaskData(DataSection):
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
 
 
-def _metric_names(cfg) -> dict[str, bool]:
+def _metric_names(cfg: RunConfig) -> dict[str, bool]:
     out = {"combined": True, "loss": False}
     for name, s in cfg.task.tasks.items():
         for m, greater in (MULTI_METRICS if s.problem == "multi_label" else SINGLE_METRICS).items():
@@ -154,11 +155,150 @@ def _metric_names(cfg) -> dict[str, bool]:
     return out
 
 
+@dataclass
 class MultiTaskState:
     """What prepare() learned: the sub-tasks in head order, their label names and the rows' sources."""
 
-    def __init__(self, spec: dict, labels: dict[str, list[str]], sources: list[int], metrics: dict[str, str]):
-        self.spec, self.labels, self.sources, self.metrics = spec, labels, sources, metrics
+    spec: dict  # the heads (name, num_labels, multi_label), weights, weighting and pooling: the model's layout
+    labels: dict[str, list[str]]  # each sub-task's label names in id order
+    sources: list[int]  # index of the data source of each training row (for mixing several files)
+    metrics: dict[str, str]  # each sub-task's metric in the combined selection metric
+
+
+class MultiTaskInference(InferenceHooks):
+    """Every sub-task's answer for a text, from the heads' logits side by side."""
+
+    def head_kwargs(self, meta: dict) -> dict:
+        return {"multitask": meta["multitask"]} if meta.get("multitask") else {}
+
+    def logits(self, run: Any, texts: list, pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Every head's logits side by side for `texts`, batched by length; in input order."""
+        width = sum(int(h["num_labels"]) for h in run.meta["multitask"]["heads"])
+        return batched_logits(run, texts, pairs, width, batch_size)
+
+    def predict(self, run: Any, texts: list, batch_size: int = 64) -> list[dict]:
+        """Every sub-task's answer for each text: {"text", "tasks": {name: {"label", "probabilities"}}} (a
+        multi-label sub-task: "labels", the classes at probability >= 0.5)."""
+        if not texts:
+            raise DataError("no texts to predict")
+        logits = self.logits(run, list(texts), batch_size=batch_size)
+        return [{"text": t, "tasks": answers(row, run.meta)} for t, row in zip(texts, logits)]
+
+    def evaluate(
+        self, run: Any, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
+    ) -> dict:
+        """Per-sub-task metrics, reports and confusion matrices of the run on labelled data (every sub-task whose
+        label column the file has; rows without a label for a sub-task do not count for it)."""
+        from tuneforge.data.columns import check_cells, require_columns
+        from tuneforge.data.sources import read_table
+        from tuneforge.tasks.multitask_data import multi_label, single_label
+
+        meta = run.meta
+        if label_column:
+            raise DataError(
+                f"--label-column does not apply to a multi-task run: each sub-task reads its own column "
+                f"({', '.join(f'{n}: {c}' for n, c in meta['label_columns'].items())})"
+            )
+        tcol, pcol = text_column or meta["text_column"], meta.get("text_pair_column")
+        df = read_table(source)
+        require_columns(df, {"text column": tcol, "text pair column": pcol}, source)
+        present = {n: c for n, c in meta["label_columns"].items() if c in df.columns}
+        if not present:
+            raise DataError(
+                f"{source}: none of the sub-tasks' label columns is there "
+                f"({', '.join(meta['label_columns'].values())}); columns: {', '.join(map(str, df.columns))}"
+            )
+        df = check_cells(
+            df, {tcol: ("--text-column", "text"), **({pcol: ("text pair column", "text")} if pcol else {})}, source
+        )
+        df = df[[isinstance(v, str) and bool(v.strip()) for v in df[tcol]]]
+        spec = meta["multitask"]
+        rows = []
+        for _, r in df.iterrows():
+            vec = []
+            for h in spec["heads"]:
+                n, names = h["name"], meta["labels"][h["name"]]
+                col = meta["label_columns"][n]
+                v = r.get(col) if n in present else None
+                if h.get("multi_label"):
+                    v = multi_label(v, meta.get("label_separators", {}).get(n, "|"))
+                    vec += [IGNORE] * len(names) if v is None else [1.0 if x in v else 0.0 for x in names]
+                    unknown = [] if v is None else [x for x in v if x not in names]
+                else:
+                    v = single_label(v)
+                    vec.append(IGNORE if v is None or v not in names else float(names.index(v)))
+                    unknown = [] if v is None or v in names else [v]
+                if unknown:
+                    raise DataError(
+                        f"{source}: sub-task {n}: label '{unknown[0]}' was never seen in training "
+                        f"(known labels: {', '.join(names)})"
+                    )
+            rows.append(vec)
+        if not rows:
+            raise DataError(f"{source}: no rows with a text")
+        logits = self.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
+        return write_reports(
+            logits,
+            np.asarray(rows, dtype=np.float32),
+            spec,
+            meta["labels"],
+            meta.get("metrics") or {},
+            Path(out_dir),
+            f"{source} ({len(rows)} rows)",
+        )
+
+
+class MultiTaskExports(ExportHooks):
+    """Every export format; the ONNX graph has one output per head and serves predict / serve."""
+
+    formats = ("merged", "onnx", "int8", "onnx-int8")
+    onnx_usable = True
+
+    def onnx_outputs(self, meta: dict) -> list[tuple[str, int]]:
+        return [(h["name"], int(h["num_labels"])) for h in meta["multitask"]["heads"]]
+
+    def parity(
+        self,
+        reference: list[np.ndarray],
+        exported: list[np.ndarray],
+        rows: list[dict],
+        split: str,
+        meta: dict | None = None,
+    ) -> dict:
+        """Per sub-task (its labelled rows only): logit difference, label agreement and both accuracies."""
+        from tuneforge.kernels.multitask import offsets
+        from tuneforge.models.multitask import layouts
+
+        lay = layouts(meta["multitask"])
+        ref, exp = np.stack(reference), np.stack(exported)
+        labels = np.asarray([r["label"] for r in rows], dtype=np.float32)
+        out = {"split": split, "rows": len(rows), "max_abs_logit_diff": float(np.abs(ref - exp).max()), "tasks": {}}
+        for h, (lc, yc) in zip(lay, offsets(lay)):
+            y = labels[:, yc]
+            keep = y[:, 0] != IGNORE
+            a, b = ref[keep][:, lc], exp[keep][:, lc]
+            if h.multi_label:
+                pa, pb, t = a >= 0, b >= 0, y[keep] > 0.5
+                task = {
+                    "label_agreement": float((pa == pb).all(axis=1).mean()) if keep.any() else None,
+                    "reference_subset_accuracy": float((pa == t).all(axis=1).mean()) if keep.any() else None,
+                    "export_subset_accuracy": float((pb == t).all(axis=1).mean()) if keep.any() else None,
+                }
+            else:
+                ra, ea, t = a.argmax(-1), b.argmax(-1), y[keep][:, 0].astype(int)
+                task = {
+                    "label_agreement": float((ra == ea).mean()) if keep.any() else None,
+                    "reference_accuracy": float((ra == t).mean()) if keep.any() else None,
+                    "export_accuracy": float((ea == t).mean()) if keep.any() else None,
+                }
+                if keep.any():
+                    task["accuracy_delta_points"] = (task["export_accuracy"] - task["reference_accuracy"]) * 100
+            out["tasks"][h.name] = {
+                "rows": int(keep.sum()),
+                "max_abs_logit_diff": float(np.abs(a - b).max()) if keep.any() else None,
+                **task,
+            }
+        return out
 
 
 @TASKS.register("multitask")
@@ -167,17 +307,16 @@ class MultiTaskTask(Task):
     Config = MultiTaskConfig
     DataConfig = MultiTaskData
     auto_class_name = "MultiTaskModel"
-    interface = "classify"
     aliases = ("multi-task",)
     report_metrics = ("combined",)
     full_precision_modules = ("task_heads", "task_weighting")
-    export_formats = ("merged", "onnx", "int8", "onnx-int8")
-    onnx_usable = True
+    inference = MultiTaskInference()
+    exports = MultiTaskExports()
     default_metric = "combined"
     default_max_length = 128
     metrics: ClassVar[dict[str, bool]] = {"combined": True, "loss": False}
 
-    def __init__(self, cfg, force: bool = False):
+    def __init__(self, cfg: RunConfig, force: bool = False):
         super().__init__(cfg, force)
         self.metrics = _metric_names(cfg)
 
@@ -188,7 +327,7 @@ class MultiTaskTask(Task):
         return MultiTaskModel
 
     @classmethod
-    def fill_defaults(cls, cfg) -> None:
+    def fill_defaults(cls, cfg: RunConfig) -> None:
         super().fill_defaults(cfg)
         for name, s in cfg.task.tasks.items():
             if s.label_column is None:
@@ -197,7 +336,7 @@ class MultiTaskTask(Task):
                 s.metric = "f1_micro" if s.problem == "multi_label" else "accuracy"
 
     @classmethod
-    def check_config(cls, cfg) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         if cfg.distill.teacher:
             raise ConfigError(
                 "distill.teacher: the multitask task has no distillation (distil each sub-task as a classification run)"
@@ -221,10 +360,6 @@ class MultiTaskTask(Task):
         sources_of(cfg)  # sub-tasks sharing a file must agree on its held-out files
 
     # ---- data -------------------------------------------------------------------------------------------
-    def _seed(self) -> int:
-        d = self.cfg.data
-        return d.split.seed if d.split.seed is not None else self.cfg.train.seed
-
     def _columns(self) -> list[str]:
         d = self.cfg.data
         return [c for c in (d.text_column, d.text_pair_column) if c] + [
@@ -246,12 +381,12 @@ class MultiTaskTask(Task):
                 out.append(rec)
         return out
 
-    def prepare(self, tokenizer) -> Prepared:
+    def prepare(self, tokenizer) -> Prepared[MultiTaskState]:
         from tuneforge.tasks.multitask_data import check_labels, label_names, read_and_split, sources_of
 
         cfg, tasks = self.cfg, self.cfg.task.tasks
         sources = sources_of(cfg)
-        parts = [read_and_split(cfg, src, self._seed() + 10 * k) for k, src in enumerate(sources)]
+        parts = [read_and_split(cfg, src, data_seed(cfg) + 10 * k) for k, src in enumerate(sources)]
         split_frames = {
             split: [getattr(p, split) for p in parts if getattr(p, split) is not None and len(getattr(p, split))]
             for split in ("train", "validation", "test")
@@ -287,7 +422,7 @@ class MultiTaskTask(Task):
         skipped = [r for p in parts for r in p.skipped]
         if skipped:
             report["bad_records"] = {"policy": "skip", "records": skipped}
-        prepared = Prepared(
+        return Prepared(
             train=train,
             validation=val,
             test=test,
@@ -300,13 +435,8 @@ class MultiTaskTask(Task):
             },
             # row ids of the source file; with several sources they would be ambiguous
             train_ids=[int(i) for i in parts[0].train.index] if len(parts) == 1 else None,
+            lengths=token_lengths({"train": train, "validation": val, "test": test}),
         )
-        prepared.lengths = {
-            name: list(ds["length"])
-            for name, ds in (("train", train), ("validation", val), ("test", test))
-            if ds is not None
-        }
-        return prepared
 
     def label_vector(self, row, labels: dict[str, list[str]]) -> list[float]:
         """A row's labels side by side (tuneforge.kernels.multitask layout), in the heads' order: the order of
@@ -443,7 +573,7 @@ class MultiTaskTask(Task):
         prepared = self.prepare(tokenizer)
         return (prepared.test, "test") if prepared.test is not None else (prepared.validation, "validation")
 
-    def train_sampler(self, prepared: Prepared):
+    def train_sampler(self, prepared: Prepared[MultiTaskState]):
         sources = prepared.state.sources
         if len(set(sources)) <= 1:
             return None  # one data file: the Trainer's own shuffling (and length grouping)
@@ -453,7 +583,7 @@ class MultiTaskTask(Task):
         return SourceMixSampler(sources, t.sampling, self.cfg.train.seed, t.sampling_temperature)
 
     # ---- model ------------------------------------------------------------------------------------------
-    def model_kwargs(self, prepared: Prepared) -> dict:
+    def model_kwargs(self, prepared: Prepared[MultiTaskState]) -> dict:
         return {"multitask": prepared.state.spec}
 
     def head_modules(self, model) -> list[str]:
@@ -462,7 +592,7 @@ class MultiTaskTask(Task):
     def collator(self, tokenizer):
         return padding_collator(tokenizer)
 
-    def compute_metrics(self, prepared: Prepared):
+    def compute_metrics(self, prepared: Prepared[MultiTaskState]):
         spec, metrics = prepared.state.spec, prepared.state.metrics
 
         def fn(eval_pred):
@@ -472,17 +602,14 @@ class MultiTaskTask(Task):
         return fn
 
     def final_evaluation(
-        self, trainer, prepared: Prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+        self, trainer, prepared: Prepared[MultiTaskState], eval_dir: str, val_metrics: dict, without_adapters=None
     ) -> dict:
-        if prepared.test is None:
-            log.warning("no test split: final metrics are the validation metrics")
+        outputs = self.test_outputs(trainer, prepared)
+        if outputs is None:
             return {"validation": val_metrics}
-        out = trainer.predict(prepared.test, metric_key_prefix="test")
-        logits = first_output(out.predictions)
         st = prepared.state
         test = write_reports(
-            logits,
-            np.asarray(out.label_ids),
+            *outputs,
             st.spec,
             st.labels,
             st.metrics,
@@ -496,7 +623,7 @@ class MultiTaskTask(Task):
             result["learned_task_weights"] = weights
         return result
 
-    def metadata(self, prepared: Prepared) -> dict:
+    def metadata(self, prepared: Prepared[MultiTaskState]) -> dict:
         d, tasks = self.cfg.data, self.cfg.task.tasks
         return {
             "labels": prepared.state.labels,
@@ -508,129 +635,6 @@ class MultiTaskTask(Task):
             "label_separators": {n: s.label_separator for n, s in tasks.items() if s.problem == "multi_label"},
             "max_length": d.max_length,
         }
-
-    # ---- a finished run ---------------------------------------------------------------------------------
-    @classmethod
-    def head_kwargs(cls, meta: dict) -> dict:
-        return {"multitask": meta["multitask"]} if meta.get("multitask") else {}
-
-    @classmethod
-    def onnx_outputs(cls, meta: dict) -> list[tuple[str, int]]:
-        return [(h["name"], int(h["num_labels"])) for h in meta["multitask"]["heads"]]
-
-    @classmethod
-    def logits(cls, run, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Every head's logits side by side for `texts`, batched by length; in input order."""
-        width = sum(int(h["num_labels"]) for h in run.meta["multitask"]["heads"])
-        return batched_logits(run, texts, pairs, width, batch_size)
-
-    @classmethod
-    def predict(cls, run, texts: list[str], batch_size: int = 64) -> list[dict]:
-        """Every sub-task's answer for each text: {"text", "tasks": {name: {"label", "probabilities"}}} (a
-        multi-label sub-task: "labels", the classes at probability >= 0.5)."""
-        if not texts:
-            raise DataError("no texts to predict")
-        logits = cls.logits(run, list(texts), batch_size=batch_size)
-        return [{"text": t, "tasks": answers(row, run.meta)} for t, row in zip(texts, logits)]
-
-    @classmethod
-    def evaluate(
-        cls, run, source: str, out_dir, text_column: str | None = None, label_column: str | None = None
-    ) -> dict:
-        """Per-sub-task metrics, reports and confusion matrices of the run on labelled data (every sub-task whose
-        label column the file has; rows without a label for a sub-task do not count for it)."""
-        from tuneforge.data.sources import check_cells, read_table, require_columns
-        from tuneforge.tasks.multitask_data import multi_label, single_label
-
-        meta = run.meta
-        if label_column:
-            raise DataError(
-                f"--label-column does not apply to a multi-task run: each sub-task reads its own column "
-                f"({', '.join(f'{n}: {c}' for n, c in meta['label_columns'].items())})"
-            )
-        tcol, pcol = text_column or meta["text_column"], meta.get("text_pair_column")
-        df = read_table(source)
-        require_columns(df, {"text column": tcol, "text pair column": pcol}, source)
-        present = {n: c for n, c in meta["label_columns"].items() if c in df.columns}
-        if not present:
-            raise DataError(
-                f"{source}: none of the sub-tasks' label columns is there "
-                f"({', '.join(meta['label_columns'].values())}); columns: {', '.join(map(str, df.columns))}"
-            )
-        df = check_cells(
-            df, {tcol: ("--text-column", "text"), **({pcol: ("text pair column", "text")} if pcol else {})}, source
-        )
-        df = df[[isinstance(v, str) and bool(v.strip()) for v in df[tcol]]]
-        spec = meta["multitask"]
-        rows = []
-        for _, r in df.iterrows():
-            vec = []
-            for h in spec["heads"]:
-                n, names = h["name"], meta["labels"][h["name"]]
-                col = meta["label_columns"][n]
-                v = r.get(col) if n in present else None
-                if h.get("multi_label"):
-                    v = multi_label(v, meta.get("label_separators", {}).get(n, "|"))
-                    vec += [IGNORE] * len(names) if v is None else [1.0 if x in v else 0.0 for x in names]
-                    unknown = [] if v is None else [x for x in v if x not in names]
-                else:
-                    v = single_label(v)
-                    vec.append(IGNORE if v is None or v not in names else float(names.index(v)))
-                    unknown = [] if v is None or v in names else [v]
-                if unknown:
-                    raise DataError(
-                        f"{source}: sub-task {n}: label '{unknown[0]}' was never seen in training "
-                        f"(known labels: {', '.join(names)})"
-                    )
-            rows.append(vec)
-        if not rows:
-            raise DataError(f"{source}: no rows with a text")
-        logits = cls.logits(run, df[tcol].astype(str).tolist(), df[pcol].astype(str).tolist() if pcol else None)
-        return write_reports(
-            logits,
-            np.asarray(rows, dtype=np.float32),
-            spec,
-            meta["labels"],
-            meta.get("metrics") or {},
-            Path(out_dir),
-            f"{source} ({len(rows)} rows)",
-        )
-
-    @classmethod
-    def export_parity(cls, reference, exported, rows, split, meta=None) -> dict:
-        from tuneforge.kernels.multitask import offsets
-        from tuneforge.models.multitask import layouts
-
-        lay = layouts(meta["multitask"])
-        ref, exp = np.stack(reference), np.stack(exported)
-        labels = np.asarray([r["label"] for r in rows], dtype=np.float32)
-        out = {"split": split, "rows": len(rows), "max_abs_logit_diff": float(np.abs(ref - exp).max()), "tasks": {}}
-        for h, (lc, yc) in zip(lay, offsets(lay)):
-            y = labels[:, yc]
-            keep = y[:, 0] != IGNORE
-            a, b = ref[keep][:, lc], exp[keep][:, lc]
-            if h.multi_label:
-                pa, pb, t = a >= 0, b >= 0, y[keep] > 0.5
-                task = {
-                    "label_agreement": float((pa == pb).all(axis=1).mean()) if keep.any() else None,
-                    "reference_subset_accuracy": float((pa == t).all(axis=1).mean()) if keep.any() else None,
-                    "export_subset_accuracy": float((pb == t).all(axis=1).mean()) if keep.any() else None,
-                }
-            else:
-                ra, ea, t = a.argmax(-1), b.argmax(-1), y[keep][:, 0].astype(int)
-                task = {
-                    "label_agreement": float((ra == ea).mean()) if keep.any() else None,
-                    "reference_accuracy": float((ra == t).mean()) if keep.any() else None,
-                    "export_accuracy": float((ea == t).mean()) if keep.any() else None,
-                }
-                if keep.any():
-                    task["accuracy_delta_points"] = (task["export_accuracy"] - task["reference_accuracy"]) * 100
-            out["tasks"][h.name] = {
-                "rows": int(keep.sum()),
-                "max_abs_logit_diff": float(np.abs(a - b).max()) if keep.any() else None,
-                **task,
-            }
-        return out
 
 
 def learned_weights(model, spec: dict) -> dict | None:

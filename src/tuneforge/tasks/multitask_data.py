@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from tuneforge.data.columns import check_cells, require_columns
 from tuneforge.data.prepare import label_strings
-from tuneforge.data.sources import check_cells, read_table, require_columns
+from tuneforge.data.sources import read_table
 from tuneforge.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 log = logging.getLogger("tuneforge")
 
@@ -36,7 +41,7 @@ class SourceSplit:
     skipped: list = field(default_factory=list)
 
 
-def sources_of(cfg) -> list[Source]:
+def sources_of(cfg: RunConfig) -> list[Source]:
     """The data sources of a multi-task config, in a fixed order (data.train first).
     Raises ConfigError when sub-tasks sharing a file disagree about its validation/test files."""
     d, tasks = cfg.data, cfg.task.tasks
@@ -87,7 +92,7 @@ def multi_label(v, separator: str) -> tuple[str, ...] | None:
     return tuple(sorted({p.strip() for p in s.split(separator) if p.strip()}))
 
 
-def read_source(cfg, src: Source, path: str, key: str, skipped: list) -> pd.DataFrame:
+def read_source(cfg: RunConfig, src: Source, path: str, key: str, skipped: list) -> pd.DataFrame:
     """The usable rows of one file of a source: text present, labels normalised (None when missing), rows with no
     label for any of the source's sub-tasks left out. Indexed by row number in the file."""
     d, tasks = cfg.data, cfg.task.tasks
@@ -129,7 +134,7 @@ def read_source(cfg, src: Source, path: str, key: str, skipped: list) -> pd.Data
     return out
 
 
-def strata(df: pd.DataFrame, cfg, src: Source) -> pd.Series:
+def strata(df: pd.DataFrame, cfg: RunConfig, src: Source) -> pd.Series:
     """A stratification key per row: its single-label sub-task labels (or a mark for none), joined."""
     parts = []
     for n in src.subtasks:
@@ -144,7 +149,7 @@ def strata(df: pd.DataFrame, cfg, src: Source) -> pd.Series:
     return key
 
 
-def split_off(df: pd.DataFrame, frac: float | int, seed: int, what: str, cfg, src: Source):
+def split_off(df: pd.DataFrame, frac: float | int, seed: int, what: str, cfg: RunConfig, src: Source):
     """(rest, part) with `frac` of the rows (a fraction, or a count when int) in `part`, stratified by labels
     (or grouped by data.split.group_column)."""
     from sklearn.model_selection import GroupShuffleSplit, train_test_split
@@ -166,7 +171,7 @@ def split_off(df: pd.DataFrame, frac: float | int, seed: int, what: str, cfg, sr
     return a, b
 
 
-def read_and_split(cfg, src: Source, seed: int) -> SourceSplit:
+def read_and_split(cfg: RunConfig, src: Source, seed: int) -> SourceSplit:
     d = cfg.data
     skipped: list = []
     train = read_source(cfg, src, src.path, src.key, skipped)
@@ -194,7 +199,7 @@ def read_and_split(cfg, src: Source, seed: int) -> SourceSplit:
     return SourceSplit(src, train, val, test, skipped)
 
 
-def label_names(cfg, name: str, train: list) -> list[str]:
+def label_names(cfg: RunConfig, name: str, train: list) -> list[str]:
     """A sub-task's label names in id order: task.tasks.<name>.labels, else sorted (numbers numerically)."""
     s = cfg.task.tasks[name]
     if s.labels:
@@ -208,7 +213,7 @@ def label_names(cfg, name: str, train: list) -> list[str]:
     return values
 
 
-def check_labels(cfg, name: str, names: list[str], splits: dict[str, list]) -> None:
+def check_labels(cfg: RunConfig, name: str, names: list[str], splits: dict[str, list]) -> None:
     """Raises DataError for a sub-task without labelled training rows, a single-label sub-task with one class, or
     labels that training never saw."""
     s = cfg.task.tasks[name]

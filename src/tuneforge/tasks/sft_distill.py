@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneforge.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 
 def distill(task, prepared, tokenizer, teacher, cache_dir):
@@ -27,6 +31,7 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
 
     from tuneforge.data.outputs_cache import cached_json
     from tuneforge.data.sft_encode import encode_records
+    from tuneforge.tasks.sft_prepare import assemble
 
     st = prepared.state
     recs = st.records
@@ -57,7 +62,8 @@ def distill(task, prepared, tokenizer, teacher, cache_dir):
     if train_ds is None:
         raise DataError("distill.mode sequence: no training example is left from the teacher's answers")
     enc(recs.validation, "validation"), enc(recs.test, "test")  # their lengths, for the data report
-    new = task._prepared(
+    new = assemble(
+        task.cfg,
         train_ds,
         prepared.validation,
         prepared.test,
@@ -80,7 +86,7 @@ def vocab_mismatch(teacher, tokenizer) -> str | None:
     return None
 
 
-def training_loss(cfg, prepared):
+def training_loss(cfg: RunConfig, prepared):
     if prepared.teacher is None or cfg.distill.mode != "token":
         return None
     import torch

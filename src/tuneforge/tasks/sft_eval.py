@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 log = logging.getLogger("tuneforge")
 
 
 @contextlib.contextmanager
-def base_model(cfg, model, without_adapters=None):
+def base_model(cfg: RunConfig, model, without_adapters=None):
     """The base model for comparison: the method's adapters switched off when it has them (`without_adapters`,
     the method's hook), else a fresh copy of the base loaded beside the tuned one."""
     if without_adapters is not None:
@@ -38,7 +42,7 @@ def base_model(cfg, model, without_adapters=None):
 
 
 def final_evaluation(
-    cfg, make_collator, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    cfg: RunConfig, make_collator, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
 ) -> dict:
     from tuneforge.evaluation.lm import lm_loss, write_lm_report
     from tuneforge.models.generation import ChatModel, generate

@@ -86,7 +86,8 @@ class CheckpointMarkerCallback(TrainerCallback):
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
-            from tuneforge.training.rundir import CHECKPOINT_MARKER, write_json
+            from tuneforge.training.checkpoints import CHECKPOINT_MARKER
+            from tuneforge.training.jsonfile import write_json
 
             write_json(ckpt / CHECKPOINT_MARKER, {"step": state.global_step, "time": round(time.time(), 3)})
 

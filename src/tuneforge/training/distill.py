@@ -10,13 +10,16 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tuneforge.config.environment import teacher_kind
 from tuneforge.errors import ConfigError, ModelError, first_line
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 log = logging.getLogger("tuneforge")
 
@@ -71,10 +74,10 @@ class Teacher:
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """The teacher's outputs for `texts`, tokenized with its own tokenizer (per example, so teacher and
         student may differ in tokenizer and architecture)."""
-        return self.task.logits(self.run, texts, pairs, batch_size)
+        return self.task.inference.logits(self.run, texts, pairs, batch_size)
 
 
-def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
+def load_teacher(cfg: RunConfig, task_cls, device: str | None = None) -> Teacher:
     """Load `cfg.distill.teacher` for a run of task `task_cls`. Raises ConfigError/ModelError in one line when
     it cannot teach (missing, unfinished, another task, not loadable)."""
     from tuneforge.inference import LoadedRun, load_run
@@ -83,7 +86,7 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
     path = cfg.distill.teacher
     kind = teacher_kind(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if task_cls.interface == "chat":
+    if task_cls.inference.interface == "chat":
         # a chat teacher loads with what chatting needs: its template, system prompt and stop tokens
         from tuneforge.generation import load_chat_model
         from tuneforge.models.loader import read_run_metadata
@@ -121,7 +124,7 @@ def load_teacher(cfg, task_cls, device: str | None = None) -> Teacher:
         model.eval().to(device)
         run = LoadedRun(
             model=model,
-            tokenizer=task_cls.load_processor(path, cfg.model.trust_remote_code),
+            tokenizer=task_cls.inference.load_processor(path, cfg.model.trust_remote_code),
             meta=meta,
             model_dir=Path(path),
         )

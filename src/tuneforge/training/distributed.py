@@ -18,6 +18,10 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 #: set by the launcher for its children: a child never launches again
 LAUNCHED_ENV = "TUNEFORGE_LAUNCHED"
@@ -111,7 +115,7 @@ def _write(path: Path, data: dict) -> None:
 def block_classes(model) -> list[str]:
     """The model's transformer block class names, for FSDP's auto-wrap: its `_no_split_modules` (the classes
     transformers never splits across devices; embeddings excluded when blocks are named too), else the class of the
-    blocks `models.shrink.find_blocks` finds."""
+    blocks `models.blocks.find_blocks` finds."""
     inner = model
     for _ in range(4):  # PEFT wraps: PeftModel -> LoraModel -> the transformers model
         names = getattr(inner, "_no_split_modules", None)
@@ -125,7 +129,7 @@ def block_classes(model) -> list[str]:
             break
         inner = nxt
     try:
-        from tuneforge.models.shrink import find_blocks
+        from tuneforge.models.blocks import find_blocks
 
         blocks = find_blocks(model)[1]
         return sorted({type(b).__name__ for b in blocks})
@@ -183,7 +187,7 @@ def hybrid_parallelism():
     return ParallelismConfig(dp_replicate_size=nodes, dp_shard_size=local)
 
 
-def training_arguments(cfg, model, precision: str) -> dict:
+def training_arguments(cfg: RunConfig, model, precision: str) -> dict:
     """The TrainingArguments keyword arguments for `cfg.train.distributed` (empty outside a multi-process run
     with ddp: the Trainer's defaults are DDP)."""
     d = cfg.train.distributed
@@ -202,7 +206,7 @@ def training_arguments(cfg, model, precision: str) -> dict:
     return out
 
 
-def sharded(cfg) -> bool:
+def sharded(cfg: RunConfig) -> bool:
     """Whether the model's weights are split across processes (fsdp, deepspeed stage 3): saving then gathers them."""
     d = cfg.train.distributed
     return d.strategy == "fsdp" or (d.strategy == "deepspeed" and d.deepspeed.stage == 3)

@@ -1,15 +1,21 @@
 """The one training path, for every task x method: transformers' Trainer (accelerate underneath, so
 DDP/FSDP/DeepSpeed, mixed precision, checkpointing and resume come from a maintained engine), with the
-task and the method plugged in through their contracts."""
+task and the method plugged in through their contracts.
+
+Over 400 lines and still one concern: the order of a run's life (open the run directory, prepare the data once,
+load and adapt the model, train, save, evaluate, report, mark the run) is the one thing a reader comes here for,
+and it stays readable top to bottom only in one module (DESIGN: one readable training path). Its parts live
+beside it: arguments.py (TrainingArguments), trainer.py (the Trainer subclass), finish.py (efficiency and
+checkpoints at the end), console.py and progress.py (what the run prints and keeps), rundir.py (the directory)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,23 +23,28 @@ import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
 from tuneforge.data.splits import save_split
-from tuneforge.errors import ConfigError, ResourceError, RunDirError, TuneforgeError, first_line
+from tuneforge.errors import ResourceError, RunDirError, TuneforgeError, first_line
 from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
 from tuneforge.models.loader import load_model, resolve_model, write_run_metadata
 from tuneforge.registry import METHODS, TASKS
 from tuneforge.training import distributed as dist
+from tuneforge.training.arguments import build_training_args
 from tuneforge.training.callbacks import (
     CheckpointMarkerCallback,
     EfficiencyCallback,
     MetricsLogCallback,
     PruneCallback,
     QuietProgressCallback,
-    peak_memory_mb,
 )
-from tuneforge.training.rundir import RunDir, write_json
-from tuneforge.training.speed import apply_speedups, optimizer_name
+from tuneforge.training.console import CONSOLE_LOG, ConsoleLog, already_captured
+from tuneforge.training.finish import best_validation, drop_checkpoints_if_done, efficiency_report
+from tuneforge.training.jsonfile import write_json
+from tuneforge.training.progress import DEFAULT_INTERVAL, ProgressLines
+from tuneforge.training.rundir import RunDir
+from tuneforge.training.speed import apply_speedups
+from tuneforge.training.trainer import make_trainer_class
 
 log = logging.getLogger("tuneforge")
 
@@ -45,140 +56,6 @@ class TrainResult:
     efficiency: dict
     #: the step a PruneCallback stopped training at (the run's status is then `pruned`); None: trained to the end
     pruned_at_step: int | None = None
-
-
-def precision_flags(precision: str) -> dict:
-    """TrainingArguments' precision flags; the same check `load_config` runs (tuneforge.config.environment)."""
-    from tuneforge.config.environment import resolve_precision
-
-    precision = resolve_precision(precision)
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not torch.cuda.is_available()}
-
-
-def report_to(value: str) -> list[str] | str:
-    """Trainer's report_to for `train.report_to`; a tracker that is asked for by name must be installed."""
-    from tuneforge.config.environment import resolve_report_to
-
-    return resolve_report_to(value)
-
-
-def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, greater_is_better: bool, model=None):
-    from transformers import TrainingArguments
-
-    t = cfg.train
-    evaluate = has_validation and t.eval_strategy != "no"
-    if t.early_stopping.patience and not evaluate:
-        raise ConfigError("train.early_stopping.patience needs a validation split and train.eval_strategy != 'no'")
-    load_best = cfg.eval.load_best_model and evaluate
-    save_strategy = "steps" if t.save_steps else (t.eval_strategy if evaluate else "epoch")
-    if load_best and save_strategy != t.eval_strategy:
-        raise ConfigError(
-            "train.save_steps with eval.load_best_model needs train.eval_strategy: steps "
-            "(checkpoints must coincide with evaluations); or set eval.load_best_model=false"
-        )
-    if load_best and t.save_steps and t.eval_steps and t.save_steps % t.eval_steps:
-        raise ConfigError(
-            f"train.save_steps: {t.save_steps} is not a multiple of train.eval_steps ({t.eval_steps}); "
-            f"with eval.load_best_model every checkpoint must be an evaluation step"
-        )
-    rt = report_to(t.report_to)
-    if rt != "none" and "tensorboard" in rt:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
-    precision = precision_flags(t.precision)
-    # train.distributed: DDP needs nothing (the Trainer's default under torchrun); FSDP2 / DeepSpeed their configs
-    spread = dist.training_arguments(
-        cfg, model, "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "fp32"
-    )
-    try:
-        return TrainingArguments(
-            output_dir=str(run.checkpoints),
-            num_train_epochs=t.epochs,
-            max_steps=t.max_steps or -1,
-            per_device_train_batch_size=t.batch_size,
-            per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type=t.scheduler,
-            weight_decay=t.weight_decay,
-            warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,
-            max_grad_norm=t.max_grad_norm,  # 0 disables clipping
-            seed=t.seed,
-            data_seed=t.seed,
-            eval_strategy=t.eval_strategy if evaluate else "no",
-            eval_steps=t.eval_steps,
-            save_strategy=save_strategy,
-            save_steps=t.save_steps or t.eval_steps or 500,
-            save_total_limit=t.save_total_limit,
-            load_best_model_at_end=load_best,
-            metric_for_best_model=f"eval_{cfg.eval.metric}" if evaluate else None,
-            greater_is_better=greater_is_better if evaluate else None,
-            logging_steps=t.logging_steps,
-            logging_first_step=True,
-            report_to=rt,
-            train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-            length_column_name="length",
-            dataloader_num_workers=t.num_workers,
-            dataloader_pin_memory=torch.cuda.is_available(),
-            include_num_input_tokens_seen="non_padding",
-            remove_unused_columns=False,
-            optim=optimizer_name(t.optimizer),
-            disable_tqdm=not sys.stderr.isatty() and os.environ.get("TUNEFORGE_PROGRESS") != "1",
-            **precision,
-            **spread,
-        )
-    except ValueError as exc:  # a combination transformers refuses that the config checks missed
-        raise ConfigError(f"train: transformers refuses these training settings: {first_line(exc)}") from None
-
-
-def _make_trainer_class():
-    from transformers import Trainer
-
-    class TuneforgeTrainer(Trainer):
-        """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
-        and whose efficiency meter does not count evaluation time."""
-
-        def __init__(self, *a, method=None, meter=None, loss=None, sampler=None, **kw):
-            self.tf_method, self.tf_meter, self.tf_loss, self.tf_sampler = method, meter, loss, sampler
-            super().__init__(*a, **kw)
-            if loss is not None:
-                self.loss_is_scaled_for_ga = False  # the task's loss is a batch mean: divide by accumulation
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.tf_loss is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss, outputs = self.tf_loss(model, dict(inputs))
-            return (loss, outputs) if return_outputs else loss
-
-        def _get_train_sampler(self, *a, **kw):
-            from tuneforge.training.sampling import epoch_seeded
-
-            if self.tf_sampler is not None:  # the task's own order (for example mixing several data sources)
-                return self.tf_sampler
-
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return epoch_seeded(super()._get_train_sampler(*a, **kw), seed)
-
-        def create_optimizer(self, model=None):
-            if self.optimizer is None:
-                model = model if model is not None else self.model
-                groups = self.tf_method.param_groups(model, self.args.learning_rate, self.args.weight_decay)
-                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-                kwargs.pop("lr", None)
-                self.optimizer = cls(groups, **kwargs)
-            return self.optimizer
-
-        def evaluate(self, *a, **kw):
-            if self.tf_meter is None:
-                return super().evaluate(*a, **kw)
-            self.tf_meter.pause()
-            t0 = time.perf_counter()
-            try:
-                return super().evaluate(*a, **kw)
-            finally:
-                self.tf_meter.eval_seconds += time.perf_counter() - t0
-                self.tf_meter.resume()
-
-    return TuneforgeTrainer
 
 
 def train(
@@ -210,14 +87,15 @@ def train(
     dist.init(cfg.train.distributed.timeout_minutes)
     run = _open_run(cfg, resume)
     previous_term = None
-    quiet = None
+    streams = contextlib.ExitStack()
+    console = None
     if not primary and os.environ.get("TUNEFORGE_DEBUG") != "1":  # rank 0 speaks for the run
-        import contextlib
-
-        quiet = contextlib.ExitStack()
-        sink = quiet.enter_context(open(os.devnull, "w"))
-        quiet.enter_context(contextlib.redirect_stderr(sink))
-        quiet.enter_context(contextlib.redirect_stdout(sink))
+        sink = streams.enter_context(open(os.devnull, "w"))
+        streams.enter_context(contextlib.redirect_stderr(sink))
+        streams.enter_context(contextlib.redirect_stdout(sink))
+    elif primary and not already_captured(run.path, run.target):
+        # what the run prints, kept in RUN/console.log (the web UI shows it; it outlives the terminal)
+        console = streams.enter_context(ConsoleLog(run.path / CONSOLE_LOG))
     try:
         if threading.current_thread() is threading.main_thread():
             # `kill PID` (SIGTERM) ends the run like Ctrl-C: status `failed: interrupted`, lock released
@@ -232,7 +110,7 @@ def train(
             print(f"tuneforge: run directory {run.target}{where}", file=sys.stderr, flush=True)
             _print_estimate(cfg)
         try:
-            result = _train(cfg, run, resume, force, callbacks=callbacks, evaluate_test=evaluate_test)
+            result = _train(cfg, run, resume, force, callbacks=callbacks, evaluate_test=evaluate_test, console=console)
         except KeyboardInterrupt:
             _failed(run, "interrupted", 130)
             raise
@@ -257,12 +135,15 @@ def train(
                     flush=True,
                 )
     finally:
-        if quiet is not None:
-            quiet.close()
+        streams.close()
         run.release_lock()  # only rank 0 holds it
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
     return result
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _open_run(cfg: RunConfig, resume: bool) -> RunDir:
@@ -310,7 +191,13 @@ def _print_estimate(cfg: RunConfig) -> None:
 
 
 def _train(
-    cfg: RunConfig, run: RunDir, resume: bool, force: bool = False, callbacks=(), evaluate_test: bool = True
+    cfg: RunConfig,
+    run: RunDir,
+    resume: bool,
+    force: bool = False,
+    callbacks=(),
+    evaluate_test: bool = True,
+    console: ConsoleLog | None = None,
 ) -> TrainResult:
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -319,7 +206,7 @@ def _train(
     task = TASKS.get(cfg.task.type)(cfg, force=force)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
-    tokenizer = task.load_processor(model_path, cfg.model.trust_remote_code)  # or image preprocessing
+    tokenizer = task.inference.load_processor(model_path, cfg.model.trust_remote_code)  # or image preprocessing
     primary = dist.is_primary()
     prepared = _prepare_once(task, tokenizer, run, cfg)
     if cfg.distill.teacher:
@@ -348,7 +235,8 @@ def _train(
     )
     kept = None
     if cfg.model.keep_layers is not None:  # a smaller student: some of the base's blocks, in order
-        from tuneforge.models.shrink import find_blocks, keep_layers, resolve_keep_layers
+        from tuneforge.models.blocks import find_blocks
+        from tuneforge.models.shrink import keep_layers, resolve_keep_layers
 
         kept = resolve_keep_layers(cfg.model.keep_layers, len(find_blocks(model)[1]))
         keep_layers(model, kept)
@@ -394,7 +282,7 @@ def _train(
     ]
     if cfg.train.early_stopping.patience and args.eval_strategy != "no":
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
-    trainer = _make_trainer_class()(
+    trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=prepared.train,
@@ -414,10 +302,16 @@ def _train(
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgressCallback)
+    # progress where people look: the bar in a terminal; elsewhere (a log file, CI, nohup) a line every ~30 s,
+    # which the run's console log also gets when the terminal has the bar
+    write = _print_line if args.disable_tqdm else console.write_line if console is not None else None
+    if primary and write is not None:
+        interval = float(os.environ.get("TUNEFORGE_PROGRESS_SECONDS", DEFAULT_INTERVAL))
+        trainer.add_callback(ProgressLines(write, interval, eval_seconds=lambda: meter.eval_seconds))
 
     train_out = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
-    best_val = _best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
+    best_val = best_validation(state.log_history, trainer.state.best_metric, cfg.eval.metric, greater)
     pruned = next(
         (cb.pruned_at_step for cb in extra if isinstance(cb, PruneCallback) and cb.pruned_at_step is not None), None
     )
@@ -482,7 +376,7 @@ def _train(
         write_json(run.eval_dir / "metrics.json", {**metrics, "test_split": "not evaluated (evaluate_test=False)"})
     write_run_loss_curve(run.path)
 
-    efficiency = _efficiency(prepared, state, meter, train_out, params, args)
+    efficiency = efficiency_report(prepared, state, meter, train_out, params, args)
     # after the peak-memory reading above, so the benchmark's batches do not count as training memory
     efficiency["model_size_mb"] = dir_size_mb(run.model_dir)
     if dist.active():
@@ -507,7 +401,7 @@ def _train(
         **({} if evaluate_test else {"metrics_split": "validation"}),
     )
     # only now: a kill before `complete` must still find a checkpoint to resume from
-    _drop_checkpoints_if_done(run)
+    drop_checkpoints_if_done(run)
     summary = metrics.get("test") or metrics.get("validation") or {}
     shown = " ".join(
         f"{k}={summary[k]:.4f}"
@@ -550,45 +444,18 @@ def _prepare_once(task, tokenizer, run: RunDir, cfg: RunConfig):
     return pickle.loads(payload) if payload is not None else task.prepare(tokenizer)
 
 
-def _efficiency(prepared, state, meter, train_out, params: dict, args) -> dict:
-    """efficiency.json's training part: time, throughput, memory, parameters, device."""
-    # a packed data set has fewer rows than examples: samples/s counts examples (`sizes.train`) when the task says
-    n_train = prepared.sizes.get("train", len(prepared.train))
-    epochs_done = float(state.epoch or 0.0)
-    samples = n_train * epochs_done
-    tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-    secs = meter.train_seconds or train_out.metrics.get("train_runtime", 0.0)
-    return {
-        "train_seconds": round(secs, 3),
-        "eval_seconds": round(meter.eval_seconds, 3),
-        "time_to_first_step_seconds": round(meter.first_step_seconds or 0.0, 3),
-        "train_samples": int(round(samples)),
-        "train_tokens": tokens,
-        "train_samples_per_second": round(samples / secs, 3) if secs else None,
-        "train_tokens_per_second": round(tokens / secs, 1) if secs else None,
-        "global_steps": state.global_step,
-        "epochs": round(epochs_done, 4),
-        **peak_memory_mb(),
-        **params,
-        **prepared.efficiency,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def _end_pruned(
     run: RunDir, cfg: RunConfig, prepared, state, meter, train_out, params: dict, args, best_val: dict, step: int
 ) -> TrainResult:
     """A run a PruneCallback stopped: efficiency.json, the loss curve and status `pruned` (with the step and the best
     validation metrics so far); no model/ and no final evaluation (a pruned run is not one to use); checkpoints
     dropped."""
-    efficiency = _efficiency(prepared, state, meter, train_out, params, args)
+    efficiency = efficiency_report(prepared, state, meter, train_out, params, args)
     write_json(run.efficiency, efficiency)
     write_run_loss_curve(run.path)
     shown = {k: v for k, v in best_val.items() if isinstance(v, (int, float))}
     run.prune(step, metrics=shown, metrics_split="validation")
-    _drop_checkpoints_if_done(run)
+    drop_checkpoints_if_done(run)
     value = best_val.get(cfg.eval.metric)
     print(
         f"tuneforge: pruned at step {step}"
@@ -598,27 +465,3 @@ def _end_pruned(
         flush=True,
     )
     return TrainResult(run.path, {"validation": best_val}, efficiency, pruned_at_step=step)
-
-
-def _best_validation(history: list[dict], best_metric, metric: str, greater: bool) -> dict:
-    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
-    if not evals:
-        return {}
-    key = f"eval_{metric}"
-    scored = [h for h in evals if key in h]
-    best = (max if greater else min)(scored, key=lambda h: h[key]) if scored else evals[-1]
-    return {
-        k.removeprefix("eval_"): v
-        for k, v in best.items()
-        if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))
-    } | {"epoch": best.get("epoch")}
-
-
-def _drop_checkpoints_if_done(run: RunDir) -> None:
-    # the final model is in model/; checkpoints exist only to resume an unfinished run. Renamed away first, so a
-    # kill during the deletion never leaves a marked-complete checkpoint with some of its files gone
-    if os.environ.get("TUNEFORGE_KEEP_CHECKPOINTS") != "1" and run.checkpoints.is_dir():
-        doomed = run.path / "checkpoints.dropped"
-        shutil.rmtree(doomed, ignore_errors=True)
-        run.checkpoints.rename(doomed)
-        shutil.rmtree(doomed, ignore_errors=True)

@@ -19,11 +19,17 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneforge.config import load_config
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.training import distributed
-from tuneforge.training.rundir import RunDir, read_dict
+from tuneforge.training.jsonfile import read_dict
+from tuneforge.training.rundir import RunDir
+from tuneforge.training.runlock import holder_alive
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 
 class DistributedRunError(TuneforgeError):
@@ -63,7 +69,7 @@ class Launch:
             raise ConfigError(f"--master-port: must be a port number (1-65535), got {self.master_port}")
 
 
-def _check(spec: Launch, cfg) -> None:
+def _check(spec: Launch, cfg: RunConfig) -> None:
     import torch
 
     spec.check()
@@ -195,6 +201,6 @@ def _finish(scratch: Path, target: Path, failure: dict | None, primary_node: boo
         and status.get("error") != message.split(": ", 1)[-1]
     ):
         run.fail(message)
-        if run.lock_file.is_file() and not RunDir._holder_alive(run.lock_info()):
+        if run.lock_file.is_file() and not holder_alive(run.lock_info()):
             run.lock_file.unlink(missing_ok=True)  # rank 0 was killed before it could release it
     raise DistributedRunError(message, code)

@@ -7,156 +7,42 @@
     checkpoints/       Trainer checkpoints for --resume (each complete one holds tuneforge-complete.json)
     run.lock           while a process trains here: its PID, host and start time
 
-Safety rules kept here:
+Safety rules kept here, with the modules each rule has (overwrite.py, runlock.py, checkpoints.py):
 - a directory that is not a tuneforge run (no status.json with a state) is never written into or deleted;
 - `output.overwrite` trains the new run beside the old one (`.<name>.overwrite/<name>`) and swaps it in only
   when it completes: a failed or killed attempt leaves the old run as it was (the attempt stays there, findable,
   until the next overwrite of the same run replaces it, or `--resume` continues it);
 - one live process per run directory (run.lock); a lock or a `running` status whose PID is dead on this host
   is stale, and such a run reads as `interrupted`;
-- a checkpoint counts only once complete (see `checkpoint_is_complete`).
+- a checkpoint counts only once complete (see `checkpoints.checkpoint_is_complete`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
 import shutil
-import socket
-import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneforge.errors import RunDirError
+from tuneforge.training.checkpoints import checkpoint_is_complete, checkpoint_step
+from tuneforge.training.console import CALLER_LOG
+from tuneforge.training.jsonfile import now, read_dict, write_json
+from tuneforge.training.overwrite import swap_in
+from tuneforge.training.runlock import LOCK_NAME, drop_lock, holder_alive, take_lock, this_process
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
 
 #: `pruned`: stopped early by a search (tuneforge search) because its validation metric lagged; never `completed`
 STATES = ("running", "completed", "failed", "pruned")
-LOCK_NAME = "run.lock"
-CHECKPOINT_MARKER = "tuneforge-complete.json"
-# what tuneforge writes into a run directory; anything else in a run being overwritten (a caller's train.log,
-# the user's notes) is carried over into the new run rather than deleted
-RUN_ENTRIES = {
-    "config.yaml",
-    "status.json",
-    "status.json.tmp",
-    "metrics.jsonl",
-    "efficiency.json",
-    "efficiency.json.tmp",
-    "eval",
-    "model",
-    "model.partial",
-    "checkpoints",
-    "checkpoints.dropped",
-    "data",
-    "tensorboard",
-    LOCK_NAME,
-}
 # a directory holding only these may become a run: `tuneforge compare` opens the log of a run before training it
-FRESH_OK = {"train.log"}
-WEIGHT_FILES = (
-    "model.safetensors",
-    "adapter_model.safetensors",
-    "pytorch_model.bin",
-    "adapter_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
-
-
-def write_json(path: str | Path, data) -> None:
-    """Atomic write: a reader never sees a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
-
-
-def _now() -> str:
-    return datetime.now().isoformat(timespec="seconds")
-
-
-def pid_alive(pid) -> bool:
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    try:  # a killed child that its parent has not reaped yet is dead too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def process_start(pid) -> str | None:
-    """The start time of a process (Linux /proc, clock ticks since boot): tells a reused PID from the original."""
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError, TypeError, ValueError):
-        return None
-
-
-def _me() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": process_start(os.getpid())}
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
-
-
-def checkpoint_step(path: Path) -> int | None:
-    name = path.name
-    if not name.startswith("checkpoint-") or not name[len("checkpoint-") :].isdigit():
-        return None
-    return int(name[len("checkpoint-") :])
-
-
-def checkpoint_is_complete(path: Path) -> bool:
-    """A checkpoint is complete when tuneforge marked it after the Trainer finished writing it, or (checkpoints
-    written before the marker existed, or a kill between the Trainer's last write and the marker) when it
-    holds weights and a readable trainer_state.json for its step: transformers writes that file last and
-    writes every file in place (no staging directory), so a half-written checkpoint lacks it or has it cut."""
-    step = checkpoint_step(path)
-    if step is None or not path.is_dir():
-        return False
-    if (path / CHECKPOINT_MARKER).is_file():
-        return True
-    try:
-        state = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return state.get("global_step") == step and any((path / w).is_file() for w in WEIGHT_FILES)
-
-
-def read_dict(path: Path) -> dict:
-    """A JSON object written by tuneforge, or {} when it is missing, cut by a kill, or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+FRESH_OK = {CALLER_LOG}
 
 
 class RunDir:
+    """A run directory: its files, status and state, lock, checkpoints, and where a run of a config goes."""
+
     def __init__(self, path: str | Path, target: str | Path | None = None):
         self.path = Path(path)  # where this process writes
         # where the run ends up: the same directory, or the run it replaces when it completes (overwrite)
@@ -191,23 +77,13 @@ class RunDir:
         return self.status().get("state") in STATES
 
     def set_status(self, state: str, **extra) -> None:
-        data = {**self.status(), "state": state, **extra, "updated_at": _now()}
+        data = {**self.status(), "state": state, **extra, "updated_at": now()}
         if state != "failed":
             data.pop("error", None)
         write_json(self.status_file, data)
 
     def lock_info(self) -> dict:
         return read_dict(self.lock_file)
-
-    @staticmethod
-    def _holder_alive(info: dict) -> bool:
-        """Whether the process named by a lock or status is alive; one on another host is taken as alive."""
-        if info.get("host") not in (None, socket.gethostname()):
-            return True
-        if not pid_alive(info.get("pid")):
-            return False
-        started = info.get("pid_start")
-        return started is None or process_start(info.get("pid")) in (None, started)  # else: the PID was reused
 
     def state(self) -> str | None:
         """The run's state as a user should read it: running / interrupted / completed / pruned / failed / stopped
@@ -219,7 +95,7 @@ class RunDir:
             return None
         if state == "running":
             holder = self.lock_info() or status
-            return "running" if self._holder_alive(holder) else "interrupted"
+            return "running" if holder_alive(holder) else "interrupted"
         if state == "failed" and status.get("error") == "interrupted":
             return "stopped"
         return state
@@ -228,45 +104,14 @@ class RunDir:
     def acquire_lock(self) -> None:
         """Take run.lock (atomic create). A lock of a live process is a one-line RunDirError; a lock whose PID is
         dead on this host is stale and replaced."""
-        me = {**_me(), "started_at": _now()}
-        for _ in range(40):
-            try:
-                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                info = self.lock_info()
-                if not info:  # being written this instant (wait), or left empty by a kill (then stale)
-                    try:
-                        age = datetime.now().timestamp() - self.lock_file.stat().st_mtime
-                    except OSError:
-                        continue
-                    if age < 2:
-                        time.sleep(0.1)
-                        continue
-                elif self._holder_alive(info):
-                    raise RunDirError(
-                        f"{self.path} is in use by PID {info.get('pid')} on {info.get('host')} since "
-                        f"{info.get('started_at')}; wait for it or stop it (if that process is gone, delete "
-                        f"{self.lock_file})"
-                    ) from None
-                self.lock_file.unlink(missing_ok=True)  # stale
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
-            self._lock_path = self.lock_file
-            return
-        raise RunDirError(f"could not take {self.lock_file}: another process is starting in {self.path}")
+        take_lock(self.lock_file, self.path)
+        self._lock_path = self.lock_file
 
     def release_lock(self) -> None:
         """Remove our lock (only ours: another process's lock is left alone). Safe to call more than once."""
         path, self._lock_path = self._lock_path, None
-        if path is None:
-            return
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
-            path.unlink(missing_ok=True)
+        if path is not None:
+            drop_lock(path)
 
     # checkpoints
     def checkpoint_dirs(self) -> list[Path]:
@@ -292,7 +137,7 @@ class RunDir:
 
     # choosing the directory
     @classmethod
-    def resolve_target(cls, cfg, resume: bool = False) -> Path:
+    def resolve_target(cls, cfg: RunConfig, resume: bool = False) -> Path:
         """Where a run of `cfg` goes, without creating or locking anything: `output.dir`; with `resume`, the newest
         unfinished `runs/<name>-*`; else a new `runs/<name>-<timestamp>` (the multi-process launcher fixes it
         this way for all its processes before they start)."""
@@ -316,7 +161,7 @@ class RunDir:
         return target
 
     @classmethod
-    def for_config(cls, cfg, resume: bool = False) -> RunDir:
+    def for_config(cls, cfg: RunConfig, resume: bool = False) -> RunDir:
         """Pick the run directory for a config and take its lock (release it with `release_lock`).
         Never overwrites a run silently, never touches a directory that is not a run, and with
         output.overwrite returns a RunDir that trains beside the old run (swapped in by `complete`)."""
@@ -341,7 +186,7 @@ class RunDir:
             run.release_lock()
             raise
 
-    def _decide(self, cfg, resume: bool, fresh: bool) -> RunDir:
+    def _decide(self, cfg: RunConfig, resume: bool, fresh: bool) -> RunDir:
         """With our lock held: resume / fresh start / staged overwrite / refusal."""
         target, state = self.target, self.state()
         holder = self.attempt_holder(target)
@@ -382,7 +227,7 @@ class RunDir:
     # life cycle
     def start(self, config_yaml: str) -> None:
         self.set_status(
-            "running", **_me(), started_at=_now(), **({"replaces": str(self.target)} if self.staged else {})
+            "running", **this_process(), started_at=now(), **({"replaces": str(self.target)} if self.staged else {})
         )
         self.config.write_text(config_yaml)
 
@@ -391,35 +236,21 @@ class RunDir:
 
     def complete(self, **extra) -> None:
         """Mark the run completed and, for an overwrite, swap it into place of the run it replaces."""
-        self.set_status("completed", finished_at=_now(), **extra)
+        self.set_status("completed", finished_at=now(), **extra)
         if self.staged:
             self._swap_in()
 
     def prune(self, step: int, **extra) -> None:
         """Mark the run pruned at `step` (stopped early by a search; it has no final model) and, for an overwrite,
         swap it into place like `complete`: it is the run that was asked for, ended early."""
-        self.set_status("pruned", pruned_at_step=step, finished_at=_now(), **extra)
+        self.set_status("pruned", pruned_at_step=step, finished_at=now(), **extra)
         if self.staged:
             self._swap_in()
 
     def _swap_in(self) -> None:
-        new, old = self.path, self.target
         data = self.status()
         data.pop("replaces", None)
         write_json(self.status_file, data)
-        # entries of the old directory that are not run outputs stay with the run (moved, so a file that another
-        # process is still writing keeps its handle)
-        for entry in list(old.iterdir()):
-            if entry.name not in RUN_ENTRIES and not (new / entry.name).exists():
-                entry.rename(new / entry.name)
-        holder = new.parent
-        if not _exchange(new, old):
-            replaced = holder / "replaced"
-            old.rename(replaced)
-            try:
-                new.rename(old)
-            except OSError as exc:
-                raise RunDirError(f"the new run is complete in {new} but could not replace {old}: {exc}") from exc
-        self.path = old
+        swap_in(self.path, self.target)
+        self.path = self.target
         self._lock_path = None  # the lock file went with the old run
-        shutil.rmtree(holder, ignore_errors=True)

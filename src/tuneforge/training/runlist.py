@@ -1,10 +1,15 @@
-"""Finding run directories and describing them in one row each (`tuneforge runs`, the web UI's Runs page)."""
+"""Finding run directories and reading them for listings (`tuneforge runs`, the web UI's pages): one row each, the
+rows of metrics.jsonl, the end of a log, and what a run's saved model is given and offers."""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import datetime
 from pathlib import Path
 
+from tuneforge.errors import TuneforgeError
+from tuneforge.training.console import CALLER_LOG, CONSOLE_LOG
 from tuneforge.training.rundir import RunDir
 
 # tried in order when a run's config names no eval.metric found in its status metrics
@@ -84,3 +89,66 @@ def describe(path: Path, now: float | None = None) -> dict:
         "error": status.get("error"),
         "replaces": status.get("replaces"),
     }
+
+
+def interface(run: Path) -> str | None:
+    """`classify` or `chat` for a run with a saved model (what its task offers), else None."""
+    from tuneforge.models.loader import read_run_metadata
+    from tuneforge.registry import TASKS
+
+    try:
+        return TASKS.get(read_run_metadata(Path(run) / "model").get("task", "")).inference.interface
+    except (TuneforgeError, OSError, ValueError, AttributeError):
+        return None
+
+
+def input_kind(run: Path) -> str:
+    """`text` or `image`: what a run with a saved model is given to predict (its task's `input_kind`)."""
+    from tuneforge.models.loader import read_run_metadata
+    from tuneforge.registry import TASKS
+
+    try:
+        return TASKS.get(read_run_metadata(Path(run) / "model").get("task", "")).inference.input_kind
+    except (TuneforgeError, OSError, ValueError, AttributeError):
+        return "text"
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (a row cut by a kill mid-write is skipped)."""
+    rows = []
+    try:
+        with open(Path(run) / "metrics.jsonl", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except OSError:
+        pass
+    return rows
+
+
+def run_log(run: Path) -> Path:
+    """A run's console output: the log its caller wrote (`train.log`, runs the web UI or compare started) or the one
+    the run kept itself (`console.log`, runs started from a shell); the newer when a run has both (a shell run
+    resumed from the web UI)."""
+    logs = [p for p in (Path(run) / CALLER_LOG, Path(run) / CONSOLE_LOG) if p.is_file()]
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else Path(run) / CALLER_LOG
+
+
+def log_tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    """The last `lines` lines of a log (progress-bar carriage returns resolved to their last state)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    out = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+    if out and not out[-1]:
+        out.pop()
+    return "\n".join(line for line in out[-lines:])

@@ -55,7 +55,7 @@ def optimizer_name(value: str) -> str:
 
 
 def _compile_blocks(model: nn.Module) -> int:
-    from tuneforge.methods.layers import find_blocks
+    from tuneforge.models.blocks import find_blocks
 
     _, blocks = find_blocks(model)
     for block in blocks:

