@@ -170,7 +170,8 @@ def noise(n=2000, seeds=(0, 1, 2, 3, 4)):
     ~24% of the rows and lost accuracy on both of the first 2 seeds, so they are not repeated further."""
     from functools import partial
 
-    from tuneforge.data.noise import embed_texts, find_label_errors
+    from tuneforge.data.noise import find_label_errors
+    from tuneforge.models.embed import embed_texts
     from tuneforge.models.loader import resolve_model
 
     pool = _files()
