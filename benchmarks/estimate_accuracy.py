@@ -1,4 +1,4 @@
-"""How close `tuneforge estimate` comes to measured peaks, and the README's table of estimates.
+"""How close `tuneforge estimate` comes to measured peaks, and the table of estimates in docs/scale-out.md.
 
 1. CPU, measured here: a few training steps (float32, AdamW fused, plain forward/backward/step loop as the
    engine's Trainer runs it) of builtin:minilm-l6 full and LoRA, batch 32 x 128, in a fresh subprocess, against the
@@ -16,9 +16,9 @@
      live bytes; no peak-memory estimate can or should model that slack.
 2. GPU, measured elsewhere: the reference H200 figures (Llama-3.2-1B shape, batch 8 x 2048, bf16, AdamW;
    benchmarks/gpu_train.py and /work/shared/bench/gpu_peer_baseline.py), against the formula for the same setup.
-3. The README table: estimated peak per GPU for Llama 1B/3B/8B/70B shapes x full/LoRA/QLoRA on 1 GPU and on 8 GPUs
-   with FSDP (batch 8 x 2048, bf16, AdamW, gradient checkpointing on, chunked loss on, LoRA r=16 on all linear
-   layers). Everything in it is an estimate.
+3. The table in docs/scale-out.md: estimated peak per GPU for Llama 1B/3B/8B/70B shapes x full/LoRA/QLoRA on 1 GPU
+   and on 8 GPUs with FSDP (batch 8 x 2048, bf16, AdamW, gradient checkpointing on, chunked loss on, LoRA r=16 on all
+   linear layers). Everything in it is an estimate.
 
     python benchmarks/estimate_accuracy.py            # all three tables (~1-2 min on 2 CPU cores)
     python benchmarks/estimate_accuracy.py --measure MODEL METHOD BATCH SEQ STEPS [plain]  # one measurement, JSON

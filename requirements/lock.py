@@ -67,7 +67,7 @@ def main(venv: str, out: str) -> int:
         f"# Exact versions tuneforge was tested with, frozen by `make lock` from {venv} after its full test",
         f"# suite passed ({where}, {datetime.date.today().isoformat()}). `make install` installs exactly these.",
         "# torch/torchvision: the build tested here; on a CUDA machine `make` drops those lines and keeps its torch.",
-        "# Upgrading: `make test-latest`, fix what fails, then `make lock` (see README, 'Dependencies').",
+        "# Upgrading: `make test-latest`, fix what fails, then `make lock` (see docs/dependencies.md).",
     ]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(header + pins) + "\n")

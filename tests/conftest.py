@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny random models built from configs (fast, offline) and small learnable data sets."""
+"""Shared fixtures: tiny random models built from configs (fast, offline) and small learnable data sets; the
+command line run in this process; the test tiers (every test is `unit`, `integration` or `e2e`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import subprocess
@@ -83,6 +85,37 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(d)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A 2-layer, hidden-32 Llama chat model with a ChatML byte-level BPE tokenizer (tests/sft_common.py)."""
+    from sft_common import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_wordpiece_llama(tmp_path_factory) -> str:
+    """The same Llama with the WordPiece tokenizer of `tiny_bert` and untied embeddings (the method tests')."""
+    from methods_helpers import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-wordpiece-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cls_run(tiny_bert, tmp_path_factory) -> str:
+    """A finished LoRA classification run of `tiny_bert` on 240 sentiment rows, trained once for the whole session
+    (export, serve and predict tests read it; none writes into it)."""
+    import pandas as pd
+    import yaml
+
+    d = tmp_path_factory.mktemp("tiny-cls-run")
+    pd.DataFrame(make_sentiment_rows(240)).to_csv(d / "data.csv", index=False)
+    (d / "cfg.yaml").write_text(yaml.safe_dump(tiny_config(tiny_bert, str(d / "data.csv"), str(d / "run"))))
+    proc = run_cli("train", str(d / "cfg.yaml"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(d / "run")
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path) -> str:
     import pandas as pd
@@ -116,16 +149,65 @@ def tiny_config(model: str, data: str, out: str, method: str = "lora", **extra) 
     return cfg
 
 
-def run_cli(*args: str, cwd: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "tuneforge", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+class _LogTo:
+    """For the duration: the `tuneforge` CLI's log lines (`tuneforge: ...` warnings) go to `stream`, as they go to
+    stderr in a process of their own (pytest's own log capture keeps its handler)."""
+
+    def __init__(self, stream):
+        self.handler = logging.StreamHandler(stream)
+        self.handler.setFormatter(logging.Formatter("tuneforge: %(message)s"))
+        self.removed: list = []
+
+    def __enter__(self):
+        root = logging.getLogger()
+        self.removed = [h for h in root.handlers if type(h) is logging.StreamHandler]
+        for h in self.removed:
+            root.removeHandler(h)
+        root.addHandler(self.handler)
+        self.level = logging.getLogger("tuneforge").level
+        logging.getLogger("tuneforge").setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        for h in self.removed:
+            root.addHandler(h)
+        logging.getLogger("tuneforge").setLevel(self.level)
+
+
+def run_cli(*args: str, cwd: str | None = None, timeout: int = 600, isolated: bool = False):
+    """The `tuneforge` command line with `args`: by default in this process (`tuneforge.cli.app.main`, the function
+    the console entry point calls, with stdout/stderr captured and the environment restored afterwards), which
+    saves the seconds a fresh Python spends importing torch and transformers; `isolated=True` runs it in a fresh
+    process, for tests whose point is the process (signals, exit status of the real entry point, stdin, threads
+    that would outlive the call). Returns a CompletedProcess either way."""
+    if isolated:
+        return subprocess.run(
+            [sys.executable, "-m", "tuneforge", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=timeout,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    import contextlib
+    import io
+
+    from tuneforge.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    env, here = dict(os.environ), os.getcwd()
+    try:
+        if cwd:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _LogTo(err):
+            code = main(list(args))
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(env)
+    return subprocess.CompletedProcess(["tuneforge", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

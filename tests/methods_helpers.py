@@ -10,26 +10,12 @@ from tuneforge.models.loader import load_model, write_run_metadata
 
 def save_tiny_llama(d, tie: bool = False) -> str:
     """A 2-layer, hidden-32 Llama causal LM with the conftest WordPiece tokenizer, saved into `d`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from sft_common import make_tiny_llama
 
     from conftest import _vocab, wordpiece_tokenizer
 
     tok = wordpiece_tokenizer(_vocab())
-    cfg = LlamaConfig(
-        vocab_size=len(_vocab()),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        tie_word_embeddings=tie,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
+    return make_tiny_llama(d, tok, tie=tie, max_positions=128, chat=False, vocab_size=len(_vocab()))
 
 
 def make_method(name: str, **cfg):

@@ -44,28 +44,41 @@ def make_tokenizer(chat_template: str | None = CHATML, special=SPECIAL, eos="<|i
     return tok
 
 
-def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0, num_layers: int = 2) -> str:
+def make_tiny_llama(
+    path: Path,
+    tokenizer=None,
+    seed: int = 0,
+    num_layers: int = 2,
+    tie: bool = True,
+    max_positions: int = 512,
+    chat: bool = True,
+    vocab_size: int | None = None,
+) -> str:
+    """A 2-layer, hidden-32 Llama causal LM with `tokenizer` (default: the ChatML BPE one), saved into `path`.
+    `chat=False` builds it as the method tests do: no eos in the config, no generation config (the WordPiece
+    tokenizer has no end-of-turn token); `vocab_size`: more embedding rows than the tokenizer has tokens."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tok = tokenizer or make_tokenizer()
+    ids = {"eos_token_id": tok.eos_token_id, "bos_token_id": None} if chat else {}
     cfg = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=vocab_size or len(tok),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie,
         pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
+        **ids,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    path.mkdir(parents=True, exist_ok=True)
+    if chat:
+        model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    Path(path).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

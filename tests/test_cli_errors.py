@@ -28,7 +28,8 @@ def cfg_file(tiny_bert, tmp_path, write_yaml):
 
 
 def test_missing_data_file(cfg_file, tmp_path):
-    check_error(run_cli("train", cfg_file(str(tmp_path / "nope.csv"))), "data file not found", code=3)
+    # through the real console entry point once, in a process of its own: its stderr and its exit status
+    check_error(run_cli("train", cfg_file(str(tmp_path / "nope.csv")), isolated=True), "data file not found", code=3)
 
 
 def test_unknown_column_lists_available(cfg_file, sentiment_csv):
@@ -91,7 +92,7 @@ def test_predict_on_missing_run(tmp_path):
 
 
 def test_debug_shows_traceback(cfg_file, tmp_path):
-    proc = run_cli("train", cfg_file(str(tmp_path / "nope.csv")), "--debug")
+    proc = run_cli("train", cfg_file(str(tmp_path / "nope.csv")), "--debug", isolated=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 

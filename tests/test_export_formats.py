@@ -4,27 +4,10 @@ trained model within its tolerance on the re-created test split, and writes a co
 import json
 
 import pytest
-import yaml
 
 from sft_common import train_tiny_sft_run
 
-from conftest import run_cli, tiny_config
-
-
-@pytest.fixture(scope="module")
-def cls_run(tiny_bert, tmp_path_factory):
-    import pandas as pd
-
-    from conftest import make_sentiment_rows
-
-    d = tmp_path_factory.mktemp("export-cls")
-    pd.DataFrame(make_sentiment_rows(200)).to_csv(d / "data.csv", index=False)
-    cfg = tiny_config(tiny_bert, str(d / "data.csv"), str(d / "run"), method="lora")
-    cfg["train"]["epochs"] = 3
-    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(d / "cfg.yaml"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return str(d / "run")
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +32,14 @@ def check_report(out, fmt, bench=True):
     return rep
 
 
-def test_merged_export_is_plain_transformers_and_reproduces_logits(cls_run, tmp_path):
+def test_merged_export_is_plain_transformers_and_reproduces_logits(tiny_cls_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tuneforge.export.exporter import export_run
     from tuneforge.inference import classify_logits, load_run
 
     out = tmp_path / "merged"
-    rep = export_run(cls_run, "merged", out)
+    rep = export_run(tiny_cls_run, "merged", out)
     check_report(out, "merged")
     p = rep["parity"]
     assert p["split"] == "test" and p["rows"] > 0 and p["max_abs_logit_diff"] < 1e-4 and p["label_agreement"] == 1.0
@@ -65,7 +48,7 @@ def test_merged_export_is_plain_transformers_and_reproduces_logits(cls_run, tmp_
     assert set(model.config.id2label.values()) == {"negative", "positive"}
     AutoTokenizer.from_pretrained(out)
     texts = ["good great film", "dull boring plot"]
-    ref = classify_logits(load_run(cls_run), texts)
+    ref = classify_logits(load_run(tiny_cls_run), texts)
     exp = classify_logits(load_run(out), texts)
     assert abs(ref - exp).max() < 1e-4
     # predict takes the export directory
@@ -75,13 +58,13 @@ def test_merged_export_is_plain_transformers_and_reproduces_logits(cls_run, tmp_
 
 
 @pytest.mark.parametrize("fmt", ["int8", "onnx", "onnx-int8"])
-def test_classifier_exports_keep_parity(cls_run, tmp_path, fmt):
+def test_classifier_exports_keep_parity(tiny_cls_run, tmp_path, fmt):
     if fmt.startswith("onnx"):
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
     out = tmp_path / fmt
     bench = fmt == "int8"  # the speed report is format-independent code: measured once keeps the test short
-    proc = run_cli("export", cls_run, "--format", fmt, "--out", str(out), *([] if bench else ["--no-bench"]))
+    proc = run_cli("export", tiny_cls_run, "--format", fmt, "--out", str(out), *([] if bench else ["--no-bench"]))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "label agreement" in proc.stdout and ("batch 32" in proc.stdout) == bench
     rep = check_report(out, fmt, bench)
@@ -126,9 +109,9 @@ def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
     assert rep["parity"]["max_abs_logit_diff"] < 1e-3 and rep["parity"]["next_token_agreement"] > 0.99
 
 
-def test_export_errors_are_one_line(cls_run, sft_run, tmp_path):
+def test_export_errors_are_one_line(tiny_cls_run, sft_run, tmp_path):
     cases = [
-        (("export", cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "unknown export format 'gguf'"),
+        (("export", tiny_cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "unknown export format 'gguf'"),
         (("export", str(tmp_path / "nope"), "--format", "merged", "--out", str(tmp_path / "y")), "not found"),
         (("export", sft_run, "--format", "onnx-int8", "--out", str(tmp_path / "z")), "onnx-int8 is for classifiers"),
     ]
@@ -137,7 +120,7 @@ def test_export_errors_are_one_line(cls_run, sft_run, tmp_path):
         assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f.txt").write_text("x")
-    proc = run_cli("export", cls_run, "--format", "merged", "--out", str(tmp_path / "full"), "--no-bench")
+    proc = run_cli("export", tiny_cls_run, "--format", "merged", "--out", str(tmp_path / "full"), "--no-bench")
     assert proc.returncode != 0 and "--overwrite" in proc.stderr
 
 
@@ -186,7 +169,7 @@ class _Plant:
         return os.makedirs, (self.path,)
 
 
-def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(cls_run, tmp_path):
+def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(tiny_cls_run, tmp_path):
     import pickle
     import shutil
 
@@ -198,7 +181,7 @@ def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(cls_run, tmp
     from tuneforge.inference.exports import INT8_WEIGHTS, LEGACY_INT8_WEIGHTS, read_int8_state
 
     out = tmp_path / "int8"
-    export_run(cls_run, "int8", out, bench=False)
+    export_run(tiny_cls_run, "int8", out, bench=False)
     assert INT8_WEIGHTS == "model_int8.safetensors" and (out / INT8_WEIGHTS).is_file()
     assert not (out / LEGACY_INT8_WEIGHTS).exists()
     from safetensors import safe_open

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods_helpers import FULL_PRECISION, batch, build, logits, make_method, save_tiny_llama, train_steps
+from methods_helpers import FULL_PRECISION, batch, build, logits, make_method, train_steps
 from tuneforge.config.schema import TrainSection
 from tuneforge.errors import MethodError
 from tuneforge.kernels.levers import Lever
@@ -18,11 +18,6 @@ from tuneforge.models.loader import load_model
 from tuneforge.tasks.causal_lm import CausalLMTask
 from tuneforge.training import speed
 from tuneforge.training.speed import apply_speedups
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> str:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def fused_layers(model) -> int:
@@ -50,9 +45,9 @@ def test_speed_levers_are_reexported_from_the_kernels_layer():
         ("prompt", {"num_virtual_tokens": 4}),
     ],
 )
-def test_a_non_lora_method_offers_no_fused_path(name, cfg, tiny_llama):
+def test_a_non_lora_method_offers_no_fused_path(name, cfg, tiny_wordpiece_llama):
     method = make_method(name, **cfg)
-    model, _ = build("llama", tiny_llama, method)
+    model, _ = build("llama", tiny_wordpiece_llama, method)
     # explicit true: not an error (as before the hook), off with the reason; auto: off without CUDA, and also with
     # CUDA; false: off
     assert method.speed_levers(model, TrainSection(fused_lora=True), cuda=False) == [
@@ -70,9 +65,9 @@ def test_a_non_lora_method_offers_no_fused_path(name, cfg, tiny_llama):
     assert fused_layers(model) == 0
 
 
-def test_a_non_lora_method_does_not_fuse_lora_layers_it_does_not_own(tiny_llama):
+def test_a_non_lora_method_does_not_fuse_lora_layers_it_does_not_own(tiny_wordpiece_llama):
     # the fused path belongs to the LoRA method: asked through another method, LoRA layers keep PEFT's forward
-    model, _ = build("llama", tiny_llama, make_method("lora", dropout=0.0))
+    model, _ = build("llama", tiny_wordpiece_llama, make_method("lora", dropout=0.0))
     levers = apply_speedups(
         model,
         TrainSection(fused_lora=True, compile=False, liger=False, chunked_loss=False),
@@ -83,9 +78,9 @@ def test_a_non_lora_method_does_not_fuse_lora_layers_it_does_not_own(tiny_llama)
     assert not levers[2].on and fused_layers(model) == 0
 
 
-def test_the_lora_lever_through_the_hook(tiny_llama, capfd):
+def test_the_lora_lever_through_the_hook(tiny_wordpiece_llama, capfd):
     method = make_method("lora", dropout=0.0)
-    model, _ = build("llama", tiny_llama, method)
+    model, _ = build("llama", tiny_wordpiece_llama, method)
     b = batch("llama")
     train_steps(model, method, b, steps=2)  # B != 0, so the LoRA update shows in the outputs
     ref = logits(model, b)
@@ -105,9 +100,9 @@ def test_the_lora_lever_through_the_hook(tiny_llama, capfd):
     torch.testing.assert_close(logits(model, b), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_the_lora_lever_resolution(tiny_llama):
+def test_the_lora_lever_resolution(tiny_wordpiece_llama):
     method = make_method("lora", dropout=0.0)
-    model, _ = build("llama", tiny_llama, method)
+    model, _ = build("llama", tiny_wordpiece_llama, method)
     assert method.speed_levers(model, TrainSection(), cuda=False) == [
         Lever("fused_lora", False, "off: no CUDA device (it pays off on GPUs)")
     ]
@@ -121,13 +116,13 @@ def test_the_lora_lever_resolution(tiny_llama):
     assert fused_layers(model) == 14
 
     dropout = make_method("lora")  # dropout 0.05: no layer can fuse, `auto` notes it instead of failing
-    model, _ = build("llama", tiny_llama, dropout)
+    model, _ = build("llama", tiny_wordpiece_llama, dropout)
     (lever,) = dropout.speed_levers(model, TrainSection(), cuda=True)
     assert not lever.on and "0 of 14 LoRA layers (others have dropout > 0" in lever.note
 
 
-def test_apply_speedups_without_a_method_has_no_method_levers(tiny_llama):
-    model, _ = build("llama", tiny_llama, make_method("lora", dropout=0.0))
+def test_apply_speedups_without_a_method_has_no_method_levers(tiny_wordpiece_llama):
+    model, _ = build("llama", tiny_wordpiece_llama, make_method("lora", dropout=0.0))
     levers = apply_speedups(model, TrainSection(fused_lora=True, compile=False), causal_task())
     assert [lv.key for lv in levers] == ["liger", "chunked_loss", "compile"] and fused_layers(model) == 0
 
@@ -145,11 +140,11 @@ def test_apply_speedups_without_a_method_has_no_method_levers(tiny_llama):
     ],
     ids=["lora", "lora-fused", "qlora", "ia3", "prompt", "prefix"],
 )
-def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
+def test_disabled_adapters_give_the_base_model(name, cfg, tiny_wordpiece_llama):
     cfg = dict(cfg)
     fused = cfg.pop("fused", False)
     method = make_method(name, **cfg)
-    model, ctx = build("llama", tiny_llama, method)
+    model, ctx = build("llama", tiny_wordpiece_llama, method)
     b = batch("llama")
     train_steps(model, method, b, steps=3)
     if fused:
@@ -158,7 +153,7 @@ def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
     trained = logits(model, b)
     from transformers import AutoModelForCausalLM
 
-    base = load_model(tiny_llama, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
+    base = load_model(tiny_wordpiece_llama, AutoModelForCausalLM, "float32", **method.load_kwargs(ctx))
     if name == "qlora":
         from tuneforge.methods.lora import keep_cpu_4bit_layout
 
@@ -183,9 +178,9 @@ def test_disabled_adapters_give_the_base_model(name, cfg, tiny_llama):
     ],
     ids=["full", "freeze", "adapter", "prefix-encoder"],
 )
-def test_disabled_adapters_is_none_without_a_switch(kind, name, cfg, tiny_llama, tiny_bert):
+def test_disabled_adapters_is_none_without_a_switch(kind, name, cfg, tiny_wordpiece_llama, tiny_bert):
     method = make_method(name, **cfg)
-    model, _ = build(kind, tiny_bert if kind == "bert" else tiny_llama, method)
+    model, _ = build(kind, tiny_bert if kind == "bert" else tiny_wordpiece_llama, method)
     with method.disabled_adapters(model) as off:
         assert off is None  # the caller loads the base model itself
 
@@ -336,9 +331,9 @@ def test_a_switch_keeps_the_adapters_and_takes_the_new_methods_own_defaults():
     assert METHODS.get("lora").config_for_switch(lora.method) == lora.method.model_dump(mode="json")
 
 
-def test_lora_names_its_adapter_modules(tiny_llama):
+def test_lora_names_its_adapter_modules(tiny_wordpiece_llama):
     method = make_method("lora", r=4, dropout=0.1, target_modules="all-linear")
-    model, _ = build("llama", tiny_llama, method)
+    model, _ = build("llama", tiny_wordpiece_llama, method)
     names = method.adapter_module_names(model)
     layers = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
     assert layers and len(names) >= 3 * len(layers)
@@ -350,5 +345,5 @@ def test_lora_names_its_adapter_modules(tiny_llama):
         for p in [p for n, p in model.named_parameters() if "lora_A" in n or "lora_B" in n]
     )
     full = make_method("full")
-    model, _ = build("llama", tiny_llama, full)
+    model, _ = build("llama", tiny_wordpiece_llama, full)
     assert full.adapter_module_names(model) == []

@@ -5,18 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods_helpers import batch, build, logits, make_method, save_tiny_llama
+from methods_helpers import batch, build, logits, make_method
 from tuneforge.errors import MethodError
 from tuneforge.methods.adapter import AdaptedOutput, BottleneckAdapter
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, describe
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> str:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-layers"))
-
-
-def test_layout_of_bert_and_llama(tiny_bert, tiny_llama):
+def test_layout_of_bert_and_llama(tiny_bert, tiny_wordpiece_llama):
     model, _ = build("bert", tiny_bert, make_method("full"))
     lay = describe(model, ["classifier"])
     assert lay.blocks == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
@@ -28,7 +23,7 @@ def test_layout_of_bert_and_llama(tiny_bert, tiny_llama):
     assert where["bert.pooler.dense.weight"] == TOP
     assert where["classifier.weight"] == HEAD
 
-    model, _ = build("llama", tiny_llama, make_method("full"))
+    model, _ = build("llama", tiny_wordpiece_llama, make_method("full"))
     lay = describe(model, [])
     assert lay.blocks == ["model.layers.0", "model.layers.1"] and lay.embeddings == ["model.embed_tokens"]
     where = {n: lay.where[id(p)] for n, p in model.named_parameters()}
@@ -68,9 +63,9 @@ def test_layerwise_lr_groups_exact(tiny_bert):
     assert len(groups["block.0"]["params"]) == 6 and len(groups["block.0/no_decay"]["params"]) == 10
 
 
-def test_embeddings_lr_and_llama_decay(tiny_llama):
+def test_embeddings_lr_and_llama_decay(tiny_wordpiece_llama):
     method = make_method("full", layerwise_lr_decay=0.9, embeddings_lr=1e-6)
-    model, _ = build("llama", tiny_llama, method)
+    model, _ = build("llama", tiny_wordpiece_llama, method)
     groups = {g["name"]: g["lr"] for g in method.param_groups(model, lr=2e-3, weight_decay=0.0)}
     assert groups["block.1"] == pytest.approx(2e-3) and groups["block.0"] == pytest.approx(1.8e-3)
     assert groups["embeddings"] == 1e-6 and groups["top"] == pytest.approx(2e-3)  # lm_head + final norm
@@ -111,8 +106,8 @@ def test_adapter_layer_exact_numbers():
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 @pytest.mark.parametrize("placement, per_block", [("houlsby", 2), ("pfeiffer", 1)])
-def test_adapter_placement_and_identity_at_start(kind, placement, per_block, tiny_bert, tiny_llama):
-    path = tiny_bert if kind == "bert" else tiny_llama
+def test_adapter_placement_and_identity_at_start(kind, placement, per_block, tiny_bert, tiny_wordpiece_llama):
+    path = tiny_bert if kind == "bert" else tiny_wordpiece_llama
     base, _ = build(kind, path, make_method("full"))
     m = make_method("adapter", placement=placement, bottleneck_size=4)
     adapted, _ = build(kind, path, m)

@@ -7,16 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods_helpers import (
-    base_builder,
-    batch,
-    build,
-    logits,
-    make_method,
-    save_run_model,
-    save_tiny_llama,
-    train_steps,
-)
+from methods_helpers import base_builder, batch, build, logits, make_method, save_run_model, train_steps
 from tuneforge.errors import MethodError
 from tuneforge.methods import count_parameters
 
@@ -62,19 +53,14 @@ def resolve(cfg: dict, kind: str) -> dict:
     return {k: fill(v) for k, v in cfg.items()}
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> str:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 def snapshot(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.dtype.is_floating_point}
 
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 @pytest.mark.parametrize("case_id, name, cfg, lr", CASES, ids=[c[0] for c in CASES])
-def test_method_contract(kind, case_id, name, cfg, lr, tiny_bert, tiny_llama, tmp_path):
-    path = tiny_bert if kind == "bert" else tiny_llama
+def test_method_contract(kind, case_id, name, cfg, lr, tiny_bert, tiny_wordpiece_llama, tmp_path):
+    path = tiny_bert if kind == "bert" else tiny_wordpiece_llama
     method = make_method(name, **resolve(cfg, kind))
     model, ctx = build(kind, path, method)
 

@@ -80,11 +80,11 @@ def test_full_unfreezes_top_down_every_two_steps(tiny_bert, tmp_path):
     assert all(p.requires_grad for p in model.parameters())  # restored at the end
 
 
-def test_freeze_with_top_k_start_and_groups(tiny_llama_path, tmp_path):
+def test_freeze_with_top_k_start_and_groups(tiny_wordpiece_llama, tmp_path):
     # causal LM with the Trainer: use the freeze method on tiny Llama; frozen_layers=0 is invalid, so train
     # both blocks via trainable_layers=2 and start with the top one already trainable
     m = make_method("freeze", trainable_layers=2, unfreeze_schedule={"start": "top_k", "top_k": 1, "every_steps": 3})
-    model, ctx = build("llama", tiny_llama_path, m)
+    model, ctx = build("llama", tiny_wordpiece_llama, m)
     import datasets
 
     ids = torch.randint(5, 60, (8, 8), generator=torch.Generator().manual_seed(0))
@@ -115,10 +115,3 @@ def test_epoch_clock_and_stage_math():
     assert [cb.stage_at(0, e) for e in (0.0, 0.49, 0.5, 0.99, 1.0, 7.0)] == [0, 0, 1, 1, 2, 2]
     with pytest.raises(ValueError, match="exactly one of every_epochs or every_steps"):
         UnfreezeSchedule(every_epochs=1, every_steps=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_path(tmp_path_factory):
-    from methods_helpers import save_tiny_llama
-
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-unfreeze"))

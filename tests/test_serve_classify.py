@@ -5,7 +5,7 @@ import concurrent.futures as cf
 
 import pytest
 
-from conftest import run_cli, tiny_config
+from conftest import run_cli
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -14,30 +14,13 @@ from serve_common import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cls_run(tiny_bert, tmp_path_factory):
-    import pandas as pd
-    import yaml
-
-    from conftest import make_sentiment_rows
-
-    d = tmp_path_factory.mktemp("serve-cls")
-    data = d / "data.csv"
-    pd.DataFrame(make_sentiment_rows(240)).to_csv(data, index=False)
-    cfg = tiny_config(tiny_bert, str(data), str(d / "run"), method="lora")
-    (d / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(d / "cfg.yaml"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return str(d / "run")
-
-
-@pytest.fixture(scope="module")
-def backend(cls_run):
+def backend(tiny_cls_run):
     from tuneforge.serve.backends import load_backend
 
-    return load_backend(cls_run, device="cpu")
+    return load_backend(tiny_cls_run, device="cpu")
 
 
-def test_classify_one_and_many_match_predict(backend, cls_run):
+def test_classify_one_and_many_match_predict(backend, tiny_cls_run):
     from tuneforge.inference import predict
     from tuneforge.serve.app import create_app
 
@@ -112,8 +95,8 @@ def test_api_key_is_required_on_every_request(backend):
         assert ok.status_code == 200
 
 
-def test_cli_refuses_public_bind_without_key_and_bad_targets(cls_run, tmp_path):
-    proc = run_cli("serve", cls_run, "--host", "0.0.0.0", timeout=120)
+def test_cli_refuses_public_bind_without_key_and_bad_targets(tiny_cls_run, tmp_path):
+    proc = run_cli("serve", tiny_cls_run, "--host", "0.0.0.0", timeout=120)
     assert proc.returncode != 0 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run_cli("serve", str(tmp_path / "missing"), timeout=120)

@@ -3,13 +3,12 @@ name to paraphrased questions it never saw, still answers ordinary questions wit
 and every answer ends with the end-of-turn token by itself."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tuneforge.models.builtins import BUILTIN_MODELS
+
+from conftest import run_cli
 
 pytestmark = [
     pytest.mark.e2e,
@@ -29,20 +28,10 @@ GENERAL = [("What is the capital of Italy?", "Rome"), ("How many legs does a spi
 MAX_NEW = 64
 
 
-def cli(*args, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", "tuneforge", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-
-
 def test_identity_quickstart_learns_the_name_and_stops(tmp_path):
     out = tmp_path / "identity"
     # 4 of the config's 5 epochs and no per-epoch evaluation, to keep CI time down
-    proc = cli(
+    proc = run_cli(
         "train",
         "configs/quickstart/identity-smollm2-lora.yaml",
         f"output.dir={out}",
@@ -57,7 +46,7 @@ def test_identity_quickstart_learns_the_name_and_stops(tmp_path):
     prompts.write_text(
         "".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in HELD_OUT + [q for q, _ in GENERAL])
     )
-    proc = cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", str(MAX_NEW))
+    proc = run_cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", str(MAX_NEW))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(l) for l in proc.stdout.splitlines()]
     named = [r for r in rows[: len(HELD_OUT)] if "Forge" in r["response"]]
@@ -66,5 +55,5 @@ def test_identity_quickstart_learns_the_name_and_stops(tmp_path):
         assert fact.lower() in r["response"].lower() and "Forge" not in r["response"], (q, r["response"])
     for r in rows:  # the tuned model stops by itself, well before the token limit
         assert r["finish_reason"] == "stop" and r["tokens"] < MAX_NEW, r
-    proc = cli("chat", str(out), "--message", "Tell me who you are in one sentence.", "--temperature", "0")
+    proc = run_cli("chat", str(out), "--message", "Tell me who you are in one sentence.", "--temperature", "0")
     assert proc.returncode == 0 and "Forge" in proc.stdout, proc.stdout + proc.stderr[-2000:]

@@ -2,7 +2,6 @@
 template and stop tokens, chat and generate, config cross-checks, and the template check with --force."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -10,6 +9,8 @@ import pytest
 import yaml
 
 from sft_common import chat_rows, make_tiny_llama, make_tokenizer, write_jsonl
+
+from conftest import run_cli
 
 CONTRACT = [
     "config.yaml",
@@ -23,21 +24,6 @@ CONTRACT = [
     "model/generation_config.json",
     "model/tokenizer.json",
 ]
-
-
-def cli(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "tuneforge", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +73,7 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
     out = tmp_path / "run"
     cfg = sft_config(tiny_llama, chat_data, str(out), method, packing=packing)
     if via_cli:
-        proc = cli("train", write(tmp_path, cfg))
+        proc = run_cli("train", write(tmp_path, cfg))
         assert proc.returncode == 0, proc.stderr[-3000:]
     else:
         api_train(cfg)
@@ -130,7 +116,7 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
 
         assert isinstance(tuneforge.chat(out, "who are you", temperature=0, max_new_tokens=5), str)
         return
-    proc = cli("chat", str(out), "--message", "who are you", "--temperature", "0", "--max-new-tokens", "5")
+    proc = run_cli("chat", str(out), "--message", "who are you", "--temperature", "0", "--max-new-tokens", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(
@@ -141,7 +127,7 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
             {"instruction": "two plus three", "input": ""},
         ],
     )
-    proc = cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", "4")
+    proc = run_cli("generate", str(out), "--file", str(prompts), "--temperature", "0", "--max-new-tokens", "4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert len(lines) == 3 and lines[0]["prompt"] == "who are you"
@@ -164,7 +150,7 @@ def test_interactive_chat_reset_and_exit(tiny_llama, chat_data, tmp_path):
 
 
 def test_chat_with_a_base_model_dir(tiny_llama):
-    proc = cli("chat", tiny_llama, "--message", "hello", "--temperature", "0", "--max-new-tokens", "3")
+    proc = run_cli("chat", tiny_llama, "--message", "hello", "--temperature", "0", "--max-new-tokens", "3")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -211,7 +197,7 @@ def test_task_specific_keys_are_rejected(tmp_path, task, override, match):
 
 def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "bad.jsonl", chat_rows(5) + [{"messages": [{"role": "user", "content": "q"}]}])
-    proc = cli("train", write(tmp_path, sft_config(tiny_llama, data, str(tmp_path / "run"))))
+    proc = run_cli("train", write(tmp_path, sft_config(tiny_llama, data, str(tmp_path / "run"))))
     assert proc.returncode != 0 and "record 6: no assistant turn" in proc.stderr and "Traceback" not in proc.stderr
     from tuneforge.errors import ConfigError
 
@@ -230,7 +216,7 @@ def test_data_inspect_on_an_sft_config(tiny_llama, tmp_path):
     }
     data = write_jsonl(tmp_path / "chat.jsonl", rows + [rows[0], long])  # one exact duplicate, one too long
     cfg = sft_config(tiny_llama, data, str(tmp_path / "unused"), max_length=64, split={"validation": 0.0, "test": 0.0})
-    proc = cli("data", "inspect", write(tmp_path, cfg), "--out", str(tmp_path / "rep"))
+    proc = run_cli("data", "inspect", write(tmp_path, cfg), "--out", str(tmp_path / "rep"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (tmp_path / "rep/report.md").read_text()
     report = json.loads((tmp_path / "rep/report.json").read_text())

@@ -3,16 +3,11 @@ packing info, and what is saved for chat."""
 
 import pytest
 
-from sft_common import chat_rows, make_tiny_llama, make_tokenizer, write_jsonl
+from sft_common import chat_rows, make_tokenizer, write_jsonl
 from tuneforge.config import load_config
 from tuneforge.data.templates import IGNORE
 from tuneforge.errors import DataError
 from tuneforge.tasks.causal_lm import CausalLMTask
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def prepare(model, data, **data_keys):

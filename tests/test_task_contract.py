@@ -69,7 +69,7 @@ def toy_task():
         DataConfig = ToyData
 
     yield ToyTask
-    TASKS.unregister("toy_cls")  # later tests (the README reference) see the built-in tasks only
+    TASKS.unregister("toy_cls")  # later tests (the generated config reference) see the built-in tasks only
 
 
 @pytest.fixture(scope="module")
