@@ -67,6 +67,24 @@ def test_data_report_plots(overflow, tmp_path):
     _assert_inside(overflow, 2)
 
 
+def test_image_grids(overflow, tmp_path):
+    """The image task's grids (augmented training images in the data report, the most confident mistakes in eval),
+    titled with long class names: 1, 3 and 16 images, as tensors and as PIL images."""
+    import torch
+    from PIL import Image
+
+    from tuneforge.tasks.image_report import save_grid
+
+    g = torch.Generator().manual_seed(0)
+    for k, n in enumerate((1, 3, 16)):
+        images = [torch.randn(3, 24, 24, generator=g) for _ in range(n)]
+        titles = [f"{LONG[i % 12]} -> {LONG[(i + 5) % 12]} (0.97)" for i in range(n)]
+        assert save_grid(images, titles, tmp_path / f"grid{k}.png")
+    pil = [Image.new("RGB", (40, 30), (40 * i, 90, 200)) for i in range(5)]
+    assert save_grid(pil, ["averyverylongclassnamewithoutanyspaceinit_" * 2] * 5, tmp_path / "grid_pil.png")
+    _assert_inside(overflow, 4)
+
+
 def test_comparison_plots(overflow, tmp_path):
     from tuneforge.compare.plots import plot_bars, plot_loss_curves, plot_quality_vs_cost
 

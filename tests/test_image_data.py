@@ -394,3 +394,27 @@ def test_soft_cross_entropy():
     soft = soft_cross_entropy(logits, torch.nn.functional.one_hot(labels, 3).float())
     assert torch.allclose(hard, soft, atol=1e-6)
     assert hard.dim() == 0
+
+
+@pytest.mark.parametrize("t, alpha", [(1.0, 0.5), (4.0, 0.9), (2.5, 1.0), (3.0, 0.0)])
+def test_image_distillation_loss_is_hintons_on_mixed_targets(t, alpha):
+    """The image task's distillation loss (the soft term from kernels/distill.py) gives the numbers of the formula
+    it replaced, written out here: alpha T^2 KL(teacher || student) + (1 - alpha) soft-target CE, with gradients."""
+    from tuneforge.tasks.image_distill import hinton_loss
+
+    g = torch.Generator().manual_seed(int(10 * t))
+    student = (3 * torch.randn(8, 5, generator=g)).requires_grad_()
+    teacher = 3 * torch.randn(8, 5, generator=g)
+    labels = torch.randint(0, 5, (8,), generator=g)
+    pixels = torch.randn(8, 3, 6, 6, generator=g)
+    _, targets = mix_batch(pixels, labels, 5, cutmix=None, mixup=(1.0, 1.0), label_smoothing=0.1)
+    hard = soft_cross_entropy(student, targets)
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(student / t, -1), torch.log_softmax(teacher / t, -1), reduction="batchmean", log_target=True
+    )
+    want = alpha * t * t * kl + (1.0 - alpha) * hard
+    got = hinton_loss(student, teacher, labels, hard, t, alpha)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    (g_want,) = torch.autograd.grad(want, student, retain_graph=True)
+    (g_got,) = torch.autograd.grad(got, student)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-7)

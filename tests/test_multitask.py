@@ -181,6 +181,10 @@ def _validate(raw):
         (lambda r: r["data"].update(label_column="x"), "data.label_column.*classification"),
         (lambda r: r["task"]["tasks"]["polarity"].update(test="t.csv"), "need its own `train` file"),
         (lambda r: r["task"].update(sampling="random"), "task.sampling"),
+        (
+            lambda r: r["data"].update(text_column="t", text_pair_column="t"),
+            "data.text_pair_column: 't' is also data.text_column",
+        ),
     ],
 )
 def test_config_errors_name_the_key(change, message):
@@ -229,6 +233,43 @@ def test_data_errors_are_one_line(tiny_bert, mt_csv, tmp_path, edit, message):
     cfg = _validate(multitask_config(tiny_bert, mt_csv, str(tmp_path / "run")))
     with pytest.raises(DataError, match=message):
         TASKS.get("multitask")(cfg).prepare(load_tokenizer(tiny_bert))
+
+
+def test_skipped_and_left_out_rows_are_listed_in_the_data_report(tiny_bert, tmp_path, capsys, caplog):
+    """Every row of every file that does not train is counted and listed in data/report.md and report.json: bad
+    records under data.bad_records=skip (a multi-task run used to drop them unlisted, issue 33), rows without a
+    text and rows without a label for any sub-task."""
+    from tuneforge.cli.app import main
+
+    train, val = multitask_rows(90), multitask_rows(30, seed=1)
+    train[5]["text"] = ["a", "list"]
+    train[8]["text"] = "  "
+    train[11].update(subjectivity=None, polarity=None)
+    val[2]["text"] = ["another", "list"]
+    paths = {}
+    for name, rows in (("train", train), ("dev", val)):
+        paths[name] = str(tmp_path / f"{name}.jsonl")
+        Path(paths[name]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = multitask_config(tiny_bert, paths["train"], str(tmp_path / "run"), "full")
+    raw["data"].update(validation=paths["dev"], bad_records="skip")
+    raw["train"].update(max_steps=1, eval_strategy="no")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "cfg.yaml")]) == 0, capsys.readouterr().err[-3000:]
+    md = (tmp_path / "run" / "data" / "report.md").read_text()
+    report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    t, v = paths["train"], paths["dev"]
+    assert f"Read: {t}: 90 rows (3 left out, see below); {v}: 30 rows (1 left out, see below)" in md, md
+    assert "## Bad records left out (data.bad_records=skip)" in md, md
+    assert f"| {t} | 6 | {t}: row 6: column 'text' (data.text_column) holds a list" in md, md
+    assert f"| {v} | 3 | {v}: row 3: column 'text' (data.text_column) holds a list" in md, md
+    assert [(r["source"], r["record"]) for r in report["bad_records"]["records"]] == [(t, 6), (v, 3)]
+    assert f"| {t} | 9 | empty text (column 'text') |" in md, md
+    # the sub-tasks in the order of the config file (yaml.safe_dump writes them sorted)
+    assert f"| {t} | 12 | no label for any of its sub-tasks (columns 'polarity', 'subjectivity') |" in md, md
+    assert [(r["source"], r["record"]) for r in report["left_out"]] == [(t, 9), (t, 12)]
+    assert report["read"] == {t: 90, v: 30}
+    for path in (t, v):
+        assert f"{path}: data.bad_records=skip: left out 1 rows that cannot be used" in caplog.text
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------------

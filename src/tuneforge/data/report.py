@@ -78,7 +78,25 @@ def _plots(out: Path, report: dict, lengths: dict[str, Sequence[int]] | None, ma
 LISTED_ROWS = 200
 
 
-def _left_out_section(report: dict) -> list[str]:
+def read_line(report: dict) -> list[str]:
+    """The rows each data file held ("Read: ..."), and how many of them were left out, above the splits table."""
+    read = report.get("read") or {}
+    if not read:
+        return []
+    gone = (report.get("left_out") or []) + ((report.get("bad_records") or {}).get("records") or [])
+    return [
+        "Read: "
+        + "; ".join(
+            f"{_md_escape(src, 80)}: {n} rows"
+            + (f" ({k} left out, see below)" if (k := sum(r["source"] == src for r in gone)) else "")
+            for src, n in read.items()
+        )
+        + ". The splits below count the rows that remained.",
+        "",
+    ]
+
+
+def left_out_section(report: dict) -> list[str]:
     """Rows that did not reach training (an empty text or label), counted by reason and listed."""
     from tuneforge.data.left_out import reasons
 
@@ -93,8 +111,28 @@ def _left_out_section(report: dict) -> list[str]:
         "",
     ]
     md += _table(["reason", "rows"], [[_md_escape(k), v] for k, v in reasons(records).items()])
+    md += _records_table(records)
+    return md
+
+
+def bad_records_section(report: dict) -> list[str]:
+    """Records that data.bad_records=skip left out, listed with their problem."""
+    records = (report.get("bad_records") or {}).get("records") or []
+    if not records:
+        return []
+    md = [
+        "## Bad records left out (data.bad_records=skip)",
+        "",
+        f"{len(records)} record{'s' if len(records) != 1 else ''} could not be used and "
+        f"{'were' if len(records) != 1 else 'was'} left out:",
+        "",
+    ]
+    return md + _records_table(records)
+
+
+def _records_table(records: list[dict]) -> list[str]:
     shown = records[:LISTED_ROWS]
-    md += _table(
+    md = _table(
         ["source", "record", "problem"],
         [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in shown],
     )
@@ -134,19 +172,7 @@ def write_report(
     md = [f"# {title}", ""]
 
     md += ["## Splits", ""]
-    read = report.get("read") or {}
-    if read:
-        left = report.get("left_out") or []
-        md += [
-            "Read: "
-            + "; ".join(
-                f"{_md_escape(src, 80)}: {n} rows"
-                + (f" ({k} left out, see below)" if (k := sum(r["source"] == src for r in left)) else "")
-                for src, n in read.items()
-            )
-            + ". The splits below count the rows that remained.",
-            "",
-        ]
+    md += read_line(report)
     rows = []
     for name, key in (
         ("train (as read)", "before"),
@@ -174,21 +200,8 @@ def write_report(
     if "class_distribution.png" in images:
         md += ["![class distribution](class_distribution.png)", ""]
 
-    md += _left_out_section(report)
-    bad = report.get("bad_records") or {}
-    if bad.get("records"):
-        records = bad["records"]
-        md += [
-            "## Bad records left out (data.bad_records=skip)",
-            "",
-            f"{len(records)} record{'s' if len(records) != 1 else ''} could not be used and "
-            f"{'were' if len(records) != 1 else 'was'} left out:",
-            "",
-        ]
-        md += _table(
-            ["source", "record", "problem"],
-            [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in records],
-        )
+    md += left_out_section(report)
+    md += bad_records_section(report)
 
     conv = report.get("conversations")
     if conv:

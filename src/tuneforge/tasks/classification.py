@@ -21,6 +21,7 @@ from pydantic import Field
 from tuneforge.config.schema import AugmentSection, BalanceSection, CleanSection, DataSection, RunConfig, TaskConfig
 from tuneforge.data.builtin_sets import BUILTIN_LABEL_ORDER
 from tuneforge.data.columns import check_cells, require_columns
+from tuneforge.data.left_out import ReadLog, drop_empty
 from tuneforge.data.sources import read_table
 from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError, DataError
@@ -55,7 +56,7 @@ class Frames:
     test: pd.DataFrame | None
     labels: list[str]
     train_ids: list[int]  # source row ids of the training split, before cleaning
-    skipped: list[dict] = field(default_factory=list)  # records left out by data.bad_records=skip
+    read_log: ReadLog = field(default_factory=ReadLog)  # rows read per file, and those that did not reach training
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -89,6 +90,17 @@ class ClassificationConfig(TaskConfig):
     )
 
 
+def check_text_pair(data: DataSection) -> None:
+    """A text pair column must be another column than the text column (pandas cannot hold a row with the same
+    column twice): a ConfigError naming both keys."""
+    pair = getattr(data, "text_pair_column", None)
+    if pair is not None and pair == data.text_column:
+        raise ConfigError(
+            f"data.text_pair_column: '{pair}' is also data.text_column; a text pair needs a "
+            f"second column (or remove data.text_pair_column)"
+        )
+
+
 @TASKS.register("classification")
 class ClassificationTask(Task):
     name = "classification"
@@ -119,12 +131,7 @@ class ClassificationTask(Task):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
-        d = cfg.data
-        if d.text_pair_column is not None and d.text_pair_column == d.text_column:
-            raise ConfigError(
-                f"data.text_pair_column: '{d.text_pair_column}' is also data.text_column; a text pair needs a "
-                f"second column (or remove data.text_pair_column)"
-            )
+        check_text_pair(cfg.data)
         if cfg.distill.teacher and cfg.data.balance.class_weights != "none":
             raise ConfigError(
                 "data.balance.class_weights: not applied by the distillation loss; set it to none "
@@ -132,10 +139,12 @@ class ClassificationTask(Task):
             )
 
     # ---- data -------------------------------------------------------------------------------------------
-    def _read(self, source: str, key: str = "data.train", skipped_out: list | None = None) -> pd.DataFrame:
+    def _read(self, source: str, key: str = "data.train", read_log: ReadLog | None = None) -> pd.DataFrame:
         """The usable rows of `source`, indexed by their row number in the source (the ids saved with the
-        split). Rows left out by data.bad_records=skip are appended to `skipped_out`."""
+        split). The rows it held, and those left out (data.bad_records=skip; an empty text or label), go into
+        `read_log` for the data report."""
         d = self.cfg.data
+        read_log = read_log if read_log is not None else ReadLog()
         df = read_table(source, key)
         require_columns(
             df,
@@ -146,30 +155,16 @@ class ClassificationTask(Task):
             },
             source,
         )
+        read_log.read[source] = len(df)
         skipped: list | None = [] if d.bad_records == "skip" else None
         cells = {d.text_column: ("data.text_column", "text"), d.label_column: ("data.label_column", "label")}
         if d.text_pair_column:
             cells[d.text_pair_column] = ("data.text_pair_column", "text")
         df = check_cells(df, cells, source, skipped)
-        if skipped:
-            log.warning(
-                "%s: data.bad_records=skip: left out %d rows that cannot be used (first: %s)",
-                source,
-                len(skipped),
-                skipped[0][1],
-            )
-            if skipped_out is not None:
-                skipped_out.extend({"source": source, "record": n, "problem": msg} for n, msg in skipped)
-        cols = [c for c in (d.text_column, d.text_pair_column, d.label_column) if c]
-        before = len(df)
-        df = df.dropna(subset=cols)
-        # a text of only whitespace carries nothing to learn from, like a missing one
-        keep = np.ones(len(df), dtype=bool)
-        for c in cols:
-            keep &= np.array([not isinstance(v, str) or bool(v.strip()) for v in df[c]], dtype=bool)
-        df = df[keep]
-        if len(df) < before:
-            log.warning("%s: dropped %d rows with an empty text or label", source, before - len(df))
+        read_log.skip(source, skipped or [])
+        needed = {d.text_column: "text", **({d.text_pair_column: "text pair"} if d.text_pair_column else {})}
+        df, left_out = drop_empty(df, {**needed, d.label_column: "label"}, source)
+        read_log.left_out.extend(left_out)
         if len(df) == 0:
             raise DataError(
                 f"{source}: no rows with both a text and a label (columns '{d.text_column}' and "
@@ -257,10 +252,10 @@ class ClassificationTask(Task):
 
         Raises DataError for unusable data, a single class, or labels only a held-out split has."""
         d, seed = self.cfg.data, data_seed(self.cfg)
-        skipped: list[dict] = []
-        train = self._read(d.train, skipped_out=skipped)
-        val = self._read(d.validation, "data.validation", skipped) if d.validation else None
-        test = self._read(d.test, "data.test", skipped) if d.test else None
+        read_log = ReadLog()
+        train = self._read(d.train, read_log=read_log)
+        val = self._read(d.validation, "data.validation", read_log) if d.validation else None
+        test = self._read(d.test, "data.test", read_log) if d.test else None
         # hold out test first, then validation from what is left, so sizes are fractions of the whole
         if test is None:
             train, test = self._split(train, d.split.test, seed, "test")
@@ -301,18 +296,17 @@ class ClassificationTask(Task):
                     f"to train on; add examples of {'them' if len(extra) > 1 else 'it'}, remove "
                     f"{'them' if len(extra) > 1 else 'it'}, or give a data.{split_name} file"
                 )
-        return Frames(train, val, test, names, [int(i) for i in train.index], skipped)
+        return Frames(train, val, test, names, [int(i) for i in train.index], read_log)
 
     def clean(self, frames: Frames) -> tuple[pd.DataFrame, dict]:
         """Deduplication, label noise, augmentation and resampling of the training split (never validation or
-        test). Returns the new training frame and the data report."""
+        test). Returns the new training frame and the data report (with the rows read and those left out)."""
         from tuneforge.data.prepare import improve_training_data
 
         train, report = improve_training_data(
             self.cfg, frames.train, frames.validation, frames.test, data_seed(self.cfg), frames.labels
         )
-        if frames.skipped:
-            report["bad_records"] = {"policy": "skip", "records": frames.skipped}
+        report.update(frames.read_log.report())
         return train, report
 
     def read_clean(self) -> tuple[Frames, dict]:

@@ -4,7 +4,7 @@
     Task.exports:   ExportHooks      export formats, the ONNX graph's inputs and outputs, merge and parity checks
 
 The defaults here are for text models and their tokenizers; each task subclasses them next to its own module
-(classification_hooks.py, causal_lm_hooks.py, image_classification.py, multitask.py). The hooks hold no state:
+(classification_hooks.py, causal_lm_hooks.py, image_hooks.py, multitask_hooks.py). The hooks hold no state:
 one instance per task class, shared by every run of that task; a run (`run.model`, `.tokenizer`, `.meta` =
 model/tuneforge.json, `.model_dir`) is passed to each call.
 """

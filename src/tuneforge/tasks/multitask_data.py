@@ -1,21 +1,23 @@
 """Reading and splitting the data of a multi-task run: one or more sources (data.train for the sub-tasks without
 a file of their own, and each sub-task file), each split on its own, every row labelled for the sub-tasks its
 source feeds and has a label for (partially labelled rows are normal: a missing label is left out of that
-sub-task's loss and metrics)."""
+sub-task's loss and metrics). `label_vector` encodes a row's labels for the heads, in training and in eval."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tuneforge.data.columns import check_cells, require_columns
+from tuneforge.data.left_out import ReadLog, drop_empty, drop_rows
 from tuneforge.data.prepare import label_strings
 from tuneforge.data.sources import read_table
 from tuneforge.errors import ConfigError, DataError
+from tuneforge.kernels.multitask import IGNORE
 
 if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
@@ -38,7 +40,6 @@ class SourceSplit:
     train: pd.DataFrame
     validation: pd.DataFrame | None
     test: pd.DataFrame | None
-    skipped: list = field(default_factory=list)
 
 
 def sources_of(cfg: RunConfig) -> list[Source]:
@@ -92,24 +93,25 @@ def multi_label(v, separator: str) -> tuple[str, ...] | None:
     return tuple(sorted({p.strip() for p in s.split(separator) if p.strip()}))
 
 
-def read_source(cfg: RunConfig, src: Source, path: str, key: str, skipped: list) -> pd.DataFrame:
+def read_source(cfg: RunConfig, src: Source, path: str, key: str, read_log: ReadLog) -> pd.DataFrame:
     """The usable rows of one file of a source: text present, labels normalised (None when missing), rows with no
-    label for any of the source's sub-tasks left out. Indexed by row number in the file."""
+    label for any of the source's sub-tasks left out. Indexed by row number in the file. The rows the file held
+    and those left out (data.bad_records=skip, no text, no label) go into `read_log` for the data report."""
     d, tasks = cfg.data, cfg.task.tasks
     df = read_table(path, key)
     cols = {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column}
     cols.update({f"task.tasks.{n}.label_column": tasks[n].label_column for n in src.subtasks})
     require_columns(df, cols, path)
+    read_log.read[path] = len(df)
     cells = {d.text_column: ("data.text_column", "text")}
     if d.text_pair_column:
         cells[d.text_pair_column] = ("data.text_pair_column", "text")
-    df = check_cells(df, cells, path, [] if d.bad_records == "skip" else None)
-    keep = np.array([isinstance(v, str) and bool(v.strip()) for v in df[d.text_column]], dtype=bool)
-    if d.text_pair_column:
-        keep &= np.array([isinstance(v, str) and bool(v.strip()) for v in df[d.text_pair_column]], dtype=bool)
-    out = pd.DataFrame({d.text_column: df[d.text_column]}, index=df.index)
-    if d.text_pair_column:
-        out[d.text_pair_column] = df[d.text_pair_column]
+    skipped: list | None = [] if d.bad_records == "skip" else None
+    df = check_cells(df, cells, path, skipped)
+    read_log.skip(path, skipped or [])
+    texts = {d.text_column: "text", **({d.text_pair_column: "text pair"} if d.text_pair_column else {})}
+    df, left_out = drop_empty(df, texts, path)
+    out = df[list(texts)].copy()
     group = d.split.group_column
     if group and not (src.validation and src.test):  # only needed where this source is split
         require_columns(df, {"data.split.group_column": group}, path)
@@ -123,15 +125,50 @@ def read_source(cfg: RunConfig, src: Source, path: str, key: str, skipped: list)
         ]
         out[s.label_column] = pd.Series(values, index=df.index, dtype=object)
         any_label |= np.array([v is not None for v in values], dtype=bool)
-    dropped_text, dropped_label = int((~keep).sum()), int((keep & ~any_label).sum())
-    out = out[keep & any_label]
-    if dropped_text or dropped_label:
-        log.warning(
-            "%s: left out %d rows without text and %d rows without any label", path, dropped_text, dropped_label
-        )
+    columns = ", ".join(f"'{tasks[n].label_column}'" for n in src.subtasks)
+    out, unlabelled = drop_rows(out, ~any_label, f"no label for any of its sub-tasks (columns {columns})", path)
+    read_log.left_out.extend(left_out + unlabelled)
     if len(out) == 0:
         raise DataError(f"{path}: no rows with a text and a label for {', '.join(src.subtasks)}")
     return out
+
+
+@dataclass(frozen=True)
+class LabelColumn:
+    """Where one head's labels come from: its sub-task's name, column and label names (in id order), and the
+    separator of a multi-label cell (None: the sub-task is single-label)."""
+
+    name: str
+    column: str
+    names: list[str]
+    separator: str | None = None
+
+
+def label_vector(cells: Any, heads: list[LabelColumn], source: str) -> list[float]:
+    """A row's labels side by side in the heads' order (the layout of tuneforge.kernels.multitask): a single-label
+    head's class id, a multi-label head's 0/1 per class, IGNORE where the row has no label for the head. `cells`
+    is the row (a pandas row or a dict; a missing column is no label); its cells are normalised as `read_source`
+    does. Raises DataError for a label not among the head's names."""
+    out: list[float] = []
+    for h in heads:
+        if h.separator is None:
+            label = single_label(cells.get(h.column))
+            _known(h, [] if label is None else [label], source)
+            out.append(IGNORE if label is None else float(h.names.index(label)))
+        else:
+            labels = multi_label(cells.get(h.column), h.separator)
+            _known(h, labels or (), source)
+            out += [IGNORE] * len(h.names) if labels is None else [1.0 if n in labels else 0.0 for n in h.names]
+    return out
+
+
+def _known(head: LabelColumn, labels, source: str) -> None:
+    unknown = [x for x in labels if x not in head.names]
+    if unknown:
+        raise DataError(
+            f"{source}: sub-task {head.name}: label '{unknown[0]}' was never seen in training "
+            f"(known labels: {', '.join(head.names)})"
+        )
 
 
 def strata(df: pd.DataFrame, cfg: RunConfig, src: Source) -> pd.Series:
@@ -171,16 +208,17 @@ def split_off(df: pd.DataFrame, frac: float | int, seed: int, what: str, cfg: Ru
     return a, b
 
 
-def read_and_split(cfg: RunConfig, src: Source, seed: int) -> SourceSplit:
+def read_and_split(cfg: RunConfig, src: Source, seed: int, read_log: ReadLog) -> SourceSplit:
+    """The source's files read (what they held and left out into `read_log`) and split: the held-out splits from
+    its own files, else split off its training file (test first, then validation), then data.max_train_samples."""
     d = cfg.data
-    skipped: list = []
-    train = read_source(cfg, src, src.path, src.key, skipped)
+    train = read_source(cfg, src, src.path, src.key, read_log)
     val = (
-        read_source(cfg, src, src.validation, src.key.replace(".train", ".validation"), skipped)
+        read_source(cfg, src, src.validation, src.key.replace(".train", ".validation"), read_log)
         if src.validation
         else None
     )
-    test = read_source(cfg, src, src.test, src.key.replace(".train", ".test"), skipped) if src.test else None
+    test = read_source(cfg, src, src.test, src.key.replace(".train", ".test"), read_log) if src.test else None
     if test is None:
         train, test = split_off(train, d.split.test, seed, "test", cfg, src)
     if val is None and d.split.validation > 0:
@@ -196,7 +234,7 @@ def read_and_split(cfg: RunConfig, src: Source, seed: int) -> SourceSplit:
         _, train = split_off(train, d.max_train_samples, seed + 2, "sample", cfg, src)
     if len(train) == 0:
         raise DataError(f"{src.path}: no training rows left after splitting")
-    return SourceSplit(src, train, val, test, skipped)
+    return SourceSplit(src, train, val, test)
 
 
 def label_names(cfg: RunConfig, name: str, train: list) -> list[str]:
