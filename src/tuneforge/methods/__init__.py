@@ -1,4 +1,5 @@
-"""Fine-tuning methods. Importing this package registers every built-in method in METHODS."""
+"""Fine-tuning methods (layer 4): which parameters learn, one module per method behind base.py's contract (peft_common,
+layers and prefix_encoder are shared parts). Importing this package registers every built-in method in METHODS."""
 
 # the order of registration is the order METHODS.names() lists them in (help texts, the web UI's choices)
 # isort: off

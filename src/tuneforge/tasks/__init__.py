@@ -1,4 +1,5 @@
-"""Tasks. Importing this package registers every built-in task in TASKS."""
+"""Tasks (layer 4): what is learned, one task per module family named by role (the task, its config, hooks,
+report, distillation); base.py and hooks.py are the contract. Importing this package registers every built-in task."""
 
 # the order of registration is the order TASKS.names() lists them in
 # isort: off
