@@ -20,6 +20,8 @@ one-line message for problems the caller can fix.
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -168,3 +170,19 @@ __all__ = [
     "search",
     "train",
 ]
+
+
+class _API(types.ModuleType):
+    """Three API functions are named like the subpackages that do the work (`export`, `compare`, `search`): when a
+    submodule such as `tuneforge.search.plan` is imported, Python binds the loaded subpackage as an attribute of its
+    parent, which would replace `tuneforge.search` the function with the module (a second call would fail with
+    "'module' object is not callable"). The functions keep their names; the subpackages stay importable by their
+    dotted names (`from tuneforge.search import make_plan`)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and callable(self.__dict__.get(name)):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _API
