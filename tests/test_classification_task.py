@@ -8,6 +8,8 @@ from tuneforge.tasks.classification import ClassificationTask
 
 from conftest import make_sentiment_rows
 
+pytestmark = pytest.mark.unit
+
 
 def prepare(tiny_bert, data, **data_keys):
     cfg = validate_config({"model": {"name": tiny_bert}, "data": {"train": data, **data_keys}})

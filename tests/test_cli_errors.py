@@ -27,11 +27,13 @@ def cfg_file(tiny_bert, tmp_path, write_yaml):
     return make
 
 
+@pytest.mark.integration
 def test_missing_data_file(cfg_file, tmp_path):
     # through the real console entry point once, in a process of its own: its stderr and its exit status
     check_error(run_cli("train", cfg_file(str(tmp_path / "nope.csv")), isolated=True), "data file not found", code=3)
 
 
+@pytest.mark.unit
 def test_unknown_column_lists_available(cfg_file, sentiment_csv):
     check_error(
         run_cli("train", cfg_file(sentiment_csv), "data.text_column=review"),
@@ -41,30 +43,35 @@ def test_unknown_column_lists_available(cfg_file, sentiment_csv):
     )
 
 
+@pytest.mark.unit
 def test_empty_data(cfg_file, tmp_path):
     p = tmp_path / "empty.csv"
     p.write_text("text,label\n")
     check_error(run_cli("train", cfg_file(str(p))), "contains no rows", code=3)
 
 
+@pytest.mark.unit
 def test_single_class(cfg_file, tmp_path):
     p = tmp_path / "one.csv"
     pd.DataFrame([r for r in make_sentiment_rows(40) if r["label"] == "positive"]).to_csv(p, index=False)
     check_error(run_cli("train", cfg_file(str(p))), "single class", code=3)
 
 
+@pytest.mark.unit
 def test_unreadable_encoding(cfg_file, tmp_path):
     p = tmp_path / "latin.csv"
     p.write_bytes("text,label\ntr\xe8s bien,pos\nmal,neg\n".encode("latin-1"))
     check_error(run_cli("train", cfg_file(str(p))), "cannot be read as UTF-8", code=3)
 
 
+@pytest.mark.unit
 def test_label_in_test_never_seen(cfg_file, sentiment_csv, tmp_path):
     p = tmp_path / "test.csv"
     pd.DataFrame([{"text": "fine", "label": "neutral"}]).to_csv(p, index=False)
     check_error(run_cli("train", cfg_file(sentiment_csv), f"data.test={p}"), "never seen in training", "neutral")
 
 
+@pytest.mark.unit
 def test_hub_id_offline(cfg_file, sentiment_csv):
     last = check_error(
         run_cli("train", cfg_file(sentiment_csv), "model.name=someorg/some-model"),
@@ -75,6 +82,7 @@ def test_hub_id_offline(cfg_file, sentiment_csv):
     assert "builtin:minilm-l6" in last
 
 
+@pytest.mark.unit
 def test_unknown_config_key(cfg_file, sentiment_csv):
     check_error(
         run_cli("train", cfg_file(sentiment_csv), "train.learnig_rate=1e-4"),
@@ -83,19 +91,23 @@ def test_unknown_config_key(cfg_file, sentiment_csv):
     )
 
 
+@pytest.mark.unit
 def test_missing_config_file(tmp_path):
     check_error(run_cli("validate", str(tmp_path / "nope.yaml")), "config file not found", code=2)
 
 
+@pytest.mark.unit
 def test_predict_on_missing_run(tmp_path):
     check_error(run_cli("predict", str(tmp_path / "norun"), "text"), "run directory not found")
 
 
+@pytest.mark.integration
 def test_debug_shows_traceback(cfg_file, tmp_path):
     proc = run_cli("train", cfg_file(str(tmp_path / "nope.csv")), "--debug", isolated=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.unit
 def test_failed_run_is_marked_failed(cfg_file, tmp_path):
     import json
 
@@ -116,6 +128,7 @@ def cli(capsys, *args):
     return code, lines
 
 
+@pytest.mark.unit
 def test_click_usage_errors_are_one_line_exit_2(capsys, tmp_path):
     cfg = tmp_path / "base.yaml"
     cfg.write_text("method: {name: lora}\n")
@@ -130,6 +143,7 @@ def test_click_usage_errors_are_one_line_exit_2(capsys, tmp_path):
         assert lines[0].startswith("error: ") and needle in lines[0] and "NoSuchOption" not in lines[0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "override, needle",
     [
@@ -166,6 +180,7 @@ def test_train_refuses_before_creating_the_run_directory(capsys, tmp_path, overr
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.unit
 def test_uninstalled_tracker_is_refused_by_validate(capsys, tmp_path, monkeypatch):
     from tuneforge.config import environment
 
@@ -178,6 +193,7 @@ def test_uninstalled_tracker_is_refused_by_validate(capsys, tmp_path, monkeypatc
     ]
 
 
+@pytest.mark.unit
 def test_error_lines_are_short_whatever_the_input(capsys, tmp_path):
     cfg = tmp_path / "base.yaml"
     cfg.write_text("train:\n  epochs: " + "9" * 5000 + "\n")
@@ -192,6 +208,7 @@ def test_error_lines_are_short_whatever_the_input(capsys, tmp_path):
         assert code == 2 and len(lines) == 1 and len(lines[0]) < 300 and "…" in lines[0], lines
 
 
+@pytest.mark.unit
 def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_path):
     from tuneforge.config import loader
 
@@ -204,6 +221,7 @@ def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_pat
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: RuntimeError: ") and len(lines[0]) < 300
 
 
+@pytest.mark.unit
 def test_text_pair_column_equal_to_text_column_is_refused_in_one_line(capsys, tmp_path):
     cfg = tmp_path / "base.yaml"
     cfg.write_text(f"data: {{text_column: review}}\noutput: {{dir: {tmp_path / 'run'}}}\n")

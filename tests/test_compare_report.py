@@ -12,6 +12,8 @@ import yaml
 
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
+pytestmark = pytest.mark.integration
+
 STEPS = ["train.eval_strategy=steps", "train.eval_steps=2", "train.logging_steps=1"]
 
 

@@ -7,6 +7,8 @@ from tuneforge.config import apply_overrides, dump_config, load_config, validate
 from tuneforge.config.overrides import parse_value
 from tuneforge.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

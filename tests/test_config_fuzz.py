@@ -343,6 +343,7 @@ def cfg_path(tmp_path):
     return tmp_path / "cfg.yaml"
 
 
+@pytest.mark.integration
 @settings(FUZZ, max_examples=450)
 @given(raw=raw_config())
 def test_fuzz_config_files(capsys, cfg_path, raw):
@@ -354,6 +355,7 @@ def test_fuzz_config_files(capsys, cfg_path, raw):
     check_validate(capsys, cfg_path, leads=list(raw))
 
 
+@pytest.mark.integration
 @settings(FUZZ, max_examples=400)
 @given(overrides=st.lists(override(), min_size=1, max_size=4), raw=st.one_of(st.just({}), raw_config()))
 def test_fuzz_overrides(capsys, cfg_path, overrides, raw):
@@ -366,6 +368,7 @@ def test_fuzz_overrides(capsys, cfg_path, overrides, raw):
     check_validate(capsys, cfg_path, overrides, leads=leads)
 
 
+@pytest.mark.integration
 @settings(FUZZ, max_examples=250)
 @given(text=yaml_text())
 def test_fuzz_yaml_text(capsys, cfg_path, text):
@@ -377,6 +380,7 @@ def test_fuzz_yaml_text(capsys, cfg_path, text):
     check_validate(capsys, cfg_path, leads=leads if isinstance(leads, list) else [])
 
 
+@pytest.mark.unit
 def test_fuzz_known_cases(capsys, cfg_path):
     """The cases found by hand that once reached the generic fallback, a traceback or a hang."""
     cfg_path.write_text("method: {name: lora}\n", encoding="utf-8")

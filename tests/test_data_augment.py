@@ -8,6 +8,8 @@ from tuneforge.data import synonyms
 from tuneforge.data.augment import Augmenter, augment_dataset, copies_for
 from tuneforge.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 EN = "The acting is wonderful and the story feels honest , but Howard Shore wrote 12 songs for the film ."
 ZH = "这部电影的剧情非常精彩，演员的表演也很出色，2019年最好的作品。"
 OPS = ["synonym", "insert", "swap", "delete"]

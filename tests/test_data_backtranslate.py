@@ -7,6 +7,8 @@ from tuneforge.data.augment import Augmenter, augment_dataset
 from tuneforge.data.backtranslate import BackTranslator
 from tuneforge.errors import ConfigError, ModelError
 
+pytestmark = pytest.mark.unit
+
 WORDS = "the a film movie good bad plot story was is very dull great der ein gut schlecht sehr".split()
 
 

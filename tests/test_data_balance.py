@@ -6,6 +6,8 @@ import torch
 from tuneforge.data.balance import class_weights, resample, top_up_multipliers, weighted_cross_entropy
 from tuneforge.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 LABELS = ["a"] * 90 + ["b"] * 10
 
 

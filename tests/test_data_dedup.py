@@ -7,6 +7,8 @@ from tuneforge.data.dedup import cross_split_matches, deduplicate, duplicate_gro
 from tuneforge.data.text import detect_language, normalize
 from tuneforge.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 TEXTS = [
     "A gripping, beautifully acted film about grief.",  # 0
     "a gripping,   beautifully acted FILM about grief.",  # 1 exact after normalisation

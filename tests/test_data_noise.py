@@ -23,6 +23,7 @@ def flipped():
     return df["text"].tolist(), truth, noisy, flip
 
 
+@pytest.mark.unit
 def test_detector_finds_injected_flips(flipped):
     texts, truth, noisy, flip = flipped
     res = find_label_errors(texts, noisy, folds=5, seed=0)
@@ -44,6 +45,7 @@ def test_detector_finds_injected_flips(flipped):
     assert after < before
 
 
+@pytest.mark.unit
 def test_deterministic(flipped):
     texts, _, noisy, _ = flipped
     a = find_label_errors(texts[:600], noisy[:600], seed=3)
@@ -62,6 +64,7 @@ def _result():
     return find_label_errors(["t"] * 8, LABELS, probs=probs)
 
 
+@pytest.mark.unit
 def test_actions_and_threshold():
     res = _result()
     assert [(s["index"], s["suggested"]) for s in res.suspects] == [(2, "b"), (6, "a")]
@@ -73,6 +76,7 @@ def test_actions_and_threshold():
     assert keep.all() and labels[2] == "b" and labels[6] == "a" and n == 2
 
 
+@pytest.mark.unit
 def test_over_removal_warning():
     msg = over_removal_warning(486, 2000, "drop", 0.701)
     assert "486 of 2000" in msg and "24%" in msg and "0.70" in msg and "noise_threshold" in msg
@@ -82,6 +86,7 @@ def test_over_removal_warning():
     assert over_removal_warning(0, 0, "drop", None) is None
 
 
+@pytest.mark.unit
 def test_both_features_average_the_two_detectors():
     from tuneforge.data.noise import out_of_fold_probs
 
@@ -98,11 +103,13 @@ def test_both_features_average_the_two_detectors():
     np.testing.assert_allclose(a.probs, both)
 
 
+@pytest.mark.unit
 def test_skipped_when_a_class_is_tiny():
     res = find_label_errors(["a b", "c d", "e f"], ["x", "x", "y"])
     assert res.skipped and "only 1 row" in res.skipped and res.suspects == []
 
 
+@pytest.mark.unit
 def test_errors():
     with pytest.raises(ConfigError, match="unknown action 'fix'"):
         apply_noise_action(["a"], NoiseResult(["a"], None), "fix")
@@ -112,6 +119,7 @@ def test_errors():
         find_label_errors(["a", "b"], ["x", "y"], folds=1)
 
 
+@pytest.mark.integration
 def test_model_features_beat_tfidf_on_real_text(flipped):
     """Frozen MiniLM sentence embeddings make a better out-of-fold classifier than TF-IDF on short reviews,
     so the detector finds more of the injected flips (measured on 2,000 rows: P/R 0.28/0.66 vs 0.23/0.53)."""
@@ -138,6 +146,7 @@ def test_model_features_beat_tfidf_on_real_text(flipped):
     assert r_m > r_t and p_m >= 0.2, (p_m, r_m, p_t, r_t)
 
 
+@pytest.mark.integration
 def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_path, monkeypatch):
     """`noise_features: finetune`: one real training of the run's model and method per fold, each on the other
     folds only, with no cleaning/augmentation/evaluation of its own; the fold runs are removed afterwards; the
@@ -205,6 +214,7 @@ def test_finetuned_detector_trains_each_fold_without_its_rows(tiny_bert, tmp_pat
     assert (found & flip).sum() / found.sum() >= 0.8, (found.sum(), (found & flip).sum())
 
 
+@pytest.mark.unit
 def test_finetuned_detector_refuses_a_distributed_launch(monkeypatch):
     import pandas as pd
 

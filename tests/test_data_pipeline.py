@@ -28,6 +28,7 @@ def _frames(tiny_bert, data, **data_keys):
     return train, val, test, {"data_report": report, "labels": labels}
 
 
+@pytest.mark.unit
 @needs_wordnet
 def test_augmentation_and_balancing_touch_train_only(tiny_bert, tmp_path):
     rows = make_sentiment_rows(120)
@@ -62,6 +63,7 @@ def test_augmentation_and_balancing_touch_train_only(tiny_bert, tmp_path):
     assert not set(train["text"]) & set(on[2]["text"])
 
 
+@pytest.mark.unit
 def test_leaked_rows_leave_train_but_test_is_untouched(tiny_bert, tmp_path):
     train_rows = make_sentiment_rows(60)
     test_rows = make_sentiment_rows(10, seed=1) + [
@@ -88,6 +90,7 @@ def test_leaked_rows_leave_train_but_test_is_untouched(tiny_bert, tmp_path):
     assert len(tr2) == 60
 
 
+@pytest.mark.integration
 def test_run_writes_data_report_and_uses_class_weights(tiny_bert, tmp_path):
     import tuneforge
 
@@ -128,6 +131,7 @@ def test_run_writes_data_report_and_uses_class_weights(tiny_bert, tmp_path):
     assert "`label_suspects.jsonl`" in report
 
 
+@pytest.mark.unit
 def test_cli_inspect_and_prepare(tiny_bert, tmp_path, capsys):
     from tuneforge.cli.app import main
 
@@ -196,6 +200,7 @@ def test_cli_inspect_and_prepare(tiny_bert, tmp_path, capsys):
     assert "data file not found" in capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_relabelled_suspects_are_marked_in_the_suspects_list(tiny_bert, tmp_path):
     rows = make_sentiment_rows(120)
     for r in rows[::10]:
@@ -213,6 +218,7 @@ def test_relabelled_suspects_are_marked_in_the_suspects_list(tiny_bert, tmp_path
     assert all(given[s["text"]] == s["suggested"] for s in acted)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("features", ["model", "both", "finetune"])
 def test_label_noise_with_model_features_goes_through_the_run_config(tiny_bert, tmp_path, features):
     data = _write(tmp_path, make_sentiment_rows(120), "d.csv")

@@ -9,6 +9,8 @@ from tuneforge.errors import DataError
 
 from conftest import make_sentiment_rows
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def frame():

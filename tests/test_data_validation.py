@@ -13,6 +13,8 @@ from tuneforge.errors import DataError
 
 from conftest import make_sentiment_rows
 
+pytestmark = pytest.mark.unit
+
 
 def test_empty_source_names_the_key():
     with pytest.raises(DataError, match=r"^data.train is empty"):

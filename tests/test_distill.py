@@ -17,6 +17,8 @@ from tuneforge.errors import ConfigError, DataError
 
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:

@@ -126,6 +126,7 @@ def pair(tiny_bert, tmp_path_factory):
     return {"tmp": tmp, "cfg": cfg, "data": data, "one": (one, r1), "two": (two, r2)}
 
 
+@pytest.mark.integration
 def test_two_processes_reach_the_metrics_of_one(pair):
     (one, _), (two, _) = pair["one"], pair["two"]
     [run1], [run2] = _runs(one), _runs(two)
@@ -145,6 +146,7 @@ def test_two_processes_reach_the_metrics_of_one(pair):
     assert eff["processes"] == 2 and eff["strategy"] == "ddp"
 
 
+@pytest.mark.integration
 def test_one_run_directory_written_once(pair):
     two, res = pair["two"]
     runs = _runs(two)
@@ -171,6 +173,7 @@ def test_one_run_directory_written_once(pair):
     assert len(out) == 2
 
 
+@pytest.mark.integration
 def test_failure_on_rank_1_fails_the_run(pair, tmp_path):
     res = _train(tmp_path, pair["cfg"], "--nproc", "2", "output.dir=runs/broken", fail={"rank": 1, "step": 3})
     assert res.returncode == 1, res.stderr[-2000:]
@@ -184,6 +187,7 @@ def test_failure_on_rank_1_fails_the_run(pair, tmp_path):
     assert _runs(tmp_path) == [run]
 
 
+@pytest.mark.integration
 def test_resume_two_processes(pair, tmp_path):
     cfg = pair["cfg"]
     first = _train(
@@ -206,6 +210,7 @@ def test_resume_two_processes(pair, tmp_path):
     assert abs(_summary(run)["train_loss"] - _summary(ref)["train_loss"]) < LOSS_TOL
 
 
+@pytest.mark.integration
 def test_cuda_out_of_memory_is_one_line(pair, tmp_path):
     res = _train(tmp_path, pair["cfg"], "output.dir=runs/oom", fail={"rank": 0, "step": 2, "kind": "oom"})
     assert res.returncode == 7, res.stderr[-2000:]
@@ -218,6 +223,7 @@ def test_cuda_out_of_memory_is_one_line(pair, tmp_path):
     )
 
 
+@pytest.mark.integration
 def test_out_of_memory_in_process(pair, tmp_path):
     """The engine itself (the Python API): ResourceError, status failed with the suggestions."""
     import torch
@@ -255,11 +261,13 @@ def _problems(**sections) -> list[str]:
     return config_problems(raw)[1]
 
 
+@pytest.mark.unit
 def test_defaults_are_ddp():
     d = _cfg().train.distributed
     assert d.strategy == "ddp" and d.fsdp.sharding == "full" and d.deepspeed.stage == 2
 
 
+@pytest.mark.unit
 def test_fsdp_translation(tiny_bert):
     from transformers import AutoModelForSequenceClassification
 
@@ -305,6 +313,7 @@ def test_fsdp_translation(tiny_bert):
     assert fc["reshard_after_forward"] is True
 
 
+@pytest.mark.unit
 def test_fsdp_arguments_accepted_by_transformers(tiny_bert, tmp_path):
     """TrainingArguments turns the translation into accelerate's FSDP2 plugin arguments (built, not run: accelerate
     shards only on GPUs)."""
@@ -323,6 +332,7 @@ def test_fsdp_arguments_accepted_by_transformers(tiny_bert, tmp_path):
     assert plugin["reshard_after_forward"] is True
 
 
+@pytest.mark.unit
 def test_deepspeed_translation():
     from tuneforge.training.distributed import deepspeed_config, sharded
 
@@ -350,6 +360,7 @@ def test_deepspeed_translation():
     assert not sharded(stage2)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "sections, expected",
     [
@@ -386,12 +397,14 @@ def test_impossible_combinations_are_config_errors(sections, expected):
     assert len(problems) == 1 and expected in problems[0], problems
 
 
+@pytest.mark.unit
 def test_supported_combinations_pass():
     assert _problems(method={"name": "qlora"}, train={"distributed": {"strategy": "deepspeed"}}) == []
     assert _problems(method={"name": "prefix"}, train={"distributed": {"strategy": "ddp"}}) == []
     assert _problems(method={"name": "lora"}, train={"distributed": {"strategy": "fsdp"}}) == []
 
 
+@pytest.mark.unit
 def test_sharding_strategies_need_gpus_here():
     """On this (CPU) machine fsdp and deepspeed are refused before a run directory exists."""
     import torch
@@ -412,6 +425,7 @@ def test_sharding_strategies_need_gpus_here():
             )
 
 
+@pytest.mark.integration
 def test_launch_options_are_checked(pair, tmp_path):
     cfg = pair["cfg"]
     res = _train(tmp_path, cfg, "--nproc", "2", "--nnodes", "2", "--master-addr", "10.0.0.1")
@@ -427,6 +441,7 @@ def test_launch_options_are_checked(pair, tmp_path):
 
 
 # ---- GPU-only (not run in CI): FSDP2 / DeepSpeed runs --------------------------------------------------------------
+@pytest.mark.integration
 @pytest.mark.skipif(
     not __import__("torch").cuda.is_available() or __import__("torch").cuda.device_count() < 2,
     reason="FSDP2 runs need 2 CUDA GPUs (accelerate shards only on GPUs)",

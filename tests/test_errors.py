@@ -10,6 +10,8 @@ from torch import nn
 
 from tuneforge.errors import ModelError, first_line
 
+pytestmark = pytest.mark.unit
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "tuneforge"
 
 

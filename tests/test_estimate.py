@@ -42,6 +42,7 @@ LORA = {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": 
 
 
 # ---- the reference GPU measurements (H200, Llama-3.2-1B shape, batch 8 x 2048, bf16 weights, AdamW) -------------
+@pytest.mark.unit
 def test_reference_cases():
     from estimate_accuracy import reference_cases
 
@@ -64,6 +65,7 @@ def test_reference_cases():
 
 
 # ---- structure ----------------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_checkpointing_reduces_activations_and_8bit_quarters_optimizer():
     off = estimate_memory(llama_cfg(LORA))
     on = estimate_memory(llama_cfg(LORA, gradient_checkpointing=True))
@@ -72,6 +74,7 @@ def test_checkpointing_reduces_activations_and_8bit_quarters_optimizer():
     assert eight.optimizer / off.optimizer == pytest.approx(0.25 * (1 + 4 / 256), rel=0.02)  # fp32 LoRA states
 
 
+@pytest.mark.unit
 def test_nf4_bytes_per_param():
     assert 0.5 < nf4_bytes_per_param(True) < 0.56
     full = estimate_memory(llama_cfg(LORA))
@@ -83,6 +86,7 @@ def test_nf4_bytes_per_param():
     assert q.weights < full.weights
 
 
+@pytest.mark.unit
 def test_fsdp_divides_states_not_activations():
     c = llama_cfg({"name": "full"}, gradient_checkpointing=True)
     one = estimate_memory(c)
@@ -94,6 +98,7 @@ def test_fsdp_divides_states_not_activations():
         estimate_memory(c, nproc=2, strategy="fsdpp")
 
 
+@pytest.mark.unit
 def test_lora_trainable_params_match_the_method(tmp_path):
     from sft_common import make_tiny_llama
     from tuneforge.methods import MethodContext, count_parameters
@@ -119,6 +124,7 @@ def test_lora_trainable_params_match_the_method(tmp_path):
 
 
 # ---- CPU accuracy ---------------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_cpu_saved_activations_match_autograd(tmp_path):
     """What autograd really keeps for backward (saved-tensor hooks, parameters excluded) on a random Llama
     (hidden 256, 2 layers) against the estimate's activations for device cpu: within 15% (measured: ~5%)."""
@@ -172,6 +178,7 @@ def test_cpu_saved_activations_match_autograd(tmp_path):
         assert abs(expected / saved - 1) < 0.15, (method, expected, saved)
 
 
+@pytest.mark.integration
 def test_cpu_peaks_within_tolerance():
     """3 real training steps' worth (2 here) of builtin:minilm-l6 full and LoRA (dropout 0.05), batch 32 x 128, in a
     subprocess, against the estimate for device cpu less the weights, on two measurements:
@@ -190,6 +197,7 @@ def test_cpu_peaks_within_tolerance():
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_parse_memory_and_gpus():
     assert parse_memory("24GiB") == parse_memory("24GB") == parse_memory("24G") == 24 * GIB
     assert parse_memory("512MiB") == 512 * 2**20
@@ -201,6 +209,7 @@ def test_parse_memory_and_gpus():
         gpu_memory("a100-40")
 
 
+@pytest.mark.unit
 def test_suggestions_and_engine_lines():
     c = llama_cfg(LORA, chunked_loss=False)
     est = estimate_memory(c)
@@ -217,6 +226,7 @@ def test_suggestions_and_engine_lines():
 QUICK = "configs/quickstart/sentiment-minilm-lora.yaml"
 
 
+@pytest.mark.unit
 def test_cli(capsys):
     from tuneforge.cli.app import main
 

@@ -32,6 +32,7 @@ def check_report(out, fmt, bench=True):
     return rep
 
 
+@pytest.mark.integration
 def test_merged_export_is_plain_transformers_and_reproduces_logits(tiny_cls_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -57,6 +58,7 @@ def test_merged_export_is_plain_transformers_and_reproduces_logits(tiny_cls_run,
     assert json.loads(proc.stdout.splitlines()[0])["label"] in ("negative", "positive")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["int8", "onnx", "onnx-int8"])
 def test_classifier_exports_keep_parity(tiny_cls_run, tmp_path, fmt):
     if fmt.startswith("onnx"):
@@ -78,6 +80,7 @@ def test_classifier_exports_keep_parity(tiny_cls_run, tmp_path, fmt):
     assert len(pred.stdout.splitlines()) == 2
 
 
+@pytest.mark.integration
 def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
     from tuneforge.export.exporter import export_run
     from tuneforge.generation import generate, load_chat_model
@@ -109,6 +112,7 @@ def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
     assert rep["parity"]["max_abs_logit_diff"] < 1e-3 and rep["parity"]["next_token_agreement"] > 0.99
 
 
+@pytest.mark.integration
 def test_export_errors_are_one_line(tiny_cls_run, sft_run, tmp_path):
     cases = [
         (("export", tiny_cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "unknown export format 'gguf'"),
@@ -124,6 +128,7 @@ def test_export_errors_are_one_line(tiny_cls_run, sft_run, tmp_path):
     assert proc.returncode != 0 and "--overwrite" in proc.stderr
 
 
+@pytest.mark.unit
 def test_int8_weight_only_round_trip_is_within_half_a_step():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -169,6 +174,7 @@ class _Plant:
         return os.makedirs, (self.path,)
 
 
+@pytest.mark.integration
 def test_int8_export_is_safetensors_and_a_planted_pickle_never_runs(tiny_cls_run, tmp_path):
     import pickle
     import shutil

@@ -112,6 +112,7 @@ def _logits(model_dir: str, x: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=x).logits
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bottleneck", [False, True], ids=["basic", "bottleneck"])
 def test_torchvision_resnet_file_matches_functional_forward(tmp_path, bottleneck):
     sd = torchvision_resnet_state(bottleneck=bottleneck, widths=(16, 32, 32, 48) if bottleneck else (8, 16, 16, 24))
@@ -128,6 +129,7 @@ def test_torchvision_resnet_file_matches_functional_forward(tmp_path, bottleneck
     assert pre["size"] == {"shortest_edge": 256} and pre["crop_size"] == {"height": 224, "width": 224}
 
 
+@pytest.mark.unit
 def test_training_checkpoints_and_safetensors_unwrap(tmp_path):
     from safetensors.torch import save_file
 
@@ -140,6 +142,7 @@ def test_training_checkpoints_and_safetensors_unwrap(tmp_path):
         torch.testing.assert_close(_logits(resolve_model(str(tmp_path / name)), x), want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 def test_conversion_runs_once_per_content(tmp_path, capfd):
     file = tmp_path / "r.pth"
     torch.save(torchvision_resnet_state(), file)
@@ -161,6 +164,7 @@ def _timm_dir(path: Path, sd: dict, arch="resnet50", **cfg) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_timm_resnet_dir_brings_preprocessing_and_labels(tmp_path):
     from tuneforge.data.images import Preprocessing
 
@@ -187,6 +191,7 @@ def test_timm_resnet_dir_brings_preprocessing_and_labels(tmp_path):
     torch.testing.assert_close(_logits(out, x), reference_resnet(sd, x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit
 def test_timm_dir_without_head_converts(tmp_path):
     sd = {k: v for k, v in torchvision_resnet_state().items() if not k.startswith("fc.")}  # num_classes=0
     out = resolve_model(str(_timm_dir(tmp_path / "headless", sd, arch="resnet18")))
@@ -201,6 +206,7 @@ def _error(name: str) -> str:
     return msg
 
 
+@pytest.mark.unit
 def test_layouts_that_do_not_convert_are_one_line(tmp_path, monkeypatch):
     deep = torchvision_resnet_state()
     deep["conv1.0.weight"] = deep.pop("conv1.weight")  # resnet50d-style deep stem
@@ -244,6 +250,7 @@ def test_layouts_that_do_not_convert_are_one_line(tmp_path, monkeypatch):
     assert resolve_model(str(seresnet)) == str(seresnet)
 
 
+@pytest.mark.unit
 def test_torchvision_mobilenet_v2_file_equals_builtin():
     from tuneforge.models.builtins import BUILTIN_MODELS
 
@@ -256,6 +263,7 @@ def test_torchvision_mobilenet_v2_file_equals_builtin():
     )
 
 
+@pytest.mark.integration
 def test_checkpoint_file_trains_predicts_and_exports_through_the_cli(tmp_path, write_yaml):
     import yaml
 

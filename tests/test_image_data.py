@@ -28,6 +28,8 @@ from tuneforge.data.images import (
 from tuneforge.errors import DataError
 from tuneforge.kernels.soft_ce import soft_cross_entropy
 
+pytestmark = pytest.mark.unit
+
 FASHION = Path(os.environ.get("TUNEFORGE_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist")
 
 

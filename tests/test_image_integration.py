@@ -11,6 +11,8 @@ import pytest
 
 from image_common import CLASSES, make_image_folder, make_tiny_resnet, make_tiny_vit
 
+pytestmark = pytest.mark.integration
+
 
 def _cfg(model: str, data: str, out: Path, **extra) -> dict:
     cfg = {

@@ -114,6 +114,7 @@ def _img(assets, name="circle", i=0) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_cnn_full_cutmix_mixup_run_directory(cnn_run):
     run = Path(cnn_run)
     assert _status(run) == "completed"
@@ -139,6 +140,7 @@ def test_cnn_full_cutmix_mixup_run_directory(cnn_run):
     json.loads((run / "efficiency.json").read_text())
 
 
+@pytest.mark.integration
 def test_vit_lora_run_saves_adapter(vit_lora_run):
     run = Path(vit_lora_run)
     assert _status(run) == "completed"
@@ -151,6 +153,7 @@ def test_vit_lora_run_saves_adapter(vit_lora_run):
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and metrics["test"]["n"] > 0
 
 
+@pytest.mark.integration
 def test_vit_lora_run_predicts(vit_lora_run, assets):
     proc = run_cli("predict", vit_lora_run, _img(assets, "square", 3))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -163,6 +166,7 @@ def test_vit_lora_run_predicts(vit_lora_run, assets):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_predict_cli_one_json_line_per_image(cnn_run, assets):
     a, b = _img(assets, "circle", 1), _img(assets, "stripes", 2)
     proc = run_cli("predict", cnn_run, a, b)
@@ -175,6 +179,7 @@ def test_predict_cli_one_json_line_per_image(cnn_run, assets):
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.integration
 def test_predict_cli_missing_image_is_one_line(cnn_run, tmp_path):
     missing = str(tmp_path / "missing.png")
     proc = run_cli("predict", cnn_run, missing)
@@ -185,6 +190,7 @@ def test_predict_cli_missing_image_is_one_line(cnn_run, tmp_path):
     assert "missing.png" in lines[0]
 
 
+@pytest.mark.integration
 def test_eval_cli_on_image_folder(cnn_run, assets, tmp_path):
     out = tmp_path / "ev"
     proc = run_cli("eval", cnn_run, "--data", str(assets["data"]), "--out", str(out))
@@ -196,6 +202,7 @@ def test_eval_cli_on_image_folder(cnn_run, assets, tmp_path):
     assert "Misclassified images" in report
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["onnx", "int8"])
 def test_export_parity(cnn_run, assets, tmp_path, fmt):
     out = tmp_path / f"exp-{fmt}"
@@ -223,6 +230,7 @@ def test_export_parity(cnn_run, assets, tmp_path, fmt):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_serve_classify_images(cnn_run, assets):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
@@ -305,6 +313,7 @@ def _bad_data_case(kind: str, root: Path) -> tuple[str, str]:
     raise AssertionError(kind)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "csv-missing", "no-path", "one-class"])
 def test_bad_image_data_is_one_line_error(assets, tmp_path, kind):
     source, needle = _bad_data_case(kind, tmp_path)
@@ -321,6 +330,7 @@ def test_bad_image_data_is_one_line_error(assets, tmp_path, kind):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_table_with_relative_paths_trains(assets, tmp_path, fmt):
     import pandas as pd
@@ -381,6 +391,7 @@ EXPECTED_ERRORS = {
 METHOD_OUTCOMES: dict[str, str] = {}  # qlora: completes on this CPU (bitsandbytes); not pinned, hardware-dependent
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(METHOD_CASES))
 def test_methods_on_cnn(assets, small_data, tmp_path, case):
     from tuneforge.errors import TuneforgeError
@@ -420,6 +431,7 @@ def test_methods_on_cnn(assets, small_data, tmp_path, case):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_random_init_full_trains(assets, small_data, tmp_path):
     cfg = image_config(assets["resnet"], small_data, str(tmp_path / "run"), epochs=1)
     cfg["model"]["random_init"] = True
@@ -428,6 +440,7 @@ def test_random_init_full_trains(assets, small_data, tmp_path):
     assert (Path(res.run_dir) / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.unit
 def test_random_init_with_lora_is_config_error(assets, small_data, tmp_path):
     from tuneforge.config import load_config
     from tuneforge.errors import ConfigError
@@ -453,6 +466,7 @@ def size24_cutmix_run(assets, small_data) -> str:
     return str(train_inprocess(cfg).run_dir)
 
 
+@pytest.mark.integration
 def test_image_size_override(size24_cutmix_run, assets):
     import tuneforge
 
@@ -472,6 +486,7 @@ def test_image_size_override(size24_cutmix_run, assets):
     assert "24x24" in (run / "data" / "report.md").read_text()
 
 
+@pytest.mark.integration
 def test_cutmix_prob_one_logs_training_loss(size24_cutmix_run):
     run = Path(size24_cutmix_run)
     assert _status(run) == "completed"
@@ -480,6 +495,7 @@ def test_cutmix_prob_one_logs_training_loss(size24_cutmix_run):
     assert losses and all(np.isfinite(v) and v > 0 for v in losses), logs
 
 
+@pytest.mark.integration
 def test_merge_vit_lora(vit_lora_run, tmp_path):
     from transformers import AutoModelForImageClassification
 

@@ -8,6 +8,8 @@ import yaml
 
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
+pytestmark = pytest.mark.integration
+
 CONTRACT = [
     "config.yaml",
     "status.json",

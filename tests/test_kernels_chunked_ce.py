@@ -15,6 +15,8 @@ from tuneforge.kernels.chunked_ce import (
     use_chunked_loss,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def data(n=37, h=16, v=53, dtype=torch.float64, seed=0, w_grad=True):
     g = torch.Generator().manual_seed(seed)

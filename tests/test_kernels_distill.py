@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from kernel_helpers import LargestTensor
 from tuneforge.kernels.distill import classification_kd_loss, logits_kd_loss, token_kd_loss
 
+pytestmark = pytest.mark.unit
+
 # ---- classification_kd_loss ----------------------------------------------------------------------------------
 # 2 rows x 3 classes; row 0 has gold label 1, row 1 is unlabelled (only the teacher labels it)
 S = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]

@@ -10,6 +10,8 @@ from torch import nn
 
 from tuneforge.kernels.lora_fused import fusable, fuse_lora_layers, lora_linear
 
+pytestmark = pytest.mark.unit
+
 
 def test_gradcheck_against_formula():
     g = torch.Generator().manual_seed(0)

@@ -55,6 +55,7 @@ def lora():
     return make_method("lora")  # offers train.fused_lora through Method.speed_levers
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
 def test_auto_on_cpu_is_off_with_one_line_note(capfd):
     m = tiny_lora_llama()
@@ -70,6 +71,7 @@ def test_auto_on_cpu_is_off_with_one_line_note(capfd):
     assert "forward" not in m.get_base_model().__dict__
 
 
+@pytest.mark.unit
 def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
     m = tiny_lora_llama()
     levers = {
@@ -82,6 +84,7 @@ def test_explicit_true_on_cpu_applies_chunked_loss_and_fused_lora():
     assert not levers["compile"].on and "false" in levers["compile"].note
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU resolution")
 def test_explicit_true_that_cannot_apply_names_the_key():
     with pytest.raises(ConfigError, match=r"train.liger: true, but no CUDA"):
@@ -94,6 +97,7 @@ def test_explicit_true_that_cannot_apply_names_the_key():
         apply_speedups(tiny_lora_llama(), TrainSection(chunked_loss=True, fused_lora=False), other, lora())
 
 
+@pytest.mark.unit
 def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
     pytest.importorskip("bitsandbytes")
     from methods_helpers import build, make_method, save_tiny_llama
@@ -109,6 +113,7 @@ def test_fused_lora_on_qlora_fuses_every_4bit_layer(tmp_path):
     assert levers["fused_lora"].on and "14 of 14" in levers["fused_lora"].note
 
 
+@pytest.mark.unit
 def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
@@ -119,6 +124,7 @@ def test_fused_lora_auto_with_dropout_notes_instead_of_failing(monkeypatch):
     assert levers["chunked_loss"].on and not levers["liger"].on and "not installed" in levers["liger"].note
 
 
+@pytest.mark.unit
 def test_optimizer_names(monkeypatch):
     assert optimizer_name("adamw") == "adamw_torch"
     assert optimizer_name("adamw_fused") == "adamw_torch_fused"
@@ -128,6 +134,7 @@ def test_optimizer_names(monkeypatch):
         optimizer_name("adamw_8bit")
 
 
+@pytest.mark.unit
 def test_config_accepts_the_switches():
     from tuneforge.config import load_config
 
@@ -147,6 +154,7 @@ def test_config_accepts_the_switches():
         )
 
 
+@pytest.mark.unit
 def test_training_steps_with_levers_match_without():
     ref = tiny_lora_llama()
     fast = copy.deepcopy(ref)
@@ -171,6 +179,7 @@ def test_training_steps_with_levers_match_without():
     assert losses["fast"] == pytest.approx(losses["ref"], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_auto_turns_levers_on():
     m = tiny_lora_llama().cuda()
@@ -178,6 +187,7 @@ def test_cuda_auto_turns_levers_on():
     assert levers["chunked_loss"] and levers["fused_lora"]
 
 
+@pytest.mark.integration
 def test_train_run_with_levers_matches_run_without(tmp_path):
     from sft_common import chat_rows, make_tiny_llama, write_jsonl
     from tuneforge.config import load_config
@@ -224,12 +234,14 @@ def load_bench():
     return mod
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU message")
 def test_gpu_benchmark_without_cuda_says_so_and_exits_0(capsys):
     assert load_bench().main(["lora"]) == 0
     assert "needs a CUDA GPU" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_gpu_benchmark_dry_run_same_loss_both_stacks(capsys):
     bench = load_bench()
     assert bench.main(["--dry-run", "lora", "--steps", "3", "--warmup", "1", "--timed", "1", "--gc", "off"]) == 0
@@ -244,6 +256,7 @@ def test_gpu_benchmark_dry_run_same_loss_both_stacks(capsys):
     assert cmp and cmp[0]["loss_abs_diff"] < 1e-4 and cmp[0]["tps_vs_peer_here"] > 0
 
 
+@pytest.mark.unit
 def test_gpu_benchmark_keeps_going_past_a_failing_row_and_writes_each_row_at_once(tmp_path, monkeypatch, capsys):
     bench = load_bench()
     out = tmp_path / "rows.jsonl"
@@ -279,6 +292,7 @@ def test_gpu_benchmark_keeps_going_past_a_failing_row_and_writes_each_row_at_onc
     assert "ERROR" in text and "1 row(s) failed: peer lora: RuntimeError: injected failure" in text
 
 
+@pytest.mark.unit
 def test_gpu_benchmark_seq_scan_doubles_until_oom_and_reports_the_last_fit(tmp_path, monkeypatch):
     bench = load_bench()
     calls = []
@@ -381,6 +395,7 @@ def eager_compile_blocks(model):
     return len(blocks)
 
 
+@pytest.mark.unit
 def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
     fake_liger(monkeypatch)
     monkeypatch.setattr(speed, "_compile_blocks", lambda m: pytest.fail("compile must not run"))
@@ -392,6 +407,7 @@ def test_liger_on_compile_auto_stays_off_with_the_reason(monkeypatch):
     )
 
 
+@pytest.mark.unit
 def test_compile_without_liger_is_unchanged(monkeypatch):
     monkeypatch.setattr(speed, "cuda_available", lambda: True)
     monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name, *a: None)  # no liger
@@ -401,6 +417,7 @@ def test_compile_without_liger_is_unchanged(monkeypatch):
     assert levers["compile"].on and levers["compile"].note == "on (auto): 2 blocks"
 
 
+@pytest.mark.unit
 def test_liger_with_explicit_compile_never_traces_liger(monkeypatch):
     calls = fake_liger(monkeypatch)
     monkeypatch.setattr(speed, "_compile_blocks", eager_compile_blocks)

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, make_sentiment_rows, tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 KILLS = 10
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tuneforge.layers import LAYERS, allowed, layer_of
 
+pytestmark = pytest.mark.unit
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tuneforge"
 

@@ -15,6 +15,8 @@ import torch
 
 from conftest import make_sentiment_rows, run_cli, tiny_config
 
+pytestmark = pytest.mark.integration
+
 METHODS = {
     "full": {},
     "freeze": {"trainable_layers": 1, "layerwise_lr_decay": 0.9},

@@ -19,6 +19,8 @@ from tuneforge.tasks.causal_lm import CausalLMTask
 from tuneforge.training import speed
 from tuneforge.training.speed import apply_speedups
 
+pytestmark = pytest.mark.unit
+
 
 def fused_layers(model) -> int:
     return sum("_tf_peft_forward" in m.__dict__ for m in model.modules())

@@ -10,6 +10,8 @@ from tuneforge.errors import MethodError
 from tuneforge.methods.adapter import AdaptedOutput, BottleneckAdapter
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, describe
 
+pytestmark = pytest.mark.unit
+
 
 def test_layout_of_bert_and_llama(tiny_bert, tiny_wordpiece_llama):
     model, _ = build("bert", tiny_bert, make_method("full"))

@@ -11,6 +11,8 @@ from methods_helpers import base_builder, batch, build, logits, make_method, sav
 from tuneforge.errors import MethodError
 from tuneforge.methods import count_parameters
 
+pytestmark = pytest.mark.unit
+
 NAMES = {
     "bert": {"qv": ["query", "value"], "regex": r".*\.(query|value)$", "attn": "attention"},
     "llama": {"qv": ["q_proj", "v_proj"], "regex": r".*\.(q_proj|v_proj)$", "attn": "self_attn"},

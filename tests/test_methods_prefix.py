@@ -9,6 +9,8 @@ import torch
 from methods_helpers import base_builder, batch, build, logits, make_method, save_run_model, save_tiny_llama
 from tuneforge.methods import prefix_encoder
 
+pytestmark = pytest.mark.unit
+
 
 def _bert(path):
     method = make_method("prefix", num_virtual_tokens=3)

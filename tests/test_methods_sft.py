@@ -10,6 +10,8 @@ import torch
 
 from sft_common import chat_rows, make_tiny_llama, write_jsonl
 
+pytestmark = pytest.mark.integration
+
 METHODS = {
     "full": {"layerwise_lr_decay": 0.9, "unfreeze_schedule": {"start": "head", "every_steps": 2}},
     "freeze": {"trainable_layers": 1},

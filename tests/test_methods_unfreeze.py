@@ -65,6 +65,7 @@ def run_trainer(tmp_path, method, model, ctx, steps):
     return rec, trainer
 
 
+@pytest.mark.integration
 def test_full_unfreezes_top_down_every_two_steps(tiny_bert, tmp_path):
     m = make_method("full", unfreeze_schedule={"start": "head", "every_steps": 2})
     model, ctx = build("bert", tiny_bert, m)
@@ -80,6 +81,7 @@ def test_full_unfreezes_top_down_every_two_steps(tiny_bert, tmp_path):
     assert all(p.requires_grad for p in model.parameters())  # restored at the end
 
 
+@pytest.mark.integration
 def test_freeze_with_top_k_start_and_groups(tiny_wordpiece_llama, tmp_path):
     # causal LM with the Trainer: use the freeze method on tiny Llama; frozen_layers=0 is invalid, so train
     # both blocks via trainable_layers=2 and start with the top one already trainable
@@ -109,6 +111,7 @@ def test_freeze_with_top_k_start_and_groups(tiny_wordpiece_llama, tmp_path):
     assert rec.changed_at[EMBEDDINGS] == []  # freeze keeps the embeddings frozen throughout
 
 
+@pytest.mark.unit
 def test_epoch_clock_and_stage_math():
     s = UnfreezeSchedule(every_epochs=0.5, group_size=2)
     cb = ProgressiveUnfreezing([[torch.nn.Parameter(torch.zeros(1))] for _ in range(3)], s)

@@ -11,6 +11,8 @@ import transformers as T
 from tuneforge.errors import ModelError
 from tuneforge.models.blocks import find_blocks, find_embeddings
 
+pytestmark = pytest.mark.unit
+
 
 def _bert(cls=T.BertForSequenceClassification, layers=3):
     cfg = T.BertConfig(

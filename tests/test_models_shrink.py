@@ -14,6 +14,8 @@ from tuneforge.errors import ConfigError, ModelError
 from tuneforge.models.blocks import find_blocks
 from tuneforge.models.shrink import keep_layers, resolve_keep_layers, spread_layers
 
+pytestmark = pytest.mark.unit
+
 KEY = "model.keep_layers"
 
 

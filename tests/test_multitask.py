@@ -42,6 +42,7 @@ def _batch():
     return layouts, logits, labels
 
 
+@pytest.mark.unit
 def test_fixed_weights_loss_is_the_weighted_sum_over_labelled_rows():
     from tuneforge.kernels.multitask import multitask_loss
 
@@ -57,6 +58,7 @@ def test_fixed_weights_loss_is_the_weighted_sum_over_labelled_rows():
     assert logits.grad[2, 3:5].abs().sum() == 0 and logits.grad[2, 0:3].abs().sum() > 0
 
 
+@pytest.mark.unit
 def test_uncertainty_weighting_value_and_gradient():
     from tuneforge.kernels.multitask import multitask_loss, subtask_losses
 
@@ -74,6 +76,7 @@ def test_uncertainty_weighting_value_and_gradient():
     assert torch.allclose(s.grad, want, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_a_batch_without_any_label_gives_zero_loss_that_still_backpropagates():
     from tuneforge.kernels.multitask import HeadLayout, multitask_loss
 
@@ -86,6 +89,7 @@ def test_a_batch_without_any_label_gives_zero_loss_that_still_backpropagates():
     assert logits.grad is not None
 
 
+@pytest.mark.unit
 def test_decoder_backbone_pools_the_last_real_token(tmp_path):
     from transformers import AutoTokenizer
 
@@ -106,6 +110,7 @@ def test_decoder_backbone_pools_the_last_real_token(tmp_path):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.unit
 def test_model_forward_uses_the_kernel_loss(tiny_bert):
     from transformers import AutoTokenizer
 
@@ -129,6 +134,7 @@ def test_model_forward_uses_the_kernel_loss(tiny_bert):
 
 
 # ---- mixing several sources ---------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_sampling_proportions():
     from tuneforge.data.mixing import SourceMixSampler, epoch_order, source_shares
 
@@ -164,6 +170,7 @@ def _validate(raw):
     return validate_config(raw)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -196,6 +203,7 @@ def test_config_errors_name_the_key(change, message):
         _validate(raw)
 
 
+@pytest.mark.unit
 def test_defaults_are_filled_in():
     cfg = _validate(multitask_config("m", "d.csv", "out"))
     t = cfg.task.tasks
@@ -210,6 +218,7 @@ def mt_csv(tmp_path) -> str:
     return str(p)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -235,6 +244,7 @@ def test_data_errors_are_one_line(tiny_bert, mt_csv, tmp_path, edit, message):
         TASKS.get("multitask")(cfg).prepare(load_tokenizer(tiny_bert))
 
 
+@pytest.mark.integration
 def test_skipped_and_left_out_rows_are_listed_in_the_data_report(tiny_bert, tmp_path, capsys, caplog):
     """Every row of every file that does not train is counted and listed in data/report.md and report.json: bad
     records under data.bad_records=skip (a multi-task run used to drop them unlisted, issue 33), rows without a
@@ -286,6 +296,7 @@ def cli_run(tiny_bert, tmp_path_factory) -> Path:
     return d / "run"
 
 
+@pytest.mark.integration
 def test_cli_run_writes_every_file(cli_run):
     files = {str(p.relative_to(cli_run)) for p in cli_run.rglob("*") if p.is_file()}
     for f in [
@@ -328,6 +339,7 @@ def test_cli_run_writes_every_file(cli_run):
     assert "subjectivity" in (cli_run / "data" / "report.md").read_text()
 
 
+@pytest.mark.integration
 def test_predict_and_eval_through_the_cli(cli_run):
     proc = run_cli("predict", str(cli_run), "good great film", "the plot story was")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -352,6 +364,7 @@ def test_predict_and_eval_through_the_cli(cli_run):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_export_onnx_has_one_output_per_subtask_and_parity_per_subtask(cli_run, tmp_path):
     import onnxruntime as ort
 
@@ -373,6 +386,7 @@ def test_export_onnx_has_one_output_per_subtask_and_parity_per_subtask(cli_run, 
             assert x["tasks"][name]["label"] == y["tasks"][name]["label"]
 
 
+@pytest.mark.integration
 def test_serve_classify_answers_every_subtask(cli_run):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
@@ -395,6 +409,7 @@ def test_serve_classify_answers_every_subtask(cli_run):
         )
 
 
+@pytest.mark.integration
 def test_two_multitask_runs_share_one_base(cli_run, tiny_bert, tmp_path):
     """A second multi-task LoRA run on the same base, served beside the first: each answers as when loaded alone."""
     import tuneforge
@@ -418,6 +433,7 @@ def test_two_multitask_runs_share_one_base(cli_run, tiny_bert, tmp_path):
             )
 
 
+@pytest.mark.integration
 def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
     """Sub-tasks from two files (the second with its own validation split), a multi-label sub-task, learned
     uncertainty weights and temperature sampling; full fine-tuning learns all three."""
@@ -466,6 +482,7 @@ def test_several_sources_multilabel_and_uncertainty(tiny_bert, tmp_path):
     }
 
 
+@pytest.mark.integration
 def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_path):
     """Two data files mixed by temperature sampling, full fine-tuning (the model is not a transformers
     PreTrainedModel: the Trainer checkpoints its state dict): resumed in the second epoch, the losses after the
@@ -495,6 +512,7 @@ def test_resume_with_mixed_sources_matches_the_uninterrupted_run(tiny_bert, tmp_
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(tmp_path / "full")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["lora", "qlora", "full", "freeze", "adapter", "ia3", "prefix"])
 def test_every_method_saves_and_reloads_the_heads(method, tiny_bert, mt_csv, tmp_path):
     """Each method trains the shared backbone with the heads (saved with its adapter or the weights): the run

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 pytest.importorskip("peft")
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pre17"

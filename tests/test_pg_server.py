@@ -14,6 +14,8 @@ import pytest
 
 from pg_server import postgres_server, postgres_url  # noqa: F401  (the session fixtures)
 
+pytestmark = pytest.mark.unit
+
 pytest.importorskip("optuna")
 
 

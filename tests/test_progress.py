@@ -9,9 +9,8 @@ import pytest
 from tuneforge.training.console import ConsoleLog, already_captured
 from tuneforge.training.progress import ProgressLines, duration, progress_line
 
-pytestmark = pytest.mark.unit
 
-
+@pytest.mark.unit
 def test_progress_line_says_step_loss_speed_and_time_left():
     line = progress_line(40, 120, 0.53124, 0.5, 95)
     assert line == "tuneforge: step 40/120 (33%)  loss 0.5312  0.50 steps/s  elapsed 1m35s  ETA 2m40s"
@@ -19,6 +18,7 @@ def test_progress_line_says_step_loss_speed_and_time_left():
     assert duration(3725) == "1h02m" and duration(59.6) == "1m00s"
 
 
+@pytest.mark.unit
 def test_progress_lines_first_step_then_every_interval_and_at_the_end(monkeypatch):
     clock = iter([0.0, 1.0, 10.0, 31.0, 35.0, 70.0])
     monkeypatch.setattr("tuneforge.training.progress.time.perf_counter", lambda: next(clock))
@@ -40,6 +40,7 @@ def test_progress_lines_first_step_then_every_interval_and_at_the_end(monkeypatc
     assert "0.10 steps/s" in lines[1]  # 3 steps of this process in 31 s, not 13 steps
 
 
+@pytest.mark.unit
 def test_console_log_keeps_lines_and_the_last_state_of_progress_bars(tmp_path, capsys):
     path = tmp_path / "console.log"
     logger = logging.getLogger("tuneforge-test-console")
@@ -68,6 +69,7 @@ def test_console_log_keeps_lines_and_the_last_state_of_progress_bars(tmp_path, c
     assert "1/3" in err and "step 3/3" not in err  # the console keeps its bar; file-only lines stay out of it
 
 
+@pytest.mark.unit
 def test_a_run_already_logged_by_its_caller_is_not_copied(tmp_path):
     assert not already_captured(tmp_path)
 
@@ -95,6 +97,7 @@ def test_a_run_writing_to_a_file_prints_progress_lines_and_keeps_its_console_log
     assert f"tuneforge: run directory {result.run_dir}" in log and progress[-1] in log and "tuneforge: done in" in log
 
 
+@pytest.mark.unit
 def test_a_process_whose_stderr_is_the_runs_train_log_is_seen_as_captured(tmp_path):
     import subprocess
 
@@ -109,6 +112,7 @@ def test_a_process_whose_stderr_is_the_runs_train_log_is_seen_as_captured(tmp_pa
     assert out.split() == ["True", "False"]
 
 
+@pytest.mark.unit
 def test_output_redirected_into_the_runs_train_log_in_this_process_is_seen_as_captured(tmp_path):
     """A search trial redirects sys.stderr into the trial's train.log: no second copy of it."""
     import contextlib

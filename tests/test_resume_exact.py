@@ -81,6 +81,7 @@ def grouped_run(tmp_path_factory, tiny_bert):
     return d / "full"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("step", [6, 18, 30])  # in epochs 1, 2 and 3
 def test_resume_in_any_epoch_matches_the_uninterrupted_run(grouped_run, step, tmp_path):
     _resume_from(grouped_run, step, tmp_path / "resumed")
@@ -92,6 +93,7 @@ def test_resume_in_any_epoch_matches_the_uninterrupted_run(grouped_run, step, tm
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(grouped_run)
 
 
+@pytest.mark.unit
 def test_length_grouped_order_is_seeded_per_epoch():
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -110,6 +112,7 @@ def test_length_grouped_order_is_seeded_per_epoch():
     assert list(s) == first and zero != first and sorted(first) == list(range(64))
 
 
+@pytest.mark.integration
 def test_sft_resume_with_packing_matches(tmp_path):
     model = make_tiny_llama(tmp_path / "llama")
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(60))
@@ -144,6 +147,7 @@ def test_sft_resume_with_packing_matches(tmp_path):
     assert _test_metrics(tmp_path / "resumed") == _test_metrics(tmp_path / "full")
 
 
+@pytest.mark.integration
 def test_image_resume_with_augmentation_and_mixing_matches(tmp_path):
     """Random crops, flips, RandAugment, CutMix and MixUp draw from torch's generator, which a checkpoint saves: a
     resumed image run sees the same batches and ends with the same losses and metrics."""

@@ -41,6 +41,7 @@ def _cli(*args: str, capsys) -> tuple[int, str, str]:
 # ---------- 1. overwrite ----------
 
 
+@pytest.mark.unit
 def test_overwrite_refuses_a_directory_that_is_not_a_run(tiny_bert, sentiment_csv, tmp_path):
     import tuneforge
     from tuneforge.errors import RunDirError
@@ -60,6 +61,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tiny_bert, sentiment_cs
     assert (mine / "model/my_weights.bin").read_bytes() == b"precious"
 
 
+@pytest.mark.integration
 def test_failed_overwrite_keeps_the_old_run_and_a_completed_one_replaces_it(
     tiny_bert, sentiment_csv, tmp_path, monkeypatch
 ):
@@ -127,6 +129,7 @@ def _checkpoint(root: Path, step: int, marker=True, state=True, weights=True) ->
     return d
 
 
+@pytest.mark.unit
 def test_last_checkpoint_ignores_half_written_ones(tmp_path):
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -145,6 +148,7 @@ def test_last_checkpoint_ignores_half_written_ones(tmp_path):
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
 
 
+@pytest.mark.unit
 def test_metrics_rows_after_the_checkpoint_are_dropped(tmp_path):
     from tuneforge.training.callbacks import drop_rows_after
 
@@ -159,6 +163,7 @@ def test_metrics_rows_after_the_checkpoint_are_dropped(tmp_path):
 # ---------- 3. lock and states ----------
 
 
+@pytest.mark.unit
 def test_lock_of_a_live_process_refuses_and_a_dead_one_is_stale(tmp_path):
     from tuneforge.errors import RunDirError
     from tuneforge.training.rundir import RunDir
@@ -192,6 +197,7 @@ def test_lock_of_a_live_process_refuses_and_a_dead_one_is_stale(tmp_path):
     b.release_lock()
 
 
+@pytest.mark.unit
 def test_a_completed_overwrite_cut_before_its_swap_is_swapped_in(tmp_path):
     from types import SimpleNamespace
 
@@ -215,6 +221,7 @@ def test_a_completed_overwrite_cut_before_its_swap_is_swapped_in(tmp_path):
     assert not RunDir.attempt_holder(target).exists() and not (target / "run.lock").exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "status, lock, expected",
     [
@@ -243,6 +250,7 @@ def test_state_reads_a_dead_running_run_as_interrupted(tmp_path, status, lock, e
 # ---------- 4. tuneforge runs ----------
 
 
+@pytest.mark.unit
 def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
     from tuneforge.training.jsonfile import write_json
 
@@ -286,6 +294,7 @@ def test_runs_lists_states_metrics_and_json(tmp_path, capsys):
 # ---------- 2 + 3 + 5 end to end: SIGKILL a real training process, then resume ----------
 
 
+@pytest.mark.integration
 def test_sigkill_then_resume_skips_half_checkpoint_and_duplicate_rows(
     tiny_bert, sentiment_csv, tmp_path, write_yaml, capsys
 ):

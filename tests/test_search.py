@@ -36,6 +36,7 @@ def _check(space: dict, base: dict | None = None):
     return params
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "space, expected",
     [
@@ -78,6 +79,7 @@ def test_space_errors_name_the_key(space, expected):
         assert part in msg, msg
 
 
+@pytest.mark.unit
 def test_space_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         sp.load_space(tmp_path / "nope.yaml")
@@ -86,6 +88,7 @@ def test_space_file_errors(tmp_path):
         sp.load_space(tmp_path / "s.yaml")
 
 
+@pytest.mark.unit
 def test_grid_needs_a_finite_space():
     params = sp.parse_space({"train.batch_size": {"choice": [8, 16]}, "method.r": {"choice": [2, 4, 8]}})
     assert sp.grid(params) == {"train.batch_size": [8, 16], "method.r": [2, 4, 8]} and sp.grid_size(params) == 6
@@ -93,6 +96,7 @@ def test_grid_needs_a_finite_space():
         sp.grid(sp.parse_space({"train.learning_rate": {"float": [1e-5, 1e-3]}}))
 
 
+@pytest.mark.unit
 def test_conditional_space_samples_only_the_chosen_branch():
     space = {
         "train.batch_size": {"choice": [8, 16]},
@@ -133,6 +137,7 @@ def test_conditional_space_samples_only_the_chosen_branch():
     assert seen == {"lora", "full"}
 
 
+@pytest.mark.unit
 def test_fingerprint_changes_with_the_space():
     a = sp.parse_space({"train.batch_size": {"choice": [8, 16]}})
     b = sp.parse_space({"train.batch_size": {"choice": [8, 32]}})
@@ -184,6 +189,7 @@ def _trials(d: Path, study_dir: str = "study", name: str = "base"):
     return study.get_trials(deepcopy=False)
 
 
+@pytest.mark.integration
 def test_cli_study_end_to_end_with_pruning(study_files, capsys):
     d = study_files
     r = _search(d, "--trials", "7", "--sampler", "random", "--seed", "3", "--pruner", "median")
@@ -242,6 +248,7 @@ def test_cli_study_end_to_end_with_pruning(study_files, capsys):
     assert len(_trials(d)) == 7
 
 
+@pytest.mark.unit
 def test_cli_refusals_are_one_line(study_files, capsys):
     from tuneforge.cli.app import main
 
@@ -270,6 +277,7 @@ def test_cli_refusals_are_one_line(study_files, capsys):
     assert not (d / "studies").exists()  # nothing written for a refused search
 
 
+@pytest.mark.integration
 def test_resume_after_kill_during_a_trial(study_files):
     d = study_files
     base = yaml.safe_load((d / "base.yaml").read_text())
@@ -324,6 +332,7 @@ def test_resume_after_kill_during_a_trial(study_files):
     assert sorted(int(r.split(",")[0]) for r in csv_rows) == [0, 1, 2, 3]  # no trial counted twice
 
 
+@pytest.mark.integration
 def test_two_workers_share_one_study(study_files):
     d = study_files
     r = _search(d, "--trials", "4", "--workers", "2", "--pruner", "none", "--sampler", "random", "--seed", "5")
@@ -339,6 +348,7 @@ def test_two_workers_share_one_study(study_files):
     assert (d / "study" / "best.yaml").is_file() and (d / "study" / "report.html").is_file()
 
 
+@pytest.mark.unit
 def test_storage_urls_are_shown_without_their_password():
     from tuneforge.search.plan import redact
 
@@ -347,6 +357,7 @@ def test_storage_urls_are_shown_without_their_password():
     assert redact("sqlite:////tmp/x/study.db") == "sqlite:////tmp/x/study.db"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "space, config",
     [
@@ -369,6 +380,7 @@ def test_shipped_spaces_validate_against_their_quickstart(space, config):
     validate_space(params, copy.deepcopy(read_yaml(REPO / config)), where=f"{Path(space).name}: ")
 
 
+@pytest.mark.integration
 def test_two_objectives_give_a_pareto_front(study_files):
     """--objectives quality,params: no pruning, trials.csv gives each trial's trainable parameters and whether it is
     on the Pareto front (the smallest model among trials of equal loss is on it), best.yaml is a front member."""

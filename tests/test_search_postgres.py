@@ -14,7 +14,7 @@ from pg_server import postgres_server  # noqa: F401  (the session fixture)
 
 from conftest import make_sentiment_rows, tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 optuna = pytest.importorskip("optuna")
 
 TRIALS = 6  # the study's total (--trials: finished trials the study should have), shared by both workers

@@ -20,6 +20,8 @@ httpx = pytest.importorskip("httpx")
 from serve_common import running_server  # noqa: E402
 from sft_common import chat_rows, make_tiny_llama, write_jsonl  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 TEXTS = ["good great film", "bad boring plot", "the acting was superb and moving", "dull and tedious"]
 
 

@@ -30,6 +30,7 @@ def client(url, key="k1"):
     return openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=60, max_retries=0)
 
 
+@pytest.mark.integration
 def test_openai_client_chat_plain_and_streamed(server):
     url, backend = server
     c = client(url)
@@ -85,6 +86,7 @@ def random_llama_server(tmp_path_factory):
         yield url
 
 
+@pytest.mark.unit
 def test_sampling_settings_and_stop_strings(random_llama_server):
     c = client(random_llama_server, key="none")
     msgs = [{"role": "user", "content": "what is the capital of france"}]
@@ -112,6 +114,7 @@ def test_sampling_settings_and_stop_strings(random_llama_server):
     assert streamed == cut.choices[0].message.content
 
 
+@pytest.mark.integration
 def test_chat_errors_are_4xx_json(server):
     url, _ = server
     with pytest.raises(openai.AuthenticationError):

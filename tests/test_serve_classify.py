@@ -20,6 +20,7 @@ def backend(tiny_cls_run):
     return load_backend(tiny_cls_run, device="cpu")
 
 
+@pytest.mark.integration
 def test_classify_one_and_many_match_predict(backend, tiny_cls_run):
     from tuneforge.inference import predict
     from tuneforge.serve.app import create_app
@@ -40,6 +41,7 @@ def test_classify_one_and_many_match_predict(backend, tiny_cls_run):
                 assert got["probabilities"][k] == pytest.approx(v, abs=1e-4)
 
 
+@pytest.mark.integration
 def test_concurrent_requests_are_batched_without_errors(backend):
     from tuneforge.serve.app import create_app
 
@@ -56,6 +58,7 @@ def test_concurrent_requests_are_batched_without_errors(backend):
     assert batches < len(texts)
 
 
+@pytest.mark.integration
 def test_bad_requests_get_4xx_json(backend):
     from tuneforge.serve.app import ServeLimits, create_app
 
@@ -82,6 +85,7 @@ def test_bad_requests_get_4xx_json(backend):
             assert needle in err["message"] and "Traceback" not in r.text
 
 
+@pytest.mark.integration
 def test_api_key_is_required_on_every_request(backend):
     from tuneforge.serve.app import create_app
 
@@ -95,6 +99,7 @@ def test_api_key_is_required_on_every_request(backend):
         assert ok.status_code == 200
 
 
+@pytest.mark.integration
 def test_cli_refuses_public_bind_without_key_and_bad_targets(tiny_cls_run, tmp_path):
     proc = run_cli("serve", tiny_cls_run, "--host", "0.0.0.0", timeout=120)
     assert proc.returncode != 0 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
@@ -103,6 +108,7 @@ def test_cli_refuses_public_bind_without_key_and_bad_targets(tiny_cls_run, tmp_p
     assert proc.returncode != 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.unit
 def test_bind_rules():
     from tuneforge.errors import ConfigError
     from tuneforge.serve.backends import check_bind, is_loopback

@@ -1,6 +1,5 @@
-"""e2e: the identity quickstart (SmolLM2-135M-Instruct + LoRA) behind `tuneforge serve`, asked through the
-official openai client, streamed and not. CI trains it for a few steps (the answer must still be sensible);
-set TUNEFORGE_IDENTITY_RUN to a fully trained run to also check the learned name."""
+"""e2e: the identity quickstart (SmolLM2-135M-Instruct + LoRA, the session's `identity_run`) behind `tuneforge
+serve`, asked through the official openai client, streamed and not: sensible answers and the learned name."""
 
 import os
 import subprocess
@@ -11,35 +10,9 @@ import pytest
 
 from serve_common import free_port
 
-from conftest import REPO, run_cli
-
 pytestmark = pytest.mark.e2e
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture(scope="module")
-def identity_run(tmp_path_factory):
-    given = os.environ.get("TUNEFORGE_IDENTITY_RUN")
-    if given:
-        return given, True
-    try:
-        from tuneforge.models.loader import resolve_model
-
-        resolve_model("builtin:smollm2-135m-instruct")
-    except Exception as exc:
-        pytest.skip(f"builtin SmolLM2 not available: {exc}")
-    out = tmp_path_factory.mktemp("identity") / "run"
-    proc = run_cli(
-        "train",
-        str(REPO / "configs/quickstart/identity-smollm2-lora.yaml"),
-        f"output.dir={out}",
-        "train.max_steps=2",
-        "task.report_prompts=0",
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return str(out), False
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +20,7 @@ def server(identity_run):
     """The real CLI in a subprocess, on a free loopback port, killed at the end."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuneforge", "serve", identity_run[0], "--port", str(port), "--api-key", "e2e"],
+        [sys.executable, "-m", "tuneforge", "serve", identity_run, "--port", str(port), "--api-key", "e2e"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -89,12 +62,8 @@ def test_openai_client_gets_sensible_answers(server, identity_run):
         if ch.choices
     )
     assert streamed == r.choices[0].message.content
-    if identity_run[1]:  # a fully trained identity run knows its new name
-        who = (
-            c.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "Who are you?"}], temperature=0, max_tokens=60
-            )
-            .choices[0]
-            .message.content
-        )
-        assert "Forge" in who, who
+    # the identity run (conftest) is trained: it knows its new name
+    who = c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Who are you?"}], temperature=0, max_tokens=60
+    )
+    assert "Forge" in who.choices[0].message.content, who.choices[0].message.content

@@ -18,6 +18,8 @@ httpx = pytest.importorskip("httpx")
 
 from serve_common import chunks, random_chat_backend, running_server, tiny_classifier_backend  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 KEY = {"Authorization": "Bearer k"}
 JSON = {"content-type": "application/json", **KEY}
 

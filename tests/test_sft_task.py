@@ -9,6 +9,8 @@ from tuneforge.data.templates import IGNORE
 from tuneforge.errors import DataError
 from tuneforge.tasks.causal_lm import CausalLMTask
 
+pytestmark = pytest.mark.unit
+
 
 def prepare(model, data, **data_keys):
     cfg = load_config(

@@ -13,6 +13,8 @@ from tuneforge.data.templates import (
 )
 from tuneforge.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def tok():

@@ -41,10 +41,12 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
     }
 
 
+@pytest.mark.unit
 def test_every_shipped_config_is_covered():
     assert len(CONFIGS) >= 20 and any("prefix-classification" in c for c in CONFIGS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", CONFIGS)
 def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
     import tuneforge

@@ -22,6 +22,7 @@ from conftest import tiny_config
 SRC = Path(__file__).resolve().parents[1] / "src" / "tuneforge"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", ["inference", "serve", "export", "generation.py", "training"])
 def test_no_task_is_named_outside_tasks(package):
     """No string in these packages is the name of a registered task (they ask the task through its contract)."""
@@ -35,6 +36,7 @@ def test_no_task_is_named_outside_tasks(package):
     assert not found, found
 
 
+@pytest.mark.unit
 def test_no_capability_is_probed_with_hasattr():
     offenders = []
     for f in sorted(SRC.rglob("*.py")):
@@ -89,6 +91,7 @@ def toy_run(tiny_bert, toy_task, tmp_path_factory):
     return tuneforge.train(load_config(raw=raw)).run_dir
 
 
+@pytest.mark.integration
 def test_a_new_task_predicts_serves_and_exports_through_the_contract(toy_run, tmp_path):
     from fastapi.testclient import TestClient
 
@@ -107,6 +110,7 @@ def test_a_new_task_predicts_serves_and_exports_through_the_contract(toy_run, tm
     assert (toy_run / "config.yaml").read_text().count("lowercase: true") == 1
 
 
+@pytest.mark.integration
 def test_the_exact_split_is_saved_and_reused_without_cleaning(toy_run, tmp_path, monkeypatch):
     """eval and export read the saved test split: cleaning (which may train models) is not run again."""
     import pandas as pd
@@ -141,6 +145,7 @@ def test_the_exact_split_is_saved_and_reused_without_cleaning(toy_run, tmp_path,
     assert report["parity"]["reference_accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
 
 
+@pytest.mark.unit
 def test_each_task_owns_its_data_keys(tiny_bert):
     cfg = load_config(raw={"model": {"name": tiny_bert}})
     assert "packing" not in cfg.data.model_dump() and "clean" in cfg.data.model_dump()

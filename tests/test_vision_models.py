@@ -17,7 +17,7 @@ from tuneforge.errors import ModelError
 from tuneforge.models.builtins import BUILTIN_MODELS
 from tuneforge.models.loader import CONVERTERS, resolve_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.e2e]
 
 DAISY = 985  # ImageNet class index of "daisy"
 

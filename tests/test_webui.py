@@ -23,6 +23,8 @@ from tuneforge.webui.i18n import LANGS, STRINGS, text  # noqa: E402
 from tuneforge.webui.sandbox import slug  # noqa: E402
 from tuneforge.webui.workspace import Workspace, without_images  # noqa: E402
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "search" not in p.relative_to(REPO / "configs").parts)
 

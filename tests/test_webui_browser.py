@@ -24,7 +24,7 @@ from sft_common import train_tiny_sft_run
 
 from conftest import make_sentiment_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 CHROMIUM = os.environ.get("TUNEFORGE_CHROMIUM", "/usr/lib/chromium/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "webui"

@@ -18,6 +18,8 @@ from tuneforge.webui import fields, form
 from tuneforge.webui.fields import FieldSpec, all_fields, fields_for, method_names, task_types
 from tuneforge.webui.form import form_to_raw, form_values, from_widget, to_widget, to_yaml
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 #: the shipped run configs (configs/search/ holds search spaces, not run configs)
 RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("**/*.yaml") if not p.is_relative_to(ROOT / "configs/search"))
