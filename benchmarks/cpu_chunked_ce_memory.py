@@ -1,7 +1,7 @@
 """Peak memory of the causal-LM loss with and without the chunked linear + cross-entropy, on CPU.
 
 A SmolLM-sized head (hidden 576, vocabulary 49152, tied weight that trains) on batch x sequence tokens, fp32.
-Each variant runs in a fresh process and reports its peak RSS above the inputs (ru_maxrss after - RSS
+Each variant runs in a fresh process and reports its peak RSS above the inputs (peak RSS (VmHWM) after - RSS
 before), so the difference is what holding the logits (and their gradient) costs.
 
     python benchmarks/cpu_chunked_ce_memory.py [--tokens 4096]
@@ -9,7 +9,6 @@ before), so the difference is what holding the logits (and their gradient) costs
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ def child(variant: str, tokens: int, hidden: int, vocab: int) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from tuneforge.evaluation.speed import peak_rss_bytes
     from tuneforge.kernels.chunked_ce import linear_cross_entropy
 
     torch.manual_seed(0)
@@ -34,7 +34,7 @@ def child(variant: str, tokens: int, hidden: int, vocab: int) -> dict:
         loss = linear_cross_entropy(h, w, y)
     loss.backward()
     secs = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     return {
         "variant": variant,
         "tokens": tokens,

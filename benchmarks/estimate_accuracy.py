@@ -6,7 +6,7 @@
    - live tensors: the peak of bytes held by torch's CPU allocator (torch.profiler with profile_memory=True, every
      allocation and free summed in order), over the bytes live after loading. What the estimate models: the CPU
      counterpart of the GPU figures' torch.cuda.max_memory_allocated.
-   - RSS: peak RSS growth (`ru_maxrss`) in a process started with MALLOC_MMAP_THRESHOLD_=131072, which stops glibc
+   - RSS: peak RSS growth (VmHWM) in a process started with MALLOC_MMAP_THRESHOLD_=131072, which stops glibc
      from raising its mmap threshold to the size of each freed tensor (its default), so freed tensors go back to the
      OS instead of staying resident; less the file-backed pages (library code) first touched by the steps. What the
      process really needs; it also holds a little non-tensor memory (MKL/oneDNN buffers, about 0.1 GiB with full
@@ -85,11 +85,11 @@ def measure(model: str, method: str, batch: int, seq: int, steps: int, profiled:
     Bytes: `live_peak` (peak of live tensor bytes over those after loading; None unprofiled), `rss_growth` (peak RSS
     growth), `file_growth` (file-backed pages touched meanwhile), `rss_anon_growth` (the difference)."""
     import contextlib
-    import resource
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from tuneforge.evaluation.speed import peak_rss_bytes
     from tuneforge.methods import MethodContext
     from tuneforge.models.loader import load_model, resolve_model
     from tuneforge.registry import METHODS, TASKS
@@ -118,7 +118,7 @@ def measure(model: str, method: str, batch: int, seq: int, steps: int, profiled:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()  # not ru_maxrss: it can hold the parent's peak (see peak_rss_bytes)
     after = _status()
     rss_growth = max(peak - before["VmRSS"], 0)
     file_growth = max(after["RssFile"] - before["RssFile"], 0)

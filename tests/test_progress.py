@@ -120,3 +120,22 @@ def test_output_redirected_into_the_runs_train_log_in_this_process_is_seen_as_ca
     with open(tmp_path / "train.log", "a") as log, contextlib.redirect_stderr(log):
         assert already_captured(tmp_path)
     assert not already_captured(tmp_path)
+
+
+@pytest.mark.unit
+def test_a_child_process_reports_its_own_peak_memory_not_its_parents():
+    """efficiency.json's peak RSS of a run started by a larger process (compare's runs, the web UI's) is the run's
+    own: ru_maxrss would report the parent's high-water mark (kept across exec), VmHWM does not."""
+    import subprocess
+
+    import numpy as np
+
+    ballast = np.ones(2 * 2**30 // 8)  # the parent holds 2 GiB
+    code = (
+        "import resource; from tuneforge.evaluation.speed import peak_rss_bytes; "
+        "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    )
+    own, inherited = map(
+        int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+    )
+    assert ballast.nbytes == 2 * 2**30 and own < 1.5 * 2**30, (own, inherited)

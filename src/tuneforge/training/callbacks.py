@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+
+from tuneforge.evaluation.speed import peak_rss_bytes
 
 
 class MetricsLogCallback(TrainerCallback):
@@ -122,7 +123,7 @@ class QuietProgressCallback(ProgressCallback):
 
 
 def peak_memory_mb() -> dict:
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out = {"peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
     if torch.cuda.is_available():
         out["peak_gpu_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["peak_gpu_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
