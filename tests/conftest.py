@@ -258,9 +258,22 @@ TIERS = ("unit", "integration", "e2e")
 TIER_TIMEOUTS = {"unit": 120, "integration": 600, "e2e": 1800}
 
 
+#: with `pytest -n 2` (make test), tests run in groups on two workers: a file's tests stay together (its module
+#: fixtures are built once), and the files that share an expensive session fixture stay together too (a session
+#: fixture is built once per worker)
+SHARED_FIXTURE_GROUPS = {
+    "test_sft_e2e.py": "identity_run",
+    "test_serve_e2e.py": "identity_run",
+    "test_export_formats.py": "tiny_cls_run",
+    "test_serve_classify.py": "tiny_cls_run",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     problems = []
     for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(name, name)))
         tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
         if len(tiers) != 1:
             problems.append(f"{item.nodeid}: {'no tier marker' if not tiers else 'several tiers: ' + ', '.join(tiers)}")

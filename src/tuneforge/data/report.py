@@ -18,6 +18,11 @@ def _md_escape(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def _md_path(path: str) -> str:
+    """A data file's name in full: shortening it would hide which file a count or a row belongs to."""
+    return _md_escape(path, limit=10**6)
+
+
 def _table(header: Sequence[str], rows: list[Sequence]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
@@ -87,7 +92,7 @@ def read_line(report: dict) -> list[str]:
     return [
         "Read: "
         + "; ".join(
-            f"{_md_escape(src, 80)}: {n} rows"
+            f"{_md_path(src)}: {n} rows"
             + (f" ({k} left out, see below)" if (k := sum(r["source"] == src for r in gone)) else "")
             for src, n in read.items()
         )
@@ -134,7 +139,7 @@ def _records_table(records: list[dict]) -> list[str]:
     shown = records[:LISTED_ROWS]
     md = _table(
         ["source", "record", "problem"],
-        [[_md_escape(r["source"], 80), r["record"], _md_escape(r["problem"], 300)] for r in shown],
+        [[_md_path(r["source"]), r["record"], _md_escape(r["problem"], 300)] for r in shown],
     )
     if len(records) > len(shown):
         md += [f"(the first {len(shown)}; report.json lists all {len(records)})", ""]

@@ -5,6 +5,7 @@ that run, and are tested, on CPU and speed up GPUs, each a pure function or modu
     lora_fused  - LoRA linear layer forward/backward that saves only x and the rank-r product x @ A.T
     distill     - distillation losses (soft targets with temperature, hidden-state matching, token-level KD)
     multitask   - the multi-task loss over several heads (fixed or learned weighting)
+    preference  - preference-tuning losses (DPO, IPO, robust, hinge, ORPO, SimPO, KTO) from sequence log-probs
     soft_ce     - cross-entropy against soft targets (CutMix/MixUp labels)
     levers      - a speed lever (`train.*` switch) and how `auto | true | false` resolves, for the engine and methods
 """
