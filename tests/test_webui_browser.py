@@ -295,8 +295,11 @@ def test_predict_chat_and_chinese(page, ui, classifier_run):
     pg.locator('#tf-chatbot [data-testid="bot"]').first.wait_for()
     assert "⚠" not in pg.locator("#tf-chat-status").inner_text()
     shot(pg, "07-chat")
+    # reset while the answer may still stream: the conversation goes and stays gone (the stream is cancelled; before,
+    # its next chunk brought the whole conversation back on a loaded machine)
     pg.click("#tf-chat-reset")
-    pg.wait_for_timeout(500)
+    wait_text(pg, "tf-chatbot", r"^(?![\s\S]*What is your name\?)", timeout=20)
+    pg.wait_for_timeout(3000)
     assert "What is your name?" not in pg.locator("#tf-chatbot").inner_text()
 
     # Chinese: every label switches in place; Chinese text in data and answers renders

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tuneforge.data.preference_builtins import PREFERENCE_BUILTINS, read_preference_builtin
 from tuneforge.errors import DataError
 
 
@@ -62,6 +64,11 @@ BUILTIN_DATA = {
         "subjectivity (objective plot / subjective review, every row) "
         "and polarity (reviews only), 13,905 rows",
     ),
+    # LLaMA-Factory's demo preference sets, extracted from its PyPI source distribution by `make install`
+    **{
+        name: (functools.partial(read_preference_builtin, name), desc)
+        for name, (_, desc) in PREFERENCE_BUILTINS.items()
+    },
 }
 #: label order for builtin sets, so that `negative` is 0 and `positive` is 1
 BUILTIN_LABEL_ORDER = {"rotten-tomatoes": ["negative", "positive"]}

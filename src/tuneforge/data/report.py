@@ -135,6 +135,25 @@ def bad_records_section(report: dict) -> list[str]:
     return md + _records_table(records)
 
 
+def pairs_section(report: dict) -> list[str]:
+    """Preference runs: pairs per split and how many had an answer cut at data.max_length."""
+    pairs = report.get("pairs")
+    if not pairs:
+        return []
+    md = [
+        "## Preference pairs",
+        "",
+        f"Format: {report.get('format')}. Prompts are never cut: one longer than data.max_prompt_length="
+        f"{report.get('max_prompt_length')} tokens is a bad record. Answers are cut so that prompt + answer fit "
+        f"data.max_length={report.get('max_length')}.",
+        "",
+    ]
+    return md + _table(
+        ["split", "pairs", "pairs with an answer cut"],
+        [[name, p["pairs"], p["truncated"]] for name, p in pairs.items()],
+    )
+
+
 def _records_table(records: list[dict]) -> list[str]:
     shown = records[:LISTED_ROWS]
     md = _table(
@@ -234,6 +253,8 @@ def write_report(
                 for name, c in conv.items()
             ],
         )
+
+    md += pairs_section(report)
 
     if lengths:
         md += ["## Length in tokens", ""]

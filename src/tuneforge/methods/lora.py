@@ -8,8 +8,10 @@ the *dequantized* base in full precision, so the merged model computes what the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import torch
@@ -156,6 +158,17 @@ class LoraMethod(PeftMethod):
         if device != "cuda" or cfg.method.name == QLoraMethod.name or cfg.method.quantization in ("nf4", "fp4"):
             return []
         return [[f"method.name={QLoraMethod.name}"]]
+
+    @contextlib.contextmanager
+    def disabled_adapters(self, model: nn.Module) -> Iterator[nn.Module | None]:
+        """With `init: pissa` / `olora` the adapter's starting value was cut out of the base weights, so switching it
+        off leaves the residual, not the base model: None, and the caller loads the base itself (the base model a
+        report compares with, the reference of a preference run)."""
+        if self.cfg.init in ("pissa", "olora"):
+            yield None
+            return
+        with super().disabled_adapters(model) as base:
+            yield base
 
     def adapter_module_names(self, model: nn.Module) -> list[str]:
         """Every PEFT LoRA layer's adapter modules, as PEFT lists them (`lora_A`, `lora_B`, the embedding pair,

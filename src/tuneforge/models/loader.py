@@ -38,6 +38,8 @@ def resolve_model(name: str, revision: str | None = None) -> str:
         src = spec.source()
         return str(convert_once(spec, src) if spec.convert else src)
     path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / METADATA_FILE).is_file():
+        return _run_model_dir(name, path / "model")
     if path.exists():
         from tuneforge.models import foreign
 
@@ -53,6 +55,23 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
         raise ModelError(f"model directory not found: {name}")
     return _hub_snapshot(name, revision)
+
+
+def _run_model_dir(name: str, model_dir: Path) -> str:
+    """A finished run given as a model (`model.name: runs/sft` to continue from it): its whole model, or for a run
+    that saved only an adapter, a ModelError saying to merge it first."""
+    if (model_dir / "config.json").is_file():
+        return str(model_dir)
+    try:
+        method = json.loads((model_dir / METADATA_FILE).read_text()).get("method", "adapter")
+    except (OSError, ValueError):
+        method = "adapter"
+    merged = f"{name.rstrip('/')}-merged"
+    raise ModelError(
+        f"{name} is a {method} run: its model/ holds the adapter only. Merge it first (tuneforge merge {name} "
+        f"--out {merged}) and set model.name: {merged}; the merged model is what the new run starts from (and, "
+        f"for preference tuning, its reference), with a fresh adapter on top"
+    )
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> str:

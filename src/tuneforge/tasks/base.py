@@ -18,7 +18,8 @@ Training (an instance, built with the run config and `force`)
     compute_metrics / loss_function / preprocess_logits (prepared) -> the Trainer's hooks (None: its default)
     train_sampler(prepared)     -> the order of the training rows (None: the Trainer's shuffling / length groups)
     use_fused_loss(model)       -> optional training loss without full outputs (train.chunked_loss)
-    distill(prepared, ...), training_loss(prepared)   a teacher's targets and the loss that reads them
+    distill(prepared, ...), training_loss(prepared, without_adapters)   a teacher's targets and the loss that
+                                reads them; a loss with a reference model (the method's adapters off)
     write_data_report(prepared, dir), final_evaluation(trainer, prepared, dir, val_metrics, without_adapters)
     test_outputs(trainer, prepared) -> how a final evaluation on the test split starts (None: no test split)
     metadata(prepared), save_extras(dir, prepared) -> what inference needs later, saved with the model
@@ -164,9 +165,11 @@ class Task:
         DataError before training when the teacher cannot teach this data."""
         raise ConfigError(f"distill.teacher: the {self.name} task has no distillation")
 
-    def training_loss(self, prepared: Prepared) -> Callable | None:
+    def training_loss(self, prepared: Prepared, without_adapters: Callable | None = None) -> Callable | None:
         """Optional `loss(model, inputs) -> (loss, outputs)` replacing the Trainer's whole loss computation (a
-        distillation objective needs inputs the model does not take); None keeps the Trainer's."""
+        distillation objective needs inputs the model does not take; a preference loss a reference model:
+        `without_adapters(model)` is the method's `disabled_adapters` hook); None keeps the Trainer's. In
+        evaluation, `outputs` (a dict) become the predictions `compute_metrics` receives."""
         return None
 
     def train_sampler(self, prepared: Prepared):

@@ -391,7 +391,7 @@ class ClassificationTask(Task):
 
         return distill(self, prepared, tokenizer, teacher, cache_dir)
 
-    def training_loss(self, prepared: Prepared):
+    def training_loss(self, prepared: Prepared, without_adapters=None):
         from tuneforge.tasks.classification_distill import training_loss
 
         return training_loss(self.cfg, prepared)

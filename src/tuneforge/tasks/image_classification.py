@@ -295,7 +295,7 @@ class ImageClassificationTask(ClassificationTask):
     def loss_function(self, prepared: Prepared):
         return None
 
-    def training_loss(self, prepared: Prepared[ImageState]):
+    def training_loss(self, prepared: Prepared[ImageState], without_adapters=None):
         """Cross-entropy on the model's logits; in training, batches mixed by CutMix/MixUp first (soft targets)
         and label smoothing; evaluation batches are never mixed. With a teacher, Hinton's loss on top
         (tasks/image_distill.py)."""

@@ -295,7 +295,7 @@ def _train(
         callbacks=callbacks,
         method=method,
         meter=meter,
-        loss=task.training_loss(prepared),
+        loss=task.training_loss(prepared, method.disabled_adapters),
         sampler=task.train_sampler(prepared),
     )
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing

@@ -245,9 +245,9 @@ def build_chat(ctx: Ctx, cache: ModelCache):
             yield history, gr.update(), message("error", error_text(exc))
 
     args = [target, bot, msg, system, temperature, max_new]
-    send.click(reply, args, [bot, msg, status])
-    msg.submit(reply, args, [bot, msg, status])
-    reset.click(lambda: ([], "", ""), None, [bot, msg, status])
+    replies = [send.click(reply, args, [bot, msg, status]), msg.submit(reply, args, [bot, msg, status])]
+    # reset stops an answer still streaming: otherwise its next chunk would bring the whole conversation back
+    reset.click(lambda: ([], "", ""), None, [bot, msg, status], cancels=replies)
 
 
 def build_predict(ctx: Ctx, cache: ModelCache):

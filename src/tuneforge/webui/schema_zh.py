@@ -167,20 +167,45 @@ HELP_ZH: dict[str, str] = {
         "运行的写入位置由 `output.dir` 决定。"
     ),
     "output.overwrite": "允许写入一个已存在、且并非用于继续训练的运行目录。",
-    "task[causal_lm].generation.max_new_tokens": "回答的最大长度，以 token 计（chat/generate 的默认值）。",
-    "task[causal_lm].generation.temperature": "采样温度；0 表示贪心解码。",
-    "task[causal_lm].generation.top_p": "核采样（nucleus sampling）：取累计概率达到该值的最小 token 集合。",
-    "task[causal_lm].generation.repetition_penalty": "重复惩罚：大于 1 时抑制重复的 token（1 = 关闭）。",
-    "task[causal_lm].report_prompts": "留出的提示词，由基础模型和微调后的模型分别回答，并在 eval/report.md 中并排展示。",
-    "task[causal_lm].report_max_new_tokens": "报告中回答的最大长度（贪心解码）。",
-    "task[causal_lm].compare_base": "同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。",
+    "task[causal_lm,preference].generation.max_new_tokens": "回答的最大长度，以 token 计（chat/generate 的默认值）。",
+    "task[causal_lm,preference].generation.temperature": "采样温度；0 表示贪心解码。",
+    "task[causal_lm,preference].generation.top_p": "核采样（nucleus sampling）：取累计概率达到该值的最小 token 集合。",
+    "task[causal_lm,preference].generation.repetition_penalty": "重复惩罚：大于 1 时抑制重复的 token（1 = 关闭）。",
+    "task[causal_lm,preference].report_prompts": "留出的提示词，由基础模型和微调后的模型分别回答，并在 eval/report.md 中并排展示。",
+    "task[causal_lm,preference].report_max_new_tokens": "报告中回答的最大长度（贪心解码）。",
+    "task[causal_lm,preference].compare_base": "同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。",
+    "task[preference].loss": (
+        "偏好损失：`dpo`（sigmoid；设置 `label_smoothing` 时为保守 DPO）、`ipo`、`robust`（rDPO）、`hinge`（SLiC）、"
+        "`orpo`（优势比项加上被选回答的 NLL，无需参考模型）、`simpo`（按长度归一化，间隔为 `gamma`，无需参考模型）。"
+        "每种损失都与 TRL 的实现一致。"
+    ),
+    "task[preference].beta": "偏好项的强度（除 orpo 外的所有损失）：策略模型可以偏离参考模型多远。默认：0.1（simpo 为 2.0）。",
+    "task[preference].label_smoothing": "dpo、robust、simpo：假定被标反的偏好对所占比例（0 = 没有；默认 0）。",
+    "task[preference].gamma": "simpo：目标奖励间隔（默认 0.5）。",
+    "task[preference].orpo_alpha": "orpo：优势比项相对于 NLL 的权重（论文中的 lambda；默认 0.1）。",
+    "task[preference].sft_weight": (
+        "加上该权重乘以被选回答每个 token 的 NLL（RPO）；0 = 关闭。orpo 总是以权重 1 加上这一项（它是 ORPO 的一部分）。"
+    ),
+    "data[preference].format": (
+        "偏好数据格式：`alpaca`（instruction/input/chosen/rejected，LLaMA-Factory）、`sharegpt`"
+        "（conversations 加上 chosen/rejected 消息，LLaMA-Factory）、`trl`（prompt/chosen/rejected，"
+        "可以是文本或消息列表）、`auto`（根据列自动识别）。"
+    ),
+    "data[preference].system_prompt": "在训练和对话中，为每个没有系统消息的提示词加上的系统消息。",
+    "data[preference].variables": "提示词、回答和系统提示词中 `{{name}}` 占位符的取值。",
+    "data[preference].roles": "数据中的角色名映射到 `system`/`user`/`assistant`，作为已知角色名（human、user、gpt、assistant、bot、model、system）的补充。",
+    "data[preference].max_prompt_length": (
+        "提示词（回答之前经过模板渲染的对话）的最大 token 数；更长的提示词是坏记录（见 `data.bad_records`）："
+        "提示词从不截断。默认：`max_length` 的一半。回答会被截断，使提示词加回答不超过 `max_length`；"
+        "被截断的偏好对会在 data/report.md 中计数。"
+    ),
     "data[causal_lm].format": (
         "SFT 数据格式：`alpaca`（instruction/input/output，可选 system/history），"
         "`sharegpt`（由 from/value 组成的 conversations），"
         "`messages`（OpenAI 风格的 role/content 列表），"
         "`text`（在 `text_column` 上进行纯文本增量预训练），`auto`（根据列自动识别）。"
     ),
-    "data[causal_lm].template": (
+    "data[causal_lm,preference].template": (
         "对话模板（SFT）：`auto` 使用分词器自带的模板，要求分词器带有模板；指定名称（`chatml`、`llama3`、"
         "`alpaca`、`vicuna`）则改用该模板。所用模板会随模型一起保存。"
     ),

@@ -1,0 +1,110 @@
+"""Preference pairs to training rows: the prompt conversation and each answer rendered with the chat template and
+tokenized as in SFT (data/templates), the loss on the final answer only (its end-of-turn token included).
+
+The length rule, written down: prompts are never cut. A prompt (the templated conversation before the answer,
+the generation prompt included) longer than `data.max_prompt_length` tokens is a bad record (`prompt_lengths`
+finds them before splitting, so `data.bad_records` reports them with their record numbers). An answer is cut so
+that prompt + answer fit `data.max_length`; a pair with either answer cut is counted as truncated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tuneforge.errors import DataError
+
+
+@dataclass
+class PairSettings:
+    chat: object  # the data.templates.ChatFormat the run uses
+    system_prompt: str | None
+    max_length: int
+    max_prompt_length: int
+
+
+def _conversation(record: dict, answer: str, system_prompt: str | None) -> list[dict]:
+    from tuneforge.data.templates import with_system
+
+    return with_system([*record["prompt"], {"role": "assistant", "content": answer}], system_prompt)
+
+
+def prompt_lengths(records: list[dict], tokenizer, s: PairSettings) -> list[int]:
+    """Tokens of each record's templated prompt (generation prompt included), as training will see it."""
+    from tuneforge.data.templates import render, with_system
+
+    texts = [
+        render(tokenizer, s.chat.jinja, with_system(r["prompt"], s.system_prompt), add_generation_prompt=True)
+        for r in records
+    ]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def _last_answer_only(segs: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    # the earlier assistant turns of a multi-turn prompt are context, not what the pair compares
+    last = max(i for i, (_, target) in enumerate(segs) if target)
+    return [(text, target and i == last) for i, (text, target) in enumerate(segs)]
+
+
+def encode_pairs(records: list[dict], tokenizer, split: str, stats: dict, s: PairSettings):
+    """One split's pairs as a datasets.Dataset (chosen_input_ids, chosen_labels, rejected_input_ids,
+    rejected_labels, length = the longer of the two), or None for no records. `stats` gets `{split}_lengths`
+    (tokens per pair before cutting), `{split}_truncated` (pairs with an answer cut) and the trained tokens.
+    Raises DataError for a record the template cannot render."""
+    import datasets
+
+    from tuneforge.data.templates import IGNORE, conversation_segments, encode_segments
+
+    if not records:
+        return None
+    segs = []
+    for n, r in enumerate(records, start=1):
+        for answer in (r["chosen"], r["rejected"]):
+            conv = _conversation(r, answer, s.system_prompt)
+            try:
+                segs.append(_last_answer_only(conversation_segments(tokenizer, s.chat, conv)))
+            except DataError as exc:
+                raise DataError(f"{split} pair {n}: {exc}") from None
+    encoded = encode_segments(tokenizer, segs, train_on_prompt=False)
+    cols: dict[str, list] = {k: [] for k in ("chosen_input_ids", "chosen_labels", "rejected_input_ids")}
+    cols.update(rejected_labels=[], length=[])
+    lengths, truncated, trained = [], 0, 0
+    for i in range(0, len(encoded), 2):
+        pair = encoded[i : i + 2]
+        lengths.append(max(len(e.input_ids) for e in pair))
+        cut = False
+        for side, e in zip(("chosen", "rejected"), pair):
+            ids, labels = e.input_ids, e.labels
+            if len(ids) > s.max_length:
+                ids, labels, cut = ids[: s.max_length], labels[: s.max_length], True
+            labels = [IGNORE] + labels[1:]  # the first token has no context to be predicted from
+            trained += sum(x != IGNORE for x in labels)
+            cols[f"{side}_input_ids"].append(ids)
+            cols[f"{side}_labels"].append(labels)
+        cols["length"].append(max(len(cols["chosen_input_ids"][-1]), len(cols["rejected_input_ids"][-1])))
+        truncated += cut
+    stats[f"{split}_lengths"] = lengths
+    stats[f"{split}_truncated"] = truncated
+    stats[f"{split}_trained_tokens"] = trained
+    return datasets.Dataset.from_dict(cols)
+
+
+class PairCollator:
+    """Batches of pairs as one batch of 2 x B rows, the chosen answers first: one forward pass computes both
+    (right-padded to the batch's longest row; labels -100 on padding)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        rows = [(f["chosen_input_ids"], f["chosen_labels"]) for f in features]
+        rows += [(f["rejected_input_ids"], f["rejected_labels"]) for f in features]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (x, y) in enumerate(rows):
+            ids[i, : len(x)] = torch.as_tensor(x)
+            labels[i, : len(y)] = torch.as_tensor(y)
+            mask[i, : len(x)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,134 @@
+"""The `task:` and `data:` keys of preference runs (tasks/preference.py), and the rule that a loss's parameter set
+for another loss is a config error naming the loss that reads it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tuneforge.config.schema import DataSection, RunConfig
+from tuneforge.errors import ConfigError
+from tuneforge.tasks.causal_lm import CausalLMConfig
+
+#: the paired losses (kernels/preference.py), names as in TRL and the papers
+LOSSES = ("dpo", "ipo", "robust", "hinge", "orpo", "simpo")
+#: losses that compare with a reference model (ORPO and SimPO need none)
+REFERENCE_LOSSES = ("dpo", "ipo", "robust", "hinge")
+#: the default of each loss's beta where the config leaves it null (SimPO's paper uses 2.0; the rest TRL's 0.1)
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "robust": 0.1, "hinge": 0.1, "simpo": 2.0}
+#: task keys read by only some losses -> those losses (`beta` is read by every loss but orpo)
+LOSS_KEYS = {
+    "beta": ("dpo", "ipo", "robust", "hinge", "simpo"),
+    "label_smoothing": ("dpo", "robust", "simpo"),
+    "gamma": ("simpo",),
+    "orpo_alpha": ("orpo",),
+}
+
+
+class PreferenceData(DataSection):
+    """`data:` keys of preference runs: the record format, the chat template, and the prompt's length limit."""
+
+    format: Literal["auto", "alpaca", "sharegpt", "trl"] = Field(
+        "auto",
+        description=(
+            "Preference record format: `alpaca` (instruction/input/chosen/rejected, LLaMA-Factory), `sharegpt` "
+            "(conversations + chosen/rejected messages, LLaMA-Factory), `trl` (prompt/chosen/rejected as texts or "
+            "message lists), `auto` (detected from the columns)."
+        ),
+    )
+    template: str = Field(
+        "auto",
+        description=(
+            "Chat template: `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, `alpaca`, "
+            "`vicuna`) uses that template instead. The template used is saved with the model."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None, description="System message added to every prompt that has none, in training and in chat."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Values for `{{name}}` placeholders in the prompts, answers and system prompt.",
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
+            "gpt, assistant, bot, model, system)."
+        ),
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Longest prompt in tokens (the templated conversation before the answer); a longer prompt is a bad "
+            "record (`data.bad_records`): prompts are never cut. Default: half of `max_length`. The answers are "
+            "cut so that prompt + answer fit `max_length`; cut pairs are counted in data/report.md."
+        ),
+    )
+
+
+class PreferenceConfig(CausalLMConfig):
+    type: Literal["preference"] = "preference"  # type: ignore[assignment]
+    loss: Literal["dpo", "ipo", "robust", "hinge", "orpo", "simpo"] = Field(
+        "dpo",
+        description=(
+            "The preference loss: `dpo` (sigmoid; with `label_smoothing`: conservative DPO), `ipo`, `robust` (rDPO), "
+            "`hinge` (SLiC), `orpo` (odds ratio plus the chosen answer's NLL, no reference model), `simpo` "
+            "(length-normalised, margin `gamma`, no reference model). Each equals TRL's implementation."
+        ),
+    )
+    beta: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "Strength of the preference term (every loss but orpo): how far the policy may move from the reference. "
+            "Default: 0.1 (simpo: 2.0)."
+        ),
+    )
+    label_smoothing: float | None = Field(
+        None,
+        ge=0.0,
+        lt=0.5,
+        description="dpo, robust, simpo: the assumed fraction of flipped preference labels (0 = none; default 0).",
+    )
+    gamma: float | None = Field(None, ge=0.0, description="simpo: the target reward margin (default 0.5).")
+    orpo_alpha: float | None = Field(
+        None,
+        gt=0.0,
+        description="orpo: weight of the odds-ratio term next to the NLL (the paper's lambda; default 0.1).",
+    )
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "Adds this weight times the chosen answer's NLL per token (RPO); 0 = off. orpo always adds it with "
+            "weight 1 (it is part of ORPO)."
+        ),
+    )
+
+
+def check_preference_config(cfg: RunConfig) -> None:
+    """A loss parameter set for a loss that does not read it is a ConfigError naming the loss that does."""
+    t = cfg.task
+    for key, readers in LOSS_KEYS.items():
+        if getattr(t, key) is not None and t.loss not in readers:
+            raise ConfigError(
+                f"task.{key}: read by loss{'es' if len(readers) > 1 else ''} {', '.join(readers)}, not "
+                f"{t.loss} (task.loss); remove it"
+            )
+    if t.loss == "orpo" and t.sft_weight:
+        raise ConfigError("task.sft_weight: orpo already adds the chosen answer's NLL (weight 1); remove it")
+
+
+def loss_parameters(cfg: RunConfig) -> dict[str, float]:
+    """The keyword arguments of kernels.preference.preference_loss for this run's loss, defaults filled."""
+    t = cfg.task
+    params: dict[str, float] = {}
+    if t.loss in LOSS_KEYS["beta"]:
+        params["beta"] = t.beta if t.beta is not None else DEFAULT_BETA[t.loss]
+    for key in ("label_smoothing", "gamma", "orpo_alpha"):
+        if getattr(t, key) is not None:
+            params[key] = getattr(t, key)
+    return params

@@ -1,0 +1,141 @@
+"""The training loss of preference runs: chosen and rejected answers in one forward pass, their summed log-probs
+gathered chunk by chunk from the last hidden states (kernels/token_logps: no batch x length x vocabulary logits),
+the reference's log-probs with the method's adapters switched off (or from a frozen copy of the base for methods
+without adapters), and the loss of kernels/preference.py. Evaluation gets the per-pair rewards as its
+"predictions", from which `preference_metrics` computes reward accuracy, margin and log-probs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.kernels.preference import PairedLogps, preference_loss, sft_loss
+from tuneforge.kernels.token_logps import sequence_logps
+from tuneforge.tasks.preference_config import REFERENCE_LOSSES, loss_parameters
+
+#: config keys of models whose logits are transformed after the output layer
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
+#: the names of the arrays evaluation collects per pair, in order (the loss's outputs, `preference_metrics` reads)
+PREDICTIONS = ("chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")
+
+
+def _core(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _transforms_logits(core: nn.Module) -> bool:
+    """Whether the model changes its logits after the output layer (then they are read from its own forward)."""
+    cfg = getattr(core, "config", None)
+    return any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS)
+
+
+def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed answer log-probs [rows], answer token counts [rows]) of the batch's rows under `model`. The logits
+    are formed chunk by chunk from the final hidden states through the output layer; a model that transforms its
+    logits after that layer (soft-capping, scaling) is read from its full logits instead."""
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    n = ids.shape[1]
+    core = _core(model)
+    if core.get_output_embeddings() is not None and not _transforms_logits(core):
+        kw = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True, "use_cache": False}
+        try:
+            out = model(**kw, logits_to_keep=1)  # the logits of one position only: the head runs chunked below
+        except TypeError:  # a model without logits_to_keep
+            out = model(**kw)
+        # prompt tuning puts virtual tokens in front: the real tokens' states are the last n
+        hidden = out.hidden_states[-1][:, -n:]
+        head = core.get_output_embeddings()
+        return sequence_logps(hidden, head, labels, vocab_size=core.config.get_text_config().vocab_size)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -n:].float()
+    shifted = labels[:, 1:]
+    picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    keep = shifted != -100
+    return (picked * keep).sum(-1), keep.sum(-1)
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    # as TRL does by default: with dropout on, the policy's log-ratio to the reference is not 0 at step 0 and the
+    # reference pass (adapters off) would see a different network from the policy's
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+class PreferenceLoss:
+    """`loss(model, inputs) -> (loss, outputs)` for the Trainer (tasks/base.Task.training_loss). `without_adapters`:
+    the method's `disabled_adapters` hook (the reference is then the same weights with the adapters off)."""
+
+    def __init__(self, cfg: RunConfig, without_adapters: Callable | None = None):
+        self.cfg = cfg
+        self.name = cfg.task.loss
+        self.params = loss_parameters(cfg)
+        self.sft_weight = 1.0 if self.name == "orpo" else cfg.task.sft_weight
+        self.needs_reference = self.name in REFERENCE_LOSSES
+        self.without_adapters = without_adapters
+        self._copy: nn.Module | None = None
+        self._prepared_models: set[int] = set()
+
+    @contextlib.contextmanager
+    def reference(self, model: nn.Module):
+        """The reference model: `model` with the method's adapters off, else a frozen copy of the base model
+        (loaded once, on the policy's device and dtype)."""
+        if self.without_adapters is not None:
+            with self.without_adapters(model) as base:
+                if base is not None:
+                    yield base
+                    return
+        if self._copy is None:
+            from tuneforge.models.loader import load_model, resolve_model
+
+            m = self.cfg.model
+            self._copy = load_model(
+                resolve_model(m.name, m.revision), _core(model).__class__, m.dtype, m.trust_remote_code
+            )
+            p = next(model.parameters())
+            self._copy.to(p.device).eval().requires_grad_(False)
+            _disable_dropout(self._copy)
+        yield self._copy
+
+    def __call__(self, model: nn.Module, inputs: dict):
+        if id(model) not in self._prepared_models:
+            _disable_dropout(model)
+            self._prepared_models.add(id(model))
+        logps, tokens = policy_logps(model, inputs)
+        half = logps.shape[0] // 2
+        ref_c = ref_r = None
+        if self.needs_reference:
+            with torch.no_grad(), self.reference(model) as ref:
+                ref_logps, _ = policy_logps(ref, inputs)
+            ref_c, ref_r = ref_logps[:half], ref_logps[half:]
+        pair = PairedLogps(logps[:half], logps[half:], ref_c, ref_r, tokens[:half], tokens[half:])
+        out = preference_loss(self.name, pair, **self.params)
+        loss = out.losses.mean()
+        if self.sft_weight:
+            loss = loss + sft_loss(logps[:half], tokens[:half], self.sft_weight)
+        outputs = {
+            "chosen_rewards": out.chosen_rewards.detach(),
+            "rejected_rewards": out.rejected_rewards.detach(),
+            "chosen_logps": logps[:half].detach(),
+            "rejected_logps": logps[half:].detach(),
+        }
+        return loss, outputs
+
+
+def preference_metrics(eval_pred) -> dict[str, float]:
+    """Reward accuracy (the share of held-out pairs whose chosen answer gets the larger reward), the mean margin
+    and rewards, and the mean log-probs of the chosen and rejected answers."""
+    preds = eval_pred.predictions
+    c, r, lc, lr = (np.asarray(preds[i], dtype=np.float64).reshape(-1) for i in range(len(PREDICTIONS)))
+    return {
+        "reward_accuracy": float((c > r).mean()),
+        "reward_margin": float((c - r).mean()),
+        "rewards_chosen": float(c.mean()),
+        "rewards_rejected": float(r.mean()),
+        "logps_chosen": float(lc.mean()),
+        "logps_rejected": float(lr.mean()),
+    }

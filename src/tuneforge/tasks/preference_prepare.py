@@ -1,0 +1,201 @@
+"""Preparing the data of a preference run (tasks/preference.py): the pairs of every file read in their detected
+format (data/preference_formats), placeholders filled, prompts over `data.max_prompt_length` treated as bad
+records, data.train split where no file is given, and every split encoded (data/preference_encode) with its
+data report."""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tuneforge.data.splits import data_seed
+from tuneforge.errors import DataError
+from tuneforge.tasks.base import Prepared
+from tuneforge.tasks.sft_prepare import split_records
+
+if TYPE_CHECKING:
+    from tuneforge.config.schema import RunConfig
+    from tuneforge.data.preference_encode import PairSettings
+    from tuneforge.data.templates import ChatFormat
+
+
+@dataclass
+class PreferenceState:
+    """What preparation decided, for the later hooks: the chat template, stop tokens and held-out prompts."""
+
+    fmt: str
+    chat: ChatFormat
+    system_prompt: str | None
+    stop_token_ids: list[int]
+    pad_token_id: int | None
+    report_pairs: list[dict] = field(default_factory=list)  # held-out pairs whose prompts eval/report.md answers
+
+
+def _fill(record: dict, variables: dict[str, str], where: str) -> dict:
+    from tuneforge.data.templates import fill_variables
+
+    return {
+        "prompt": [{**m, "content": fill_variables(m["content"], variables, where)} for m in record["prompt"]],
+        "chosen": fill_variables(record["chosen"], variables, where),
+        "rejected": fill_variables(record["rejected"], variables, where),
+    }
+
+
+def _summary(records: list[dict] | None) -> dict | None:
+    """A split in the shape data/report.py's splits table shows: pairs, prompt languages, mean characters."""
+    from collections import Counter
+
+    from tuneforge.data.text import detect_language
+
+    if not records:
+        return None
+    users = [" ".join(m["content"] for m in r["prompt"] if m["role"] == "user") for r in records]
+    chars = [len(u) + len(r["chosen"]) + len(r["rejected"]) for u, r in zip(users, records)]
+    return {
+        "rows": len(records),
+        "classes": {},
+        "languages": dict(Counter(detect_language(u) for u in users).most_common()),
+        "chars": {"mean": round(sum(chars) / len(chars), 1), "max": max(chars)},
+    }
+
+
+def read_pairs(
+    cfg: RunConfig, source: str, key: str, tokenizer, s: PairSettings, skipped_out: list[dict], read: dict[str, int]
+) -> tuple[str, list[dict]]:
+    """The pairs of `source` (format, records). Records that cannot be used, prompts over data.max_prompt_length
+    included, raise a DataError naming the record, or with data.bad_records=skip are left out and appended to
+    `skipped_out`; `read` gets the number of records the file held."""
+    from tuneforge.data.columns import skip_hint
+    from tuneforge.data.preference_encode import prompt_lengths
+    from tuneforge.data.preference_formats import parse_preference_records
+    from tuneforge.data.sources import read_table
+
+    d = cfg.data
+    frame = read_table(source, key)
+    read[source] = len(frame)
+    skipped: list | None = [] if d.bad_records == "skip" else None
+    numbers: list = []
+    kind, fmt, records = parse_preference_records(
+        frame, d.format, source, roles=d.roles, skipped=skipped, numbers=numbers
+    )
+    if numbers:
+        print(
+            f"tuneforge: {source}: {len(numbers)} fields held a number instead of text and were trained as its text "
+            f"(first: {numbers[0]})",
+            file=sys.stderr,
+            flush=True,
+        )
+    if kind != "paired":
+        raise DataError(
+            f"{source}: holds unpaired (KTO) records, a prompt with one answer and a label; the losses of "
+            f"task.loss need pairs of a chosen and a rejected answer"
+        )
+    left = {n for n, _ in skipped or []}
+    numbers = [n for n in range(1, len(frame) + 1) if n not in left]  # each kept record's number in the file
+    records = [_fill(r, d.variables, f"{source}: record {n}") for r, n in zip(records, numbers)]
+    kept = []
+    for r, n, length in zip(records, numbers, prompt_lengths(records, tokenizer, s)):
+        if length <= s.max_prompt_length:
+            kept.append(r)
+            continue
+        problem = (
+            f"the prompt is {length} tokens, longer than data.max_prompt_length={s.max_prompt_length} (prompts "
+            f"are never cut)"
+        )
+        if skipped is None:
+            raise DataError(f"{source}: record {n}: {problem} {skip_hint()}")
+        skipped.append((n, problem))
+    if skipped:
+        print(
+            f"tuneforge: {source}: data.bad_records=skip: left out {len(skipped)} of {len(frame)} records that "
+            f"cannot be used (first: {sorted(skipped)[0][1]}); all are listed in the run's data/report.md",
+            file=sys.stderr,
+            flush=True,
+        )
+        prefix = f"{source}: record "
+        skipped_out.extend(
+            {
+                "source": source,
+                "record": n,
+                "problem": msg[len(prefix) :].split(": ", 1)[-1] if msg.startswith(prefix) else msg,
+            }
+            for n, msg in sorted(skipped)
+        )
+    if not kept:
+        raise DataError(f"{source}: no usable preference pairs (all {len(frame)} records were left out)")
+    return fmt, kept
+
+
+def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepared[PreferenceState]:
+    """Read, split and encode every split; `state_of(fmt)` builds the PreferenceState once the format is known."""
+    from tuneforge.data.preference_encode import encode_pairs
+
+    d = cfg.data
+    rng = random.Random(data_seed(cfg))
+    skipped: list[dict] = []
+    read: dict[str, int] = {}
+    fmt, train = read_pairs(cfg, d.train, "data.train", tokenizer, s, skipped, read)
+    val = read_pairs(cfg, d.validation, "data.validation", tokenizer, s, skipped, read)[1] if d.validation else None
+    test = read_pairs(cfg, d.test, "data.test", tokenizer, s, skipped, read)[1] if d.test else None
+    if test is None:
+        train, test = split_records(train, d.split.test, rng)
+    if val is None:
+        train, val = split_records(train, d.split.validation / (1.0 - (d.split.test if not d.test else 0.0)), rng)
+    if d.max_train_samples and d.max_train_samples < len(train):
+        train = rng.sample(train, d.max_train_samples)
+    if not train:
+        raise DataError(f"{d.train}: no training pairs left after splitting")
+    stats: dict = {}
+    encoded = {
+        name: encode_pairs(rs or [], tokenizer, name, stats, s)
+        for name, rs in (("train", train), ("validation", val), ("test", test))
+    }
+    state = state_of(fmt)
+    state.report_pairs = list(test or val or [])[: cfg.task.report_prompts]
+    sizes = {"train": len(train), "validation": len(val or []), "test": len(test or [])}
+    truncated = {k: stats.get(f"{k}_truncated", 0) for k in sizes}
+    if any(truncated.values()):
+        print(
+            f"tuneforge: pairs with an answer cut at data.max_length={d.max_length}: "
+            + ", ".join(f"{k} {v}" for k, v in truncated.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    report: dict = {
+        "task": "preference",
+        "format": fmt,
+        "read": read,
+        "before": _summary(train),
+        "validation": _summary(val),
+        "test": _summary(test),
+        "pairs": {k: {"pairs": n, "truncated": truncated[k]} for k, n in sizes.items() if n},
+        "max_length": d.max_length,
+        "max_prompt_length": s.max_prompt_length,
+    }
+    if skipped:
+        report["bad_records"] = {"policy": "skip", "records": skipped}
+    info = {
+        "format": fmt,
+        "template": state.chat.name,
+        "end_of_turn_token": state.chat.end_token,
+        "stop_token_ids": state.stop_token_ids,
+        "system_prompt": state.system_prompt,
+        "pad_token_id": state.pad_token_id,
+        "sizes": sizes,
+        "truncated_pairs": truncated,
+        "skipped_records": len(skipped),
+        "trained_tokens": stats.get("train_trained_tokens", 0),
+    }
+    return Prepared(
+        train=encoded["train"],
+        validation=encoded["validation"],
+        test=encoded["test"],
+        sizes=sizes,
+        state=state,
+        report=report,
+        held_out={"validation": list(val or []), "test": list(test or [])},
+        lengths={k: stats[f"{k}_lengths"] for k in sizes if f"{k}_lengths" in stats},
+        info=info,
+    )
