@@ -133,12 +133,17 @@ def _yaml(tmp_path, cfg) -> str:
     "task, data, message",
     [
         ({"gamma": 0.5}, {}, r"task\.gamma: read by loss simpo, not dpo"),
-        ({"loss": "orpo", "beta": 0.2}, {}, r"task\.beta: read by losses dpo, ipo, robust, hinge, simpo, not orpo"),
+        (
+            {"loss": "orpo", "beta": 0.2},
+            {},
+            r"task\.beta: read by losses dpo, ipo, robust, hinge, simpo, kto, not orpo",
+        ),
         ({"loss": "ipo", "label_smoothing": 0.1}, {}, r"task\.label_smoothing: read by losses dpo, robust, simpo"),
         ({"loss": "orpo", "sft_weight": 0.5}, {}, r"orpo already adds the chosen answer's NLL"),
         ({}, {"max_prompt_length": 128}, r"max_prompt_length=128 leaves no room"),
         ({}, {"packing": True}, r"data\.packing: only used by the causal_lm task"),
-        ({"loss": "kto"}, {}, r"task\.loss"),
+        ({"desirable_weight": 2.0}, {}, r"task\.desirable_weight: read by loss kto, not dpo"),
+        ({"loss": "kto", "sft_weight": 0.5}, {}, r"task\.sft_weight: not used by kto"),
     ],
 )
 def test_config_is_strict(tiny_llama, task, data, message):
@@ -169,3 +174,79 @@ def test_pissa_and_olora_have_no_adapters_off_base(tiny_llama, init, switched_of
 
     with method.disabled_adapters(Wrapped()) as base:
         assert (base is not None) is switched_off
+
+
+@pytest.mark.unit
+def test_a_finished_run_as_model_name(tmp_path):
+    """`model.name: runs/<run>` continues from a run's whole model; an adapter-only run says to merge it first."""
+    from tuneforge.errors import ModelError
+    from tuneforge.models.loader import resolve_model
+
+    full = tmp_path / "sft-full"
+    (full / "model").mkdir(parents=True)
+    (full / "model" / "tuneforge.json").write_text(json.dumps({"method": "full"}))
+    (full / "model" / "config.json").write_text("{}")
+    assert resolve_model(str(full)) == str(full / "model")
+    lora = tmp_path / "sft-lora"
+    (lora / "model").mkdir(parents=True)
+    (lora / "model" / "tuneforge.json").write_text(json.dumps({"method": "lora"}))
+    with pytest.raises(ModelError, match=r"is a lora run: its model/ holds the adapter only\. Merge it first"):
+        resolve_model(str(lora))
+
+
+@pytest.mark.unit
+def test_the_estimate_counts_both_answers_of_a_pair(tiny_llama):
+    """A batch of 4 pairs is a forward pass over 8 rows: the estimate's activations are those of an SFT batch of 8."""
+    from tuneforge.config import load_config
+    from tuneforge.training.estimate import estimate_memory
+
+    pref = load_config(raw=pref_config(tiny_llama, "x.jsonl", "out"))
+    sft_raw = pref_config(tiny_llama, "x.jsonl", "out")
+    sft_raw["task"] = {"type": "causal_lm"}
+    sft = load_config(raw=sft_raw)
+    p = estimate_memory(pref, device="cpu", batch_size=4, seq_len=128)
+    s8 = estimate_memory(sft, device="cpu", batch_size=8, seq_len=128)
+    s4 = estimate_memory(sft, device="cpu", batch_size=4, seq_len=128)
+    assert p.activations == s8.activations > s4.activations
+
+
+@pytest.mark.integration
+def test_kto_learns_from_pairs_read_as_good_and_bad_answers(tiny_llama, pairs_file, tmp_path):
+    out = tmp_path / "kto"
+    api_train(pref_config(tiny_llama, pairs_file, str(out), loss="kto"), "task.report_prompts=1")
+    test = json.loads((out / "eval" / "metrics.json").read_text())["test"]
+    assert test["answers"] == 16 and test["reward_accuracy"] >= 0.75 and test["reward_margin"] > 0, test
+    assert "kl" in test
+    data = (out / "data" / "report.md").read_text()
+    assert "## Preference answers (unpaired, KTO)" in data and "| train | 48 | 0 |" in data
+
+
+@pytest.mark.integration
+def test_kto_reads_unpaired_answers_and_dpo_refuses_them(tiny_llama, tmp_path):
+    from tuneforge.errors import DataError
+
+    rows = [
+        {"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+        for r in pair_rows(20)
+        for side in ("chosen", "rejected")
+    ]
+    data = write_jsonl(tmp_path / "kto.jsonl", rows)
+    out = tmp_path / "kto"
+    api_train(pref_config(tiny_llama, data, str(out), loss="kto"), "train.epochs=1", "task.report_prompts=0")
+    assert json.loads((out / "eval" / "metrics.json").read_text())["test"]["answers"] == 8
+    with pytest.raises(DataError, match=r"holds unpaired records .* task\.loss dpo needs pairs"):
+        api_train(pref_config(tiny_llama, data, str(tmp_path / "dpo")), "train.epochs=1")
+
+
+@pytest.mark.unit
+def test_kto_reward_accuracy_is_the_share_of_good_bad_answer_pairs_in_order():
+    from types import SimpleNamespace
+
+    from tuneforge.tasks.preference_loss import kto_metrics
+
+    rewards = [0.9, 0.1, 0.5, 0.5, -1.0]
+    good = [1, 1, 0, 1, 0]
+    m = kto_metrics(SimpleNamespace(predictions=(rewards, good, [-1.0] * 5, [0.2] * 5)))
+    # good {0.9, 0.1, 0.5} vs bad {0.5, -1.0}: 0.9 beats both, 0.1 beats one, 0.5 ties one and beats one -> 4.5 / 6
+    assert m["reward_accuracy"] == pytest.approx(4.5 / 6)
+    assert m["reward_margin"] == pytest.approx(0.5 - (-0.25)) and m["kl"] == pytest.approx(0.2)

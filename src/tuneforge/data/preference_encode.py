@@ -1,5 +1,6 @@
-"""Preference pairs to training rows: the prompt conversation and each answer rendered with the chat template and
-tokenized as in SFT (data/templates), the loss on the final answer only (its end-of-turn token included).
+"""Preference pairs (and KTO's unpaired answers) to training rows: the prompt conversation and each answer rendered
+with the chat template and tokenized as in SFT (data/templates), the loss on the final answer only (its end-of-turn
+token included).
 
 The length rule, written down: prompts are never cut. A prompt (the templated conversation before the answer,
 the generation prompt included) longer than `data.max_prompt_length` tokens is a bad record (`prompt_lengths`
@@ -87,6 +88,80 @@ def encode_pairs(records: list[dict], tokenizer, split: str, stats: dict, s: Pai
     return datasets.Dataset.from_dict(cols)
 
 
+def encode_unpaired(records: list[dict], tokenizer, split: str, stats: dict, s: PairSettings):
+    """One split's unpaired answers (KTO) as a datasets.Dataset (prompt_ids, completion_ids, completion_labels,
+    desirable, length), or None for no records; the prompt and the answer are kept apart so that the collator can
+    also pair each prompt with another row's answer (KTO's KL estimate). `stats` as in `encode_pairs`."""
+    import datasets
+
+    from tuneforge.data.templates import IGNORE, conversation_segments, encode_segments
+
+    if not records:
+        return None
+    segs = []
+    for n, r in enumerate(records, start=1):
+        try:
+            conv = _conversation(r, r["completion"], s.system_prompt)
+            segs.append(_last_answer_only(conversation_segments(tokenizer, s.chat, conv)))
+        except DataError as exc:
+            raise DataError(f"{split} record {n}: {exc}") from None
+    cols: dict[str, list] = {k: [] for k in ("prompt_ids", "completion_ids", "completion_labels", "desirable")}
+    cols["length"] = []
+    lengths, truncated, trained = [], 0, 0
+    for r, e in zip(records, encode_segments(tokenizer, segs, train_on_prompt=False)):
+        start = next(i for i, x in enumerate(e.labels) if x != IGNORE)
+        lengths.append(len(e.input_ids))
+        ids, labels = e.input_ids[: s.max_length], e.labels[: s.max_length]
+        truncated += len(e.input_ids) > s.max_length
+        trained += sum(x != IGNORE for x in labels)
+        cols["prompt_ids"].append(ids[:start])
+        cols["completion_ids"].append(ids[start:])
+        cols["completion_labels"].append(labels[start:])
+        cols["desirable"].append(bool(r["label"]))
+        cols["length"].append(len(ids))
+    stats[f"{split}_lengths"] = lengths
+    stats[f"{split}_truncated"] = truncated
+    stats[f"{split}_trained_tokens"] = trained
+    return datasets.Dataset.from_dict(cols)
+
+
+def _padded(rows: list[tuple[list[int], list[int]]], pad: int) -> dict:
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)] = torch.as_tensor(x)
+        labels[i, : len(y)] = torch.as_tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class UnpairedCollator:
+    """KTO batches: B rows of prompt + its own answer, then B rows of the same prompts each with the previous row's
+    answer (the mismatched pairs whose log-ratio estimates the KL term, as TRL builds them), cut at `max_length`;
+    `desirable` [B] says which answers are good."""
+
+    def __init__(self, pad_token_id: int, max_length: int):
+        self.pad, self.max_length = pad_token_id, max_length
+
+    def _row(self, prompt: list[int], ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+        full = (prompt + ids)[: self.max_length]
+        return full, ([-100] * len(prompt) + labels)[: self.max_length]
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        own = [self._row(f["prompt_ids"], f["completion_ids"], f["completion_labels"]) for f in features]
+        other = [features[i - 1] for i in range(len(features))]  # a one-row batch pairs a prompt with its own answer
+        kl = [self._row(f["prompt_ids"], o["completion_ids"], o["completion_labels"]) for f, o in zip(features, other)]
+        batch = _padded(own + kl, self.pad)
+        batch["desirable"] = torch.tensor([bool(f["desirable"]) for f in features])
+        return batch
+
+
 class PairCollator:
     """Batches of pairs as one batch of 2 x B rows, the chosen answers first: one forward pass computes both
     (right-padded to the batch's longest row; labels -100 on padding)."""
@@ -95,16 +170,6 @@ class PairCollator:
         self.pad = pad_token_id
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
-
         rows = [(f["chosen_input_ids"], f["chosen_labels"]) for f in features]
         rows += [(f["rejected_input_ids"], f["rejected_labels"]) for f in features]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (x, y) in enumerate(rows):
-            ids[i, : len(x)] = torch.as_tensor(x)
-            labels[i, : len(y)] = torch.as_tensor(y)
-            mask[i, : len(x)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return _padded(rows, self.pad)

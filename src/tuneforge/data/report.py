@@ -136,22 +136,21 @@ def bad_records_section(report: dict) -> list[str]:
 
 
 def pairs_section(report: dict) -> list[str]:
-    """Preference runs: pairs per split and how many had an answer cut at data.max_length."""
+    """Preference runs: pairs (KTO: answers) per split and how many had an answer cut at data.max_length."""
     pairs = report.get("pairs")
     if not pairs:
         return []
     md = [
-        "## Preference pairs",
+        "## Preference pairs" if report.get("unit", "pairs") == "pairs" else "## Preference answers (unpaired, KTO)",
         "",
         f"Format: {report.get('format')}. Prompts are never cut: one longer than data.max_prompt_length="
         f"{report.get('max_prompt_length')} tokens is a bad record. Answers are cut so that prompt + answer fit "
         f"data.max_length={report.get('max_length')}.",
         "",
     ]
-    return md + _table(
-        ["split", "pairs", "pairs with an answer cut"],
-        [[name, p["pairs"], p["truncated"]] for name, p in pairs.items()],
-    )
+    unit = report.get("unit", "pairs")  # KTO: unpaired answers
+    cut = "pairs with an answer cut" if unit == "pairs" else "answers cut"
+    return md + _table(["split", unit, cut], [[name, p["pairs"], p["truncated"]] for name, p in pairs.items()])
 
 
 def _records_table(records: list[dict]) -> list[str]:

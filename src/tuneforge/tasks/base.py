@@ -7,7 +7,8 @@ the task declares (tasks/hooks.py), so each side of the contract can be read on 
 Configuration (class methods)
     Config, DataConfig          its `task:` keys and its `data:` keys (DataConfig extends config.DataSection)
     fill_defaults / check_config / supports_strategy(cfg, strategy)
-    metrics, default_metric, default_max_length, report_metrics, aliases, distill_keys, prepares_tables
+    metrics, default_metric, default_max_length, report_metrics, aliases, distill_keys, prepares_tables,
+    rows_per_example
 Training (an instance, built with the run config and `force`)
     prepare(processor)          -> Prepared[its state]: read and split, clean the training split, encode
     auto_class(), full_precision_modules   the model class, and its head's names kept out of 4/8-bit quantization
@@ -90,6 +91,8 @@ class Task:
     #: whether the task's data are table rows that `tuneforge data prepare` can write out cleaned (the task then
     #: implements `prepare_frames()` -> (train, validation, test, report, labels) as pandas frames)
     prepares_tables: ClassVar[bool] = False
+    #: rows of the forward pass per training example (a preference pair: 2), for the memory estimate
+    rows_per_example: ClassVar[int] = 1
     #: module names of the task's head, kept out of 4/8-bit quantization (known before the model loads)
     full_precision_modules: ClassVar[tuple[str, ...]] = ()
     #: a finished run: loading it, predict / evaluate (tasks/hooks.py)

@@ -1,6 +1,7 @@
-"""Preference tuning of chat models (DPO, IPO, robust DPO, SLiC hinge, ORPO, SimPO): the model learns to give the
-chosen answer of each pair a higher likelihood than the rejected one, relative to a reference model (the same
-weights with the method's adapters off, or a frozen copy of the base) or, for ORPO and SimPO, to none.
+"""Preference tuning of chat models (DPO, IPO, robust DPO, SLiC hinge, ORPO, SimPO, KTO): the model learns to give
+the chosen answer of each pair a higher likelihood than the rejected one (KTO: good answers more, bad ones less),
+relative to a reference model (the same weights with the method's adapters off, or a frozen copy of the base) or,
+for ORPO and SimPO, to none.
 
 A causal LM task like SFT (tasks/causal_lm.py), whose chat template check, chat/serve/export hooks and saved
 generation settings it keeps; what differs is the data (pairs: data/preference_formats, data/preference_encode,
@@ -32,6 +33,7 @@ class PreferenceTask(CausalLMTask):
     report_metrics = ("loss", "reward_accuracy", "reward_margin")
     default_metric = "loss"
     default_max_length = 1024
+    rows_per_example = 2  # chosen and rejected in one forward pass
 
     @classmethod
     def fill_defaults(cls, cfg: RunConfig) -> None:
@@ -75,14 +77,15 @@ class PreferenceTask(CausalLMTask):
         return prepare_pairs(self.cfg, tokenizer, s, state_of)
 
     def held_out(self, run_dir, tokenizer):
-        from tuneforge.data.preference_encode import encode_pairs
+        from tuneforge.data.preference_encode import encode_pairs, encode_unpaired
         from tuneforge.data.splits import load_split
 
         saved = {name: load_split(run_dir, name) for name in ("test", "validation")}
         name = "test" if saved["test"] else "validation"
         if not saved[name]:
             return None, name
-        return encode_pairs(saved[name], tokenizer, name, {}, self._pair_settings(tokenizer)), name
+        encode = encode_unpaired if self.cfg.task.loss == "kto" else encode_pairs
+        return encode(saved[name], tokenizer, name, {}, self._pair_settings(tokenizer)), name
 
     def distill(self, prepared: Prepared, tokenizer, teacher, cache_dir) -> Prepared:
         return Task.distill(self, prepared, tokenizer, teacher, cache_dir)
@@ -102,8 +105,10 @@ class PreferenceTask(CausalLMTask):
 
     # ---- training hooks ---------------------------------------------------------------------------------
     def collator(self, tokenizer):
-        from tuneforge.data.preference_encode import PairCollator
+        from tuneforge.data.preference_encode import PairCollator, UnpairedCollator
 
+        if self.cfg.task.loss == "kto":
+            return UnpairedCollator(tokenizer.pad_token_id, self.cfg.data.max_length)
         return PairCollator(tokenizer.pad_token_id)
 
     def training_loss(self, prepared: Prepared, without_adapters=None):
@@ -115,9 +120,9 @@ class PreferenceTask(CausalLMTask):
         return None  # the loss hands evaluation per-pair rewards, not logits
 
     def compute_metrics(self, prepared: Prepared):
-        from tuneforge.tasks.preference_loss import preference_metrics
+        from tuneforge.tasks.preference_loss import kto_metrics, preference_metrics
 
-        return preference_metrics
+        return kto_metrics if self.cfg.task.loss == "kto" else preference_metrics
 
     def use_fused_loss(self, model) -> str | None:
         # the preference loss always reads log-probs chunk by chunk from the hidden states (kernels/token_logps)

@@ -12,29 +12,32 @@ from tuneforge.errors import ConfigError
 from tuneforge.tasks.causal_lm import CausalLMConfig
 
 #: the paired losses (kernels/preference.py), names as in TRL and the papers
-LOSSES = ("dpo", "ipo", "robust", "hinge", "orpo", "simpo")
+LOSSES = ("dpo", "ipo", "robust", "hinge", "orpo", "simpo", "kto")
 #: losses that compare with a reference model (ORPO and SimPO need none)
-REFERENCE_LOSSES = ("dpo", "ipo", "robust", "hinge")
+REFERENCE_LOSSES = ("dpo", "ipo", "robust", "hinge", "kto")
 #: the default of each loss's beta where the config leaves it null (SimPO's paper uses 2.0; the rest TRL's 0.1)
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "robust": 0.1, "hinge": 0.1, "simpo": 2.0}
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "robust": 0.1, "hinge": 0.1, "simpo": 2.0, "kto": 0.1}
 #: task keys read by only some losses -> those losses (`beta` is read by every loss but orpo)
 LOSS_KEYS = {
-    "beta": ("dpo", "ipo", "robust", "hinge", "simpo"),
+    "beta": ("dpo", "ipo", "robust", "hinge", "simpo", "kto"),
     "label_smoothing": ("dpo", "robust", "simpo"),
     "gamma": ("simpo",),
     "orpo_alpha": ("orpo",),
+    "desirable_weight": ("kto",),
+    "undesirable_weight": ("kto",),
 }
 
 
 class PreferenceData(DataSection):
     """`data:` keys of preference runs: the record format, the chat template, and the prompt's length limit."""
 
-    format: Literal["auto", "alpaca", "sharegpt", "trl"] = Field(
+    format: Literal["auto", "alpaca", "sharegpt", "trl", "kto"] = Field(
         "auto",
         description=(
             "Preference record format: `alpaca` (instruction/input/chosen/rejected, LLaMA-Factory), `sharegpt` "
             "(conversations + chosen/rejected messages, LLaMA-Factory), `trl` (prompt/chosen/rejected as texts or "
-            "message lists), `auto` (detected from the columns)."
+            "message lists), `kto` (unpaired: a prompt or conversation, one answer and a boolean `label` / `kto_tag`), "
+            "`auto` (detected from the columns)."
         ),
     )
     template: str = Field(
@@ -71,12 +74,13 @@ class PreferenceData(DataSection):
 
 class PreferenceConfig(CausalLMConfig):
     type: Literal["preference"] = "preference"  # type: ignore[assignment]
-    loss: Literal["dpo", "ipo", "robust", "hinge", "orpo", "simpo"] = Field(
+    loss: Literal["dpo", "ipo", "robust", "hinge", "orpo", "simpo", "kto"] = Field(
         "dpo",
         description=(
             "The preference loss: `dpo` (sigmoid; with `label_smoothing`: conservative DPO), `ipo`, `robust` (rDPO), "
             "`hinge` (SLiC), `orpo` (odds ratio plus the chosen answer's NLL, no reference model), `simpo` "
-            "(length-normalised, margin `gamma`, no reference model). Each equals TRL's implementation."
+            "(length-normalised, margin `gamma`, no reference model), `kto` (unpaired answers labelled good or bad; "
+            "pairs are read as one good and one bad answer). Each equals TRL's implementation."
         ),
     )
     beta: float | None = Field(
@@ -99,6 +103,12 @@ class PreferenceConfig(CausalLMConfig):
         gt=0.0,
         description="orpo: weight of the odds-ratio term next to the NLL (the paper's lambda; default 0.1).",
     )
+    desirable_weight: float | None = Field(
+        None, gt=0.0, description="kto: weight of the good answers' loss (default 1; raise it when they are fewer)."
+    )
+    undesirable_weight: float | None = Field(
+        None, gt=0.0, description="kto: weight of the bad answers' loss (default 1; raise it when they are fewer)."
+    )
     sft_weight: float = Field(
         0.0,
         ge=0.0,
@@ -120,6 +130,8 @@ def check_preference_config(cfg: RunConfig) -> None:
             )
     if t.loss == "orpo" and t.sft_weight:
         raise ConfigError("task.sft_weight: orpo already adds the chosen answer's NLL (weight 1); remove it")
+    if t.loss == "kto" and t.sft_weight:
+        raise ConfigError("task.sft_weight: not used by kto (its answers are unpaired: there is no chosen one)")
 
 
 def loss_parameters(cfg: RunConfig) -> dict[str, float]:
@@ -128,7 +140,7 @@ def loss_parameters(cfg: RunConfig) -> dict[str, float]:
     params: dict[str, float] = {}
     if t.loss in LOSS_KEYS["beta"]:
         params["beta"] = t.beta if t.beta is not None else DEFAULT_BETA[t.loss]
-    for key in ("label_smoothing", "gamma", "orpo_alpha"):
+    for key in ("label_smoothing", "gamma", "orpo_alpha", "desirable_weight", "undesirable_weight"):
         if getattr(t, key) is not None:
             params[key] = getattr(t, key)
     return params

@@ -21,6 +21,7 @@ SHOWN = (
     ("rewards_rejected", "{:.4f}"),
     ("logps_chosen", "{:.2f}"),
     ("logps_rejected", "{:.2f}"),
+    ("kl", "{:.4f}"),
 )
 
 
@@ -47,7 +48,7 @@ def final_evaluation(
         raw = trainer.predict(data, metric_key_prefix=split).metrics
         result = {k[len(split) + 1 :]: v for k, v in raw.items() if k.startswith(f"{split}_")}
         result = {k: v for k, v in result.items() if k in dict(SHOWN)}
-        result["pairs"] = len(data)
+        result["pairs" if cfg.task.loss != "kto" else "answers"] = len(data)
         if split == "test":
             metrics["test"] = result
         else:
@@ -80,7 +81,8 @@ def write_report(
     lines = ["# Evaluation report (preference)", ""]
     res = metrics.get(split) if split else None
     if res:
-        lines += [f"Held-out split: **{split}** ({res.get('pairs')} pairs).", "", "| metric | tuned |", "|---|---|"]
+        size = f"{res['pairs']} pairs" if "pairs" in res else f"{res.get('answers')} answers"
+        lines += [f"Held-out split: **{split}** ({size}).", "", "| metric | tuned |", "|---|---|"]
         lines += [f"| {k} | {fmt.format(res[k])} |" for k, fmt in SHOWN if k in res]
         lines += [
             "",

@@ -2,7 +2,7 @@
 gathered chunk by chunk from the last hidden states (kernels/token_logps: no batch x length x vocabulary logits),
 the reference's log-probs with the method's adapters switched off (or from a frozen copy of the base for methods
 without adapters), and the loss of kernels/preference.py. Evaluation gets the per-pair rewards as its
-"predictions", from which `preference_metrics` computes reward accuracy, margin and log-probs."""
+"predictions", from which `preference_metrics` (KTO: `kto_metrics`) computes reward accuracy, margin and log-probs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tuneforge.config.schema import RunConfig
-from tuneforge.kernels.preference import PairedLogps, preference_loss, sft_loss
+from tuneforge.kernels.preference import PairedLogps, UnpairedLogps, preference_loss, sft_loss
 from tuneforge.kernels.token_logps import sequence_logps
 from tuneforge.tasks.preference_config import REFERENCE_LOSSES, loss_parameters
 
@@ -112,6 +112,18 @@ class PreferenceLoss:
             with torch.no_grad(), self.reference(model) as ref:
                 ref_logps, _ = policy_logps(ref, inputs)
             ref_c, ref_r = ref_logps[:half], ref_logps[half:]
+        if self.name == "kto":  # rows: each prompt with its own answer, then with another row's answer (the KL term)
+            desirable = inputs["desirable"].to(logps.device)
+            out = preference_loss(
+                self.name, UnpairedLogps(logps[:half], ref_c, desirable, logps[half:], ref_r), **self.params
+            )
+            rewards = self.params["beta"] * (logps[:half] - ref_c).detach()
+            return out.losses.mean(), {
+                "rewards": rewards,
+                "desirable": desirable.float(),
+                "logps": logps[:half].detach(),
+                "kl": out.kl.expand(half),
+            }
         pair = PairedLogps(logps[:half], logps[half:], ref_c, ref_r, tokens[:half], tokens[half:])
         out = preference_loss(self.name, pair, **self.params)
         loss = out.losses.mean()
@@ -124,6 +136,25 @@ class PreferenceLoss:
             "rejected_logps": logps[half:].detach(),
         }
         return loss, outputs
+
+
+def kto_metrics(eval_pred) -> dict[str, float]:
+    """KTO's answers are unpaired: reward accuracy is the share of (good, bad) answer pairs across the held-out set
+    whose good answer gets the larger reward (the ROC AUC of the reward); margin and means per side; the KL term."""
+    r, good, lp, kl = (np.asarray(eval_pred.predictions[i], dtype=np.float64).reshape(-1) for i in range(4))
+    pos, neg = r[good > 0.5], r[good <= 0.5]
+    out = {"kl": float(kl.mean())}
+    if len(pos) and len(neg):
+        order = np.sort(neg)
+        below = np.searchsorted(order, pos, side="left")  # bad answers strictly below each good one
+        ties = np.searchsorted(order, pos, side="right") - below
+        out["reward_accuracy"] = float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+        out["reward_margin"] = float(pos.mean() - neg.mean())
+    if len(pos):
+        out.update(rewards_chosen=float(pos.mean()), logps_chosen=float(lp[good > 0.5].mean()))
+    if len(neg):
+        out.update(rewards_rejected=float(neg.mean()), logps_rejected=float(lp[good <= 0.5].mean()))
+    return out
 
 
 def preference_metrics(eval_pred) -> dict[str, float]:

@@ -37,10 +37,24 @@ def _fill(record: dict, variables: dict[str, str], where: str) -> dict:
     from tuneforge.data.templates import fill_variables
 
     return {
-        "prompt": [{**m, "content": fill_variables(m["content"], variables, where)} for m in record["prompt"]],
-        "chosen": fill_variables(record["chosen"], variables, where),
-        "rejected": fill_variables(record["rejected"], variables, where),
+        k: [{**m, "content": fill_variables(m["content"], variables, where)} for m in v]
+        if k == "prompt"
+        else fill_variables(v, variables, where)
+        if isinstance(v, str)
+        else v
+        for k, v in record.items()
     }
+
+
+def unpair(records: list[dict]) -> list[dict]:
+    """Pairs as KTO's unpaired answers: the chosen answer good, the rejected one bad (after splitting, so both
+    answers of a pair stay in one split); unpaired records as they are."""
+    return [r for r in records if "completion" in r] + [
+        {"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+        for r in records
+        if "chosen" in r
+        for side in ("chosen", "rejected")
+    ]
 
 
 def _summary(records: list[dict] | None) -> dict | None:
@@ -52,7 +66,8 @@ def _summary(records: list[dict] | None) -> dict | None:
     if not records:
         return None
     users = [" ".join(m["content"] for m in r["prompt"] if m["role"] == "user") for r in records]
-    chars = [len(u) + len(r["chosen"]) + len(r["rejected"]) for u, r in zip(users, records)]
+    answers = [sum(len(r.get(k, "")) for k in ("chosen", "rejected", "completion")) for r in records]
+    chars = [len(u) + a for u, a in zip(users, answers)]
     return {
         "rows": len(records),
         "classes": {},
@@ -61,10 +76,17 @@ def _summary(records: list[dict] | None) -> dict | None:
     }
 
 
+def report_records(records: list[dict], n: int) -> list[dict]:
+    """The held-out prompts eval/report.md answers, each with its good answer (`chosen`)."""
+    good = [r for r in records if r.get("label", True)]
+    return [r if "chosen" in r else {"prompt": r["prompt"], "chosen": r["completion"]} for r in good][:n]
+
+
 def read_pairs(
     cfg: RunConfig, source: str, key: str, tokenizer, s: PairSettings, skipped_out: list[dict], read: dict[str, int]
 ) -> tuple[str, list[dict]]:
-    """The pairs of `source` (format, records). Records that cannot be used, prompts over data.max_prompt_length
+    """The records of `source` (format, records): pairs, or unpaired answers (only task.loss kto reads them).
+    Records that cannot be used, prompts over data.max_prompt_length
     included, raise a DataError naming the record, or with data.bad_records=skip are left out and appended to
     `skipped_out`; `read` gets the number of records the file held."""
     from tuneforge.data.columns import skip_hint
@@ -87,10 +109,10 @@ def read_pairs(
             file=sys.stderr,
             flush=True,
         )
-    if kind != "paired":
+    if kind != "paired" and cfg.task.loss != "kto":
         raise DataError(
-            f"{source}: holds unpaired (KTO) records, a prompt with one answer and a label; the losses of "
-            f"task.loss need pairs of a chosen and a rejected answer"
+            f"{source}: holds unpaired records (a prompt with one answer and a label); task.loss "
+            f"{cfg.task.loss} needs pairs of a chosen and a rejected answer (task.loss: kto reads unpaired answers)"
         )
     left = {n for n, _ in skipped or []}
     numbers = [n for n in range(1, len(frame) + 1) if n not in left]  # each kept record's number in the file
@@ -124,13 +146,13 @@ def read_pairs(
             for n, msg in sorted(skipped)
         )
     if not kept:
-        raise DataError(f"{source}: no usable preference pairs (all {len(frame)} records were left out)")
+        raise DataError(f"{source}: no usable preference records (all {len(frame)} were left out)")
     return fmt, kept
 
 
 def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepared[PreferenceState]:
     """Read, split and encode every split; `state_of(fmt)` builds the PreferenceState once the format is known."""
-    from tuneforge.data.preference_encode import encode_pairs
+    from tuneforge.data.preference_encode import encode_pairs, encode_unpaired
 
     d = cfg.data
     rng = random.Random(data_seed(cfg))
@@ -147,18 +169,22 @@ def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepa
         train = rng.sample(train, d.max_train_samples)
     if not train:
         raise DataError(f"{d.train}: no training pairs left after splitting")
+    unpaired = cfg.task.loss == "kto"
+    if unpaired:
+        train, val, test = unpair(train), unpair(val) if val else val, unpair(test) if test else test
     stats: dict = {}
+    encode = encode_unpaired if unpaired else encode_pairs
     encoded = {
-        name: encode_pairs(rs or [], tokenizer, name, stats, s)
+        name: encode(rs or [], tokenizer, name, stats, s)
         for name, rs in (("train", train), ("validation", val), ("test", test))
     }
     state = state_of(fmt)
-    state.report_pairs = list(test or val or [])[: cfg.task.report_prompts]
+    state.report_pairs = report_records(test or val or [], cfg.task.report_prompts)
     sizes = {"train": len(train), "validation": len(val or []), "test": len(test or [])}
     truncated = {k: stats.get(f"{k}_truncated", 0) for k in sizes}
     if any(truncated.values()):
         print(
-            f"tuneforge: pairs with an answer cut at data.max_length={d.max_length}: "
+            f"tuneforge: {'answers' if unpaired else 'pairs with an answer'} cut at data.max_length={d.max_length}: "
             + ", ".join(f"{k} {v}" for k, v in truncated.items()),
             file=sys.stderr,
             flush=True,
@@ -171,6 +197,7 @@ def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepa
         "validation": _summary(val),
         "test": _summary(test),
         "pairs": {k: {"pairs": n, "truncated": truncated[k]} for k, n in sizes.items() if n},
+        "unit": "answers" if unpaired else "pairs",
         "max_length": d.max_length,
         "max_prompt_length": s.max_prompt_length,
     }

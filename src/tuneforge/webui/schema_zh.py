@@ -176,20 +176,24 @@ HELP_ZH: dict[str, str] = {
     "task[causal_lm,preference].compare_base": "同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。",
     "task[preference].loss": (
         "偏好损失：`dpo`（sigmoid；设置 `label_smoothing` 时为保守 DPO）、`ipo`、`robust`（rDPO）、`hinge`（SLiC）、"
-        "`orpo`（优势比项加上被选回答的 NLL，无需参考模型）、`simpo`（按长度归一化，间隔为 `gamma`，无需参考模型）。"
+        "`orpo`（优势比项加上被选回答的 NLL，无需参考模型）、`simpo`（按长度归一化，间隔为 `gamma`，无需参考模型）、"
+        "`kto`（未成对、标注好坏的回答；成对数据按一好一坏读取）。"
         "每种损失都与 TRL 的实现一致。"
     ),
     "task[preference].beta": "偏好项的强度（除 orpo 外的所有损失）：策略模型可以偏离参考模型多远。默认：0.1（simpo 为 2.0）。",
     "task[preference].label_smoothing": "dpo、robust、simpo：假定被标反的偏好对所占比例（0 = 没有；默认 0）。",
     "task[preference].gamma": "simpo：目标奖励间隔（默认 0.5）。",
     "task[preference].orpo_alpha": "orpo：优势比项相对于 NLL 的权重（论文中的 lambda；默认 0.1）。",
+    "task[preference].desirable_weight": "kto：好回答的损失权重（默认 1；好回答较少时调高）。",
+    "task[preference].undesirable_weight": "kto：坏回答的损失权重（默认 1；坏回答较少时调高）。",
     "task[preference].sft_weight": (
         "加上该权重乘以被选回答每个 token 的 NLL（RPO）；0 = 关闭。orpo 总是以权重 1 加上这一项（它是 ORPO 的一部分）。"
     ),
     "data[preference].format": (
         "偏好数据格式：`alpaca`（instruction/input/chosen/rejected，LLaMA-Factory）、`sharegpt`"
         "（conversations 加上 chosen/rejected 消息，LLaMA-Factory）、`trl`（prompt/chosen/rejected，"
-        "可以是文本或消息列表）、`auto`（根据列自动识别）。"
+        "可以是文本或消息列表）、`kto`（未成对：一个提示词或对话、一个回答和布尔值 `label` / `kto_tag`）、"
+        "`auto`（根据列自动识别）。"
     ),
     "data[preference].system_prompt": "在训练和对话中，为每个没有系统消息的提示词加上的系统消息。",
     "data[preference].variables": "提示词、回答和系统提示词中 `{{name}}` 占位符的取值。",

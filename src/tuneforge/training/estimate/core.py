@@ -55,7 +55,10 @@ def estimate_memory(
     autocast = precision in ("bf16", "fp16") and device == "cuda"
     weight_dtype_bytes = torch.empty((), dtype=torch_dtype(cfg.model.dtype, device, bf16)).element_size()
     seq = seq_len or cfg.data.max_length or 512
-    batch = batch_size or t.batch_size
+    from tuneforge.registry import TASKS
+
+    # a task may turn each example into several rows of one forward pass (preference pairs: chosen and rejected)
+    batch = (batch_size or t.batch_size) * TASKS.get(cfg.task.type).rows_per_example
     liger = liger_on(t.liger, device)
     side = image_side(cfg, m.hf_config)
     r = Run(
