@@ -24,7 +24,16 @@ LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier
 PREDICTIONS = ("chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or accelerate) wrapper: the policy's forward goes through the
+    wrapper (its gradients are synchronised), the output layer and the adapters' switch are the model's own."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
 def _core(model: nn.Module) -> nn.Module:
+    model = unwrap(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -109,7 +118,7 @@ class PreferenceLoss:
         half = logps.shape[0] // 2
         ref_c = ref_r = None
         if self.needs_reference:
-            with torch.no_grad(), self.reference(model) as ref:
+            with torch.no_grad(), self.reference(unwrap(model)) as ref:
                 ref_logps, _ = policy_logps(ref, inputs)
             ref_c, ref_r = ref_logps[:half], ref_logps[half:]
         if self.name == "kto":  # rows: each prompt with its own answer, then with another row's answer (the KL term)

@@ -1,5 +1,6 @@
-"""A preference run killed with SIGKILL mid-training and resumed gives the uninterrupted run's per-step losses and
-final metrics exactly: the reference (adapters off) and the loss keep no state outside the checkpoint."""
+"""Preference runs as real processes: one killed with SIGKILL mid-training and resumed gives the uninterrupted run's
+per-step losses and final metrics exactly (the reference, adapters off, and the loss keep no state outside the
+checkpoint); two processes (`--nproc 2`, gloo DDP on CPU) train one run with the adapters-off reference."""
 
 from __future__ import annotations
 
@@ -70,3 +71,23 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_llama, tmp_path,
     want = json.loads((ref / "eval" / "metrics.json").read_text())["test"]
     got = json.loads((run / "eval" / "metrics.json").read_text())["test"]
     assert got == want
+
+
+def test_two_processes_train_one_preference_run(tiny_llama, tmp_path):
+    raw = pref_config(tiny_llama, write_jsonl(tmp_path / "pairs.jsonl", pair_rows(40)), str(tmp_path / "run"))
+    raw["train"].update(epochs=1, batch_size=2)
+    raw["task"]["report_prompts"] = 0
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "train", str(cfg), "--nproc", "2"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    test = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["test"]
+    assert test["pairs"] == 8 and 0.0 <= test["reward_accuracy"] <= 1.0
+    eff = json.loads((tmp_path / "run" / "efficiency.json").read_text())
+    assert eff["global_steps"] == 6  # 24 pairs, 2 per process and step, 2 processes
