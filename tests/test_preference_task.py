@@ -49,9 +49,13 @@ def test_lora_dpo_learns_the_preference_and_writes_the_run(dpo_run):
 
 
 @pytest.mark.integration
-def test_the_tuned_model_chats(dpo_run):
+def test_the_tuned_model_chats_and_merges(dpo_run, tmp_path):
     r = run_cli("chat", str(dpo_run), "--message", "Tell me about tea number 99.", "--max-new-tokens", "4")
     assert r.returncode == 0, r.stderr
+    r = run_cli("merge", str(dpo_run), "--out", str(tmp_path / "merged"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert (tmp_path / "merged" / "chat_template.jinja").is_file()
 
 
 @pytest.mark.integration
