@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tuneforge.data.columns import skip_hint
-from tuneforge.data.sft_formats import _as_list, _conversation, _missing, _roles, _text
+from tuneforge.data.sft_formats import _as_list, _conversation, _missing, _roles, _text, alpaca_history
 from tuneforge.errors import DataError
 
 FORMATS = ("alpaca", "sharegpt", "trl", "kto")
@@ -167,18 +167,7 @@ def _pair(where: str, prompt: list[dict], chosen: str, rejected: str) -> dict:
 
 def _alpaca_prompt(row: dict, where: str, numbers: list | None) -> list[dict]:
     msgs: list[dict] = _with_system([], row.get("system"), where, numbers)
-    hist = _as_list(row.get("history"))
-    hist = [] if _missing(hist) else hist
-    if not isinstance(hist, list):
-        raise DataError(f"{where}: field 'history' must be a list of [instruction, response] pairs")
-    for j, pair in enumerate(hist):
-        pair = _as_list(pair)
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
-        for k, role in enumerate(("user", "assistant")):
-            msgs.append(
-                {"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]", numbers=numbers)}
-            )
+    msgs += alpaca_history(row, where, numbers)
     parts = [
         _text(row.get(f), f"{where}: field '{f}'", required=False, numbers=numbers) for f in ("instruction", "input")
     ]

@@ -200,6 +200,24 @@ def parse_records(
     return fmt, records
 
 
+def alpaca_history(row: dict, where: str, numbers: list | None) -> list[dict]:
+    """An alpaca record's `history` ([[instruction, response], ...]) as user/assistant messages (none if missing)."""
+    hist = _as_list(row.get("history"))
+    hist = [] if _missing(hist) else hist
+    if not isinstance(hist, list):
+        raise DataError(f"{where}: field 'history' must be a list of [instruction, response] pairs")
+    msgs = []
+    for j, pair in enumerate(hist):
+        pair = _as_list(pair)
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
+        for k, role in enumerate(("user", "assistant")):
+            msgs.append(
+                {"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]", numbers=numbers)}
+            )
+    return msgs
+
+
 def _record(
     row: dict,
     n: int,
@@ -219,18 +237,7 @@ def _record(
         system = row.get("system")
         if not _missing(system) and str(system).strip():
             msgs.append({"role": "system", "content": _text(system, f"{where}: field 'system'", numbers=numbers)})
-        hist = _as_list(row.get("history"))
-        hist = [] if _missing(hist) else hist
-        if not isinstance(hist, list):
-            raise DataError(f"{where}: field 'history' must be a list of [instruction, response] pairs")
-        for j, pair in enumerate(hist):
-            pair = _as_list(pair)
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise DataError(f"{where}: field 'history'[{j}] must be an [instruction, response] pair")
-            for k, role in enumerate(("user", "assistant")):
-                msgs.append(
-                    {"role": role, "content": _text(pair[k], f"{where}: field 'history'[{j}][{k}]", numbers=numbers)}
-                )
+        msgs += alpaca_history(row, where, numbers)
         instruction = _text(row.get("instruction"), f"{where}: field 'instruction'", numbers=numbers)
         extra = _text(row.get("input"), f"{where}: field 'input'", required=False, numbers=numbers)
         user = instruction + ("\n" + extra if extra.strip() else "")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tuneforge.data.splits import data_seed
 from tuneforge.errors import DataError
 from tuneforge.tasks.base import Prepared
-from tuneforge.tasks.sft_prepare import split_records
+from tuneforge.tasks.sft_prepare import split_given
 
 if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
@@ -161,14 +161,7 @@ def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepa
     fmt, train = read_pairs(cfg, d.train, "data.train", tokenizer, s, skipped, read)
     val = read_pairs(cfg, d.validation, "data.validation", tokenizer, s, skipped, read)[1] if d.validation else None
     test = read_pairs(cfg, d.test, "data.test", tokenizer, s, skipped, read)[1] if d.test else None
-    if test is None:
-        train, test = split_records(train, d.split.test, rng)
-    if val is None:
-        train, val = split_records(train, d.split.validation / (1.0 - (d.split.test if not d.test else 0.0)), rng)
-    if d.max_train_samples and d.max_train_samples < len(train):
-        train = rng.sample(train, d.max_train_samples)
-    if not train:
-        raise DataError(f"{d.train}: no training pairs left after splitting")
+    train, val, test = split_given(cfg, train, val, test, rng)
     unpaired = cfg.task.loss == "kto"
     if unpaired:
         train, val, test = unpair(train), unpair(val) if val else val, unpair(test) if test else test

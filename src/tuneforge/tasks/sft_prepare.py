@@ -127,6 +127,14 @@ def read_split(cfg: RunConfig) -> Records:
     fmt, train = read_records(cfg, d.train, skipped_out=skipped)
     val = read_records(cfg, d.validation, "data.validation", skipped)[1] if d.validation else None
     test = read_records(cfg, d.test, "data.test", skipped)[1] if d.test else None
+    train, val, test = split_given(cfg, train, val, test, rng)
+    return Records(fmt, train, val, test, skipped)
+
+
+def split_given(cfg: RunConfig, train: list, val: list | None, test: list | None, rng: random.Random):
+    """(train, validation, test): the splits no file gave held out of data.train (data.split), then
+    data.max_train_samples drawn. Raises DataError when no training record is left."""
+    d = cfg.data
     if test is None:
         train, test = split_records(train, d.split.test, rng)
     if val is None:
@@ -135,7 +143,7 @@ def read_split(cfg: RunConfig) -> Records:
         train = rng.sample(train, d.max_train_samples)
     if not train:
         raise DataError(f"{d.train}: no training records left after splitting")
-    return Records(fmt, train, val, test, skipped)
+    return train, val, test
 
 
 def assemble(
