@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from tuneforge.config.schema import RunConfig
@@ -62,6 +63,14 @@ def final_evaluation(
     def make(m):
         return ChatModel(m, tok, state.chat.jinja, state.system_prompt, state.stop_token_ids)
 
+    if prompts:  # generation takes minutes on a CPU: say what is happening
+        both = " and the base model" if cfg.task.compare_base else ""
+        print(
+            f"tuneforge: answering {len(prompts)} held-out prompts with the tuned model{both} for eval/report.md "
+            f"(greedy, up to {cfg.task.report_max_new_tokens} tokens each)",
+            file=sys.stderr,
+            flush=True,
+        )
     tuned = generate(make(model), prompts, settings) if prompts else []
     base = None
     if prompts and cfg.task.compare_base:

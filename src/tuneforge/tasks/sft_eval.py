@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,14 @@ def final_evaluation(
     def make(m):
         return ChatModel(m, tok, state.chat.jinja if state.chat else None, state.system_prompt, stops)
 
+    if prompts:  # generation takes minutes on a CPU: say what is happening
+        both = " and the base model" if cfg.task.compare_base else ""
+        print(
+            f"tuneforge: answering {len(prompts)} held-out prompts with the tuned model{both} for eval/report.md "
+            f"(greedy, up to {cfg.task.report_max_new_tokens} tokens each)",
+            file=sys.stderr,
+            flush=True,
+        )
     tuned_answers = generate(make(model), prompts, settings) if prompts else []
     base_answers = None
     if data is not None:
