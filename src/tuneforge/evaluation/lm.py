@@ -50,8 +50,14 @@ def lm_loss(model, dataset, collate, batch_size: int = 16) -> dict:
     }
 
 
-def _cell(text: str) -> str:
+def md_cell(text: str) -> str:
+    """`text` as one markdown table cell (pipes escaped, line breaks as <br>)."""
     return (text or "").replace("|", "\\|").replace("\n", "<br>")
+
+
+def answer_cell(answer: dict) -> str:
+    """A generated answer (`generate`'s dict) as a table cell, marked when max_new_tokens cut it."""
+    return md_cell(answer["response"]) + ("" if answer["finish_reason"] == "stop" else " *(cut at max tokens)*")
 
 
 def write_lm_report(
@@ -108,12 +114,12 @@ def write_lm_report(
         for i, msgs in enumerate(prompts):
             user = msgs[-1]["content"] if msgs else ""
             t = tuned[i]
-            tcell = _cell(t["response"]) + ("" if t["finish_reason"] == "stop" else " *(cut at max tokens)*")
+            tcell = answer_cell(t)
             if base:
                 b = base[i]
-                bcell = _cell(b["response"]) + ("" if b["finish_reason"] == "stop" else " *(cut at max tokens)*")
-                lines.append(f"| {_cell(user)} | {_cell(refs[i])} | {bcell} | {tcell} |")
+                bcell = answer_cell(b)
+                lines.append(f"| {md_cell(user)} | {md_cell(refs[i])} | {bcell} | {tcell} |")
             else:
-                lines.append(f"| {_cell(user)} | {_cell(refs[i])} | {tcell} |")
+                lines.append(f"| {md_cell(user)} | {md_cell(refs[i])} | {tcell} |")
         lines.append("")
     (out_dir / "report.md").write_text("\n".join(lines))

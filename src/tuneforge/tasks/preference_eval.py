@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from tuneforge.config.schema import RunConfig
@@ -26,19 +25,11 @@ SHOWN = (
 )
 
 
-def _cell(text: str) -> str:
-    return (text or "").replace("|", "\\|").replace("\n", "<br>")
-
-
-def _answer(a: dict) -> str:
-    return _cell(a["response"]) + ("" if a["finish_reason"] == "stop" else " *(cut at max tokens)*")
-
-
 def final_evaluation(
     cfg: RunConfig, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
 ) -> dict:
     from tuneforge.models.generation import ChatModel, generate
-    from tuneforge.tasks.sft_eval import base_model
+    from tuneforge.tasks.sft_eval import announce_answers, base_model
 
     state = prepared.state
     split = "test" if prepared.test is not None else "validation"
@@ -63,14 +54,7 @@ def final_evaluation(
     def make(m):
         return ChatModel(m, tok, state.chat.jinja, state.system_prompt, state.stop_token_ids)
 
-    if prompts:  # generation takes minutes on a CPU: say what is happening
-        both = " and the base model" if cfg.task.compare_base else ""
-        print(
-            f"tuneforge: answering {len(prompts)} held-out prompts with the tuned model{both} for eval/report.md "
-            f"(greedy, up to {cfg.task.report_max_new_tokens} tokens each)",
-            file=sys.stderr,
-            flush=True,
-        )
+    announce_answers(cfg, len(prompts))
     tuned = generate(make(model), prompts, settings) if prompts else []
     base = None
     if prompts and cfg.task.compare_base:
@@ -85,6 +69,8 @@ def write_report(
     out_dir: Path, metrics: dict, split: str | None, pairs: list[dict], tuned: list, base: list | None
 ) -> None:
     """metrics.json and report.md: held-out metrics, then prompts with the chosen answer, base and tuned answers."""
+    from tuneforge.evaluation.lm import answer_cell, md_cell
+
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     lines = ["# Evaluation report (preference)", ""]
@@ -107,8 +93,8 @@ def write_report(
             else ["| prompt | chosen answer | tuned |", "|---|---|---|"]
         )
         for i, p in enumerate(pairs):
-            user = _cell(p["prompt"][-1]["content"])
-            cells = [user, _cell(p["chosen"]), *([_answer(base[i])] if base else []), _answer(tuned[i])]
+            user = md_cell(p["prompt"][-1]["content"])
+            cells = [user, md_cell(p["chosen"]), *([answer_cell(base[i])] if base else []), answer_cell(tuned[i])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     (out_dir / "report.md").write_text("\n".join(lines))

@@ -42,6 +42,18 @@ def base_model(cfg: RunConfig, model, without_adapters=None):
         del base
 
 
+def announce_answers(cfg: RunConfig, n: int) -> None:
+    """Say that the held-out prompts are being answered for eval/report.md: generation takes minutes on a CPU."""
+    if n:
+        both = " and the base model" if cfg.task.compare_base else ""
+        print(
+            f"tuneforge: answering {n} held-out prompts with the tuned model{both} for eval/report.md "
+            f"(greedy, up to {cfg.task.report_max_new_tokens} tokens each)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def final_evaluation(
     cfg: RunConfig, make_collator, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
 ) -> dict:
@@ -65,14 +77,7 @@ def final_evaluation(
     def make(m):
         return ChatModel(m, tok, state.chat.jinja if state.chat else None, state.system_prompt, stops)
 
-    if prompts:  # generation takes minutes on a CPU: say what is happening
-        both = " and the base model" if cfg.task.compare_base else ""
-        print(
-            f"tuneforge: answering {len(prompts)} held-out prompts with the tuned model{both} for eval/report.md "
-            f"(greedy, up to {cfg.task.report_max_new_tokens} tokens each)",
-            file=sys.stderr,
-            flush=True,
-        )
+    announce_answers(cfg, len(prompts))
     tuned_answers = generate(make(model), prompts, settings) if prompts else []
     base_answers = None
     if data is not None:
