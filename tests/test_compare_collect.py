@@ -110,7 +110,8 @@ def test_same_method_with_different_settings_stays_apart(tmp_path):
     fake_run(tmp_path, "lora-a", "lora", 1, {"accuracy": 0.8}, lr=1e-3)
     fake_run(tmp_path, "lora-b", "lora", 1, {"accuracy": 0.7}, lr=1e-4)
     rep = build_report([tmp_path], tmp_path / "rep")
-    assert [g["label"] for g in rep.data["groups"]] == ["lora (lora-a)", "lora (lora-b)"]
+    labels = [g["label"] for g in rep.data["groups"]]  # named by the key that tells them apart
+    assert labels == ["lora train.learning_rate=0.001", "lora train.learning_rate=0.0001"]
 
 
 def test_a_config_saved_before_a_defaulted_key_existed_groups_with_the_others(tmp_path):

@@ -232,7 +232,7 @@ def test_resume_skips_completed_and_redoes_failed(comparison):
 
 
 def test_plan_overrides_and_learning_rate_choices(comparison, tmp_path):
-    from tuneforge.compare.runner import plan
+    from tuneforge.compare.plan import plan
     from tuneforge.errors import ConfigError
 
     cfg = comparison["cfg"]

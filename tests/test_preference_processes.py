@@ -1,6 +1,7 @@
 """Preference runs as real processes: one killed with SIGKILL mid-training and resumed gives the uninterrupted run's
 per-step losses and final metrics exactly (the reference, adapters off, and the loss keep no state outside the
-checkpoint); two processes (`--nproc 2`, gloo DDP on CPU) train one run with the adapters-off reference."""
+checkpoint; a precomputed reference is computed once and read back); two processes (`--nproc 2`, gloo DDP on CPU)
+train one run with the adapters-off or the precomputed reference."""
 
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def _checkpoints(run) -> list:
     )
 
 
-@pytest.mark.parametrize("loss", ["dpo", "kto"])
-def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_llama, tmp_path, loss):
-    raw = pref_config(tiny_llama, write_jsonl(tmp_path / "pairs.jsonl", pair_rows(40)), "unused", loss=loss)
+@pytest.mark.parametrize("loss, method", [("dpo", "lora"), ("kto", "lora"), ("dpo", "full")])
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_llama, tmp_path, loss, method):
+    """dpo x full precomputes its reference log-probs (task.reference: auto): once, read back on --resume."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(40))
+    raw = pref_config(tiny_llama, data, "unused", loss=loss, method=method)
     raw["train"].update(epochs=2, eval_strategy="steps", eval_steps=3, save_steps=3, logging_steps=1)
     raw["task"]["report_prompts"] = 0
     raw.pop("output")
@@ -62,10 +65,15 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_llama, tmp_path,
     assert proc.poll() is None, "the run ended before its first checkpoint: nothing to resume"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    killed_err = proc.stderr.read().decode()
     assert not (run / "eval" / "metrics.json").exists()
     resumed = subprocess.run([*cmd, f"output.dir={run}", "--resume"], env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from checkpoint-" in resumed.stderr
+    precomputed = method == "full"
+    assert ("reference log-probs: computing for 40 pairs" in killed_err) == precomputed
+    assert "reference log-probs: computing" not in resumed.stderr
+    assert ("reference log-probs: read from" in resumed.stderr) == precomputed
 
     assert _losses(run) == _losses(ref)
     want = json.loads((ref / "eval" / "metrics.json").read_text())["test"]
@@ -73,8 +81,11 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tiny_llama, tmp_path,
     assert got == want
 
 
-def test_two_processes_train_one_preference_run(tiny_llama, tmp_path):
-    raw = pref_config(tiny_llama, write_jsonl(tmp_path / "pairs.jsonl", pair_rows(40)), str(tmp_path / "run"))
+@pytest.mark.parametrize("reference", ["adapters", "precompute"])
+def test_two_processes_train_one_preference_run(tiny_llama, tmp_path, reference):
+    """precompute: the first process computes the reference log-probs, then the second reads them."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(40))
+    raw = pref_config(tiny_llama, data, str(tmp_path / "run"), reference=reference)
     raw["train"].update(epochs=1, batch_size=2)
     raw["task"]["report_prompts"] = 0
     cfg = tmp_path / "cfg.yaml"
@@ -91,3 +102,6 @@ def test_two_processes_train_one_preference_run(tiny_llama, tmp_path):
     assert test["pairs"] == 8 and 0.0 <= test["reward_accuracy"] <= 1.0
     eff = json.loads((tmp_path / "run" / "efficiency.json").read_text())
     assert eff["global_steps"] == 6  # 24 pairs, 2 per process and step, 2 processes
+    if reference == "precompute":
+        assert done.stderr.count("reference log-probs: computing for 40 pairs") == 1  # rank 0's (the rest is quiet)
+        assert (tmp_path / "run" / "reference" / "key.json").is_file()

@@ -87,12 +87,134 @@ def test_reference_with_adapters_off_equals_the_base_model(dpo_run, tiny_llama, 
 
 
 @pytest.mark.integration
+def test_eval_of_a_finished_run_gives_its_final_test_metrics(dpo_run, tmp_path):
+    """`tuneforge eval RUN` (its saved test split; the reference = adapters off) repeats the numbers the run's final
+    evaluation wrote; another pair file is read in any preference format."""
+    r = run_cli("eval", str(dpo_run), "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    want = json.loads((dpo_run / "eval" / "metrics.json").read_text())["test"]
+    for key in ("loss", "reward_accuracy", "reward_margin", "logps_chosen", "logps_rejected"):
+        assert got[key] == pytest.approx(want[key], abs=1e-5), key
+    assert (tmp_path / "again" / "report.md").is_file()
+    rows = [{"instruction": "Tell me about tea.", "input": "", "chosen": "Certainly, here it is.", "rejected": "No."}]
+    r = run_cli("eval", str(dpo_run), "--data", str(write_jsonl(tmp_path / "alpaca.jsonl", rows)))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pairs"] == 1
+
+
+@pytest.mark.integration
 def test_full_fine_tuning_trains_against_a_frozen_copy(tiny_llama, pairs_file, tmp_path):
     out = tmp_path / "full"
     cfg = pref_config(tiny_llama, pairs_file, str(out), method="full", loss="ipo")
     api_train(cfg, "train.epochs=1", "train.learning_rate=1e-3", "task.compare_base=false")
     test = json.loads((out / "eval" / "metrics.json").read_text())["test"]
     assert set(test) >= {"loss", "reward_accuracy", "reward_margin", "pairs"}
+
+
+def _losses(run) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method, live", [("full", "copy"), ("lora", "adapters")])
+def test_precomputed_reference_trains_like_the_live_one(tiny_llama, pairs_file, tmp_path, method, live):
+    """The reference log-probs computed once before training give the per-step losses and held-out metrics of the
+    reference computed at every step (a frozen copy, or the adapters switched off); only they leave a cache."""
+    runs = {}
+    for ref in (live, "precompute"):
+        runs[ref] = tmp_path / ref
+        cfg = pref_config(tiny_llama, pairs_file, str(runs[ref]), method=method, reference=ref)
+        api_train(cfg, "train.epochs=1", "train.learning_rate=1e-3", "task.report_prompts=0")
+    assert _losses(runs["precompute"]) == pytest.approx(_losses(runs[live]), abs=1e-5)
+    got, want = (json.loads((runs[r] / "eval" / "metrics.json").read_text())["test"] for r in ("precompute", live))
+    assert got["reward_accuracy"] == want["reward_accuracy"]
+    assert got["reward_margin"] == pytest.approx(want["reward_margin"], abs=1e-5)
+    assert (runs["precompute"] / "reference" / "logps.npz").is_file()
+    assert not (runs[live] / "reference").exists()
+    key = json.loads((runs["precompute"] / "reference" / "key.json").read_text())
+    assert key["pairs"] == {"train": 24, "validation": 8, "test": 8}
+
+
+@pytest.mark.integration
+def test_reference_model_is_another_run_and_must_share_the_tokenizer(
+    tiny_llama, tiny_wordpiece_llama, pairs_file, tmp_path, capfd
+):
+    from tuneforge.errors import ConfigError
+
+    sft = tmp_path / "first"  # a finished full run stands in for an SFT run
+    api_train(pref_config(tiny_llama, pairs_file, str(sft), method="full"), "train.epochs=1", "task.report_prompts=0")
+    out = tmp_path / "second"
+    cfg = pref_config(tiny_llama, pairs_file, str(out), reference_model=str(sft))
+    api_train(cfg, "train.epochs=1", "task.report_prompts=0")
+    assert json.loads((out / "reference" / "key.json").read_text())["reference"] == str(sft)
+    assert f"reference log-probs: computing for 40 pairs with {sft}" in capfd.readouterr().err
+    cfg = pref_config(tiny_llama, pairs_file, str(tmp_path / "third"), reference_model=tiny_wordpiece_llama)
+    with pytest.raises(ConfigError, match=r"the reference must share the policy's tokenizer"):
+        api_train(cfg, "train.epochs=1", "task.report_prompts=0")
+
+
+@pytest.mark.integration
+def test_adapters_reference_needs_a_method_with_adapters(tiny_llama, pairs_file, tmp_path):
+    from tuneforge.errors import ConfigError
+
+    cfg = pref_config(tiny_llama, pairs_file, str(tmp_path / "run"), method="full", reference="adapters")
+    with pytest.raises(ConfigError, match=r"task\.reference: adapters: method 'full' has no adapters to switch off"):
+        api_train(cfg, "train.epochs=1", "task.report_prompts=0")
+
+
+@pytest.mark.integration
+def test_compare_puts_losses_side_by_side(tiny_llama, pairs_file, tmp_path):
+    import yaml
+
+    from tuneforge.compare import compare
+    from tuneforge.errors import ConfigError
+
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text(yaml.safe_dump(pref_config(tiny_llama, pairs_file, "unused")))
+    over = ["eval.metric=reward_accuracy", "task.report_prompts=0", "train.epochs=1"]
+    res = compare(
+        str(cfg),
+        "lora",
+        max_steps=2,
+        out=tmp_path / "cmp",
+        overrides=over,
+        isolate=False,
+        echo=lambda s: None,
+        vary="task.loss=dpo,orpo",
+    )
+    assert sorted(p.name for p in (tmp_path / "cmp").glob("lora-*-seed*")) == ["lora-dpo-seed42", "lora-orpo-seed42"]
+    data = res.report.data
+    assert data["metric"] == "reward_accuracy"
+    assert [g["label"] for g in data["groups"]] == ["lora task.loss=dpo", "lora task.loss=orpo"]
+    assert all(g["state"] == "completed" for g in data["groups"])
+    assert "Comparison of task.loss" in (tmp_path / "cmp" / "report.md").read_text()
+    with pytest.raises(ConfigError, match=r"--vary: methods are compared with --methods"):
+        compare(str(cfg), "lora", out=tmp_path / "x", vary="method.name=lora,full", echo=lambda s: None)
+    with pytest.raises(ConfigError, match=r"--vary: 'task.loss' is not KEY=V1,V2"):
+        compare(str(cfg), "lora", out=tmp_path / "x", vary="task.loss", echo=lambda s: None)
+
+
+@pytest.mark.integration
+def test_search_tunes_beta_on_held_out_reward_accuracy(tiny_llama, pairs_file, tmp_path):
+    import yaml
+
+    from tuneforge.search import make_plan, search
+
+    cfg, space = tmp_path / "dpo.yaml", tmp_path / "space.yaml"
+    raw = pref_config(tiny_llama, pairs_file, "unused")
+    raw["eval"] = {"metric": "reward_accuracy"}
+    raw["task"]["report_prompts"] = 0
+    cfg.write_text(yaml.safe_dump(raw))
+    space.write_text(yaml.safe_dump({"task.beta": {"float": [0.05, 0.5], "log": True}}))
+    plan = make_plan(str(cfg), str(space), ["train.max_steps=3"], trials=2, study_dir=str(tmp_path / "study"))
+    result = search(plan, echo=lambda s: None)
+    rows = (tmp_path / "study" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 3 and "task.beta" in rows[0]
+    best = json.loads((tmp_path / "study" / "test.json").read_text())  # the best trial on its test split, once
+    assert best["metric"] == "reward_accuracy" and 0.0 <= best["metrics"]["reward_accuracy"] <= 1.0
+    assert best["metrics"]["pairs"] == 8 and result is not None
 
 
 @pytest.mark.integration
@@ -148,6 +270,10 @@ def _yaml(tmp_path, cfg) -> str:
         ({}, {"packing": True}, r"data\.packing: only used by the causal_lm task"),
         ({"desirable_weight": 2.0}, {}, r"task\.desirable_weight: read by loss kto, not dpo"),
         ({"loss": "kto", "sft_weight": 0.5}, {}, r"task\.sft_weight: not used by kto"),
+        ({"loss": "orpo", "reference": "copy"}, {}, r"task\.reference: read by losses dpo, ipo, robust, hinge, kto"),
+        ({"loss": "simpo", "reference_model": "m"}, {}, r"task\.reference_model: read by losses dpo, ipo"),
+        ({"loss": "kto", "reference": "precompute"}, {}, r"kto's KL term pairs each prompt with another row's"),
+        ({"reference": "adapters", "reference_model": "m"}, {}, r"adapters uses the run's own base model"),
     ],
 )
 def test_config_is_strict(tiny_llama, task, data, message):
@@ -212,6 +338,28 @@ def test_the_estimate_counts_both_answers_of_a_pair(tiny_llama):
     s8 = estimate_memory(sft, device="cpu", batch_size=8, seq_len=128)
     s4 = estimate_memory(sft, device="cpu", batch_size=4, seq_len=128)
     assert p.activations == s8.activations > s4.activations
+
+
+@pytest.mark.unit
+def test_the_estimate_counts_a_frozen_reference_copy_only_where_there_is_one(tiny_llama):
+    from tuneforge.config import load_config
+    from tuneforge.training.estimate import estimate_memory
+
+    def weights(method, **task):
+        e = estimate_memory(
+            load_config(raw=pref_config(tiny_llama, "x.jsonl", "out", method=method, **task)), device="cpu"
+        )
+        return e.weights, e.assumptions
+
+    full, notes = weights("full")  # auto: precomputed log-probs, no copy
+    copy, copy_notes = weights("full", reference="copy")
+    assert copy == 2 * full and not any("reference copy" in n for n in notes)
+    assert any("a frozen reference copy of" in n for n in copy_notes)
+    lora, _ = weights("lora")  # auto: the adapters switched off
+    lora_copy, _ = weights("lora", reference="copy")
+    assert lora < lora_copy < 2 * lora
+    assert weights("full", loss="kto")[0] == copy  # kto cannot precompute: a copy
+    assert weights("full", loss="orpo")[0] == full  # no reference at all
 
 
 @pytest.mark.integration

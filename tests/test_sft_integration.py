@@ -181,7 +181,11 @@ def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
     "task, override, match",
     [
         ("classification", "data.packing=true", "data.packing: only used by the causal_lm task"),
-        ("classification", "data.format=alpaca", "data.format: only used by the causal_lm and preference tasks"),
+        (
+            "classification",
+            "data.format=alpaca",
+            "data.format: only used by the causal_lm, preference and reward tasks",
+        ),
         (
             "causal_lm",
             "data.text_pair_column=b",

@@ -41,6 +41,9 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
         "causal_lm": (llama, write_jsonl(d / "chat.jsonl", chat_rows(40))),
         "image_classification": (make_tiny_resnet(d / "resnet"), str(make_image_folder(d / "images"))),
         "preference": (llama, write_jsonl(d / "pairs.jsonl", pair_rows(40))),
+        # reward models on a causal LM (its chat template); an encoder's configs are trained on the tiny BERT
+        "reward": (llama, str(d / "pairs.jsonl")),
+        "reward-encoder": (tiny_bert, str(d / "pairs.jsonl")),
     }
 
 
@@ -57,7 +60,8 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
 
     raw = yaml.safe_load((REPO / path).read_text())
     task = raw.get("task", {}).get("type", "classification")
-    model, data = tiny_inputs[task]
+    encoder = task == "reward" and "minilm" in raw["model"]["name"]  # a text-pair scorer: no chat template
+    model, data = tiny_inputs["reward-encoder" if encoder else task]
     raw["model"]["name"] = model
     for key in ("validation", "test"):  # shipped configs split their builtin data; so does the tiny file
         raw["data"].pop(key, None)
@@ -65,7 +69,7 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
         raw["data"].pop("split", None)
     raw["data"]["train"] = data
     raw["data"]["max_length"] = min(raw["data"].get("max_length", 64), 64)
-    if task == "preference":  # the tiny byte-level tokenizer makes a 47-token prompt: half of 128 holds it
+    if task in ("preference", "reward"):  # the tiny byte-level tokenizer makes a 47-token prompt: half of 128 holds it
         raw["data"]["max_length"] = 128
         raw["data"].pop("max_prompt_length", None)
     raw["train"] = {

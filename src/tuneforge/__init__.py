@@ -139,7 +139,7 @@ def compare(
 ) -> CompareResult:
     """Train the same task, data and budget with several methods (x seeds) and write the measured comparison
     (`tuneforge compare`). `options`: resume, overwrite, method_configs, keep_learning_rate, isolate (False
-    trains in this process)."""
+    trains in this process), vary (`KEY=V1,V2,...`: also compare the values of one config key)."""
     from tuneforge.compare import compare as _compare
 
     seeds = list(seeds) if seeds is not None and not isinstance(seeds, str) else seeds

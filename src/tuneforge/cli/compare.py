@@ -31,14 +31,19 @@ def compare(
         "--keep-learning-rate",
         help="Train every method at the config's train.learning_rate instead of each method's own.",
     ),
+    vary: str | None = typer.Option(
+        None,
+        "--vary",
+        help="Also compare the values of one config key, e.g. task.loss=dpo,orpo,simpo,kto (each with every method).",
+    ),
     in_process: bool = typer.Option(
         False,
         "--in-process",
         help="Train in this process instead of one process per run (faster start; peak memory then accumulates).",
     ),
 ):
-    """Train the same task, data and budget with several methods and write a measured comparison
-    (compare.json, report.md, report.html)."""
+    """Train the same task, data and budget with several methods (or values of one key, --vary) and write a
+    measured comparison (compare.json, report.md, report.html)."""
     from tuneforge.compare import compare as run_compare
 
     def echo(line: str) -> None:
@@ -57,4 +62,5 @@ def compare(
         keep_learning_rate=keep_learning_rate,
         isolate=not in_process,
         echo=echo,
+        vary=vary,
     )

@@ -58,7 +58,8 @@ def predict(
     ),
     batch_size: int = typer.Option(64, "--batch-size"),
 ):
-    """Classify texts; prints one JSON line per text with its label and per-class probabilities. Several runs of
+    """Classify texts; prints one JSON line per text with its label and per-class probabilities (a reward-model
+    run: its score, {"text", "score"}, the text scored as it is given). Several runs of
     one base model (`tuneforge predict RUN_A RUN_B TEXT...`) share the base model: --run picks the one that answers,
     else every run answers."""
     from tuneforge.inference import predict as run_predict

@@ -240,19 +240,49 @@ def _stats(values: list[float]) -> dict | None:
     return {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, object] = {}
+    for k, v in value.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _labels(groups: dict[str, list[RunRecord]], per_method: dict[str, int]) -> dict[int, str]:
+    """A label per group: its method, and where several groups share a method the config keys that tell them apart
+    (`lora task.loss=orpo`), else the first run's directory name."""
+    flat = {key: _flat(json.loads(key)) if not key.startswith("?") else {} for key in groups}
+    labels = {}
+    for key, runs in groups.items():
+        method = runs[0].method
+        if per_method[method] == 1:
+            labels[id(runs)] = method
+            continue
+        mine = flat[key]
+        others = [flat[k] for k, r in groups.items() if k != key and r[0].method == method]
+        differ = sorted(
+            k for k in set(mine).union(*others) if any(o.get(k) != mine.get(k) for o in others) and k in mine
+        )
+        shown = ", ".join(f"{k}={mine[k]}" for k in differ[:3])
+        labels[id(runs)] = f"{method} {shown}" if differ and len(shown) <= 60 else f"{method} ({runs[0].name})"
+    return labels
+
+
 def group_runs(records: list[RunRecord]) -> list[dict]:
     """Group runs that differ only in seed (and output location) and aggregate each group.
 
-    Returns one dict per group, in first-seen order: label (the method name, made unique with the first
-    run's directory name when two groups share a method), method, task, state (completed / failed /
-    partial), errors, runs, seeds, learning_rate, metric, greater_is_better, metrics and efficiency as
-    {name: {mean, std, min, max, n}} over the completed runs."""
+    Returns one dict per group, in first-seen order: label (the method name, made unique with the config keys
+    that differ, else the first run's directory name, when two groups share a method), method, task, state
+    (completed / failed / partial), errors, runs, seeds, learning_rate, metric, greater_is_better, metrics and
+    efficiency as {name: {mean, std, min, max, n}} over the completed runs."""
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(_group_key(r.config) if r.config else f"?{r.path}", []).append(r)
     per_method: dict[str, int] = {}
     for runs in groups.values():
         per_method[runs[0].method] = per_method.get(runs[0].method, 0) + 1
+    labels = _labels(groups, per_method)
     out = []
     for runs in groups.values():
         first = runs[0]
@@ -274,7 +304,7 @@ def group_runs(records: list[RunRecord]) -> list[dict]:
         eff_names = [k for k in EFFICIENCY_KEYS if any(k in r.efficiency for r in ok)]
         out.append(
             {
-                "label": first.method if per_method[first.method] == 1 else f"{first.method} ({first.name})",
+                "label": labels[id(runs)],
                 "method": first.method,
                 "task": first.task,
                 "state": state,

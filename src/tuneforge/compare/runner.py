@@ -1,11 +1,7 @@
 """`tuneforge compare`: the same task, data and budget trained with several methods (and seeds), one run
 directory each under one comparison directory, then the report.
 
-Learning rate: per method. A config's `train.learning_rate` is written for *its* method (the LoRA quickstart
-sets 1e-3, which would wreck full fine-tuning), so compare drops it and every method trains at its own
-rate: `train.learning_rate` from configs/methods/<method>-<task>.yaml when that file sets one, else the
-method's default. An explicit `train.learning_rate=...` override on the compare command line, or
-`keep_learning_rate`, applies one rate to every method.
+Which runs, with which settings and learning rates: compare/plan.py.
 
 Each run trains in a fresh process by default, so peak memory is that run's own (the RSS high-water mark of a
 process never goes down) and a crash in one method cannot take the others with it."""
@@ -24,25 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from tuneforge.compare.plan import PlannedRun, parse_list, parse_seeds, parse_vary, plan
 from tuneforge.config.loader import resolved_config
-from tuneforge.config.overrides import apply_overrides
-from tuneforge.config.validation import validate_config
-from tuneforge.config.yaml_reader import read_yaml
 from tuneforge.errors import ConfigError, RunDirError, TuneforgeError, first_line
 from tuneforge.training.console import CALLER_LOG
 from tuneforge.training.rundir import RunDir
-
-ALL_METHODS = ["full", "freeze", "lora", "qlora", "adapter", "prefix", "prompt"]
-
-
-@dataclass
-class PlannedRun:
-    method: str
-    seed: int
-    path: Path
-    raw: dict  # the complete raw config of this run (validated when it runs)
-    error: str | None = None  # a config problem found while planning: the run fails without training
-    skipped: bool = False
 
 
 @dataclass
@@ -50,150 +32,6 @@ class CompareResult:
     out_dir: Path
     runs: list[PlannedRun] = field(default_factory=list)
     report: object = None
-
-
-def parse_list(text: str | None, what: str) -> list[str]:
-    items = [x.strip() for x in (text or "").split(",") if x.strip()]
-    if not items:
-        raise ConfigError(f"{what}: give a comma-separated list, for example {what} full,lora")
-    dup = sorted({x for x in items if items.count(x) > 1})
-    if dup:
-        raise ConfigError(f"{what}: listed twice: {', '.join(dup)}")
-    return items
-
-
-def parse_seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    seeds = []
-    for s in parse_list(text, "--seeds"):
-        try:
-            seeds.append(int(s))
-        except ValueError:
-            raise ConfigError(f"--seeds: '{s}' is not an integer") from None
-    return seeds
-
-
-def default_method_configs_dir() -> Path:
-    """configs/methods under the working directory, else the one shipped beside the package's source tree."""
-    here = Path("configs/methods")
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[3] / "configs" / "methods"
-
-
-def task_file_names(task: str) -> list[str]:
-    """The names method files use for a task: its own and its `Task.aliases` (lora-sft.yaml for causal_lm)."""
-    from tuneforge.registry import TASKS
-
-    return [task, *TASKS.get(task).aliases] if task in TASKS else [task]
-
-
-def _method_file_settings(method: str, task: str, directory: Path) -> tuple[dict | None, float | None, Path | None]:
-    path = next((p for p in (directory / f"{method}-{t}.yaml" for t in task_file_names(task)) if p.is_file()), None)
-    if path is None:
-        return None, None, None
-    raw = read_yaml(path)
-    section = raw.get("method")
-    if section is None:
-        return None, None, path
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: 'method' must be a mapping")
-    if section.get("name", method) != method:
-        raise ConfigError(f"{path}: method.name is '{section.get('name')}', but the file is for '{method}'")
-    lr = (raw.get("train") or {}).get("learning_rate") if isinstance(raw.get("train"), dict) else None
-    return {**section, "name": method}, lr, path
-
-
-def plan(
-    config: str | Path,
-    methods: list[str],
-    seeds: list[int] | None,
-    max_steps: int | None,
-    out: Path,
-    overrides=(),
-    method_configs: Path | None = None,
-    keep_learning_rate: bool = False,
-) -> list[PlannedRun]:
-    """The runs of a comparison, each with its complete raw config (nothing is trained or written).
-
-    Each method's settings: the `method:` section of <method_configs>/<method>-<task>.yaml when it exists;
-    else the config's own `method:` section when it names this method or all its keys apply to it; else
-    the method's defaults.
-
-    Args:
-        config: the base run config (task, data, model, budget).
-        methods: registered method names.
-        seeds: train.seed of each repetition; None: the config's own seed, once. The data split keeps the
-            config's seed (data.split.seed, else train.seed), so all runs share the same test rows.
-        max_steps: train.max_steps for every run (None: the config's budget).
-        out: the comparison directory; run k of method m goes to out/<m>-seed<k>.
-        overrides: key=value overrides for every run. `method.<key>=v` applies to the methods that have
-            that key (for example method.r=4 to lora and qlora).
-        method_configs: the directory of <method>-<task>.yaml files (default configs/methods).
-        keep_learning_rate: train every method at the config's train.learning_rate instead of per-method rates.
-
-    Raises ConfigError for an unknown method, a malformed override or an invalid base config."""
-    from tuneforge.registry import METHODS
-
-    for m in methods:
-        METHODS.get(m, key="--methods")
-    overrides = list(overrides)
-    method_over = [o for o in overrides if o.split("=", 1)[0].strip().startswith("method.")]
-    common = [o for o in overrides if o not in method_over]
-    base = apply_overrides(read_yaml(config), common)
-    base_cfg = validate_config(copy.deepcopy(base))  # problems of the shared part stop everything, early
-    task = base_cfg.task.type
-    explicit_lr = any(o.split("=", 1)[0].strip() == "train.learning_rate" for o in common)
-    for o in method_over:
-        key = o.split("=", 1)[0].strip().split(".")[1]
-        if "=" not in o or not any(key in METHODS.get(m).Config.model_fields for m in methods):
-            raise ConfigError(f"override '{o}': none of the methods {', '.join(methods)} has a key '{key}'")
-    directory = method_configs or default_method_configs_dir()
-    base_method = base.get("method") if isinstance(base.get("method"), dict) else {}
-    runs = []
-    for m in methods:
-        section, file_lr, _ = _method_file_settings(m, task, directory)
-        fields = METHODS.get(m).Config.model_fields
-        if section is None:
-            # the config's own settings when they were written for this method or all apply to it (a LoRA
-            # config's r/alpha/targets carry over to qlora), else the method's defaults
-            own = {k: v for k, v in base_method.items() if k != "name"}
-            reuse = base_method.get("name") == m or (own and all(k in fields for k in own))
-            section = {**(copy.deepcopy(own) if reuse else {}), "name": m}
-        mine = [o for o in method_over if o.split("=", 1)[0].strip().split(".")[1] in fields]
-        section = apply_overrides({"method": section}, mine)["method"]
-        for seed in seeds if seeds is not None else [base_cfg.train.seed]:
-            raw = copy.deepcopy(base)
-            raw["method"] = copy.deepcopy(section)
-            train = raw.setdefault("train", {}) or {}
-            raw["train"] = train
-            if not (explicit_lr or keep_learning_rate):
-                train.pop("learning_rate", None)
-                if file_lr is not None:
-                    train["learning_rate"] = file_lr
-            train["seed"] = seed
-            if seeds is not None and base_cfg.data.split.seed is None:
-                # one held-out split for every seed: the spread then measures training randomness, and every
-                # method is scored on the same test rows
-                data = raw["data"] = dict(raw.get("data") or {})
-                data["split"] = {**(data.get("split") or {}), "seed": base_cfg.train.seed}
-            if max_steps is not None:
-                train["max_steps"] = max_steps
-            path = out / f"{m}-seed{seed}"
-            raw["output"] = {
-                **(raw.get("output") or {}),
-                "dir": str(path),
-                "name": f"{m}-seed{seed}",
-                "overwrite": True,
-            }
-            runs.append(PlannedRun(method=m, seed=seed, path=path, raw=raw))
-    for r in runs:
-        try:
-            validate_config(copy.deepcopy(r.raw))
-        except ConfigError as exc:
-            r.error = str(exc)
-    return runs
 
 
 def _check_existing(runs: list[PlannedRun], resume: bool, overwrite: bool) -> None:
@@ -282,6 +120,7 @@ def compare(
     keep_learning_rate: bool = False,
     isolate: bool = True,
     echo=print,
+    vary: tuple[str, list[str]] | str | None = None,
 ) -> CompareResult:
     """Train every method (x seed) on the same task, data and budget, then write the comparison report.
 
@@ -299,6 +138,8 @@ def compare(
         keep_learning_rate: one rate (the config's) for every method instead of per-method rates.
         isolate: train each run in a fresh process (clean peak-memory figures); False trains in this process.
         echo: where progress lines go.
+        vary: `KEY=V1,V2,...` (or (KEY, values)): also train each value of one config key (see `plan`), for
+            example `task.loss=dpo,orpo,simpo,kto` for preference losses side by side.
 
     Returns a CompareResult with the runs and the Report. A failing method is recorded in the report with its
     error and does not stop the others.
@@ -306,6 +147,7 @@ def compare(
     invalid config, existing runs without --resume / --overwrite)."""
     methods = parse_list(methods, "--methods") if isinstance(methods, str) else list(methods)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else seeds
+    vary = parse_vary(vary) if isinstance(vary, str) else vary
     if max_steps is not None and max_steps < 1:
         raise ConfigError("--max-steps must be at least 1")
     if out is None:
@@ -322,6 +164,7 @@ def compare(
         overrides,
         Path(method_configs) if method_configs else None,
         keep_learning_rate,
+        vary,
     )
     _check_existing(runs, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -336,13 +179,14 @@ def compare(
                 "max_steps": max_steps,
                 "overrides": list(overrides),
                 "keep_learning_rate": keep_learning_rate,
+                "vary": None if vary is None else {vary[0]: vary[1]},
             },
             indent=2,
         )
     )
     total = len(runs)
     for i, r in enumerate(runs, 1):
-        tag = f"compare [{i}/{total}] {r.method} seed {r.seed}"
+        tag = f"compare [{i}/{total}] {r.method}{f' {r.variant}' if r.variant else ''} seed {r.seed}"
         if r.skipped:
             echo(f"{tag}: already completed, skipped (--resume)")
             continue
@@ -350,7 +194,7 @@ def compare(
             _write_failed(r)
             echo(f"{tag}: FAILED before training: {r.error}")
             continue
-        cfg_path = cfg_dir / f"{r.method}-seed{r.seed}.yaml"
+        cfg_path = cfg_dir / f"{r.path.name}.yaml"
         cfg_path.write_text(yaml.safe_dump(r.raw, sort_keys=False))
         echo(f"{tag}: training -> {r.path}")
         t0 = time.perf_counter()
@@ -363,12 +207,18 @@ def compare(
             nums = " ".join(
                 f"{k}={v:.4f}"
                 for k, v in shown.items()
-                if k in ("accuracy", "f1_macro", "loss", "perplexity") and isinstance(v, (int, float))
+                if k in ("accuracy", "f1_macro", "loss", "perplexity", "reward_accuracy")
+                and isinstance(v, (int, float))
             )
             echo(f"{tag}: done in {took:.0f}s {nums}")
     from tuneforge.compare.report import build_report
 
-    report = build_report([r.path for r in runs], out, title=f"Method comparison: {Path(config).name}")
+    what = (
+        "Method comparison"
+        if vary is None
+        else f"Comparison of {vary[0]}" + (" and methods" if len(methods) > 1 else "")
+    )
+    report = build_report([r.path for r in runs], out, title=f"{what}: {Path(config).name}")
     echo(f"compare: report in {report.html_path} (and report.md, compare.json)")
     if report.data.get("best"):
         echo(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneforge.data.arithmetic import read_arithmetic
 from tuneforge.data.preference_builtins import PREFERENCE_BUILTINS, read_preference_builtin
 from tuneforge.errors import DataError
 
@@ -63,6 +64,11 @@ BUILTIN_DATA = {
         "The same corpus with its 1,097 plot summaries: columns "
         "subjectivity (objective plot / subjective review, every row) "
         "and polarity (reviews only), 13,905 rows",
+    ),
+    "arithmetic": (
+        read_arithmetic,
+        "2,000 generated arithmetic problems (short stories and expressions, 1-3 operations on small numbers) with "
+        "integer answers, columns prompt and answer, for GRPO with the exact_answer reward; seeded, nothing downloaded",
     ),
     # LLaMA-Factory's demo preference sets, extracted from its PyPI source distribution by `make install`
     **{

@@ -1,6 +1,6 @@
 """Preference pairs (and KTO's unpaired answers) to training rows: the prompt conversation and each answer rendered
 with the chat template and tokenized as in SFT (data/templates), the loss on the final answer only (its end-of-turn
-token included).
+token included). Reward models read the same pairs as whole sequences to score (data/reward_encode.py).
 
 The length rule, written down: prompts are never cut. A prompt (the templated conversation before the answer,
 the generation prompt included) longer than `data.max_prompt_length` tokens is a bad record (`prompt_lengths`
@@ -22,16 +22,30 @@ class PairSettings:
     max_prompt_length: int
 
 
-def _conversation(record: dict, answer: str, system_prompt: str | None) -> list[dict]:
+def answer_conversation(record: dict, answer: str, system_prompt: str | None) -> list[dict]:
+    """The record's prompt turns with `answer` as the assistant's last turn, the system prompt first."""
     from tuneforge.data.templates import with_system
 
     return with_system([*record["prompt"], {"role": "assistant", "content": answer}], system_prompt)
 
 
+def pair_prompt_text(prompt: list[dict], system_prompt: str | None = None) -> str:
+    """A prompt conversation as one plain text, for models without a chat template (an encoder such as MiniLM): the
+    turns' contents (the system prompt first) joined by blank lines, without role names."""
+    from tuneforge.data.templates import with_system
+
+    return "\n\n".join(m["content"] for m in with_system(prompt, system_prompt))
+
+
 def prompt_lengths(records: list[dict], tokenizer, s: PairSettings) -> list[int]:
-    """Tokens of each record's templated prompt (generation prompt included), as training will see it."""
+    """Tokens of each record's templated prompt (generation prompt included), as training will see it. Without a
+    chat template (`s.chat` None: a reward model scoring text pairs, `encode_scored_pairs`): the tokens of the pair
+    before its answer (the prompt text with the tokenizer's special tokens)."""
     from tuneforge.data.templates import render, with_system
 
+    if s.chat is None:
+        texts = [pair_prompt_text(r["prompt"], s.system_prompt) for r in records]
+        return [len(ids) for ids in tokenizer(texts, [""] * len(texts))["input_ids"]] if texts else []
     texts = [
         render(tokenizer, s.chat.jinja, with_system(r["prompt"], s.system_prompt), add_generation_prompt=True)
         for r in records
@@ -59,7 +73,7 @@ def encode_pairs(records: list[dict], tokenizer, split: str, stats: dict, s: Pai
     segs = []
     for n, r in enumerate(records, start=1):
         for answer in (r["chosen"], r["rejected"]):
-            conv = _conversation(r, answer, s.system_prompt)
+            conv = answer_conversation(r, answer, s.system_prompt)
             try:
                 segs.append(_last_answer_only(conversation_segments(tokenizer, s.chat, conv)))
             except DataError as exc:
@@ -101,7 +115,7 @@ def encode_unpaired(records: list[dict], tokenizer, split: str, stats: dict, s: 
     segs = []
     for n, r in enumerate(records, start=1):
         try:
-            conv = _conversation(r, r["completion"], s.system_prompt)
+            conv = answer_conversation(r, r["completion"], s.system_prompt)
             segs.append(_last_answer_only(conversation_segments(tokenizer, s.chat, conv)))
         except DataError as exc:
             raise DataError(f"{split} record {n}: {exc}") from None
@@ -164,7 +178,8 @@ class UnpairedCollator:
 
 class PairCollator:
     """Batches of pairs as one batch of 2 x B rows, the chosen answers first: one forward pass computes both
-    (right-padded to the batch's longest row; labels -100 on padding)."""
+    (right-padded to the batch's longest row; labels -100 on padding); `ref_logps` [2B] where the pairs carry
+    precomputed reference log-probs."""
 
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
@@ -172,4 +187,10 @@ class PairCollator:
     def __call__(self, features: list[dict]) -> dict:
         rows = [(f["chosen_input_ids"], f["chosen_labels"]) for f in features]
         rows += [(f["rejected_input_ids"], f["rejected_labels"]) for f in features]
-        return _padded(rows, self.pad)
+        batch = _padded(rows, self.pad)
+        if "ref_chosen_logps" in features[0]:  # the reference's log-probs, computed before training
+            import torch
+
+            ref = [f["ref_chosen_logps"] for f in features] + [f["ref_rejected_logps"] for f in features]
+            batch["ref_logps"] = torch.tensor(ref, dtype=torch.float32)
+        return batch

@@ -159,6 +159,24 @@ def _label(v: Any, where: str, field: str) -> bool:
     raise DataError(f"{where}: the label (field '{field}') must be a boolean (true/false or 1/0), got {shown}")
 
 
+def pair_margin(v: Any, where: str) -> float:
+    """A pair's `margin` (how far the chosen answer's reward must exceed the rejected one's, as in TRL's reward
+    data): a finite number. A missing, non-numeric or infinite value is a DataError naming the record."""
+    if isinstance(v, (bool, np.bool_)):
+        raise DataError(f"{where}: the margin (field 'margin') must be a number, got {v!r}")
+    if _missing(v):
+        raise DataError(f"{where}: no margin (field 'margin' is missing; the file has a margin column)")
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise DataError(f"{where}: the margin (field 'margin') must be a number, got {v[:40]!r}") from None
+    if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(float(v)):
+        shown = repr(v.item() if isinstance(v, np.generic) else _as_list(v))[:40]
+        raise DataError(f"{where}: the margin (field 'margin') must be a finite number, got {shown}")
+    return float(v)
+
+
 def _pair(where: str, prompt: list[dict], chosen: str, rejected: str) -> dict:
     if chosen.strip() == rejected.strip():
         raise DataError(f"{where}: the chosen and rejected answers are identical")
@@ -275,6 +293,7 @@ def parse_preference_records(
     roles: dict[str, str] | None = None,
     skipped: list | None = None,
     numbers: list | None = None,
+    margins: bool = False,
 ) -> tuple[str, str, list[dict]]:
     """Normalise the rows of `frame` (as read by `read_table`) into preference records.
 
@@ -286,6 +305,8 @@ def parse_preference_records(
         skipped: None (data.bad_records=error): the first malformed record is an error. A list
             (data.bad_records=skip): malformed records are left out and `(record number, message)` appended.
         numbers: when a list, the fields whose number was turned into text are appended to it.
+        margins: when the file has a `margin` column, each pair also gets `"margin": float` (`pair_margin`; a
+            missing or non-numeric margin is a malformed record). Off: the column is ignored.
 
     Returns (kind, format, records): kind is `paired` or `unpaired`, records are dicts of that kind's shape.
 
@@ -315,6 +336,8 @@ def parse_preference_records(
     for n, (row, row_kind) in enumerate(zip(rows, kinds), start=1):
         try:
             record = _record(row, row_kind, fmt, cols, f"{source}: record {n}", roles, numbers)
+            if margins and "margin" in cols and "chosen" in record:
+                record["margin"] = pair_margin(row.get("margin"), f"{source}: record {n}")
         except DataError as exc:
             if skipped is None:
                 raise DataError(f"{exc} {skip_hint()}") from None

@@ -5,6 +5,7 @@ of what was read is columns.py."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 from pathlib import Path
 
@@ -35,13 +36,19 @@ def read_table(source: str, key: str | None = None) -> pd.DataFrame:
             f"directory saved by `datasets`, or a builtin data set (builtin:<name>)"
         )
     if source.startswith("builtin:"):
-        name = source.split(":", 1)[1]
+        # generated sets take options after '?' (builtin:arithmetic?n=500&steps=2)
+        name, ask, query = source.split(":", 1)[1].partition("?")
         if name not in BUILTIN_DATA:
             raise DataError(
                 f"unknown builtin data '{source}'{closest(source, ['builtin:' + n for n in BUILTIN_DATA])}; "
                 f"available: {', '.join('builtin:' + n for n in BUILTIN_DATA)}"
             )
-        return BUILTIN_DATA[name][0]()
+        reader = BUILTIN_DATA[name][0]
+        if not ask:
+            return reader()
+        if "options" not in inspect.signature(reader).parameters:
+            raise DataError(f"builtin:{name} takes no options (after '?'): {source}")
+        return reader(query)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data file not found: {source}" + (f" (set by {key})" if key else ""))

@@ -16,6 +16,7 @@ from tuneforge.errors import DataError, ModelError
 from tuneforge.methods import MethodContext
 from tuneforge.models.loader import load_model, read_run_metadata, resolve_model
 from tuneforge.registry import METHODS, TASKS
+from tuneforge.tasks.hooks import InferenceHooks
 
 
 @dataclass
@@ -24,6 +25,9 @@ class LoadedRun:
     tokenizer: Any
     meta: dict
     model_dir: Path
+    #: the run's method's `disabled_adapters` hook (`with run.without_adapters(run.model) as base:`), for tasks that
+    #: compare with the base model (a preference run's reference); None for exports
+    without_adapters: Any = None
 
 
 def model_dir_of(path: str | Path) -> Path:
@@ -78,7 +82,11 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     return LoadedRun(
-        model=model, tokenizer=task_cls.inference.load_processor(str(model_dir)), meta=meta, model_dir=model_dir
+        model=model,
+        tokenizer=task_cls.inference.load_processor(str(model_dir)),
+        meta=meta,
+        model_dir=model_dir,
+        without_adapters=method.disabled_adapters,
     )
 
 
@@ -107,6 +115,15 @@ def predict(run_dir: str | Path | LoadedRun, texts: Iterable[str], batch_size: i
     return task_of(run).inference.predict(run, list(texts), batch_size)
 
 
+def score(run_dir: str | Path | LoadedRun, prompts: list, completions: list[str], batch_size: int = 64) -> list[float]:
+    """The reward of each completion as the answer to its prompt (a text, or a list of `{"role", "content"}` messages
+    ending with the user's turn), from a run whose task scores answers (a reward model), scored as the run was
+    trained (its chat template and system prompt). Raises ModelError for a run that does not score, DataError for
+    prompts and completions of different lengths."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    return task_of(run).inference.score(run, list(prompts), list(completions), batch_size)
+
+
 def evaluate(
     run_dir: str | Path,
     data: str | None = None,
@@ -121,8 +138,8 @@ def evaluate(
 
     run = load_run(run_dir)
     task = task_of(run)
-    if task.inference.interface != "classify":
-        raise ModelError(f"eval --data does not apply to this run's task '{task.name}'")
+    if type(task.inference).evaluate is InferenceHooks.evaluate:  # the task does not evaluate (it refuses in one line)
+        task.inference.evaluate(run, data or "", out_dir)
     run_root = run.model_dir.parent
     if data is None:
         saved = split_file(run_root, "test")

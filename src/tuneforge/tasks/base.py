@@ -27,7 +27,8 @@ Training (an instance, built with the run config and `force`)
     held_out(run_dir, processor) -> the run's own validation/test split again (saved with the run)
 A finished run (tasks/hooks.py; the defaults are for text models and their tokenizers)
     inference                   InferenceHooks: interface (`classify` / `chat`), input_kind (`text` / `image`),
-                                load_processor(path), head_kwargs(meta), predict / evaluate / logits
+                                load_processor(path), head_kwargs(meta), predict / evaluate / logits, score
+                                (prompt, completion) -> a reward
     exports                     ExportHooks: formats, int8_scheme, onnx_usable, onnx_inputs / onnx_outputs,
                                 check_inputs (merge check), held_out_rows / batch / output_rows / parity
 """
@@ -174,6 +175,20 @@ class Task:
         `without_adapters(model)` is the method's `disabled_adapters` hook); None keeps the Trainer's. In
         evaluation, `outputs` (a dict) become the predictions `compute_metrics` receives."""
         return None
+
+    @classmethod
+    def frozen_copies(cls, cfg: RunConfig, has_adapters: bool) -> list[str]:
+        """What frozen model copies a run of `cfg` holds in memory beside the trained model, one description each
+        (a preference run's reference copy), for `tuneforge estimate`. `has_adapters`: whether the method's
+        adapters can be switched off. Default: none."""
+        return []
+
+    def before_training(self, trainer, prepared: Prepared, without_adapters: Callable | None, cache_dir) -> Prepared:
+        """Work with the model once it is built and before the first step (a preference run's reference log-probs):
+        `trainer` is the run's Trainer (its model on its device), `without_adapters` the method's
+        `disabled_adapters` hook, `cache_dir` a directory of the run for what should survive a --resume. Returns
+        the prepared data the run trains on (default: unchanged)."""
+        return prepared
 
     def train_sampler(self, prepared: Prepared):
         """A torch Sampler over the training rows with `set_epoch(epoch)` (the order must depend only on the seed

@@ -35,6 +35,8 @@ class InferenceHooks:
     load_processor      what turns raw inputs into model inputs, saved beside the weights
     head_kwargs         `from_pretrained` arguments that rebuild the task's head when loading
     predict / evaluate / logits   `classify` tasks; the defaults refuse in one line (a task that chats)
+    score               one scalar per (prompt, completion) for runs that score answers (a reward model: predict
+                        gives `{"score"}` per text); the default refuses
     """
 
     interface: ClassVar[str] = "classify"
@@ -65,6 +67,11 @@ class InferenceHooks:
     def logits(self, run: Any, inputs: list, pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """The head's outputs for `inputs` (and text pairs), in input order."""
         raise ModelError(f"this run's task '{run.meta['task']}' does not classify texts")
+
+    def score(self, run: Any, prompts: list, completions: list[str], batch_size: int = 64) -> list[float]:
+        """One scalar per (prompt, completion): how good the completion is as an answer to the prompt (a reward
+        model; prompts are texts or message lists). The default refuses in one line: the run does not score."""
+        raise ModelError(f"this run's task '{run.meta['task']}' does not score answers (a reward run does)")
 
 
 class ExportHooks:
@@ -186,9 +193,12 @@ class ExportHooks:
         return {"split": split, "rows": len(rows), "max_abs_logit_diff": diff, "argmax_agreement": float(agree.mean())}
 
 
-def batched_logits(run, texts: list[str], pairs: list[str] | None, width: int, batch_size: int = 64) -> np.ndarray:
+def batched_logits(
+    run, texts: list[str], pairs: list[str] | None, width: int, batch_size: int = 64, **encode: Any
+) -> np.ndarray:
     """`run.model(**encodings).logits` for `texts` (and text pairs), `width` columns, batched by length so padding
-    stays small; returned in input order (the text classifiers' `InferenceHooks.logits`)."""
+    stays small; returned in input order (the text classifiers' `InferenceHooks.logits`). `encode`: tokenizer
+    arguments that replace the defaults (for example `add_special_tokens=False`, `truncation="only_second"`)."""
     import torch
 
     max_length = run.meta.get("max_length", 512)
@@ -198,13 +208,9 @@ def batched_logits(run, texts: list[str], pairs: list[str] | None, width: int, b
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             idx = order[i : i + batch_size]
-            enc = run.tokenizer(
-                [texts[j] for j in idx],
-                [pairs[j] for j in idx] if pairs else None,
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
+            options = {"truncation": True, "max_length": max_length, "padding": True, "return_tensors": "pt", **encode}
+            enc = run.tokenizer([texts[j] for j in idx], [pairs[j] for j in idx] if pairs else None, **options).to(
+                device
+            )
             out[idx] = run.model(**enc).logits.float().cpu().numpy()
     return out

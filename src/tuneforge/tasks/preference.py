@@ -19,6 +19,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 from tuneforge.tasks.causal_lm import CausalLMTask
 from tuneforge.tasks.preference_config import PreferenceConfig, PreferenceData, check_preference_config
+from tuneforge.tasks.preference_hooks import PreferenceInference
 from tuneforge.tasks.preference_prepare import PreferenceState
 
 
@@ -34,6 +35,7 @@ class PreferenceTask(CausalLMTask):
     default_metric = "loss"
     default_max_length = 1024
     rows_per_example = 2  # chosen and rejected in one forward pass
+    inference = PreferenceInference()  # chats like SFT; `tuneforge eval` measures held-out pairs
 
     @classmethod
     def fill_defaults(cls, cfg: RunConfig) -> None:
@@ -50,6 +52,14 @@ class PreferenceTask(CausalLMTask):
                 f"data.max_prompt_length={cfg.data.max_prompt_length} leaves no room for an answer within "
                 f"data.max_length={cfg.data.max_length}; make it smaller"
             )
+
+    @classmethod
+    def frozen_copies(cls, cfg: RunConfig, has_adapters: bool) -> list[str]:
+        from tuneforge.tasks.preference_reference import resolve_mode
+
+        if resolve_mode(cfg, has_adapters) != "copy":
+            return []
+        return [f"a frozen reference copy of {cfg.task.reference_model or cfg.model.name} (task.reference: copy)"]
 
     @classmethod
     def supports_strategy(cls, cfg: RunConfig, strategy: str) -> str | None:
@@ -115,6 +125,12 @@ class PreferenceTask(CausalLMTask):
         from tuneforge.tasks.preference_loss import PreferenceLoss
 
         return PreferenceLoss(self.cfg, without_adapters)
+
+    def before_training(self, trainer, prepared: Prepared, without_adapters, cache_dir) -> Prepared:
+        from tuneforge.tasks.preference_loss import policy_logps
+        from tuneforge.tasks.preference_reference import precompute
+
+        return precompute(self.cfg, trainer, prepared, without_adapters, cache_dir, policy_logps)
 
     def preprocess_logits(self, prepared: Prepared):
         return None  # the loss hands evaluation per-pair rewards, not logits

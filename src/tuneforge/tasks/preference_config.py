@@ -25,7 +25,11 @@ LOSS_KEYS = {
     "orpo_alpha": ("orpo",),
     "desirable_weight": ("kto",),
     "undesirable_weight": ("kto",),
+    "reference": REFERENCE_LOSSES,
+    "reference_model": REFERENCE_LOSSES,
 }
+#: where the reference log-probs come from (tasks/preference_reference.py)
+REFERENCE_MODES = ("adapters", "copy", "precompute")
 
 
 class PreferenceData(DataSection):
@@ -109,6 +113,25 @@ class PreferenceConfig(CausalLMConfig):
     undesirable_weight: float | None = Field(
         None, gt=0.0, description="kto: weight of the bad answers' loss (default 1; raise it when they are fewer)."
     )
+    reference: Literal["auto", "adapters", "copy", "precompute"] | None = Field(
+        None,
+        description=(
+            "Where the reference model's log-probs come from (every loss but orpo and simpo): `adapters` (the policy "
+            "with the method's adapters switched off: no second copy; adapter methods only), `copy` (a frozen copy of "
+            "the base or of `reference_model`, in memory for the whole run), `precompute` (computed once before "
+            "training for every pair, cached in the run's reference/ and reused on --resume; no model in memory "
+            "during training; not kto), `auto` (default: `adapters` where the method has adapters, else "
+            "`precompute`, kto `copy`)."
+        ),
+    )
+    reference_model: str | None = Field(
+        None,
+        description=(
+            "The reference model, when it is not the run's base model: a finished full run's directory, a local "
+            "model directory or a cached hub id, with the same tokenizer. Used through `precompute` (default) or "
+            "`copy`."
+        ),
+    )
     sft_weight: float = Field(
         0.0,
         ge=0.0,
@@ -132,6 +155,15 @@ def check_preference_config(cfg: RunConfig) -> None:
         raise ConfigError("task.sft_weight: orpo already adds the chosen answer's NLL (weight 1); remove it")
     if t.loss == "kto" and t.sft_weight:
         raise ConfigError("task.sft_weight: not used by kto (its answers are unpaired: there is no chosen one)")
+    if t.loss == "kto" and t.reference == "precompute":
+        raise ConfigError(
+            "task.reference: precompute: kto's KL term pairs each prompt with another row's answer of the same batch, "
+            "so its reference log-probs cannot be computed ahead; use adapters or copy"
+        )
+    if t.reference == "adapters" and t.reference_model:
+        raise ConfigError(
+            "task.reference: adapters uses the run's own base model, not task.reference_model; use precompute or copy"
+        )
 
 
 def loss_parameters(cfg: RunConfig) -> dict[str, float]:

@@ -1,12 +1,11 @@
 """The training loss of preference runs: chosen and rejected answers in one forward pass, their summed log-probs
 gathered chunk by chunk from the last hidden states (kernels/token_logps: no batch x length x vocabulary logits),
-the reference's log-probs with the method's adapters switched off (or from a frozen copy of the base for methods
-without adapters), and the loss of kernels/preference.py. Evaluation gets the per-pair rewards as its
+the reference's log-probs (precomputed, the policy with the method's adapters switched off, or a frozen copy:
+tasks/preference_reference.py), and the loss of kernels/preference.py. Evaluation gets the per-pair rewards as its
 "predictions", from which `preference_metrics` (KTO: `kto_metrics`) computes reward accuracy, margin and log-probs."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -17,24 +16,12 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.kernels.preference import PairedLogps, UnpairedLogps, preference_loss, sft_loss
 from tuneforge.kernels.token_logps import sequence_logps
 from tuneforge.tasks.preference_config import REFERENCE_LOSSES, loss_parameters
+from tuneforge.tasks.preference_reference import Reference, core, disable_dropout, unwrap
 
 #: config keys of models whose logits are transformed after the output layer
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
 #: the names of the arrays evaluation collects per pair, in order (the loss's outputs, `preference_metrics` reads)
 PREDICTIONS = ("chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel (or accelerate) wrapper: the policy's forward goes through the
-    wrapper (its gradients are synchronised), the output layer and the adapters' switch are the model's own."""
-    while isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module
-    return model
-
-
-def _core(model: nn.Module) -> nn.Module:
-    model = unwrap(model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _transforms_logits(core: nn.Module) -> bool:
@@ -49,8 +36,8 @@ def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Te
     logits after that layer (soft-capping, scaling) is read from its full logits instead."""
     ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
     n = ids.shape[1]
-    core = _core(model)
-    if core.get_output_embeddings() is not None and not _transforms_logits(core):
+    base = core(model)
+    if base.get_output_embeddings() is not None and not _transforms_logits(base):
         kw = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True, "use_cache": False}
         try:
             out = model(**kw, logits_to_keep=1)  # the logits of one position only: the head runs chunked below
@@ -58,8 +45,8 @@ def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Te
             out = model(**kw)
         # prompt tuning puts virtual tokens in front: the real tokens' states are the last n
         hidden = out.hidden_states[-1][:, -n:]
-        head = core.get_output_embeddings()
-        return sequence_logps(hidden, head, labels, vocab_size=core.config.get_text_config().vocab_size)
+        head = base.get_output_embeddings()
+        return sequence_logps(hidden, head, labels, vocab_size=base.config.get_text_config().vocab_size)
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -n:].float()
     shifted = labels[:, 1:]
     picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -67,17 +54,10 @@ def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Te
     return (picked * keep).sum(-1), keep.sum(-1)
 
 
-def _disable_dropout(model: nn.Module) -> None:
-    # as TRL does by default: with dropout on, the policy's log-ratio to the reference is not 0 at step 0 and the
-    # reference pass (adapters off) would see a different network from the policy's
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-
-
 class PreferenceLoss:
     """`loss(model, inputs) -> (loss, outputs)` for the Trainer (tasks/base.Task.training_loss). `without_adapters`:
-    the method's `disabled_adapters` hook (the reference is then the same weights with the adapters off)."""
+    the method's `disabled_adapters` hook (the reference is then the same weights with the adapters off). Pairs that
+    carry precomputed reference log-probs (`ref_logps`, tasks/preference_reference.py) use them instead."""
 
     def __init__(self, cfg: RunConfig, without_adapters: Callable | None = None):
         self.cfg = cfg
@@ -85,41 +65,22 @@ class PreferenceLoss:
         self.params = loss_parameters(cfg)
         self.sft_weight = 1.0 if self.name == "orpo" else cfg.task.sft_weight
         self.needs_reference = self.name in REFERENCE_LOSSES
-        self.without_adapters = without_adapters
-        self._copy: nn.Module | None = None
+        self.reference = Reference(cfg, without_adapters)
         self._prepared_models: set[int] = set()
-
-    @contextlib.contextmanager
-    def reference(self, model: nn.Module):
-        """The reference model: `model` with the method's adapters off, else a frozen copy of the base model
-        (loaded once, on the policy's device and dtype)."""
-        if self.without_adapters is not None:
-            with self.without_adapters(model) as base:
-                if base is not None:
-                    yield base
-                    return
-        if self._copy is None:
-            from tuneforge.models.loader import load_model, resolve_model
-
-            m = self.cfg.model
-            self._copy = load_model(
-                resolve_model(m.name, m.revision), _core(model).__class__, m.dtype, m.trust_remote_code
-            )
-            p = next(model.parameters())
-            self._copy.to(p.device).eval().requires_grad_(False)
-            _disable_dropout(self._copy)
-        yield self._copy
 
     def __call__(self, model: nn.Module, inputs: dict):
         if id(model) not in self._prepared_models:
-            _disable_dropout(model)
+            disable_dropout(model)
             self._prepared_models.add(id(model))
         logps, tokens = policy_logps(model, inputs)
         half = logps.shape[0] // 2
         ref_c = ref_r = None
         if self.needs_reference:
-            with torch.no_grad(), self.reference(unwrap(model)) as ref:
-                ref_logps, _ = policy_logps(ref, inputs)
+            ref_logps = inputs.get("ref_logps")  # precomputed (tasks/preference_reference.py)
+            if ref_logps is None:
+                with torch.no_grad(), self.reference(unwrap(model)) as ref:
+                    ref_logps, _ = policy_logps(ref, inputs)
+            ref_logps = ref_logps.to(logps.device, logps.dtype)
             ref_c, ref_r = ref_logps[:half], ref_logps[half:]
         if self.name == "kto":  # rows: each prompt with its own answer, then with another row's answer (the KL term)
             desirable = inputs["desirable"].to(logps.device)

@@ -1,7 +1,7 @@
 """Preparing the data of a preference run (tasks/preference.py): the pairs of every file read in their detected
 format (data/preference_formats), placeholders filled, prompts over `data.max_prompt_length` treated as bad
 records, data.train split where no file is given, and every split encoded (data/preference_encode) with its
-data report."""
+data report. The reward task (tasks/reward.py) prepares its pairs here too, with its own encoding."""
 
 from __future__ import annotations
 
@@ -83,12 +83,20 @@ def report_records(records: list[dict], n: int) -> list[dict]:
 
 
 def read_pairs(
-    cfg: RunConfig, source: str, key: str, tokenizer, s: PairSettings, skipped_out: list[dict], read: dict[str, int]
+    cfg: RunConfig,
+    source: str,
+    key: str,
+    tokenizer,
+    s: PairSettings,
+    skipped_out: list[dict],
+    read: dict[str, int],
+    margins: bool = False,
 ) -> tuple[str, list[dict]]:
     """The records of `source` (format, records): pairs, or unpaired answers (only task.loss kto reads them).
     Records that cannot be used, prompts over data.max_prompt_length
     included, raise a DataError naming the record, or with data.bad_records=skip are left out and appended to
-    `skipped_out`; `read` gets the number of records the file held."""
+    `skipped_out`; `read` gets the number of records the file held. `margins`: read a `margin` column into the
+    pairs (the reward task)."""
     from tuneforge.data.columns import skip_hint
     from tuneforge.data.preference_encode import prompt_lengths
     from tuneforge.data.preference_formats import parse_preference_records
@@ -100,7 +108,7 @@ def read_pairs(
     skipped: list | None = [] if d.bad_records == "skip" else None
     numbers: list = []
     kind, fmt, records = parse_preference_records(
-        frame, d.format, source, roles=d.roles, skipped=skipped, numbers=numbers
+        frame, d.format, source, roles=d.roles, skipped=skipped, numbers=numbers, margins=margins
     )
     if numbers:
         print(
@@ -109,11 +117,14 @@ def read_pairs(
             file=sys.stderr,
             flush=True,
         )
-    if kind != "paired" and cfg.task.loss != "kto":
-        raise DataError(
-            f"{source}: holds unpaired records (a prompt with one answer and a label); task.loss "
-            f"{cfg.task.loss} needs pairs of a chosen and a rejected answer (task.loss: kto reads unpaired answers)"
+    loss = getattr(cfg.task, "loss", None)  # tasks without task.loss (reward models) read pairs only
+    if kind != "paired" and loss != "kto":
+        needs = (
+            f"task.loss {loss} needs pairs of a chosen and a rejected answer (task.loss: kto reads unpaired answers)"
+            if loss
+            else f"the {cfg.task.type} task needs pairs of a chosen and a rejected answer"
         )
+        raise DataError(f"{source}: holds unpaired records (a prompt with one answer and a label); {needs}")
     left = {n for n, _ in skipped or []}
     numbers = [n for n in range(1, len(frame) + 1) if n not in left]  # each kept record's number in the file
     records = [_fill(r, d.variables, f"{source}: record {n}") for r, n in zip(records, numbers)]
@@ -150,29 +161,37 @@ def read_pairs(
     return fmt, kept
 
 
-def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepared[PreferenceState]:
-    """Read, split and encode every split; `state_of(fmt)` builds the PreferenceState once the format is known."""
+def prepare_pairs(
+    cfg: RunConfig, tokenizer, s: PairSettings, state_of, encode=None, margins: bool = False
+) -> Prepared[PreferenceState]:
+    """Read, split and encode every split; `state_of(fmt)` builds the PreferenceState once the format is known.
+    `encode(records, tokenizer, split, stats, s)`: how a split becomes rows (default: `encode_pairs`, KTO's
+    `encode_unpaired`); `margins`: keep the data's `margin` column in the pairs (the reward task passes both)."""
     from tuneforge.data.preference_encode import encode_pairs, encode_unpaired
 
     d = cfg.data
     rng = random.Random(data_seed(cfg))
     skipped: list[dict] = []
     read: dict[str, int] = {}
-    fmt, train = read_pairs(cfg, d.train, "data.train", tokenizer, s, skipped, read)
-    val = read_pairs(cfg, d.validation, "data.validation", tokenizer, s, skipped, read)[1] if d.validation else None
-    test = read_pairs(cfg, d.test, "data.test", tokenizer, s, skipped, read)[1] if d.test else None
+
+    def read_file(source: str, key: str):
+        return read_pairs(cfg, source, key, tokenizer, s, skipped, read, margins=margins)
+
+    fmt, train = read_file(d.train, "data.train")
+    val = read_file(d.validation, "data.validation")[1] if d.validation else None
+    test = read_file(d.test, "data.test")[1] if d.test else None
     train, val, test = split_given(cfg, train, val, test, rng)
-    unpaired = cfg.task.loss == "kto"
+    unpaired = getattr(cfg.task, "loss", None) == "kto"
     if unpaired:
         train, val, test = unpair(train), unpair(val) if val else val, unpair(test) if test else test
     stats: dict = {}
-    encode = encode_unpaired if unpaired else encode_pairs
+    encode = encode or (encode_unpaired if unpaired else encode_pairs)
     encoded = {
         name: encode(rs or [], tokenizer, name, stats, s)
         for name, rs in (("train", train), ("validation", val), ("test", test))
     }
     state = state_of(fmt)
-    state.report_pairs = report_records(test or val or [], cfg.task.report_prompts)
+    state.report_pairs = report_records(test or val or [], getattr(cfg.task, "report_prompts", 0))
     sizes = {"train": len(train), "validation": len(val or []), "test": len(test or [])}
     truncated = {k: stats.get(f"{k}_truncated", 0) for k in sizes}
     if any(truncated.values()):
@@ -183,7 +202,7 @@ def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepa
             flush=True,
         )
     report: dict = {
-        "task": "preference",
+        "task": cfg.task.type,
         "format": fmt,
         "read": read,
         "before": _summary(train),
@@ -198,8 +217,8 @@ def prepare_pairs(cfg: RunConfig, tokenizer, s: PairSettings, state_of) -> Prepa
         report["bad_records"] = {"policy": "skip", "records": skipped}
     info = {
         "format": fmt,
-        "template": state.chat.name,
-        "end_of_turn_token": state.chat.end_token,
+        "template": state.chat.name if state.chat is not None else None,  # None: a reward model scoring text pairs
+        "end_of_turn_token": state.chat.end_token if state.chat is not None else None,
         "stop_token_ids": state.stop_token_ids,
         "system_prompt": state.system_prompt,
         "pad_token_id": state.pad_token_id,

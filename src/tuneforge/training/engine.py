@@ -298,6 +298,16 @@ def _train(
         loss=task.training_loss(prepared, method.disabled_adapters),
         sampler=task.train_sampler(prepared),
     )
+    # the task's work with the built model before the first step: rank 0 first (it fills the run's cache), then
+    # the other ranks (they read it)
+    before = prepared
+    if primary:
+        prepared = task.before_training(trainer, prepared, method.disabled_adapters, run.path / "reference")
+    dist.barrier()
+    if not primary:
+        prepared = task.before_training(trainer, prepared, method.disabled_adapters, run.path / "reference")
+    if prepared is not before:
+        trainer.train_dataset, trainer.eval_dataset = prepared.train, prepared.validation
     # our MetricsLogCallback prints one readable line per evaluation; drop the Trainer's raw dict printing
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:

@@ -186,6 +186,16 @@ HELP_ZH: dict[str, str] = {
     "task[preference].orpo_alpha": "orpo：优势比项相对于 NLL 的权重（论文中的 lambda；默认 0.1）。",
     "task[preference].desirable_weight": "kto：好回答的损失权重（默认 1；好回答较少时调高）。",
     "task[preference].undesirable_weight": "kto：坏回答的损失权重（默认 1；坏回答较少时调高）。",
+    "task[preference].reference": (
+        "参考模型的对数概率从哪里来（orpo 和 simpo 之外的所有损失）：`adapters`（关闭方法的适配器后的策略模型："
+        "不需要第二份模型；仅适配器类方法）、`copy`（基础模型或 `reference_model` 的冻结副本，整个训练期间占用内存）、"
+        "`precompute`（训练前为每个偏好对计算一次，缓存在运行目录的 reference/ 中，--resume 时复用；"
+        "训练期间不占模型内存；kto 不支持）、`auto`（默认：方法有适配器时用 `adapters`，否则 `precompute`，kto 用 `copy`）。"
+    ),
+    "task[preference].reference_model": (
+        "参考模型不是本次运行的基础模型时填写：一个已完成的全量训练运行目录、本地模型目录或已缓存的 hub id，"
+        "分词器须与策略模型相同。通过 `precompute`（默认）或 `copy` 使用。"
+    ),
     "task[preference].sft_weight": (
         "加上该权重乘以被选回答每个 token 的 NLL（RPO）；0 = 关闭。orpo 总是以权重 1 加上这一项（它是 ORPO 的一部分）。"
     ),
@@ -196,13 +206,37 @@ HELP_ZH: dict[str, str] = {
         "`auto`（根据列自动识别）。"
     ),
     "data[preference].system_prompt": "在训练和对话中，为每个没有系统消息的提示词加上的系统消息。",
-    "data[preference].variables": "提示词、回答和系统提示词中 `{{name}}` 占位符的取值。",
-    "data[preference].roles": "数据中的角色名映射到 `system`/`user`/`assistant`，作为已知角色名（human、user、gpt、assistant、bot、model、system）的补充。",
+    "data[preference,reward].variables": "提示词、回答和系统提示词中 `{{name}}` 占位符的取值。",
+    "data[preference,reward].roles": "数据中的角色名映射到 `system`/`user`/`assistant`，作为已知角色名（human、user、gpt、assistant、bot、model、system）的补充。",
     "data[preference].max_prompt_length": (
         "提示词（回答之前经过模板渲染的对话）的最大 token 数；更长的提示词是坏记录（见 `data.bad_records`）："
         "提示词从不截断。默认：`max_length` 的一半。回答会被截断，使提示词加回答不超过 `max_length`；"
         "被截断的偏好对会在 data/report.md 中计数。"
     ),
+    "data[reward].format": (
+        "偏好对数据格式：`alpaca`（instruction/input/chosen/rejected，LLaMA-Factory）、`sharegpt`"
+        "（conversations 加上 chosen/rejected 消息，LLaMA-Factory）、`trl`（prompt/chosen/rejected，"
+        "可以是文本或消息列表）、`auto`（根据列自动识别）。可选的 `margin` 列（每个偏好对一个数值，"
+        "与 TRL 的奖励数据相同）表示被选回答的奖励至少要比被拒回答高出的间隔。"
+        "`kto`（未成对的回答）不适用：奖励模型从成对数据中学习。"
+    ),
+    "data[reward].template": (
+        "对话模板：`auto` 使用分词器自带的模板，分词器没有模板的模型（如 MiniLM 这类编码器）"
+        "会把提示词和回答作为文本对打分；指定名称（`chatml`、`llama3`、`alpaca`、`vicuna`）则改用该模板。"
+        "使用模板时，打分的文本是经过模板渲染的对话（提示词加回答，包括回合结束 token）；所用模板会随模型一起保存。"
+    ),
+    "data[reward].system_prompt": "在训练中，以及训练好的运行为提示词和回答打分时，为每个没有系统消息的提示词加上的系统消息（随模型保存）。",
+    "data[reward].max_prompt_length": (
+        "提示词的最大 token 数（回答之前经过模板渲染的对话；没有对话模板时为带分词器特殊 token 的提示词文本）；"
+        "更长的提示词是坏记录（见 `data.bad_records`）：提示词从不截断。默认：`max_length` 的一半。"
+        "回答会被截断，使提示词加回答不超过 `max_length`；被截断的偏好对会在 data/report.md 中计数。"
+    ),
+    "task[reward].center_rewards_coefficient": (
+        "在损失上加上该权重乘以 mean((r_chosen + r_rejected)^2)，使奖励保持以 0 为中心"
+        "（沿用 TRL 的名称；Eisenstein 等人 2023 年使用 0.01）。null：关闭。"
+    ),
+    "task[reward].disable_dropout": "训练时关闭模型的 dropout（TRL 的默认做法），使同一偏好对中的被选回答和被拒回答由同一个网络打分。",
+    "task[reward].report_pairs": "在 eval/report.md 中展示的留出偏好对数量，并列出每个回答的奖励。",
     "data[causal_lm].format": (
         "SFT 数据格式：`alpaca`（instruction/input/output，可选 system/history），"
         "`sharegpt`（由 from/value 组成的 conversations），"

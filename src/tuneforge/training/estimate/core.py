@@ -18,6 +18,8 @@ benchmarks/estimate_accuracy.py and tests/test_estimate.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.training.estimate.activations import Run, activations, image_side, liger_on
@@ -83,6 +85,13 @@ def estimate_memory(
         overhead += m.trainable_bytes // 2  # autocast caches a 16-bit copy of each fp32 weight it casts
     shares = shard(strategy, nproc, m, opt)
     overhead += shares.overhead
+    # frozen copies the task keeps beside the model (a preference run's reference): the base weights again, whole on
+    # each device (they are not sharded)
+    copies = TASKS.get(cfg.task.type).frozen_copies(cfg, bool(m.adapter_parts))
+    if copies:
+        copy_bytes = m.weight_bytes - (m.trainable_bytes if m.adapter_parts else 0)
+        shares = dataclasses.replace(shares, weights=shares.weights + len(copies) * copy_bytes)
+        notes = [*notes, *copies]
     # the loss peak (start of backward) and one recomputed block (later in backward) do not overlap in time
     acts = kept + max(0, recompute - loss)
     total = shares.weights + shares.gradients + shares.optimizer + acts + loss + overhead
