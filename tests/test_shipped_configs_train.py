@@ -44,6 +44,7 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
         # reward models on a causal LM (its chat template); an encoder's configs are trained on the tiny BERT
         "reward": (llama, str(d / "pairs.jsonl")),
         "reward-encoder": (tiny_bert, str(d / "pairs.jsonl")),
+        "grpo": (llama, "builtin:arithmetic?n=40&steps=1&seed=1"),
     }
 
 
@@ -81,6 +82,9 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
         "report_to": "none",
     }
     raw["output"] = {"dir": str(tmp_path / "run")}
+    if task == "grpo":  # a 113-token templated problem (tiny byte-level tokenizer) and short completions
+        raw["data"]["max_length"] = 200
+        raw["task"]["max_new_tokens"] = 16
     if raw["model"].get("keep_layers"):  # the tiny models have fewer blocks than the shipped students keep
         raw["model"]["keep_layers"] = 1
     if (raw.get("distill") or {}).get("teacher"):

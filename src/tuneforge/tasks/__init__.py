@@ -4,7 +4,7 @@ report, distillation); base.py and hooks.py are the contract. Importing this pac
 # the order of registration is the order TASKS.names() lists them in
 # isort: off
 from tuneforge.tasks.base import TASKS, Prepared, Task
-from tuneforge.tasks import causal_lm, classification, image_classification, multitask, preference, reward  # noqa: F401
+from tuneforge.tasks import causal_lm, classification, image_classification, multitask, preference, reward, grpo  # noqa: F401
 # isort: on
 
 __all__ = ["TASKS", "Prepared", "Task"]

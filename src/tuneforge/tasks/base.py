@@ -177,6 +177,12 @@ class Task:
         return None
 
     @classmethod
+    def rows_of(cls, cfg: RunConfig) -> int:
+        """Rows of the forward pass per example of `train.batch_size` (for `tuneforge estimate`): `rows_per_example`
+        by default; a task whose count depends on its config (GRPO's completions per prompt) says so here."""
+        return cls.rows_per_example
+
+    @classmethod
     def frozen_copies(cls, cfg: RunConfig, has_adapters: bool) -> list[str]:
         """What frozen model copies a run of `cfg` holds in memory beside the trained model, one description each
         (a preference run's reference copy), for `tuneforge estimate`. `has_adapters`: whether the method's

@@ -25,6 +25,13 @@ def make_trainer_class():
             loss, outputs = self.tf_loss(model, dict(inputs))
             return (loss, outputs) if return_outputs else loss
 
+        def log(self, logs, *a, **kw):
+            # a task's loss may keep its own per-step figures (GRPO: rewards, lengths, KL): into the training logs
+            pop = getattr(self.tf_loss, "pop_logs", None)
+            if pop is not None and "loss" in logs:
+                logs = {**logs, **pop()}
+            return super().log(logs, *a, **kw)
+
         def _get_train_sampler(self, *a, **kw):
             from tuneforge.data.sampling import epoch_seeded
 

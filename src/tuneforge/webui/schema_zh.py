@@ -167,10 +167,10 @@ HELP_ZH: dict[str, str] = {
         "运行的写入位置由 `output.dir` 决定。"
     ),
     "output.overwrite": "允许写入一个已存在、且并非用于继续训练的运行目录。",
-    "task[causal_lm,preference].generation.max_new_tokens": "回答的最大长度，以 token 计（chat/generate 的默认值）。",
-    "task[causal_lm,preference].generation.temperature": "采样温度；0 表示贪心解码。",
-    "task[causal_lm,preference].generation.top_p": "核采样（nucleus sampling）：取累计概率达到该值的最小 token 集合。",
-    "task[causal_lm,preference].generation.repetition_penalty": "重复惩罚：大于 1 时抑制重复的 token（1 = 关闭）。",
+    "task[causal_lm,preference,grpo].generation.max_new_tokens": "回答的最大长度，以 token 计（chat/generate 的默认值）。",
+    "task[causal_lm,preference,grpo].generation.temperature": "采样温度；0 表示贪心解码。",
+    "task[causal_lm,preference,grpo].generation.top_p": "核采样（nucleus sampling）：取累计概率达到该值的最小 token 集合。",
+    "task[causal_lm,preference,grpo].generation.repetition_penalty": "重复惩罚：大于 1 时抑制重复的 token（1 = 关闭）。",
     "task[causal_lm,preference].report_prompts": "留出的提示词，由基础模型和微调后的模型分别回答，并在 eval/report.md 中并排展示。",
     "task[causal_lm,preference].report_max_new_tokens": "报告中回答的最大长度（贪心解码）。",
     "task[causal_lm,preference].compare_base": "同时在留出集上测量基础模型的损失/困惑度及其回答（LoRA 类方法会关闭适配器；其他方法会重新加载基础模型）。",
@@ -186,6 +186,46 @@ HELP_ZH: dict[str, str] = {
     "task[preference].orpo_alpha": "orpo：优势比项相对于 NLL 的权重（论文中的 lambda；默认 0.1）。",
     "task[preference].desirable_weight": "kto：好回答的损失权重（默认 1；好回答较少时调高）。",
     "task[preference].undesirable_weight": "kto：坏回答的损失权重（默认 1；坏回答较少时调高）。",
+    "task[grpo].compare_base": "同时用基础模型回答留出的提示词（LoRA 类方法关闭适配器，其他方法重新加载基础模型）。",
+    "task[grpo].rewards": (
+        "奖励函数，按权重相加：内置的 `exact_answer`（从回答中抽取最后一个数字、`\\boxed{}` 或正则分组，与记录的某一列比较）、"
+        "`format`（正则匹配）、`length`（长度惩罚）、`repetition`（重复惩罚），或 Python 函数"
+        "（`path/to/file.py:func` 或 `module:func`，调用方式 func(prompts=..., completions=..., **fields)，"
+        "每个回答返回一个浮点数），各自可带 `weight`（默认 1）。见 docs/grpo.md。"
+    ),
+    "task[grpo].reward_errors": (
+        "奖励函数抛出异常、返回数量不对、非数值、NaN 或 inf 时：`raise` 用一行信息（奖励名和记录）停止训练；"
+        "`zero` 记 0 分并在日志中计数。"
+    ),
+    "task[grpo].num_generations": "每个提示词采样的回答数（一组）。",
+    "task[grpo].max_new_tokens": "回答的最大长度，以 token 计（更长的会被截断）。",
+    "task[grpo].temperature": "采样回答时的温度。",
+    "task[grpo].top_p": "采样回答时的核采样（1 = 关闭）。",
+    "task[grpo].beta": "到参考模型的 KL 项的权重（参考模型为关闭适配器的策略模型，否则为基础模型的冻结副本）；0 = 不使用参考模型（TRL 的默认值）。",
+    "task[grpo].epsilon": "重要性比率的裁剪（下界）。",
+    "task[grpo].epsilon_high": "重要性比率的上界裁剪（DAPO 的 clip-higher）；默认等于 `epsilon`。",
+    "task[grpo].loss_type": (
+        "token 损失的平均方式：`grpo`（先对每个回答平均，再对回答平均）、`bnpo`（对批次的 token 平均）、"
+        "`dr_grpo`（token 求和 / (回答数 x max_new_tokens)：无长度偏差）、`dapo`（对整个生成批次的 token 平均；TRL 的默认值）。"
+    ),
+    "task[grpo].scale_rewards": "优势 = 奖励减去组内均值，再除以 `group`（GRPO）或 `batch` 的标准差，`none` 不除（Dr. GRPO）。",
+    "task[grpo].num_iterations": "每个生成批次的更新次数（GRPO 的 mu）：大于 1 时复用该批次的回答，并用相对于采样时策略的重要性比率。",
+    "task[grpo].mask_truncated": "在 `max_new_tokens` 处被截断（没有结束符）的回答不计入损失（DAPO）。",
+    "task[grpo].reference": "KL 项（beta > 0）的参考模型：`adapters`（关闭适配器的策略模型）、`copy`（基础模型的冻结副本）、`auto`（方法有适配器时用 adapters，否则 copy）。",
+    "task[grpo].reference_model": "另一个参考模型（beta > 0），分词器须与策略模型相同：已完成的全量训练运行或一个模型。",
+    "task[grpo].report_samples": "eval/report.md 中展示其组内最好和最差采样回答的留出提示词个数。",
+    "data[grpo].format": (
+        "提示词记录格式：`prompt`（`prompt_column` 列为文本或聊天消息列表）、`alpaca`（instruction/input；`output` "
+        "作为奖励可读取的字段）、`sharegpt` / `messages`（对话：最后一个助手回合之前的回合是提示词，该回合若记录没有 "
+        "`answer` 列则成为字段 `answer`）、`auto`（根据列自动识别）。其他所有列都作为字段传给奖励函数。"
+    ),
+    "data[grpo].prompt_column": "`prompt` 格式的列名。",
+    "data[grpo].conversation_column": "`sharegpt`/`messages` 格式的对话列（默认 conversations / messages）。",
+    "data[grpo].template": "聊天模板：`auto` 使用分词器自带的模板（必须有）；填写名称（`chatml`、`llama3`、`alpaca`、`vicuna`）则使用该模板。所用模板随模型保存。",
+    "data[grpo].system_prompt": "在训练和对话中，为每个没有系统消息的提示词加上的系统消息。",
+    "data[grpo].variables": "提示词和系统提示词中 `{{name}}` 占位符的取值。",
+    "data[grpo].roles": "数据中的角色名映射到 `system`/`user`/`assistant`，作为已知角色名（human、user、gpt、assistant、bot、model、system）的补充。",
+    "data[grpo].max_prompt_length": "提示词的最大长度（套用模板后，含生成提示），以 token 计；更长的提示词是坏记录（`data.bad_records`）：提示词从不截断。默认：`max_length` 减去 `task.max_new_tokens`。",
     "task[preference].reference": (
         "参考模型的对数概率从哪里来（orpo 和 simpo 之外的所有损失）：`adapters`（关闭方法的适配器后的策略模型："
         "不需要第二份模型；仅适配器类方法）、`copy`（基础模型或 `reference_model` 的冻结副本，整个训练期间占用内存）、"

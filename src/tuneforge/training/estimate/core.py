@@ -60,7 +60,7 @@ def estimate_memory(
     from tuneforge.registry import TASKS
 
     # a task may turn each example into several rows of one forward pass (preference pairs: chosen and rejected)
-    batch = (batch_size or t.batch_size) * TASKS.get(cfg.task.type).rows_per_example
+    batch = (batch_size or t.batch_size) * TASKS.get(cfg.task.type).rows_of(cfg)
     liger = liger_on(t.liger, device)
     side = image_side(cfg, m.hf_config)
     r = Run(
