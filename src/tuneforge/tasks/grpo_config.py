@@ -8,11 +8,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tuneforge.config.schema import DataSection, TaskConfig
+from tuneforge.config.schema import TaskConfig
 from tuneforge.tasks.causal_lm import GenerationSettings
+from tuneforge.tasks.chat_data import ChatPromptData
 
 
-class GRPOData(DataSection):
+class GRPOData(ChatPromptData):
     """`data:` keys of GRPO runs: where the prompts are, their chat template, and the prompt length limit."""
 
     format: Literal["auto", "prompt", "alpaca", "sharegpt", "messages"] = Field(
@@ -28,26 +29,6 @@ class GRPOData(DataSection):
     prompt_column: str = Field("prompt", description="Column of the `prompt` format.")
     conversation_column: str | None = Field(
         None, description="Column with the conversation for `sharegpt`/`messages` (default conversations / messages)."
-    )
-    template: str = Field(
-        "auto",
-        description=(
-            "Chat template: `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, `alpaca`, "
-            "`vicuna`) uses that template instead. The template used is saved with the model."
-        ),
-    )
-    system_prompt: str | None = Field(
-        None, description="System message added to every prompt that has none, in training and in chat."
-    )
-    variables: dict[str, str] = Field(
-        default_factory=dict, description="Values for `{{name}}` placeholders in the prompts and system prompt."
-    )
-    roles: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
-            "gpt, assistant, bot, model, system)."
-        ),
     )
     max_prompt_length: int | None = Field(
         None,

@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from tuneforge.config.schema import DataSection, RunConfig
+from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.tasks.causal_lm import CausalLMConfig
+from tuneforge.tasks.chat_data import ChatPromptData
 
 #: the paired losses (kernels/preference.py), names as in TRL and the papers
 LOSSES = ("dpo", "ipo", "robust", "hinge", "orpo", "simpo", "kto")
@@ -28,11 +29,9 @@ LOSS_KEYS = {
     "reference": REFERENCE_LOSSES,
     "reference_model": REFERENCE_LOSSES,
 }
-#: where the reference log-probs come from (tasks/preference_reference.py)
-REFERENCE_MODES = ("adapters", "copy", "precompute")
 
 
-class PreferenceData(DataSection):
+class PreferenceData(ChatPromptData):
     """`data:` keys of preference runs: the record format, the chat template, and the prompt's length limit."""
 
     format: Literal["auto", "alpaca", "sharegpt", "trl", "kto"] = Field(
@@ -42,27 +41,6 @@ class PreferenceData(DataSection):
             "(conversations + chosen/rejected messages, LLaMA-Factory), `trl` (prompt/chosen/rejected as texts or "
             "message lists), `kto` (unpaired: a prompt or conversation, one answer and a boolean `label` / `kto_tag`), "
             "`auto` (detected from the columns)."
-        ),
-    )
-    template: str = Field(
-        "auto",
-        description=(
-            "Chat template: `auto` uses the tokenizer's own and needs one; a name (`chatml`, `llama3`, `alpaca`, "
-            "`vicuna`) uses that template instead. The template used is saved with the model."
-        ),
-    )
-    system_prompt: str | None = Field(
-        None, description="System message added to every prompt that has none, in training and in chat."
-    )
-    variables: dict[str, str] = Field(
-        default_factory=dict,
-        description="Values for `{{name}}` placeholders in the prompts, answers and system prompt.",
-    )
-    roles: dict[str, str] = Field(
-        default_factory=dict,
-        description=(
-            "Role names of the data mapped to `system`/`user`/`assistant`, added to the known ones (human, user, "
-            "gpt, assistant, bot, model, system)."
         ),
     )
     max_prompt_length: int | None = Field(
