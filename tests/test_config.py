@@ -277,15 +277,28 @@ def test_many_errors_stay_one_short_line():
     "override, expected",
     [
         ("train.precision=fp16", "train.precision: 'fp16' mixed precision needs a GPU"),
-        ("train.precision=bf16", "train.precision: 'bf16' mixed precision needs a GPU"),
+        ("train.precision=bf16", "train.precision: 'bf16' needs a GPU or a CPU with bf16 units"),
         ("train.liger=true", "train.liger: true, but no CUDA device"),
         ("train.compile=true", "train.compile: true needs a CUDA device"),
     ],
 )
-def test_what_cannot_run_on_this_machine_fails_validation(override, expected):
+def test_what_cannot_run_on_this_machine_fails_validation(override, expected, monkeypatch):
+    from tuneforge.config import environment
+
+    monkeypatch.setattr(environment, "cpu_bf16", lambda: False)  # a CPU without bf16 units
     assert expected in config_error({}, [override])
     # the machine-independent check (compare's saved configs) still accepts it
     validate_config(apply_overrides({}, [override]))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU answer")
+def test_bf16_on_a_cpu_with_bf16_units_autocasts(monkeypatch):
+    from tuneforge.config import environment
+    from tuneforge.training.arguments import precision_flags
+
+    monkeypatch.setattr(environment, "cpu_bf16", lambda: True)
+    assert precision_flags("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}
+    assert precision_flags("auto")["bf16"] is False  # auto stays fp32 on a CPU
 
 
 def test_uninstalled_tracker_and_optimizer_fail_validation(monkeypatch):

@@ -29,15 +29,32 @@ def installed(package: str) -> bool:
         return False
 
 
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX), so bf16 autocast pays off on it."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without these probes: assume not
+        return False
+
+
 def resolve_precision(precision: str) -> str:
-    """`train.precision` as it will run here: fp32, bf16 or fp16. Raises ConfigError for mixed precision on CPU
-    or bf16 on a GPU without bf16 support."""
+    """`train.precision` as it will run here: fp32, bf16 or fp16. `auto` is fp32 on a CPU; `bf16` there autocasts
+    to bf16 when the CPU has bf16 units (`cpu_bf16`). Raises ConfigError for fp16 on a CPU, bf16 on a CPU without
+    bf16 units, or bf16 on a GPU without bf16 support."""
     import torch
 
     cuda = cuda_available()
     if precision == "auto":
         return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if precision in ("bf16", "fp16") and not cuda:
+    if precision == "bf16" and not cuda:
+        if cpu_bf16():  # autocast on the CPU's bf16 units (AVX512-BF16 / AMX): faster matmuls, fp32 weights kept
+            return "bf16"
+        raise ConfigError(
+            "train.precision: 'bf16' needs a GPU or a CPU with bf16 units (AVX512-BF16 or AMX); use fp32 (or auto)"
+        )
+    if precision == "fp16" and not cuda:
         raise ConfigError(f"train.precision: '{precision}' mixed precision needs a GPU; use fp32 (or auto) on CPU")
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.precision: 'bf16' is not supported by this GPU; use fp16 or auto")

@@ -62,7 +62,10 @@ HELP_ZH: dict[str, str] = {
     "train.weight_decay": "AdamW 的权重衰减（不作用于偏置和归一化层）。",
     "train.max_grad_norm": "梯度裁剪的范数阈值；0 表示不裁剪。",
     "train.gradient_checkpointing": "在反向传播时重新计算激活值，以节省显存。",
-    "train.precision": "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16，CPU 上使用 fp32。",
+    "train.precision": (
+        "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16，CPU 上使用 fp32。"
+        "在有 bf16 单元（AVX512-BF16 / AMX）的 CPU 上，`bf16` 会把矩阵乘法自动转为 bf16（权重仍为 fp32）；fp16 需要 GPU。"
+    ),
     "train.seed": (
         "用于初始化、打乱数据和数据划分的随机种子：相同的配置 + 相同的种子 = 相同的指标。"
         "取值为 0 到 4294967295 之间的整数。"

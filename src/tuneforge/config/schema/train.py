@@ -132,7 +132,11 @@ class TrainSection(Section):
     max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm; 0 disables clipping.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description=("`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs, fp32 on CPU.")
+        "auto",
+        description=(
+            "`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs, fp32 on CPU. `bf16` on a CPU "
+            "with bf16 units (AVX512-BF16 / AMX) autocasts matmuls to bf16 (fp32 weights kept); fp16 needs a GPU."
+        ),
     )
     seed: int = seed_field(42, "Seed for initialisation, shuffling and splits: same config + seed = same metrics.")
     eval_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="When to evaluate on validation.")
