@@ -204,6 +204,8 @@ def test_arithmetic_with_exact_answer_then_chat_and_merge(tiny_llama, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("merge", str(out), "--out", str(tmp_path / "merged"))
     assert r.returncode == 0, r.stderr
+    r = run_cli("export", str(out), "--format", "onnx", "--out", str(tmp_path / "onnx"))
+    assert r.returncode == 0, r.stderr[-1500:]
 
 
 @pytest.mark.unit

@@ -128,7 +128,19 @@ class GRPOTask(CausalLMTask):
         return prepare_prompts(self.cfg, tokenizer, chat, system_prompt, state_of)
 
     def held_out(self, run_dir, tokenizer):
-        return None, "test"  # the ONNX/int8 parity of a GRPO run needs token rows, not prompts: none
+        """The saved held-out prompts (test, else validation), templated, as token rows (export parity)."""
+        import datasets
+
+        from tuneforge.data.splits import load_split
+        from tuneforge.tasks.grpo_prepare import prompt_ids
+
+        saved = {name: load_split(run_dir, name) for name in ("test", "validation")}
+        name = "test" if saved["test"] else "validation"
+        if not saved[name]:
+            return None, name
+        chat, system_prompt = self._template(tokenizer, "messages")
+        ids = prompt_ids(saved[name], tokenizer, chat, system_prompt)
+        return datasets.Dataset.from_dict({"input_ids": ids, "labels": ids}), name
 
     def distill(self, prepared: Prepared, tokenizer, teacher, cache_dir) -> Prepared:
         return Task.distill(self, prepared, tokenizer, teacher, cache_dir)

@@ -1,4 +1,5 @@
-"""The reference model of preference runs (`task.reference`, `task.reference_model`) and its log-probs.
+"""The reference model of preference runs (`task.reference`, `task.reference_model`) and its log-probs (the GRPO task's
+KL term uses its live `Reference` too).
 
 Three sources, one rule each (docs/preference.md):
 
