@@ -81,6 +81,10 @@ def test_the_mean_reward_rises_and_the_run_reports_it(tiny_llama, prompts, tmp_p
     assert metrics["prompts"] == 4 and {"greedy", "sampled"} <= set(metrics)
     report = (out / "eval" / "report.md").read_text()
     assert "best and worst sampled answer" in report and "by training step" in report
+    from tuneforge.evaluation.plots import read_loss_history
+
+    assert len(read_loss_history(out / "metrics.jsonl")["reward"]) == 32  # the reward panel of eval/loss_curve.png
+    assert (out / "eval" / "loss_curve.png").is_file()
 
 
 @pytest.mark.integration

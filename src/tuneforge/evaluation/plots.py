@@ -54,9 +54,10 @@ def read_loss_history(metrics_jsonl: str | Path) -> dict[str, list[tuple[int, fl
     Args:
         metrics_jsonl: the run's metrics.jsonl (one JSON object per logging step).
 
-    Returns {"train": [...], "eval": [...]}, each sorted by step; empty lists when the file is missing.
-    Lines that are not JSON objects are skipped (a run killed mid-write leaves a partial last line)."""
-    out: dict[str, list[tuple[int, float]]] = {"train": [], "eval": []}
+    Returns {"train": [...], "eval": [...], "reward": [...], "eval_reward": [...]}, each sorted by step (the
+    rewards of runs that log them: GRPO); empty lists when the file is missing. Lines that are not JSON objects are
+    skipped (a run killed mid-write leaves a partial last line)."""
+    out: dict[str, list[tuple[int, float]]] = {"train": [], "eval": [], "reward": [], "eval_reward": []}
     path = Path(metrics_jsonl)
     if not path.is_file():
         return out
@@ -67,7 +68,12 @@ def read_loss_history(metrics_jsonl: str | Path) -> dict[str, list[tuple[int, fl
             continue
         if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
             continue
-        for key, series in (("loss", "train"), ("eval_loss", "eval")):
+        for key, series in (
+            ("loss", "train"),
+            ("eval_loss", "eval"),
+            ("reward", "reward"),
+            ("eval_reward", "eval_reward"),
+        ):
             v = row.get(key)
             if isinstance(v, (int, float)) and v == v:  # NaN losses would break the axis scaling
                 out[series].append((int(row["step"]), float(v)))
@@ -92,7 +98,22 @@ def plot_loss_curve(history: dict[str, list[tuple[int, float]]], path: str | Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    rewards = bool(history.get("reward") or history.get("eval_reward"))
+    if rewards:  # a run that learns from rewards: its reward curve beside the loss
+        fig, (ax, rax) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+        if history.get("reward"):
+            steps, values = zip(*history["reward"])
+            rax.plot(steps, values, label="train reward (sampled)", color="tab:green")
+        if history.get("eval_reward"):
+            steps, values = zip(*history["eval_reward"])
+            rax.plot(steps, values, label="validation reward (greedy)", color="tab:red", marker="o")
+        rax.set_xlabel("optimizer step")
+        rax.set_ylabel("mean reward")
+        rax.set_title("Reward")
+        rax.grid(alpha=0.3)
+        rax.legend()
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
     if history.get("train"):
         steps, losses = zip(*history["train"])
         ax.plot(steps, losses, label="train loss", color="tab:blue", marker="." if len(steps) < 30 else None)
