@@ -184,7 +184,7 @@ def test_template_check_fails_then_force_trains(tmp_path, chat_data, capfd):
         (
             "classification",
             "data.format=alpaca",
-            "data.format: only used by the causal_lm, preference and reward tasks",
+            "data.format: only used by the causal_lm, grpo, preference and reward tasks",
         ),
         (
             "causal_lm",

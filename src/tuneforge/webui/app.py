@@ -133,11 +133,12 @@ def check_host(host: str, password: str | None, insecure: bool) -> None:
 
 
 @contextlib.contextmanager
-def patient_localhost_check(seconds: float = 60.0):
-    """Let Gradio's launch() wait for its own server. launch() asks the page it just started for `/` once, with a
-    3-second timeout, and on a timeout stops with "When localhost is not accessible, a shareable link must be
-    created": this app's first page takes ~2 s to build on an idle 2-core machine, so a busy one fails to start.
-    Inside this block Gradio's check (gradio.networking.url_ok) is repeated until it succeeds or `seconds` pass."""
+def patient_localhost_check(seconds: float = 120.0):
+    """Let Gradio's launch() wait for its own server. launch() asks the page it just started for `/` with a 3-second
+    timeout, and on a timeout stops with "When localhost is not accessible, a shareable link must be created": this
+    app's page takes ~2 s to answer on an idle 2-core machine (it carries every task's form), so a busy one fails to
+    start. Inside this block Gradio's check (gradio.networking.url_ok) asks with a 30-second timeout, again until the
+    page answers or `seconds` pass."""
     from gradio import networking
 
     original = getattr(networking, "url_ok", None)
@@ -146,12 +147,17 @@ def patient_localhost_check(seconds: float = 60.0):
         return
 
     def url_ok(url: str) -> bool:
+        import httpx
+
         deadline = time.monotonic() + seconds
-        while not original(url):
-            if time.monotonic() >= deadline:
-                return False
+        while time.monotonic() < deadline:
+            try:
+                if httpx.head(url, timeout=30, verify=False).status_code in (200, 401, 301, 302, 303, 307, 308):
+                    return True
+            except httpx.HTTPError:
+                pass
             time.sleep(0.5)
-        return True
+        return False
 
     networking.url_ok = url_ok
     try:
