@@ -29,6 +29,7 @@ from torch import nn
 from tuneforge.config.schema import RunConfig
 from tuneforge.kernels.grpo import group_advantages, grpo_loss
 from tuneforge.kernels.token_logps import token_logps
+from tuneforge.tasks.preference_loss import transforms_logits
 from tuneforge.tasks.preference_reference import Reference, core, disable_dropout, unwrap
 
 #: seconds between "still generating" lines
@@ -49,11 +50,7 @@ def per_token_logps(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, lab
     kw = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
     head = base.get_output_embeddings()
     cfg = base.config
-    transformed = any(
-        getattr(cfg, k, None) not in (None, 1, 1.0)
-        for k in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
-    )
-    if head is not None and not transformed:
+    if head is not None and not transforms_logits(base):
         try:
             out = model(**kw, output_hidden_states=True, logits_to_keep=1)
         except TypeError:

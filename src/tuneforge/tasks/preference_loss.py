@@ -24,7 +24,7 @@ LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier
 PREDICTIONS = ("chosen_rewards", "rejected_rewards", "chosen_logps", "rejected_logps")
 
 
-def _transforms_logits(core: nn.Module) -> bool:
+def transforms_logits(core: nn.Module) -> bool:
     """Whether the model changes its logits after the output layer (then they are read from its own forward)."""
     cfg = getattr(core, "config", None)
     return any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS)
@@ -37,7 +37,7 @@ def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Te
     ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
     n = ids.shape[1]
     base = core(model)
-    if base.get_output_embeddings() is not None and not _transforms_logits(base):
+    if base.get_output_embeddings() is not None and not transforms_logits(base):
         kw = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True, "use_cache": False}
         try:
             out = model(**kw, logits_to_keep=1)  # the logits of one position only: the head runs chunked below
