@@ -209,6 +209,21 @@ def test_error_lines_are_short_whatever_the_input(capsys, tmp_path):
 
 
 @pytest.mark.unit
+def test_a_long_line_shortens_a_deep_path_before_it_cuts_the_problem():
+    from tuneforge.cli.app import error_line
+
+    deep = "/tmp/pytest-of-root/pytest-1000/popen-gw0/test_sft_bad_data_sharegpt_wro0/chat.jsonl"
+    problem = (
+        "record 8: field 'conversations'[1].from: unknown role 'agent'; map it with data.roles "
+        "(known: assistant, bot, chatgpt, gpt, human, model, system, user) "
+        "(or set data.bad_records=skip to leave such records out)"
+    )
+    line = error_line(f"{deep}: {problem}")
+    assert line == f"error: …/test_sft_bad_data_sharegpt_wro0/chat.jsonl: {problem}" and len(line) < 300
+    assert error_line(f"{problem} in /a/b.jsonl") == f"error: {problem} in /a/b.jsonl"  # short paths stay whole
+
+
+@pytest.mark.unit
 def test_unexpected_errors_are_still_one_short_line(capsys, monkeypatch, tmp_path):
     from tuneforge.config import loader
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -52,11 +53,23 @@ def _quiet_libraries(debug: bool) -> None:
 MAX_ERROR_LINE = 300
 
 
+_LONG_PATH = re.compile(r"(?<![\w.])/[^\s:'\"(),]{40,}")
+
+
+def _short_path(match) -> str:
+    parts = match.group(0).rstrip("/").split("/")
+    return "…/" + "/".join(parts[-2:]) if len(parts) > 3 else match.group(0)
+
+
 def error_line(message: str) -> str:
     """`error: <message>` on one line and under MAX_ERROR_LINE characters. A longer message loses its middle (an
     ellipsis marks the cut): the start names the key or file, the end usually says what to do."""
     text = " ".join(str(message).split()) or "unknown error"
     line = f"error: {text}"
+    if len(line) < MAX_ERROR_LINE:
+        return line
+    # a deep path (a temp dir, a run folder) is the cheapest thing to shorten: its last two parts name the file
+    line = _LONG_PATH.sub(_short_path, line)
     if len(line) < MAX_ERROR_LINE:
         return line
     head = 140
