@@ -46,7 +46,7 @@ def classification_config(model: str, method: str, batch: int, seq: int):
             "task": {"type": "classification"},
             "data": {"train": "x.csv", "max_length": seq},
             "method": m,
-            "train": {"batch_size": batch},
+            "train": {"batch_size": batch, "precision": "fp32"},  # what `measure` runs
         },
         environment=False,
     )

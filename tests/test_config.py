@@ -298,7 +298,30 @@ def test_bf16_on_a_cpu_with_bf16_units_autocasts(monkeypatch):
 
     monkeypatch.setattr(environment, "cpu_bf16", lambda: True)
     assert precision_flags("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}
-    assert precision_flags("auto")["bf16"] is False  # auto stays fp32 on a CPU
+    assert precision_flags("auto")["bf16"] is False  # a model of unknown width stays fp32
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU answer")
+@pytest.mark.parametrize("units", [True, False])
+def test_auto_precision_on_a_cpu_follows_its_bf16_units_and_the_model_width(units, monkeypatch):
+    from transformers import BertConfig
+
+    from tuneforge.config import environment
+    from tuneforge.config.environment import AUTO_CPU_BF16_MIN_WIDTH, model_width, precision_note, resolve_precision
+
+    monkeypatch.setattr(environment, "cpu_bf16", lambda: units)
+    wide, narrow = BertConfig(hidden_size=AUTO_CPU_BF16_MIN_WIDTH), BertConfig(hidden_size=32)
+    assert model_width(wide) == AUTO_CPU_BF16_MIN_WIDTH and model_width(object()) is None
+    assert resolve_precision("auto", model_width(wide)) == ("bf16" if units else "fp32")
+    assert resolve_precision("auto", model_width(narrow)) == "fp32"
+    assert resolve_precision("auto", None) == "fp32"
+    assert resolve_precision("fp32", model_width(wide)) == "fp32"
+    note = precision_note("auto", resolve_precision("auto", 384), 384)
+    if units:
+        assert note.startswith("precision bf16 autocast on CPU") and "384 wide" in note and "fp32 turns it off" in note
+        assert "32 wide, under 256" in precision_note("auto", "fp32", 32)
+    else:
+        assert note == "precision fp32 (auto: this CPU has no bf16 units)"
 
 
 def test_uninstalled_tracker_and_optimizer_fail_validation(monkeypatch):

@@ -59,4 +59,8 @@ def load_chat_model(target: str, template: str | None = None, device: str | None
         jinja, stops = fmt.jinja, fmt.stop_token_ids
     model = load_model(path, AutoModelForCausalLM)
     model.eval().to(device)
+    from tuneforge.inference import set_precision
+    from tuneforge.tasks.causal_lm_hooks import ChatInference
+
+    set_precision(model, ChatInference.cpu_bf16, device, None)
     return ChatModel(model, tok, jinja, None, [i for i in stops if i is not None], dict(DEFAULT_SETTINGS), target)

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from tuneforge.cli.app import app
+from tuneforge.cli.precision import precision_option, use_precision
 
 
 def sampling_options(temperature, top_p, max_new_tokens, repetition_penalty) -> dict:
@@ -41,9 +42,11 @@ def chat(
         None, "--template", help="Chat template for a base model without one (chatml, llama3, alpaca, vicuna)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for sampling."),
+    precision: str = precision_option(),
 ):
     """Talk to a model: interactive with streamed answers (/reset clears the conversation, /exit quits,
     /run NAME switches to another of several runs, /run lists them), or one answer to --message on stdout."""
+    use_precision(precision)
     import torch
 
     from tuneforge.errors import ConfigError

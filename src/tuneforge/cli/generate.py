@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from tuneforge.cli.app import app
+from tuneforge.cli.precision import precision_option, use_precision
 from tuneforge.errors import DataError
 
 
@@ -63,8 +64,10 @@ def generate(
     batch_size: int = typer.Option(8, "--batch-size"),
     template: str | None = typer.Option(None, "--template", help="Chat template for a base model without one."),
     seed: int | None = typer.Option(None, "--seed"),
+    precision: str = precision_option(),
 ):
     """Answer every prompt of a file; one JSON line per prompt: the record plus response and finish_reason."""
+    use_precision(precision)
     from tuneforge.cli.chat import sampling_options
     from tuneforge.generation import generate as run_generate
     from tuneforge.generation import load_chat_model

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from tuneforge.cli.app import app
+from tuneforge.cli.precision import precision_option, use_precision
 from tuneforge.errors import ConfigError, DataError
 
 
@@ -57,11 +58,13 @@ def predict(
         ),
     ),
     batch_size: int = typer.Option(64, "--batch-size"),
+    precision: str = precision_option(),
 ):
     """Classify texts; prints one JSON line per text with its label and per-class probabilities (a reward-model
     run: its score, {"text", "score"}, the text scored as it is given). Several runs of
     one base model (`tuneforge predict RUN_A RUN_B TEXT...`) share the base model: --run picks the one that answers,
     else every run answers."""
+    use_precision(precision)
     from tuneforge.inference import predict as run_predict
     from tuneforge.inference.adapters import is_run_path, predict_runs, run_names
 

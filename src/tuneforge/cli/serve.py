@@ -5,6 +5,7 @@ import os
 import typer
 
 from tuneforge.cli.app import app
+from tuneforge.cli.precision import precision_option, use_precision
 
 
 @app.command()
@@ -36,12 +37,14 @@ def serve(
         64, "--max-batch", min=1, help=("Most texts classified in one batched forward pass.")
     ),
     timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds a request may wait for the model."),
+    precision: str = precision_option(),
 ):
     """Serve a model over HTTP: OpenAI-compatible /v1/chat/completions for causal LMs, /v1/classify for
     classifiers, /v1/models and /health for both. Several runs (`tuneforge serve RUN_A RUN_B`) trained from the
     same base model for the same task type load the base once, each run's adapter beside it: /v1/models lists
     them by directory name, the request's "model" field picks one (unknown: HTTP 404 model_not_found), a request
     without it gets the first; runs whose method saves a whole model load on their own model in the same server."""
+    use_precision(precision)
     from tuneforge.serve.app import ServeLimits
     from tuneforge.serve.app import serve as run_server
 

@@ -39,15 +39,35 @@ def cpu_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str) -> str:
-    """`train.precision` as it will run here: fp32, bf16 or fp16. `auto` is fp32 on a CPU; `bf16` there autocasts
-    to bf16 when the CPU has bf16 units (`cpu_bf16`). Raises ConfigError for fp16 on a CPU, bf16 on a CPU without
-    bf16 units, or bf16 on a GPU without bf16 support."""
+#: `auto` picks bf16 autocast on a CPU with bf16 units for models at least this wide (hidden size). Narrower, the
+#: casts cost more than the faster matmuls save. Measured on a 2-core AMD EPYC with AVX512-BF16 (no AMX), one
+#: training step, bf16 autocast vs fp32:
+#: BERT width 32: 0.72x, 64: 1.15x, 128: 1.22x, 256: 1.37x, 384: 1.44x; Llama width 64: 1.03x, 256: 1.22x, 576: 1.43x
+AUTO_CPU_BF16_MIN_WIDTH = 256
+
+
+def model_width(config) -> int | None:
+    """The hidden size of a transformers config (or a model: its `.config`), None where it has none (conv nets)."""
+    config = getattr(config, "config", config)
+    for key in ("hidden_size", "d_model", "n_embd"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_precision(precision: str, width: int | None = None) -> str:
+    """`train.precision` as it will run here: fp32, bf16 or fp16. `auto` on a CPU is bf16 autocast when the CPU has
+    bf16 units (`cpu_bf16`) and the model is at least AUTO_CPU_BF16_MIN_WIDTH wide (`width`: its hidden size; None,
+    unknown: fp32), else fp32; `bf16` there autocasts whenever the CPU has the units. Raises ConfigError for fp16 on a
+    CPU, bf16 on a CPU without bf16 units, or bf16 on a GPU without bf16 support."""
     import torch
 
     cuda = cuda_available()
     if precision == "auto":
-        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if width is not None and width >= AUTO_CPU_BF16_MIN_WIDTH and cpu_bf16() else "fp32"
     if precision == "bf16" and not cuda:
         if cpu_bf16():  # autocast on the CPU's bf16 units (AVX512-BF16 / AMX): faster matmuls, fp32 weights kept
             return "bf16"
@@ -59,6 +79,29 @@ def resolve_precision(precision: str) -> str:
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.precision: 'bf16' is not supported by this GPU; use fp16 or auto")
     return precision
+
+
+def precision_note(asked: str, resolved: str, width: int | None) -> str:
+    """One line saying which precision a run computes in and why (printed among a run's first lines)."""
+    if cuda_available():
+        why = "asked for" if asked != "auto" else "auto on this GPU"
+        return f"precision {resolved} ({why})"
+    if resolved == "bf16":
+        why = (
+            "asked for"
+            if asked != "auto"
+            else f"auto: this CPU has bf16 units and the model is {width} wide; train.precision=fp32 turns it off"
+        )
+        return f"precision bf16 autocast on CPU, fp32 weights and optimizer ({why})"
+    if asked != "auto":
+        return "precision fp32 (asked for)"
+    if not cpu_bf16():
+        return "precision fp32 (auto: this CPU has no bf16 units)"
+    shown = "of unknown width" if width is None else f"{width} wide"
+    return (
+        f"precision fp32 (auto: the model is {shown}, under {AUTO_CPU_BF16_MIN_WIDTH} bf16 does not pay off; "
+        f"train.precision=bf16 forces it)"
+    )
 
 
 def resolve_report_to(value: str) -> list[str] | str:

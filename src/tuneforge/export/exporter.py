@@ -217,7 +217,7 @@ def export_run(
         (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
 
         # measure: the trained (unmerged) model vs the export, on the same tokenized test rows
-        ref = load_run(model_dir, device="cpu")
+        ref = load_run(model_dir, device="cpu", precision="fp32")
         exp = load_export(work, device="cpu", logits_only=True)
         rows, split = _test_inputs(run_root, meta, ref.tokenizer, max_samples)
         proc, bs = ref.tokenizer, exports.parity_batch_size

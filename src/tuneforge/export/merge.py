@@ -71,7 +71,7 @@ def merge_run(
     if out.resolve() == Path(model_dir).resolve() or Path(model_dir).resolve() in out.resolve().parents:
         raise ModelError("--out must be outside the run's model directory")
 
-    run = load_run(model_dir, device="cpu")
+    run = load_run(model_dir, device="cpu", precision="fp32")
     method = method_cls(method_cls.Config.model_validate(meta.get("method_config") or {}))
     task_cls = TASKS.get(meta["task"])
     inputs = task_cls.exports.check_inputs(run.tokenizer, meta, texts)

@@ -28,6 +28,8 @@ class LoadedRun:
     #: the run's method's `disabled_adapters` hook (`with run.without_adapters(run.model) as base:`), for tasks that
     #: compare with the base model (a preference run's reference); None for exports
     without_adapters: Any = None
+    #: what the forward computes in on this device: fp32, or bf16 (CPU autocast, inference.precision)
+    precision: str = "fp32"
 
 
 def model_dir_of(path: str | Path) -> Path:
@@ -46,9 +48,10 @@ def model_dir_of(path: str | Path) -> Path:
     raise ModelError(f"{path} is not a tuneforge run directory (no model/tuneforge.json)")
 
 
-def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
+def load_run(path: str | Path, device: str | None = None, precision: str | None = None) -> LoadedRun:
     """Load a run directory (or its model/ directory, or a `tuneforge export` output) with its tokenizer and
-    metadata. Raises ModelError when it is not a finished run."""
+    metadata. `precision` (auto, fp32, bf16; None: TUNEFORGE_PRECISION, else auto): see inference.precision.
+    Raises ModelError when it is not a finished run, ConfigError for a precision this machine cannot run."""
     from tuneforge.inference.exports import is_export, load_export
 
     if is_export(path):  # `tuneforge export` output: merged, int8 or ONNX
@@ -87,7 +90,20 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
         meta=meta,
         model_dir=model_dir,
         without_adapters=method.disabled_adapters,
+        precision=set_precision(model, task_cls.inference.cpu_bf16, device, precision),
     )
+
+
+def set_precision(model, task_default: bool, device: str, precision: str | None) -> str:
+    """Apply the precision a loaded model computes in (inference.precision; `task_default`: the task's
+    `InferenceHooks.cpu_bf16`) and return it."""
+    from tuneforge.config.environment import model_width
+    from tuneforge.inference.precision import autocast_on_cpu, resolve
+
+    resolved = resolve(precision, str(device), task_default, model_width(model))
+    if resolved == "bf16":
+        autocast_on_cpu(model)
+    return resolved
 
 
 def task_of(run: LoadedRun):

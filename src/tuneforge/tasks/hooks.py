@@ -37,10 +37,14 @@ class InferenceHooks:
     predict / evaluate / logits   `classify` tasks; the defaults refuse in one line (a task that chats)
     score               one scalar per (prompt, completion) for runs that score answers (a reward model: predict
                         gives `{"score"}` per text); the default refuses
+    cpu_bf16            whether `auto` precision autocasts to bf16 on a CPU with bf16 units (measured per task)
     """
 
     interface: ClassVar[str] = "classify"
     input_kind: ClassVar[str] = "text"
+    #: whether `precision: auto` computes this task's runs in bf16 autocast on a CPU with bf16 units: set where it
+    #: was measured faster at equal outputs (inference.precision; benchmarks/cpu_inference.py)
+    cpu_bf16: ClassVar[bool] = False
 
     def load_processor(self, path: str, trust_remote_code: bool = False) -> Any:
         """What turns raw inputs into model inputs, saved beside the weights: here the tokenizer."""

@@ -15,11 +15,12 @@ from tuneforge.training.rundir import RunDir
 from tuneforge.training.speed import optimizer_name
 
 
-def precision_flags(precision: str) -> dict:
-    """TrainingArguments' precision flags; the same check `load_config` runs (tuneforge.config.environment)."""
-    from tuneforge.config.environment import resolve_precision
+def precision_flags(precision: str, model=None) -> dict:
+    """TrainingArguments' precision flags; the same check `load_config` runs (tuneforge.config.environment). `auto`
+    on a CPU depends on the model's width (`model`: None, unknown)."""
+    from tuneforge.config.environment import model_width, resolve_precision
 
-    precision = resolve_precision(precision)
+    precision = resolve_precision(precision, model_width(model) if model is not None else None)
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not torch.cuda.is_available()}
 
 
@@ -52,7 +53,7 @@ def build_training_args(cfg: RunConfig, run: RunDir, has_validation: bool, great
     rt = report_to(t.report_to)
     if rt != "none" and "tensorboard" in rt:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
-    precision = precision_flags(t.precision)
+    precision = precision_flags(t.precision, model)
     # train.distributed: DDP needs nothing (the Trainer's default under torchrun); FSDP2 / DeepSpeed their configs
     spread = dist.training_arguments(
         cfg, model, "bf16" if precision["bf16"] else "fp16" if precision["fp16"] else "fp32"

@@ -103,7 +103,7 @@ def load_teacher(cfg: RunConfig, task_cls, device: str | None = None) -> Teacher
             path, LoadedRun(model=cm.model, tokenizer=cm.tokenizer, meta=meta, model_dir=model_dir), task_cls, chat=cm
         )
     if kind in ("run", "export"):
-        run = load_run(path, device=device)
+        run = load_run(path, device=device, precision="fp32")  # its logits are cached: kept exact
         if run.meta.get("task") != task_cls.name:
             raise ConfigError(
                 f"distill.teacher: {path} is a '{run.meta.get('task')}' run; this run's task.type is '{task_cls.name}'"

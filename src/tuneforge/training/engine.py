@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from tuneforge.config import RunConfig, dump_config, load_config
+from tuneforge.config.environment import model_width, precision_note
 from tuneforge.data.splits import save_split
 from tuneforge.errors import ResourceError, RunDirError, TuneforgeError, first_line
 from tuneforge.evaluation.plots import write_run_loss_curve
@@ -255,6 +256,10 @@ def _train(
 
     greater = task.metrics[cfg.eval.metric]
     args = build_training_args(cfg, run, prepared.validation is not None, greater, model=model)
+    if primary:
+        resolved = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+        note = precision_note(cfg.train.precision, resolved, model_width(model))
+        print(f"tuneforge: {note}", file=sys.stderr, flush=True)
     meter = EfficiencyCallback()
     checkpoint = None
     if resume:

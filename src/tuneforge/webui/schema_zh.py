@@ -63,8 +63,9 @@ HELP_ZH: dict[str, str] = {
     "train.max_grad_norm": "梯度裁剪的范数阈值；0 表示不裁剪。",
     "train.gradient_checkpointing": "在反向传播时重新计算激活值，以节省显存。",
     "train.precision": (
-        "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16，CPU 上使用 fp32。"
-        "在有 bf16 单元（AVX512-BF16 / AMX）的 CPU 上，`bf16` 会把矩阵乘法自动转为 bf16（权重仍为 fp32）；fp16 需要 GPU。"
+        "`auto`：在支持 bf16 的 GPU 上使用 bf16 混合精度，较旧的 GPU 上使用 fp16；在有 bf16 单元（AVX512-BF16 / AMX）"
+        "的 CPU 上，隐藏维度不小于 256 的模型使用 bf16 自动混合精度（权重和优化器状态仍为 fp32），其余情况使用 fp32。"
+        "`bf16` 在有 bf16 单元的 CPU 上总是启用自动混合精度；fp16 需要 GPU。"
     ),
     "train.seed": (
         "用于初始化、打乱数据和数据划分的随机种子：相同的配置 + 相同的种子 = 相同的指标。"

@@ -134,8 +134,9 @@ class TrainSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description=(
-            "`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs, fp32 on CPU. `bf16` on a CPU "
-            "with bf16 units (AVX512-BF16 / AMX) autocasts matmuls to bf16 (fp32 weights kept); fp16 needs a GPU."
+            "`auto`: bf16 mixed precision on GPUs that support it, fp16 on older GPUs; on a CPU with bf16 units "
+            "(AVX512-BF16 / AMX) bf16 autocast for models at least 256 wide (fp32 weights and optimizer state kept), "
+            "fp32 otherwise. `bf16` on such a CPU always autocasts; fp16 needs a GPU. The run's first lines say which."
         ),
     )
     seed: int = seed_field(42, "Seed for initialisation, shuffling and splits: same config + seed = same metrics.")

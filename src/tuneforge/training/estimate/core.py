@@ -53,8 +53,15 @@ def estimate_memory(
 
     m = discover(cfg, device, bf16)
     t = cfg.train
-    precision = t.precision if t.precision != "auto" else (("bf16" if bf16 else "fp16") if device == "cuda" else "fp32")
-    autocast = precision in ("bf16", "fp16") and device == "cuda"
+    if t.precision != "auto":
+        precision = t.precision
+    elif device == "cuda":
+        precision = "bf16" if bf16 else "fp16"
+    else:  # the rule a CPU run follows (this machine's CPU, the model's width)
+        from tuneforge.config.environment import model_width, resolve_precision
+
+        precision = resolve_precision("auto", model_width(m.hf_config)) if m.hf_config is not None else "fp32"
+    autocast = precision in ("bf16", "fp16")
     weight_dtype_bytes = torch.empty((), dtype=torch_dtype(cfg.model.dtype, device, bf16)).element_size()
     seq = seq_len or cfg.data.max_length or 512
     from tuneforge.registry import TASKS
