@@ -89,6 +89,49 @@ def test_bf16_close_to_fp32_reference():
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("w_grad", [False, True])
+def test_under_cpu_autocast_the_gemms_run_in_bf16(w_grad):
+    """As nn.Linear under autocast: the logits (and both gradients' GEMMs) in bf16, the softmax in fp32."""
+    h, w, y = data(n=40, h=32, v=64, dtype=torch.float32, w_grad=w_grad)
+    hb, wb = h.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_(w_grad)
+    ref = F.cross_entropy((hb @ wb.t()).float(), y, ignore_index=-100)
+    ref.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = linear_cross_entropy(h, w, y, chunk_rows=8)
+    out.backward()
+    assert out.dtype == torch.float32 and h.grad.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(h.grad, hb.grad.float(), rtol=2e-2, atol=2e-3)
+    if w_grad:
+        assert w.grad.dtype == torch.float32
+        torch.testing.assert_close(w.grad, wb.grad.float(), rtol=2e-2, atol=2e-3)
+
+
+def test_rows_without_a_target_skip_the_output_layer():
+    """Only the rows with a label reach the output GEMM (an SFT prompt's tokens never do); theirs get no gradient."""
+    h, w, y = data(n=64, h=16, v=53)
+    y[:48] = -100  # three quarters of the rows are prompt
+    seen = []
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.mm.default and args[1].shape[-2:] == (16, 53):  # hidden x weight.T
+                seen.append(args[0].shape[0])
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        out = linear_cross_entropy(h, w, y, chunk_rows=1000)
+    out.backward()
+    assert seen == [int((y != -100).sum())] and seen[0] <= 16
+    ref_h = h.detach().clone().requires_grad_()
+    reference(ref_h, w.detach(), y).backward()
+    torch.testing.assert_close(out, reference(h.detach(), w.detach(), y))
+    torch.testing.assert_close(h.grad, ref_h.grad)
+    assert not h.grad[:48].any()
+
+
 def test_causal_shift_matches_transformers_convention():
     h, w, y = data(n=24)
     h3, y3 = h.view(2, 12, -1), y.view(2, 12)

@@ -47,6 +47,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ):
         n = hidden.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax in fp32 (fp64 when given fp64)
+        # under autocast (a CPU's bf16 units, or a GPU) the GEMMs run in its dtype, as nn.Linear's would; the
+        # explicit casts also cover the `out=` and in-place GEMMs below, which autocast leaves alone
+        device = hidden.device.type
+        mm = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        w_mm = weight.to(mm)
         loss_sum = torch.zeros((), dtype=acc, device=hidden.device)
         dh = torch.empty_like(hidden) if need_dh else None
         # bf16/fp16 weights: accumulate the weight gradient in the weight's dtype with one GEMM per chunk
@@ -56,7 +61,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk_rows):
             h = hidden[start : start + chunk_rows]
             y = labels[start : start + chunk_rows]
-            logits = (h @ weight.t()).to(acc)
+            logits = (h.to(mm) @ w_mm.t()).to(acc)
             lse = torch.logsumexp(logits, dim=-1)
             valid = y != ignore_index
             y_safe = torch.where(valid, y, torch.zeros_like(y)).unsqueeze(1)
@@ -68,11 +73,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = logits.sub_(lse.unsqueeze(1)).exp_()
             g.scatter_add_(1, y_safe, -torch.ones_like(target).unsqueeze(1))
             g.mul_((valid.to(acc) * inv).unsqueeze(1))
-            g = g.to(hidden.dtype)
+            g = g.to(mm)
             if need_dh:
-                torch.mm(g, weight, out=dh[start : start + chunk_rows])
+                if mm == hidden.dtype:
+                    torch.mm(g, w_mm, out=dh[start : start + chunk_rows])
+                else:
+                    dh[start : start + chunk_rows] = g @ w_mm
             if need_dw:
-                dw.addmm_(g.t(), h)
+                if mm == weight.dtype:
+                    dw.addmm_(g.t(), h.to(mm))
+                else:
+                    dw += (g.t() @ h.to(mm)).to(dw.dtype)
             del logits, g
         ctx.save_for_backward(dh, dw)
         return loss_sum / divisor.to(acc)
@@ -111,10 +122,16 @@ def linear_cross_entropy(
         raise ValueError(f"weight {tuple(weight.shape)} does not project hidden size {hidden.shape[-1]}")
     h = hidden.reshape(-1, hidden.shape[-1])
     y = labels.reshape(-1).to(h.device)
+    keep = y != ignore_index
     if num_items_in_batch is None:
-        divisor = (y != ignore_index).sum().clamp(min=1)
+        divisor = keep.sum().clamp(min=1)
     else:
         divisor = torch.as_tensor(num_items_in_batch, device=h.device)
+    if not bool(keep.all()):
+        # only the rows with a target reach the output layer (an SFT batch's prompts and padding do not): their
+        # loss and gradient are zero anyway, so skipping their logits changes nothing but the work
+        rows_kept = keep.nonzero().squeeze(1)
+        h, y = h.index_select(0, rows_kept), y.index_select(0, rows_kept)
     rows = chunk_rows or default_chunk_rows(h.shape[0], h.shape[1], weight.shape[0])
     grad = torch.is_grad_enabled()
     w = weight if weight.dtype == h.dtype else weight.to(h.dtype)
