@@ -1,6 +1,7 @@
 """The precision a loaded run computes in on a CPU: bf16 autocast on a CPU with bf16 units (AVX512-BF16 / AMX) where
-the task measured it faster at equal outputs, fp32 elsewhere. Weights stay as loaded (fp32); only the forward runs
-under autocast, and the logits come back in fp32.
+the task measured it faster at equal outputs, fp32 elsewhere. The linear layers' weights are stored in bf16 (what
+autocast would cast them to on every call), everything else stays fp32; the forward runs under autocast, and the
+logits come back in fp32.
 
 Asked for by `load_run(..., precision=)`, by `--precision` of predict / eval / chat / generate / serve, or by the
 `TUNEFORGE_PRECISION` environment variable (which the CLI flag sets, so serve's workers see it too):
@@ -54,12 +55,35 @@ def _float_logits(out):
     return out
 
 
+def _linears_to_bf16(model) -> None:
+    """Store each fp32 nn.Linear's weight and bias in bf16 once: autocast would cast them on every forward (every
+    generated token), and its cache lives only as long as one autocast region. The result is what autocast
+    computes, without the casts. A weight shared with another module (tied input embeddings) gets a bf16 copy of
+    its own, so the other module keeps fp32. Quantized layers (4-bit, int8 weights) are left alone."""
+    from torch import nn
+
+    shared = {}
+    for module in model.modules():
+        if not isinstance(module, nn.Linear) or module.weight.dtype != torch.float32:
+            continue
+        for name in ("weight", "bias"):
+            param = getattr(module, name)
+            if param is None:
+                continue
+            key = id(param)
+            if key not in shared:
+                shared[key] = nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False)
+            setattr(module, name, shared[key])
+
+
 def autocast_on_cpu(model) -> None:
     """Run `model`'s forward (the innermost transformers model's, so PEFT wrappers and `generate` go through it)
-    under CPU bf16 autocast, with floating logits returned in fp32. Idempotent."""
+    under CPU bf16 autocast, with its linear layers stored in bf16 and floating logits returned in fp32.
+    Idempotent."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner.forward, "_tuneforge_bf16", False):
         return
+    _linears_to_bf16(model)
     forward = inner.forward
 
     @functools.wraps(forward)

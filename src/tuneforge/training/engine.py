@@ -424,7 +424,8 @@ def _train(
         if isinstance(summary.get(k), (int, float))
     )
     print(
-        f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training: {shown}; results in {run.path}",
+        f"tuneforge: done in {efficiency['train_seconds']:.0f}s of training{': ' + shown if shown else ''}; "
+        f"results in {run.path}",
         file=sys.stderr,
         flush=True,
     )
