@@ -1,5 +1,6 @@
-"""Inference precision on a CPU (tuneforge.inference.precision): what `auto`, `fp32` and `bf16` resolve to, the
-bf16 autocast wrapper (fp32 logits, PEFT and `generate` go through it), and `--precision` on the CLI."""
+"""Precision on a CPU: the line a training run prints about it, and for inference (tuneforge.inference.precision)
+what `auto`, `fp32` and `bf16` resolve to, the bf16 wrapper (fp32 logits, PEFT and `generate` go through it) and
+`--precision` on the CLI."""
 
 from __future__ import annotations
 
@@ -116,3 +117,29 @@ def test_cli_precision_flag(tiny_cls_run):
     ), proc.stderr
     proc = run_cli("predict", tiny_cls_run, "a good film", "--precision", "fp32")
     assert proc.returncode == 0 and '"label"' in proc.stdout, proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_a_run_says_its_precision_and_why_in_its_first_lines(precision, tiny_bert, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from conftest import make_sentiment_rows, tiny_config
+    from tuneforge.config.environment import cpu_bf16
+
+    if precision == "bf16" and not cpu_bf16():
+        pytest.skip("this CPU has no bf16 units")
+    pd.DataFrame(make_sentiment_rows(48)).to_csv(tmp_path / "d.csv", index=False)
+    raw = tiny_config(tiny_bert, str(tmp_path / "d.csv"), str(tmp_path / "run"), method="full")
+    raw["train"].update(max_steps=2, eval_strategy="no", precision=precision)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_cli("train", str(tmp_path / "c.yaml"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("tuneforge: precision "))
+    if precision == "bf16":
+        assert line == "tuneforge: precision bf16 autocast on CPU, fp32 weights and optimizer (asked for)"
+    elif cpu_bf16():
+        assert "auto: the model is 32 wide, under 256" in line, line
+    else:
+        assert line == "tuneforge: precision fp32 (auto: this CPU has no bf16 units)"
