@@ -125,8 +125,9 @@ def test_a_run_says_its_precision_and_why_in_its_first_lines(precision, tiny_ber
     import pandas as pd
     import yaml
 
-    from conftest import make_sentiment_rows, tiny_config
     from tuneforge.config.environment import cpu_bf16
+
+    from conftest import make_sentiment_rows, tiny_config
 
     if precision == "bf16" and not cpu_bf16():
         pytest.skip("this CPU has no bf16 units")
