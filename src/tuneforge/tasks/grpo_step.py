@@ -17,6 +17,7 @@ previous step's update seconds), and a line every 30 s while a generation runs, 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from torch import nn
 from tuneforge.config.schema import RunConfig
 from tuneforge.kernels.grpo import group_advantages, grpo_loss
 from tuneforge.kernels.token_logps import token_logps
+from tuneforge.models.frozen_cast import frozen_linears_cast
 from tuneforge.tasks.preference_loss import transforms_logits
 from tuneforge.tasks.preference_reference import Reference, core, disable_dropout, unwrap
 
@@ -109,9 +111,11 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     heartbeat: str | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Completions:
     """`n` completions of each left-padded prompt (rows prompt-major: prompt i's completions are rows i*n..i*n+n-1),
-    cut after the first stop token; the model is put in eval mode while generating and restored."""
+    cut after the first stop token; the model is put in eval mode while generating and restored. `autocast`: the
+    run's mixed-precision dtype (the Trainer's autocast wraps only the model's forward, not `generate`)."""
     m = unwrap(model)
     was = m.training
     m.eval()
@@ -119,7 +123,10 @@ def generate(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     kw = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if sample else {"do_sample": False}
     try:
-        with _Heartbeat(heartbeat or "generation", heartbeat is not None):
+        # under autocast: the frozen base's weights cast once for the whole generation, not once per new token
+        device = prompt_ids.device.type
+        mixed = torch.autocast(device, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+        with _Heartbeat(heartbeat or "generation", heartbeat is not None), mixed, frozen_linears_cast(m):
             out = m.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -181,6 +188,16 @@ class GRPOStep:
         self._mark: float | None = None  # when the previous step's loss was returned (its update followed)
         self.step = 0
         self._prepared: set[int] = set()
+        self._dtype: torch.dtype | None | str = "unresolved"  # generation's autocast dtype, on the first step
+
+    def _autocast_dtype(self, model: nn.Module) -> torch.dtype | None:
+        """The dtype the run trains in under autocast (train.precision as resolved for this model), None for fp32."""
+        if self._dtype == "unresolved":
+            from tuneforge.config.environment import model_width, resolve_precision
+
+            precision = resolve_precision(self.cfg.train.precision, model_width(unwrap(model)))
+            self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        return self._dtype
 
     # ---- rewards ----------------------------------------------------------------------------------------
     def score(self, index: list[int], texts: list[str], n: int):
@@ -203,6 +220,7 @@ class GRPOStep:
             temperature=t.temperature,
             top_p=t.top_p,
             heartbeat=f"grpo step {self.step}",
+            autocast=self._autocast_dtype(model),
         )
         gen_s = time.monotonic() - start
         scores = self.score(list(key), done.texts, g)
