@@ -41,6 +41,25 @@ def test_progress_lines_first_step_then_every_interval_and_at_the_end(monkeypatc
 
 
 @pytest.mark.unit
+def test_the_last_step_is_printed_once_with_its_own_loss(monkeypatch):
+    clock = iter([0.0, 1.0, 40.0, 41.0])
+    monkeypatch.setattr("tuneforge.training.progress.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    cb = ProgressLines(lines.append, interval=30, eval_seconds=lambda: 0.0)
+    state = SimpleNamespace(global_step=0, max_steps=2, is_world_process_zero=True)
+    cb.on_train_begin(None, state, None)
+    state.global_step = 1
+    cb.on_log(None, state, None, logs={"loss": 2.0})
+    cb.on_step_end(None, state, None)  # t=1: the first step prints
+    state.global_step = 2
+    cb.on_step_end(None, state, None)  # t=40: the last step waits for its loss
+    cb.on_log(None, state, None, logs={"loss": 1.25})
+    cb.on_train_end(None, state, None)  # t=41
+    assert [line.split("  ")[0] for line in lines] == ["tuneforge: step 1/2 (50%)", "tuneforge: step 2/2 (100%)"]
+    assert "loss 1.2500" in lines[1]
+
+
+@pytest.mark.unit
 def test_console_log_keeps_lines_and_the_last_state_of_progress_bars(tmp_path, capsys):
     path = tmp_path / "console.log"
     logger = logging.getLogger("tuneforge-test-console")
@@ -91,7 +110,7 @@ def test_a_run_writing_to_a_file_prints_progress_lines_and_keeps_its_console_log
     err = capsys.readouterr().err
     steps = result.efficiency["global_steps"]
     progress = [line for line in err.splitlines() if line.startswith("tuneforge: step ")]
-    assert len(progress) == steps + 1  # every step, and once at the end
+    assert len(progress) == steps  # every step; the last one once, at the end, with its loss
     assert progress[-1].startswith(f"tuneforge: step {steps}/{steps} (100%)  loss ")
     log = (result.run_dir / "console.log").read_text()
     assert f"tuneforge: run directory {result.run_dir}" in log and progress[-1] in log and "tuneforge: done in" in log

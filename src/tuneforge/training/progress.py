@@ -67,7 +67,9 @@ class ProgressLines(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
-        if state.is_world_process_zero and now - self._last >= self.interval:
+        # the last step is printed once, by on_train_end, with the loss logged after this call
+        last = state.max_steps > 0 and state.global_step >= state.max_steps
+        if state.is_world_process_zero and now - self._last >= self.interval and not last:
             self._emit(state, now)
 
     def on_train_end(self, args, state, control, **kwargs):
