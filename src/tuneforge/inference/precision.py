@@ -16,6 +16,7 @@ import os
 import torch
 
 from tuneforge.errors import ConfigError
+from tuneforge.models.frozen_cast import cast_linears
 
 ENV = "TUNEFORGE_PRECISION"
 CHOICES = ("auto", "fp32", "bf16")
@@ -55,27 +56,6 @@ def _float_logits(out):
     return out
 
 
-def _linears_to_bf16(model) -> None:
-    """Store each fp32 nn.Linear's weight and bias in bf16 once: autocast would cast them on every forward (every
-    generated token), and its cache lives only as long as one autocast region. The result is what autocast
-    computes, without the casts. A weight shared with another module (tied input embeddings) gets a bf16 copy of
-    its own, so the other module keeps fp32. Quantized layers (4-bit, int8 weights) are left alone."""
-    from torch import nn
-
-    shared = {}
-    for module in model.modules():
-        if not isinstance(module, nn.Linear) or module.weight.dtype != torch.float32:
-            continue
-        for name in ("weight", "bias"):
-            param = getattr(module, name)
-            if param is None:
-                continue
-            key = id(param)
-            if key not in shared:
-                shared[key] = nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False)
-            setattr(module, name, shared[key])
-
-
 def autocast_on_cpu(model) -> None:
     """Run `model`'s forward (the innermost transformers model's, so PEFT wrappers and `generate` go through it)
     under CPU bf16 autocast, with its linear layers stored in bf16 and floating logits returned in fp32.
@@ -83,7 +63,9 @@ def autocast_on_cpu(model) -> None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(inner.forward, "_tuneforge_bf16", False):
         return
-    _linears_to_bf16(model)
+    # the linear layers stored in bf16 once: autocast would cast them on every forward (every generated token),
+    # its cache living only as long as one autocast region; the results are the same
+    cast_linears(model, torch.bfloat16, frozen_only=False)
     forward = inner.forward
 
     @functools.wraps(forward)
