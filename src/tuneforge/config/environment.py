@@ -49,11 +49,17 @@ AUTO_CPU_BF16_MIN_WIDTH = 256
 def model_width(config) -> int | None:
     """The hidden size of a transformers config (or a model: its `.config`), None where it has none (conv nets)."""
     config = getattr(config, "config", config)
-    for key in ("hidden_size", "d_model", "n_embd"):
+    for key in ("hidden_size", "d_model", "n_embd", "dim"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def auto_cpu_bf16(width: int | None) -> bool:
+    """Whether `auto` computes in bf16 on this CPU for a model `width` wide (None: unknown, no): the CPU has bf16
+    units and the model is at least AUTO_CPU_BF16_MIN_WIDTH wide. Training and inference share this rule."""
+    return width is not None and width >= AUTO_CPU_BF16_MIN_WIDTH and cpu_bf16()
 
 
 def resolve_precision(precision: str, width: int | None = None) -> str:
@@ -67,7 +73,7 @@ def resolve_precision(precision: str, width: int | None = None) -> str:
     if precision == "auto":
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if width is not None and width >= AUTO_CPU_BF16_MIN_WIDTH and cpu_bf16() else "fp32"
+        return "bf16" if auto_cpu_bf16(width) else "fp32"
     if precision == "bf16" and not cuda:
         if cpu_bf16():  # autocast on the CPU's bf16 units (AVX512-BF16 / AMX): faster matmuls, fp32 weights kept
             return "bf16"

@@ -34,7 +34,7 @@ def resolve(precision: str | None, device: str, task_default: bool, width: int |
     """fp32 or bf16 for a run on `device`. `task_default`: whether the task measured bf16 faster at equal outputs
     on CPU (`InferenceHooks.cpu_bf16`); `width`: the model's hidden size (narrow models stay fp32 under auto, as in
     training). Raises ConfigError for bf16 on a CPU without bf16 units."""
-    from tuneforge.config.environment import AUTO_CPU_BF16_MIN_WIDTH, cpu_bf16
+    from tuneforge.config.environment import auto_cpu_bf16, cpu_bf16
 
     asked = asked_precision(precision)
     if device != "cpu" or asked == "fp32":
@@ -43,8 +43,7 @@ def resolve(precision: str | None, device: str, task_default: bool, width: int |
         if not cpu_bf16():
             raise ConfigError("precision: 'bf16' needs a CPU with bf16 units (AVX512-BF16 or AMX); use fp32 or auto")
         return "bf16"
-    wide = width is not None and width >= AUTO_CPU_BF16_MIN_WIDTH
-    return "bf16" if task_default and wide and cpu_bf16() else "fp32"
+    return "bf16" if task_default and auto_cpu_bf16(width) else "fp32"
 
 
 def _float_logits(out):

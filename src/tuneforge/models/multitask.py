@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from tuneforge.config.environment import model_width
 from tuneforge.errors import ModelError
 from tuneforge.kernels.multitask import HeadLayout, multitask_loss
 
@@ -51,9 +52,9 @@ def pooling_for(encoder: nn.Module) -> str:
 
 
 def hidden_size(config) -> int:
-    for key in ("hidden_size", "d_model", "n_embd", "dim"):
-        if isinstance(getattr(config, key, None), int):
-            return int(getattr(config, key))
+    width = model_width(config)
+    if width is not None:
+        return width
     raise ModelError(f"cannot tell the hidden size of a {getattr(config, 'model_type', '?')} model for its task heads")
 
 
