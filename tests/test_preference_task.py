@@ -287,6 +287,29 @@ def test_config_is_strict(tiny_llama, task, data, message):
 
 
 @pytest.mark.unit
+def test_compare_varying_the_loss_drops_the_keys_the_new_loss_does_not_read(tiny_llama, tmp_path, capsys):
+    """`compare --vary task.loss=...` from a DPO config: orpo loses beta (it reads none), simpo gets its own default
+    beta (2.0, another scale), kto keeps DPO's beta and drops label_smoothing; every run's config is valid."""
+    import yaml
+
+    from tuneforge.compare.plan import plan
+
+    raw = pref_config(tiny_llama, "x.jsonl", "out", beta=0.2, label_smoothing=0.1)
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    runs = plan(str(cfg), ["lora"], None, None, tmp_path / "cmp", vary=("task.loss", ["dpo", "orpo", "simpo", "kto"]))
+    tasks = {r.raw["task"]["loss"]: r.raw["task"] for r in runs}
+    assert [r.error for r in runs] == [None] * 4
+    assert (tasks["dpo"]["beta"], tasks["dpo"]["label_smoothing"]) == (0.2, 0.1)
+    assert "beta" not in tasks["orpo"] and "label_smoothing" not in tasks["orpo"]
+    assert "beta" not in tasks["simpo"] and tasks["simpo"]["label_smoothing"] == 0.1
+    assert tasks["kto"]["beta"] == 0.2 and "label_smoothing" not in tasks["kto"]
+    err = capsys.readouterr().err
+    assert "task.loss=simpo: task.beta dropped: simpo uses its own default (2.0)" in err
+    assert "task.loss=kto: task.label_smoothing dropped: read by dpo, robust, simpo, not kto" in err
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("init, switched_off", [("default", True), ("pissa", False), ("olora", False)])
 def test_pissa_and_olora_have_no_adapters_off_base(tiny_llama, init, switched_off):
     """PiSSA / OLoRA cut the adapter's start out of the base weights: with it off the model is not the base, so the
@@ -402,3 +425,36 @@ def test_kto_reward_accuracy_is_the_share_of_good_bad_answer_pairs_in_order():
     # good {0.9, 0.1, 0.5} vs bad {0.5, -1.0}: 0.9 beats both, 0.1 beats one, 0.5 ties one and beats one -> 4.5 / 6
     assert m["reward_accuracy"] == pytest.approx(4.5 / 6)
     assert m["reward_margin"] == pytest.approx(0.5 - (-0.25)) and m["kl"] == pytest.approx(0.2)
+
+
+@pytest.mark.integration
+def test_the_web_ui_trains_lists_and_chats_with_a_preference_run(dpo_run, tiny_llama, pairs_file):
+    """The web UI's pages for preference runs: the Train form offers the task with every loss and its parameters
+    (a form round trip gives a valid config), the Runs page lists the run with its main metric and draws the reward
+    accuracy curve, and the Chat page offers it."""
+    pytest.importorskip("gradio")
+    from tuneforge.config import load_config
+    from tuneforge.webui.fields import fields_for, task_types
+    from tuneforge.webui.form import form_to_raw, form_values
+    from tuneforge.webui.model_pages import chat_targets
+    from tuneforge.webui.runs_page import curves
+    from tuneforge.webui.workspace import Workspace
+
+    assert {"preference", "reward", "grpo"} <= set(task_types())
+    specs = {s.key: s for s in fields_for("preference", "lora")}
+    for key in ("task.loss", "task.beta", "task.gamma", "task.orpo_alpha", "task.reference", "data.max_prompt_length"):
+        assert key in specs, key
+    assert set(specs["task.loss"].choices) >= {"dpo", "ipo", "orpo", "simpo", "kto"}
+    raw = pref_config(tiny_llama, pairs_file, "out", loss="simpo", gamma=0.3)
+    task, method, values = form_values(raw)
+    assert (task, method, values["task.loss"], values["task.gamma"]) == ("preference", "lora", "simpo", 0.3)
+    cfg = load_config(raw=form_to_raw(task, method, values, raw))
+    assert (cfg.task.loss, cfg.task.gamma, cfg.task.beta) == ("simpo", 0.3, None)
+
+    ws = Workspace(dpo_run.parent, [dpo_run.parent], cwd=dpo_run.parent)
+    row = next(r for r in ws.runs() if r["name"] == dpo_run.name)
+    assert (row["state"], row["metric"], row["interface"]) == ("completed", "loss", "chat")  # the default metric
+    assert row["value"] is not None and row["value"] > 0
+    losses, others = curves(ws, dpo_run, "loss")
+    assert "eval_reward_accuracy" in set(others["series"]) and "loss" in set(losses["series"])
+    assert dpo_run.name in chat_targets(ws)
