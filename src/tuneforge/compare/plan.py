@@ -11,6 +11,7 @@ method's default. An explicit `train.learning_rate=...` override on the compare 
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,7 @@ def plan(
         for variant, seed in [
             (v, seed) for v in (vary[1] if vary else [None]) for seed in (seeds or [base_cfg.train.seed])
         ]:
-            raw = copy.deepcopy(base) if variant is None else apply_overrides(base, [f"{vary[0]}={variant}"])
+            raw = copy.deepcopy(base) if variant is None else _variant(base, task, vary[0], variant)
             raw["method"] = copy.deepcopy(section)
             train = raw.setdefault("train", {}) or {}
             raw["train"] = train
@@ -191,6 +192,21 @@ def plan(
         except ConfigError as exc:
             r.error = str(exc)
     return runs
+
+
+def _variant(base: dict, task: str, key: str, value: str) -> dict:
+    """`base` with KEY=VALUE; a `task.<key>` goes through the task config's `for_variant`, which drops the keys that
+    no longer apply (a preference loss's own parameters), with one line per key dropped."""
+    from tuneforge.registry import TASKS
+
+    raw = apply_overrides(base, [f"{key}={value}"])
+    parts = key.split(".")
+    if len(parts) == 2 and parts[0] == "task" and parts[1] != "type" and isinstance(raw.get("task"), dict):
+        section, notes = TASKS.get(task).Config.for_variant(dict(base.get("task") or {}), raw["task"], parts[1])
+        raw["task"] = section
+        for note in notes:
+            print(f"compare: {key}={value}: {note}", file=sys.stderr)
+    return raw
 
 
 def _slug(value: str) -> str:

@@ -8,6 +8,8 @@ A spec is what the config gives, a dict (or just a name):
     {"name": "path/to/file.py:func"}          a function in a Python file (relative to the current directory,
                                               or to `base_dir`); the file's folder is on sys.path while it loads
     {"name": "package.module:func"}           a function in an importable module (`func` may be dotted: Class.method)
+    {"run": "runs/rm", "weight": 0.5}         a finished reward run (task.type: reward) scoring prompt + completion
+                                              (data/reward_runs.py); named after its directory
 
 `weight` (default 1.0) multiplies the reward in the total; the other keys are a builtin's options (user functions
 take none). A user function is called as TRL calls its reward functions, with keywords:
@@ -324,11 +326,18 @@ class Reward:
 
 
 def load_reward(
-    spec: dict | str, where: str, tokenize: Callable[[str], Sequence] | None = None, base_dir: Path | None = None
+    spec: dict | str,
+    where: str,
+    tokenize: Callable[[str], Sequence] | None = None,
+    base_dir: Path | None = None,
+    score_run: Callable | None = None,
 ) -> Reward:
     """A spec (see the module docstring) as a Reward; ConfigError naming `where` for anything wrong with it.
-    `tokenize` (text -> token ids) serves the `per: tokens` options; `base_dir` resolves relative file paths."""
+    `tokenize` (text -> token ids) serves the `per: tokens` options; `base_dir` resolves relative file paths;
+    `score_run` loads a `run:` reward's model (data/reward_runs.py)."""
     spec = {"name": spec} if isinstance(spec, str) else spec
+    if isinstance(spec, dict) and "run" in spec:
+        return _run_reward(spec, where, base_dir, score_run)
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"].strip():
         raise ConfigError(f"{where}: a reward needs a `name` (a builtin, 'path/to/file.py:function' or 'module:func')")
     name, weight = spec["name"].strip(), spec.get("weight", 1.0)
@@ -356,6 +365,21 @@ def load_reward(
                 f"{where}: {name} has no option '{key}'{closest(key, known)}; its options: {', '.join(known)}"
             )
     return Reward(name, float(weight), factory(f"{where}", tokenize=tokenize, **options), where, name)
+
+
+def _run_reward(spec: dict, where: str, base_dir: Path | None, score_run: Callable | None) -> Reward:
+    from tuneforge.data.reward_runs import RunReward, check_reward_run
+
+    extra = [k for k in spec if k not in ("run", "weight")]
+    if extra:
+        raise ConfigError(f"{where}: a run reward takes `run` and `weight` only, not {', '.join(extra)}")
+    path, weight = spec["run"], spec.get("weight", 1.0)
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{where}: run: give the directory of a finished reward run")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
+        raise ConfigError(f"{where}: weight must be a finite number, got {weight!r}")
+    run_dir = check_reward_run(where, path.strip(), base_dir)
+    return Reward(run_dir.name, float(weight), RunReward(run_dir, where, score_run), where, f"run:{path}")
 
 
 class RewardScores(NamedTuple):
@@ -402,7 +426,8 @@ class RewardSet:
     """The rewards of `specs` (a list of specs, see the module docstring), built and checked at once: a bad spec is a
     ConfigError naming `key[i]`. `errors` is "raise" (a failing reward is a DataError) or "zero" (its score is 0.0,
     counted in the result's `errors`). `tokenize` (text -> token ids) serves `per: tokens`; `base_dir` the directory
-    relative reward files are in (default: the current directory)."""
+    relative reward files are in (default: the current directory); `score_run` (a run directory -> a function of
+    (prompts, completions)) loads the `run:` rewards on their first score."""
 
     def __init__(
         self,
@@ -412,6 +437,7 @@ class RewardSet:
         key: str = "task.rewards",
         tokenize: Callable[[str], Sequence] | None = None,
         base_dir: str | Path | None = None,
+        score_run: Callable | None = None,
     ):
         if errors not in ERROR_MODES:
             raise ConfigError(f"reward errors must be raise or zero, got {errors!r}")
@@ -420,9 +446,11 @@ class RewardSet:
         self.errors = errors
         base = Path(base_dir) if base_dir is not None else None
         self.rewards: list[Reward] = []
+        first_names: list[str] = []  # each reward's name before `_2`, `_3` ... are added
         for i, spec in enumerate(specs):
-            r = load_reward(spec, f"{key}[{i}]", tokenize, base)
-            seen = sum(1 for other in self.rewards if other.spec_name.rpartition(":")[2].split(".")[-1] == r.name)
+            r = load_reward(spec, f"{key}[{i}]", tokenize, base, score_run)
+            seen = first_names.count(r.name)
+            first_names.append(r.name)
             self.rewards.append(Reward(f"{r.name}_{seen + 1}", r.weight, r.func, r.where, r.spec_name) if seen else r)
 
     @property

@@ -140,6 +140,21 @@ def score(run_dir: str | Path | LoadedRun, prompts: list, completions: list[str]
     return task_of(run).inference.score(run, list(prompts), list(completions), batch_size)
 
 
+def run_scorer(run_dir: str | Path, device: str | None = None):
+    """`score` with the run loaded once: a function (prompts, completions) -> rewards, for a training run that uses
+    a finished reward run as a reward (GRPO's `task.rewards: [{run: ...}]`). Prints one line when it loads."""
+    import sys
+
+    run = load_run(run_dir, device=device)
+    print(f"tuneforge: reward run {run_dir} loaded ({run.meta.get('base_model')})", file=sys.stderr, flush=True)
+
+    def scorer(prompts: list, completions: list[str]) -> list[float]:
+        with torch.no_grad():
+            return score(run, prompts, completions)
+
+    return scorer
+
+
 def evaluate(
     run_dir: str | Path,
     data: str | None = None,

@@ -105,6 +105,10 @@ class Task:
         """`force` (`tuneforge train --force`): data checks that can be overridden warn instead of failing."""
         self.cfg = cfg
         self.force = force
+        #: a finished run's directory -> a function (prompts, completions) -> rewards: set by the training engine
+        #: (tuneforge.inference.run_scorer) for a task that scores with another run (GRPO's reward runs); tasks sit
+        #: below the layer that loads runs, so it is handed in, not imported
+        self.run_scorer: Callable[[str], Callable] | None = None
 
     @classmethod
     def auto_class(cls):

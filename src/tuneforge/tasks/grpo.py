@@ -109,12 +109,18 @@ class GRPOTask(CausalLMTask):
 
     # ---- data -------------------------------------------------------------------------------------------
     def _rewards(self, tokenizer):
+        """The run's RewardSet, built once (a reward run among the rewards loads its model on the first score)."""
         from tuneforge.data.reward_functions import RewardSet
 
-        t = self.cfg.task
-        return RewardSet(
-            t.rewards, t.reward_errors, tokenize=lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
-        )
+        if getattr(self, "_reward_set", None) is None:
+            t = self.cfg.task
+            self._reward_set = RewardSet(
+                t.rewards,
+                t.reward_errors,
+                tokenize=lambda s: tokenizer(s, add_special_tokens=False)["input_ids"],
+                score_run=self.run_scorer,
+            )
+        return self._reward_set
 
     def prepare(self, tokenizer) -> Prepared[GRPOState]:
         from tuneforge.tasks.grpo_prepare import prepare_prompts
@@ -201,4 +207,5 @@ class GRPOTask(CausalLMTask):
     ) -> dict:
         from tuneforge.tasks.grpo_eval import final_evaluation
 
-        return final_evaluation(self.cfg, trainer, prepared, eval_dir, val_metrics, without_adapters)
+        rewards = self._rewards(prepared.state.tokenizer)
+        return final_evaluation(self.cfg, trainer, prepared, eval_dir, val_metrics, rewards, without_adapters)

@@ -56,7 +56,8 @@ class GRPOConfig(TaskConfig):
             "last_number | boxed | 'regex:<pattern>'}`, `{name: format, pattern: ...}`, `{name: length, target: "
             "N}`, `{name: repetition, n: 3}`), a Python function (`{name: path/to/file.py:func}` or "
             "`{name: module:func}`, called as func(prompts=..., completions=..., **fields) -> one float per "
-            "completion), each with an optional `weight` (default 1). See docs/grpo.md."
+            "completion) or a finished reward run (`{run: runs/rm}`: the reward model scores prompt + completion), "
+            "each with an optional `weight` (default 1). See docs/grpo.md."
         ),
     )
     reward_errors: Literal["raise", "zero"] = Field(

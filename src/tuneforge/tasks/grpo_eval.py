@@ -53,9 +53,9 @@ def _summary(scores, accuracy: str | None) -> dict:
 
 
 def final_evaluation(
-    cfg: RunConfig, trainer, prepared, eval_dir: str, val_metrics: dict, without_adapters=None
+    cfg: RunConfig, trainer, prepared, eval_dir: str, val_metrics: dict, rewards, without_adapters=None
 ) -> dict:
-    from tuneforge.data.reward_functions import RewardSet
+    """`rewards`: the run's RewardSet (the task's own, so a reward run among them is loaded once)."""
     from tuneforge.tasks.grpo import GRPOTask
     from tuneforge.tasks.grpo_step import score
     from tuneforge.tasks.sft_eval import base_model
@@ -71,7 +71,6 @@ def final_evaluation(
         metrics["note"] = "no held-out prompts: no evaluation beyond the training rewards"
         write_report(out_dir, metrics, None, [], _curve(trainer))
         return metrics
-    rewards = RewardSet(t.rewards, t.reward_errors, tokenize=lambda s: tok(s, add_special_tokens=False)["input_ids"])
     accuracy = GRPOTask.accuracy_reward(cfg)
     model = trainer.model
     model.eval()

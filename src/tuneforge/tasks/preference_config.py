@@ -56,6 +56,11 @@ class PreferenceData(ChatPromptData):
 
 class PreferenceConfig(CausalLMConfig):
     type: Literal["preference"] = "preference"  # type: ignore[assignment]
+
+    @classmethod
+    def for_variant(cls, base: dict, variant: dict, key: str) -> tuple[dict, list[str]]:
+        return _for_variant(base, variant, key)
+
     loss: Literal["dpo", "ipo", "robust", "hinge", "orpo", "simpo", "kto"] = Field(
         "dpo",
         description=(
@@ -118,6 +123,31 @@ class PreferenceConfig(CausalLMConfig):
             "weight 1 (it is part of ORPO)."
         ),
     )
+
+
+def _for_variant(base: dict, variant: dict, key: str) -> tuple[dict, list[str]]:
+    """PreferenceConfig.for_variant: with task.loss varied, the base's keys the new loss does not read are dropped,
+    and `beta` too where the two losses' default betas differ (SimPO's 2.0 is on another scale than DPO's 0.1): a
+    comparison of losses trains each with its own parameters, not with a config error or another loss's beta."""
+    if key != "loss" or base.get("loss", "dpo") == variant.get("loss"):
+        return variant, []
+    old, new = base.get("loss", "dpo"), variant.get("loss")
+    if new not in LOSSES:
+        return variant, []  # validation names the unknown loss
+    out, notes = dict(variant), []
+    for name, readers in LOSS_KEYS.items():
+        if out.get(name) is None:
+            continue
+        if new not in readers:
+            notes.append(f"task.{name} dropped: read by {', '.join(readers)}, not {new}")
+            out.pop(name)
+        elif name == "beta" and DEFAULT_BETA.get(old) != DEFAULT_BETA[new]:
+            notes.append(f"task.beta dropped: {new} uses its own default ({DEFAULT_BETA[new]}), not {old}'s beta")
+            out.pop(name)
+    if new in ("orpo", "kto") and out.get("sft_weight"):
+        notes.append(f"task.sft_weight dropped: not read by {new}")
+        out.pop("sft_weight")
+    return out, notes
 
 
 def check_preference_config(cfg: RunConfig) -> None:

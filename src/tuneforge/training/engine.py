@@ -204,7 +204,10 @@ def _train(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     set_seed(cfg.train.seed)
+    from tuneforge.inference import run_scorer
+
     task = TASKS.get(cfg.task.type)(cfg, force=force)
+    task.run_scorer = run_scorer  # for a task that scores with a finished run (a reward run as GRPO's reward)
     method = METHODS.get(cfg.method.name)(cfg.method)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = task.inference.load_processor(model_path, cfg.model.trust_remote_code)  # or image preprocessing

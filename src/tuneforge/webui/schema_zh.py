@@ -195,7 +195,8 @@ HELP_ZH: dict[str, str] = {
         "奖励函数，按权重相加：内置的 `exact_answer`（从回答中抽取最后一个数字、`\\boxed{}` 或正则分组，与记录的某一列比较）、"
         "`format`（正则匹配）、`length`（长度惩罚）、`repetition`（重复惩罚），或 Python 函数"
         "（`path/to/file.py:func` 或 `module:func`，调用方式 func(prompts=..., completions=..., **fields)，"
-        "每个回答返回一个浮点数），各自可带 `weight`（默认 1）。见 docs/grpo.md。"
+        "每个回答返回一个浮点数），或训练好的奖励模型运行（`{run: runs/rm}`：由奖励模型为提示词加回答打分），"
+        "各自可带 `weight`（默认 1）。见 docs/grpo.md。"
     ),
     "task[grpo].reward_errors": (
         "奖励函数抛出异常、返回数量不对、非数值、NaN 或 inf 时：`raise` 用一行信息（奖励名和记录）停止训练；"

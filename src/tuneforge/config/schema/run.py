@@ -160,6 +160,14 @@ class TaskConfig(Section):
 
     type: str = Field(description="The task: what is learned (`classification`, `causal_lm`).")
 
+    @classmethod
+    def for_variant(cls, base: dict, variant: dict, key: str) -> tuple[dict, list[str]]:
+        """The `task:` section of a run that differs from `base` (a raw section) in `key` only (`tuneforge compare
+        --vary task.<key>=...`; `variant` is `base` with the new value). A task whose keys depend on another key's
+        value (a preference loss's own parameters) drops those that no longer apply; returns (section, one note per
+        key dropped). Default: `variant` as it is."""
+        return variant, []
+
 
 class MethodConfig(Section):
     """Base of each method's own config; `name` selects the registered method."""
