@@ -6,6 +6,7 @@ counted); the config is strict; the finished run chats and merges; builtin:arith
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -73,8 +74,16 @@ def test_the_mean_reward_rises_and_the_run_reports_it(tiny_llama, prompts, tmp_p
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     assert last > 3 * first, rewards
     logged = _logs(out)[0]
-    for key in ("reward_std", "frac_reward_zero_std", "completion_length", "truncated_fraction", "rewards/likes_a"):
+    for key in (
+        "reward_std",
+        "frac_reward_zero_std",
+        "completion_length",
+        "truncated_fraction",
+        "rewards/likes_a",
+        "entropy",
+    ):
         assert key in logged
+    assert 0 < logged["entropy"] <= math.log(512)  # nats: at most ln(vocabulary); the tiny tokenizer has ~400
     err = capfd.readouterr().err
     assert "grpo step 1: 32 completions in" in err and "grpo step 32:" in err
     metrics = json.loads((out / "eval" / "metrics.json").read_text())["test"]

@@ -55,3 +55,25 @@ def test_sequence_sums_and_counts():
 def test_mismatched_shapes_are_an_error():
     with pytest.raises(ValueError, match="do not match"):
         token_logps(torch.zeros(2, 3, 4), torch.nn.Linear(4, 5), torch.zeros(2, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5])
+def test_entropy_from_the_same_chunks(chunk_rows):
+    """`entropy=True`: the entropy of each target position's distribution (0 elsewhere), without gradient, and the
+    same log-probs and gradients as without it (GRPO's logged `entropy`)."""
+    torch.manual_seed(1)
+    hidden = torch.randn(3, 7, 16, requires_grad=True)
+    head = torch.nn.Linear(16, 40, bias=False)
+    labels = torch.randint(0, 40, (3, 7))
+    labels[:, :2] = -100
+    logps, ent = token_logps(hidden, head, labels, chunk_rows=chunk_rows, entropy=True)
+    logp = torch.log_softmax(head(hidden).float(), -1)
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    want = (-(logp.exp() * logp).sum(-1) * (shifted != -100)).detach()
+    assert torch.allclose(ent, want, atol=1e-5) and not ent.requires_grad
+    assert torch.allclose(logps, token_logps(hidden, head, labels, chunk_rows=chunk_rows), atol=1e-6)
+    logps.sum().backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+    none = torch.full_like(labels, -100)
+    zeros, ent0 = token_logps(hidden, head, none, entropy=True)
+    assert zeros.abs().sum() == 0 and ent0.abs().sum() == 0

@@ -27,6 +27,16 @@ def _chunk_logps(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tens
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def _chunk_logps_entropy(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(target log-probs, entropy of each row's distribution; the entropy without gradient: it is only logged)."""
+    logits = head(hidden).float()
+    norm = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) - norm
+    with torch.no_grad():
+        entropy = norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return picked, entropy
+
+
 def token_logps(
     hidden: Tensor,
     head: Callable[[Tensor], Tensor],
@@ -35,11 +45,14 @@ def token_logps(
     ignore_index: int = IGNORE_INDEX,
     chunk_rows: int | None = None,
     vocab_size: int | None = None,
-) -> Tensor:
+    entropy: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """log p(labels[:, t + 1] | ...) at every position t, float32, shaped like `labels`; 0 where the shifted label
     is `ignore_index` (and at the last position). `hidden` (B, T, H): the final hidden states; `head`: the output
     layer (a module or function mapping (..., H) to (..., V)); `vocab_size` only sizes the chunks (default: read
-    from `head.weight`). Gradients flow to `hidden` and to the head's parameters."""
+    from `head.weight`). Gradients flow to `hidden` and to the head's parameters. `entropy`: also return the
+    entropy of the predicted distribution at the same positions (0 where there is no target; no gradient), from the
+    same chunks of logits."""
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(f"hidden {tuple(hidden.shape)} and labels {tuple(labels.shape)} do not match")
     shifted = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:].to(hidden.device)
@@ -48,21 +61,26 @@ def token_logps(
     keep = (y != ignore_index).nonzero(as_tuple=True)[0]  # only target rows are projected
     out = torch.zeros(y.shape[0], dtype=torch.float32, device=hidden.device)
     if keep.numel() == 0:
-        return out.view(labels.shape) + 0.0 * hidden.sum()  # keeps the graph: a batch with no target still backprops
+        empty = out.view(labels.shape) + 0.0 * hidden.sum()  # keeps the graph: a batch with no target still backprops
+        return (empty, torch.zeros_like(out).view(labels.shape)) if entropy else empty
     if vocab_size is None:
         weight = getattr(head, "weight", None)
         vocab_size = int(weight.shape[0]) if weight is not None else 32768
     rows = chunk_rows or default_chunk_rows(int(keep.numel()), h.shape[1], vocab_size)
     hk, yk = h.index_select(0, keep), y.index_select(0, keep)
+    fn = _chunk_logps_entropy if entropy else _chunk_logps
     parts = []
     for start in range(0, hk.shape[0], rows):
         hc, yc = hk[start : start + rows], yk[start : start + rows]
         if torch.is_grad_enabled() and hc.requires_grad:
-            parts.append(checkpoint(_chunk_logps, head, hc, yc, use_reentrant=False))
+            parts.append(checkpoint(fn, head, hc, yc, use_reentrant=False))
         else:
-            parts.append(_chunk_logps(head, hc, yc))
-    out = out.index_put((keep,), torch.cat(parts))
-    return out.view(labels.shape)
+            parts.append(fn(head, hc, yc))
+    if not entropy:
+        return out.index_put((keep,), torch.cat(parts)).view(labels.shape)
+    logps = out.index_put((keep,), torch.cat([p[0] for p in parts]))
+    ent = torch.zeros_like(out).index_put((keep,), torch.cat([p[1] for p in parts]))
+    return logps.view(labels.shape), ent.view(labels.shape)
 
 
 def sequence_logps(

@@ -44,9 +44,12 @@ def _say(line: str) -> None:
     print(f"tuneforge: {line}", file=sys.stderr, flush=True)
 
 
-def per_token_logps(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def per_token_logps(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, entropy: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(labels[:, t + 1]) at every position t [B, T] (0 where the label is -100) under `model`, with positions
-    counted from each row's first real token (prompts are left-padded, as in generation)."""
+    counted from each row's first real token (prompts are left-padded, as in generation). `entropy`: also the
+    entropy of the model's next-token distribution at the same positions (no gradient; for the log)."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     base = core(model)
     kw = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
@@ -58,11 +61,17 @@ def per_token_logps(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, lab
         except TypeError:
             out = model(**kw, output_hidden_states=True)
         hidden = out.hidden_states[-1][:, -ids.shape[1] :]
-        return token_logps(hidden, head, labels, vocab_size=cfg.get_text_config().vocab_size)
+        return token_logps(hidden, head, labels, vocab_size=cfg.get_text_config().vocab_size, entropy=entropy)
     logits = model(**kw).logits[:, -ids.shape[1] :].float()
     shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
-    picked = torch.log_softmax(logits, -1).gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * (shifted != -100)
+    logp = torch.log_softmax(logits, -1)
+    keep = shifted != -100
+    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+    if not entropy:
+        return picked
+    with torch.no_grad():
+        ent = -(logp.exp() * logp).sum(-1) * keep
+    return picked, ent
 
 
 @dataclass
@@ -267,8 +276,10 @@ class GRPOStep:
         d = r.done
         device = next(model.parameters()).device
         ids, mask, labels = d.ids.to(device), d.mask.to(device), d.labels.to(device)
-        logps = per_token_logps(model, ids, mask, labels)
+        logps, entropy = per_token_logps(model, ids, mask, labels, entropy=True)
         cmask = torch.nn.functional.pad(labels[:, 1:] != -100, (0, 1)).float()
+        # the mean entropy of the policy's next-token distribution over every completion token (truncated ones too)
+        ent_log = {"entropy": float((entropy * cmask).sum() / cmask.sum().clamp(min=1))}
         if self.t.mask_truncated:
             cmask = cmask * (~torch.tensor(d.truncated, device=device)).float()[:, None]
         ref = None
@@ -288,7 +299,8 @@ class GRPOStep:
             epsilon_high=t.epsilon_high,
             max_completion_length=t.max_new_tokens,
         )
-        self.logs.append({**(r.log if r.uses == 1 else {}), **{k: float(v) for k, v in out.metrics.items()}})
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        self.logs.append({**(r.log if r.uses == 1 else {}), **metrics, **ent_log})
         self._mark = time.monotonic()
         return out.loss, {}
 
