@@ -112,7 +112,7 @@ def test_webui_predict_page_takes_uploaded_images(world):
     assert set(table.iloc[:, 1]) <= set(CLASSES) and len(bars) == 3 * len(CLASSES)
     # the Export page's serve snippet shows how to send an image to an image run
     from tuneforge.training.runlist import input_kind
-    from tuneforge.webui.model_pages import snippet
+    from tuneforge.webui.export_page import snippet
 
     kind = input_kind(world["teacher"])
     assert kind == "image" and "-F file=@" in snippet("http://h", "classify", "teacher", kind)

@@ -317,3 +317,88 @@ def test_an_encoder_scores_prompt_and_answer_as_a_text_pair(tiny_bert, pairs_fil
     # `tuneforge eval RUN`: the saved test split scored again, as the final evaluation did
     again = tuneforge.evaluate(out)
     assert again["pairs"] == 8 and again["reward_margin"] == pytest.approx(test["reward_margin"], abs=1e-5)
+
+
+@pytest.mark.integration
+def test_a_reward_run_is_a_grpo_reward(tiny_llama, rm_run, loaded, tmp_path):
+    """`task.rewards: [{run: ...}]`: the reward run scores as `score` does (loaded once, on the first score), and a
+    GRPO run trains with it; another task's run, a missing one and an unfinished one are one-line config errors."""
+    from tuneforge.data.reward_functions import RewardSet
+    from tuneforge.errors import ConfigError
+    from tuneforge.inference import run_scorer, score
+
+    loads = []
+
+    def counting(path):
+        loads.append(path)
+        return run_scorer(path, device="cpu")
+
+    rs = RewardSet([{"run": str(rm_run), "weight": 2.0}, {"name": "length", "target": 10}], score_run=counting)
+    assert rs.names == ["run", "length"] and loads == []  # nothing is loaded to check the spec
+    prompts = [f"Tell me about topic {i}." for i in range(3)]
+    completions = [f"{LIKED} is what I think." for _ in range(2)] + [f"{DISLIKED} is the answer."]
+    got = rs(prompts, completions)
+    expected = score(loaded, prompts, completions)
+    assert got.per_reward["run"] == pytest.approx(expected, abs=1e-5)
+    assert got.total[0] == pytest.approx(2.0 * expected[0] + got.per_reward["length"][0], abs=1e-5)
+    rs(prompts, completions)
+    assert len(loads) == 1
+
+    other = tmp_path / "clf"
+    (other / "model").mkdir(parents=True)
+    (other / "model" / "tuneforge.json").write_text(json.dumps({"task": "classification"}))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "status.json").write_text(json.dumps({"state": "running"}))
+    for spec, message in [
+        ({"run": str(other)}, "is a classification run, not a reward model"),
+        ({"run": str(tmp_path / "nowhere")}, "no run at"),
+        ({"run": str(unfinished)}, "holds no trained model"),
+        ({"run": str(rm_run), "column": "x"}, "a run reward takes `run` and `weight` only"),
+        ({"run": ""}, "run: give the directory of a finished reward run"),
+    ]:
+        with pytest.raises(ConfigError, match="task.rewards\\[0\\]: ") as err:
+            RewardSet([spec])
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+    prompts_file = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Tell me about topic {i}."} for i in range(12)])
+    out = tmp_path / "grpo"
+    cfg = {
+        "model": {"name": tiny_llama},
+        "data": {"train": prompts_file, "max_length": 64, "split": {"validation": 0.2, "test": 0.0}},
+        "task": {
+            "type": "grpo",
+            "num_generations": 4,
+            "max_new_tokens": 8,
+            "rewards": [{"run": str(rm_run)}],
+            "report_samples": 1,
+            "compare_base": False,
+        },
+        "method": {"name": "lora"},
+        "train": {"max_steps": 2, "batch_size": 2, "logging_steps": 1, "report_to": "none"},
+        "output": {"dir": str(out)},
+    }
+    api_train(cfg)
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [r for r in logged if "rewards/run" in r and "loss" in r]
+    assert len(steps) == 2 and all(r["rewards/run"] != 0.0 for r in steps)
+    assert "reward_run" in json.loads((out / "eval" / "metrics.json").read_text())["validation"]["greedy"]
+
+
+@pytest.mark.integration
+def test_the_web_ui_predict_page_scores_answers_to_a_prompt(rm_run, loaded):
+    """Predict page: a reward run's score is the prediction; with a prompt, each line is scored as an answer to it,
+    exactly as `score` does; without one, each line is scored as it is (`predict`)."""
+    pytest.importorskip("gradio")
+    from tuneforge.inference import predict, score
+    from tuneforge.webui.model_pages import ModelCache, predict_rows, runs_with
+    from tuneforge.webui.workspace import Workspace
+
+    ws = Workspace(rm_run.parent, [rm_run.parent], cwd=rm_run.parent)
+    assert rm_run.name in runs_with(ws, "classify")
+    answers = [f"{LIKED} is what I think.", f"{DISLIKED} is the answer."]
+    table, _ = predict_rows(ws, ModelCache(), rm_run.name, "\n".join(answers), "en", None, "Tell me about topic 3.")
+    want = score(loaded, ["Tell me about topic 3."] * 2, answers)
+    assert list(table.iloc[:, 1]) == pytest.approx([round(x, 4) for x in want], abs=1e-4)
+    table, _ = predict_rows(ws, ModelCache(), rm_run.name, answers[0], "en")
+    assert table.iloc[0, 1] == pytest.approx(round(predict(loaded, [answers[0]])[0]["score"], 4), abs=1e-4)

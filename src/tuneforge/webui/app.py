@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
 
 import gradio as gr
 
-from tuneforge.webui import model_pages, runs_page, tools_page, train_actions, train_page
+from tuneforge.webui import export_page, model_pages, runs_page, tools_page, train_actions, train_page
 from tuneforge.webui.i18n import LANG_NAMES, LANGS, text
 from tuneforge.webui.ui import Ctx, Tr, lang_of
 from tuneforge.webui.workspace import Workspace
@@ -76,7 +76,7 @@ def build_app(ws: Workspace, lang: str = "en") -> gr.Blocks:
             ("search", lambda: tools_page.build_search(ctx)),
             ("chat", lambda: model_pages.build_chat(ctx, cache)),
             ("predict", lambda: model_pages.build_predict(ctx, cache)),
-            ("export", lambda: model_pages.build_export(ctx)),
+            ("export", lambda: export_page.build_export(ctx)),
         ]
         with gr.Tabs(elem_id="tf-tabs") as tabs:
             for page_id, build_page in pages:

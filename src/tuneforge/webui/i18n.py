@@ -112,6 +112,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "predict_run": ("Classifier run", "分类模型运行"),
     "texts": ("Texts, one per line", "文本，每行一条"),
     "images": ("Or images (image classifier runs)", "或图像（图像分类运行）"),
+    "score_prompt": (
+        "Prompt (reward-model runs: each line above is scored as an answer to it)",
+        "提示词（奖励模型运行：上面的每一行作为对它的回答来打分）",
+    ),
     "predict": ("Predict", "预测"),
     "predictions": ("Predictions", "预测结果"),
     "probabilities": ("Probabilities", "概率"),
