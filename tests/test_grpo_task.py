@@ -234,3 +234,16 @@ def test_the_estimate_counts_every_completion_of_a_group(tiny_llama, tmp_path):
     assert grpo.activations == sft.activations
     copy = estimate_memory(load_config(raw={**raw, "task": {**raw["task"], "beta": 0.1}}), device="cpu")
     assert copy.weights == 2 * estimate_memory(load_config(raw=raw), device="cpu").weights  # full: a frozen copy
+    # the generation's KV cache: 2 (keys, values) x layers x kv heads x head dim x rows x (prompt + new) tokens x 4
+    # bytes (fp32: the tiny model is too narrow for bf16) + one float32 row of logits per completion
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(tiny_llama)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    rows, tokens = 2 * 4, 52 + 12  # max_prompt_length defaults to max_length - max_new_tokens
+    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * rows * tokens * 4 + rows * c.vocab_size * 4
+    assert grpo.generation == kv and sft.generation == 0
+    assert grpo.total == grpo.weights + grpo.gradients + grpo.optimizer + grpo.overhead + max(
+        grpo.activations + grpo.logits, kv
+    )
+    assert "generation (KV cache)" in grpo.table() and "generation" not in sft.table()

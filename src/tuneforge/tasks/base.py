@@ -187,6 +187,12 @@ class Task:
         return cls.rows_per_example
 
     @classmethod
+    def generated_tokens(cls, cfg: RunConfig) -> int:
+        """Tokens per row (prompt + new tokens) the task generates inside each training step, before the step's
+        forward pass (for `tuneforge estimate`: the generation's KV cache); 0 for a task that does not generate."""
+        return 0
+
+    @classmethod
     def frozen_copies(cls, cfg: RunConfig, has_adapters: bool) -> list[str]:
         """What frozen model copies a run of `cfg` holds in memory beside the trained model, one description each
         (a preference run's reference copy), for `tuneforge estimate`. `has_adapters`: whether the method's

@@ -87,6 +87,11 @@ class GRPOTask(CausalLMTask):
         return cfg.task.num_generations  # each prompt's group of completions trains in one forward pass
 
     @classmethod
+    def generated_tokens(cls, cfg: RunConfig) -> int:
+        prompt = cfg.data.max_prompt_length or max(1, cfg.data.max_length - cfg.task.max_new_tokens)
+        return prompt + cfg.task.max_new_tokens  # every completion of the batch's prompts, generated at once
+
+    @classmethod
     def frozen_copies(cls, cfg: RunConfig, has_adapters: bool) -> list[str]:
         t = cfg.task
         if t.beta == 0 or (has_adapters and t.reference in (None, "auto", "adapters") and not t.reference_model):

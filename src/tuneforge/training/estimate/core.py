@@ -10,6 +10,9 @@ Peak = weights + gradients + optimizer states + activations + loss head + overhe
   logits       the loss head's peak at the start of backward (states.py)
   overhead     CUDA context and workspaces (0.4 GiB), autocast's 16-bit copies of fp32 trainable weights, what the
                strategy adds (DDP's gradient bucket, FSDP/ZeRO-3's gathered blocks: states.py)
+  generation   a task that generates inside a step (GRPO): the KV cache of every completion of the batch at full
+               length, plus one row of logits each; it is freed before the step's forward pass, so the peak holds
+               the larger of it and activations + loss head, not both
 
 Everything is counted on the run's own model built on the `meta` device with the run's method applied through
 the method contract, so the estimate never asks which task or method runs. Accuracy against measurements is in
@@ -101,7 +104,10 @@ def estimate_memory(
         notes = [*notes, *copies]
     # the loss peak (start of backward) and one recomputed block (later in backward) do not overlap in time
     acts = kept + max(0, recompute - loss)
-    total = shares.weights + shares.gradients + shares.optimizer + acts + loss + overhead
+    generation = generation_bytes(m.hf_config, batch, TASKS.get(cfg.task.type).generated_tokens(cfg), r.compute)
+    if generation:
+        notes.append(f"generation inside each step: {batch} completions' KV cache at full length, before the forward")
+    total = shares.weights + shares.gradients + shares.optimizer + max(acts + loss, generation) + overhead
     notes += [
         f"device {device}, weights {weight_dtype_bytes * 8}-bit as loaded, precision {precision}"
         + (" (autocast)" if autocast else ""),
@@ -130,6 +136,7 @@ def estimate_memory(
         activations=acts,
         logits=loss,
         overhead=overhead,
+        generation=generation,
         total=total,
         trainable_params=m.trainable_params,
         total_params=m.total_params,
@@ -137,3 +144,20 @@ def estimate_memory(
         strategy=strategy,
         assumptions=notes,
     )
+
+
+def generation_bytes(hf_config, rows: int, tokens: int, element: int) -> int:
+    """The KV cache of `rows` sequences of `tokens` tokens (keys and values of every layer, `element` bytes each)
+    plus one row of float32 logits per sequence; 0 when nothing is generated or the model's shape is unknown."""
+    if not tokens or hf_config is None:
+        return 0
+    c = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    layers = getattr(c, "num_hidden_layers", None)
+    heads = getattr(c, "num_attention_heads", None)
+    hidden = getattr(c, "hidden_size", None)
+    if not (layers and heads and hidden):
+        return 0
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    head_dim = getattr(c, "head_dim", None) or hidden // heads
+    vocab = getattr(c, "vocab_size", 0) or 0
+    return 2 * layers * kv_heads * head_dim * rows * tokens * element + rows * vocab * 4

@@ -25,6 +25,7 @@ def start_of_run_lines(cfg: RunConfig, nproc: int = 1, strategy: str = "ddp") ->
             f"tuneforge: estimated peak memory {gib(est.total)} per device: weights {gib(est.weights)}, "
             f"gradients {gib(est.gradients)}, optimizer {gib(est.optimizer)}, activations "
             f"{gib(est.activations)}, logits {gib(est.logits)}, overhead {gib(est.overhead)}"
+            + (f", generation {gib(est.generation)} (not at once with activations)" if est.generation else "")
         ]
         if cuda:
             total = torch.cuda.get_device_properties(0).total_memory

@@ -29,6 +29,9 @@ class Estimate:
     nproc: int
     strategy: str
     assumptions: list[str] = field(default_factory=list)
+    #: a task that generates inside each step (GRPO): the KV cache and logits of generation, held instead of
+    #: activations + logits (not beside them) at its own peak
+    generation: int = 0
 
     def table(self) -> str:
         """An aligned text table in GiB with a header."""
@@ -41,6 +44,8 @@ class Estimate:
             ("logits / loss", self.logits),
             ("overhead", self.overhead),
         ]
+        if self.generation:
+            rows.insert(6, ("generation (KV cache)", self.generation))
         where = f"per device, {self.nproc} x {self.strategy}" if self.nproc > 1 else "one device"
         head = f"estimated peak memory ({where})"
         width = max(len(r[0]) for r in rows) + 2
@@ -64,6 +69,7 @@ class Estimate:
                 "activations",
                 "logits",
                 "overhead",
+                "generation",
                 "total",
                 "trainable_params",
                 "total_params",
