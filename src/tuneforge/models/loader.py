@@ -41,13 +41,15 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / METADATA_FILE).is_file():
         return _run_model_dir(name, path / "model")
     if path.exists():
-        from tuneforge.models import foreign
+        from tuneforge.models import foreign, gguf_in
 
+        if gguf_in.is_gguf(path):
+            return gguf_in.resolve_gguf(path)
         if foreign.is_checkpoint_file(path):
             return str(foreign.resolve_checkpoint_file(path))
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelError(
-                f"model path '{name}' is not a transformers model directory (no config.json) or a "
+                f"model path '{name}' is not a transformers model directory (no config.json), a GGUF file or a "
                 f"checkpoint file ({', '.join(foreign.CHECKPOINT_SUFFIXES)})"
             )
         timm = foreign.timm_config(path)
@@ -101,7 +103,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> str:
 #: BuiltinModel.convert -> ("module:function" writing a transformers directory from (source file, directory), the
 #: rough time it takes, for the one line printed while it runs)
 CONVERTERS: dict[str, tuple[str, str]] = {
-    "gguf": ("tuneforge.models.loader:_write_gguf", "~20 s"),
+    "gguf": ("tuneforge.models.gguf_in:write_gguf", "~20 s"),
     "mobilenet_v2": ("tuneforge.models.vision:write_mobilenet_v2", "~2 s"),
     "efficientnet_lite0": ("tuneforge.models.vision:write_efficientnet_lite0", "~2 s"),
 }
@@ -146,26 +148,6 @@ def convert_into_cache(name: str, source: Path, write, seconds: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _write_gguf(gguf_path: Path, out: Path) -> None:
-    """Dequantize a GGUF file into a plain safetensors directory (model + tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
-    # the dequantized model still carries the GGUF quantizer flags, which block saving and training
-    model.hf_quantizer = None
-    for attr in ("is_quantized", "quantization_method"):
-        if hasattr(model, attr):
-            try:
-                setattr(model, attr, False if attr == "is_quantized" else None)
-            except AttributeError:
-                pass
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -14,7 +14,9 @@ from tuneforge.webui.fields import FieldSpec
 #: field path (tasks or methods that share the field comma-separated in its brackets) -> its Chinese help text
 HELP_ZH: dict[str, str] = {
     "model.name": (
-        "基础模型：内置别名（`tuneforge models` 可列出）、本地 transformers 模型目录、timm 模型目录、"
+        "基础模型：内置别名（`tuneforge models` 可列出）、本地 transformers 模型目录、"
+        "GGUF 文件（或包含一个 GGUF 文件的目录；transformers 能读取的架构：llama、mistral、qwen2、qwen3、gemma2/3、phi3 等；"
+        "反量化并只转换一次）、timm 模型目录、"
         "torchvision/timm 的 ResNet 或 MobileNetV2 检查点文件（.pth、.pt、.bin、.ckpt、.safetensors；只转换一次），"
         "或 Hub 模型 ID（需要联网）。"
     ),

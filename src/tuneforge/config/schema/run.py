@@ -18,8 +18,10 @@ class ModelSection(Section):
         "builtin:minilm-l6",
         description=(
             "Base model: a builtin alias (`tuneforge models` lists them), a local transformers model "
-            "directory, a timm model directory, a torchvision/timm ResNet or MobileNetV2 checkpoint file (.pth, .pt, "
-            ".bin, .ckpt, .safetensors; converted once), or a hub id (needs network access)."
+            "directory, a GGUF file (or a directory holding one) of an architecture transformers reads (llama, "
+            "mistral, qwen2, qwen3, gemma2/3, phi3, ...; dequantized and converted once), a timm model directory, a "
+            "torchvision/timm ResNet or MobileNetV2 checkpoint file (.pth, .pt, .bin, .ckpt, .safetensors; converted "
+            "once), or a hub id (needs network access)."
         ),
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
