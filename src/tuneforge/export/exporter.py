@@ -1,6 +1,6 @@
-"""`tuneforge export`: a trained run as a merged transformers checkpoint, ONNX, int8 or ONNX-int8, each with
-an export.json saying what it costs (parity with the trained model on the run's test split) and gains (size,
-CPU latency and throughput)."""
+"""`tuneforge export`: a trained run as a merged transformers checkpoint, ONNX, int8, ONNX-int8 or GGUF (chat
+runs; export/gguf.py), each with an export.json saying what it costs (parity with the trained model on the run's
+test split) and gains (size, CPU latency and throughput)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ from tuneforge.inference.exports import (
 )
 
 log = logging.getLogger("tuneforge")
-FORMATS = ("merged", "onnx", "int8", "onnx-int8")
+FORMATS = ("merged", "onnx", "int8", "onnx-int8", "gguf")
+#: the least next-token agreement with the trained model a GGUF export must reach (read back by transformers), per
+#: type: rounding every weight to 16 bits or to 8-bit blocks moves near-tied choices (measured in docs/gguf.md)
+GGUF_MIN_AGREEMENT = {"f32": 0.999, "f16": 0.98, "bf16": 0.95, "q8_0": 0.95}
 
 
 def dir_size(path: Path) -> int:
@@ -129,6 +132,16 @@ def _bench(model, exports, processor, rows: list[dict], n_single: int = 40, n_ba
     }
 
 
+def _check_gguf_parity(parity: dict, quant: str) -> None:
+    """ModelError (the export is not kept) when the GGUF read back picks the trained model's next token too rarely."""
+    need, got = GGUF_MIN_AGREEMENT[quant], parity.get("next_token_agreement")
+    if got is not None and got < need:
+        raise ModelError(
+            f"GGUF {quant} parity check failed: next-token agreement with the trained model {got:.3f} < {need} "
+            f"(largest logit difference {parity.get('max_abs_logit_diff', float('nan')):.3g}); try --quant f16 or f32"
+        )
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str,
@@ -136,6 +149,7 @@ def export_run(
     overwrite: bool = False,
     max_samples: int = 2000,
     bench: bool = True,
+    quant: str | None = None,
 ) -> dict:
     """Export a trained run and measure the export against the trained model.
 
@@ -145,7 +159,9 @@ def export_run(
         out_dir: new (or empty, or with `overwrite`) output directory.
         overwrite: replace an existing out_dir.
         max_samples: most test-split rows for the parity check (and the benchmark inputs).
-        bench: measure CPU latency (batch 1, p50/p95) and throughput (batch 32) of both models.
+        bench: measure CPU latency (batch 1, p50/p95) and throughput (batch 32) of both models (not for GGUF: its
+            runtime is llama.cpp).
+        quant: the GGUF type (f16 by default; export/gguf.QUANTS); only for fmt gguf.
     Returns the report also written to out_dir/export.json.
     Raises ConfigError for an unknown format or a format the task cannot use; ModelError when the run cannot
     be merged, exported or checked; MethodError when the run's method cannot be merged."""
@@ -162,8 +178,19 @@ def export_run(
     task_cls = TASKS.get(meta["task"])
     exports = task_cls.exports
     if fmt not in exports.formats:
-        what = "is for classifiers, not for" if fmt == "onnx-int8" else "does not apply to"
-        raise ConfigError(f"--format {fmt} {what} this run's task '{meta['task']}' (use {', '.join(exports.formats)})")
+        what = {"onnx-int8": "is for classifiers, not for", "gguf": "is for chat models (llama.cpp, Ollama), not for"}
+        raise ConfigError(
+            f"--format {fmt} {what.get(fmt, 'does not apply to')} this run's task '{meta['task']}' (use "
+            f"{', '.join(exports.formats)})"
+        )
+    if fmt == "gguf":
+        from tuneforge.export.gguf import check_quant, converter_dir
+
+        quant = quant or "f16"
+        check_quant(quant)
+        converter_dir()  # missing converter: one line before anything is merged
+    elif quant is not None:
+        raise ConfigError("--quant applies to --format gguf only")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ModelError(f"{out} already exists and is not empty; pass --overwrite to replace it")
@@ -179,9 +206,17 @@ def export_run(
         merged_dir = staging / "merged"
         auto = task_cls.auto_class()
         int8_scheme = exports.int8_scheme
+        gguf_report = None
         if fmt == "merged":
             for f in merged_dir.iterdir():
                 shutil.move(str(f), work / f.name)
+        elif fmt == "gguf":
+            from tuneforge.export.gguf import write_export
+
+            tok = task_cls.inference.load_processor(str(merged_dir))
+            tok.save_pretrained(str(work))  # the tokenizer beside the file, for transformers (the GGUF holds its own)
+            gguf_report = write_export(merged_dir, work, quant, meta, tok)
+            bench = False  # transformers' speed on a dequantized GGUF says nothing about llama.cpp's
         else:
             model = auto.from_pretrained(str(merged_dir)).eval()
             tok = task_cls.inference.load_processor(str(merged_dir))
@@ -214,6 +249,8 @@ def export_run(
         }
         if fmt == "int8":
             report["int8_scheme"] = int8_scheme
+        if gguf_report is not None:
+            report["gguf"] = gguf_report
         (work / EXPORT_INFO).write_text(json.dumps(report, indent=2))
 
         # measure: the trained (unmerged) model vs the export, on the same tokenized test rows
@@ -224,6 +261,8 @@ def export_run(
         report["parity"] = exports.parity(
             _logits(ref.model, exports, proc, rows, bs), _logits(exp.model, exports, proc, rows, bs), rows, split, meta
         )
+        if gguf_report is not None:
+            _check_gguf_parity(report["parity"], quant)
         report["size_bytes"] = dir_size(work)
         report["reference_size_bytes"] = dir_size(merged_dir) if fmt != "merged" else report["size_bytes"]
         if bench:

@@ -51,6 +51,12 @@ def summary(report: dict) -> str:
             f"warning: the export agrees with the trained model on only {agreement * 100:.1f}% of "
             f"predictions; check its quality before deploying it"
         )
+    g = report.get("gguf")
+    if g:
+        lines.append(
+            f"GGUF {g['quant']} ({g['architecture']}): {g['file']}, chat template embedded, stop tokens "
+            f"{', '.join(g['stop_tokens']) or '-'}; Ollama: {g['ollama']} (the Modelfile is beside it)"
+        )
     s = report.get("speed")
     if s:
         r, e = s["reference"], s["export"]

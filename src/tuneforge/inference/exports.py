@@ -241,7 +241,7 @@ class OnnxModel(nn.Module):
 
 
 def load_export(path: str | Path, device: str | None = None, logits_only: bool = False):
-    """Load an exported directory (merged, int8, onnx, onnx-int8) as a LoadedRun.
+    """Load an exported directory (merged, int8, onnx, onnx-int8, gguf) as a LoadedRun.
 
     Args:
         path: the directory `tuneforge export` wrote.
@@ -265,6 +265,12 @@ def load_export(path: str | Path, device: str | None = None, logits_only: bool =
     try:
         if fmt == "merged":
             model = auto.from_pretrained(str(p)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        elif fmt == "gguf":  # transformers' own GGUF reader: dequantized to float32 (parity, chat with transformers)
+            file = (info.get("gguf") or {}).get("file")
+            if not file or not (p / file).is_file():
+                raise ModelError(f"{path}: the GGUF export has no GGUF file ({file})")
+            model = auto.from_pretrained(str(p), gguf_file=file, dtype=torch.float32)
+            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         elif fmt == "int8":
             config = transformers.AutoConfig.from_pretrained(str(p))
             state = read_int8_state(p)

@@ -16,8 +16,9 @@ class ChatInference(InferenceHooks):
 
 
 class LMExports(ExportHooks):
-    """Merged, ONNX and int8 exports of a causal LM, compared position by position."""
+    """Merged, ONNX, int8 and GGUF exports of a causal LM, compared position by position."""
 
+    formats = ("merged", "onnx", "int8", "gguf")
     onnx_forward_kwargs = {"use_cache": False}  # one forward pass returns the logits of every position
     onnx_usable = False  # an ONNX graph without KV cache is for parity checks and onnxruntime users, not chat
     parity_batch_size = 4

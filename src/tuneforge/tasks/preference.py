@@ -19,7 +19,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.tasks.base import TASKS, Prepared, Task
 from tuneforge.tasks.causal_lm import CausalLMTask
 from tuneforge.tasks.preference_config import PreferenceConfig, PreferenceData, check_preference_config
-from tuneforge.tasks.preference_hooks import PreferenceInference
+from tuneforge.tasks.preference_hooks import PreferenceExports, PreferenceInference
 from tuneforge.tasks.preference_prepare import PreferenceState
 
 
@@ -36,6 +36,7 @@ class PreferenceTask(CausalLMTask):
     default_max_length = 1024
     rows_per_example = 2  # chosen and rejected in one forward pass
     inference = PreferenceInference()  # chats like SFT; `tuneforge eval` measures held-out pairs
+    exports = PreferenceExports()  # exports like SFT; parity on the held-out prompts with their chosen answers
 
     @classmethod
     def fill_defaults(cls, cfg: RunConfig) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.tasks.causal_lm_hooks import ChatInference
+from tuneforge.tasks.causal_lm_hooks import ChatInference, LMExports
 
 
 def run_config(run: Any):
@@ -75,3 +75,18 @@ class PreferenceInference(ChatInference):
         metrics["answers" if kto else "pairs"] = len(data)
         write_report(Path(out_dir), {"data": source, "test": metrics}, "test", [], [], None)
         return metrics
+
+
+class PreferenceExports(LMExports):
+    """A preference run exports as a chat model; its parity rows are the held-out prompts with their chosen (KTO: own)
+    answer, the text the tuned model was pushed towards."""
+
+    def held_out_rows(self, split: Any, n: int) -> list[dict]:
+        rows = []
+        for r in split.select(range(n)):
+            if "chosen_input_ids" in r:
+                ids = list(r["chosen_input_ids"])
+            else:  # kto: the prompt and its own answer
+                ids = list(r["prompt_ids"]) + list(r["completion_ids"])
+            rows.append({"input_ids": ids, "label": None})
+        return rows

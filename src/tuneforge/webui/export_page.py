@@ -18,7 +18,7 @@ from tuneforge.webui.sandbox import slug
 from tuneforge.webui.ui import Ctx, lang_of, message
 from tuneforge.webui.workspace import Workspace, error_text
 
-EXPORT_FORMATS = ("merged", "onnx", "int8", "onnx-int8")
+EXPORT_FORMATS = ("merged", "onnx", "int8", "onnx-int8", "gguf")
 
 
 def export(ws: Workspace, name: str, fmt: str) -> tuple[pd.DataFrame, str, Path]:
