@@ -458,3 +458,30 @@ def test_the_web_ui_trains_lists_and_chats_with_a_preference_run(dpo_run, tiny_l
     losses, others = curves(ws, dpo_run, "loss")
     assert "eval_reward_accuracy" in set(others["series"]) and "loss" in set(losses["series"])
     assert dpo_run.name in chat_targets(ws)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("reference", ["adapters", "precompute"])
+def test_a_bf16_run_evaluates_in_fp32(tiny_llama, pairs_file, tmp_path, reference):
+    """Training in bf16 autocast, the held-out rewards are computed in fp32 (Task.evaluate_in_fp32): the run's own
+    final metrics equal `tuneforge eval` of the finished run (which loads it in fp32) on the same pairs, for the live
+    reference (adapters off) and for precomputed held-out reference log-probs."""
+    from tuneforge.config.environment import cpu_bf16
+
+    if not cpu_bf16():
+        pytest.skip("this CPU has no bf16 units: train.precision bf16 is refused")
+    out = tmp_path / "run"
+    # beta 5: rewards are beta x log-ratios, so bf16's rounding of the log-probs shows (at 0.1 it is below 1e-4 on
+    # this 32-wide model)
+    raw = pref_config(tiny_llama, pairs_file, str(out), reference=reference, beta=5.0)
+    raw["train"].update({"precision": "bf16", "epochs": 1})
+    raw["task"]["report_prompts"] = 0
+    api_train(raw)
+    own = json.loads((out / "eval" / "metrics.json").read_text())["test"]
+    test_file = next((out / "data" / "split").glob("test.*"))
+    r = run_cli("eval", str(out), "--data", str(test_file), "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    again = again.get("test", again)
+    for key in ("reward_margin", "rewards_chosen", "rewards_rejected", "loss"):
+        assert own[key] == pytest.approx(again[key], abs=2e-4), (key, own, again)

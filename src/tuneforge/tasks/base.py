@@ -94,6 +94,10 @@ class Task:
     prepares_tables: ClassVar[bool] = False
     #: rows of the forward pass per training example (a preference pair: 2), for the memory estimate
     rows_per_example: ClassVar[int] = 1
+    #: evaluate (during training and at the end) in full precision even when training runs under bf16/fp16
+    #: autocast: for metrics that are small differences of long sums (a preference pair's reward margin), which
+    #: 16-bit rounding would drown
+    evaluate_in_fp32: ClassVar[bool] = False
     #: module names of the task's head, kept out of 4/8-bit quantization (known before the model loads)
     full_precision_modules: ClassVar[tuple[str, ...]] = ()
     #: a finished run: loading it, predict / evaluate (tasks/hooks.py)

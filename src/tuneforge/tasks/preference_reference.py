@@ -141,7 +141,7 @@ class Reference:
         yield self._copy
 
 
-def _key(cfg: RunConfig, splits: dict, source: str) -> dict:
+def _key(cfg: RunConfig, splits: dict, source: str, eval_fp32: bool = False) -> dict:
     """What the cached log-probs depend on: the reference, the precision and every encoded pair's tokens."""
     digest = hashlib.sha256()
     for name, data in splits.items():
@@ -156,6 +156,7 @@ def _key(cfg: RunConfig, splits: dict, source: str) -> dict:
         "revision": None if cfg.task.reference_model else m.revision,
         "dtype": m.dtype,
         "precision": cfg.train.precision,
+        "held_out_precision": "fp32" if eval_fp32 else cfg.train.precision,
         "keep_layers": None if cfg.task.reference_model else m.keep_layers,
         "pairs": {name: len(data) for name, data in splits.items()},
         "data": digest.hexdigest(),
@@ -248,7 +249,9 @@ def precompute(
         return prepared
     splits = {n: d for n in ("train", "validation", "test") if (d := getattr(prepared, n)) is not None}
     source = cfg.task.reference_model or f"{cfg.model.name} (the run's base model)"
-    key = _key(cfg, splits, source)
+    # a run that evaluates in full precision (Trainer.tf_eval_fp32) gets its held-out pairs' reference in fp32 too
+    eval_fp32 = bool(getattr(trainer, "tf_eval_fp32", False))
+    key = _key(cfg, splits, source, eval_fp32)
     cache_dir = Path(cache_dir)
     logps = read_cache(cache_dir, key)
     total = sum(key["pairs"].values())
@@ -260,7 +263,16 @@ def precompute(
     collator = trainer.data_collator
     device = next(model.parameters()).device
     batch_size = max(1, trainer.args.per_device_eval_batch_size)
-    autocast = trainer.accelerator.autocast
+    train_autocast = trainer.accelerator.autocast
+
+    def compute(ref):
+        """Each split in its precision: train as the training steps compute, held-out pairs as evaluation does."""
+        out = {}
+        for name, data in splits.items():
+            autocast = contextlib.nullcontext if eval_fp32 and name != "train" else train_autocast
+            out.update(compute_logps(ref, {name: data}, collator, batch_size, device, autocast, logps_of))
+        return out
+
     was_training = model.training
     model.eval()
     disable_dropout(model)
@@ -268,15 +280,15 @@ def precompute(
         if cfg.task.reference_model:
             copy = load_copy(cfg, model)
             try:
-                logps = compute_logps(copy, splits, collator, batch_size, device, autocast, logps_of)
+                logps = compute(copy)
             finally:
                 del copy
         elif without_adapters is not None:
             with without_adapters(model) as base:
                 ref = base if base is not None else model  # no adapters: the untrained policy is the base
-                logps = compute_logps(ref, splits, collator, batch_size, device, autocast, logps_of)
+                logps = compute(ref)
         else:
-            logps = compute_logps(model, splits, collator, batch_size, device, autocast, logps_of)
+            logps = compute(model)
     finally:
         model.train(was_training)
     write_cache(cache_dir, key, logps)

@@ -305,6 +305,7 @@ def _train(
         meter=meter,
         loss=task.training_loss(prepared, method.disabled_adapters),
         sampler=task.train_sampler(prepared),
+        eval_fp32=task.evaluate_in_fp32 and (args.bf16 or args.fp16),
     )
     # the task's work with the built model before the first step: rank 0 first (it fills the run's cache), then
     # the other ranks (they read it)

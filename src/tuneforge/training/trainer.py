@@ -3,7 +3,30 @@ norms), the task's own loss and training order, and an efficiency meter that lea
 
 from __future__ import annotations
 
+import contextlib
 import time
+
+
+@contextlib.contextmanager
+def full_precision(model):
+    """The model's forward without mixed precision for the duration: accelerate's autocast wrapper around the
+    forward swapped for the original it keeps (`_original_forward`), and any outer autocast off."""
+    import torch
+
+    inner = model
+    while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):  # DDP
+        inner = inner.module
+    patched = inner.__dict__.get("forward")
+    original = getattr(inner, "_original_forward", None)
+    if patched is not None and original is not None:
+        inner.forward = original
+    device = next(inner.parameters()).device.type
+    try:
+        with torch.autocast(device_type=device, enabled=False):
+            yield
+    finally:
+        if patched is not None and original is not None:
+            inner.forward = patched
 
 
 def make_trainer_class():
@@ -13,8 +36,9 @@ def make_trainer_class():
         """Trainer whose optimizer groups come from the method (layer-wise rates, LoRA+, no decay on norms)
         and whose efficiency meter does not count evaluation time."""
 
-        def __init__(self, *a, method=None, meter=None, loss=None, sampler=None, **kw):
+        def __init__(self, *a, method=None, meter=None, loss=None, sampler=None, eval_fp32=False, **kw):
             self.tf_method, self.tf_meter, self.tf_loss, self.tf_sampler = method, meter, loss, sampler
+            self.tf_eval_fp32 = eval_fp32  # the task evaluates in full precision (Task.evaluate_in_fp32)
             super().__init__(*a, **kw)
             if loss is not None:
                 self.loss_is_scaled_for_ga = False  # the task's loss is a batch mean: divide by accumulation
@@ -50,13 +74,22 @@ def make_trainer_class():
                 self.optimizer = cls(groups, **kwargs)
             return self.optimizer
 
+        def _precision(self):
+            return full_precision(self.model) if self.tf_eval_fp32 else contextlib.nullcontext()
+
+        def predict(self, *a, **kw):
+            with self._precision():
+                return super().predict(*a, **kw)
+
         def evaluate(self, *a, **kw):
             if self.tf_meter is None:
-                return super().evaluate(*a, **kw)
+                with self._precision():
+                    return super().evaluate(*a, **kw)
             self.tf_meter.pause()
             t0 = time.perf_counter()
             try:
-                return super().evaluate(*a, **kw)
+                with self._precision():
+                    return super().evaluate(*a, **kw)
             finally:
                 self.tf_meter.eval_seconds += time.perf_counter() - t0
                 self.tf_meter.resume()
