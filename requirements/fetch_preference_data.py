@@ -1,8 +1,10 @@
-"""`make install`: extract the builtin preference data from LLaMA-Factory's source distribution (Apache-2.0).
+"""`make install`: extract LLaMA-Factory's demo data (preference pairs, Alpaca instructions) from its source
+distribution (Apache-2.0).
 
     python requirements/fetch_preference_data.py [--sdist PATH] [--dest DIR]
 
-Takes data/dpo_en_demo.json, data/dpo_zh_demo.json and data/kto_en_demo.json out of llamafactory-0.9.5.tar.gz (the
+Takes data/dpo_en_demo.json, dpo_zh_demo.json, kto_en_demo.json, alpaca_en_demo.json and alpaca_zh_demo.json out
+of llamafactory-0.9.5.tar.gz (the
 file given by --sdist, or downloaded from PyPI with `pip download --no-deps --no-binary :all:`) into DIR (default:
 <this Python's prefix>/share/tuneforge/preference), checking each file's SHA-256. Files already there and intact are
 kept, so running it again downloads nothing. Standard library only; exits 1 with a one-line error."""
@@ -26,6 +28,8 @@ FILES = {
     "dpo_en_demo.json": "b949be2421cfa62744afcf1b479f95b299d643d1a4c1c97d1341b314a1aa5cb3",
     "dpo_zh_demo.json": "9ea7206bc1a45df8b7811d1fc02d5555c65379d05905f343da88f221ff145376",
     "kto_en_demo.json": "9891687dea7c00e54af2e39534085c151ce3462d073574eeff2af927cc56fb74",
+    "alpaca_en_demo.json": "bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318",
+    "alpaca_zh_demo.json": "d5a4be46ae70d23a461ffc16048069324c0865ee9aa0c8730e21ac4b65ea0f08",
 }
 NAME = "fetch_preference_data"
 

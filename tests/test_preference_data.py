@@ -453,6 +453,24 @@ def test_builtin_preference_sets_parse_cleanly(name, kind):
         assert 0 < sum(labels) < len(labels)  # both desirable and undesirable answers
 
 
+@pytest.mark.parametrize("name, chinese", [("alpaca-zh-demo", True), ("alpaca-en-demo", False)])
+def test_builtin_alpaca_sets_read_as_sft_conversations(name, chinese):
+    """LLaMA-Factory's Alpaca demo sets (issue 37): instruction data the SFT reader takes as alpaca records."""
+    from tuneforge.data.builtin_sets import BUILTIN_DATA
+    from tuneforge.data.sft_formats import parse_records
+
+    path = preference_data_dir() / PREFERENCE_BUILTINS[name][0]
+    if not path.is_file() and not os.environ.get("TUNEFORGE_REQUIRE_PREFERENCE_DATA"):
+        pytest.skip(f"{path} is not extracted (make install); set TUNEFORGE_REQUIRE_PREFERENCE_DATA to fail instead")
+    frame = BUILTIN_DATA[name][0]()
+    skipped: list = []
+    fmt, convs = parse_records(frame, "auto", f"builtin:{name}", skipped=skipped)
+    assert fmt == "alpaca" and skipped == [] and len(convs) >= 999
+    assert [m["role"] for m in convs[0]] == ["user", "assistant"]
+    han = sum(any("\u4e00" <= ch <= "\u9fff" for ch in c[-1]["content"]) for c in convs)
+    assert (han > 950) if chinese else (han < 50)
+
+
 def test_builtin_missing_file_says_make_install(tmp_path):
     with pytest.raises(DataError, match=r"builtin:dpo-en-demo' is not installed .*run `make install`"):
         read_preference_builtin("dpo-en-demo", tmp_path)

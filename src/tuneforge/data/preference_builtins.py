@@ -1,7 +1,7 @@
-"""The builtin preference data sets (`data.train: builtin:dpo-en-demo` ...): LLaMA-Factory's demo files
-(Apache-2.0), which `make install` extracts from its source distribution on PyPI
-(requirements/fetch_preference_data.py) into `<venv>/share/tuneforge/preference/`. They are read from there and
-never downloaded at run time."""
+"""The builtin data sets taken from LLaMA-Factory's demo files (Apache-2.0): preference pairs (`data.train:
+builtin:dpo-en-demo` ...) and Alpaca instructions (`builtin:alpaca-zh-demo`, `builtin:alpaca-en-demo`), which `make
+install` extracts from its source distribution on PyPI (requirements/fetch_preference_data.py) into
+`<venv>/share/tuneforge/preference/`. They are read from there and never downloaded at run time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pandas as pd
 
 from tuneforge.errors import DataError
 
-#: name -> (file, description); the files are LLaMA-Factory 0.9.5's data/<file>
+#: name -> (file, description); the files are LLaMA-Factory 0.9.5's data/<file> (the name is historical: the Alpaca
+#: sets are instruction data, read by the SFT task)
 PREFERENCE_BUILTINS: dict[str, tuple[str, str]] = {
     "dpo-en-demo": (
         "dpo_en_demo.json",
@@ -29,6 +30,16 @@ PREFERENCE_BUILTINS: dict[str, tuple[str, str]] = {
         "kto_en_demo.json",
         "300 English conversations whose last answer is labelled desirable or not (150 each) for KTO; "
         "LLaMA-Factory's kto_en_demo (Apache-2.0)",
+    ),
+    "alpaca-zh-demo": (
+        "alpaca_zh_demo.json",
+        "1,000 Chinese instructions with answers (alpaca: instruction/input/output) for SFT; LLaMA-Factory's "
+        "alpaca_zh_demo (Apache-2.0)",
+    ),
+    "alpaca-en-demo": (
+        "alpaca_en_demo.json",
+        "999 English instructions with answers (alpaca: instruction/input/output) for SFT; LLaMA-Factory's "
+        "alpaca_en_demo (Apache-2.0)",
     ),
 }
 
