@@ -3,6 +3,7 @@ in its own subprocess with its output in a log beside the run, and a mean with i
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -40,3 +41,13 @@ def spread(values: list[float], digits: int = 3) -> str:
         return f"{mean:.{digits}f}"
     lo, hi = min(values), max(values)
     return f"{mean:.{digits}f} ± {statistics.pstdev(values):.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def finish(rows: list[dict], table: str, overrides: list[str], json_path: str | None, shipped: str) -> int:
+    """Say when runs were not the shipped configs (`overrides`), write every row and the table to `json_path`; the
+    exit status: 1 when a run failed."""
+    if overrides:
+        print(f"\n(overrides for every run: {' '.join(overrides)}; not {shipped})")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "table": table, "overrides": overrides}, indent=2))
+    return 1 if any("error" in r for r in rows) else 0

@@ -27,7 +27,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_runs import ROOT, spread, train_run
+from bench_runs import ROOT, finish, spread, train_run
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -103,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         gain = statistics.fmean(r["gain"] for r in ok)
         verdict = "met" if gain >= TARGET_GAIN else "NOT met"
         print(f"\nmean gain {gain * 100:+.1f} points (target >= +{TARGET_GAIN * 100:.0f}): {verdict}")
-    if args.set:
-        print(f"\n(overrides for every run: {' '.join(args.set)}; not the quickstart as shipped)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "table": report, "overrides": args.set}, indent=2))
-    return 1 if any("error" in r for r in rows) else 0
+    return finish(rows, report, args.set, args.json, "the quickstart as shipped")
 
 
 if __name__ == "__main__":

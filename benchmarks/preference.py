@@ -33,7 +33,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_runs import ROOT, spread, train_run
+from bench_runs import ROOT, finish, spread, train_run
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         section = answers_table(out / f"{kind}-seed{seeds[0]}")
         if section:
             print(f"\n### {kind}, seed {seeds[0]}\n\n{section}")
-    if args.set:
-        print(f"\n(overrides for every run: {' '.join(args.set)}; not the shipped configs)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "table": report, "overrides": args.set}, indent=2))
-    return 1 if any("error" in r for r in rows) else 0
+    return finish(rows, report, args.set, args.json, "the shipped configs")
 
 
 if __name__ == "__main__":
