@@ -1,7 +1,7 @@
-"""Per-sequence log-probabilities of target tokens from a causal LM's last hidden states, chunk by chunk.
+"""Per-token log-probabilities of target tokens from a causal LM's last hidden states, chunk by chunk.
 
-Preference losses (kernels/preference.py) need, for every sequence, the sum of log p(token) over its answer
-tokens. Computing them from the model's logits would hold a (rows x length x vocabulary) tensor, plus its float32
+Preference and GRPO losses need log p(token) of every answer token (preference losses sum them per answer).
+Computing them from the model's logits would hold a (rows x length x vocabulary) tensor, plus its float32
 copy and its gradient: for a 128k vocabulary at 2 x 4 x 1024 tokens that is 8 GiB. Here the hidden states are
 projected through the output layer a chunk of rows at a time, each chunk reduced to its target log-probs at once;
 the chunk is checkpointed, so backward recomputes its logits instead of keeping them. The extra peak memory is one
@@ -81,20 +81,3 @@ def token_logps(
     logps = out.index_put((keep,), torch.cat([p[0] for p in parts]))
     ent = torch.zeros_like(out).index_put((keep,), torch.cat([p[1] for p in parts]))
     return logps.view(labels.shape), ent.view(labels.shape)
-
-
-def sequence_logps(
-    hidden: Tensor,
-    head: Callable[[Tensor], Tensor],
-    labels: Tensor,
-    *,
-    ignore_index: int = IGNORE_INDEX,
-    chunk_rows: int | None = None,
-    vocab_size: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """(summed log-probs of each row's target tokens [B] float32, number of target tokens [B] int64)."""
-    per_token = token_logps(
-        hidden, head, labels, ignore_index=ignore_index, chunk_rows=chunk_rows, vocab_size=vocab_size
-    )
-    counts = (labels[..., 1:] != ignore_index).sum(-1)
-    return per_token.sum(-1), counts

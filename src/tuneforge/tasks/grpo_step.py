@@ -29,10 +29,9 @@ from torch import nn
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.kernels.grpo import group_advantages, grpo_loss
-from tuneforge.kernels.token_logps import token_logps
 from tuneforge.models.frozen_cast import frozen_linears_cast
-from tuneforge.tasks.preference_loss import transforms_logits
-from tuneforge.tasks.preference_reference import Reference, core, disable_dropout, unwrap
+from tuneforge.tasks.preference_loss import model_token_logps
+from tuneforge.tasks.preference_reference import Reference, disable_dropout, unwrap
 
 #: seconds between "still generating" lines
 HEARTBEAT_SECONDS = 30.0
@@ -51,27 +50,8 @@ def per_token_logps(
     counted from each row's first real token (prompts are left-padded, as in generation). `entropy`: also the
     entropy of the model's next-token distribution at the same positions (no gradient; for the log)."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    base = core(model)
-    kw = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
-    head = base.get_output_embeddings()
-    cfg = base.config
-    if head is not None and not transforms_logits(base):
-        try:
-            out = model(**kw, output_hidden_states=True, logits_to_keep=1)
-        except TypeError:
-            out = model(**kw, output_hidden_states=True)
-        hidden = out.hidden_states[-1][:, -ids.shape[1] :]
-        return token_logps(hidden, head, labels, vocab_size=cfg.get_text_config().vocab_size, entropy=entropy)
-    logits = model(**kw).logits[:, -ids.shape[1] :].float()
-    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
-    logp = torch.log_softmax(logits, -1)
-    keep = shifted != -100
-    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
-    if not entropy:
-        return picked
-    with torch.no_grad():
-        ent = -(logp.exp() * logp).sum(-1) * keep
-    return picked, ent
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+    return model_token_logps(model, inputs, labels, entropy=entropy)
 
 
 @dataclass

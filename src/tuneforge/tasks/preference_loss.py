@@ -14,7 +14,7 @@ from torch import nn
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.kernels.preference import PairedLogps, UnpairedLogps, preference_loss, sft_loss
-from tuneforge.kernels.token_logps import sequence_logps
+from tuneforge.kernels.token_logps import token_logps
 from tuneforge.tasks.preference_config import REFERENCE_LOSSES, loss_parameters
 from tuneforge.tasks.preference_reference import Reference, core, disable_dropout, unwrap
 
@@ -30,28 +30,46 @@ def transforms_logits(core: nn.Module) -> bool:
     return any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS)
 
 
-def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed answer log-probs [rows], answer token counts [rows]) of the batch's rows under `model`. The logits
-    are formed chunk by chunk from the final hidden states through the output layer; a model that transforms its
-    logits after that layer (soft-capping, scaling) is read from its full logits instead."""
-    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-    n = ids.shape[1]
+def model_token_logps(
+    model: nn.Module, inputs: dict, labels: torch.Tensor, entropy: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log p(labels[:, t + 1]) at every position t [B, T] (0 where that label is -100) under `model` called with
+    `inputs` (input_ids, attention_mask, position_ids as the caller has them), and with `entropy` the entropy of the
+    next-token distribution at the same positions (no gradient). The logits are formed chunk by chunk from the final
+    hidden states through the output layer; a model that transforms its logits after that layer (soft-capping,
+    scaling) is read from its full logits instead. Shared by the preference and GRPO losses."""
+    n = labels.shape[1]
     base = core(model)
-    if base.get_output_embeddings() is not None and not transforms_logits(base):
-        kw = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True, "use_cache": False}
+    head = base.get_output_embeddings()
+    if head is not None and not transforms_logits(base):
+        kw = {**inputs, "output_hidden_states": True, "use_cache": False}
         try:
             out = model(**kw, logits_to_keep=1)  # the logits of one position only: the head runs chunked below
         except TypeError:  # a model without logits_to_keep
             out = model(**kw)
         # prompt tuning puts virtual tokens in front: the real tokens' states are the last n
         hidden = out.hidden_states[-1][:, -n:]
-        head = base.get_output_embeddings()
-        return sequence_logps(hidden, head, labels, vocab_size=base.config.get_text_config().vocab_size)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -n:].float()
-    shifted = labels[:, 1:]
-    picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        vocab = base.config.get_text_config().vocab_size
+        return token_logps(hidden, head, labels, vocab_size=vocab, entropy=entropy)
+    logits = model(**inputs, use_cache=False).logits[:, -n:].float()
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    logp = torch.log_softmax(logits, -1)
     keep = shifted != -100
-    return (picked * keep).sum(-1), keep.sum(-1)
+    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+    if not entropy:
+        return picked
+    with torch.no_grad():
+        ent = -(logp.exp() * logp).sum(-1) * keep
+    return picked, ent
+
+
+def policy_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed answer log-probs [rows], answer token counts [rows]) of the batch's rows under `model`."""
+    labels = inputs["labels"]
+    per_token = model_token_logps(
+        model, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}, labels
+    )
+    return per_token.sum(-1), (labels[:, 1:] != -100).sum(-1)
 
 
 class PreferenceLoss:
