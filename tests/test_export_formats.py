@@ -115,7 +115,8 @@ def test_causal_lm_merged_int8_and_onnx(sft_run, tmp_path):
 @pytest.mark.integration
 def test_export_errors_are_one_line(tiny_cls_run, sft_run, tmp_path):
     cases = [
-        (("export", tiny_cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "unknown export format 'gguf'"),
+        (("export", tiny_cls_run, "--format", "tfl", "--out", str(tmp_path / "x")), "unknown export format 'tfl'"),
+        (("export", tiny_cls_run, "--format", "gguf", "--out", str(tmp_path / "x")), "gguf is for chat models"),
         (("export", str(tmp_path / "nope"), "--format", "merged", "--out", str(tmp_path / "y")), "not found"),
         (("export", sft_run, "--format", "onnx-int8", "--out", str(tmp_path / "z")), "onnx-int8 is for classifiers"),
     ]
