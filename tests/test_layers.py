@@ -15,15 +15,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tuneforge"
 
 
-def _module(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def _module(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) for every tuneforge import in `path`; `from X import y` also yields X.y, since
-    y may be a submodule."""
-    module = _module(path)
+def imports(path: Path, src: Path = SRC) -> list[tuple[int, str]]:
+    """(line, imported module) for every tuneforge import in `path` (a file under `src`); `from X import y` also
+    yields X.y, since y may be a submodule of the real package."""
+    module = _module(path, src)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -47,14 +47,14 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def violations() -> list[str]:
+def violations(src: Path = SRC) -> list[str]:
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        importer = _module(path)
-        for line, imported in imports(path):
+    for path in sorted((src / "tuneforge").rglob("*.py")):
+        importer = _module(path, src)
+        for line, imported in imports(path, src):
             why = allowed(importer, imported)
             if why:
-                found.append(f"{path.relative_to(SRC.parent)}:{line}: {why}")
+                found.append(f"{path.relative_to(src.parent)}:{line}: {why}")
     return found
 
 
@@ -73,14 +73,14 @@ def test_imports_point_down():
     assert not found, "imports that point up:\n" + "\n".join(found)
 
 
-def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
-    # a fake module in layer 3 importing layer 5 inside a function, and a relative import: both reported
-    fake = PACKAGE / "data" / "_layer_probe_tmp.py"
+def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
+    # a fake module in layer 3 importing layer 5 inside a function, and a relative import: both reported. It is
+    # written into a copy of the tree's shape under tmp_path, never into src/ (a test scanning src/ in another
+    # worker would see it)
+    fake = tmp_path / "src" / "tuneforge" / "data" / "_layer_probe_tmp.py"
+    fake.parent.mkdir(parents=True)
     fake.write_text("def f():\n    from tuneforge.training import engine\n    from ..inference import load_run\n")
-    try:
-        found = [v for v in violations() if "_layer_probe_tmp" in v]
-    finally:
-        fake.unlink()
+    found = [v for v in violations(tmp_path / "src") if "_layer_probe_tmp" in v]
     assert found == [
         "src/tuneforge/data/_layer_probe_tmp.py:2: layer 3 (tuneforge.data) may not import layer 5 "
         "(tuneforge.training)",
