@@ -45,6 +45,23 @@ def tiny_inputs(tmp_path_factory, tiny_bert) -> dict:
         "reward": (llama, str(d / "pairs.jsonl")),
         "reward-encoder": (tiny_bert, str(d / "pairs.jsonl")),
         "grpo": (llama, "builtin:arithmetic?n=40&steps=1&seed=1"),
+        # a decoder as a classifier (configs/quickstart/sentiment-smollm2-lora.yaml)
+        "classification-decoder": (llama, str(csv)),
+        # SFT configs of other record formats: continued pre-training on plain text, Alpaca instructions
+        "causal_lm-text": (
+            llama,
+            write_jsonl(d / "text.jsonl", [{"text": " ".join(["你好 模型"] * (i % 7 + 1))} for i in range(40)]),
+        ),
+        "causal_lm-alpaca": (
+            llama,
+            write_jsonl(
+                d / "alpaca.jsonl",
+                [
+                    {"instruction": r["messages"][0]["content"], "input": "", "output": r["messages"][1]["content"]}
+                    for r in chat_rows(40)
+                ],
+            ),
+        ),
     }
 
 
@@ -62,7 +79,12 @@ def test_shipped_config_trains_two_steps(path, tiny_inputs, tmp_path):
     raw = yaml.safe_load((REPO / path).read_text())
     task = raw.get("task", {}).get("type", "classification")
     encoder = task == "reward" and "minilm" in raw["model"]["name"]  # a text-pair scorer: no chat template
-    model, data = tiny_inputs["reward-encoder" if encoder else task]
+    kind = "reward-encoder" if encoder else task
+    if task == "classification" and "smollm2" in raw["model"]["name"]:
+        kind = "classification-decoder"
+    if task == "causal_lm" and raw.get("data", {}).get("format") in ("text", "alpaca"):
+        kind = f"causal_lm-{raw['data']['format']}"
+    model, data = tiny_inputs[kind]
     raw["model"]["name"] = model
     for key in ("validation", "test"):  # shipped configs split their builtin data; so does the tiny file
         raw["data"].pop(key, None)

@@ -57,8 +57,11 @@ def _frames(cfg: RunConfig):
     return task.prepare_frames()
 
 
-def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, str]:
-    """Token lengths per split with the config's tokenizer (whitespace words when it cannot be loaded)."""
+def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tuple[dict, str, dict]:
+    """Token lengths per split with the config's tokenizer (whitespace words when it cannot be loaded), the unit,
+    and per split with Chinese text: its Han characters and the tokens of the texts that hold them (the texts'
+    own tokens, without the special tokens the tokenizer adds)."""
+    from tuneforge.data.text import count_han
     from tuneforge.models.loader import load_tokenizer, resolve_model
 
     d = cfg.data
@@ -68,7 +71,7 @@ def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tu
     except (ModelError, TuneforgeError) as exc:
         log.warning("token lengths in whitespace words: the tokenizer could not be loaded (%s)", exc)
         tok, unit = None, "whitespace words (tokenizer unavailable)"
-    out = {}
+    out, chinese = {}, {}
     for name, df in frames.items():
         if df is None or len(df) == 0:
             continue
@@ -82,7 +85,17 @@ def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tu
             # untruncated, to count what max_length would cut
             ids = tok(texts, pairs, truncation=False, verbose=False)["input_ids"]
             out[name] = [len(x) for x in ids]
-    return out, unit
+            extra = tok.num_special_tokens_to_add(pair=pairs is not None)
+            han = [count_han(t) + (count_han(p) if pairs else 0) for t, p in zip(texts, pairs or [""] * len(texts))]
+            if sum(han):
+                tokens = sum(len(x) - extra for x, h in zip(ids, han) if h)
+                chinese[name] = {
+                    "texts": sum(1 for h in han if h),
+                    "chinese_characters": sum(han),
+                    "tokens": tokens,
+                    "tokens_per_chinese_character": round(tokens / sum(han), 3),
+                }
+    return out, unit, chinese
 
 
 def guess_file_columns(cfg: RunConfig, source: str, overrides: Iterable[str] = ()) -> list[str]:
@@ -161,7 +174,9 @@ def inspect_data(
     if cfg.data.clean.label_noise == "none":
         cfg.data.clean.label_noise = "report"
     train, val, test, report, _ = _frames(cfg)
-    lengths, unit = _token_lengths(cfg, {"train": train, "validation": val, "test": test})
+    lengths, unit, chinese = _token_lengths(cfg, {"train": train, "validation": val, "test": test})
+    if chinese:
+        report["chinese_text"] = chinese
     from tuneforge.data.report import write_report
 
     path = write_report(

@@ -49,6 +49,9 @@ def _rows(model: type[BaseModel], prefix: str, skip=()) -> list[str]:
                 continue
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{prefix}{name}` | {_type_name(ann)} | {_default(field)} | {desc} |")
+        optional = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if optional and type(None) in typing.get_args(ann):  # an optional section (null: off): its keys too
+            rows += _rows(optional[0], f"{prefix}{name}.")
     return rows
 
 

@@ -237,6 +237,12 @@ def config_problems(raw: dict, environment: bool = False) -> tuple[RunConfig | N
                 f"pretrained base, so a randomly initialised base could not be loaded back; use a method "
                 f"that trains and saves every weight (method.name=full)"
             )
+        if cfg.model.extends_vocabulary and not METHODS.get(cfg.method.name).trains_new_tokens:
+            able = ", ".join(n for n in METHODS.names() if METHODS.get(n).trains_new_tokens)
+            errors.append(
+                f"model.extend_vocabulary / add_tokens: method '{cfg.method.name}' cannot train the embedding rows "
+                f"of new tokens; use one of: {able}"
+            )
         strategy = cfg.train.distributed.strategy
         for owner in (TASKS.get(cfg.task.type), METHODS.get(cfg.method.name)):
             why = owner.supports_strategy(cfg, strategy)

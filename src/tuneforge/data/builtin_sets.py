@@ -49,6 +49,19 @@ def _identity() -> pd.DataFrame:
     return pd.read_json(Path(__file__).parent / "builtin" / "identity.jsonl", lines=True, encoding="utf-8")
 
 
+def _zh_text_demo() -> pd.DataFrame:
+    """Raw Chinese text for continued pre-training and vocabulary expansion: each record of LLaMA-Factory's
+    dpo_zh_demo (its turns, then the chosen and the rejected answer, one paragraph each) as one `text` row. Another
+    source than builtin:alpaca-zh-demo, so an SFT run on that after pre-training on this is evaluated on text the
+    pre-training never saw."""
+    rows = []
+    for rec in read_preference_builtin("dpo-zh-demo").to_dict("records"):
+        turns = [m.get("value", "") for m in rec.get("conversations") or []]
+        answers = [rec[k].get("value", "") if isinstance(rec.get(k), dict) else "" for k in ("chosen", "rejected")]
+        rows.append("\n\n".join(t.strip() for t in turns + answers if t and t.strip()))
+    return pd.DataFrame({"text": [r for r in rows if r]})
+
+
 BUILTIN_DATA = {
     "identity": (
         _identity,
@@ -69,6 +82,11 @@ BUILTIN_DATA = {
         read_arithmetic,
         "2,000 generated arithmetic problems (short stories and expressions, 1-3 operations on small numbers) with "
         "integer answers, columns prompt and answer, for GRPO with the exact_answer reward; seeded, nothing downloaded",
+    ),
+    "zh-text-demo": (
+        _zh_text_demo,
+        "300 raw Chinese texts (about 307,000 characters, column text) for continued pre-training and vocabulary "
+        "expansion: the turns and answers of LLaMA-Factory's dpo_zh_demo records, one text per record",
     ),
     # LLaMA-Factory's demo preference sets, extracted from its PyPI source distribution by `make install`
     **{

@@ -224,6 +224,15 @@ def write_report(
         md += ["![class distribution](class_distribution.png)", ""]
 
     md += left_out_section(report)
+    if report.get("chinese_text"):
+        md += ["## Chinese text", "", "Texts holding Han characters, and what they cost this tokenizer.", ""]
+        md += _table(
+            ["split", "texts", "Chinese characters", "tokens", "tokens per Chinese character"],
+            [
+                [n, c["texts"], c["chinese_characters"], c["tokens"], c["tokens_per_chinese_character"]]
+                for n, c in report["chinese_text"].items()
+            ],
+        )
     md += bad_records_section(report)
 
     conv = report.get("conversations")
@@ -237,7 +246,10 @@ def write_report(
                 "trained tokens (share)",
                 "truncated",
                 "dropped",
+                "split into pieces",
                 "left out (no answer token left)",
+                "Chinese characters",
+                "tokens per Chinese character",
             ],
             [
                 [
@@ -247,7 +259,10 @@ def write_report(
                     "-" if c["trained_token_share"] is None else f"{100 * c['trained_token_share']:.1f}%",
                     c["truncated"],
                     c["dropped"],
+                    c.get("split", 0),
                     c["no_target_left"],
+                    c.get("chinese_characters", 0),
+                    c.get("tokens_per_chinese_character") or "-",
                 ]
                 for name, c in conv.items()
             ],

@@ -56,23 +56,46 @@ def encode_records(records: list, tokenizer, split: str, stats: dict, s: EncodeS
         encoded = encode_segments(tokenizer, segs, s.train_on_prompt)
         check_ends(encoded, tokenizer, split, s.chat, s.force)
     stats[f"{split}_lengths"] = [len(e.input_ids) for e in encoded]  # before truncation
-    keep, truncated, dropped, no_target = [], 0, 0, 0
+    keep, truncated, dropped, no_target, cut_up = [], 0, 0, 0, 0
     for e in encoded:
+        parts = [e]
         if len(e.input_ids) > max_len:
             if s.overflow == "drop":
                 dropped += 1
                 continue
-            e = Encoded(e.input_ids[:max_len], e.labels[:max_len], truncated=True)
-            truncated += 1
-        labels = [IGNORE] + e.labels[1:]  # the first token has no context to be predicted from
-        if all(x == IGNORE for x in labels):
-            no_target += 1
-            continue
-        keep.append(Encoded(e.input_ids, labels, e.truncated))
-    for k, v in (("truncated", truncated), ("dropped", dropped), ("no_target_left", no_target)):
+            if s.overflow == "split":  # plain text: consecutive pieces, every token kept
+                parts = [
+                    Encoded(e.input_ids[i : i + max_len], e.labels[i : i + max_len])
+                    for i in range(0, len(e.input_ids), max_len)
+                ]
+                cut_up += 1
+            else:
+                parts = [Encoded(e.input_ids[:max_len], e.labels[:max_len], truncated=True)]
+                truncated += 1
+        for part in parts:
+            labels = [IGNORE] + part.labels[1:]  # the first token has no context to be predicted from
+            if all(x == IGNORE for x in labels):
+                no_target += 1
+                continue
+            keep.append(Encoded(part.input_ids, labels, part.truncated))
+    counts = (
+        ("truncated", truncated),
+        ("dropped", dropped),
+        ("split", cut_up),
+        ("no_target_left", no_target),
+        ("examples", len(keep)),
+    )
+    for k, v in counts:
         stats[f"{split}_{k}"] = v
     stats[f"{split}_trained_tokens"] = sum(sum(x != IGNORE for x in e.labels) for e in keep)
     stats[f"{split}_tokens"] = sum(len(e.input_ids) for e in keep)
+    if cut_up:
+        print(
+            f"tuneforge: {split}: {cut_up} texts longer than data.max_length={max_len} split into pieces "
+            f"(data.overflow=split): {len(keep)} training examples",
+            file=sys.stderr,
+            flush=True,
+        )
     if truncated or dropped or no_target:
         print(
             f"tuneforge: {split}: {truncated} examples truncated and {dropped} dropped at data.max_length="

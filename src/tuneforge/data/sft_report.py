@@ -17,7 +17,7 @@ def sft_data_report(fmt: str, splits: dict[str, list | None], stats: dict, overf
     training conversations that copy a held-out one (reported, never removed), and what `data.overflow` did."""
     from collections import Counter
 
-    from tuneforge.data.text import detect_language, normalize
+    from tuneforge.data.text import count_han, detect_language, normalize
 
     def summary(records):
         if not records:
@@ -43,17 +43,24 @@ def sft_data_report(fmt: str, splits: dict[str, list | None], stats: dict, overf
             continue
         turns = [sum(m.get("role") == "assistant" for m in r) if isinstance(r, list) else 1 for r in records]
         tokens, trained = stats.get(f"{name}_tokens", 0), stats.get(f"{name}_trained_tokens", 0)
+        han = sum(count_han(_record_text(r)) for r in records)
         conversations[name] = {
             "records": len(records),
             "assistant_turns_mean": round(sum(turns) / len(turns), 2),
             "trained_token_share": round(trained / tokens, 4) if tokens else None,
             "truncated": stats.get(f"{name}_truncated", 0),
             "dropped": stats.get(f"{name}_dropped", 0),
+            "split": stats.get(f"{name}_split", 0),
             "no_target_left": stats.get(f"{name}_no_target_left", 0),
+            # Chinese text: how many Han characters, and how many tokens each costs this tokenizer
+            "chinese_characters": han,
+            "tokens_per_chinese_character": round(tokens / han, 3) if han and tokens else None,
         }
     report["conversations"] = conversations
     train = splits.get("train") or []
-    kept = len(train) - stats.get("train_dropped", 0) - stats.get("train_no_target_left", 0)
+    kept = stats.get(
+        "train_examples", len(train) - stats.get("train_dropped", 0) - stats.get("train_no_target_left", 0)
+    )
     report["after"] = {**(report["before"] or {}), "rows": kept}
     report["steps"].append(
         {
@@ -62,6 +69,7 @@ def sft_data_report(fmt: str, splits: dict[str, list | None], stats: dict, overf
             "rows_after": kept,
             "max_length": max_length,
             "truncated": stats.get("train_truncated", 0),
+            "split": stats.get("train_split", 0),
         }
     )
     keys = [normalize(_record_text(r)) for r in train]

@@ -45,3 +45,14 @@ def detect_language(text: str) -> str:
 
 def has_han(text: str) -> bool:
     return bool(_HAN.search(text))
+
+
+#: Han characters, counted: the unified ideographs with extension A, the compatibility ideographs, and the
+#: supplementary planes' extensions B-F and compatibility supplement
+_HAN_ALL = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+
+
+def count_han(text: str) -> int:
+    """The number of Chinese (Han) characters in `text`: what "characters" means in tokens-per-character figures
+    of Chinese text."""
+    return len(_HAN_ALL.findall(str(text)))

@@ -102,6 +102,9 @@ def merge_run(
             "task": meta["task"],
             "base_model": meta.get("base_model"),
             "labels": meta.get("labels"),
+            # tokens the run (or the runs it continued) added to the vocabulary: a run starting from this merged
+            # model trains their rows as new ones (models/vocabulary_setup.inherited)
+            **({"vocabulary": meta["vocabulary"]} if meta.get("vocabulary") else {}),
             "max_abs_logit_diff": diff,
             "tolerance": tol,
             "check_inputs": len(inputs),

@@ -15,6 +15,7 @@ import torch
 from tuneforge.errors import DataError, ModelError
 from tuneforge.methods import MethodContext
 from tuneforge.models.loader import load_model, read_run_metadata, resolve_model
+from tuneforge.models.vocabulary_setup import check_embeddings, grow_for_run
 from tuneforge.registry import METHODS, TASKS
 from tuneforge.tasks.hooks import InferenceHooks
 
@@ -76,6 +77,7 @@ def load_run(path: str | Path, device: str | None = None, precision: str | None 
             from tuneforge.models.shrink import keep_layers
 
             keep_layers(model, list(meta["keep_layers"]))
+        grow_for_run(model, meta)  # the rows of tokens the run added to its base's vocabulary
         return model
 
     # defined before use by build_base: the method decides how its base loads (for example 4-bit for QLoRA)
@@ -84,9 +86,11 @@ def load_run(path: str | Path, device: str | None = None, precision: str | None 
     model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    tokenizer = task_cls.inference.load_processor(str(model_dir))
+    check_embeddings(model, tokenizer, str(path))
     return LoadedRun(
         model=model,
-        tokenizer=task_cls.inference.load_processor(str(model_dir)),
+        tokenizer=tokenizer,
         meta=meta,
         model_dir=model_dir,
         without_adapters=method.disabled_adapters,

@@ -154,7 +154,9 @@ def load_runs(paths: list[str], device: str | None = None, note: Callable[[str],
         if kind is None:
             alone(i, f"method '{meta['method']}' saved no adapter that can share a base model")
             continue
-        key = (kind, meta.get("dtype", "auto"), json.dumps(meta.get("keep_layers")))
+        # a run that added tokens to its vocabulary grew its base's embeddings: it shares only with the same tokens
+        vocabulary = [d.get("tokens") for d in meta.get("vocabulary") or []]
+        key = (kind, meta.get("dtype", "auto"), json.dumps(meta.get("keep_layers")), json.dumps(vocabulary))
         if key not in groups:
             if groups:
                 note(

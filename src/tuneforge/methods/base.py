@@ -81,11 +81,16 @@ class MethodContext:
                             `classifier` or `lm_head`); known before the model is loaded, so `load_kwargs`
                             can use it. Empty: the task does not say (see `load_kwargs` of the method)
     gradient_checkpointing  the run's `train.gradient_checkpointing`
+    new_token_ids           ids of tokens the run added to the base's vocabulary (model.extend_vocabulary,
+                            add_tokens): their embedding rows (and an untied output layer's) must train
+    train_embeddings        `new`: only those rows train; `all`: the whole embedding matrix (model.train_embeddings)
     """
 
     head_modules: list[str] = field(default_factory=list)
     full_precision_modules: tuple[str, ...] = ()
     gradient_checkpointing: bool = False
+    new_token_ids: list[int] = field(default_factory=list)
+    train_embeddings: str = "new"
 
 
 #: the name under which `Method.load` leaves a run's adapter, for `Method.activate`
@@ -106,6 +111,9 @@ class Method:
     #: whether `save` writes every weight of the model (not only the method's own on top of the base's), so a
     #: run can start from random weights (`model.random_init`) and still load back exactly
     saves_whole_model: ClassVar[bool] = False
+    #: whether `apply` trains (and `save` keeps) the embedding rows of tokens added to the vocabulary
+    #: (MethodContext.new_token_ids); a method that cannot is refused for a run that adds tokens
+    trains_new_tokens: ClassVar[bool] = False
     #: a sentence for `tuneforge methods` and the docs
     summary: ClassVar[str] = ""
 

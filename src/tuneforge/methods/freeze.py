@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from tuneforge.errors import MethodError
+from tuneforge.errors import ConfigError, MethodError
 from tuneforge.methods.base import METHODS
 from tuneforge.methods.layered import LayeredMethod, LayerwiseConfig
 from tuneforge.methods.layers import EMBEDDINGS, HEAD, TOP, Layout
@@ -66,6 +66,16 @@ class FreezeMethod(LayeredMethod):
     name = "freeze"
     Config = FreezeConfig
     summary = "Partial fine-tuning: the top N blocks (or chosen modules) and the task head train; the rest is frozen."
+    trains_new_tokens = True  # with method.train_embeddings: true (check_config), every embedding row trains
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.model.extends_vocabulary and not cfg.method.train_embeddings:
+            raise ConfigError(
+                "method.train_embeddings: the run adds tokens to the vocabulary (model.extend_vocabulary / "
+                "add_tokens), whose embedding rows must train; set method.train_embeddings: true"
+            )
 
     def needs_blocks(self) -> bool:
         return self.cfg.trainable_modules is None or super().needs_blocks()

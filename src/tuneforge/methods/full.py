@@ -22,6 +22,7 @@ class FullConfig(LayerwiseConfig):
 class FullMethod(LayeredMethod):
     name = "full"
     Config = FullConfig
+    trains_new_tokens = True  # every row of the resized embedding trains
     summary = "Train every parameter of the model."
 
     def choose(self, model: nn.Module, layout: Layout) -> set[int]:

@@ -22,7 +22,7 @@ from tuneforge.config.schema import MethodConfig, RunConfig
 from tuneforge.errors import ConfigError, MethodError, first_line
 from tuneforge.kernels.levers import NO_GPU, Lever, wanted
 from tuneforge.methods.base import METHODS, MethodContext
-from tuneforge.methods.peft_common import PeftMethod, peft_task_type
+from tuneforge.methods.peft_common import PeftMethod, new_token_training, peft_task_type
 
 #: modules kept out of quantization when the caller does not say which (`load_kwargs` without a context, or a
 #: task that names none): the union of the built-in tasks' heads, as before tasks named their own
@@ -119,6 +119,7 @@ class QLoraConfig(LoraConfig):
 class LoraMethod(PeftMethod):
     name = "lora"
     Config = LoraConfig
+    trains_new_tokens = True
     can_merge = True
     summary = "Low-rank adapters on chosen linear layers (PEFT); the task head trains in full."
 
@@ -248,6 +249,7 @@ class LoraMethod(PeftMethod):
 
         c = self.cfg
         init = {"default": True}.get(c.init, c.init)
+        token_rows, whole = new_token_training(model, ctx)
         return PeftLoraConfig(
             task_type=peft_task_type(model),
             r=c.r,
@@ -258,9 +260,10 @@ class LoraMethod(PeftMethod):
             use_dora=c.use_dora,
             init_lora_weights=init,
             bias=c.bias,
-            modules_to_save=list(ctx.head_modules) or None,
+            modules_to_save=list(ctx.head_modules) + whole or None,
             # the head trains in full through modules_to_save; it must not also get a LoRA
-            exclude_modules=list(ctx.head_modules) or None,
+            exclude_modules=list(ctx.head_modules) + whole or None,
+            trainable_token_indices=token_rows,
         )
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

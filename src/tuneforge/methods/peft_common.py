@@ -55,6 +55,30 @@ def heads_or_none(ctx: MethodContext) -> list[str] | None:
     return list(ctx.head_modules) or None
 
 
+def embedding_names(model: nn.Module) -> list[str]:
+    """Module names of the input embedding and, when it has its own weights (not tied to the input's), the output
+    embedding (a causal LM's lm_head)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    inp, out = model.get_input_embeddings(), getattr(model, "get_output_embeddings", lambda: None)()
+    found = [names[id(inp)]] if inp is not None and id(inp) in names else []
+    if out is not None and id(out) in names and out.weight is not getattr(inp, "weight", None):
+        found.append(names[id(out)])
+    return found
+
+
+def new_token_training(model: nn.Module, ctx: MethodContext) -> tuple[dict[str, list[int]] | None, list[str]]:
+    """How the rows of tokens added to the vocabulary train under a PEFT method: (PEFT's `trainable_token_indices`,
+    modules for `modules_to_save`). `train_embeddings: new`: only the new rows (PEFT's trainable tokens keep a copy of
+    those rows alone, saved with the adapter; a tied output layer follows the input embedding); `all`: the whole
+    embedding matrices as trained copies (modules_to_save: one more copy of each in memory and in the checkpoint)."""
+    if not ctx.new_token_ids:
+        return None, []
+    names = embedding_names(model)
+    if ctx.train_embeddings == "all":
+        return None, names
+    return {n: list(ctx.new_token_ids) for n in names}, []
+
+
 class PeftMethod(Method):
     """Base of the methods implemented by PEFT. Subclasses implement `peft_config(model, ctx)`."""
 
@@ -91,9 +115,12 @@ class PeftMethod(Method):
         model = self.prepare(model, ctx)
         config = self.peft_config(model, ctx)
         try:
-            return get_peft_model(model, config)
+            model = get_peft_model(model, config)
         except (ValueError, TypeError, KeyError) as exc:  # PEFT: target modules not found, unsupported model...
             raise ConfigError(f"method ({self.name}): {first_line(exc, 300)}") from None
+        if ctx.new_token_ids:
+            self.keep_checkpoints_small(model)
+        return model
 
     @contextlib.contextmanager
     def disabled_adapters(self, model: nn.Module) -> Iterator[nn.Module | None]:
@@ -110,6 +137,16 @@ class PeftMethod(Method):
         model.save_pretrained(
             out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {})
         )
+
+    @staticmethod
+    def keep_checkpoints_small(model: nn.Module) -> None:
+        """For a model with PEFT trainable tokens on a resized embedding: every save (the run's model and the
+        Trainer's checkpoints) keeps the adapter's rows only. PEFT's default (`save_embedding_layers="auto"`) sees
+        the vocabulary size differ from the base's config and saves the whole embedding matrices as well; the
+        loader rebuilds them from the base and the saved tokenizer (models/vocabulary_setup.py)."""
+        import functools
+
+        model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
     def load(self, in_dir: str, build_base: Callable[[str], nn.Module]) -> nn.Module:
         from peft import PeftModel

@@ -280,6 +280,32 @@ def first_output(predictions) -> np.ndarray:
     return np.asarray(predictions[0] if isinstance(predictions, tuple) else predictions)
 
 
+def ensure_pad_token(tokenizer, model_name: str) -> int:
+    """The id of the tokenizer's pad token. A tokenizer without one (most decoder models: Llama, Mistral) pads with
+    its eos token, else its unk token, said in one line; the choice is set on the tokenizer, so the run saves it and
+    predicts with it. Safe for tasks that read the last real token or mask the padding: pad positions are never
+    read. Raises ConfigError when the tokenizer has none of the three."""
+    import sys
+
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    for role in ("eos", "unk"):
+        token = getattr(tokenizer, f"{role}_token", None)
+        if token is not None:
+            tokenizer.pad_token = token
+            print(
+                f"tuneforge: the tokenizer of {model_name} has no pad token: padding with its {role} token "
+                f"{token!r} (id {tokenizer.pad_token_id}); padding is masked and never read",
+                file=sys.stderr,
+                flush=True,
+            )
+            return int(tokenizer.pad_token_id)
+    raise ConfigError(
+        f"model.name: the tokenizer of {model_name} has no pad, eos or unk token to pad batches with; give the "
+        f"model a tokenizer that has one"
+    )
+
+
 def padding_collator(tokenizer) -> Callable:
     """Batches padded to their own longest row (the `length` column used for length grouping is dropped)."""
     from transformers import DataCollatorWithPadding

@@ -71,11 +71,13 @@ class CausalLMData(DataSection):
             "end-of-turn token)."
         ),
     )
-    overflow: Literal["truncate", "drop"] = Field(
+    overflow: Literal["truncate", "drop", "split"] = Field(
         "truncate",
         description=(
-            "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out. "
-            "Either way they are counted in the log and the run's eval/metrics.json."
+            "SFT examples longer than `max_length`: `truncate` cuts them at max_length, `drop` leaves them out, "
+            "`split` (data.format text only: continued pre-training) cuts a text into consecutive pieces of "
+            "max_length tokens, each an example, so no token is lost. They are counted in the log and the run's "
+            "eval/metrics.json."
         ),
     )
     packing: bool = Field(
@@ -148,6 +150,11 @@ class CausalLMTask(Task):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
+        if cfg.data.overflow == "split" and cfg.data.format != "text":
+            raise ConfigError(
+                "data.overflow: 'split' cuts plain text (data.format: text) into pieces; a conversation cut in "
+                "pieces would lose its prompt, so use truncate or drop"
+            )
         if cfg.data.format == "text" and (cfg.data.system_prompt or cfg.data.template != "auto"):
             raise ConfigError(
                 "data.system_prompt / data.template: not used with data.format 'text' "

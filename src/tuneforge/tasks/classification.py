@@ -25,7 +25,7 @@ from tuneforge.data.left_out import ReadLog, drop_empty
 from tuneforge.data.sources import read_table
 from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.tasks.base import TASKS, Prepared, Task, first_output, padding_collator, token_lengths
+from tuneforge.tasks.base import TASKS, Prepared, Task, ensure_pad_token, first_output, padding_collator, token_lengths
 from tuneforge.tasks.classification_hooks import ClassifierExports, ClassifierInference
 
 log = logging.getLogger("tuneforge")
@@ -78,6 +78,7 @@ class ClassificationState:
     class_counts: dict[str, int]  # of the final training split
     train_texts: list[str] = field(default_factory=list)  # the final training split's texts (and pairs),
     train_pairs: list[str] | None = None  # row by row as in the encoded dataset
+    pad_token_id: int | None = None  # what marks padding: a decoder's head reads the last token that is not it
 
 
 class ClassificationConfig(TaskConfig):
@@ -211,6 +212,7 @@ class ClassificationTask(Task):
         """Read and split, clean and augment the training split, encode. Raises DataError, ConfigError."""
         frames, report = self.read_clean()
         label2id = frames.label2id
+        pad_id = ensure_pad_token(tokenizer, self.cfg.model.name)
 
         def enc(df):
             return None if df is None or len(df) == 0 else self._encode(df, tokenizer, label2id)
@@ -223,6 +225,7 @@ class ClassificationTask(Task):
             {str(k): int(v) for k, v in pd.Series(self._label_strings(train)).value_counts().items()},
             train[d.text_column].astype(str).tolist(),
             train[d.text_pair_column].astype(str).tolist() if d.text_pair_column else None,
+            pad_id,
         )
         encoded = {"train": enc(train), "validation": enc(val), "test": enc(test)}
         return Prepared(
@@ -398,10 +401,8 @@ class ClassificationTask(Task):
 
     # ---- model ------------------------------------------------------------------------------------------
     def model_kwargs(self, prepared: Prepared[ClassificationState]) -> dict:
-        return {
-            **self.inference.head_kwargs({"labels": prepared.state.labels}),
-            "problem_type": "single_label_classification",
-        }
+        meta = {"labels": prepared.state.labels, "pad_token_id": prepared.state.pad_token_id}
+        return {**self.inference.head_kwargs(meta), "problem_type": "single_label_classification"}
 
     def collator(self, tokenizer):
         return padding_collator(tokenizer)
@@ -441,6 +442,7 @@ class ClassificationTask(Task):
         d = self.cfg.data
         return {
             "labels": prepared.state.labels,
+            "pad_token_id": prepared.state.pad_token_id,
             "text_column": d.text_column,
             "text_pair_column": d.text_pair_column,
             "label_column": d.label_column,

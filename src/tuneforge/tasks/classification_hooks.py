@@ -20,11 +20,14 @@ class ClassifierInference(InferenceHooks):
         names = meta.get("labels") or []
         if not names:
             return {}
-        return {
+        kwargs = {
             "num_labels": len(names),
             "id2label": dict(enumerate(names)),
             "label2id": {n: i for i, n in enumerate(names)},
         }
+        if meta.get("pad_token_id") is not None:  # a decoder's head reads the last token that is not padding
+            kwargs["pad_token_id"] = int(meta["pad_token_id"])
+        return kwargs
 
     def logits(self, run: Any, texts: list, pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Logits for `texts`, batched by length so padding stays small; returned in input order."""

@@ -90,7 +90,7 @@ def final_evaluation(
     result["sampled"] = _summary(s_scores, accuracy)
     base_texts = None
     if t.compare_base:
-        with base_model(cfg, model, without_adapters) as b:
+        with base_model(cfg, model, without_adapters, tok) as b:
             base_texts, _ = _answers(b, data, tok, state, t, sample=False, n=1, batch=batch, what="base answers")
         result["base_greedy"] = _summary(score(rewards, state.records, index, base_texts, 1), accuracy)
     result.update({k: v for k, v in result["greedy"].items()})  # the headline numbers: the tuned greedy answers

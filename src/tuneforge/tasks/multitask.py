@@ -22,7 +22,16 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.left_out import ReadLog
 from tuneforge.data.splits import data_seed
 from tuneforge.errors import ConfigError
-from tuneforge.tasks.base import TASKS, Prepared, Task, closest, first_output, padding_collator, token_lengths
+from tuneforge.tasks.base import (
+    TASKS,
+    Prepared,
+    Task,
+    closest,
+    ensure_pad_token,
+    first_output,
+    padding_collator,
+    token_lengths,
+)
 from tuneforge.tasks.classification import check_text_pair
 from tuneforge.tasks.multitask_config import MULTI_METRICS, SINGLE_METRICS, MultiTaskConfig, MultiTaskData, metric_names
 from tuneforge.tasks.multitask_data import (
@@ -129,6 +138,7 @@ class MultiTaskTask(Task):
         from tuneforge.tasks.multitask_report import data_report
 
         cfg, tasks = self.cfg, self.cfg.task.tasks
+        ensure_pad_token(tokenizer, cfg.model.name)  # the heads pool by the attention mask, never reading padding
         sources = sources_of(cfg)
         read_log = ReadLog()
         parts = [read_and_split(cfg, src, data_seed(cfg) + 10 * k, read_log) for k, src in enumerate(sources)]

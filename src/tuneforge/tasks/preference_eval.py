@@ -58,7 +58,7 @@ def final_evaluation(
     tuned = generate(make(model), prompts, settings) if prompts else []
     base = None
     if prompts and cfg.task.compare_base:
-        with base_model(cfg, model, without_adapters) as b:
+        with base_model(cfg, model, without_adapters, tok) as b:
             base = generate(make(b), prompts, settings)
     metrics["data"] = dict(prepared.info)
     write_report(Path(eval_dir), metrics, split if data is not None else None, state.report_pairs, tuned, base)

@@ -93,15 +93,19 @@ def resolve_mode(cfg: RunConfig, adapters: bool) -> str | None:
     return mode
 
 
-def load_copy(cfg: RunConfig, like: nn.Module) -> nn.Module:
+def load_copy(cfg: RunConfig, like: nn.Module, tokenizer=None) -> nn.Module:
     """A frozen copy of the reference model (`task.reference_model`, else the run's base model) on the policy's
     device, in eval mode, dropout off. ConfigError when its vocabulary differs from the policy's."""
     from tuneforge.models.loader import load_model, resolve_model
+    from tuneforge.models.vocabulary_setup import grow_base_copy
 
     m = cfg.model
     name = cfg.task.reference_model or m.name
     revision = None if cfg.task.reference_model else m.revision
-    copy = load_model(resolve_model(name, revision), core(like).__class__, m.dtype, m.trust_remote_code)
+    path = resolve_model(name, revision)
+    copy = load_model(path, core(like).__class__, m.dtype, m.trust_remote_code)
+    if tokenizer is not None and not cfg.task.reference_model:  # the run's own added tokens, as they started
+        grow_base_copy(copy, path, tokenizer)
     mine, theirs = (x.config.get_text_config().vocab_size for x in (core(like), copy))
     if mine != theirs:
         raise ConfigError(

@@ -22,7 +22,7 @@ from torch import nn
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
-from tuneforge.tasks.base import TASKS, Prepared, Task
+from tuneforge.tasks.base import TASKS, Prepared, Task, ensure_pad_token
 from tuneforge.tasks.classification import ClassificationTask
 from tuneforge.tasks.reward_config import RewardConfig, RewardData
 from tuneforge.tasks.reward_hooks import RewardExports, RewardInference
@@ -109,13 +109,7 @@ class RewardTask(Task):
         from tuneforge.data.templates import fill_variables, resolve_template
 
         d = self.cfg.data
-        if tokenizer.pad_token_id is None:
-            if tokenizer.eos_token is None:
-                raise ConfigError(
-                    f"model.name: the tokenizer of {self.cfg.model.name} has neither a pad nor an eos token; a reward "
-                    f"model needs one to mark padding"
-                )
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer, self.cfg.model.name)
         system_prompt = fill_variables(d.system_prompt, d.variables, "data.system_prompt") if d.system_prompt else None
         chat = None
         if d.template != "auto" or tokenizer.chat_template:

@@ -57,10 +57,7 @@ class RewardInference(ClassifierInference):
     """A reward model: one output (`labels: ["score"]`), the pad token saved so the last real token is scored."""
 
     def head_kwargs(self, meta: dict) -> dict:
-        kwargs = super().head_kwargs({"labels": meta.get("labels") or ["score"]})
-        if meta.get("pad_token_id") is not None:
-            kwargs["pad_token_id"] = int(meta["pad_token_id"])
-        return kwargs
+        return super().head_kwargs({**meta, "labels": meta.get("labels") or ["score"]})
 
     def logits(self, run: Any, texts: list, pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
         """Rewards [N, 1] for `texts` (a templated run: tokenized as they are) or text pairs (a pair run)."""

@@ -17,7 +17,7 @@ log = logging.getLogger("tuneforge")
 
 
 @contextlib.contextmanager
-def base_model(cfg: RunConfig, model, without_adapters=None):
+def base_model(cfg: RunConfig, model, without_adapters=None, tokenizer=None):
     """The base model for comparison: the method's adapters switched off when it has them (`without_adapters`,
     the method's hook), else a fresh copy of the base loaded beside the tuned one."""
     if without_adapters is not None:
@@ -28,13 +28,12 @@ def base_model(cfg: RunConfig, model, without_adapters=None):
     from transformers import AutoModelForCausalLM
 
     from tuneforge.models.loader import load_model, resolve_model
+    from tuneforge.models.vocabulary_setup import grow_base_copy
 
-    base = load_model(
-        resolve_model(cfg.model.name, cfg.model.revision),
-        AutoModelForCausalLM,
-        cfg.model.dtype,
-        cfg.model.trust_remote_code,
-    )
+    path = resolve_model(cfg.model.name, cfg.model.revision)
+    base = load_model(path, AutoModelForCausalLM, cfg.model.dtype, cfg.model.trust_remote_code)
+    if tokenizer is not None:  # tokens the run added to the vocabulary: rows as they started
+        grow_base_copy(base, path, tokenizer)
     base.to(next(model.parameters()).device).eval()
     try:
         yield base
@@ -83,7 +82,7 @@ def final_evaluation(
     if data is not None:
         result.update(lm_loss(model, data, collate, bs))
     if cfg.task.compare_base and (data is not None or prompts):
-        with base_model(cfg, model, without_adapters) as base:
+        with base_model(cfg, model, without_adapters, tok) as base:
             if data is not None:
                 result.update(
                     {f"base_{k}": v for k, v in lm_loss(base, data, collate, bs).items() if k in ("loss", "perplexity")}

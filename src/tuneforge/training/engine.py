@@ -29,6 +29,8 @@ from tuneforge.evaluation.plots import write_run_loss_curve
 from tuneforge.evaluation.speed import dir_size_mb, inference_report
 from tuneforge.methods import MethodContext, count_parameters
 from tuneforge.models.loader import load_model, resolve_model, write_run_metadata
+from tuneforge.models.vocabulary_setup import extend_for_run, grow_model, inherited, new_token_ids
+from tuneforge.models.vocabulary_setup import metadata as vocabulary_metadata
 from tuneforge.registry import METHODS, TASKS
 from tuneforge.training import distributed as dist
 from tuneforge.training.arguments import build_training_args
@@ -212,6 +214,25 @@ def _train(
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = task.inference.load_processor(model_path, cfg.model.trust_remote_code)  # or image preprocessing
     primary = dist.is_primary()
+    extensions = inherited(model_path)  # tokens a run this one continues added: their rows still learn
+    if extensions and primary:
+        how = (
+            f"train as new ones here (model.train_embeddings={cfg.model.train_embeddings})"
+            if method.trains_new_tokens
+            else f"keep their rows as trained (method '{cfg.method.name}' does not train embedding rows)"
+        )
+        print(
+            f"tuneforge: vocabulary: the {len(new_token_ids(extensions))} tokens {cfg.model.name} added to its "
+            f"base's vocabulary {how}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if cfg.model.extends_vocabulary:  # rank 0 decides the new tokens (run/vocabulary.json), the others read them
+        if primary:
+            extensions += extend_for_run(cfg.model, tokenizer, run.path)
+        dist.barrier()
+        if not primary:
+            extensions += extend_for_run(cfg.model, tokenizer, run.path)
     prepared = _prepare_once(task, tokenizer, run, cfg)
     if cfg.distill.teacher:
         from tuneforge.training.distill import load_teacher
@@ -226,7 +247,10 @@ def _train(
 
     set_seed(cfg.train.seed)  # the head's initialisation does not depend on how much data was read
     ctx = MethodContext(
-        full_precision_modules=task.full_precision_modules, gradient_checkpointing=cfg.train.gradient_checkpointing
+        full_precision_modules=task.full_precision_modules,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        new_token_ids=new_token_ids(extensions),
+        train_embeddings=cfg.model.train_embeddings,
     )
     model = load_model(
         model_path,
@@ -244,6 +268,7 @@ def _train(
 
         kept = resolve_keep_layers(cfg.model.keep_layers, len(find_blocks(model)[1]))
         keep_layers(model, kept)
+    grow_model(model, extensions)  # the new tokens' rows, each the mean of its old pieces' rows
     model = task.prepare_model(model)
     ctx.head_modules = task.head_modules(model)
     model = method.apply(model, ctx)
@@ -359,6 +384,7 @@ def _train(
                 "dtype": cfg.model.dtype,
                 "method_config": cfg.method.model_dump(mode="json"),
                 **({"keep_layers": kept} if kept is not None else {}),
+                **({"vocabulary": vocabulary_metadata(extensions)} if extensions else {}),
                 **task.metadata(prepared),
             },
         )

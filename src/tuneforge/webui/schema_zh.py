@@ -29,6 +29,19 @@ HELP_ZH: dict[str, str] = {
         "适用于 BERT 和 Llama 系列模型。null：保留全部块。"
     ),
     "model.random_init": "不加载预训练权重，而是从 `name` 所指架构的随机初始化权重开始训练（作为衡量微调效果的从零训练基线）。",
+    "model.extend_vocabulary": (
+        "词表扩充：从语料（`corpus`、`new_tokens`、`min_frequency`）学习新词元并加入分词器，扩大词嵌入（以及未绑定的输出层），"
+        "每个新行初始化为旧分词器切出的各子词行的平均值。扩充后的分词器随运行一起保存。null：使用基础模型的词表。"
+    ),
+    "model.add_tokens": "原样加入分词器的词元（初始化方式与 `extend_vocabulary` 相同）。",
+    "model.add_special_tokens": (
+        "要加入的特殊词元（从不拆分，decode(skip_special_tokens=True) 时跳过），例如工具或角色标记；初始化方式与 `add_tokens` 相同。"
+    ),
+    "model.train_embeddings": (
+        "在 LoRA/DoRA/QLoRA 下加入新词元时：`new` 只训练词嵌入中新词元的行（以及未绑定输出层的对应行，通过 PEFT 的 "
+        "trainable tokens），只保存这些行；`all` 训练并保存整个词嵌入矩阵（PEFT 的 modules_to_save：内存和检查点中多一份副本）。"
+        "全量微调无论如何都训练所有行。"
+    ),
     "data.train": (
         "训练数据：csv/tsv/json/jsonl/parquet 文件、由 `datasets` 保存的目录，"
         "或内置数据集（`builtin:rotten-tomatoes`；图像：按类别分文件夹的目录，或 `builtin:fashion-mnist`、"

@@ -13,6 +13,29 @@ from tuneforge.config.schema.data import DataSection
 from tuneforge.config.schema.train import TrainSection
 
 
+class VocabularySection(Section):
+    """`model.extend_vocabulary`: new tokens learned from a corpus and added to the base's tokenizer."""
+
+    corpus: str = Field(
+        ...,
+        description=(
+            "Text to learn the new tokens from: a data file (csv/tsv/json/jsonl/parquet/txt) or a builtin set, for "
+            "example builtin:zh-text-demo (raw Chinese text)."
+        ),
+    )
+    text_column: str = Field("text", description="The corpus column holding the text.")
+    new_tokens: int = Field(
+        2000,
+        ge=1,
+        le=200000,
+        description=(
+            "How many tokens to add at most: those that save the most tokens over the corpus, among the tokens a "
+            "tokenizer of the base's own kind (byte-level BPE, WordPiece, Unigram) learns from it."
+        ),
+    )
+    min_frequency: int = Field(2, ge=1, description="A candidate token must occur at least this often in the corpus.")
+
+
 class ModelSection(Section):
     name: str = Field(
         "builtin:minilm-l6",
@@ -44,6 +67,49 @@ class ModelSection(Section):
             "from-scratch baseline that fine-tuning is measured against)."
         ),
     )
+
+    extend_vocabulary: VocabularySection | None = Field(
+        None,
+        description=(
+            "Vocabulary expansion: learn new tokens from a corpus (`corpus`, `new_tokens`, `min_frequency`), add "
+            "them to the tokenizer, grow the embeddings (and an untied output layer) and start each new row as the "
+            "mean of the rows of the pieces the old tokenizer split the token into. The extended tokenizer is "
+            "saved with the run. Null: the base's vocabulary."
+        ),
+    )
+    add_tokens: list[str] = Field(
+        default_factory=list,
+        description="Tokens to add to the tokenizer as they are (initialised like `extend_vocabulary`'s).",
+    )
+    add_special_tokens: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Special tokens to add (never split, skipped by decode(skip_special_tokens=True)), for example tool or "
+            "role markers; initialised like `add_tokens`."
+        ),
+    )
+    train_embeddings: Literal["new", "all"] = Field(
+        "new",
+        description=(
+            "Under LoRA/DoRA/QLoRA with added tokens: `new` trains only the new tokens' rows of the embedding (and "
+            "of an untied output layer), through PEFT's trainable tokens, and saves only those rows; `all` trains "
+            "and saves the whole embedding matrix (PEFT's modules_to_save: a second copy of it in memory and in "
+            "the checkpoint). Full fine-tuning trains every row either way."
+        ),
+    )
+
+    @field_validator("add_tokens", "add_special_tokens")
+    @classmethod
+    def _tokens(cls, value):
+        bad = [t for t in value if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise ValueError(f"a token must be a non-empty text, got {bad[0]!r}")
+        return value
+
+    @property
+    def extends_vocabulary(self) -> bool:
+        """Whether the run adds tokens to its base's tokenizer."""
+        return bool(self.extend_vocabulary or self.add_tokens or self.add_special_tokens)
 
     @field_validator("keep_layers")
     @classmethod
