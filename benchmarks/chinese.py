@@ -88,7 +88,7 @@ def tokens_part(args) -> int:
     from tuneforge.data.sources import read_table
     from tuneforge.data.text import count_han
     from tuneforge.models.loader import load_tokenizer, resolve_model
-    from tuneforge.models.vocabulary import chars_per_token, extend_tokenizer, train_new_tokens
+    from tuneforge.models.vocabulary import extend_tokenizer, train_new_tokens
 
     texts = [str(t) for t in read_table("builtin:zh-text-demo", "data.train")["text"]]
     cut = len(texts) * 9 // 10
