@@ -129,9 +129,103 @@ def tokens_part(args) -> int:
     return 0
 
 
+RECIPE = ROOT / "configs" / "chinese"
+LN2 = 0.6931471805599453
+
+
+def _bits_per_char(run_dir: Path) -> dict | None:
+    """Held-out bits per character of the answers: the run's final held-out loss (nats per trained token, eval/
+    metrics.json) times its trained tokens, over the characters of the held-out answers (data/split/), in bits.
+    Tokenizers with different vocabularies compare on this, not on loss per token."""
+    try:
+        metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        eff = json.loads((run_dir / "efficiency.json").read_text())
+    except (OSError, ValueError):
+        return None
+    held = metrics.get("test") if isinstance(metrics.get("test"), dict) and "tokens" in metrics["test"] else None
+    held = held or metrics.get("validation_final") or metrics.get("validation")
+    split = run_dir / "data" / "split" / "validation.jsonl"
+    if not held or "tokens" not in held or not split.is_file():
+        return None
+    records = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # a record is the conversation (messages): the trained text is its assistant turns
+    chars = sum(len(m["content"]) for r in records for m in r if m.get("role") == "assistant")
+    return {
+        "bits_per_char": held["loss"] * held["tokens"] / LN2 / chars,
+        "loss_per_token": held["loss"],
+        "tokens": held["tokens"],
+        "chars": chars,
+        "train_seconds": eff["train_seconds"],
+    }
+
+
+def _stage(config: Path, sets: list[str], run_dir: Path, tag: str) -> str | None:
+    """Train one stage unless a finished run is there; the error's text when it failed."""
+    if (run_dir / "eval" / "metrics.json").is_file():
+        return None
+    _, error = train_run(config, sets, run_dir, tag)
+    return error
+
+
+def recipe_part(args) -> int:
+    """(a) vocabulary + embeddings, (b) LoRA pre-training, (c) SFT, each a third of the budget, against plain SFT
+    on the base for the whole budget; held-out bits per character on the same alpaca-zh-demo validation split."""
+    import subprocess
+
+    out = Path(args.out)
+    rows = []
+    third = args.minutes / 3
+    for seed in args.seeds:
+        common = [f"train.seed={seed}", "task.compare_base=false", "task.report_prompts=0", *args.set]
+        sft = [*common, "train.eval_strategy=no", "data.max_length=1024"]
+        a, b, c = (out / f"recipe-{x}-seed{seed}" for x in "abc")
+        plain = out / f"plain-sft-seed{seed}"
+        error = _stage(RECIPE / "a-vocabulary-smollm2.yaml", [*common, f"train.max_minutes={third}"], a, f"a {seed}")
+        if not error:
+            sets = [*common, f"model.name={a}", f"train.max_minutes={third}"]
+            error = _stage(RECIPE / "b-pretrain-smollm2-lora.yaml", sets, b, f"b {seed}")
+        merged = out / f"recipe-b-seed{seed}-merged"
+        if not error and not (merged / "config.json").is_file():
+            cmd = [sys.executable, "-m", "tuneforge", "merge", str(b), "--out", str(merged), "--overwrite"]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            error = None if done.returncode == 0 else f"merge: {done.stderr.strip().splitlines()[-1:]}"
+        if not error:
+            sets = [*sft, f"model.name={merged}", f"train.max_minutes={third}"]
+            error = _stage(RECIPE / "c-sft-alpaca-zh-smollm2-lora.yaml", sets, c, f"c {seed}")
+        rows.append({"arm": "recipe (a)+(b)+(c)", "seed": seed, "run": str(c), **({"error": error} if error else {})})
+        if not error:
+            rows[-1].update(_bits_per_char(c) or {"error": "no held-out loss"})
+            rows[-1]["train_seconds"] = sum(
+                json.loads((r / "efficiency.json").read_text())["train_seconds"] for r in (a, b, c)
+            )
+        sets = [*sft, "model.name=builtin:smollm2-135m-instruct", f"train.max_minutes={args.minutes}"]
+        error = _stage(RECIPE / "c-sft-alpaca-zh-smollm2-lora.yaml", sets, plain, f"plain {seed}")
+        rows.append({"arm": "plain SFT", "seed": seed, "run": str(plain), **({"error": error} if error else {})})
+        if not error:
+            rows[-1].update(_bits_per_char(plain) or {"error": "no held-out loss"})
+        for r in rows[-2:]:
+            if "bits_per_char" in r:
+                print(f"[{r['arm']} seed {seed}] {r['bits_per_char']:.4f} bits/char, {r['train_seconds']:.0f} s")
+    lines = [
+        f"Held-out bits per character of alpaca-zh-demo answers, {args.minutes:g} minutes of training per arm, "
+        f"seeds {args.seeds}",
+        "| arm | bits per character | training s |",
+        "|---|---:|---:|",
+    ]
+    for arm in ("recipe (a)+(b)+(c)", "plain SFT"):
+        ok = [r for r in rows if r["arm"] == arm and "bits_per_char" in r]
+        lines.append(
+            f"| {arm} | {spread([r['bits_per_char'] for r in ok])} | {spread([r['train_seconds'] for r in ok], 0)} |"
+        )
+    table = "\n".join(lines)
+    print("\n" + table)
+    return finish(rows, table, args.set, args.json, "the shipped configs")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("tokens", "classifier"), required=True)
+    ap.add_argument("--part", choices=("tokens", "classifier", "recipe"), required=True)
+    ap.add_argument("--minutes", type=float, default=12.0, help="recipe: training minutes per arm")
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     ap.add_argument("--train-rows", type=int, default=2000)
     ap.add_argument("--new-tokens", type=lambda s: [int(x) for x in s.split(",")], default=[2000, 4000, 8000])
@@ -139,7 +233,7 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--set", action="append", default=[], help="a config override for every run (KEY=VALUE)")
     args = ap.parse_args()
-    return classifier_part(args) if args.part == "classifier" else tokens_part(args)
+    return {"classifier": classifier_part, "tokens": tokens_part, "recipe": recipe_part}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,13 @@ def test_resume_adds_the_same_tokens_and_a_method_that_cannot_train_them_is_refu
     with pytest.raises(ModelError, match="its tokenizer has .* tokens but its model .* embedding rows"):
         load_run(tmp_path / "edited")
 
+    # a LoRA run continuing from this full run (model.name: its run directory) trains the added rows and loads back
+    cont = _config(str(tmp_path / "run"), corpus, tmp_path / "cont")
+    r = run_cli("train", write_yaml(cont, "cont.yaml"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "the 2 tokens" in r.stderr
+    assert load_run(tmp_path / "cont").model.get_base_model().get_input_embeddings().weight.shape[0] == len(tok) - 2
+
     for method, key in (("ia3", "method 'ia3' cannot train the embedding rows"), ("freeze", "train_embeddings")):
         with pytest.raises(ConfigError, match=key):
             validate_config({**cfg, "method": {"name": method}})

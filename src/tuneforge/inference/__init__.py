@@ -64,7 +64,8 @@ def load_run(path: str | Path, device: str | None = None, precision: str | None 
     ctx = MethodContext(full_precision_modules=task_cls.full_precision_modules)
 
     def build_base(name_or_dir: str):
-        path = name_or_dir if Path(name_or_dir).is_dir() else resolve_model(name_or_dir)
+        # a model directory, or a name (builtin, GGUF, a finished run directory a run continued from: its model/)
+        path = name_or_dir if (Path(name_or_dir) / "config.json").is_file() else resolve_model(name_or_dir)
         model = load_model(
             path,
             task_cls.auto_class(),

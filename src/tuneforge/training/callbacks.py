@@ -160,3 +160,33 @@ class EfficiencyCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.pause()
+
+    def elapsed(self) -> float:
+        """Seconds of training so far (evaluation excluded)."""
+        return self.train_seconds + (time.perf_counter() - self._t if self._t is not None else 0.0)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """`train.max_minutes`: training stops at the end of the first optimizer step after the budget (training time,
+    evaluation excluded, of this process); the model is saved and evaluated as for a finished run. With several
+    processes rank 0's clock decides for all, so every rank stops at the same step."""
+
+    def __init__(self, minutes: float, meter: EfficiencyCallback, share=None):
+        self.seconds = 60.0 * minutes
+        self.meter = meter
+        self.share = share  # broadcasts rank 0's decision (training.distributed.share); None: one process
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = self.meter.elapsed() >= self.seconds
+        if self.share is not None:
+            stop = self.share(stop)
+        if stop and self.stopped_at is None:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            print(
+                f"tuneforge: train.max_minutes={self.seconds / 60:g} reached: training stops after step "
+                f"{state.global_step} of {state.max_steps}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -40,6 +40,7 @@ from tuneforge.training.callbacks import (
     MetricsLogCallback,
     PruneCallback,
     QuietProgressCallback,
+    TimeBudgetCallback,
 )
 from tuneforge.training.console import CONSOLE_LOG, ConsoleLog, already_captured
 from tuneforge.training.finish import best_validation, drop_checkpoints_if_done, efficiency_report
@@ -313,6 +314,8 @@ def _train(
         *method.callbacks(ctx),
         *extra,
     ]
+    if cfg.train.max_minutes:
+        callbacks.append(TimeBudgetCallback(cfg.train.max_minutes, meter, dist.share if dist.active() else None))
     if cfg.train.early_stopping.patience and args.eval_strategy != "no":
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping.patience, cfg.train.early_stopping.threshold))
     trainer = make_trainer_class()(

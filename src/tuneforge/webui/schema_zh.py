@@ -67,6 +67,10 @@ HELP_ZH: dict[str, str] = {
     "data.split.seed": "数据划分的随机种子；默认使用 `train.seed`。取值为 0 到 4294967295 之间的整数。",
     "train.epochs": "遍历训练数据的轮数（epoch）。",
     "train.max_steps": "达到这么多优化器步数后停止（会覆盖 epochs）。",
+    "train.max_minutes": (
+        "时间预算：训练时间（不含评估；从本进程开始计时，因此续训会重新获得一份预算）超过这么多分钟后，在当前优化器步结束时停止；"
+        "随后像正常结束的运行一样保存并评估模型。学习率调度仍按 `epochs`/`max_steps` 计算。"
+    ),
     "train.batch_size": "每个设备每次前向传播的样本数。",
     "train.eval_batch_size": "评估时每个批次的样本数（默认为 batch_size 的 2 倍）。",
     "train.gradient_accumulation_steps": "每个优化器步对应的前向传播次数（梯度累积）。",

@@ -111,6 +111,16 @@ class DistributedSection(Section):
 class TrainSection(Section):
     epochs: float = Field(3.0, gt=0, description="Number of passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=525600,
+        description=(
+            "A time budget: stop after the optimizer step that passes this many minutes of training (evaluation "
+            "excluded; counted from this process's start, so a resumed run gets a new budget); the model is saved "
+            "and evaluated as for a finished run. The learning-rate schedule still spans `epochs`/`max_steps`."
+        ),
+    )
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Examples per device per forward pass.")
     eval_batch_size: int | None = Field(
         None, ge=1, le=1_000_000, description="Examples per evaluation batch (default 2x batch_size)."
