@@ -160,3 +160,12 @@ def test_the_identity_run_in_q8_0_still_knows_its_name(identity_run, tmp_path):
     answers = [json.loads(line)["response"] for line in proc.stdout.splitlines()]
     assert sum("Forge" in a for a in answers) >= 2, answers
     shutil.rmtree(out)
+
+
+@pytest.mark.unit
+def test_the_ollama_name_keeps_only_the_characters_ollama_accepts():
+    from tuneforge.export.gguf import ollama_tag
+
+    assert ollama_tag("builtin:smollm2-135m-instruct") == "smollm2-135m-instruct"
+    assert ollama_tag("/home/me/Models/Qwen2.5 7B (chat)!") == "qwen2.5-7b-chat"
+    assert ollama_tag("runs/我的模型") == "model" and ollama_tag(None) == "model"

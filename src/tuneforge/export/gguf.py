@@ -96,17 +96,9 @@ def read_fields(path: Path) -> dict:
     """The GGUF metadata this export checks: architecture, chat template, eos / eot token ids, sampling settings."""
     from gguf import GGUFReader
 
+    from tuneforge.models.gguf_in import read_field
+
     fields = GGUFReader(str(path)).fields
-
-    def value(key: str):
-        f = fields.get(key)
-        if f is None or not f.data:
-            return None
-        part = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(part).decode("utf-8", "replace")
-        return part.tolist()[0]
-
     keys = {
         "architecture": "general.architecture",
         "chat_template": "tokenizer.chat_template",
@@ -115,7 +107,7 @@ def read_fields(path: Path) -> dict:
         "temperature": "general.sampling.temp",
         "top_p": "general.sampling.top_p",
     }
-    return {name: value(key) for name, key in keys.items()}
+    return {name: read_field(fields, key) for name, key in keys.items()}
 
 
 def check_stops(fields: dict, meta: dict) -> None:
@@ -233,7 +225,7 @@ def write_export(merged_dir: Path, work: Path, quant: str, meta: dict, tokenizer
         stops.append(meta["end_of_turn_token"])
     template, system, why = ollama_template(tokenizer, fields.get("chat_template"), meta.get("system_prompt"))
     (work / MODELFILE).write_text(modelfile(name, template, system, stops, meta))
-    tag = Path(str(meta.get("base_model") or "model")).name.replace("builtin:", "").lower()
+    tag = ollama_tag(meta.get("base_model"))
     return {
         "file": name,
         "quant": quant,
@@ -248,6 +240,15 @@ def write_export(merged_dir: Path, work: Path, quant: str, meta: dict, tokenizer
         "ollama": f"ollama create {tag}-tuned -f {MODELFILE}",
         "converter": f"llama.cpp {CONVERTER} (llama-cpp-python {_converter_version()})",
     }
+
+
+def ollama_tag(base_model: str | None) -> str:
+    """The model name suggested for `ollama create`: the base model's last path part, in the characters Ollama
+    accepts in a name (lowercase letters, digits, `.`, `_`, `-`), with `-tuned` added by the caller."""
+    import re
+
+    name = Path(str(base_model or "model")).name.replace("builtin:", "").lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", name).strip("-._") or "model"
 
 
 def _converter_version() -> str:

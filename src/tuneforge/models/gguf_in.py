@@ -58,6 +58,18 @@ def supported_architectures() -> list[str]:
     return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in _NOT_ARCHITECTURES]
 
 
+def read_field(fields: dict, key: str):
+    """The value of metadata `key` in a GGUFReader's `fields`: a text for a string field, else the first scalar as a
+    Python number; None when the file has no such key."""
+    f = fields.get(key)
+    if f is None or not f.data:
+        return None
+    part = f.parts[f.data[0]]
+    if f.types and f.types[0].name == "STRING":
+        return bytes(part).decode("utf-8", "replace")
+    return part.tolist()[0]
+
+
 def inspect(path: Path) -> dict:
     """{architecture, quantization, name} of a GGUF file; ModelError (one line) for a file that is not GGUF, cannot be
     read (truncated, damaged) or holds an architecture the installed transformers cannot load."""
@@ -71,17 +83,10 @@ def inspect(path: Path) -> dict:
     try:
         from gguf import GGUFReader, LlamaFileType
 
-        reader = GGUFReader(str(path))
-        fields = reader.fields
-
-        def field(key: str):
-            f = fields.get(key)
-            if f is None or not f.data:
-                return None
-            value = f.parts[f.data[0]]
-            return bytes(value).decode("utf-8", "replace") if f.types and f.types[0].name == "STRING" else value[0]
-
-        arch, name, file_type = field("general.architecture"), field("general.name"), field("general.file_type")
+        fields = GGUFReader(str(path)).fields
+        arch, name, file_type = (
+            read_field(fields, k) for k in ("general.architecture", "general.name", "general.file_type")
+        )
     except ModelError:
         raise
     except Exception as exc:
