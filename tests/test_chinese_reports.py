@@ -8,10 +8,11 @@ import json
 
 import pandas as pd
 import pytest
+
 from sft_common import write_jsonl
+from tuneforge.data.text import count_han
 
 from conftest import run_cli
-from tuneforge.data.text import count_han
 
 pytestmark = pytest.mark.unit
 
