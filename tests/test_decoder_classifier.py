@@ -111,3 +111,23 @@ def test_a_lora_run_on_a_decoder_without_pad_token_trains_predicts_and_exports_w
     r = run_cli("export", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "onnx"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "label agreement 100.00%" in r.stdout, r.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["full", "qlora"])
+def test_full_and_qlora_train_a_decoder_classifier(tmp_path, method):
+    """QLoRA keeps the score head out of 4-bit (it is new and trains in full); full fine-tuning saves the whole
+    model with the pad token in its config."""
+    tok = make_tokenizer(special=NO_PAD)
+    model = make_tiny_llama(tmp_path / "llama", tok)
+    pd.DataFrame(make_sentiment_rows(64)).to_csv(tmp_path / "s.csv", index=False)
+    cfg = tiny_config(model, str(tmp_path / "s.csv"), str(tmp_path / "run"), method=method, train__max_steps=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("train", str(tmp_path / "c.yaml"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("predict", str(tmp_path / "run"), *TEXTS)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == len(TEXTS)
+    if method == "full":
+        config = json.loads((tmp_path / "run/model/config.json").read_text())
+        assert config["pad_token_id"] == tok.convert_tokens_to_ids("<|im_end|>")

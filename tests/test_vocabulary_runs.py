@@ -103,6 +103,13 @@ def test_a_lora_run_with_new_tokens_trains_only_their_rows_and_reloads_and_merge
     enc = tok(text, return_tensors="pt")
     with torch.no_grad():
         logits = run.model(**enc).logits
+    # chat models answer through the grown base: a prompt holding the new tokens is read and answered
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"{word}<tool>"}, {"prompt": ZH[1]}])
+    r = run_cli("generate", str(tmp_path / "run"), "--file", prompts, "--temperature", "0", "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(answers) == 2 and all(a["tokens"] >= 1 and "response" in a for a in answers), answers
+
     r = run_cli("merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged"))
     assert r.returncode == 0, r.stderr[-2000:]
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
