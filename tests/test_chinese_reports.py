@@ -14,11 +14,11 @@ from tuneforge.data.text import count_han
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.unit
 
 ZH = ["这部电影非常好看", "剧情无聊，演员也很差", "故事感人，值得一看", "浪费时间的电影"]
 
 
+@pytest.mark.unit
 def test_data_inspect_reports_tokens_per_chinese_character(tiny_bert, tmp_path, write_yaml):
     # no deduplication: the near-duplicate texts here would be dropped before the report counts them
     rows = [{"text": f"{ZH[i % 4]}{i}" + (" good film" if i % 3 == 0 else ""), "label": i % 4 % 2} for i in range(60)]
@@ -40,6 +40,7 @@ def test_data_inspect_reports_tokens_per_chinese_character(tiny_bert, tmp_path, 
     assert "## Chinese text" in md and "tokens per Chinese character" in md
 
 
+@pytest.mark.unit
 def test_the_sft_report_counts_chinese_characters(tiny_llama, tmp_path, write_yaml):
     chats = [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
@@ -58,6 +59,7 @@ def test_the_sft_report_counts_chinese_characters(tiny_llama, tmp_path, write_ya
     assert "Chinese characters" in (tmp_path / "rep/report.md").read_text()
 
 
+@pytest.mark.unit
 def test_overflow_split_cuts_long_texts_into_pieces_and_keeps_every_token(tiny_llama, tmp_path, write_yaml):
     from transformers import AutoTokenizer
 
@@ -89,3 +91,23 @@ def test_overflow_split_cuts_long_texts_into_pieces_and_keeps_every_token(tiny_l
     cfg["data"]["format"] = "messages"
     with pytest.raises(ConfigError, match="'split' cuts plain text"):
         validate_config(cfg)
+
+
+@pytest.mark.integration
+def test_a_classification_run_reports_its_chinese_text(tiny_bert, tmp_path, write_yaml):
+    rows = [{"text": f"{ZH[i % 4]}{i}", "label": i % 4 % 2} for i in range(60)]
+    pd.DataFrame(rows).to_csv(tmp_path / "zh.csv", index=False)
+    data = {"train": str(tmp_path / "zh.csv"), "clean": {"dedup": "none"}}
+    cfg = {
+        "model": {"name": tiny_bert},
+        "data": data,
+        "train": {"max_steps": 1, "report_to": "none"},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    r = run_cli("train", write_yaml(cfg))
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "run/data/report.json").read_text())
+    assert sum(s["chinese_characters"] for s in report["chinese_text"].values()) == sum(
+        count_han(r["text"]) for r in rows
+    )
+    assert "## Chinese text" in (tmp_path / "run/data/report.md").read_text()

@@ -61,7 +61,7 @@ def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tu
     """Token lengths per split with the config's tokenizer (whitespace words when it cannot be loaded), the unit,
     and per split with Chinese text: its Han characters and the tokens of the texts that hold them (the texts'
     own tokens, without the special tokens the tokenizer adds)."""
-    from tuneforge.data.text import count_han
+    from tuneforge.data.text import chinese_stats
     from tuneforge.models.loader import load_tokenizer, resolve_model
 
     d = cfg.data
@@ -86,15 +86,10 @@ def _token_lengths(cfg: RunConfig, frames: dict[str, pd.DataFrame | None]) -> tu
             ids = tok(texts, pairs, truncation=False, verbose=False)["input_ids"]
             out[name] = [len(x) for x in ids]
             extra = tok.num_special_tokens_to_add(pair=pairs is not None)
-            han = [count_han(t) + (count_han(p) if pairs else 0) for t, p in zip(texts, pairs or [""] * len(texts))]
-            if sum(han):
-                tokens = sum(len(x) - extra for x, h in zip(ids, han) if h)
-                chinese[name] = {
-                    "texts": sum(1 for h in han if h),
-                    "chinese_characters": sum(han),
-                    "tokens": tokens,
-                    "tokens_per_chinese_character": round(tokens / sum(han), 3),
-                }
+            joined = [t + (p or "") for t, p in zip(texts, pairs or [""] * len(texts))]
+            stats = chinese_stats(joined, [len(x) - extra for x in ids])
+            if stats:
+                chinese[name] = stats
     return out, unit, chinese
 
 

@@ -1,6 +1,6 @@
 """Single-label text classification on AutoModelForSequenceClassification.
 
-One concern in about 450 lines: the training side of one task, as one class, with its config and data keys.
+One concern in about 470 lines: the training side of one task, as one class, with its config and data keys.
 Half of it is how rows are read, checked and split (stratified or grouped, label checks across splits), which
 the image classifier reuses by subclassing; moving that half elsewhere would split one class over two modules.
 How a finished run predicts, evaluates and exports is in tasks/classification_hooks.py, distillation in
@@ -228,6 +228,9 @@ class ClassificationTask(Task):
             pad_id,
         )
         encoded = {"train": enc(train), "validation": enc(val), "test": enc(test)}
+        chinese = self._chinese(tokenizer, {"train": train, "validation": val, "test": test})
+        if chinese:
+            report["chinese_text"] = chinese
         return Prepared(
             **encoded,
             sizes=frames.sizes,
@@ -237,6 +240,25 @@ class ClassificationTask(Task):
             train_ids=frames.train_ids,
             lengths=token_lengths(encoded),
         )
+
+    def _chinese(self, tokenizer, frames: dict) -> dict:
+        """Per split with Chinese text: its Chinese characters and what they cost the tokenizer (the data report's
+        "Chinese text" table); the texts' own tokens, without the special tokens the tokenizer adds."""
+        from tuneforge.data.text import chinese_stats, has_han
+
+        d, out = self.cfg.data, {}
+        for name, df in frames.items():
+            if df is None or len(df) == 0:
+                continue
+            texts = df[d.text_column].astype(str).tolist()
+            if d.text_pair_column:
+                texts = [t + p for t, p in zip(texts, df[d.text_pair_column].astype(str))]
+            if not any(has_han(t) for t in texts):
+                continue
+            stats = chinese_stats(texts, [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]])
+            if stats:
+                out[name] = stats
+        return out
 
     def _columns(self) -> list[str]:
         d = self.cfg.data
