@@ -14,7 +14,6 @@ from tuneforge.data.text import count_han
 
 from conftest import run_cli
 
-
 ZH = ["这部电影非常好看", "剧情无聊，演员也很差", "故事感人，值得一看", "浪费时间的电影"]
 
 
