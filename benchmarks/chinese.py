@@ -205,7 +205,10 @@ def recipe_part(args) -> int:
             rows[-1].update(_bits_per_char(plain) or {"error": "no held-out loss"})
         for r in rows[-2:]:
             if "bits_per_char" in r:
-                print(f"[{r['arm']} seed {seed}] {r['bits_per_char']:.4f} bits/char, {r['train_seconds']:.0f} s")
+                print(
+                    f"[{r['arm']} seed {seed}] {r['bits_per_char']:.4f} bits/char, {r['train_seconds']:.0f} s",
+                    flush=True,
+                )
     lines = [
         f"Held-out bits per character of alpaca-zh-demo answers, {args.minutes:g} minutes of training per arm, "
         f"seeds {args.seeds}",
